@@ -1,0 +1,48 @@
+# xmirror: build, test and demo against real local Redis and Kafka servers
+# (started by scripts/services.sh, or external ones via REDIS_URL and
+# KAFKA_BROKERS).
+
+GO       ?= go
+BIN      := bin/xmirror
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X github.com/xmirror/xmirror/cmd.Version=$(VERSION)
+SERVICES := scripts/services.sh
+# Every recipe that needs the servers runs with their addresses exported.
+WITH_ENV := eval "$$($(SERVICES) env)" &&
+
+.PHONY: all build test unit fmt-check vet services-up services-down services-status demo bench bench-smoke test-faults clean
+
+all: build
+
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/xmirror
+
+services-up:
+	$(SERVICES) up
+
+services-down:
+	$(SERVICES) down
+
+services-status:
+	$(SERVICES) status
+
+fmt-check:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null); \
+	if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted (run gofmt -w)"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+# test: every check, integration tests included, against the real servers.
+test: services-up fmt-check vet build
+	$(WITH_ENV) $(GO) test -race -count=1 -timeout 25m ./...
+
+# unit: only the tests that need no server (fast feedback while editing).
+unit:
+	$(GO) test -short -count=1 ./...
+
+demo: services-up build
+	$(WITH_ENV) scripts/demo.sh
+
+clean:
+	rm -rf bin

@@ -1,0 +1,14 @@
+// Package checkpoint owns the positions xmirror keeps in Redis: the names of
+// their keys, their encoding, their version and the atomic steps that move
+// them. Nothing else in xmirror reads or writes these keys.
+//
+// Every checkpoint is a Redis hash with a "version" field. A reader refuses a
+// key that is not a hash, has no version, has a version it does not know or
+// holds a position it cannot parse: a mirror never silently restarts from the
+// beginning because its checkpoint was damaged.
+//
+// redis-to-kafka keeps one hash per mirror, in the Redis being read
+// (see R2KKey). kafka-to-redis keeps one hash per mirror and destination
+// stream, in a key sharing the stream's hash slot so that the entries and the
+// positions they came from are written in one atomic step (see K2RKey).
+package checkpoint

@@ -1,0 +1,256 @@
+package cmd
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/xmirror/xmirror/internal/endpoint"
+)
+
+// defaultCheckTimeout bounds the whole check, both servers together.
+const defaultCheckTimeout = 10 * time.Second
+
+type checkOptions struct {
+	conn    connFlags
+	timeout time.Duration
+	output  string
+}
+
+func newCheckCmd(a *app) *cobra.Command {
+	var o checkOptions
+	c := &cobra.Command{
+		Use:   "check",
+		Short: "Check that Redis and Kafka are reachable and can run a mirror",
+		Long: `Connects to Redis and to Kafka and reports what xmirror needs of each:
+
+  Redis: version, mode (standalone or cluster), streams (5.0+) and
+         XAUTOCLAIM (6.2+, used to take over entries of crashed consumers).
+  Kafka: cluster ID, brokers, and whether each API xmirror uses is supported.
+
+Exits 0 when both are fit, 1 with one line per problem otherwise (within
+--timeout, never hanging), 2 on bad flags.`,
+		Example: `  xmirror check
+  xmirror check --redis redis://:secret@cache:6379/2 --brokers kafka1:9092,kafka2:9092
+  XMIRROR_REDIS=rediss://cache:6380 xmirror check -o json`,
+		RunE: func(c *cobra.Command, _ []string) error {
+			redisEP, kafkaEP, err := o.conn.resolve(a, c, true, true)
+			if err != nil {
+				return err
+			}
+			if o.timeout <= 0 {
+				return usageErrorf("--timeout must be positive, got %s", o.timeout)
+			}
+			if o.output != "text" && o.output != "json" {
+				return usageErrorf("--output must be text or json, got %q", o.output)
+			}
+			ctx, cancel := context.WithTimeout(c.Context(), o.timeout)
+			defer cancel()
+			rep := runCheck(ctx, o.timeout, redisEP, kafkaEP)
+			if o.output == "json" {
+				enc := json.NewEncoder(a.env.Stdout)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(rep); err != nil {
+					return err
+				}
+			} else {
+				rep.print(a)
+			}
+			if len(rep.Problems) > 0 {
+				// One line per problem, then the failure itself.
+				for _, p := range rep.Problems {
+					fmt.Fprintf(a.env.Stderr, "xmirror: %s\n", p)
+				}
+				return &ExitError{Code: ExitFailure, Err: fmt.Errorf("check failed: %d problem(s)", len(rep.Problems))}
+			}
+			return nil
+		},
+	}
+	o.conn.bind(c, true, true)
+	c.Flags().DurationVar(&o.timeout, "timeout", defaultCheckTimeout, "give up on a server that has not answered within this time")
+	c.Flags().StringVarP(&o.output, "output", "o", "text", "output format: text or json")
+	return c
+}
+
+type redisReport struct {
+	URL        string `json:"url"`
+	OK         bool   `json:"ok"`
+	Version    string `json:"version,omitempty"`
+	Mode       string `json:"mode,omitempty"`
+	Streams    bool   `json:"streams"`
+	XAutoClaim bool   `json:"xautoclaim"`
+}
+
+type kafkaReport struct {
+	Brokers   []string          `json:"bootstrap"`
+	OK        bool              `json:"ok"`
+	ClusterID string            `json:"cluster_id,omitempty"`
+	Members   []string          `json:"brokers,omitempty"`
+	APIs      map[string]string `json:"apis,omitempty"`
+}
+
+type checkReport struct {
+	Redis    redisReport `json:"redis"`
+	Kafka    kafkaReport `json:"kafka"`
+	Problems []string    `json:"problems"`
+}
+
+// kafkaAPIs are the requests xmirror sends, with the lowest version it
+// relies on (idempotent production needs InitProducerID and Produce v3+).
+var kafkaAPIs = []struct {
+	key kmsg.Key
+	min int16
+}{
+	{kmsg.Metadata, 1},
+	{kmsg.Produce, 3},
+	{kmsg.Fetch, 4},
+	{kmsg.ListOffsets, 1},
+	{kmsg.InitProducerID, 0},
+	{kmsg.CreateTopics, 0},
+}
+
+func runCheck(ctx context.Context, timeout time.Duration, r endpoint.Redis, k endpoint.Kafka) checkReport {
+	rep := checkReport{
+		Redis:    redisReport{URL: r.Redacted()},
+		Kafka:    kafkaReport{Brokers: k.Brokers},
+		Problems: []string{},
+	}
+	redisDone := make(chan []string, 1)
+	go func() { redisDone <- checkRedis(ctx, timeout, r, &rep.Redis) }()
+	kafkaProblems := checkKafka(ctx, timeout, k, &rep.Kafka)
+	rep.Problems = append(rep.Problems, <-redisDone...)
+	rep.Problems = append(rep.Problems, kafkaProblems...)
+	return rep
+}
+
+func checkRedis(ctx context.Context, timeout time.Duration, ep endpoint.Redis, rep *redisReport) []string {
+	cl, err := ep.Connect(ctx, timeout)
+	if err != nil {
+		return []string{err.Error()}
+	}
+	defer cl.Close()
+	info, err := cl.Do(ctx, cl.B().Info().Section("server").Build()).ToString()
+	if err != nil {
+		return []string{fmt.Sprintf("redis %s: INFO failed: %v", ep.Addr(), err)}
+	}
+	fields := parseInfo(info)
+	rep.Version = fields["redis_version"]
+	rep.Mode = fields["redis_mode"]
+	if rep.Mode == "" {
+		rep.Mode = "standalone"
+	}
+	major, minor := parseVersion(rep.Version)
+	rep.Streams = major >= 5
+	rep.XAutoClaim = major > 6 || (major == 6 && minor >= 2)
+	var problems []string
+	if !rep.Streams {
+		problems = append(problems, fmt.Sprintf("redis %s: version %s has no streams; xmirror needs Redis 5.0 or later (6.2+ recommended)", ep.Addr(), rep.Version))
+	} else if !rep.XAutoClaim {
+		problems = append(problems, fmt.Sprintf("redis %s: version %s lacks XAUTOCLAIM; xmirror needs Redis 6.2 or later", ep.Addr(), rep.Version))
+	}
+	rep.OK = len(problems) == 0
+	return problems
+}
+
+func checkKafka(ctx context.Context, timeout time.Duration, ep endpoint.Kafka, rep *kafkaReport) []string {
+	cl, err := ep.Connect(ctx, timeout)
+	if err != nil {
+		return []string{err.Error()}
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	meta, err := adm.BrokerMetadata(ctx)
+	if err != nil {
+		return []string{ep.Explain(fmt.Errorf("metadata: %w", err)).Error()}
+	}
+	rep.ClusterID = meta.Cluster
+	for _, b := range meta.Brokers {
+		rep.Members = append(rep.Members, fmt.Sprintf("%d@%s:%d", b.NodeID, b.Host, b.Port))
+	}
+	versions, err := adm.ApiVersions(ctx)
+	if err != nil {
+		return []string{ep.Explain(fmt.Errorf("api versions: %w", err)).Error()}
+	}
+	var problems []string
+	rep.APIs = map[string]string{}
+	for _, bv := range versions.Sorted() {
+		if bv.Err != nil {
+			problems = append(problems, fmt.Sprintf("kafka broker %d: api versions: %v", bv.NodeID, bv.Err))
+			continue
+		}
+		for _, api := range kafkaAPIs {
+			name := kmsg.NameForKey(int16(api.key))
+			minV, maxV, ok := bv.KeyVersions(int16(api.key))
+			switch {
+			case !ok:
+				rep.APIs[name] = "missing"
+				problems = append(problems, fmt.Sprintf("kafka broker %d: does not support %s, which xmirror needs", bv.NodeID, name))
+			case maxV < api.min:
+				rep.APIs[name] = fmt.Sprintf("v%d-v%d (too old)", minV, maxV)
+				problems = append(problems, fmt.Sprintf("kafka broker %d: %s only up to v%d, xmirror needs v%d; upgrade the broker", bv.NodeID, name, maxV, api.min))
+			default:
+				rep.APIs[name] = fmt.Sprintf("v%d-v%d", minV, maxV)
+			}
+		}
+	}
+	rep.OK = len(problems) == 0
+	return problems
+}
+
+func (rep checkReport) print(a *app) {
+	if a.global.quiet {
+		return
+	}
+	w := a.env.Stdout
+	mark := func(ok bool) string {
+		if ok {
+			return "ok"
+		}
+		return "FAIL"
+	}
+	yes := func(b bool) string {
+		if b {
+			return "yes"
+		}
+		return "no"
+	}
+	fmt.Fprintf(w, "redis  %-4s %s\n", mark(rep.Redis.OK), rep.Redis.URL)
+	if rep.Redis.Version != "" {
+		fmt.Fprintf(w, "       version %s, mode %s, streams: %s, XAUTOCLAIM: %s\n", rep.Redis.Version, rep.Redis.Mode, yes(rep.Redis.Streams), yes(rep.Redis.XAutoClaim))
+	}
+	fmt.Fprintf(w, "kafka  %-4s %s\n", mark(rep.Kafka.OK), strings.Join(rep.Kafka.Brokers, ","))
+	if rep.Kafka.ClusterID != "" {
+		fmt.Fprintf(w, "       cluster %s, brokers %s\n", rep.Kafka.ClusterID, strings.Join(rep.Kafka.Members, " "))
+		var apis []string
+		for _, api := range kafkaAPIs {
+			name := kmsg.NameForKey(int16(api.key))
+			apis = append(apis, name+" "+rep.Kafka.APIs[name])
+		}
+		fmt.Fprintf(w, "       apis: %s\n", strings.Join(apis, ", "))
+	}
+}
+
+// parseInfo reads the key:value lines of an INFO reply.
+func parseInfo(info string) map[string]string {
+	fields := map[string]string{}
+	for _, line := range strings.Split(info, "\n") {
+		line = strings.TrimSpace(line)
+		if k, v, ok := strings.Cut(line, ":"); ok && !strings.HasPrefix(line, "#") {
+			fields[k] = v
+		}
+	}
+	return fields
+}
+
+// parseVersion reads "7.0.15" as 7, 0; anything unreadable as 0, 0.
+func parseVersion(v string) (major, minor int) {
+	fmt.Sscanf(v, "%d.%d", &major, &minor)
+	return major, minor
+}
+

@@ -1,0 +1,124 @@
+// Package cmd holds xmirror's command-line interface: each command parses
+// its flags into an options struct, validates it and hands it to the engine.
+package cmd
+
+import (
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+// Version is set at build time with -ldflags "-X .../cmd.Version=...".
+var Version = "dev"
+
+// Env holds what commands take from the process: the streams they write to
+// and the environment, so tests can run commands in-process.
+type Env struct {
+	Stdout io.Writer
+	Stderr io.Writer
+	Getenv func(string) string
+}
+
+// globalOptions are the flags every command shares.
+type globalOptions struct {
+	quiet   bool
+	verbose bool
+}
+
+// NewRootCommand builds the xmirror command tree.
+func NewRootCommand(env Env) *cobra.Command {
+	if env.Getenv == nil {
+		env.Getenv = os.Getenv
+	}
+	var g globalOptions
+	root := &cobra.Command{
+		Use:   "xmirror",
+		Short: "Mirror Redis Streams and Kafka topics, in both directions",
+		Long: `xmirror copies entries from Redis Streams into Kafka topics and records
+from Kafka topics into Redis Streams.
+
+By default a run is one-shot: it copies what exists when it starts, prints a
+summary and exits (for cron jobs and CI data seeding). With --follow it keeps
+mirroring until SIGINT or SIGTERM. Its positions are checkpointed in Redis, so
+each mirror resumes exactly where it left off, and an entry is acknowledged and
+checkpointed only after the destination confirmed it.
+
+Connections:
+  --redis URL       redis://[user:password@]host:port[/db], rediss:// for TLS
+                    (env XMIRROR_REDIS, default redis://127.0.0.1:6379/0)
+  --brokers LIST    host:port[,host:port...] (env XMIRROR_BROKERS,
+                    default 127.0.0.1:9092)
+
+Exit codes: 0 success, 1 runtime failure, 2 usage error,
+130 a one-shot run interrupted before it finished.`,
+		Example: `  xmirror check
+  xmirror redis-to-kafka --stream orders --create-topic
+  xmirror kafka-to-redis --topic orders --stream orders-copy --follow`,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		Version:       Version,
+	}
+	root.SetOut(env.Stdout)
+	root.SetErr(env.Stderr)
+	root.SetVersionTemplate("xmirror {{.Version}}\n")
+	root.PersistentFlags().BoolVarP(&g.quiet, "quiet", "q", false, "print no progress or summary, only errors")
+	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log what the mirror does, step by step")
+	// Bad flags are usage errors (exit 2), wherever cobra finds them.
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
+
+	logger := func() *slog.Logger {
+		level := slog.LevelInfo
+		switch {
+		case g.quiet:
+			level = slog.LevelError
+		case g.verbose:
+			level = slog.LevelDebug
+		}
+		return slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: level}))
+	}
+	app := &app{env: env, global: &g, logger: logger}
+
+	root.AddCommand(
+		newVersionCmd(app),
+		newCheckCmd(app),
+	)
+	for _, c := range root.Commands() {
+		c.Args = wrapArgs(c.Args)
+	}
+	return root
+}
+
+// app is what every command is built with.
+type app struct {
+	env    Env
+	global *globalOptions
+	logger func() *slog.Logger
+}
+
+// wrapArgs turns cobra's argument errors into usage errors.
+func wrapArgs(check cobra.PositionalArgs) cobra.PositionalArgs {
+	if check == nil {
+		check = cobra.NoArgs
+	}
+	return func(c *cobra.Command, args []string) error {
+		if err := check(c, args); err != nil {
+			return usageError(err)
+		}
+		return nil
+	}
+}
+
+// envOr returns the flag's value, or the environment variable's when the
+// flag was not given, so flags always win over the environment.
+func (a *app) envOr(c *cobra.Command, flag, envVar, value string) string {
+	if c.Flags().Changed(flag) {
+		return value
+	}
+	if v := strings.TrimSpace(a.env.Getenv(envVar)); v != "" {
+		return v
+	}
+	return value
+}

@@ -1,0 +1,146 @@
+package cmd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/xmirror/xmirror/mirror"
+)
+
+// Defaults shared by both directions.
+const (
+	// defaultBatchSize entries per read: large enough that round trips are
+	// a small share of the time, small enough that memory stays a few MiB.
+	defaultBatchSize = 2000
+	// defaultOneShotTimeout is how long a one-shot run keeps retrying a
+	// server that stopped answering before it exits 1.
+	defaultOneShotTimeout = 30 * time.Second
+)
+
+// runFlags are the flags that shape a mirror run in either direction.
+type runFlags struct {
+	name        string
+	follow      bool
+	batchSize   int
+	maxInFlight int
+	timeout     time.Duration
+	output      string
+}
+
+func (f *runFlags) bind(c *cobra.Command) {
+	fs := c.Flags()
+	fs.StringVar(&f.name, "name", "", "mirror name: keys its checkpoint and lease (default derived from the source and destination)")
+	fs.BoolVarP(&f.follow, "follow", "f", false, "keep mirroring new data until SIGINT/SIGTERM instead of stopping at what exists at start")
+	fs.IntVar(&f.batchSize, "batch-size", defaultBatchSize, "entries read, written and confirmed together")
+	fs.IntVar(&f.maxInFlight, "max-in-flight", mirror.DefaultMaxInFlight, "batches written but not yet confirmed; more hides latency, costs memory")
+	fs.DurationVar(&f.timeout, "timeout", defaultOneShotTimeout, "one-shot: how long to retry an unreachable server before exiting 1 (follow retries forever)")
+	fs.StringVarP(&f.output, "output", "o", "text", "summary format: text or json")
+}
+
+// validate reports every problem with the run flags.
+func (f *runFlags) validate() []string {
+	var problems []string
+	if f.batchSize < 1 || f.batchSize > 100000 {
+		problems = append(problems, fmt.Sprintf("--batch-size must be from 1 to 100000, got %d", f.batchSize))
+	}
+	if f.maxInFlight < 1 || f.maxInFlight > 64 {
+		problems = append(problems, fmt.Sprintf("--max-in-flight must be from 1 to 64, got %d", f.maxInFlight))
+	}
+	if f.timeout <= 0 {
+		problems = append(problems, fmt.Sprintf("--timeout must be positive, got %s", f.timeout))
+	}
+	if f.output != "text" && f.output != "json" {
+		problems = append(problems, fmt.Sprintf("--output must be text or json, got %q", f.output))
+	}
+	return problems
+}
+
+// engineOptions turns the flags into engine options.
+func (f *runFlags) engineOptions(a *app) mirror.Options {
+	opt := mirror.Options{
+		MaxInFlight: f.maxInFlight,
+		Logger:      a.logger(),
+	}
+	if !f.follow {
+		opt.RetryFor = f.timeout
+	}
+	return opt
+}
+
+// problemsError joins validation problems into one usage error.
+func problemsError(problems []string) error {
+	if len(problems) == 0 {
+		return nil
+	}
+	msg := problems[0]
+	for _, p := range problems[1:] {
+		msg += "; " + p
+	}
+	return usageErrorf("%s", msg)
+}
+
+// summary is the one-line report of a finished run.
+type summary struct {
+	Mirror    string  `json:"mirror"`
+	Direction string  `json:"direction"`
+	Entries   int64   `json:"entries"`
+	Bytes     int64   `json:"bytes"`
+	Seconds   float64 `json:"seconds"`
+	Rate      float64 `json:"entries_per_second"`
+	Skipped   int64   `json:"skipped,omitempty"`
+	Stopped   string  `json:"stopped"`
+}
+
+// finish prints the summary of a run and turns its error into the command's.
+// A follow run stopped by a signal succeeded; a one-shot run stopped by one
+// did not finish, which is exit 130.
+func finish(a *app, c *cobra.Command, f *runFlags, s summary, stats mirror.Stats, err error) error {
+	s.Entries, s.Bytes = stats.Entries, stats.Bytes
+	s.Seconds = stats.Elapsed.Seconds()
+	s.Rate = stats.Rate()
+	interrupted := err != nil && errors.Is(err, context.Canceled) && c.Context().Err() != nil
+	switch {
+	case err == nil:
+		s.Stopped = "done"
+	case interrupted && f.follow:
+		s.Stopped = "signal"
+		err = nil
+	case interrupted:
+		s.Stopped = "interrupted"
+	default:
+		s.Stopped = "error"
+	}
+	if !a.global.quiet || f.output == "json" {
+		if f.output == "json" {
+			json.NewEncoder(a.env.Stdout).Encode(s)
+		} else {
+			line := fmt.Sprintf("%s: mirrored %d entries (%s) in %.2fs, %.0f entries/s", s.Mirror, s.Entries, humanBytes(s.Bytes), s.Seconds, s.Rate)
+			if s.Skipped > 0 {
+				line += fmt.Sprintf(", %d skipped", s.Skipped)
+			}
+			if s.Stopped != "done" {
+				line += "; stopped: " + s.Stopped
+			}
+			fmt.Fprintln(a.env.Stderr, line)
+		}
+	}
+	return err
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

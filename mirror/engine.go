@@ -1,0 +1,304 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// A Batch is a group of entries read together and confirmed together.
+type Batch interface {
+	// Len is the number of entries in the batch.
+	Len() int
+	// Bytes is the payload size of the batch, for statistics.
+	Bytes() int
+}
+
+// A Source yields batches and learns when they are safe to forget.
+type Source[B Batch] interface {
+	// Next blocks until a batch is ready, ctx is done, or (one-shot) the
+	// snapshot taken at start is exhausted, which it reports as io.EOF. An
+	// empty batch is allowed and skipped; it lets a source report progress
+	// (such as entries it found already mirrored) through Commit.
+	Next(ctx context.Context) (B, error)
+	// Commit is called once for each batch, in the order Next returned
+	// them, and only after the Sink confirmed that batch and all before it.
+	// It must be idempotent: after a failure it may be called again.
+	Commit(ctx context.Context, b B) error
+}
+
+// A Sink makes batches durable at the destination.
+type Sink[B Batch] interface {
+	// Write starts making b durable and calls done exactly once: with nil
+	// when every entry of b is confirmed, or with the error that stopped
+	// it. Write is called in batch order from one goroutine; it may block
+	// to apply backpressure and may call done before it returns.
+	Write(ctx context.Context, b B, done func(error))
+}
+
+// Options tune an engine run.
+type Options struct {
+	// MaxInFlight is how many batches may be written but not yet
+	// committed. More hides more latency; memory grows with it.
+	MaxInFlight int
+	// DrainTimeout bounds how long a stopping run waits for batches in
+	// flight to be confirmed before it abandons them (they stay
+	// unacknowledged at the source and are mirrored again on restart).
+	DrainTimeout time.Duration
+	// RetryFor is how long a transient failure (see Transient) is retried
+	// with backoff before the run fails. Zero retries forever (follow).
+	RetryFor time.Duration
+	// Logger receives retries and stops. Nil logs nothing.
+	Logger *slog.Logger
+	// OnCommit, when set, is called after each committed batch with the
+	// running totals, for progress output.
+	OnCommit func(Stats)
+}
+
+// Defaults for Options fields left zero.
+const (
+	// DefaultMaxInFlight keeps enough batches moving to overlap a read,
+	// a write and a commit.
+	DefaultMaxInFlight = 4
+	// DefaultDrainTimeout leaves room, within the few seconds a service
+	// manager waits after SIGTERM, to confirm what is in flight.
+	DefaultDrainTimeout = 4 * time.Second
+)
+
+// Stats are the running totals of a run: committed entries only.
+type Stats struct {
+	Entries int64
+	Bytes   int64
+	Batches int64
+	Elapsed time.Duration
+}
+
+// Rate is entries per second over the run.
+func (s Stats) Rate() float64 {
+	if s.Elapsed <= 0 {
+		return 0
+	}
+	return float64(s.Entries) / s.Elapsed.Seconds()
+}
+
+// pending is a batch written to the sink and waiting for its confirmation.
+type pending[B Batch] struct {
+	batch B
+	ack   chan error
+}
+
+// Run moves batches from src to sink until src reports io.EOF (a finished
+// one-shot run, returning nil), ctx is done (a stopped follow run, returning
+// ctx's error after draining what was in flight), or a failure.
+//
+// Whatever happens, a batch is committed only after it and every batch
+// before it were confirmed by the sink.
+func Run[B Batch](ctx context.Context, src Source[B], sink Sink[B], opt Options) (Stats, error) {
+	if opt.MaxInFlight <= 0 {
+		opt.MaxInFlight = DefaultMaxInFlight
+	}
+	if opt.DrainTimeout <= 0 {
+		opt.DrainTimeout = DefaultDrainTimeout
+	}
+	log := opt.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	start := time.Now()
+
+	// work outlives ctx: when ctx is cancelled we stop reading but still
+	// let in-flight writes and commits finish, up to DrainTimeout.
+	work, abandon := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer abandon(nil)
+
+	var (
+		stats   Stats
+		statsMu sync.Mutex
+		failure error
+		failMu  sync.Mutex
+	)
+	fail := func(err error) {
+		failMu.Lock()
+		if failure == nil {
+			failure = err
+		}
+		failMu.Unlock()
+		abandon(err)
+	}
+	failed := func() error {
+		failMu.Lock()
+		defer failMu.Unlock()
+		return failure
+	}
+
+	// reading is cancelled on a failure too, so Next does not block on.
+	reading, stopReading := context.WithCancel(ctx)
+	defer stopReading()
+	go func() {
+		select {
+		case <-work.Done():
+			stopReading()
+		case <-reading.Done():
+		}
+	}()
+
+	inflight := make(chan pending[B], opt.MaxInFlight)
+	committed := make(chan struct{})
+	go func() {
+		defer close(committed)
+		for p := range inflight {
+			var err error
+			select {
+			case err = <-p.ack:
+			case <-work.Done():
+				err = context.Cause(work)
+			}
+			if err != nil {
+				fail(err)
+				// Later batches may be confirmed too, but committing
+				// them would skip past this one: leave them all.
+				for range inflight {
+				}
+				return
+			}
+			if err := retry(work, opt.RetryFor, log, "commit", func() error { return src.Commit(work, p.batch) }); err != nil {
+				fail(err)
+				for range inflight {
+				}
+				return
+			}
+			statsMu.Lock()
+			stats.Entries += int64(p.batch.Len())
+			stats.Bytes += int64(p.batch.Bytes())
+			stats.Batches++
+			stats.Elapsed = time.Since(start)
+			snapshot := stats
+			statsMu.Unlock()
+			if opt.OnCommit != nil {
+				opt.OnCommit(snapshot)
+			}
+		}
+	}()
+
+	var readErr error
+	for {
+		var b B
+		err := retry(reading, opt.RetryFor, log, "read", func() error {
+			var err error
+			b, err = src.Next(reading)
+			return err
+		})
+		if err != nil {
+			readErr = err
+			break
+		}
+		p := pending[B]{batch: b, ack: make(chan error, 1)}
+		select {
+		case inflight <- p:
+		case <-reading.Done():
+			readErr = reading.Err()
+		}
+		if readErr != nil {
+			break
+		}
+		if b.Len() == 0 {
+			p.ack <- nil
+			continue
+		}
+		sink.Write(work, b, func(err error) { p.ack <- err })
+	}
+	close(inflight)
+
+	// Drain: wait for the committer, but abandon what is still unconfirmed
+	// after DrainTimeout.
+	select {
+	case <-committed:
+	case <-time.After(opt.DrainTimeout):
+		log.Warn("abandoning batches still in flight; they stay unacknowledged and are mirrored again on restart", "waited", opt.DrainTimeout)
+		abandon(errDrainTimeout)
+		<-committed
+	}
+
+	statsMu.Lock()
+	stats.Elapsed = time.Since(start)
+	final := stats
+	statsMu.Unlock()
+
+	if err := failed(); err != nil && !errors.Is(err, errDrainTimeout) {
+		return final, err
+	}
+	switch {
+	case errors.Is(readErr, io.EOF):
+		return final, nil
+	case ctx.Err() != nil && errors.Is(readErr, ctx.Err()):
+		return final, ctx.Err()
+	case readErr != nil && !errors.Is(readErr, context.Canceled):
+		return final, readErr
+	case ctx.Err() != nil:
+		return final, ctx.Err()
+	}
+	return final, readErr
+}
+
+var errDrainTimeout = errors.New("stopped before in-flight batches were confirmed")
+
+// transientError marks a failure worth retrying: a connection lost, a
+// server restarting, a timeout.
+type transientError struct{ err error }
+
+func (e transientError) Error() string { return e.err.Error() }
+func (e transientError) Unwrap() error { return e.err }
+
+// Transient marks err as worth retrying with backoff; the engine retries it
+// for Options.RetryFor before giving up. Nil stays nil.
+func Transient(err error) error {
+	if err == nil {
+		return nil
+	}
+	return transientError{err}
+}
+
+// IsTransient reports whether err was marked with Transient.
+func IsTransient(err error) bool {
+	var t transientError
+	return errors.As(err, &t)
+}
+
+// Backoff bounds for retries.
+const (
+	minBackoff = 100 * time.Millisecond
+	maxBackoff = 5 * time.Second
+)
+
+// retry calls fn until it succeeds, fails for good, ctx ends, or a
+// transient failure lasted longer than limit (0: no limit).
+func retry(ctx context.Context, limit time.Duration, log *slog.Logger, what string, fn func() error) error {
+	var first time.Time
+	backoff := minBackoff
+	for {
+		err := fn()
+		if err == nil || !IsTransient(err) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if first.IsZero() {
+			first = time.Now()
+		}
+		if limit > 0 && time.Since(first) >= limit {
+			return fmt.Errorf("gave up after retrying for %s: %w", limit.Round(time.Second), err)
+		}
+		log.Warn("retrying", "step", what, "in", backoff, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, maxBackoff)
+	}
+}
