@@ -253,4 +253,3 @@ func parseVersion(v string) (major, minor int) {
 	fmt.Sscanf(v, "%d.%d", &major, &minor)
 	return major, minor
 }
-
