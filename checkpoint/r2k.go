@@ -190,3 +190,28 @@ func validEntryID(id string) bool {
 	_, err2 := strconv.ParseUint(seq, 10, 64)
 	return err1 == nil && err2 == nil
 }
+
+// InitR2KPartitions records, for each partition not yet in the checkpoint,
+// the offset a mirror starts writing at (HSETNX: an existing position is
+// never moved back). It runs before the first record is produced, so a
+// crash of the very first run still leaves a bound for the restart's
+// read-back of what was written.
+func InitR2KPartitions(ctx context.Context, c rueidis.Client, name string, offsets map[TopicPartition]int64) error {
+	if len(offsets) == 0 {
+		return nil
+	}
+	key := R2KKey(name)
+	cmds := rueidis.Commands{
+		c.B().Hsetnx().Key(key).Field(fieldVersion).Value(strconv.Itoa(Version)).Build(),
+		c.B().Hsetnx().Key(key).Field(fieldKind).Value(KindRedisToKafka).Build(),
+	}
+	for tp, off := range offsets {
+		cmds = append(cmds, c.B().Hsetnx().Key(key).Field(r2kPartitionPrefix+formatTopicPartition(tp)).Value(strconv.FormatInt(off, 10)).Build())
+	}
+	for _, r := range c.DoMulti(ctx, cmds...) {
+		if err := r.Error(); err != nil {
+			return fmt.Errorf("initialise checkpoint %q: %w", key, err)
+		}
+	}
+	return nil
+}

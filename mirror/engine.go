@@ -146,6 +146,19 @@ func Run[B Batch](ctx context.Context, src Source[B], sink Sink[B], opt Options)
 		}
 	}()
 
+	count := func(b B) {
+		statsMu.Lock()
+		stats.Entries += int64(b.Len())
+		stats.Bytes += int64(b.Bytes())
+		stats.Batches++
+		stats.Elapsed = time.Since(start)
+		snapshot := stats
+		statsMu.Unlock()
+		if opt.OnCommit != nil {
+			opt.OnCommit(snapshot)
+		}
+	}
+
 	inflight := make(chan pending[B], opt.MaxInFlight)
 	committed := make(chan struct{})
 	go func() {
@@ -158,6 +171,19 @@ func Run[B Batch](ctx context.Context, src Source[B], sink Sink[B], opt Options)
 				err = context.Cause(work)
 			}
 			if err != nil {
+				// Commit what the sink confirmed before the failure, so
+				// the checkpoint stops right before the failed entry.
+				var partial *PartialError
+				if errors.As(err, &partial) && partial.Confirmed > 0 {
+					if pb, ok := any(p.batch).(interface{ Prefix(int) B }); ok {
+						prefix := pb.Prefix(partial.Confirmed)
+						if cerr := retry(work, opt.RetryFor, log, "commit", func() error { return src.Commit(work, prefix) }); cerr != nil {
+							log.Error("could not commit the confirmed part of a failed batch", "err", cerr)
+						} else {
+							count(prefix)
+						}
+					}
+				}
 				fail(err)
 				// Later batches may be confirmed too, but committing
 				// them would skip past this one: leave them all.
@@ -171,16 +197,7 @@ func Run[B Batch](ctx context.Context, src Source[B], sink Sink[B], opt Options)
 				}
 				return
 			}
-			statsMu.Lock()
-			stats.Entries += int64(p.batch.Len())
-			stats.Bytes += int64(p.batch.Bytes())
-			stats.Batches++
-			stats.Elapsed = time.Since(start)
-			snapshot := stats
-			statsMu.Unlock()
-			if opt.OnCommit != nil {
-				opt.OnCommit(snapshot)
-			}
+			count(p.batch)
 		}
 	}()
 
@@ -243,6 +260,17 @@ func Run[B Batch](ctx context.Context, src Source[B], sink Sink[B], opt Options)
 	}
 	return final, readErr
 }
+
+// PartialError reports that a sink confirmed only the first Confirmed
+// entries of a batch before Err stopped it; the engine commits that prefix
+// so the checkpoint stops right before the failed entry.
+type PartialError struct {
+	Confirmed int
+	Err       error
+}
+
+func (e *PartialError) Error() string { return e.Err.Error() }
+func (e *PartialError) Unwrap() error { return e.Err }
 
 var errDrainTimeout = errors.New("stopped before in-flight batches were confirmed")
 

@@ -1,0 +1,273 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Format is how an entry becomes a record value (and back).
+type Format string
+
+// Formats.
+const (
+	// FormatJSON: the value is a JSON object of the entry's fields.
+	FormatJSON Format = "json"
+	// FormatRaw: the value is one field's bytes, the other fields headers.
+	FormatRaw Format = "raw"
+)
+
+// ParseFormat accepts "json" or "raw".
+func ParseFormat(s string) (Format, error) {
+	switch f := Format(s); f {
+	case FormatJSON, FormatRaw:
+		return f, nil
+	}
+	return "", fmt.Errorf("--format must be json or raw, got %q", s)
+}
+
+// KafkaSinkConfig configures a KafkaSink.
+type KafkaSinkConfig struct {
+	// Client is a producer built with ProducerOpts.
+	Client *kgo.Client
+	// Topics maps each stream to its destination topic.
+	Topics map[string]string
+	Format Format
+	// ValueField is the field that becomes the value in FormatRaw.
+	ValueField string
+	// KeyField, when set, is the field whose value becomes the record key.
+	KeyField string
+}
+
+// KafkaSink produces entries as records with franz-go's idempotent producer
+// (acks=all) and confirms a batch when Kafka acknowledged all of it.
+type KafkaSink struct {
+	cfg KafkaSinkConfig
+}
+
+// NewKafkaSink returns a sink writing through cfg.Client.
+func NewKafkaSink(cfg KafkaSinkConfig) *KafkaSink {
+	if cfg.ValueField == "" {
+		cfg.ValueField = "value"
+	}
+	return &KafkaSink{cfg: cfg}
+}
+
+// ProducerTuning are the knobs of the producer a user may reach for.
+type ProducerTuning struct {
+	// Linger is how long a partition's batch waits to fill before it is
+	// sent; 0 sends as soon as possible.
+	Linger time.Duration
+	// Compression is none, gzip, snappy, lz4 or zstd.
+	Compression string
+	// DeliveryTimeout bounds how long a record may wait to be
+	// confirmed (one-shot); 0 retries for ever (follow).
+	DeliveryTimeout time.Duration
+	// MaxBufferedRecords bounds the records waiting in the producer:
+	// Write blocks beyond it, which bounds memory.
+	MaxBufferedRecords int
+}
+
+// ProducerOpts are the kgo options of xmirror's producer: idempotent with
+// acks=all (franz-go's defaults, stated so they cannot drift), entries of a
+// stream kept in order, and the tuning given.
+func ProducerOpts(t ProducerTuning) ([]kgo.Opt, error) {
+	opts := []kgo.Opt{
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.RecordPartitioner(streamPartitioner()),
+		kgo.ProducerLinger(t.Linger),
+		// Let a single partition's batch grow large: a one-shot run
+		// drains a backlog as fast as Kafka takes it.
+		kgo.ProducerBatchMaxBytes(1 << 20),
+	}
+	if t.MaxBufferedRecords > 0 {
+		opts = append(opts, kgo.MaxBufferedRecords(t.MaxBufferedRecords))
+	}
+	if t.DeliveryTimeout > 0 {
+		opts = append(opts, kgo.RecordDeliveryTimeout(t.DeliveryTimeout))
+	}
+	codec, err := compressionCodec(t.Compression)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, kgo.ProducerBatchCompression(codec))
+	return opts, nil
+}
+
+func compressionCodec(name string) (kgo.CompressionCodec, error) {
+	switch name {
+	case "", "none":
+		return kgo.NoCompression(), nil
+	case "gzip":
+		return kgo.GzipCompression(), nil
+	case "snappy":
+		return kgo.SnappyCompression(), nil
+	case "lz4":
+		return kgo.Lz4Compression(), nil
+	case "zstd":
+		return kgo.ZstdCompression(), nil
+	}
+	return kgo.CompressionCodec{}, fmt.Errorf("--compression must be none, gzip, snappy, lz4 or zstd, got %q", name)
+}
+
+// streamPartitioner places keyed records as Kafka's Java client does
+// (murmur2 of the key), so a key always lands in one partition; records
+// without a key go to a partition chosen by their stream's name, so a
+// stream's order is kept in the topic. Both are deterministic, which the
+// exactly-once restart relies on.
+func streamPartitioner() kgo.Partitioner {
+	return kgo.BasicConsistentPartitioner(func(topic string) func(*kgo.Record, int) int {
+		keyed := kgo.StickyKeyPartitioner(nil).ForTopic(topic)
+		return func(r *kgo.Record, n int) int {
+			if r.Key != nil {
+				return keyed.Partition(r, n)
+			}
+			h := fnv.New32a()
+			for _, hd := range r.Headers {
+				if hd.Key == HeaderStream {
+					h.Write(hd.Value)
+					break
+				}
+			}
+			return int(h.Sum32() % uint32(n))
+		}
+	})
+}
+
+// EntryError names the entry a failure is about.
+type EntryError struct {
+	Stream string
+	ID     string
+	Topic  string
+	Err    error
+}
+
+func (e *EntryError) Error() string {
+	msg := fmt.Sprintf("stream %q entry %s to topic %q: %v", e.Stream, e.ID, e.Topic, e.Err)
+	switch {
+	case errors.Is(e.Err, kerr.MessageTooLarge), errors.Is(e.Err, kerr.RecordListTooLarge):
+		msg += "; the record is larger than the broker or topic accepts (max.message.bytes); raise that limit, or remove or trim the entry"
+	case errors.Is(e.Err, kerr.UnknownTopicOrPartition):
+		msg += "; does the topic exist? (--create-topic creates it)"
+	case errors.Is(e.Err, kerr.TopicAuthorizationFailed):
+		msg += "; the Kafka user may not write to this topic"
+	}
+	return msg
+}
+
+func (e *EntryError) Unwrap() error { return e.Err }
+
+// Write produces the batch's entries and calls done once Kafka confirmed
+// all of them, or with a *PartialError saying how many leading entries were
+// confirmed before the first failure.
+func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) {
+	n := len(b.Entries)
+	b.topics = make([]string, n)
+	b.partitions = make([]int32, n)
+	b.offsets = make([]int64, n)
+	records := make([]kgo.Record, n)
+	headers := make([]kgo.RecordHeader, 0, k.headerCount(b))
+	arena := make([]byte, 0, b.size+n*(64+len(b.Entries[0].Stream)))
+
+	var (
+		remaining atomic.Int64
+		mu        sync.Mutex
+		firstErr  = n // index of the first failed entry
+		err       error
+	)
+	remaining.Store(int64(b.written) + 1)
+	finish := func() {
+		if remaining.Add(-1) != 0 {
+			return
+		}
+		if firstErr == n {
+			done(nil)
+			return
+		}
+		done(&PartialError{Confirmed: firstErr, Err: err})
+	}
+	for i := range b.Entries {
+		e := &b.Entries[i]
+		if e.skip != skipNone {
+			continue
+		}
+		r := &records[i]
+		r.Topic = k.cfg.Topics[e.Stream]
+		b.topics[i] = r.Topic
+		r.Timestamp = idTime(e.ID)
+		hstart := len(headers)
+		headers = append(headers, kgo.RecordHeader{Key: HeaderStream, Value: bytesOf(&arena, e.Stream)}, kgo.RecordHeader{Key: HeaderID, Value: bytesOf(&arena, e.ID)})
+		valueSet := false
+		for _, f := range e.Fields {
+			if k.cfg.KeyField != "" && r.Key == nil && f.Name == k.cfg.KeyField {
+				r.Key = bytesOf(&arena, f.Value)
+			}
+			if k.cfg.Format == FormatRaw {
+				if !valueSet && f.Name == k.cfg.ValueField {
+					r.Value = bytesOf(&arena, f.Value)
+					valueSet = true
+					continue
+				}
+				headers = append(headers, kgo.RecordHeader{Key: f.Name, Value: bytesOf(&arena, f.Value)})
+			}
+		}
+		if k.cfg.Format == FormatJSON {
+			start := len(arena)
+			arena = appendJSONObject(arena, e.Fields)
+			r.Value = arena[start:len(arena):len(arena)]
+		}
+		r.Headers = headers[hstart:len(headers):len(headers)]
+		i := i
+		e2 := e
+		k.cfg.Client.Produce(ctx, r, func(r *kgo.Record, perr error) {
+			if perr != nil {
+				mu.Lock()
+				if i < firstErr {
+					firstErr = i
+					err = &EntryError{Stream: e2.Stream, ID: e2.ID, Topic: r.Topic, Err: perr}
+				}
+				mu.Unlock()
+			} else {
+				b.partitions[i] = r.Partition
+				b.offsets[i] = r.Offset
+			}
+			finish()
+		})
+	}
+	finish()
+}
+
+// headerCount is how many headers the batch's records need in all.
+func (k *KafkaSink) headerCount(b *EntryBatch) int {
+	n := 2 * len(b.Entries)
+	if k.cfg.Format == FormatRaw {
+		for _, e := range b.Entries {
+			n += len(e.Fields)
+		}
+	}
+	return n
+}
+
+// bytesOf copies s into the arena and returns its bytes there: one
+// allocation per batch instead of one per field.
+func bytesOf(arena *[]byte, s string) []byte {
+	start := len(*arena)
+	*arena = append(*arena, s...)
+	return (*arena)[start:len(*arena):len(*arena)]
+}
+
+// idTime is the millisecond part of an entry ID as a time.
+func idTime(id string) time.Time {
+	ms, _ := splitID(id)
+	if ms > 1<<62 {
+		return time.Time{}
+	}
+	return time.UnixMilli(int64(ms))
+}

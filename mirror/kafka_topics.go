@@ -1,0 +1,92 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+
+	"github.com/xmirror/xmirror/checkpoint"
+)
+
+// TopicSpec says whether and how missing topics are created.
+type TopicSpec struct {
+	Create            bool
+	Partitions        int32 // -1: the broker's default
+	ReplicationFactor int16 // -1: the broker's default
+}
+
+// EnsureTopics checks that every topic exists, creating missing ones when
+// spec.Create is set, and returns each topic's partition count.
+func EnsureTopics(ctx context.Context, adm *kadm.Client, topics []string, spec TopicSpec) (map[string]int32, error) {
+	details, err := adm.ListTopics(ctx, topics...)
+	if err != nil {
+		return nil, Transient(fmt.Errorf("list topics: %w", err))
+	}
+	counts := map[string]int32{}
+	var missing []string
+	for _, t := range topics {
+		d, ok := details[t]
+		switch {
+		case !ok || errors.Is(d.Err, kerr.UnknownTopicOrPartition):
+			missing = append(missing, t)
+		case d.Err != nil:
+			return nil, fmt.Errorf("topic %q: %w", t, d.Err)
+		default:
+			counts[t] = int32(len(d.Partitions))
+		}
+	}
+	if len(missing) == 0 {
+		return counts, nil
+	}
+	if !spec.Create {
+		sort.Strings(missing)
+		return nil, fmt.Errorf("topic %q does not exist; create it, or pass --create-topic [--partitions N] to let xmirror create it", missing[0])
+	}
+	resp, err := adm.CreateTopics(ctx, spec.Partitions, spec.ReplicationFactor, nil, missing...)
+	if err != nil {
+		return nil, Transient(fmt.Errorf("create topics %v: %w", missing, err))
+	}
+	for _, r := range resp.Sorted() {
+		if r.Err != nil && !errors.Is(r.Err, kerr.TopicAlreadyExists) {
+			msg := fmt.Sprintf("create topic %q: %v", r.Topic, r.Err)
+			if r.ErrMessage != "" {
+				msg += " (" + r.ErrMessage + ")"
+			}
+			return nil, errors.New(msg)
+		}
+	}
+	// Read the counts back: a topic that already existed (created by a
+	// concurrent process) has its own.
+	details, err = adm.ListTopics(ctx, missing...)
+	if err != nil {
+		return nil, Transient(fmt.Errorf("list topics: %w", err))
+	}
+	for _, t := range missing {
+		counts[t] = int32(len(details[t].Partitions))
+	}
+	return counts, nil
+}
+
+// EndOffsets lists the current end offset of every partition of topics.
+func EndOffsets(ctx context.Context, adm *kadm.Client, topics []string) (map[checkpoint.TopicPartition]int64, error) {
+	listed, err := adm.ListEndOffsets(ctx, topics...)
+	if err != nil {
+		return nil, Transient(fmt.Errorf("list end offsets of %v: %w", topics, err))
+	}
+	ends := map[checkpoint.TopicPartition]int64{}
+	var firstErr error
+	listed.Each(func(o kadm.ListedOffset) {
+		if o.Err != nil {
+			if firstErr == nil {
+				firstErr = fmt.Errorf("end offset of %s/%d: %w", o.Topic, o.Partition, o.Err)
+			}
+			return
+		}
+		ends[checkpoint.TopicPartition{Topic: o.Topic, Partition: o.Partition}] = o.Offset
+	})
+	return ends, firstErr
+}

@@ -1,0 +1,593 @@
+package mirror
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/xmirror/xmirror/checkpoint"
+)
+
+// Entry is one stream entry on its way to Kafka.
+type Entry struct {
+	Stream string
+	ID     string
+	// Fields are the entry's fields in order, duplicates kept.
+	Fields []Field
+	// skip says why the entry is acknowledged without being written.
+	skip skipReason
+}
+
+type skipReason uint8
+
+const (
+	skipNone    skipReason = iota
+	skipTrimmed            // pending, but its body was trimmed from the stream
+	skipWritten            // pending, but already in Kafka from an interrupted run
+)
+
+// EntryBatch is a batch of stream entries. The sink records where each
+// written entry landed, which the source checkpoints.
+type EntryBatch struct {
+	Entries []Entry
+	size    int
+	written int
+	// Per entry, filled by the sink before it confirms the batch.
+	topics     []string
+	partitions []int32
+	offsets    []int64
+}
+
+// Len is the number of entries the batch writes to Kafka.
+func (b *EntryBatch) Len() int { return b.written }
+
+// Bytes is the payload size of the entries written.
+func (b *EntryBatch) Bytes() int { return b.size }
+
+// Prefix is the batch cut to its first n entries, for committing what the
+// sink confirmed before a failure.
+func (b *EntryBatch) Prefix(n int) *EntryBatch {
+	p := &EntryBatch{Entries: b.Entries[:n]}
+	if len(b.offsets) >= n {
+		p.topics, p.partitions, p.offsets = b.topics[:n], b.partitions[:n], b.offsets[:n]
+	}
+	for _, e := range p.Entries {
+		if e.skip == skipNone {
+			p.written++
+			p.size += entrySize(e)
+		}
+	}
+	return p
+}
+
+func entrySize(e Entry) int {
+	n := 0
+	for _, f := range e.Fields {
+		n += len(f.Name) + len(f.Value)
+	}
+	return n
+}
+
+// RedisSourceConfig configures a RedisSource.
+type RedisSourceConfig struct {
+	Client   rueidis.Client
+	Streams  []string
+	Group    string
+	Consumer string
+	// Start is where a missing group starts: "0" (the whole history), "$"
+	// (only new entries) or an entry ID.
+	Start     string
+	BatchSize int
+	// Follow keeps reading with blocking reads; otherwise the source stops
+	// at each stream's last entry ID as of the start (io.EOF).
+	Follow bool
+	// AllowMissing lets a one-shot run skip streams that do not exist.
+	AllowMissing bool
+	// Block is how long a follow read waits for new entries before it
+	// checks for cancellation and missing streams again.
+	Block time.Duration
+	// Mirror names the checkpoint Commit advances.
+	Mirror string
+	Logger *slog.Logger
+}
+
+// DefaultBlock is short enough that a stopping follow run notices at once
+// but long enough that an idle mirror costs Redis nothing.
+const DefaultBlock = time.Second
+
+// RedisSource reads stream entries through a consumer group: first its own
+// pending entries (those read but never acknowledged by an earlier run),
+// then new ones. Commit acknowledges (XACK) and checkpoints in one pipeline.
+type RedisSource struct {
+	cfg     RedisSourceConfig
+	log     *slog.Logger
+	streams []*streamState
+	byName  map[string]*streamState
+	// alreadyWritten holds "stream\x00id" of pending entries found in Kafka.
+	alreadyWritten map[string]struct{}
+	lastWaitCheck  time.Time
+
+	trimmed atomic.Int64
+	skipped atomic.Int64
+}
+
+type streamState struct {
+	name     string
+	ready    bool   // the group exists on the stream
+	inPEL    bool   // still re-reading this consumer's pending entries
+	cursor   string // PEL read position
+	snapshot string // one-shot: last generated ID at start
+	done     bool   // one-shot: reached the snapshot
+}
+
+// NewRedisSource checks each stream, creates the consumer group where it is
+// missing and, for a one-shot run, takes the snapshot it stops at.
+func NewRedisSource(ctx context.Context, cfg RedisSourceConfig) (*RedisSource, error) {
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 1000
+	}
+	if cfg.Block <= 0 {
+		cfg.Block = DefaultBlock
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &RedisSource{cfg: cfg, log: log, byName: map[string]*streamState{}}
+	for _, name := range cfg.Streams {
+		st := &streamState{name: name, inPEL: true, cursor: "0"}
+		s.streams = append(s.streams, st)
+		s.byName[name] = st
+	}
+	if err := s.prepare(ctx, s.streams); err != nil {
+		return nil, err
+	}
+	for _, st := range s.streams {
+		if st.ready {
+			continue
+		}
+		switch {
+		case cfg.Follow:
+			log.Info("stream does not exist yet; waiting for it", "stream", st.name)
+		case cfg.AllowMissing:
+			log.Info("stream does not exist; skipping it (--allow-missing)", "stream", st.name)
+			st.done = true
+		default:
+			return nil, fmt.Errorf("stream %q does not exist in Redis; check the name, or pass --allow-missing to skip missing streams", st.name)
+		}
+	}
+	return s, nil
+}
+
+// prepare creates the group on each stream and, in one-shot mode, records
+// the snapshot. Streams that do not exist stay not ready.
+func (s *RedisSource) prepare(ctx context.Context, streams []*streamState) error {
+	c := s.cfg.Client
+	cmds := make(rueidis.Commands, 0, len(streams))
+	for _, st := range streams {
+		cmds = append(cmds, c.B().XgroupCreate().Key(st.name).Group(s.cfg.Group).Id(s.cfg.Start).Build())
+	}
+	for i, r := range c.DoMulti(ctx, cmds...) {
+		st := streams[i]
+		err := r.Error()
+		switch {
+		case err == nil, isRedisErrPrefix(err, "BUSYGROUP"):
+			st.ready = true
+		case isRedisErrPrefix(err, "WRONGTYPE"):
+			return fmt.Errorf("key %q is not a stream (WRONGTYPE); check --stream", st.name)
+		case isRedisErrPrefix(err, "ERR The XGROUP subcommand requires the key to exist"):
+			st.ready = false
+		case isRedisErrPrefix(err, "ERR Invalid stream ID"):
+			return fmt.Errorf("--start %q is not an entry ID (use earliest, latest or <ms>-<seq>)", s.cfg.Start)
+		default:
+			return classifyRedis(fmt.Errorf("create consumer group %q on stream %q: %w", s.cfg.Group, st.name, err))
+		}
+	}
+	if s.cfg.Follow {
+		return nil
+	}
+	cmds = cmds[:0]
+	var asked []*streamState
+	for _, st := range streams {
+		if st.ready {
+			cmds = append(cmds, c.B().XinfoStream().Key(st.name).Build())
+			asked = append(asked, st)
+		}
+	}
+	for i, r := range c.DoMulti(ctx, cmds...) {
+		st := asked[i]
+		info, err := r.AsMap()
+		if err != nil {
+			return classifyRedis(fmt.Errorf("read the last entry ID of stream %q (XINFO STREAM): %w", st.name, err))
+		}
+		last, ok := info["last-generated-id"]
+		if !ok {
+			return fmt.Errorf("stream %q: XINFO STREAM has no last-generated-id", st.name)
+		}
+		if st.snapshot, err = last.ToString(); err != nil {
+			return fmt.Errorf("stream %q: last-generated-id: %w", st.name, err)
+		}
+		if st.snapshot == "0-0" {
+			st.inPEL = false
+			st.done = true
+		}
+	}
+	return nil
+}
+
+// Pending is how many entries this mirror's consumer read in an earlier run
+// but never acknowledged: the ones that may already be in Kafka.
+func (s *RedisSource) Pending(ctx context.Context) (int64, error) {
+	c := s.cfg.Client
+	var total int64
+	for _, st := range s.streams {
+		if !st.ready {
+			continue
+		}
+		// The summary form lists the count per consumer; only ours
+		// matters.
+		summary, err := c.Do(ctx, c.B().Xpending().Key(st.name).Group(s.cfg.Group).Build()).ToArray()
+		if err != nil {
+			return 0, classifyRedis(fmt.Errorf("read pending entries of stream %q: %w", st.name, err))
+		}
+		if len(summary) < 4 {
+			continue
+		}
+		consumers, _ := summary[3].ToArray()
+		for _, cons := range consumers {
+			pair, _ := cons.ToArray()
+			if len(pair) != 2 {
+				continue
+			}
+			if name, _ := pair[0].ToString(); name == s.cfg.Consumer {
+				v, _ := pair[1].ToString()
+				n, _ := strconv.ParseInt(v, 10, 64)
+				total += n
+			}
+		}
+	}
+	return total, nil
+}
+
+// SkipWritten tells the source which pending entries are already in Kafka,
+// as "stream\x00id" keys: they are acknowledged without being written again.
+func (s *RedisSource) SkipWritten(keys map[string]struct{}) { s.alreadyWritten = keys }
+
+// Trimmed counts pending entries found trimmed from their stream and
+// acknowledged; Skipped counts pending entries found already in Kafka.
+func (s *RedisSource) Trimmed() int64 { return s.trimmed.Load() }
+func (s *RedisSource) Skipped() int64 { return s.skipped.Load() }
+
+// Next returns the next batch: pending entries first, then new ones.
+func (s *RedisSource) Next(ctx context.Context) (*EntryBatch, error) {
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if s.cfg.Follow {
+			if err := s.waitForStreams(ctx); err != nil {
+				return nil, err
+			}
+		}
+		if b, err := s.readPending(ctx); err != nil || b != nil {
+			return b, err
+		}
+		var active []*streamState
+		for _, st := range s.streams {
+			if st.ready && !st.done && !st.inPEL {
+				active = append(active, st)
+			}
+		}
+		if len(active) == 0 {
+			if !s.cfg.Follow {
+				return nil, io.EOF
+			}
+			// Every stream is missing: wait before looking again.
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(s.cfg.Block):
+			}
+			continue
+		}
+		b, err := s.readNew(ctx, active)
+		if err != nil || b != nil {
+			return b, err
+		}
+	}
+}
+
+// readPending re-reads this consumer's own pending entries, stream by
+// stream, from a cursor, until each stream's list is exhausted.
+func (s *RedisSource) readPending(ctx context.Context) (*EntryBatch, error) {
+	var names, ids []string
+	for _, st := range s.streams {
+		if st.ready && st.inPEL && !st.done {
+			names = append(names, st.name)
+			ids = append(ids, st.cursor)
+		}
+	}
+	if len(names) == 0 {
+		return nil, nil
+	}
+	c := s.cfg.Client
+	cmd := c.B().Xreadgroup().Group(s.cfg.Group, s.cfg.Consumer).Count(int64(s.cfg.BatchSize)).Streams().Key(names...).Id(ids...).Build()
+	b, counts, err := s.read(ctx, cmd, true)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range names {
+		st := s.byName[name]
+		if counts[name] == 0 {
+			st.inPEL = false
+		}
+	}
+	if b == nil || len(b.Entries) == 0 {
+		return nil, nil
+	}
+	for _, e := range b.Entries {
+		s.byName[e.Stream].cursor = e.ID
+	}
+	return b, nil
+}
+
+// readNew reads entries never delivered to the group.
+func (s *RedisSource) readNew(ctx context.Context, active []*streamState) (*EntryBatch, error) {
+	names := make([]string, len(active))
+	ids := make([]string, len(active))
+	for i, st := range active {
+		names[i], ids[i] = st.name, ">"
+	}
+	c := s.cfg.Client
+	var cmd rueidis.Completed
+	if s.cfg.Follow {
+		cmd = c.B().Xreadgroup().Group(s.cfg.Group, s.cfg.Consumer).Count(int64(s.cfg.BatchSize)).Block(s.cfg.Block.Milliseconds()).Streams().Key(names...).Id(ids...).Build()
+	} else {
+		cmd = c.B().Xreadgroup().Group(s.cfg.Group, s.cfg.Consumer).Count(int64(s.cfg.BatchSize)).Streams().Key(names...).Id(ids...).Build()
+	}
+	b, counts, err := s.read(ctx, cmd, false)
+	if err != nil {
+		return nil, err
+	}
+	if !s.cfg.Follow {
+		for _, st := range active {
+			if counts[st.name] == 0 {
+				// Nothing more to read for this consumer (or another
+				// consumer of the group took the rest).
+				st.done = true
+			}
+		}
+		if b != nil {
+			for _, e := range b.Entries {
+				if st := s.byName[e.Stream]; compareIDs(e.ID, st.snapshot) >= 0 {
+					st.done = true
+				}
+			}
+		}
+	}
+	if b == nil || len(b.Entries) == 0 {
+		return nil, nil
+	}
+	return b, nil
+}
+
+// read runs one XREADGROUP and turns its reply into a batch; counts has
+// the number of entries per stream.
+func (s *RedisSource) read(ctx context.Context, cmd rueidis.Completed, pending bool) (*EntryBatch, map[string]int, error) {
+	c := s.cfg.Client
+	msg, err := c.Do(ctx, cmd).ToMessage()
+	if err != nil {
+		if rueidis.IsRedisNil(err) {
+			return nil, nil, nil
+		}
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err()
+		}
+		if isRedisErrPrefix(err, "NOGROUP") {
+			return nil, nil, fmt.Errorf("consumer group %q is gone from a stream being read (was the stream deleted?): %w", s.cfg.Group, err)
+		}
+		if isRedisErrPrefix(err, "WRONGTYPE") {
+			return nil, nil, fmt.Errorf("a key being read is no longer a stream: %w", err)
+		}
+		return nil, nil, classifyRedis(fmt.Errorf("read streams (XREADGROUP): %w", err))
+	}
+	counts := map[string]int{}
+	b := &EntryBatch{}
+	add := func(stream string, entries rueidis.RedisMessage) error {
+		list, err := entries.ToArray()
+		if err != nil {
+			return fmt.Errorf("stream %q: unexpected XREADGROUP reply: %w", stream, err)
+		}
+		counts[stream] += len(list)
+		for _, raw := range list {
+			e, err := parseEntry(stream, raw)
+			if err != nil {
+				return err
+			}
+			switch {
+			case pending && e.Fields == nil:
+				e.skip = skipTrimmed
+			case pending && s.alreadyWritten != nil:
+				if _, ok := s.alreadyWritten[e.Stream+"\x00"+e.ID]; ok {
+					e.skip = skipWritten
+				}
+			}
+			if e.skip == skipNone {
+				b.written++
+				b.size += entrySize(e)
+			}
+			b.Entries = append(b.Entries, e)
+		}
+		return nil
+	}
+	if msg.IsMap() {
+		m, err := msg.ToMap()
+		if err != nil {
+			return nil, nil, err
+		}
+		// Keep the order the streams were given in.
+		for _, st := range s.streams {
+			if entries, ok := m[st.name]; ok {
+				if err := add(st.name, entries); err != nil {
+					return nil, nil, err
+				}
+			}
+		}
+	} else {
+		arr, err := msg.ToArray()
+		if err != nil {
+			return nil, nil, fmt.Errorf("unexpected XREADGROUP reply: %w", err)
+		}
+		for _, pair := range arr {
+			kv, err := pair.ToArray()
+			if err != nil || len(kv) != 2 {
+				return nil, nil, fmt.Errorf("unexpected XREADGROUP reply: %v", err)
+			}
+			name, _ := kv[0].ToString()
+			if err := add(name, kv[1]); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
+	return b, counts, nil
+}
+
+// parseEntry reads [id, [field, value, ...]] keeping order and duplicates;
+// a pending entry whose body was trimmed comes back as [id, nil].
+func parseEntry(stream string, raw rueidis.RedisMessage) (Entry, error) {
+	parts, err := raw.ToArray()
+	if err != nil || len(parts) != 2 {
+		return Entry{}, fmt.Errorf("stream %q: unexpected entry in XREADGROUP reply", stream)
+	}
+	id, err := parts[0].ToString()
+	if err != nil {
+		return Entry{}, fmt.Errorf("stream %q: entry without an ID: %w", stream, err)
+	}
+	e := Entry{Stream: stream, ID: id}
+	if parts[1].IsNil() {
+		return e, nil
+	}
+	kv, err := parts[1].ToArray()
+	if err != nil {
+		return Entry{}, fmt.Errorf("stream %q entry %s: unexpected fields: %w", stream, id, err)
+	}
+	e.Fields = make([]Field, len(kv)/2)
+	for i := range e.Fields {
+		e.Fields[i].Name, _ = kv[2*i].ToString()
+		e.Fields[i].Value, _ = kv[2*i+1].ToString()
+	}
+	return e, nil
+}
+
+// waitForStreams looks, at most once per Block, whether streams that did
+// not exist (or lost the group) have appeared, and prepares them.
+func (s *RedisSource) waitForStreams(ctx context.Context) error {
+	var waiting []*streamState
+	for _, st := range s.streams {
+		if !st.ready {
+			waiting = append(waiting, st)
+		}
+	}
+	if len(waiting) == 0 || time.Since(s.lastWaitCheck) < s.cfg.Block {
+		return nil
+	}
+	s.lastWaitCheck = time.Now()
+	if err := s.prepare(ctx, waiting); err != nil {
+		return err
+	}
+	for _, st := range waiting {
+		if st.ready {
+			s.log.Info("stream appeared; mirroring it", "stream", st.name)
+		}
+	}
+	return nil
+}
+
+// Commit acknowledges the batch's entries and advances the checkpoint, in
+// one pipeline.
+func (s *RedisSource) Commit(ctx context.Context, b *EntryBatch) error {
+	if len(b.Entries) == 0 {
+		return nil
+	}
+	c := s.cfg.Client
+	u := checkpoint.R2KUpdate{
+		Streams:    map[string]string{},
+		Partitions: map[checkpoint.TopicPartition]int64{},
+		Entries:    int64(b.written),
+		Bytes:      int64(b.size),
+	}
+	ids := map[string][]string{}
+	var order []string
+	var trimmed, skipped int64
+	for i, e := range b.Entries {
+		if _, ok := ids[e.Stream]; !ok {
+			order = append(order, e.Stream)
+		}
+		ids[e.Stream] = append(ids[e.Stream], e.ID)
+		u.Streams[e.Stream] = e.ID
+		switch e.skip {
+		case skipTrimmed:
+			trimmed++
+		case skipWritten:
+			skipped++
+		case skipNone:
+			if i < len(b.offsets) {
+				tp := checkpoint.TopicPartition{Topic: b.topics[i], Partition: b.partitions[i]}
+				if next := b.offsets[i] + 1; next > u.Partitions[tp] {
+					u.Partitions[tp] = next
+				}
+			}
+		}
+	}
+	cmds := make(rueidis.Commands, 0, len(order)+3)
+	for _, stream := range order {
+		cmds = append(cmds, c.B().Xack().Key(stream).Group(s.cfg.Group).Id(ids[stream]...).Build())
+	}
+	cmds = append(cmds, checkpoint.R2KCommands(c, s.cfg.Mirror, u, time.Now())...)
+	for i, r := range c.DoMulti(ctx, cmds...) {
+		if err := r.Error(); err != nil {
+			what := "update checkpoint " + checkpoint.R2KKey(s.cfg.Mirror)
+			if i < len(order) {
+				what = fmt.Sprintf("acknowledge entries of stream %q (XACK)", order[i])
+			}
+			return classifyRedis(fmt.Errorf("%s: %w", what, err))
+		}
+	}
+	if trimmed > 0 {
+		s.log.Warn("acknowledged pending entries that were trimmed from their stream before they could be mirrored", "count", trimmed)
+	}
+	s.trimmed.Add(trimmed)
+	s.skipped.Add(skipped)
+	return nil
+}
+
+// compareIDs orders two entry IDs <ms>-<seq> numerically.
+func compareIDs(a, b string) int {
+	am, as := splitID(a)
+	bm, bs := splitID(b)
+	switch {
+	case am < bm:
+		return -1
+	case am > bm:
+		return 1
+	case as < bs:
+		return -1
+	case as > bs:
+		return 1
+	}
+	return 0
+}
+
+func splitID(id string) (ms, seq uint64) {
+	m, sq, _ := strings.Cut(id, "-")
+	ms, _ = strconv.ParseUint(m, 10, 64)
+	seq, _ = strconv.ParseUint(sq, 10, 64)
+	return ms, seq
+}

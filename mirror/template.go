@@ -1,0 +1,103 @@
+package mirror
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Template is a name with placeholders such as {stream}, {topic} or
+// {partition}, checked once when it is parsed.
+type Template struct {
+	raw   string
+	parts []templatePart
+}
+
+type templatePart struct {
+	literal     string
+	placeholder string // empty for a literal
+}
+
+// ParseTemplate parses s, accepting only the given placeholder names.
+// Braces that do not form a known placeholder are refused, so a typo such as
+// {steam} is a usage error rather than a topic named "{steam}".
+func ParseTemplate(s string, allowed ...string) (Template, error) {
+	t := Template{raw: s}
+	rest := s
+	for rest != "" {
+		open := strings.IndexByte(rest, '{')
+		close := strings.IndexByte(rest, '}')
+		if open < 0 {
+			if close >= 0 {
+				return Template{}, fmt.Errorf("template %q has a '}' without '{'", s)
+			}
+			t.parts = append(t.parts, templatePart{literal: rest})
+			break
+		}
+		if close >= 0 && close < open {
+			return Template{}, fmt.Errorf("template %q has a '}' without '{'", s)
+		}
+		if open > 0 {
+			t.parts = append(t.parts, templatePart{literal: rest[:open]})
+		}
+		if close < 0 {
+			return Template{}, fmt.Errorf("template %q has a '{' without '}'", s)
+		}
+		name := rest[open+1 : close]
+		known := false
+		for _, a := range allowed {
+			known = known || name == a
+		}
+		if !known {
+			return Template{}, fmt.Errorf("template %q: unknown placeholder {%s}; it may use {%s}", s, name, strings.Join(allowed, "}, {"))
+		}
+		t.parts = append(t.parts, templatePart{placeholder: name})
+		rest = rest[close+1:]
+	}
+	return t, nil
+}
+
+// Uses reports whether the template contains {name}.
+func (t Template) Uses(name string) bool {
+	for _, p := range t.parts {
+		if p.placeholder == name {
+			return true
+		}
+	}
+	return false
+}
+
+// Expand replaces each placeholder by its value.
+func (t Template) Expand(values map[string]string) string {
+	var b strings.Builder
+	for _, p := range t.parts {
+		if p.placeholder == "" {
+			b.WriteString(p.literal)
+		} else {
+			b.WriteString(values[p.placeholder])
+		}
+	}
+	return b.String()
+}
+
+func (t Template) String() string { return t.raw }
+
+// ValidTopicName checks a name against Kafka's rules: 1 to 249 characters
+// of [a-zA-Z0-9._-], and not "." or "..".
+func ValidTopicName(name string) error {
+	if name == "" {
+		return fmt.Errorf("topic name is empty")
+	}
+	if len(name) > 249 {
+		return fmt.Errorf("topic name %q is longer than 249 characters", name)
+	}
+	if name == "." || name == ".." {
+		return fmt.Errorf("topic name %q is not allowed", name)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("topic name %q has %q; Kafka allows only letters, digits, '.', '_' and '-'", name, c)
+		}
+	}
+	return nil
+}
