@@ -84,6 +84,7 @@ Exit codes: 0 success, 1 runtime failure, 2 usage error,
 	root.AddCommand(
 		newVersionCmd(app),
 		newCheckCmd(app),
+		newRedisToKafkaCmd(app),
 	)
 	for _, c := range root.Commands() {
 		c.Args = wrapArgs(c.Args)

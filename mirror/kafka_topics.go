@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -59,17 +60,42 @@ func EnsureTopics(ctx context.Context, adm *kadm.Client, topics []string, spec T
 			return nil, errors.New(msg)
 		}
 	}
-	// Read the counts back: a topic that already existed (created by a
-	// concurrent process) has its own.
-	details, err = adm.ListTopics(ctx, missing...)
-	if err != nil {
-		return nil, Transient(fmt.Errorf("list topics: %w", err))
+	// A new topic takes a moment to get leaders; wait until every partition
+	// has one, and read the counts back (a topic created concurrently by
+	// another process has its own).
+	deadline := time.Now().Add(topicReadyTimeout)
+	for {
+		details, err = adm.ListTopics(ctx, missing...)
+		ready := err == nil
+		for _, t := range missing {
+			d := details[t]
+			if !ready || d.Err != nil || len(d.Partitions) == 0 {
+				ready = false
+				break
+			}
+			for _, p := range d.Partitions {
+				if p.Err != nil || p.Leader < 0 {
+					ready = false
+				}
+			}
+			counts[t] = int32(len(d.Partitions))
+		}
+		if ready {
+			return counts, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("topics %v were created but have no leader after %s; check the broker's log", missing, topicReadyTimeout)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
-	for _, t := range missing {
-		counts[t] = int32(len(details[t].Partitions))
-	}
-	return counts, nil
 }
+
+// topicReadyTimeout bounds the wait for a new topic's partition leaders.
+const topicReadyTimeout = 15 * time.Second
 
 // EndOffsets lists the current end offset of every partition of topics.
 func EndOffsets(ctx context.Context, adm *kadm.Client, topics []string) (map[checkpoint.TopicPartition]int64, error) {

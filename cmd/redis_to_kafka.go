@@ -1,0 +1,336 @@
+package cmd
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/xmirror/xmirror/checkpoint"
+	"github.com/xmirror/xmirror/mirror"
+)
+
+// Defaults of redis-to-kafka.
+const (
+	defaultGroup       = "xmirror"
+	defaultTopic       = "{stream}"
+	defaultValueField  = "value"
+	defaultConnectTime = 10 * time.Second
+	// defaultLinger lets a partition's batch fill for a moment: a one-shot
+	// run sends large batches, a trickle in follow mode waits at most 5ms.
+	defaultLinger = 5 * time.Millisecond
+)
+
+type redisToKafkaOptions struct {
+	conn connFlags
+	run  runFlags
+
+	streams      []string
+	topic        string
+	group        string
+	start        string
+	format       string
+	valueField   string
+	keyField     string
+	createTopic  bool
+	partitions   int32
+	replication  int16
+	allowMissing bool
+	linger       time.Duration
+	compression  string
+}
+
+func newRedisToKafkaCmd(a *app) *cobra.Command {
+	var o redisToKafkaOptions
+	c := &cobra.Command{
+		Use:     "redis-to-kafka --stream S [--stream S2 ...] [--topic T]",
+		Aliases: []string{"r2k"},
+		Short:   "Mirror Redis streams into Kafka topics",
+		Long: `Reads entries from Redis streams through a consumer group and produces them
+to Kafka with an idempotent producer (acks=all). An entry is acknowledged
+(XACK) and checkpointed only after Kafka confirmed it.
+
+One-shot (default): mirrors everything up to each stream's last entry as of
+the start, prints a summary and exits; run again, it mirrors only what was
+added since. --follow keeps mirroring until SIGINT/SIGTERM.
+
+Mapping:
+  --format json   value = JSON object of the entry's fields, in entry order
+  --format raw    value = the bytes of --value-field; other fields = headers
+  key             the value of --key-field, else none
+  timestamp       the millisecond part of the entry ID
+  headers         xmirror.stream and xmirror.id (lineage), always
+
+--topic is a template: {stream} is replaced by the stream's name.`,
+		Example: `  # copy the stream "orders" into the topic "orders", once
+  xmirror redis-to-kafka --stream orders --create-topic
+
+  # several streams into one topic per stream, keyed by customer, continuously
+  xmirror r2k --stream eu.orders --stream us.orders --topic 'mirror.{stream}' \
+      --key-field customer --follow`,
+		RunE: func(c *cobra.Command, _ []string) error { return o.execute(a, c) },
+	}
+	o.conn.bind(c, true, true)
+	o.run.bind(c)
+	fs := c.Flags()
+	fs.StringArrayVarP(&o.streams, "stream", "s", nil, "stream to mirror (repeat for several); required")
+	fs.StringVarP(&o.topic, "topic", "t", defaultTopic, "destination topic; {stream} is replaced by the stream's name")
+	fs.StringVarP(&o.group, "group", "g", defaultGroup, "consumer group that tracks what was read; mirrors reading the same stream need different groups")
+	fs.StringVar(&o.start, "start", "earliest", "where a new consumer group starts: earliest (whole history), latest (only new entries) or an entry ID")
+	fs.StringVar(&o.format, "format", string(mirror.FormatJSON), "record value format: json or raw")
+	fs.StringVar(&o.valueField, "value-field", defaultValueField, "raw format: the field whose bytes become the record value")
+	fs.StringVar(&o.keyField, "key-field", "", "field whose value becomes the record key (so one key always lands in one partition)")
+	fs.BoolVar(&o.createTopic, "create-topic", false, "create missing topics (otherwise a missing topic is an error)")
+	fs.Int32Var(&o.partitions, "partitions", -1, "with --create-topic: partitions of a new topic (-1: the broker's default)")
+	fs.Int16Var(&o.replication, "replication-factor", -1, "with --create-topic: replication factor of a new topic (-1: the broker's default)")
+	fs.BoolVar(&o.allowMissing, "allow-missing", false, "one-shot: skip streams that do not exist instead of failing (follow always waits for them)")
+	fs.DurationVar(&o.linger, "linger", defaultLinger, "how long the producer lets a batch fill before sending it")
+	fs.StringVar(&o.compression, "compression", "none", "record batch compression: none, gzip, snappy, lz4 or zstd")
+	return c
+}
+
+// startID turns --start into the ID XGROUP CREATE takes.
+func startID(s string) (string, error) {
+	switch s {
+	case "earliest":
+		return "0", nil
+	case "latest":
+		return "$", nil
+	}
+	if ms, seq, ok := strings.Cut(s, "-"); ok && isDigits(ms) && isDigits(seq) {
+		return s, nil
+	}
+	if isDigits(s) {
+		return s, nil
+	}
+	return "", fmt.Errorf("--start must be earliest, latest or an entry ID such as 1700000000000-0, got %q", s)
+}
+
+func isDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// validate checks every flag and returns the parsed pieces; it reports all
+// problems at once.
+func (o *redisToKafkaOptions) validate() (mirror.Template, map[string]string, mirror.Format, string, error) {
+	problems := o.run.validate()
+	if len(o.streams) == 0 {
+		problems = append(problems, "--stream is required (repeat it for several streams)")
+	}
+	seen := map[string]bool{}
+	for _, s := range o.streams {
+		if s == "" {
+			problems = append(problems, "--stream must not be empty")
+		}
+		if seen[s] {
+			problems = append(problems, fmt.Sprintf("stream %q is given twice", s))
+		}
+		seen[s] = true
+	}
+	tmpl, err := mirror.ParseTemplate(o.topic, "stream")
+	if err != nil {
+		problems = append(problems, "--topic: "+err.Error())
+	}
+	topics := map[string]string{}
+	if err == nil {
+		for _, s := range o.streams {
+			t := tmpl.Expand(map[string]string{"stream": s})
+			if terr := mirror.ValidTopicName(t); terr != nil {
+				problems = append(problems, fmt.Sprintf("stream %q maps to an invalid topic: %v; choose one with --topic", s, terr))
+			}
+			topics[s] = t
+		}
+	}
+	format, err := mirror.ParseFormat(o.format)
+	if err != nil {
+		problems = append(problems, err.Error())
+	}
+	if format == mirror.FormatRaw && o.valueField == "" {
+		problems = append(problems, "--value-field must not be empty with --format raw")
+	}
+	start, err := startID(o.start)
+	if err != nil {
+		problems = append(problems, err.Error())
+	}
+	if o.group == "" {
+		problems = append(problems, "--group must not be empty")
+	}
+	if o.partitions == 0 || o.partitions < -1 {
+		problems = append(problems, fmt.Sprintf("--partitions must be positive or -1, got %d", o.partitions))
+	}
+	if o.replication == 0 || o.replication < -1 {
+		problems = append(problems, fmt.Sprintf("--replication-factor must be positive or -1, got %d", o.replication))
+	}
+	if o.linger < 0 {
+		problems = append(problems, "--linger must not be negative")
+	}
+	if _, err := mirror.ProducerOpts(mirror.ProducerTuning{Compression: o.compression}); err != nil {
+		problems = append(problems, err.Error())
+	}
+	return tmpl, topics, format, start, problemsError(problems)
+}
+
+// mirrorName is --name, or one derived from the streams, topic and group:
+// the same command line always resumes the same mirror.
+func (o *redisToKafkaOptions) mirrorName() string {
+	if o.run.name != "" {
+		return o.run.name
+	}
+	streams := append([]string(nil), o.streams...)
+	sort.Strings(streams)
+	name := strings.Join(streams, ",") + ">" + o.topic
+	if o.group != defaultGroup {
+		name += "@" + o.group
+	}
+	return name
+}
+
+func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) error {
+	redisEP, kafkaEP, err := o.conn.resolve(a, c, true, true)
+	if err != nil {
+		return err
+	}
+	_, topicOf, format, start, err := o.validate()
+	if err != nil {
+		return err
+	}
+	ctx := c.Context()
+	log := a.logger()
+	name := o.mirrorName()
+
+	rc, err := redisEP.Connect(ctx, defaultConnectTime)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	admCl, err := kafkaEP.Connect(ctx, defaultConnectTime)
+	if err != nil {
+		return err
+	}
+	defer admCl.Close()
+	adm := kadm.NewClient(admCl)
+
+	var topics []string
+	for _, t := range topicOf {
+		topics = append(topics, t)
+	}
+	sort.Strings(topics)
+	topics = compactSorted(topics)
+	if _, err := mirror.EnsureTopics(ctx, adm, topics, mirror.TopicSpec{Create: o.createTopic, Partitions: o.partitions, ReplicationFactor: o.replication}); err != nil {
+		return kafkaEP.Explain(err)
+	}
+
+	ck, found, err := checkpoint.LoadR2K(ctx, rc, name)
+	if err != nil {
+		return err
+	}
+	if found {
+		log.Debug("resuming", "mirror", name, "checkpoint", checkpoint.R2KKey(name), "updated", ck.Updated)
+	}
+	// Record where each partition stands before producing anything, so a
+	// crash of this very run leaves the restart a bound to read back from.
+	ends, err := mirror.EndOffsets(ctx, adm, topics)
+	if err != nil {
+		return err
+	}
+	fresh := map[checkpoint.TopicPartition]int64{}
+	for tp, off := range ends {
+		if _, ok := ck.Partitions[tp]; !ok {
+			fresh[tp] = off
+		}
+	}
+	if err := checkpoint.InitR2KPartitions(ctx, rc, name, fresh); err != nil {
+		return err
+	}
+
+	src, err := mirror.NewRedisSource(ctx, mirror.RedisSourceConfig{
+		Client:       rc,
+		Streams:      o.streams,
+		Group:        o.group,
+		Consumer:     name,
+		Start:        start,
+		BatchSize:    o.run.batchSize,
+		Follow:       o.run.follow,
+		AllowMissing: o.allowMissing,
+		Mirror:       name,
+		Logger:       log,
+	})
+	if err != nil {
+		return err
+	}
+
+	// Entries read but not acknowledged by an earlier run may already be
+	// in Kafka: find them, so they are acknowledged, not written twice.
+	pending, err := src.Pending(ctx)
+	if err != nil {
+		return err
+	}
+	if pending > 0 {
+		streamSet := map[string]bool{}
+		for _, s := range o.streams {
+			streamSet[s] = true
+		}
+		written, err := mirror.ScanWritten(ctx, kafkaEP.ClientOpts(), adm, topics, ck.Partitions, streamSet)
+		if err != nil {
+			return kafkaEP.Explain(err)
+		}
+		log.Info("resuming an interrupted run", "pending", pending, "already_in_kafka", len(written))
+		src.SkipWritten(written)
+	}
+
+	tuning := mirror.ProducerTuning{
+		Linger:             o.linger,
+		Compression:        o.compression,
+		MaxBufferedRecords: o.run.batchSize * (o.run.maxInFlight + 1),
+	}
+	if !o.run.follow {
+		tuning.DeliveryTimeout = o.run.timeout
+	}
+	popts, err := mirror.ProducerOpts(tuning)
+	if err != nil {
+		return usageError(err)
+	}
+	producer, err := kgo.NewClient(append(kafkaEP.ClientOpts(), popts...)...)
+	if err != nil {
+		return kafkaEP.Explain(err)
+	}
+	defer producer.Close()
+	sink := mirror.NewKafkaSink(mirror.KafkaSinkConfig{
+		Client:     producer,
+		Topics:     topicOf,
+		Format:     format,
+		ValueField: o.valueField,
+		KeyField:   o.keyField,
+	})
+
+	stats, runErr := mirror.Run(ctx, src, sink, o.run.engineOptions(a))
+	s := summary{Mirror: name, Direction: "redis-to-kafka", Skipped: src.Skipped() + src.Trimmed()}
+	if t := src.Trimmed(); t > 0 {
+		log.Warn("pending entries were trimmed from their streams before they could be mirrored; acknowledged without a record", "count", t)
+	}
+	return finish(a, c, &o.run, s, stats, runErr)
+}
+
+// compactSorted removes adjacent duplicates.
+func compactSorted(s []string) []string {
+	out := s[:0]
+	for i, v := range s {
+		if i == 0 || v != s[i-1] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
