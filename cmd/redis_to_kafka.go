@@ -333,4 +333,3 @@ func compactSorted(s []string) []string {
 	}
 	return out
 }
-
