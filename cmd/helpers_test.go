@@ -1,0 +1,199 @@
+package cmd_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/rueidis"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/xmirror/xmirror/internal/testenv"
+)
+
+// result is what a finished xmirror process left behind.
+type result struct {
+	code   int
+	stdout string
+	stderr string
+}
+
+// xmirrorCmd prepares the real binary against the test servers.
+func xmirrorCmd(t *testing.T, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(testenv.Binary(t), args...)
+	cmd.Env = append(os.Environ(), "XMIRROR_REDIS="+testenv.RedisURL(), "XMIRROR_BROKERS="+testenv.Brokers())
+	return cmd
+}
+
+// xmirror runs the binary to completion, bounded by a minute.
+func xmirror(t *testing.T, args ...string) result {
+	t.Helper()
+	cmd := xmirrorCmd(t, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("xmirror %s did not finish within 2 minutes; stderr:\n%s", strings.Join(args, " "), errb.String())
+	}
+	return result{code: cmd.ProcessState.ExitCode(), stdout: out.String(), stderr: errb.String()}
+}
+
+// mustMirror runs xmirror and fails the test unless it exits 0.
+func mustMirror(t *testing.T, args ...string) result {
+	t.Helper()
+	r := xmirror(t, args...)
+	if r.code != 0 {
+		t.Fatalf("xmirror %s: exit %d\nstderr: %s", strings.Join(args, " "), r.code, r.stderr)
+	}
+	return r
+}
+
+// started is a running xmirror process.
+type started struct {
+	cmd    *exec.Cmd
+	stderr *bytes.Buffer
+	done   chan error
+}
+
+func startXmirror(t *testing.T, args ...string) *started {
+	t.Helper()
+	cmd := xmirrorCmd(t, args...)
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s := &started{cmd: cmd, stderr: &errb, done: make(chan error, 1)}
+	go func() { s.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			<-s.done
+		}
+	})
+	return s
+}
+
+// stop signals the process and waits up to limit for it to exit.
+func (s *started) stop(t *testing.T, sig syscall.Signal, limit time.Duration) (int, time.Duration) {
+	t.Helper()
+	begin := time.Now()
+	s.cmd.Process.Signal(sig)
+	select {
+	case <-s.done:
+	case <-time.After(limit):
+		s.cmd.Process.Kill()
+		<-s.done
+		t.Fatalf("xmirror did not exit within %s of %v; stderr:\n%s", limit, sig, s.stderr.String())
+	}
+	return s.cmd.ProcessState.ExitCode(), time.Since(begin)
+}
+
+// addEntries XADDs n entries built by fields(i), pipelined.
+func addEntries(t *testing.T, c rueidis.Client, stream string, from, n int, fields func(i int) []string) []string {
+	t.Helper()
+	ctx := context.Background()
+	ids := make([]string, 0, n)
+	const chunk = 1000
+	for start := from; start < from+n; start += chunk {
+		end := min(start+chunk, from+n)
+		cmds := make(rueidis.Commands, 0, end-start)
+		for i := start; i < end; i++ {
+			fv := c.B().Xadd().Key(stream).Id("*").FieldValue()
+			f := fields(i)
+			for j := 0; j < len(f); j += 2 {
+				fv = fv.FieldValue(f[j], f[j+1])
+			}
+			cmds = append(cmds, fv.Build())
+		}
+		for _, r := range c.DoMulti(ctx, cmds...) {
+			id, err := r.ToString()
+			if err != nil {
+				t.Fatalf("XADD %s: %v", stream, err)
+			}
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// readTopic reads every record of a topic, partition by partition, with a
+// plain franz-go consumer that shares no code with xmirror.
+func readTopic(t *testing.T, topic string) []*kgo.Record {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	adm := kadm.NewClient(testenv.Kafka(t))
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[int32]int64{}
+	total := int64(0)
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Offset > 0 {
+			want[o.Partition] = o.Offset
+			total += o.Offset
+		}
+	})
+	if total == 0 {
+		return nil
+	}
+	cl := testenv.Kafka(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	var recs []*kgo.Record
+	for len(want) > 0 {
+		f := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("reading topic %s: timed out with %d records read", topic, len(recs))
+		}
+		if errs := f.Errors(); len(errs) > 0 {
+			t.Fatalf("reading topic %s: %v", topic, errs[0].Err)
+		}
+		f.EachRecord(func(r *kgo.Record) {
+			recs = append(recs, r)
+			if end, ok := want[r.Partition]; ok && r.Offset+1 >= end {
+				delete(want, r.Partition)
+			}
+		})
+	}
+	return recs
+}
+
+// header returns a record header's value.
+func header(r *kgo.Record, key string) (string, bool) {
+	for _, h := range r.Headers {
+		if h.Key == key {
+			return string(h.Value), true
+		}
+	}
+	return "", false
+}
+
+// endOffset is the sum of a topic's end offsets: records written so far.
+func endOffset(t *testing.T, adm *kadm.Client, topic string) int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatalf("end offsets of %s: %v", topic, err)
+	}
+	var n int64
+	ends.Each(func(o kadm.ListedOffset) { n += o.Offset })
+	return n
+}
