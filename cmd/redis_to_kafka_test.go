@@ -185,12 +185,12 @@ func TestEntriesSurviveByteForByte(t *testing.T) {
 		many = append(many, "f"+strconv.Itoa(i), strconv.Itoa(i))
 	}
 	entries := [][]string{
-		{"value", ""},                             // empty value
-		{"value", "héllo wörld ✓ 日本語 🎉"},         // unicode
-		{"value", "\xff\xfe\x00bin\x80ary\xc3"},   // not UTF-8, with NUL
+		{"value", ""}, // empty value
+		{"value", "héllo wörld ✓ 日本語 🎉"},           // unicode
+		{"value", "\xff\xfe\x00bin\x80ary\xc3"},    // not UTF-8, with NUL
 		{"\xffname", "v", "quote\"back\\", "\n\t"}, // odd names
-		{"a", "1", "a", "2"},                      // duplicate field names
-		many,                                      // 1000 fields
+		{"a", "1", "a", "2"},                       // duplicate field names
+		many,                                       // 1000 fields
 	}
 	ids := addEntries(t, rc, stream, 0, len(entries), func(i int) []string { return entries[i] })
 

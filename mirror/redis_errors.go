@@ -30,3 +30,9 @@ func isRedisErrPrefix(err error, prefix string) bool {
 	re, ok := rueidis.IsRedisErr(err)
 	return ok && strings.HasPrefix(re.Error(), prefix)
 }
+
+// isRedisErrContaining reports a Redis error reply whose text contains s.
+func isRedisErrContaining(err error, s string) bool {
+	re, ok := rueidis.IsRedisErr(err)
+	return ok && strings.Contains(re.Error(), s)
+}

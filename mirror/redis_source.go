@@ -182,9 +182,9 @@ func (s *RedisSource) prepare(ctx context.Context, streams []*streamState) error
 			st.ready = true
 		case isRedisErrPrefix(err, "WRONGTYPE"):
 			return fmt.Errorf("key %q is not a stream (WRONGTYPE); check --stream", st.name)
-		case isRedisErrPrefix(err, "ERR The XGROUP subcommand requires the key to exist"):
+		case isRedisErrContaining(err, "requires the key to exist"):
 			st.ready = false
-		case isRedisErrPrefix(err, "ERR Invalid stream ID"):
+		case isRedisErrContaining(err, "Invalid stream ID"):
 			return fmt.Errorf("--start %q is not an entry ID (use earliest, latest or <ms>-<seq>)", s.cfg.Start)
 		default:
 			return classifyRedis(fmt.Errorf("create consumer group %q on stream %q: %w", s.cfg.Group, st.name, err))
