@@ -1,0 +1,117 @@
+package mirror
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/xmirror/xmirror/checkpoint"
+)
+
+// Defaults of the raw format's field names, the same as redis-to-kafka's.
+const (
+	DefaultValueField = "value"
+	DefaultKeyField   = "key"
+)
+
+// recordMapping turns Kafka records into stream entries.
+type recordMapping struct {
+	format Format
+	// headers (json): copy headers other than lineage as fields, after
+	// the value's members.
+	headers bool
+	// valueField and keyField (raw) name the fields of value and key.
+	valueField, keyField string
+	// preserveIDs takes the entry ID from the xmirror.id header.
+	preserveIDs bool
+}
+
+// Why a record cannot become an entry.
+var (
+	errNullValue   = errors.New("value is null (a tombstone), not a JSON object")
+	errNoFields    = errors.New("record maps to no fields, and a stream entry needs at least one")
+	errTooMany     = fmt.Errorf("record maps to more than %d fields", checkpoint.MaxFields)
+	errNoLineageID = errors.New("--preserve-ids: record has no " + HeaderID + " header to take the entry ID from")
+)
+
+// decode appends the fields of r's entry to dst and returns them with the
+// entry ID to write ("*": Redis chooses).
+func (m *recordMapping) decode(r *kgo.Record, dst []Field) ([]Field, string, error) {
+	id := "*"
+	lineage := false
+	for _, h := range r.Headers {
+		switch h.Key {
+		case HeaderID:
+			lineage = true
+			if m.preserveIDs {
+				id = string(h.Value)
+				if !validStreamID(id) {
+					return dst, "", fmt.Errorf("--preserve-ids: header %s holds %q, not an entry ID above 0-0", HeaderID, id)
+				}
+			}
+		case HeaderStream:
+			lineage = true
+		}
+	}
+	if m.preserveIDs && id == "*" {
+		return dst, "", errNoLineageID
+	}
+	start := len(dst)
+	var err error
+	switch m.format {
+	case FormatJSON:
+		if r.Value == nil {
+			return dst, "", errNullValue
+		}
+		if dst, err = parseJSONObject(r.Value, dst); err != nil {
+			return dst[:start], "", err
+		}
+		if m.headers {
+			dst = appendHeaderFields(dst, r.Headers)
+		}
+	case FormatRaw:
+		if r.Value != nil {
+			dst = append(dst, Field{Name: m.valueField, Value: string(r.Value)})
+		}
+		// redis-to-kafka's key is a copy of a field the entry already
+		// has: taking it again would add a field the source never had.
+		if r.Key != nil && !lineage {
+			dst = append(dst, Field{Name: m.keyField, Value: string(r.Key)})
+		}
+		dst = appendHeaderFields(dst, r.Headers)
+	default:
+		return dst, "", fmt.Errorf("unknown format %q", m.format)
+	}
+	switch n := len(dst) - start; {
+	case n == 0:
+		return dst, "", errNoFields
+	case n > checkpoint.MaxFields:
+		return dst[:start], "", errTooMany
+	}
+	return dst, id, nil
+}
+
+// appendHeaderFields adds every header but xmirror's lineage, in order.
+func appendHeaderFields(dst []Field, headers []kgo.RecordHeader) []Field {
+	for _, h := range headers {
+		if h.Key == HeaderID || h.Key == HeaderStream {
+			continue
+		}
+		dst = append(dst, Field{Name: h.Key, Value: string(h.Value)})
+	}
+	return dst
+}
+
+// validStreamID accepts <ms>-<seq> above 0-0, as XADD takes it.
+func validStreamID(id string) bool {
+	ms, seq, ok := strings.Cut(id, "-")
+	if !ok || ms == "" || seq == "" || ms[0] == '+' || seq[0] == '+' {
+		return false
+	}
+	a, err1 := strconv.ParseUint(ms, 10, 64)
+	b, err2 := strconv.ParseUint(seq, 10, 64)
+	return err1 == nil && err2 == nil && (a > 0 || b > 0)
+}
