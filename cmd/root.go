@@ -85,6 +85,7 @@ Exit codes: 0 success, 1 runtime failure, 2 usage error,
 		newVersionCmd(app),
 		newCheckCmd(app),
 		newRedisToKafkaCmd(app),
+		newKafkaToRedisCmd(app),
 	)
 	for _, c := range root.Commands() {
 		c.Args = wrapArgs(c.Args)
