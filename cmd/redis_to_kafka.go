@@ -42,6 +42,7 @@ type redisToKafkaOptions struct {
 	allowMissing bool
 	linger       time.Duration
 	compression  string
+	claimIdle    time.Duration
 }
 
 func newRedisToKafkaCmd(a *app) *cobra.Command {
@@ -90,6 +91,7 @@ Mapping:
 	fs.BoolVar(&o.allowMissing, "allow-missing", false, "one-shot: skip streams that do not exist instead of failing (follow always waits for them)")
 	fs.DurationVar(&o.linger, "linger", defaultLinger, "how long the producer lets a batch fill before sending it")
 	fs.StringVar(&o.compression, "compression", "none", "record batch compression: none, gzip, snappy, lz4 or zstd")
+	fs.DurationVar(&o.claimIdle, "claim-idle", 0, "take over entries other consumers of the group left pending this long (XAUTOCLAIM); 0 never")
 	return c
 }
 
@@ -173,6 +175,9 @@ func (o *redisToKafkaOptions) validate() (mirror.Template, map[string]string, mi
 	if o.replication == 0 || o.replication < -1 {
 		problems = append(problems, fmt.Sprintf("--replication-factor must be positive or -1, got %d", o.replication))
 	}
+	if o.claimIdle < 0 {
+		problems = append(problems, "--claim-idle must not be negative")
+	}
 	if o.linger < 0 {
 		problems = append(problems, "--linger must not be negative")
 	}
@@ -215,6 +220,11 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) error {
 		return err
 	}
 	defer rc.Close()
+	ctx, release, err := holdLease(ctx, rc, checkpoint.KindRedisToKafka, name, o.run.leaseTTL)
+	if err != nil {
+		return err
+	}
+	defer release()
 	admCl, err := kafkaEP.Connect(ctx, defaultConnectTime)
 	if err != nil {
 		return err
@@ -264,6 +274,7 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) error {
 		BatchSize:    o.run.batchSize,
 		Follow:       o.run.follow,
 		AllowMissing: o.allowMissing,
+		ClaimIdle:    o.claimIdle,
 		Mirror:       name,
 		Logger:       log,
 	})
@@ -320,7 +331,7 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) error {
 	if t := src.Trimmed(); t > 0 {
 		log.Warn("pending entries were trimmed from their streams before they could be mirrored; acknowledged without a record", "count", t)
 	}
-	return finish(a, c, &o.run, s, stats, runErr)
+	return finish(a, c, &o.run, s, stats, leaseError(ctx, runErr))
 }
 
 // compactSorted removes adjacent duplicates.

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/redis/rueidis"
 	"github.com/spf13/cobra"
 
+	"github.com/xmirror/xmirror/checkpoint"
 	"github.com/xmirror/xmirror/mirror"
 )
 
@@ -30,6 +32,7 @@ type runFlags struct {
 	maxInFlight int
 	timeout     time.Duration
 	output      string
+	leaseTTL    time.Duration
 }
 
 func (f *runFlags) bind(c *cobra.Command) {
@@ -40,6 +43,7 @@ func (f *runFlags) bind(c *cobra.Command) {
 	fs.IntVar(&f.maxInFlight, "max-in-flight", mirror.DefaultMaxInFlight, "batches written but not yet confirmed; more hides latency, costs memory")
 	fs.DurationVar(&f.timeout, "timeout", defaultOneShotTimeout, "one-shot: how long to retry an unreachable server before exiting 1 (follow retries forever)")
 	fs.StringVarP(&f.output, "output", "o", "text", "summary format: text or json")
+	fs.DurationVar(&f.leaseTTL, "lease-ttl", checkpoint.DefaultLeaseTTL, "how long a crashed mirror's lease keeps another process from starting under its name")
 }
 
 // validate reports every problem with the run flags.
@@ -53,6 +57,9 @@ func (f *runFlags) validate() []string {
 	}
 	if f.timeout <= 0 {
 		problems = append(problems, fmt.Sprintf("--timeout must be positive, got %s", f.timeout))
+	}
+	if f.leaseTTL < time.Second {
+		problems = append(problems, fmt.Sprintf("--lease-ttl must be at least 1s, got %s", f.leaseTTL))
 	}
 	if f.output != "text" && f.output != "json" {
 		problems = append(problems, fmt.Sprintf("--output must be text or json, got %q", f.output))
@@ -70,6 +77,38 @@ func (f *runFlags) engineOptions(a *app) mirror.Options {
 		opt.RetryFor = f.timeout
 	}
 	return opt
+}
+
+// holdLease takes the mirror's lease and returns a context that ends when
+// the lease is lost (then context.Cause says why) and a release function.
+func holdLease(ctx context.Context, c rueidis.Client, kind, name string, ttl time.Duration) (context.Context, func(), error) {
+	lease, err := checkpoint.AcquireLease(ctx, c, kind, name, ttl)
+	if err != nil {
+		return nil, nil, err
+	}
+	runCtx, cancel := context.WithCancelCause(ctx)
+	go func() {
+		select {
+		case err := <-lease.Lost():
+			cancel(err)
+		case <-runCtx.Done():
+		}
+	}()
+	release := func() {
+		cancel(nil)
+		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer rcancel()
+		lease.Release(rctx)
+	}
+	return runCtx, release, nil
+}
+
+// leaseError turns a run stopped by a lost lease into that error.
+func leaseError(runCtx context.Context, err error) error {
+	if cause := context.Cause(runCtx); err != nil && cause != nil && errors.Is(cause, checkpoint.ErrLeaseLost) {
+		return cause
+	}
+	return err
 }
 
 // problemsError joins validation problems into one usage error.

@@ -93,6 +93,10 @@ type RedisSourceConfig struct {
 	// Block is how long a follow read waits for new entries before it
 	// checks for cancellation and missing streams again.
 	Block time.Duration
+	// ClaimIdle, when set, takes over (XAUTOCLAIM) entries other consumers
+	// of the group left pending for at least this long: at start and, in
+	// follow mode, every ClaimIdle.
+	ClaimIdle time.Duration
 	// Mirror names the checkpoint Commit advances.
 	Mirror string
 	Logger *slog.Logger
@@ -113,9 +117,11 @@ type RedisSource struct {
 	// alreadyWritten holds "stream\x00id" of pending entries found in Kafka.
 	alreadyWritten map[string]struct{}
 	lastWaitCheck  time.Time
+	lastClaim      time.Time
 
 	trimmed atomic.Int64
 	skipped atomic.Int64
+	claimed atomic.Int64
 }
 
 type streamState struct {
@@ -163,8 +169,55 @@ func NewRedisSource(ctx context.Context, cfg RedisSourceConfig) (*RedisSource, e
 			return nil, fmt.Errorf("stream %q does not exist in Redis; check the name, or pass --allow-missing to skip missing streams", st.name)
 		}
 	}
+	if err := s.claim(ctx); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
+
+// claim takes over the entries other consumers of the group left pending
+// for ClaimIdle or longer; they join this consumer's pending entries and
+// are read first. Entries deleted from the stream meanwhile are dropped
+// from the pending list by Redis itself.
+func (s *RedisSource) claim(ctx context.Context) error {
+	if s.cfg.ClaimIdle <= 0 {
+		return nil
+	}
+	s.lastClaim = time.Now()
+	c := s.cfg.Client
+	for _, st := range s.streams {
+		if !st.ready || st.done {
+			continue
+		}
+		cursor := "0-0"
+		var n int64
+		for {
+			cmd := c.B().Xautoclaim().Key(st.name).Group(s.cfg.Group).Consumer(s.cfg.Consumer).MinIdleTime(strconv.FormatInt(s.cfg.ClaimIdle.Milliseconds(), 10)).Start(cursor).Count(int64(s.cfg.BatchSize)).Justid().Build()
+			reply, err := c.Do(ctx, cmd).ToArray()
+			if err != nil {
+				return classifyRedis(fmt.Errorf("take over idle pending entries of stream %q (XAUTOCLAIM): %w", st.name, err))
+			}
+			if len(reply) < 2 {
+				return fmt.Errorf("stream %q: unexpected XAUTOCLAIM reply", st.name)
+			}
+			cursor, _ = reply[0].ToString()
+			ids, _ := reply[1].ToArray()
+			n += int64(len(ids))
+			if cursor == "0-0" || cursor == "" {
+				break
+			}
+		}
+		if n > 0 {
+			s.log.Info("took over idle pending entries of other consumers", "stream", st.name, "count", n, "idle", s.cfg.ClaimIdle)
+			s.claimed.Add(n)
+			st.inPEL, st.cursor = true, "0"
+		}
+	}
+	return nil
+}
+
+// Claimed counts the entries taken over from other consumers.
+func (s *RedisSource) Claimed() int64 { return s.claimed.Load() }
 
 // prepare creates the group on each stream and, in one-shot mode, records
 // the snapshot. Streams that do not exist stay not ready.
@@ -274,6 +327,11 @@ func (s *RedisSource) Next(ctx context.Context) (*EntryBatch, error) {
 		if s.cfg.Follow {
 			if err := s.waitForStreams(ctx); err != nil {
 				return nil, err
+			}
+			if s.cfg.ClaimIdle > 0 && time.Since(s.lastClaim) >= s.cfg.ClaimIdle {
+				if err := s.claim(ctx); err != nil {
+					return nil, err
+				}
 			}
 		}
 		if b, err := s.readPending(ctx); err != nil || b != nil {

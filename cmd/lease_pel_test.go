@@ -1,0 +1,113 @@
+package cmd_test
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/xmirror/xmirror/internal/testenv"
+)
+
+func TestSecondProcessUnderOneNameIsRefusedUntilTheLeaseExpires(t *testing.T) {
+	rc := testenv.Redis(t)
+	kc := testenv.Kafka(t)
+	stream := testenv.Stream(t, rc)
+	topic := testenv.Topic(t, kc, 1)
+	name := testenv.Name(t, "m")
+	addEntries(t, rc, stream, 0, 10, func(i int) []string { return []string{"value", strconv.Itoa(i)} })
+	args := []string{"r2k", "--stream", stream, "--topic", topic, "--name", name, "--lease-ttl", "2s"}
+
+	first := startXmirror(t, append(args, "--follow")...)
+	leaseKey := "xmirror:lease:redis-to-kafka:" + name
+	testenv.Wait(t, 10*time.Second, "the first process to take the lease", func() bool {
+		n, _ := rc.Do(context.Background(), rc.B().Exists().Key(leaseKey).Build()).AsInt64()
+		return n == 1
+	})
+
+	second := xmirror(t, args...)
+	if second.code != 1 || !strings.Contains(second.stderr, "already running") || !strings.Contains(second.stderr, "held by") {
+		t.Fatalf("second process: exit %d, stderr %q; want exit 1 naming the holder", second.code, second.stderr)
+	}
+
+	first.stop(t, syscall.SIGKILL, 5*time.Second)
+	// The crashed holder's lease outlives it until its TTL runs out.
+	if r := xmirror(t, args...); r.code != 1 {
+		t.Fatalf("right after kill -9: exit %d, want 1 while the lease is still held; stderr %q", r.code, r.stderr)
+	}
+	testenv.Wait(t, 5*time.Second, "the lease to expire", func() bool {
+		n, _ := rc.Do(context.Background(), rc.B().Exists().Key(leaseKey).Build()).AsInt64()
+		return n == 0
+	})
+	mustMirror(t, args...)
+}
+
+func TestTrimmedPendingEntriesAreReportedAndAcknowledged(t *testing.T) {
+	rc := testenv.Redis(t)
+	kc := testenv.Kafka(t)
+	ctx := context.Background()
+	stream := testenv.Stream(t, rc)
+	topic := testenv.Topic(t, kc, 1)
+	name := testenv.Name(t, "m")
+	addEntries(t, rc, stream, 0, 100, func(i int) []string { return []string{"value", strconv.Itoa(i)} })
+
+	// An earlier run read 100 entries as this mirror's consumer and died
+	// before acknowledging them; then the stream was trimmed under them.
+	must(t, rc.Do(ctx, rc.B().XgroupCreate().Key(stream).Group("xmirror").Id("0").Build()).Error())
+	must(t, rc.Do(ctx, rc.B().Xreadgroup().Group("xmirror", name).Count(100).Streams().Key(stream).Id(">").Build()).Error())
+	must(t, rc.Do(ctx, rc.B().Xtrim().Key(stream).Maxlen().Threshold("40").Build()).Error())
+	more := addEntries(t, rc, stream, 100, 10, func(i int) []string { return []string{"value", strconv.Itoa(i)} })
+
+	r := mustMirror(t, "r2k", "--stream", stream, "--topic", topic, "--name", name, "--output", "json")
+	if !strings.Contains(r.stdout, `"entries":50`) || !strings.Contains(r.stdout, `"skipped":60`) {
+		t.Fatalf("summary %s: want 50 entries mirrored (40 pending + 10 new) and 60 trimmed skipped", r.stdout)
+	}
+	if !strings.Contains(r.stderr, "trimmed") {
+		t.Errorf("the trimmed entries are not reported: %q", r.stderr)
+	}
+	pending, err := rc.Do(ctx, rc.B().Xpending().Key(stream).Group("xmirror").Build()).ToArray()
+	must(t, err)
+	if n, _ := pending[0].AsInt64(); n != 0 {
+		t.Fatalf("%d entries still pending, want 0", n)
+	}
+	recs := readTopic(t, topic)
+	if len(recs) != 50 {
+		t.Fatalf("%d records, want 50", len(recs))
+	}
+	if id, _ := header(recs[49], "xmirror.id"); id != more[9] {
+		t.Fatalf("last record %s, want %s", id, more[9])
+	}
+}
+
+func TestClaimIdleTakesOverEntriesOfADeadConsumer(t *testing.T) {
+	rc := testenv.Redis(t)
+	kc := testenv.Kafka(t)
+	ctx := context.Background()
+	stream := testenv.Stream(t, rc)
+	topic := testenv.Topic(t, kc, 1)
+	addEntries(t, rc, stream, 0, 30, func(i int) []string { return []string{"value", strconv.Itoa(i)} })
+	must(t, rc.Do(ctx, rc.B().XgroupCreate().Key(stream).Group("xmirror").Id("0").Build()).Error())
+	must(t, rc.Do(ctx, rc.B().Xreadgroup().Group("xmirror", "dead-consumer").Count(20).Streams().Key(stream).Id(">").Build()).Error())
+
+	// Without --claim-idle the dead consumer's 20 entries stay where they are.
+	r := mustMirror(t, "r2k", "--stream", stream, "--topic", topic, "--output", "json")
+	if !strings.Contains(r.stdout, `"entries":10`) {
+		t.Fatalf("summary %s: want the 10 undelivered entries", r.stdout)
+	}
+	r = mustMirror(t, "r2k", "--stream", stream, "--topic", topic, "--output", "json", "--claim-idle", "1ms")
+	if !strings.Contains(r.stdout, `"entries":20`) {
+		t.Fatalf("summary %s: want the dead consumer's 20 entries", r.stdout)
+	}
+	if recs := readTopic(t, topic); len(recs) != 30 {
+		t.Fatalf("%d records, want 30", len(recs))
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
