@@ -1,0 +1,153 @@
+package mirror
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+func hdr(kv ...string) []kgo.RecordHeader {
+	var h []kgo.RecordHeader
+	for i := 0; i < len(kv); i += 2 {
+		h = append(h, kgo.RecordHeader{Key: kv[i], Value: []byte(kv[i+1])})
+	}
+	return h
+}
+
+func TestRecordMapping(t *testing.T) {
+	json := recordMapping{format: FormatJSON, valueField: "value", keyField: "key"}
+	jsonHeaders := json
+	jsonHeaders.headers = true
+	raw := recordMapping{format: FormatRaw, valueField: "value", keyField: "key"}
+	rawPayload := recordMapping{format: FormatRaw, valueField: "payload", keyField: "k"}
+	preserve := raw
+	preserve.preserveIDs = true
+	lineage := hdr(HeaderStream, "orders", HeaderID, "1700000000000-3")
+	tests := []struct {
+		name   string
+		m      recordMapping
+		rec    kgo.Record
+		want   []Field
+		wantID string
+		err    string
+	}{
+		{name: "json members in order, duplicates kept", m: json,
+			rec:  kgo.Record{Value: []byte(`{"b":"2","a":"1","b":"3"}`)},
+			want: []Field{{"b", "2"}, {"a", "1"}, {"b", "3"}}, wantID: "*"},
+		{name: "json non-UTF-8 bytes verbatim", m: json,
+			rec:  kgo.Record{Value: []byte("{\"k\":\"\xff\xfe\"}")},
+			want: []Field{{"k", "\xff\xfe"}}, wantID: "*"},
+		{name: "json ignores key and headers by default", m: json,
+			rec:  kgo.Record{Key: []byte("k"), Value: []byte(`{"a":"1"}`), Headers: hdr("h", "v")},
+			want: []Field{{"a", "1"}}, wantID: "*"},
+		{name: "json --headers appends headers but not lineage", m: jsonHeaders,
+			rec:  kgo.Record{Value: []byte(`{"a":"1"}`), Headers: append(hdr("h", "v"), lineage...)},
+			want: []Field{{"a", "1"}, {"h", "v"}}, wantID: "*"},
+		{name: "json lineage never becomes a field", m: json,
+			rec:  kgo.Record{Value: []byte(`{"a":"1"}`), Headers: lineage},
+			want: []Field{{"a", "1"}}, wantID: "*"},
+		{name: "json not an object", m: json, rec: kgo.Record{Value: []byte(`["a"]`)}, err: "not a JSON object"},
+		{name: "json number member", m: json, rec: kgo.Record{Value: []byte(`{"a":1}`)}, err: "not a JSON string"},
+		{name: "json null value", m: json, rec: kgo.Record{}, err: "tombstone"},
+		{name: "json empty object", m: json, rec: kgo.Record{Value: []byte(`{}`)}, err: "no fields"},
+		{name: "json trailing data", m: json, rec: kgo.Record{Value: []byte(`{"a":"1"} x`)}, err: "after the JSON object"},
+		{name: "raw value key headers in order", m: raw,
+			rec:  kgo.Record{Key: []byte("K"), Value: []byte("V"), Headers: hdr("h1", "a", "h2", "b")},
+			want: []Field{{"value", "V"}, {"key", "K"}, {"h1", "a"}, {"h2", "b"}}, wantID: "*"},
+		{name: "raw empty value is a field, null is not", m: raw,
+			rec:  kgo.Record{Value: []byte{}, Headers: hdr("h", "")},
+			want: []Field{{"value", ""}, {"h", ""}}, wantID: "*"},
+		{name: "raw null value without key", m: raw,
+			rec:  kgo.Record{Headers: hdr("h", "x")},
+			want: []Field{{"h", "x"}}, wantID: "*"},
+		{name: "raw with lineage skips the key, a copy of a field", m: raw,
+			rec:  kgo.Record{Key: []byte("c1"), Value: []byte("V"), Headers: append(hdr("customer", "c1"), lineage...)},
+			want: []Field{{"value", "V"}, {"customer", "c1"}}, wantID: "*"},
+		{name: "raw header named value collides and is kept", m: raw,
+			rec:  kgo.Record{Value: []byte("V"), Headers: hdr("value", "W")},
+			want: []Field{{"value", "V"}, {"value", "W"}}, wantID: "*"},
+		{name: "raw custom field names", m: rawPayload,
+			rec:  kgo.Record{Key: []byte("K"), Value: []byte("V")},
+			want: []Field{{"payload", "V"}, {"k", "K"}}, wantID: "*"},
+		{name: "raw nothing at all", m: raw, rec: kgo.Record{}, err: "no fields"},
+		{name: "preserve ids", m: preserve,
+			rec:  kgo.Record{Value: []byte("V"), Headers: lineage},
+			want: []Field{{"value", "V"}}, wantID: "1700000000000-3"},
+		{name: "preserve ids without header", m: preserve, rec: kgo.Record{Value: []byte("V")}, err: "no xmirror.id"},
+		{name: "preserve ids bad header", m: preserve,
+			rec: kgo.Record{Value: []byte("V"), Headers: hdr(HeaderID, "0-0")}, err: "not an entry ID"},
+		{name: "preserve ids header with star", m: preserve,
+			rec: kgo.Record{Value: []byte("V"), Headers: hdr(HeaderID, "5-*")}, err: "not an entry ID"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, id, err := tt.m.decode(&tt.rec, nil)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("err = %v, want one containing %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tt.want) || id != tt.wantID {
+				t.Errorf("got %q id %q, want %q id %q", got, id, tt.want, tt.wantID)
+			}
+		})
+	}
+}
+
+// The json mapping is the inverse of appendJSONObject for any fields.
+func FuzzK2RDecodeJSON(f *testing.F) {
+	f.Add([]byte(`{"a":"1"}`))
+	f.Add([]byte(`{"a":"1","a":"\u00e9\ud83d\ude00"}`))
+	f.Add([]byte("{\"\xff\":\"\x00\"}"))
+	f.Add([]byte(`{ "a" : "x\"y\\z\n" }`))
+	f.Add([]byte(`{}`))
+	f.Add([]byte(`{"a":"\ud800"}`))
+	f.Add([]byte(`{"a":1}`))
+	f.Add([]byte(`[`))
+	m := recordMapping{format: FormatJSON}
+	f.Fuzz(func(t *testing.T, value []byte) {
+		fields, _, err := m.decode(&kgo.Record{Value: value}, nil)
+		if err != nil {
+			return
+		}
+		if len(fields) == 0 {
+			t.Fatal("decoded an entry without fields")
+		}
+		again, _, err := m.decode(&kgo.Record{Value: appendJSONObject(nil, fields)}, nil)
+		if err != nil {
+			t.Fatalf("re-decoding %q: %v", appendJSONObject(nil, fields), err)
+		}
+		if !reflect.DeepEqual(again, fields) {
+			t.Fatalf("round trip changed %q into %q", fields, again)
+		}
+	})
+}
+
+// Arbitrary raw records decode to their value, key and headers, never more.
+func FuzzK2RDecodeRaw(f *testing.F) {
+	f.Add([]byte("v"), []byte("k"), "h", []byte("x"), false)
+	f.Add([]byte(nil), []byte(nil), "", []byte(nil), true)
+	f.Add([]byte("\xff"), []byte(nil), HeaderID, []byte("1-1"), true)
+	f.Fuzz(func(t *testing.T, value, key []byte, hkey string, hval []byte, preserve bool) {
+		m := recordMapping{format: FormatRaw, valueField: "value", keyField: "key", preserveIDs: preserve}
+		rec := &kgo.Record{Value: value, Key: key, Headers: []kgo.RecordHeader{{Key: hkey, Value: hval}}}
+		fields, id, err := m.decode(rec, nil)
+		if err != nil {
+			return
+		}
+		if len(fields) == 0 || len(fields) > 3 || id == "" {
+			t.Fatalf("decoded %q id %q", fields, id)
+		}
+		for _, f := range fields {
+			if f.Name == HeaderID || f.Name == HeaderStream {
+				t.Fatalf("lineage header became a field: %q", fields)
+			}
+		}
+	})
+}
