@@ -3,6 +3,7 @@
 package cmd
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -61,6 +62,19 @@ Exit codes: 0 success, 1 runtime failure, 2 usage error,
 		SilenceUsage:  true,
 		Version:       Version,
 	}
+	// An unknown command is a usage error (exit 2), with cobra's
+	// suggestions; without arguments the root command shows its help.
+	root.Args = cobra.ArbitraryArgs
+	root.RunE = func(c *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return c.Help()
+		}
+		msg := fmt.Sprintf("unknown command %q", args[0])
+		if s := c.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += fmt.Sprintf("; did you mean %q?", s[0])
+		}
+		return usageErrorf("%s", msg)
+	}
 	root.SetOut(env.Stdout)
 	root.SetErr(env.Stderr)
 	root.SetVersionTemplate("xmirror {{.Version}}\n")
@@ -88,6 +102,9 @@ Exit codes: 0 success, 1 runtime failure, 2 usage error,
 		newKafkaToRedisCmd(app),
 	)
 	for _, c := range root.Commands() {
+		if c.Args != nil {
+			continue
+		}
 		c.Args = wrapArgs(c.Args)
 	}
 	return root

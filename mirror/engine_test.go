@@ -1,0 +1,180 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math/rand"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The engine is pure logic: these tests drive it with in-memory batches.
+
+type testBatch struct {
+	seq  int
+	n    int
+	keep int // entries of a Prefix
+}
+
+func (b *testBatch) Len() int   { return b.n }
+func (b *testBatch) Bytes() int { return b.n * 10 }
+func (b *testBatch) Prefix(n int) *testBatch {
+	return &testBatch{seq: b.seq, n: n, keep: n}
+}
+
+type testSource struct {
+	mu        sync.Mutex
+	batches   int
+	next      int
+	failReads int // transient failures before each read succeeds
+	committed []*testBatch
+	block     bool // after the batches, block until ctx ends (follow)
+}
+
+func (s *testSource) Next(ctx context.Context) (*testBatch, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failReads > 0 {
+		s.failReads--
+		return nil, Transient(errors.New("connection refused"))
+	}
+	if s.next == s.batches {
+		if s.block {
+			s.mu.Unlock()
+			<-ctx.Done()
+			s.mu.Lock()
+			return nil, ctx.Err()
+		}
+		return nil, io.EOF
+	}
+	s.next++
+	return &testBatch{seq: s.next, n: 10}, nil
+}
+
+func (s *testSource) Commit(_ context.Context, b *testBatch) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.committed = append(s.committed, b)
+	return nil
+}
+
+func (s *testSource) seqs() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []int
+	for _, b := range s.committed {
+		out = append(out, b.seq)
+	}
+	return out
+}
+
+// testSink confirms each batch after a random delay, so confirmations
+// arrive out of order; failAt makes that batch fail after confirming half.
+type testSink struct {
+	failAt int
+	hold   chan struct{} // when set, confirmations wait for it
+}
+
+func (k *testSink) Write(_ context.Context, b *testBatch, done func(error)) {
+	go func() {
+		if k.hold != nil {
+			<-k.hold
+		}
+		time.Sleep(time.Duration(rand.Intn(3)) * time.Millisecond)
+		if b.seq == k.failAt {
+			done(&PartialError{Confirmed: 5, Err: errors.New("broker said no")})
+			return
+		}
+		done(nil)
+	}()
+}
+
+func TestEngineCommitsInOrderThoughConfirmationsArriveOutOfOrder(t *testing.T) {
+	src := &testSource{batches: 200}
+	stats, err := Run[*testBatch](context.Background(), src, &testSink{}, Options{MaxInFlight: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seqs := src.seqs()
+	if len(seqs) != 200 {
+		t.Fatalf("%d batches committed, want 200", len(seqs))
+	}
+	for i, s := range seqs {
+		if s != i+1 {
+			t.Fatalf("commit %d was batch %d: out of order", i, s)
+		}
+	}
+	if stats.Entries != 2000 || stats.Bytes != 20000 || stats.Batches != 200 {
+		t.Fatalf("stats %+v", stats)
+	}
+}
+
+func TestEngineCommitsNothingPastAFailedBatchButItsConfirmedPrefix(t *testing.T) {
+	src := &testSource{batches: 50}
+	_, err := Run[*testBatch](context.Background(), src, &testSink{failAt: 20}, Options{MaxInFlight: 8})
+	if err == nil || err.Error() != "broker said no" {
+		t.Fatalf("err = %v, want the sink's error", err)
+	}
+	seqs := src.seqs()
+	if len(seqs) != 20 {
+		t.Fatalf("committed %v, want batches 1..19 and the prefix of 20", seqs)
+	}
+	for i, s := range seqs {
+		if s != i+1 {
+			t.Fatalf("commit %d was batch %d", i, s)
+		}
+	}
+	if last := src.committed[19]; last.keep != 5 {
+		t.Fatalf("batch 20 committed with %d entries, want its confirmed prefix of 5", last.keep)
+	}
+}
+
+func TestEngineStopDrainsWhatIsInFlight(t *testing.T) {
+	src := &testSource{batches: 3, block: true}
+	hold := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		cancel()
+		close(hold) // confirmations arrive only after the stop
+	}()
+	_, err := Run[*testBatch](ctx, src, &testSink{hold: hold}, Options{MaxInFlight: 8})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	if got := src.seqs(); len(got) != 3 {
+		t.Fatalf("committed %v after the stop, want all 3 batches in flight", got)
+	}
+}
+
+func TestEngineAbandonsUnconfirmedBatchesAfterTheDrainTimeout(t *testing.T) {
+	src := &testSource{batches: 3, block: true}
+	hold := make(chan struct{}) // never closed: Kafka never answers
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { time.Sleep(20 * time.Millisecond); cancel() }()
+	begin := time.Now()
+	_, err := Run[*testBatch](ctx, src, &testSink{hold: hold}, Options{DrainTimeout: 100 * time.Millisecond})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	if took := time.Since(begin); took > 2*time.Second {
+		t.Fatalf("stop took %s", took)
+	}
+	if got := src.seqs(); len(got) != 0 {
+		t.Fatalf("committed %v, but nothing was confirmed", got)
+	}
+}
+
+func TestEngineRetriesTransientFailuresOnlyForRetryFor(t *testing.T) {
+	src := &testSource{batches: 1, failReads: 2}
+	if _, err := Run[*testBatch](context.Background(), src, &testSink{}, Options{RetryFor: 5 * time.Second}); err != nil {
+		t.Fatalf("two transient failures: %v", err)
+	}
+	src = &testSource{batches: 1, failReads: 1 << 30}
+	_, err := Run[*testBatch](context.Background(), src, &testSink{}, Options{RetryFor: 300 * time.Millisecond})
+	if err == nil || !IsTransient(err) {
+		t.Fatalf("err = %v, want the transient failure after giving up", err)
+	}
+}

@@ -1,0 +1,97 @@
+package mirror
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+	"unicode/utf8"
+)
+
+func TestJSONObjectEncoding(t *testing.T) {
+	cases := []struct {
+		name   string
+		fields []Field
+		want   string
+	}{
+		{"empty entry", nil, `{}`},
+		{"one field", []Field{{"a", "1"}}, `{"a":"1"}`},
+		{"empty value", []Field{{"value", ""}}, `{"value":""}`},
+		{"order kept", []Field{{"z", "1"}, {"a", "2"}}, `{"z":"1","a":"2"}`},
+		{"duplicates kept", []Field{{"a", "1"}, {"a", "2"}}, `{"a":"1","a":"2"}`},
+		{"escapes", []Field{{"q", "\"\\\n\r\t\x00\x1f"}}, `{"q":"\"\\\n\r\t\u0000\u001f"}`},
+		{"unicode as is", []Field{{"ü", "日本 🎉"}}, `{"ü":"日本 🎉"}`},
+		{"invalid UTF-8 as is", []Field{{"\xff", "a\x80b\xc3"}}, "{\"\xff\":\"a\x80b\xc3\"}"},
+		{"html not escaped", []Field{{"h", "<&>"}}, `{"h":"<&>"}`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := string(appendJSONObject(nil, tc.fields))
+			if got != tc.want {
+				t.Fatalf("got %q, want %q", got, tc.want)
+			}
+			back, err := parseJSONObject([]byte(got), nil)
+			if err != nil {
+				t.Fatalf("parse back: %v", err)
+			}
+			if len(back) != len(tc.fields) || (len(back) > 0 && !reflect.DeepEqual(back, tc.fields)) {
+				t.Fatalf("round trip: got %q, want %q", back, tc.fields)
+			}
+			if utf8.ValidString(got) && !json.Valid([]byte(got)) {
+				t.Fatalf("valid UTF-8 output is not valid JSON: %q", got)
+			}
+		})
+	}
+}
+
+func TestJSONObjectParsing(t *testing.T) {
+	cases := []struct {
+		name    string
+		in      string
+		want    []Field
+		wantErr bool
+	}{
+		{"spaces", " { \"a\" : \"1\" , \"b\":\"2\" } ", []Field{{"a", "1"}, {"b", "2"}}, false},
+		{"escapes", `{"a":"\u00e9\/\b\f\ud83c\udf89"}`, []Field{{"a", "é/\b\f🎉"}}, false},
+		{"empty object", `{}`, nil, false},
+		{"number value", `{"a":1}`, nil, true},
+		{"nested", `{"a":{"b":"c"}}`, nil, true},
+		{"array", `["a"]`, nil, true},
+		{"trailing data", `{"a":"1"} x`, nil, true},
+		{"unterminated", `{"a":"1`, nil, true},
+		{"missing colon", `{"a" "1"}`, nil, true},
+		{"bad escape", `{"a":"\x"}`, nil, true},
+		{"raw control character", "{\"a\":\"\n\"}", nil, true},
+		{"empty input", ``, nil, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseJSONObject([]byte(tc.in), nil)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err = %v, want error: %v", err, tc.wantErr)
+			}
+			if !tc.wantErr && !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// FuzzJSONObjectRoundTrip: whatever the fields, encoding then decoding gives
+// them back byte for byte, and decoding arbitrary input never panics.
+func FuzzJSONObjectRoundTrip(f *testing.F) {
+	f.Add("value", "", "a", "\xff\x00\"\\")
+	f.Add("ü", "日本", "\n", "\u2028")
+	f.Add("", "", "", "")
+	f.Fuzz(func(t *testing.T, n1, v1, n2, v2 string) {
+		fields := []Field{{n1, v1}, {n2, v2}}
+		enc := appendJSONObject(nil, fields)
+		got, err := parseJSONObject(enc, nil)
+		if err != nil {
+			t.Fatalf("decode %q: %v", enc, err)
+		}
+		if !reflect.DeepEqual(got, fields) {
+			t.Fatalf("round trip of %q gave %q", fields, got)
+		}
+		parseJSONObject([]byte(n1+v1), nil)
+	})
+}

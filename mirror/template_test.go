@@ -1,0 +1,70 @@
+package mirror
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestTemplates(t *testing.T) {
+	cases := []struct {
+		tmpl    string
+		values  map[string]string
+		want    string
+		wantErr string
+	}{
+		{"{stream}", map[string]string{"stream": "orders"}, "orders", ""},
+		{"mirror.{stream}.v1", map[string]string{"stream": "eu"}, "mirror.eu.v1", ""},
+		{"fixed", nil, "fixed", ""},
+		{"{stream}-{stream}", map[string]string{"stream": "a"}, "a-a", ""},
+		{"{steam}", nil, "", "unknown placeholder {steam}"},
+		{"a{stream", nil, "", "'{' without '}'"},
+		{"a}b", nil, "", "'}' without '{'"},
+		{"}{stream}", nil, "", "'}' without '{'"},
+		{"{}", nil, "", "unknown placeholder {}"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.tmpl, func(t *testing.T) {
+			tm, err := ParseTemplate(tc.tmpl, "stream")
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := tm.Expand(tc.values); got != tc.want {
+				t.Fatalf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestTopicNames(t *testing.T) {
+	for name, ok := range map[string]bool{
+		"orders": true, "a.b_c-D9": true, "": false, ".": false, "..": false,
+		"a:b": false, "a b": false, "é": false, strings.Repeat("a", 249): true, strings.Repeat("a", 250): false,
+	} {
+		if err := ValidTopicName(name); (err == nil) != ok {
+			t.Errorf("ValidTopicName(%q) = %v, want ok=%v", name, err, ok)
+		}
+	}
+}
+
+func TestCompareIDs(t *testing.T) {
+	cases := []struct {
+		a, b string
+		want int
+	}{
+		{"1-0", "1-0", 0},
+		{"1-0", "1-1", -1},
+		{"2-0", "10-0", -1},
+		{"10-5", "9-99", 1},
+	}
+	for _, tc := range cases {
+		if got := compareIDs(tc.a, tc.b); got != tc.want {
+			t.Errorf("compareIDs(%s, %s) = %d, want %d", tc.a, tc.b, got, tc.want)
+		}
+	}
+}
