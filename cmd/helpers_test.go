@@ -197,3 +197,14 @@ func endOffset(t *testing.T, adm *kadm.Client, topic string) int64 {
 	ends.Each(func(o kadm.ListedOffset) { n += o.Offset })
 	return n
 }
+
+// waitLeaseExpired waits for the lease of a killed mirror to run out, as a
+// restarted process would have to.
+func waitLeaseExpired(t *testing.T, rc rueidis.Client, kind, name string) {
+	t.Helper()
+	key := "xmirror:lease:" + kind + ":" + name
+	testenv.Wait(t, 30*time.Second, "lease "+key+" to expire", func() bool {
+		n, err := rc.Do(context.Background(), rc.B().Exists().Key(key).Build()).AsInt64()
+		return err == nil && n == 0
+	})
+}

@@ -133,13 +133,14 @@ func TestKillNineLeavesNothingLostNorDuplicated(t *testing.T) {
 	topic := testenv.Topic(t, kc, 1)
 	mirrorName := testenv.Name(t, "m")
 	ids := addEntries(t, rc, stream, 0, 100_000, func(i int) []string { return []string{"value", strconv.Itoa(i)} })
-	args := []string{"r2k", "--stream", stream, "--topic", topic, "--name", mirrorName, "--follow", "--batch-size", "500"}
+	args := []string{"r2k", "--stream", stream, "--topic", topic, "--name", mirrorName, "--follow", "--batch-size", "500", "--lease-ttl", "1s"}
 
 	for _, at := range []int64{5_000, 30_000, 60_000} {
 		m := startXmirror(t, args...)
 		testenv.Wait(t, time.Minute, fmt.Sprintf("%d records in Kafka", at), func() bool { return endOffset(t, adm, topic) >= at })
 		m.stop(t, syscall.SIGKILL, 10*time.Second)
 		t.Logf("killed at %d records in Kafka", endOffset(t, adm, topic))
+		waitLeaseExpired(t, rc, "redis-to-kafka", mirrorName)
 	}
 	m := startXmirror(t, args...)
 	testenv.Wait(t, 2*time.Minute, "the whole backlog in Kafka", func() bool { return endOffset(t, adm, topic) >= int64(len(ids)) })
