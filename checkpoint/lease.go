@@ -44,15 +44,21 @@ type Lease struct {
 }
 
 var (
-	// renewScript extends the lease only if this holder still owns it.
-	renewScript = rueidis.NewLuaScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) else return 0 end`)
+	// renewScript extends the lease if this holder still owns it, and takes
+	// it again if it expired meanwhile (Redis was unreachable or paused
+	// longer than the TTL, and nobody else took it); it fails only when
+	// another process holds it.
+	renewScript = rueidis.NewLuaScript(`local h = redis.call("GET", KEYS[1])
+if h == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) end
+if not h then redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2]) return 1 end
+return 0`)
 	// releaseScript deletes the lease only if this holder still owns it.
 	releaseScript = rueidis.NewLuaScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end`)
 )
 
 // AcquireLease takes the lease of a mirror or fails with ErrLeaseHeld,
 // naming the holder. It renews the lease every third of ttl until Release;
-// Lost reports if renewing fails for longer than the lease lasts.
+// Lost reports if another process took it meanwhile.
 func AcquireLease(ctx context.Context, c rueidis.Client, kind, name string, ttl time.Duration) (*Lease, error) {
 	if ttl <= 0 {
 		ttl = DefaultLeaseTTL
@@ -86,7 +92,6 @@ func (l *Lease) renew() {
 	defer close(l.done)
 	tick := time.NewTicker(l.ttl / 3)
 	defer tick.Stop()
-	lastOK := time.Now()
 	for {
 		select {
 		case <-l.stop:
@@ -96,14 +101,12 @@ func (l *Lease) renew() {
 		ctx, cancel := context.WithTimeout(context.Background(), l.ttl/3)
 		n, err := renewScript.Exec(ctx, l.c, []string{l.key}, []string{l.holder, strconv.FormatInt(l.ttl.Milliseconds(), 10)}).AsInt64()
 		cancel()
-		switch {
-		case err == nil && n == 1:
-			lastOK = time.Now()
-		case err == nil:
-			l.lost <- fmt.Errorf("%w: lease %s was taken by another process; stopping so that only one writes", ErrLeaseLost, l.key)
-			return
-		case time.Since(lastOK) >= l.ttl:
-			l.lost <- fmt.Errorf("%w: could not renew lease %s for %s (%v); stopping, another process may take over", ErrLeaseLost, l.key, l.ttl, err)
+		// While Redis is unreachable the mirror cannot commit anything
+		// either, so renewal failures are retried, not fatal: the lease
+		// is lost only when another process holds it.
+		if err == nil && n == 0 {
+			holder, _ := l.c.Do(context.Background(), l.c.B().Get().Key(l.key).Build()).ToString()
+			l.lost <- fmt.Errorf("%w: lease %s is now held by %s; stopping so that only one process writes", ErrLeaseLost, l.key, holder)
 			return
 		}
 	}
