@@ -6,7 +6,9 @@ import (
 )
 
 // Template is a name with placeholders such as {stream}, {topic} or
-// {partition}, checked once when it is parsed.
+// {partition}, checked once when it is parsed. "{{" and "}}" stand for
+// literal braces, so a Redis hash tag can be written: "{{{topic}}}" gives
+// "{orders}".
 type Template struct {
 	raw   string
 	parts []templatePart
@@ -19,40 +21,51 @@ type templatePart struct {
 
 // ParseTemplate parses s, accepting only the given placeholder names.
 // Braces that do not form a known placeholder are refused, so a typo such as
-// {steam} is a usage error rather than a topic named "{steam}".
+// {steam} is a usage error rather than a name with braces in it.
 func ParseTemplate(s string, allowed ...string) (Template, error) {
 	t := Template{raw: s}
-	rest := s
-	for rest != "" {
-		open := strings.IndexByte(rest, '{')
-		close := strings.IndexByte(rest, '}')
-		if open < 0 {
-			if close >= 0 {
-				return Template{}, fmt.Errorf("template %q has a '}' without '{'", s)
-			}
-			t.parts = append(t.parts, templatePart{literal: rest})
-			break
+	var lit strings.Builder
+	flush := func() {
+		if lit.Len() > 0 {
+			t.parts = append(t.parts, templatePart{literal: lit.String()})
+			lit.Reset()
 		}
-		if close >= 0 && close < open {
-			return Template{}, fmt.Errorf("template %q has a '}' without '{'", s)
-		}
-		if open > 0 {
-			t.parts = append(t.parts, templatePart{literal: rest[:open]})
-		}
-		if close < 0 {
-			return Template{}, fmt.Errorf("template %q has a '{' without '}'", s)
-		}
-		name := rest[open+1 : close]
-		known := false
-		for _, a := range allowed {
-			known = known || name == a
-		}
-		if !known {
-			return Template{}, fmt.Errorf("template %q: unknown placeholder {%s}; it may use {%s}", s, name, strings.Join(allowed, "}, {"))
-		}
-		t.parts = append(t.parts, templatePart{placeholder: name})
-		rest = rest[close+1:]
 	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '{':
+			if i+1 < len(s) && s[i+1] == '{' {
+				lit.WriteByte('{')
+				i++
+				continue
+			}
+			end := strings.IndexByte(s[i+1:], '}')
+			if end < 0 {
+				return Template{}, fmt.Errorf("template %q: '{' at byte %d has no '}'; write {{ for a literal brace", s, i)
+			}
+			name := s[i+1 : i+1+end]
+			known := false
+			for _, a := range allowed {
+				known = known || name == a
+			}
+			if !known {
+				return Template{}, fmt.Errorf("template %q: unknown placeholder {%s}; it may use {%s}, or {{ }} for literal braces", s, name, strings.Join(allowed, "}, {"))
+			}
+			flush()
+			t.parts = append(t.parts, templatePart{placeholder: name})
+			i += end + 1
+		case '}':
+			if i+1 < len(s) && s[i+1] == '}' {
+				lit.WriteByte('}')
+				i++
+				continue
+			}
+			return Template{}, fmt.Errorf("template %q: '}' at byte %d has no '{'; write }} for a literal brace", s, i)
+		default:
+			lit.WriteByte(c)
+		}
+	}
+	flush()
 	return t, nil
 }
 
@@ -68,6 +81,9 @@ func (t Template) Uses(name string) bool {
 
 // Expand replaces each placeholder by its value.
 func (t Template) Expand(values map[string]string) string {
+	if len(t.parts) == 1 && t.parts[0].placeholder != "" {
+		return values[t.parts[0].placeholder]
+	}
 	var b strings.Builder
 	for _, p := range t.parts {
 		if p.placeholder == "" {

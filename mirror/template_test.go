@@ -17,9 +17,11 @@ func TestTemplates(t *testing.T) {
 		{"fixed", nil, "fixed", ""},
 		{"{stream}-{stream}", map[string]string{"stream": "a"}, "a-a", ""},
 		{"{steam}", nil, "", "unknown placeholder {steam}"},
-		{"a{stream", nil, "", "'{' without '}'"},
-		{"a}b", nil, "", "'}' without '{'"},
-		{"}{stream}", nil, "", "'}' without '{'"},
+		{"a{stream", nil, "", "has no '}'"},
+		{"a}b", nil, "", "has no '{'"},
+		{"}{stream}", nil, "", "has no '{'"},
+		{"{{{stream}}}", map[string]string{"stream": "s"}, "{s}", ""},
+		{"a{{b}}c", nil, "a{b}c", ""},
 		{"{}", nil, "", "unknown placeholder {}"},
 	}
 	for _, tc := range cases {
