@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/xmirror/xmirror/checkpoint"
 	"github.com/xmirror/xmirror/mirror"
 )
 
@@ -187,6 +188,11 @@ func (o *kafkaToRedisOptions) execute(a *app, c *cobra.Command) error {
 		return err
 	}
 	defer rc.Close()
+	ctx, release, err := holdLease(ctx, rc, checkpoint.KindKafkaToRedis, name, o.run.leaseTTL)
+	if err != nil {
+		return err
+	}
+	defer release()
 	admin, err := kafkaEP.Connect(ctx, defaultConnectTime)
 	if err != nil {
 		return err
@@ -228,14 +234,14 @@ func (o *kafkaToRedisOptions) execute(a *app, c *cobra.Command) error {
 	sink.Close()
 	// The engine counts every record a batch accounts for; the summary
 	// shows entries written and, apart, the records skipped.
-	skipped, dead := src.Skipped(), src.DeadLettered()
-	stats.Entries -= skipped + dead
-	if p := sink.Present(); p > 0 {
-		opt.Logger.Info("entries already present in their streams (--preserve-ids) were not written again", "count", p)
+	skipped, dead, present := src.Skipped(), src.DeadLettered(), sink.Present()
+	stats.Entries -= skipped + dead + present
+	if present > 0 {
+		opt.Logger.Info("entries already present in their streams (--preserve-ids) were not written again", "count", present)
 	}
 	if dead > 0 {
 		opt.Logger.Warn("records that could not be decoded were copied to the dead-letter stream", "count", dead, "stream", o.deadLetter)
 	}
-	s := summary{Mirror: name, Direction: "kafka-to-redis", Skipped: skipped + dead}
-	return finish(a, c, &o.run, s, stats, runErr)
+	s := summary{Mirror: name, Direction: "kafka-to-redis", Skipped: skipped + dead + present}
+	return finish(a, c, &o.run, s, stats, leaseError(ctx, runErr))
 }

@@ -145,7 +145,7 @@ func TestK2RKillNineLeavesEachRecordOnce(t *testing.T) {
 	delKeys(t, rc, checkpoint.K2RKey(name, stream))
 	const n = 100000
 	produce(t, topic, numbered(0, n, 3))
-	args := []string{"k2r", "--topic", topic, "--stream", stream, "--name", name, "--follow", "--batch-size", "500"}
+	args := []string{"k2r", "--topic", topic, "--stream", stream, "--name", name, "--follow", "--batch-size", "500", "--lease-ttl", "1s"}
 	xlen := func() int64 {
 		v, _ := rc.Do(context.Background(), rc.B().Xlen().Key(stream).Build()).AsInt64()
 		return v
@@ -156,6 +156,7 @@ func TestK2RKillNineLeavesEachRecordOnce(t *testing.T) {
 		p.cmd.Process.Signal(syscall.SIGKILL)
 		<-p.done
 		t.Logf("kill -9 #%d at %d entries", i+1, xlen())
+		waitLeaseExpired(t, rc, "kafka-to-redis", name)
 	}
 	p := startXmirror(t, args...)
 	testenv.Wait(t, time.Minute, "the whole backlog", func() bool { return xlen() >= n })

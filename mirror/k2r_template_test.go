@@ -22,7 +22,7 @@ func TestStreamTemplate(t *testing.T) {
 		{tmpl: "", err: "empty"},
 		{tmpl: "{topc}", err: "unknown placeholder {topc}"},
 		{tmpl: "{}", err: "unknown placeholder {}"},
-		{tmpl: "x{topic", err: "not closed"},
+		{tmpl: "x{topic", err: "has no '}'"},
 		{tmpl: "x}y", err: "has no '{'"},
 		{tmpl: "{{topic}", err: "has no '{'"},
 	}
