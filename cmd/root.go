@@ -3,6 +3,7 @@
 package cmd
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -25,12 +26,19 @@ type Env struct {
 
 // globalOptions are the flags every command shares.
 type globalOptions struct {
-	quiet   bool
-	verbose bool
+	quiet       bool
+	verbose     bool
+	profile     profileFlags
+	stopProfile func() error
 }
 
 // NewRootCommand builds the xmirror command tree.
 func NewRootCommand(env Env) *cobra.Command {
+	root, _ := newRoot(env)
+	return root
+}
+
+func newRoot(env Env) (*cobra.Command, *globalOptions) {
 	if env.Getenv == nil {
 		env.Getenv = os.Getenv
 	}
@@ -80,6 +88,12 @@ Exit codes: 0 success, 1 runtime failure, 2 usage error,
 	root.SetVersionTemplate("xmirror {{.Version}}\n")
 	root.PersistentFlags().BoolVarP(&g.quiet, "quiet", "q", false, "print no progress or summary, only errors")
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log what the mirror does, step by step")
+	g.profile.bind(root)
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		var err error
+		g.stopProfile, err = g.profile.start()
+		return err
+	}
 	// Bad flags are usage errors (exit 2), wherever cobra finds them.
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
 
@@ -107,7 +121,7 @@ Exit codes: 0 success, 1 runtime failure, 2 usage error,
 		}
 		c.Args = wrapArgs(c.Args)
 	}
-	return root
+	return root, &g
 }
 
 // app is what every command is built with.
@@ -140,4 +154,25 @@ func (a *app) envOr(c *cobra.Command, flag, envVar, value string) string {
 		return v
 	}
 	return value
+}
+
+// Execute runs xmirror with args and returns the process exit code, having
+// printed any error once, on one line.
+func Execute(ctx context.Context, env Env, args []string) int {
+	root, g := newRoot(env)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if g.stopProfile != nil {
+		if perr := g.stopProfile(); perr != nil && err == nil {
+			err = perr
+		}
+	}
+	code := ExitCode(err)
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "xmirror: %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
+		if code == ExitUsage {
+			fmt.Fprintln(env.Stderr, "Run 'xmirror --help' for usage.")
+		}
+	}
+	return code
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/xmirror/xmirror/cmd"
@@ -26,16 +25,5 @@ func main() {
 		fmt.Fprintln(os.Stderr, "xmirror: second signal, exiting at once")
 		os.Exit(cmd.ExitInterrupted)
 	}()
-
-	root := cmd.NewRootCommand(cmd.Env{Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv})
-	err := root.ExecuteContext(ctx)
-	code := cmd.ExitCode(err)
-	if err != nil {
-		msg := strings.ReplaceAll(err.Error(), "\n", " ")
-		fmt.Fprintf(os.Stderr, "xmirror: %s\n", msg)
-		if code == cmd.ExitUsage {
-			fmt.Fprintln(os.Stderr, "Run 'xmirror --help' for usage.")
-		}
-	}
-	os.Exit(code)
+	os.Exit(cmd.Execute(ctx, cmd.Env{Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}, os.Args[1:]))
 }
