@@ -36,6 +36,7 @@ vet:
 # test: every check, integration tests included, against the real servers.
 test: services-up fmt-check vet build
 	$(WITH_ENV) $(GO) test -race -count=1 -timeout 25m ./...
+	$(MAKE) bench-smoke
 
 # unit: only the tests that need no server (fast feedback while editing).
 unit:
@@ -43,6 +44,19 @@ unit:
 
 demo: services-up build
 	$(WITH_ENV) scripts/demo.sh
+
+# bench: throughput limits of the servers vs xmirror (1,000,000 entries of
+# 100 B, 200,000 of 1 KiB; median of 3 after a warm-up), follow-mode latency
+# and the cost of an idle run. Tables on stdout, JSON in
+# bench/results/latest.json. BENCH_BIG=1 adds the 5,000,000-entry peak-RSS
+# run; BENCH_ARGS passes flags (go run ./bench -h).
+bench: services-up build
+	$(WITH_ENV) $(GO) run ./bench -bin $(BIN) $(BENCH_ARGS)
+
+# bench-smoke: the same harness on 20,000 entries, once: checks that every
+# run mirrored exactly its backlog (not speed); part of `make test`.
+bench-smoke: services-up build
+	$(WITH_ENV) $(GO) run ./bench -smoke -bin $(BIN) $(BENCH_ARGS)
 
 clean:
 	rm -rf bin

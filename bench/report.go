@@ -1,0 +1,267 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// results is everything one bench run found; it is printed as tables and
+// written as JSON.
+type results struct {
+	Started    time.Time       `json:"started"`
+	Finished   time.Time       `json:"finished"`
+	Host       map[string]any  `json:"host"`
+	Config     map[string]any  `json:"config"`
+	Throughput []row           `json:"throughput"`
+	Idle       []row           `json:"idle"`
+	Latency    []latencyResult `json:"latency"`
+	Big        *bigResult      `json:"big,omitempty"`
+	Notes      []string        `json:"notes,omitempty"`
+	Failures   []string        `json:"failures,omitempty"`
+	runs       map[rowKey][]measurement
+	order      []rowKey
+}
+
+type rowKey struct {
+	c    string
+	size int
+}
+
+// row is one figure: the median of its runs.
+type row struct {
+	Case       string        `json:"case"`
+	Size       int           `json:"size"`
+	Records    int64         `json:"records"`
+	RecPerSec  float64       `json:"median_rec_per_s,omitempty"`
+	MBPerSec   float64       `json:"median_mb_per_s,omitempty"`
+	Seconds    float64       `json:"median_seconds"`
+	Efficiency float64       `json:"efficiency,omitempty"`
+	LimitOf    string        `json:"efficiency_limit,omitempty"`
+	PeakRSSKiB int64         `json:"peak_rss_kib,omitempty"`
+	Runs       []measurement `json:"runs"`
+}
+
+// bigResult is the peak-memory run.
+type bigResult struct {
+	Entries      int64   `json:"entries"`
+	Size         int     `json:"size"`
+	Seconds      float64 `json:"seconds"`
+	RecPerSec    float64 `json:"rec_per_s"`
+	PeakRSSKiB   int64   `json:"peak_rss_kib"`
+	RusageKiB    int64   `json:"rusage_maxrss_kib"`
+	TargetRSSKiB int64   `json:"target_rss_kib"`
+}
+
+// idleTarget is the most a one-shot run with nothing to do may take.
+const idleTarget = 200 * time.Millisecond
+
+func (r *results) addRun(m measurement) {
+	if r.runs == nil {
+		r.runs = map[rowKey][]measurement{}
+	}
+	k := rowKey{m.Case, m.Size}
+	if _, ok := r.runs[k]; !ok {
+		r.order = append(r.order, k)
+	}
+	r.runs[k] = append(r.runs[k], m)
+}
+
+func (r *results) addLatency(l latencyResult) {
+	r.Latency = append(r.Latency, l)
+	if l.Received != l.Sent {
+		r.fail(fmt.Sprintf("latency %s: %d of %d entries arrived", l.Direction, l.Received, l.Sent))
+	}
+}
+
+func (r *results) fail(msg string) {
+	progress("CHECK FAILED: %s", msg)
+	r.Failures = append(r.Failures, msg)
+}
+
+// limits name, per xmirror case, the raw cases whose slower one bounds it.
+var limits = map[string][2]string{
+	caseR2K: {caseRedisRead, caseKafkaWrite},
+	caseK2R: {caseKafkaRead, caseRedisWrite},
+}
+
+// finalize turns the runs into rows: medians, efficiency, peak RSS.
+func (r *results) finalize() {
+	r.Throughput, r.Idle = nil, nil
+	median := map[rowKey]float64{}
+	for _, k := range r.order {
+		ms := r.runs[k]
+		rw := row{Case: k.c, Size: k.size, Runs: ms}
+		rates := make([]float64, len(ms))
+		secs := make([]float64, len(ms))
+		for i, m := range ms {
+			rates[i], secs[i] = m.RecPerSec, m.Seconds
+			rw.Records = max(rw.Records, m.Records)
+			rw.PeakRSSKiB = max(rw.PeakRSSKiB, m.PeakRSSKiB)
+		}
+		rw.RecPerSec = med(rates)
+		rw.MBPerSec = rw.RecPerSec * float64(k.size) / 1e6
+		rw.Seconds = med(secs)
+		median[k] = rw.RecPerSec
+		if k.c == caseIdleR2K || k.c == caseIdleK2R || k.c == caseIdleCreate {
+			rw.RecPerSec, rw.MBPerSec = 0, 0
+			r.Idle = append(r.Idle, rw)
+			continue
+		}
+		r.Throughput = append(r.Throughput, rw)
+	}
+	for i := range r.Throughput {
+		rw := &r.Throughput[i]
+		lim, ok := limits[rw.Case]
+		if !ok {
+			continue
+		}
+		a, aok := median[rowKey{lim[0], rw.Size}]
+		b, bok := median[rowKey{lim[1], rw.Size}]
+		if !aok || !bok || a == 0 || b == 0 {
+			continue
+		}
+		rw.LimitOf = lim[0]
+		if b < a {
+			a, rw.LimitOf = b, lim[1]
+		}
+		rw.Efficiency = rw.RecPerSec / a
+	}
+}
+
+func med(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// print writes the tables for people.
+func (r *results) print(w io.Writer, cfg *config) {
+	r.finalize()
+	runs := fmt.Sprintf("median of %d runs", cfg.runs)
+	if cfg.runs == 1 {
+		runs = "1 run"
+	}
+	if cfg.warmup {
+		runs += " after a warm-up"
+	}
+	if len(r.Throughput) > 0 {
+		fmt.Fprintf(w, "\nThroughput (%s; MB/s = payload bytes/s in 10^6; eff = xmirror / min(raw source read, raw sink write))\n", runs)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "size\tentries\tcase\trec/s\tMB/s\tseconds\teff\tpeak RSS\t")
+		last := -1
+		for _, rw := range r.Throughput {
+			size, n := "", ""
+			if rw.Size != last {
+				size, n = sizeLabel(rw.Size), fmt.Sprint(cfg.backlogFor(rw.Size))
+				last = rw.Size
+			}
+			eff, rss := "", ""
+			if rw.Efficiency > 0 {
+				eff = fmt.Sprintf("%.2f", rw.Efficiency)
+			}
+			if rw.PeakRSSKiB > 0 {
+				rss = fmt.Sprintf("%.1f MiB", float64(rw.PeakRSSKiB)/1024)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%.0f\t%.1f\t%.2f\t%s\t%s\t\n", size, n, leftPad(rw.Case), rw.RecPerSec, rw.MBPerSec, rw.Seconds, eff, rss)
+		}
+		tw.Flush()
+	}
+	if len(r.Idle) > 0 {
+		fmt.Fprintf(w, "\nOne-shot run with nothing new (wall time of the process, %s; target <= %s)\n", runs, idleTarget)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "after\tcase\twall ms\tpeak RSS\ttarget\t")
+		for _, rw := range r.Idle {
+			ok := "met"
+			if rw.Seconds > idleTarget.Seconds() {
+				ok = "MISSED"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.1f MiB\t%s\t\n", sizeLabel(rw.Size), leftPad(rw.Case), rw.Seconds*1000, float64(rw.PeakRSSKiB)/1024, ok)
+		}
+		tw.Flush()
+	}
+	if len(r.Latency) > 0 {
+		fmt.Fprintf(w, "\nFollow-mode latency (send -> arrival at the destination, %d B entries)\n", latencySize)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "direction\trate/s\tseconds\tsent\treceived\tp50 ms\tp99 ms\tp99.9 ms\tmax ms\tpeak RSS\t")
+		for _, l := range r.Latency {
+			fmt.Fprintf(tw, "%s\t%.0f\t%.1f\t%d\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.1f MiB\t\n", leftPad(l.Direction), l.Achieved, l.Seconds, l.Sent, l.Received, l.P50ms, l.P99ms, l.P999ms, l.MaxMs, float64(l.PeakRSSKiB)/1024)
+		}
+		tw.Flush()
+	}
+	if b := r.Big; b != nil {
+		ok := "met"
+		if b.PeakRSSKiB > b.TargetRSSKiB {
+			ok = "MISSED"
+		}
+		fmt.Fprintf(w, "\nPeak memory: xmirror redis-to-kafka one-shot, %d entries of %d B: %.1f MiB peak RSS (target <= %d MiB: %s), %.1fs, %.0f rec/s\n",
+			b.Entries, b.Size, float64(b.PeakRSSKiB)/1024, b.TargetRSSKiB/1024, ok, b.Seconds, b.RecPerSec)
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintln(w, "note:", n)
+	}
+	for _, f := range r.Failures {
+		fmt.Fprintln(w, "FAILED:", f)
+	}
+}
+
+// leftPad keeps the case names left-aligned in a right-aligned table.
+func leftPad(s string) string { return s + strings.Repeat(" ", max(0, 42-len(s))) }
+
+func (r *results) write(path string) error {
+	if path == "" {
+		return nil
+	}
+	r.finalize()
+	r.Host = map[string]any{"cpus": runtime.NumCPU(), "go": runtime.Version(), "os": runtime.GOOS, "arch": runtime.GOARCH}
+	if h, err := os.Hostname(); err == nil {
+		r.Host["hostname"] = h
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// describeConfig is the configuration as recorded in the JSON.
+func describeConfig(cfg *config) map[string]any {
+	var cases []string
+	for c := range cfg.cases {
+		cases = append(cases, c)
+	}
+	sort.Strings(cases)
+	return map[string]any{
+		"redis":            redact(cfg.redisURL),
+		"brokers":          cfg.brokers,
+		"bin":              cfg.bin,
+		"sizes":            cfg.sizes,
+		"backlog":          cfg.backlog,
+		"backlog_1k":       cfg.backlogLarge,
+		"runs":             cfg.runs,
+		"warmup":           cfg.warmup,
+		"cases":            cases,
+		"batch_size":       cfg.batch,
+		"latency_rate":     cfg.latRate,
+		"latency_duration": cfg.latDuration.String(),
+		"big_backlog":      cfg.bigBacklog,
+		"smoke":            cfg.smoke,
+		"k2r_available":    cfg.k2rAvailable,
+	}
+}
