@@ -37,6 +37,7 @@ vet:
 test: services-up fmt-check vet build
 	$(WITH_ENV) $(GO) test -race -count=1 -timeout 25m ./...
 	$(MAKE) bench-smoke
+	$(MAKE) test-faults
 
 # unit: only the tests that need no server (fast feedback while editing).
 unit:
@@ -57,6 +58,14 @@ bench: services-up build
 # run mirrored exactly its backlog (not speed); part of `make test`.
 bench-smoke: services-up build
 	$(WITH_ENV) $(GO) run ./bench -smoke -bin $(BIN) $(BENCH_ARGS)
+
+# test-faults: the fault suite (go run ./faults -h): for both directions,
+# kill -9 of the mirror (x10), a Kafka broker restart, a crash of a Redis
+# running with AOF (appendfsync always), Redis and the broker SIGSTOPped past
+# the client timeouts, SIGTERM under load; 200,000 entries each, verified
+# with plain clients. FAULTS_ARGS passes flags (e.g. -scenarios kill9 -v).
+test-faults: services-up build
+	$(WITH_ENV) $(GO) run ./faults -bin $(BIN) -services $(SERVICES) $(FAULTS_ARGS)
 
 clean:
 	rm -rf bin
