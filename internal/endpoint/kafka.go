@@ -68,6 +68,9 @@ func (k Kafka) ClientOpts() []kgo.Opt {
 		kgo.SeedBrokers(k.Brokers...),
 		kgo.DialTimeout(DefaultDialTimeout),
 		kgo.ClientID("xmirror"),
+		// A topic xmirror just created must be usable at once; franz-go
+		// otherwise waits up to 5s before it refreshes its metadata.
+		kgo.MetadataMinAge(250 * time.Millisecond),
 	}
 }
 
