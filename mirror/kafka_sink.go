@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -167,14 +168,19 @@ func (e *EntryError) Unwrap() error { return e.Err }
 // Write produces the batch's entries and calls done once Kafka confirmed
 // all of them, or with a *PartialError saying how many leading entries were
 // confirmed before the first failure.
+//
+// This is the hot path: one allocation each for the batch's records, their
+// headers and the JSON values, one promise for the whole batch, and field
+// values handed to Kafka without a copy.
 func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) {
 	n := len(b.Entries)
-	b.topics = make([]string, n)
-	b.partitions = make([]int32, n)
-	b.offsets = make([]int64, n)
-	records := make([]kgo.Record, n)
+	b.records = make([]kgo.Record, n)
+	records := b.records
 	headers := make([]kgo.RecordHeader, 0, k.headerCount(b))
-	arena := make([]byte, 0, b.size+n*(64+len(b.Entries[0].Stream)))
+	var arena []byte
+	if k.cfg.Format == FormatJSON {
+		arena = make([]byte, 0, b.size+n*16)
+	}
 
 	var (
 		remaining atomic.Int64
@@ -193,6 +199,22 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 		}
 		done(&PartialError{Confirmed: firstErr, Err: err})
 	}
+	// One promise for every record: a failed record's index is its place
+	// in the records slice.
+	base, size := uintptr(unsafe.Pointer(&records[0])), unsafe.Sizeof(records[0])
+	promise := func(r *kgo.Record, perr error) {
+		if perr != nil {
+			i := int((uintptr(unsafe.Pointer(r)) - base) / size)
+			mu.Lock()
+			if i < firstErr {
+				firstErr = i
+				e := &b.Entries[i]
+				err = &EntryError{Stream: e.Stream, ID: e.ID, Topic: r.Topic, Err: perr}
+			}
+			mu.Unlock()
+		}
+		finish()
+	}
 	for i := range b.Entries {
 		e := &b.Entries[i]
 		if e.skip != skipNone {
@@ -200,22 +222,21 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 		}
 		r := &records[i]
 		r.Topic = k.cfg.Topics[e.Stream]
-		b.topics[i] = r.Topic
 		r.Timestamp = idTime(e.ID)
 		hstart := len(headers)
-		headers = append(headers, kgo.RecordHeader{Key: HeaderStream, Value: bytesOf(&arena, e.Stream)}, kgo.RecordHeader{Key: HeaderID, Value: bytesOf(&arena, e.ID)})
+		headers = append(headers, kgo.RecordHeader{Key: HeaderStream, Value: bytesOf(e.Stream)}, kgo.RecordHeader{Key: HeaderID, Value: bytesOf(e.ID)})
 		valueSet := false
 		for _, f := range e.Fields {
 			if k.cfg.KeyField != "" && r.Key == nil && f.Name == k.cfg.KeyField {
-				r.Key = bytesOf(&arena, f.Value)
+				r.Key = bytesOf(f.Value)
 			}
 			if k.cfg.Format == FormatRaw {
 				if !valueSet && f.Name == k.cfg.ValueField {
-					r.Value = bytesOf(&arena, f.Value)
+					r.Value = bytesOf(f.Value)
 					valueSet = true
 					continue
 				}
-				headers = append(headers, kgo.RecordHeader{Key: f.Name, Value: bytesOf(&arena, f.Value)})
+				headers = append(headers, kgo.RecordHeader{Key: f.Name, Value: bytesOf(f.Value)})
 			}
 		}
 		if k.cfg.Format == FormatJSON {
@@ -224,22 +245,7 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 			r.Value = arena[start:len(arena):len(arena)]
 		}
 		r.Headers = headers[hstart:len(headers):len(headers)]
-		i := i
-		e2 := e
-		k.cfg.Client.Produce(ctx, r, func(r *kgo.Record, perr error) {
-			if perr != nil {
-				mu.Lock()
-				if i < firstErr {
-					firstErr = i
-					err = &EntryError{Stream: e2.Stream, ID: e2.ID, Topic: r.Topic, Err: perr}
-				}
-				mu.Unlock()
-			} else {
-				b.partitions[i] = r.Partition
-				b.offsets[i] = r.Offset
-			}
-			finish()
-		})
+		k.cfg.Client.Produce(ctx, r, promise)
 	}
 	finish()
 }
@@ -255,19 +261,25 @@ func (k *KafkaSink) headerCount(b *EntryBatch) int {
 	return n
 }
 
-// bytesOf copies s into the arena and returns its bytes there: one
-// allocation per batch instead of one per field.
-func bytesOf(arena *[]byte, s string) []byte {
-	start := len(*arena)
-	*arena = append(*arena, s...)
-	return (*arena)[start:len(*arena):len(*arena)]
+// bytesOf is s as bytes without a copy: the strings come from the Redis
+// reply and are never modified, and franz-go only reads record bytes. An
+// empty string gives an empty, non-nil slice, so an empty value stays
+// distinct from a missing (null) one.
+func bytesOf(s string) []byte {
+	if len(s) == 0 {
+		return []byte{}
+	}
+	return unsafe.Slice(unsafe.StringData(s), len(s))
 }
 
 // idTime is the millisecond part of an entry ID as a time.
 func idTime(id string) time.Time {
-	ms, _ := splitID(id)
-	if ms > 1<<62 {
-		return time.Time{}
+	var ms int64
+	for i := 0; i < len(id) && id[i] != '-'; i++ {
+		if ms > 1<<53 {
+			return time.Time{}
+		}
+		ms = ms*10 + int64(id[i]-'0')
 	}
-	return time.UnixMilli(int64(ms))
+	return time.UnixMilli(ms)
 }

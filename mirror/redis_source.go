@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/xmirror/xmirror/checkpoint"
 )
@@ -39,10 +40,10 @@ type EntryBatch struct {
 	Entries []Entry
 	size    int
 	written int
-	// Per entry, filled by the sink before it confirms the batch.
-	topics     []string
-	partitions []int32
-	offsets    []int64
+	// records are the batch's records, one per entry (zero for skipped
+	// ones); the producer fills in partition and offset before the sink
+	// confirms the batch, and Commit checkpoints them.
+	records []kgo.Record
 }
 
 // Len is the number of entries the batch writes to Kafka.
@@ -55,8 +56,8 @@ func (b *EntryBatch) Bytes() int { return b.size }
 // sink confirmed before a failure.
 func (b *EntryBatch) Prefix(n int) *EntryBatch {
 	p := &EntryBatch{Entries: b.Entries[:n]}
-	if len(b.offsets) >= n {
-		p.topics, p.partitions, p.offsets = b.topics[:n], b.partitions[:n], b.offsets[:n]
+	if len(b.records) >= n {
+		p.records = b.records[:n]
 	}
 	for _, e := range p.Entries {
 		if e.skip == skipNone {
@@ -423,7 +424,12 @@ func (s *RedisSource) readNew(ctx context.Context, active []*streamState) (*Entr
 			}
 		}
 		if b != nil {
-			for _, e := range b.Entries {
+			// Entries of a stream come in ID order: its last one in the
+			// batch tells whether the snapshot is reached.
+			for i, e := range b.Entries {
+				if i+1 < len(b.Entries) && b.Entries[i+1].Stream == e.Stream {
+					continue
+				}
 				if st := s.byName[e.Stream]; compareIDs(e.ID, st.snapshot) >= 0 {
 					st.done = true
 				}
@@ -596,9 +602,10 @@ func (s *RedisSource) Commit(ctx context.Context, b *EntryBatch) error {
 		case skipWritten:
 			skipped++
 		case skipNone:
-			if i < len(b.offsets) {
-				tp := checkpoint.TopicPartition{Topic: b.topics[i], Partition: b.partitions[i]}
-				if next := b.offsets[i] + 1; next > u.Partitions[tp] {
+			if i < len(b.records) {
+				r := &b.records[i]
+				tp := checkpoint.TopicPartition{Topic: r.Topic, Partition: r.Partition}
+				if next := r.Offset + 1; next > u.Partitions[tp] {
 					u.Partitions[tp] = next
 				}
 			}
