@@ -301,13 +301,17 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) error {
 		src.SkipWritten(written)
 	}
 
-	tuning := mirror.ProducerTuning{
-		Linger:             o.linger,
-		Compression:        o.compression,
-		MaxBufferedRecords: o.run.batchSize * (o.run.maxInFlight + 1),
+	batchLimit, err := mirror.BatchLimit(ctx, adm, topics)
+	if err != nil {
+		return kafkaEP.Explain(err)
 	}
-	if !o.run.follow {
-		tuning.DeliveryTimeout = o.run.timeout
+	tuning := mirror.ProducerTuning{
+		Linger:      o.linger,
+		Compression: o.compression,
+		// A batch holds up to --batch-size entries per stream; room for
+		// every batch in flight keeps Write from blocking on the buffer.
+		MaxBufferedRecords: o.run.batchSize * len(o.streams) * (o.run.maxInFlight + 1),
+		BatchMaxBytes:      batchLimit,
 	}
 	popts, err := mirror.ProducerOpts(tuning)
 	if err != nil {
@@ -318,13 +322,20 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) error {
 		return kafkaEP.Explain(err)
 	}
 	defer producer.Close()
-	sink := mirror.NewKafkaSink(mirror.KafkaSinkConfig{
+	sinkCfg := mirror.KafkaSinkConfig{
 		Client:     producer,
 		Topics:     topicOf,
 		Format:     format,
 		ValueField: o.valueField,
 		KeyField:   o.keyField,
-	})
+		// The producer's batch limit is the topics' limit; a record
+		// beyond it fails on its own, before it is sent.
+		MaxRecordBytes: int(batchLimit),
+	}
+	if !o.run.follow {
+		sinkCfg.ConfirmTimeout = o.run.timeout
+	}
+	sink := mirror.NewKafkaSink(sinkCfg)
 
 	stats, runErr := mirror.Run(ctx, src, sink, o.run.engineOptions(a))
 	s := summary{Mirror: name, Direction: "redis-to-kafka", Skipped: src.Skipped() + src.Trimmed()}

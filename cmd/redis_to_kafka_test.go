@@ -333,3 +333,41 @@ func TestTooLargeEntryStopsTheMirrorRightBeforeIt(t *testing.T) {
 		t.Fatalf("first pending entry %s, want the large one %s", id, ids[2])
 	}
 }
+
+func TestSmallTopicLimitFailsOnlyTheEntryTooLargeForIt(t *testing.T) {
+	rc := testenv.Redis(t)
+	kc := testenv.Kafka(t)
+	stream := testenv.Stream(t, rc)
+	topic := testenv.Name(t, "t")
+	limit := "2000"
+	ctx := context.Background()
+	resp, err := kadm.NewClient(kc).CreateTopic(ctx, 1, 1, map[string]*string{"max.message.bytes": &limit}, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { kadm.NewClient(kc).DeleteTopics(context.Background(), topic) })
+
+	// 200 small entries together exceed the topic's limit, each fits.
+	small := addEntries(t, rc, stream, 0, 200, func(i int) []string { return []string{"value", strings.Repeat("s", 60)} })
+	mustMirror(t, "r2k", "--stream", stream, "--topic", topic)
+	if n := len(readTopic(t, topic)); n != len(small) {
+		t.Fatalf("%d records, want %d", n, len(small))
+	}
+	big := addEntries(t, rc, stream, 200, 3, func(i int) []string {
+		if i == 201 {
+			return []string{"value", strings.Repeat("b", 5000)}
+		}
+		return []string{"value", "ok"}
+	})
+	r := xmirror(t, "r2k", "--stream", stream, "--topic", topic)
+	if r.code != 1 || !strings.Contains(r.stderr, big[1]) || !strings.Contains(r.stderr, "MESSAGE_TOO_LARGE") {
+		t.Fatalf("exit %d, stderr %q; want exit 1 naming entry %s", r.code, r.stderr, big[1])
+	}
+	recs := readTopic(t, topic)
+	if id, _ := header(recs[len(recs)-1], "xmirror.id"); id != big[0] {
+		t.Fatalf("last record in Kafka is %s, want the entry before the large one, %s", id, big[0])
+	}
+}

@@ -90,7 +90,9 @@ func holdLease(ctx context.Context, c rueidis.Client, kind, name string, ttl tim
 	go func() {
 		select {
 		case err := <-lease.Lost():
-			cancel(err)
+			// Another process may already be taking over: abandon what
+			// is in flight rather than draining it.
+			cancel(abandonCause{err})
 		case <-runCtx.Done():
 		}
 	}()
@@ -102,6 +104,13 @@ func holdLease(ctx context.Context, c rueidis.Client, kind, name string, ttl tim
 	}
 	return runCtx, release, nil
 }
+
+// abandonCause stops a run without draining (mirror.ErrAbandon) and
+// reads as the error that caused it.
+type abandonCause struct{ error }
+
+func (a abandonCause) Is(target error) bool { return target == mirror.ErrAbandon }
+func (a abandonCause) Unwrap() error        { return a.error }
 
 // leaseError turns a run stopped by a lost lease into that error.
 func leaseError(runCtx context.Context, err error) error {

@@ -159,8 +159,32 @@ func Run[B Batch](ctx context.Context, src Source[B], sink Sink[B], opt Options)
 		}
 	}
 
-	inflight := make(chan pending[B], opt.MaxInFlight)
 	committed := make(chan struct{})
+
+	// Drain: once ctx ends, in-flight batches get DrainTimeout to be
+	// confirmed and committed; then they are abandoned (and mirrored again
+	// on restart). The clock starts at the stop, not when the read loop
+	// notices it: the loop may itself be blocked in a Write that waits for
+	// a stalled destination.
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-committed:
+			return
+		}
+		if cause := context.Cause(ctx); errors.Is(cause, ErrAbandon) {
+			abandon(cause)
+			return
+		}
+		select {
+		case <-committed:
+		case <-time.After(opt.DrainTimeout):
+			log.Warn("abandoning batches still in flight; they stay unacknowledged and are mirrored again on restart", "waited", opt.DrainTimeout)
+			abandon(errDrainTimeout)
+		}
+	}()
+
+	inflight := make(chan pending[B], opt.MaxInFlight)
 	go func() {
 		defer close(committed)
 		for p := range inflight {
@@ -229,16 +253,7 @@ func Run[B Batch](ctx context.Context, src Source[B], sink Sink[B], opt Options)
 		sink.Write(work, b, func(err error) { p.ack <- err })
 	}
 	close(inflight)
-
-	// Drain: wait for the committer, but abandon what is still unconfirmed
-	// after DrainTimeout.
-	select {
-	case <-committed:
-	case <-time.After(opt.DrainTimeout):
-		log.Warn("abandoning batches still in flight; they stay unacknowledged and are mirrored again on restart", "waited", opt.DrainTimeout)
-		abandon(errDrainTimeout)
-		<-committed
-	}
+	<-committed
 
 	statsMu.Lock()
 	stats.Elapsed = time.Since(start)
@@ -273,6 +288,12 @@ func (e *PartialError) Error() string { return e.Err.Error() }
 func (e *PartialError) Unwrap() error { return e.Err }
 
 var errDrainTimeout = errors.New("stopped before in-flight batches were confirmed")
+
+// ErrAbandon, as the cause of the context given to Run (see
+// context.WithCancelCause), stops a run without draining: batches in flight
+// are abandoned at once rather than confirmed and committed. A mirror that
+// lost its lease uses it, since another process may already be taking over.
+var ErrAbandon = errors.New("run abandoned")
 
 // transientError marks a failure worth retrying: a connection lost, a
 // server restarting, a timeout.

@@ -45,6 +45,15 @@ type KafkaSinkConfig struct {
 	ValueField string
 	// KeyField, when set, is the field whose value becomes the record key.
 	KeyField string
+	// MaxRecordBytes, when set, is the largest record batch the topics
+	// accept (see BatchLimit): an entry whose record cannot fit fails
+	// before it is produced, and the batch stops right before it.
+	MaxRecordBytes int
+	// ConfirmTimeout, when set, fails a batch Kafka has not fully
+	// confirmed within it (one-shot runs are bounded; follow runs wait).
+	// franz-go's own record timeout cannot serve: it counts from the
+	// record's timestamp, which is the entry's time, often long past.
+	ConfirmTimeout time.Duration
 }
 
 // KafkaSink produces entries as records with franz-go's idempotent producer
@@ -68,12 +77,12 @@ type ProducerTuning struct {
 	Linger time.Duration
 	// Compression is none, gzip, snappy, lz4 or zstd.
 	Compression string
-	// DeliveryTimeout bounds how long a record may wait to be
-	// confirmed (one-shot); 0 retries for ever (follow).
-	DeliveryTimeout time.Duration
+
 	// MaxBufferedRecords bounds the records waiting in the producer:
 	// Write blocks beyond it, which bounds memory.
 	MaxBufferedRecords int
+	// BatchMaxBytes bounds a record batch (see BatchLimit); 0 is 1 MiB.
+	BatchMaxBytes int32
 }
 
 // ProducerOpts are the kgo options of xmirror's producer: idempotent with
@@ -84,15 +93,16 @@ func ProducerOpts(t ProducerTuning) ([]kgo.Opt, error) {
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.RecordPartitioner(streamPartitioner()),
 		kgo.ProducerLinger(t.Linger),
-		// Let a single partition's batch grow large: a one-shot run
-		// drains a backlog as fast as Kafka takes it.
-		kgo.ProducerBatchMaxBytes(1 << 20),
+	}
+	// Let a partition's batch grow as large as the topic accepts: a
+	// one-shot run drains a backlog as fast as Kafka takes it.
+	if t.BatchMaxBytes > 0 {
+		opts = append(opts, kgo.ProducerBatchMaxBytes(t.BatchMaxBytes))
+	} else {
+		opts = append(opts, kgo.ProducerBatchMaxBytes(maxProducerBatchBytes))
 	}
 	if t.MaxBufferedRecords > 0 {
 		opts = append(opts, kgo.MaxBufferedRecords(t.MaxBufferedRecords))
-	}
-	if t.DeliveryTimeout > 0 {
-		opts = append(opts, kgo.RecordDeliveryTimeout(t.DeliveryTimeout))
 	}
 	codec, err := compressionCodec(t.Compression)
 	if err != nil {
@@ -188,16 +198,36 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 		firstErr  = n // index of the first failed entry
 		err       error
 	)
-	remaining.Store(int64(b.written) + 1)
+	// remaining counts the records produced and not yet answered, plus
+	// one held until every record of the batch is produced.
+	remaining.Store(1)
+	var (
+		once  sync.Once
+		timer *time.Timer
+	)
 	finish := func() {
 		if remaining.Add(-1) != 0 {
 			return
 		}
-		if firstErr == n {
-			done(nil)
-			return
-		}
-		done(&PartialError{Confirmed: firstErr, Err: err})
+		once.Do(func() {
+			if timer != nil {
+				timer.Stop()
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if firstErr == n {
+				done(nil)
+				return
+			}
+			done(&PartialError{Confirmed: firstErr, Err: err})
+		})
+	}
+	if k.cfg.ConfirmTimeout > 0 {
+		timer = time.AfterFunc(k.cfg.ConfirmTimeout, func() {
+			once.Do(func() {
+				done(fmt.Errorf("kafka did not confirm a batch of %d records within %s (--timeout); is the broker reachable? Nothing unconfirmed was acknowledged", b.written, k.cfg.ConfirmTimeout))
+			})
+		})
 	}
 	// One promise for every record: a failed record's index is its place
 	// in the records slice.
@@ -245,9 +275,37 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 			r.Value = arena[start:len(arena):len(arena)]
 		}
 		r.Headers = headers[hstart:len(headers):len(headers)]
+		if k.cfg.MaxRecordBytes > 0 {
+			if size := recordSize(r); size > k.cfg.MaxRecordBytes-recordOverhead {
+				// Refuse it here rather than let Kafka refuse it: the
+				// entries after it are not produced, so the stream's
+				// order holds when the limit is raised and it is retried.
+				mu.Lock()
+				firstErr = i
+				err = &EntryError{Stream: e.Stream, ID: e.ID, Topic: r.Topic,
+					Err: fmt.Errorf("%w: the record takes %d bytes, the topic accepts %d", kerr.MessageTooLarge, size, k.cfg.MaxRecordBytes-recordOverhead)}
+				mu.Unlock()
+				break
+			}
+		}
+		remaining.Add(1)
 		k.cfg.Client.Produce(ctx, r, promise)
 	}
 	finish()
+}
+
+// recordOverhead is what a record batch of one record adds to the record's
+// key, value and headers, rounded up: the batch header (61 bytes) and the
+// record's own length fields.
+const recordOverhead = 128
+
+// recordSize is the bytes of a record's key, value and headers.
+func recordSize(r *kgo.Record) int {
+	n := len(r.Key) + len(r.Value)
+	for _, h := range r.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return n
 }
 
 // headerCount is how many headers the batch's records need in all.

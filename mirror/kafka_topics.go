@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -115,4 +116,34 @@ func EndOffsets(ctx context.Context, adm *kadm.Client, topics []string) (map[che
 		ends[checkpoint.TopicPartition{Topic: o.Topic, Partition: o.Partition}] = o.Offset
 	})
 	return ends, firstErr
+}
+
+// maxProducerBatchBytes is the largest record batch xmirror sends: Kafka's
+// default max.message.bytes, about 1 MiB.
+const maxProducerBatchBytes = 1 << 20
+
+// BatchLimit is the record batch size the producer may use for topics: the
+// smallest max.message.bytes among them, at most 1 MiB. Batches within the
+// topic's limit are never refused whole, and a single record too large for
+// it fails on its own, naming its entry.
+func BatchLimit(ctx context.Context, adm *kadm.Client, topics []string) (int32, error) {
+	configs, err := adm.DescribeTopicConfigs(ctx, topics...)
+	if err != nil {
+		return 0, Transient(fmt.Errorf("describe topic configs of %v: %w", topics, err))
+	}
+	limit := int32(maxProducerBatchBytes)
+	for _, rc := range configs {
+		if rc.Err != nil {
+			return 0, fmt.Errorf("topic %q: describe configs: %w", rc.Name, rc.Err)
+		}
+		for _, c := range rc.Configs {
+			if c.Key != "max.message.bytes" || c.Value == nil {
+				continue
+			}
+			if v, err := strconv.ParseInt(*c.Value, 10, 32); err == nil && v > 0 && int32(v) < limit {
+				limit = int32(v)
+			}
+		}
+	}
+	return limit, nil
 }
