@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+
 	"github.com/xmirror/xmirror/internal/testenv"
 )
 
@@ -109,5 +111,38 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestFollowClaimsOtherConsumersEntriesButNeverItsOwnInFlight(t *testing.T) {
+	rc := testenv.Redis(t)
+	kc := testenv.Kafka(t)
+	adm := kadm.NewClient(kc)
+	ctx := context.Background()
+	stream := testenv.Stream(t, rc)
+	topic := testenv.Topic(t, kc, 1)
+	addEntries(t, rc, stream, 0, 80, func(i int) []string { return []string{"value", strconv.Itoa(i)} })
+	must(t, rc.Do(ctx, rc.B().XgroupCreate().Key(stream).Group("xmirror").Id("0").Build()).Error())
+	must(t, rc.Do(ctx, rc.B().Xreadgroup().Group("xmirror", "dead-consumer").Count(20).Streams().Key(stream).Id(">").Build()).Error())
+
+	// A slow Kafka (a long linger) keeps this mirror's own entries pending
+	// for longer than --claim-idle: they must not be claimed and re-sent.
+	m := startXmirror(t, "r2k", "--stream", stream, "--topic", topic, "-f", "--batch-size", "10", "--linger", "1500ms", "--claim-idle", "300ms")
+	testenv.Wait(t, 30*time.Second, "80 records", func() bool { return endOffset(t, adm, topic) >= 80 })
+	time.Sleep(2 * time.Second) // room for a wrong re-send to show
+	if code, _ := m.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {
+		t.Fatalf("exit %d: %s", code, m.stderr)
+	}
+	recs := readTopic(t, topic)
+	seen := map[string]bool{}
+	for _, r := range recs {
+		id, _ := header(r, "xmirror.id")
+		if seen[id] {
+			t.Fatalf("entry %s mirrored twice (%d records)", id, len(recs))
+		}
+		seen[id] = true
+	}
+	if len(seen) != 80 {
+		t.Fatalf("%d distinct entries, want 80", len(seen))
 	}
 }

@@ -217,6 +217,66 @@ func (s *RedisSource) claim(ctx context.Context) error {
 	return nil
 }
 
+// claimOthers takes over, while the mirror runs, the entries other
+// consumers left pending for ClaimIdle or longer, and returns them as a
+// batch. Unlike the claim at start it leaves this consumer's own pending
+// entries alone: those may be in flight right now.
+func (s *RedisSource) claimOthers(ctx context.Context) (*EntryBatch, error) {
+	s.lastClaim = time.Now()
+	c := s.cfg.Client
+	idle := s.cfg.ClaimIdle.Milliseconds()
+	b := &EntryBatch{}
+	for _, st := range s.streams {
+		if !st.ready || st.done {
+			continue
+		}
+		pending, err := c.Do(ctx, c.B().Xpending().Key(st.name).Group(s.cfg.Group).Idle(idle).Start("-").End("+").Count(int64(s.cfg.BatchSize)).Build()).ToArray()
+		if err != nil {
+			return nil, classifyRedis(fmt.Errorf("list idle pending entries of stream %q (XPENDING): %w", st.name, err))
+		}
+		var ids []string
+		for _, p := range pending {
+			fields, _ := p.ToArray()
+			if len(fields) < 2 {
+				continue
+			}
+			if consumer, _ := fields[1].ToString(); consumer != s.cfg.Consumer {
+				id, _ := fields[0].ToString()
+				ids = append(ids, id)
+			}
+		}
+		if len(ids) == 0 {
+			continue
+		}
+		claimed, err := c.Do(ctx, c.B().Xclaim().Key(st.name).Group(s.cfg.Group).Consumer(s.cfg.Consumer).MinIdleTime(strconv.FormatInt(idle, 10)).Id(ids...).Build()).ToArray()
+		if err != nil {
+			return nil, classifyRedis(fmt.Errorf("take over idle pending entries of stream %q (XCLAIM): %w", st.name, err))
+		}
+		for _, raw := range claimed {
+			if raw.IsNil() {
+				continue
+			}
+			e, err := parseEntry(st.name, raw)
+			if err != nil {
+				return nil, err
+			}
+			if e.Fields == nil {
+				e.skip = skipTrimmed
+			} else {
+				b.written++
+				b.size += entrySize(e)
+			}
+			b.Entries = append(b.Entries, e)
+		}
+		s.claimed.Add(int64(len(claimed)))
+		s.log.Info("took over idle pending entries of other consumers", "stream", st.name, "count", len(claimed), "idle", s.cfg.ClaimIdle)
+	}
+	if len(b.Entries) == 0 {
+		return nil, nil
+	}
+	return b, nil
+}
+
 // Claimed counts the entries taken over from other consumers.
 func (s *RedisSource) Claimed() int64 { return s.claimed.Load() }
 
@@ -330,8 +390,8 @@ func (s *RedisSource) Next(ctx context.Context) (*EntryBatch, error) {
 				return nil, err
 			}
 			if s.cfg.ClaimIdle > 0 && time.Since(s.lastClaim) >= s.cfg.ClaimIdle {
-				if err := s.claim(ctx); err != nil {
-					return nil, err
+				if b, err := s.claimOthers(ctx); err != nil || b != nil {
+					return b, err
 				}
 			}
 		}
