@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"context"
 	"fmt"
 	"sort"
 	"strings"
@@ -293,8 +294,15 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) error {
 		for _, s := range o.streams {
 			streamSet[s] = true
 		}
-		written, err := mirror.ScanWritten(ctx, kafkaEP.ClientOpts(), adm, topics, ck.Partitions, streamSet)
+		// The read-back is bounded like any one-shot step, in both modes:
+		// nothing may be produced before it completes.
+		scanCtx, cancel := context.WithTimeout(ctx, o.run.timeout)
+		written, err := mirror.ScanWritten(scanCtx, kafkaEP.ClientOpts(), adm, topics, ck.Partitions, streamSet)
+		cancel()
 		if err != nil {
+			if scanCtx.Err() != nil && ctx.Err() == nil {
+				return fmt.Errorf("kafka %s: reading back topics %v to find what an interrupted run already wrote took longer than --timeout %s; is the broker reachable?", kafkaEP, topics, o.run.timeout)
+			}
 			return kafkaEP.Explain(err)
 		}
 		log.Info("resuming an interrupted run", "pending", pending, "already_in_kafka", len(written))

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/xmirror/xmirror/internal/testenv"
 )
@@ -369,5 +370,41 @@ func TestSmallTopicLimitFailsOnlyTheEntryTooLargeForIt(t *testing.T) {
 	recs := readTopic(t, topic)
 	if id, _ := header(recs[len(recs)-1], "xmirror.id"); id != big[0] {
 		t.Fatalf("last record in Kafka is %s, want the entry before the large one, %s", id, big[0])
+	}
+}
+
+func TestReadBackFinishesWhenATransactionMarkerEndsThePartition(t *testing.T) {
+	rc := testenv.Redis(t)
+	kc := testenv.Kafka(t)
+	ctx := context.Background()
+	stream := testenv.Stream(t, rc)
+	topic := testenv.Topic(t, kc, 1)
+	name := testenv.Name(t, "m")
+	ids := addEntries(t, rc, stream, 0, 3, func(i int) []string { return []string{"value", strconv.Itoa(i)} })
+	mustMirror(t, "r2k", "--stream", stream, "--topic", topic, "--name", name)
+
+	// Another producer writes a transaction: the partition now ends with
+	// a commit marker.
+	tx := testenv.Kafka(t, kgo.TransactionalID(testenv.Name(t, "tx")), kgo.DefaultProduceTopic(topic))
+	must(t, tx.BeginTransaction())
+	must(t, tx.ProduceSync(ctx, &kgo.Record{Value: []byte("other")}).FirstErr())
+	must(t, tx.EndTransaction(ctx, kgo.TryCommit))
+
+	// An interrupted run left two entries pending: the restart reads the
+	// topic back to its end, marker included, and must finish.
+	more := addEntries(t, rc, stream, 3, 2, func(i int) []string { return []string{"value", strconv.Itoa(i)} })
+	must(t, rc.Do(ctx, rc.B().Xreadgroup().Group("xmirror", name).Count(10).Streams().Key(stream).Id(">").Build()).Error())
+	r := mustMirror(t, "r2k", "--stream", stream, "--topic", topic, "--name", name, "--timeout", "10s", "--output", "json")
+	if !strings.Contains(r.stdout, `"entries":2`) {
+		t.Fatalf("summary %s: want the 2 pending entries", r.stdout)
+	}
+	var got []string
+	for _, rec := range readTopic(t, topic) {
+		if id, ok := header(rec, "xmirror.id"); ok {
+			got = append(got, id)
+		}
+	}
+	if want := append(ids, more...); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("mirrored %v, want %v", got, want)
 	}
 }

@@ -3,6 +3,7 @@ package mirror
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -51,7 +52,9 @@ func ScanWritten(ctx context.Context, clientOpts []kgo.Opt, adm *kadm.Client, to
 	if len(remaining) == 0 {
 		return found, nil
 	}
-	cl, err := kgo.NewClient(append(clientOpts, kgo.ConsumePartitions(assign), kgo.FetchMaxWait(100e6))...)
+	// Control records (transaction markers of other producers) are kept so
+	// that a partition ending with one is seen to be read to its end.
+	cl, err := kgo.NewClient(append(clientOpts, kgo.ConsumePartitions(assign), kgo.FetchMaxWait(100*time.Millisecond), kgo.KeepControlRecords())...)
 	if err != nil {
 		return nil, err
 	}
@@ -73,6 +76,12 @@ func ScanWritten(ctx context.Context, clientOpts []kgo.Opt, adm *kadm.Client, to
 		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 			tp := checkpoint.TopicPartition{Topic: fp.Topic, Partition: fp.Partition}
 			for _, r := range fp.Records {
+				if end, ok := remaining[tp]; ok && r.Offset+1 >= end {
+					delete(remaining, tp)
+				}
+				if r.Attrs.IsControl() {
+					continue
+				}
 				var stream, id string
 				for _, h := range r.Headers {
 					switch h.Key {
@@ -85,14 +94,6 @@ func ScanWritten(ctx context.Context, clientOpts []kgo.Opt, adm *kadm.Client, to
 				if stream != "" && id != "" && streams[stream] {
 					found[stream+"\x00"+id] = struct{}{}
 				}
-				if end, ok := remaining[tp]; ok && r.Offset+1 >= end {
-					delete(remaining, tp)
-				}
-			}
-			// Transaction markers can leave a partition's last offsets
-			// without records: the high watermark says it is read.
-			if end, ok := remaining[tp]; ok && fp.HighWatermark >= end && len(fp.Records) == 0 {
-				delete(remaining, tp)
 			}
 		})
 	}
