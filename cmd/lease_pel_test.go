@@ -146,3 +146,26 @@ func TestFollowClaimsOtherConsumersEntriesButNeverItsOwnInFlight(t *testing.T) {
 		t.Fatalf("%d distinct entries, want 80", len(seen))
 	}
 }
+
+func TestFollowRidesOutAStreamDeletedAndCreatedAgain(t *testing.T) {
+	rc := testenv.Redis(t)
+	kc := testenv.Kafka(t)
+	adm := kadm.NewClient(kc)
+	ctx := context.Background()
+	stream := testenv.Stream(t, rc)
+	topic := testenv.Topic(t, kc, 1)
+	addEntries(t, rc, stream, 0, 5, func(i int) []string { return []string{"value", strconv.Itoa(i)} })
+	m := startXmirror(t, "r2k", "--stream", stream, "--topic", topic, "-f")
+	testenv.Wait(t, 30*time.Second, "5 records", func() bool { return endOffset(t, adm, topic) >= 5 })
+
+	must(t, rc.Do(ctx, rc.B().Del().Key(stream).Build()).Error())
+	time.Sleep(1500 * time.Millisecond) // the mirror notices the stream is gone
+	addEntries(t, rc, stream, 5, 3, func(i int) []string { return []string{"value", strconv.Itoa(i)} })
+	testenv.Wait(t, 30*time.Second, "the 3 entries of the new stream", func() bool { return endOffset(t, adm, topic) >= 8 })
+	if code, _ := m.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {
+		t.Fatalf("exit %d: %s", code, m.stderr)
+	}
+	if !strings.Contains(m.stderr.String(), "lost the consumer group") {
+		t.Errorf("the lost group is not reported: %s", m.stderr)
+	}
+}

@@ -515,7 +515,7 @@ func (s *RedisSource) read(ctx context.Context, cmd rueidis.Completed, pending b
 			return nil, nil, ctx.Err()
 		}
 		if isRedisErrPrefix(err, "NOGROUP") {
-			return nil, nil, fmt.Errorf("consumer group %q is gone from a stream being read (was the stream deleted?): %w", s.cfg.Group, err)
+			return nil, nil, s.groupLost(ctx, err)
 		}
 		if isRedisErrPrefix(err, "WRONGTYPE") {
 			return nil, nil, fmt.Errorf("a key being read is no longer a stream: %w", err)
@@ -581,6 +581,52 @@ func (s *RedisSource) read(ctx context.Context, cmd rueidis.Completed, pending b
 		}
 	}
 	return b, counts, nil
+}
+
+// groupLost handles a stream that lost the consumer group: it was deleted,
+// and perhaps created again. A follow run keeps going: the group is made
+// again on a new stream (from its first entry, all of it being new) and a
+// missing stream is waited for. A one-shot run stops, naming the streams.
+func (s *RedisSource) groupLost(ctx context.Context, cause error) error {
+	c := s.cfg.Client
+	cmds := make(rueidis.Commands, 0, len(s.streams))
+	for _, st := range s.streams {
+		cmds = append(cmds, c.B().XinfoGroups().Key(st.name).Build())
+	}
+	var lost []*streamState
+	for i, r := range c.DoMulti(ctx, cmds...) {
+		groups, err := r.ToArray()
+		if err != nil && !isRedisErrContaining(err, "no such key") {
+			return classifyRedis(fmt.Errorf("stream %q: XINFO GROUPS: %w", s.streams[i].name, err))
+		}
+		found := false
+		for _, g := range groups {
+			info, _ := g.AsMap()
+			nameMsg := info["name"]
+			if name, _ := nameMsg.ToString(); name == s.cfg.Group {
+				found = true
+			}
+		}
+		if !found {
+			lost = append(lost, s.streams[i])
+		}
+	}
+	var names []string
+	for _, st := range lost {
+		names = append(names, st.name)
+	}
+	if !s.cfg.Follow || len(lost) == 0 {
+		return fmt.Errorf("streams %q lost consumer group %q while being read (deleted?); run again to start over on them: %w", names, s.cfg.Group, cause)
+	}
+	s.log.Warn("streams lost the consumer group (deleted?); mirroring them again from their first entry once they exist", "streams", names, "group", s.cfg.Group)
+	for _, st := range lost {
+		st.ready, st.inPEL, st.cursor = false, false, "0"
+	}
+	saved := s.cfg.Start
+	s.cfg.Start = "0"
+	err := s.prepare(ctx, lost)
+	s.cfg.Start = saved
+	return err
 }
 
 // parseEntry reads [id, [field, value, ...]] keeping order and duplicates;
