@@ -171,7 +171,9 @@ func (o *kafkaToRedisOptions) mirrorName() string {
 	return strings.Join(topics, ",") + ">" + o.stream
 }
 
-func (o *kafkaToRedisOptions) execute(a *app, c *cobra.Command) error {
+func (o *kafkaToRedisOptions) execute(a *app, c *cobra.Command) (err error) {
+	// A follow run stopped by a signal succeeded, even during start-up.
+	defer func() { err = followStopped(c, &o.run, err) }()
 	redisEP, kafkaEP, err := o.conn.resolve(a, c, true, true)
 	if err != nil {
 		return err

@@ -203,7 +203,9 @@ func (o *redisToKafkaOptions) mirrorName() string {
 	return name
 }
 
-func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) error {
+func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
+	// A follow run stopped by a signal succeeded, even during start-up.
+	defer func() { err = followStopped(c, &o.run, err) }()
 	redisEP, kafkaEP, err := o.conn.resolve(a, c, true, true)
 	if err != nil {
 		return err

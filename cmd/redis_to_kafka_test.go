@@ -408,3 +408,20 @@ func TestReadBackFinishesWhenATransactionMarkerEndsThePartition(t *testing.T) {
 		t.Fatalf("mirrored %v, want %v", got, want)
 	}
 }
+
+func TestOneShotMirrorsEntriesOlderThanItsTimeout(t *testing.T) {
+	rc := testenv.Redis(t)
+	kc := testenv.Kafka(t)
+	stream := testenv.Stream(t, rc)
+	topic := testenv.Topic(t, kc, 1)
+	old := time.Now().Add(-time.Hour).UnixMilli()
+	must(t, rc.Do(context.Background(), rc.B().Xadd().Key(stream).Id(fmt.Sprintf("%d-0", old)).FieldValue().FieldValue("value", "from an hour ago").Build()).Error())
+	addEntries(t, rc, stream, 0, 1, func(int) []string { return []string{"value", "now"} })
+	r := mustMirror(t, "r2k", "--stream", stream, "--topic", topic, "--timeout", "5s", "--output", "json")
+	if !strings.Contains(r.stdout, `"entries":2`) {
+		t.Fatalf("summary %s: want both entries", r.stdout)
+	}
+	if recs := readTopic(t, topic); len(recs) != 2 || recs[0].Timestamp.UnixMilli() != old {
+		t.Fatalf("records %d, first timestamp %v; want 2, the entry's time", len(recs), recs[0].Timestamp)
+	}
+}

@@ -4,6 +4,7 @@ package cmd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -168,6 +169,10 @@ func Execute(ctx context.Context, env Env, args []string) int {
 		}
 	}
 	code := ExitCode(err)
+	if code == ExitInterrupted && ctx.Err() != nil {
+		// Not the bare "context canceled" of whatever step was running.
+		err = errors.New("interrupted by a signal before the run finished; what was confirmed is checkpointed, run again to continue")
+	}
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "xmirror: %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
 		if code == ExitUsage {

@@ -79,6 +79,15 @@ func (f *runFlags) engineOptions(a *app) mirror.Options {
 	return opt
 }
 
+// followStopped turns the error of a follow run that a signal stopped
+// into success: that is how a follow run ends.
+func followStopped(c *cobra.Command, f *runFlags, err error) error {
+	if f.follow && err != nil && errors.Is(err, context.Canceled) && c.Context().Err() != nil {
+		return nil
+	}
+	return err
+}
+
 // holdLease takes the mirror's lease and returns a context that ends when
 // the lease is lost (then context.Cause says why) and a release function.
 func holdLease(ctx context.Context, c rueidis.Client, kind, name string, ttl time.Duration) (context.Context, func(), error) {
