@@ -212,16 +212,15 @@ func recordValue(size int) []byte {
 // producerOpts are xmirror's producer settings for a one-shot run
 // (mirror.ProducerOpts with cmd/redis_to_kafka.go's defaults), restated
 // here so the raw producer shares no code with xmirror: acks=all and
-// idempotent, 5ms linger, 1 MiB batches, no compression, at most
-// batch*(max-in-flight+1) records buffered, 30s delivery timeout.
+// idempotent, no linger, 1 MiB batches, no compression, at most
+// batch*(max-in-flight+1) records buffered.
 func producerOpts(e *env, batch int) []kgo.Opt {
 	return []kgo.Opt{
 		kgo.SeedBrokers(e.brokers...),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.ProducerLinger(5 * time.Millisecond),
+		kgo.ProducerLinger(0),
 		kgo.ProducerBatchMaxBytes(1 << 20),
 		kgo.MaxBufferedRecords(batch * (4 + 1)),
-		kgo.RecordDeliveryTimeout(30 * time.Second),
 		kgo.ProducerBatchCompression(kgo.NoCompression()),
 	}
 }
@@ -313,7 +312,7 @@ func javaAvailable(cfg *config) bool {
 var perfLine = regexp.MustCompile(`^(\d+) records sent, ([\d.]+) records/sec`)
 
 // javaProducerPerf runs Kafka's ProducerPerformance for reference: records
-// of the size of xmirror's json value, acks=all, linger.ms=5, the Java
+// of the size of xmirror's json value, acks=all, linger.ms=0, the Java
 // client's other defaults (16 KiB batches).
 func javaProducerPerf(ctx context.Context, cfg *config, e *env, topic string, size, n int) (measurement, error) {
 	recSize := len(recordValue(size))
@@ -326,7 +325,7 @@ func javaProducerPerf(ctx context.Context, cfg *config, e *env, topic string, si
 		"--num-records", strconv.Itoa(n),
 		"--record-size", strconv.Itoa(recSize),
 		"--throughput", "-1",
-		"--producer-props", "bootstrap.servers=" + cfg.brokers, "acks=all", "linger.ms=5",
+		"--producer-props", "bootstrap.servers=" + cfg.brokers, "acks=all", "linger.ms=0",
 	}
 	cmd := exec.CommandContext(ctx, "java", args...)
 	var out, errb bytes.Buffer

@@ -21,9 +21,10 @@ const (
 	defaultTopic       = "{stream}"
 	defaultValueField  = "value"
 	defaultConnectTime = 10 * time.Second
-	// defaultLinger lets a partition's batch fill for a moment: a one-shot
-	// run sends large batches, a trickle in follow mode waits at most 5ms.
-	defaultLinger = 5 * time.Millisecond
+	// defaultLinger sends a partition's batch as soon as the producer can:
+	// under load batches still fill while earlier requests are in flight,
+	// and in follow mode no entry waits for company (latency).
+	defaultLinger = 0
 )
 
 type redisToKafkaOptions struct {
