@@ -164,7 +164,8 @@ func (m *mirror) watch(ctx context.Context, done <-chan struct{}) error {
 }
 
 // waitUp waits until the follow process holds its lease and has run for
-// minAge, so that a signal reaches a mirror at work, not one still starting.
+// minAge: a signal before that may reach it before Go installed its signal
+// handlers, and kill it (exit 143) rather than stop it.
 func (m *mirror) waitUp(ctx context.Context, minAge time.Duration) error {
 	deadline := time.Now().Add(45 * time.Second)
 	for {
