@@ -284,18 +284,16 @@ return {'ok', added, present}
 // as Lua call arguments, and Lua's C stack holds about 8000.
 const MaxFields = 3000
 
-// The script is sent with EVAL, not EVALSHA: Lua.ExecMulti of a script
-// made by NewLuaScript first runs SCRIPT LOAD on every node, an extra round
-// trip per batch; a few KiB of script text per call costs less.
-var k2rLua = rueidis.NewLuaScriptNoSha(k2rScript)
-
 // ApplyK2R applies writes, one atomic script per stream, all in one
 // pipeline. It returns a result per write; err is the first failure
 // (a *ConflictError, an ErrCorrupt, a Redis or connection error). Writes
 // before a failure may have been applied: calling ApplyK2R again with the
 // same writes is safe, applied ones come back Replayed.
+//
+// The script is sent with EVAL, not EVALSHA: loading it by SHA first
+// (SCRIPT LOAD on every node) costs an extra round trip per batch; a few
+// KiB of script text per call costs less.
 func ApplyK2R(ctx context.Context, c rueidis.Client, opt K2ROptions, writes []*K2RWrite, now time.Time) ([]K2RResult, error) {
-	execs := make([]rueidis.LuaExec, len(writes))
 	maxlen := ""
 	if opt.MaxLen > 0 {
 		maxlen = strconv.FormatInt(opt.MaxLen, 10)
@@ -305,28 +303,61 @@ func ApplyK2R(ctx context.Context, c rueidis.Client, opt K2ROptions, writes []*K
 		preserve = "1"
 	}
 	nowMS := strconv.FormatInt(now.UnixMilli(), 10)
-	for i, w := range writes {
-		args := make([]string, 0, 7+3*len(w.Moves)+len(w.args))
-		args = append(args, strconv.Itoa(Version), KindKafkaToRedis, nowMS, maxlen, preserve,
-			strconv.Itoa(len(w.Moves)), strconv.FormatInt(w.Bytes, 10))
+	cmds := make(rueidis.Commands, 0, len(writes))
+	for _, w := range writes {
+		// Built straight into the command: the entries' arguments are
+		// copied once, by the builder, not first into an argument slice.
+		cmd := c.B().Eval().Script(k2rScript).Numkeys(2).Key(w.Stream, K2RKey(opt.Name, w.Stream)).
+			Arg(strconv.Itoa(Version), KindKafkaToRedis, nowMS, maxlen, preserve,
+				strconv.Itoa(len(w.Moves)), strconv.FormatInt(w.Bytes, 10))
 		for _, m := range w.Moves {
 			from := ""
 			if m.From != NoPosition {
 				from = strconv.FormatInt(m.From, 10)
 			}
-			args = append(args, formatTopicPartition(m.Partition), from, strconv.FormatInt(m.To, 10))
+			cmd = cmd.Arg(formatTopicPartition(m.Partition), from, strconv.FormatInt(m.To, 10))
 		}
-		args = append(args, w.args...)
-		execs[i] = rueidis.LuaExec{Keys: []string{w.Stream, K2RKey(opt.Name, w.Stream)}, Args: args}
+		cmds = append(cmds, cmd.Arg(w.args...).Build())
 	}
 	results := make([]K2RResult, len(writes))
 	var first error
-	for i, r := range k2rLua.ExecMulti(ctx, c, execs...) {
+	for i, r := range c.DoMulti(ctx, cmds...) {
 		if err := k2rResult(r, opt.Name, writes[i].Stream, &results[i]); err != nil && first == nil {
 			first = err
 		}
 	}
 	return results, first
+}
+
+// InitK2RPartitions records, per destination stream, where each partition
+// with no position yet starts (HSETNX: a stored position is never moved),
+// with the version and kind, in one round trip. It runs before anything is
+// consumed, so the first batch's compare-and-set starts from it and a run
+// that mirrors nothing still leaves the position for the next run.
+func InitK2RPartitions(ctx context.Context, c rueidis.Client, name string, starts map[string]map[TopicPartition]int64) error {
+	var cmds rueidis.Commands
+	var keys []string // of each command
+	for stream, offsets := range starts {
+		if len(offsets) == 0 {
+			continue
+		}
+		key := K2RKey(name, stream)
+		cmds = append(cmds,
+			c.B().Hsetnx().Key(key).Field(fieldVersion).Value(strconv.Itoa(Version)).Build(),
+			c.B().Hsetnx().Key(key).Field(fieldKind).Value(KindKafkaToRedis).Build())
+		for tp, off := range offsets {
+			cmds = append(cmds, c.B().Hsetnx().Key(key).Field(formatTopicPartition(tp)).Value(strconv.FormatInt(off, 10)).Build())
+		}
+		for len(keys) < len(cmds) {
+			keys = append(keys, key)
+		}
+	}
+	for i, r := range c.DoMulti(ctx, cmds...) {
+		if err := r.Error(); err != nil {
+			return fmt.Errorf("initialise checkpoint %q: %w", keys[i], err)
+		}
+	}
+	return nil
 }
 
 func k2rResult(r rueidis.RedisResult, name, stream string, res *K2RResult) error {
