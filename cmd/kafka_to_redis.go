@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -28,6 +29,9 @@ type kafkaToRedisOptions struct {
 	onError     string
 	onGap       string
 	deadLetter  string
+	// partitionCheck is how often --follow looks for partitions added to
+	// the topics; hidden, a knob for tests rather than for users.
+	partitionCheck time.Duration
 }
 
 func newKafkaToRedisCmd(a *app) *cobra.Command {
@@ -43,9 +47,15 @@ every record is in its stream exactly once. Positions live in Redis, in
 xmirror:k2r:{<stream's hash tag>}:<name>, one field <topic>:<partition> per
 partition holding the next offset.
 
+A partition without a checkpoint starts at --start (earliest or latest), and
+that position is stored at once, so the next run resumes from it.
+
 One-shot (default): mirrors up to each partition's end (its last stable offset)
 as of the start, prints a summary and exits; run again, it mirrors only what
-was added since. --follow keeps mirroring until SIGINT/SIGTERM.
+was added since. If Kafka delivers nothing for --timeout, it exits 1 naming the
+partitions not done. --follow keeps mirroring until SIGINT/SIGTERM, takes on
+partitions added to the topics during the run (within 30s, from their first
+record) and warns while it makes no progress.
 
 --stream is a template: {topic} and {partition} are replaced ({{ and }} are
 literal braces); default {topic}. With {partition} each partition gets its own
@@ -93,6 +103,8 @@ dead-letter (copy it to --dead-letter-stream, at least once).`,
 	fs.StringVar(&o.onError, "on-error", mirror.OnErrorFail, "a record that cannot be decoded: fail, skip or dead-letter")
 	fs.StringVar(&o.onGap, "on-gap", mirror.OnGapFail, "a checkpoint below the log start (records deleted before they were mirrored): fail or skip")
 	fs.StringVar(&o.deadLetter, "dead-letter-stream", "", "with --on-error dead-letter: the stream receiving undecodable records")
+	fs.DurationVar(&o.partitionCheck, "partition-check", mirror.DefaultPartitionCheck, "follow: how often to look for partitions added to the topics")
+	fs.MarkHidden("partition-check")
 	return c
 }
 
@@ -152,6 +164,9 @@ func (o *kafkaToRedisOptions) validate(c *cobra.Command) (mirror.StreamTemplate,
 	}
 	if o.onGap != mirror.OnGapFail && o.onGap != mirror.OnGapSkip {
 		problems = append(problems, fmt.Sprintf("--on-gap must be fail or skip, got %q", o.onGap))
+	}
+	if o.partitionCheck <= 0 {
+		problems = append(problems, fmt.Sprintf("--partition-check must be positive, got %s", o.partitionCheck))
 	}
 	if c.Flags().Changed("name") && o.run.name == "" {
 		problems = append(problems, "--name must not be empty")
@@ -219,6 +234,7 @@ func (o *kafkaToRedisOptions) execute(a *app, c *cobra.Command) (err error) {
 		BatchSize:        o.run.batchSize,
 		Follow:           o.run.follow,
 		RetryFor:         opt.RetryFor,
+		PartitionCheck:   o.partitionCheck,
 		Logger:           opt.Logger,
 		KafkaOpts:        kafkaEP.ClientOpts(),
 		KafkaName:        kafkaEP.String(),

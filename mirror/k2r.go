@@ -50,19 +50,42 @@ type K2RConfig struct {
 	DeadLetterStream     string
 	BatchSize            int
 	Follow               bool
-	RetryFor             time.Duration
+	// RetryFor bounds, in one-shot, how long a transient failure is
+	// retried and how long Kafka may go without delivering anything to
+	// partitions short of their snapshot end.
+	RetryFor time.Duration
+	// PartitionCheck is how often a follow run looks for partitions added
+	// to its topics (DefaultPartitionCheck when zero).
+	PartitionCheck       time.Duration
 	Logger               *slog.Logger
 	KafkaOpts            []kgo.Opt // connection options; the consumer's are added
 	KafkaName, RedisName string    // endpoints, for messages
 }
 
+// Defaults of the kafka-to-redis source's timers.
+const (
+	// DefaultPartitionCheck is how often a follow run looks for
+	// partitions added to its topics: often enough that a new partition's
+	// records are mirrored within about a minute, rarely enough that the
+	// metadata requests cost nothing.
+	DefaultPartitionCheck = 30 * time.Second
+	// followStallWarn is how long a follow run goes without any progress
+	// before it checks whether records are waiting (a broker it cannot
+	// reach) and warns, and then how often it warns again.
+	followStallWarn = 30 * time.Second
+)
+
 // NewK2R checks the topics, destination streams and checkpoints, decides
-// where each partition starts, and returns the source and sink to pass to
-// Run. The caller closes both.
+// where each partition starts, stores that position at once for every
+// partition that had none, and returns the source and sink to pass to Run.
+// The caller closes both; admin must outlive the source.
 func NewK2R(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg K2RConfig) (*KafkaSource, *RedisSink, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.PartitionCheck <= 0 {
+		cfg.PartitionCheck = DefaultPartitionCheck
 	}
 	adm := kadm.NewClient(admin)
 	details, err := adm.ListTopics(ctx, cfg.Topics...)
@@ -72,15 +95,23 @@ func NewK2R(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg K2RCo
 	src := &KafkaSource{
 		mapping: recordMapping{format: cfg.Format, headers: cfg.Headers, valueField: cfg.ValueField,
 			keyField: cfg.KeyField, preserveIDs: cfg.PreserveIDs},
-		onError:   cfg.OnError,
-		follow:    cfg.Follow,
-		batchSize: cfg.BatchSize,
-		log:       log,
-		parts:     map[string]map[int32]*partState{},
+		onError:        cfg.OnError,
+		follow:         cfg.Follow,
+		batchSize:      cfg.BatchSize,
+		log:            log,
+		parts:          map[string]map[int32]*partState{},
+		admin:          admin,
+		kafkaName:      cfg.KafkaName,
+		retryFor:       cfg.RetryFor,
+		pollWait:       defaultPollWait,
+		probeAfter:     defaultProbeAfter,
+		probeWait:      defaultProbeWait,
+		stallWarn:      followStallWarn,
+		partitionCheck: cfg.PartitionCheck,
+		setup: &k2rSetup{rc: rc, adm: adm, cfg: cfg, log: log,
+			streamIndex: map[string]int{}, feeds: map[string][]checkpoint.TopicPartition{}},
 	}
-	streamIndex := map[string]int{}
-	feeds := map[string][]checkpoint.TopicPartition{} // stream -> partitions
-	var all []*partState
+	var tps []checkpoint.TopicPartition
 	for _, t := range cfg.Topics {
 		d, ok := details[t]
 		if !ok || d.Err != nil {
@@ -92,116 +123,19 @@ func NewK2R(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg K2RCo
 		}
 		src.parts[t] = map[int32]*partState{}
 		for _, p := range d.Partitions.Numbers() {
-			stream := cfg.Stream.Stream(t, p)
-			i, ok := streamIndex[stream]
-			if !ok {
-				i = len(src.streams)
-				streamIndex[stream] = i
-				src.streams = append(src.streams, stream)
-			}
-			tp := checkpoint.TopicPartition{Topic: t, Partition: p}
-			feeds[stream] = append(feeds[stream], tp)
-			st := &partState{tp: tp, stream: i, stored: checkpoint.NoPosition}
-			src.parts[t][p] = st
-			all = append(all, st)
+			tps = append(tps, checkpoint.TopicPartition{Topic: t, Partition: p})
 		}
 	}
-	if cfg.PreserveIDs {
-		for stream, tps := range feeds {
-			if len(tps) > 1 {
-				return nil, nil, fmt.Errorf("--preserve-ids needs one partition per stream, but %d partitions (%s, %s, ...) feed stream %q, whose IDs would interleave out of order; use --stream '{topic}-{partition}': %w",
-					len(tps), tps[0], tps[1], stream, ErrConfig)
-			}
-		}
-	}
-	check := append([]string(nil), src.streams...)
 	if cfg.OnError == OnErrorDeadLetter {
-		check = append(check, cfg.DeadLetterStream)
-	}
-	for _, s := range check {
-		typ, err := rc.Do(ctx, rc.B().Type().Key(s).Build()).ToString()
-		if err != nil {
-			return nil, nil, fmt.Errorf("redis %s: type of %q: %w", cfg.RedisName, s, err)
-		}
-		if typ != "none" && typ != "stream" {
-			return nil, nil, fmt.Errorf("redis %s: key %q holds a %s, not a stream; choose another --stream or delete it", cfg.RedisName, s, typ)
-		}
-	}
-	stored := map[checkpoint.TopicPartition]int64{}
-	for _, s := range src.streams {
-		ck, found, err := checkpoint.LoadK2R(ctx, rc, cfg.Name, s)
-		if err != nil {
+		if err := src.setup.checkStream(ctx, cfg.DeadLetterStream); err != nil {
 			return nil, nil, err
 		}
-		if found {
-			for tp, off := range ck.Partitions {
-				stored[tp] = off
-			}
-		}
 	}
-
-	starts, err := adm.ListStartOffsets(ctx, cfg.Topics...)
-	if err == nil {
-		err = starts.Error()
-	}
+	consume, err := src.setup.add(ctx, src, tps, cfg.StartLatest)
 	if err != nil {
-		return nil, nil, fmt.Errorf("kafka %s: list start offsets: %w", cfg.KafkaName, err)
+		return nil, nil, err
 	}
-	ends, err := adm.ListEndOffsets(ctx, cfg.Topics...)
-	if err == nil {
-		err = ends.Error()
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("kafka %s: list end offsets: %w", cfg.KafkaName, err)
-	}
-	// The last stable offset: with transactions, records past it may
-	// still be aborted, and read_committed consumption stops there.
-	stable, err := adm.ListCommittedOffsets(ctx, cfg.Topics...)
-	if err == nil {
-		err = stable.Error()
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("kafka %s: list stable offsets: %w", cfg.KafkaName, err)
-	}
-
-	consume := map[string]map[int32]kgo.Offset{}
-	for _, st := range all {
-		t, p := st.tp.Topic, st.tp.Partition
-		logStart, _ := starts.Lookup(t, p)
-		hwm, _ := ends.Lookup(t, p)
-		lso, _ := stable.Lookup(t, p)
-		if pos, ok := stored[st.tp]; ok {
-			st.stored = pos
-			st.next = pos
-			switch {
-			case pos < logStart.Offset && cfg.OnGap == OnGapSkip:
-				log.Warn("checkpoint is below the log start: records were deleted before they were mirrored; skipping them (--on-gap skip)",
-					"topic", t, "partition", p, "checkpoint", pos, "log_start", logStart.Offset, "lost", logStart.Offset-pos)
-				st.next = logStart.Offset
-			case pos < logStart.Offset:
-				return nil, nil, fmt.Errorf("topic %q partition %d: the checkpoint is at offset %d but the log now starts at %d: %d records were deleted (retention) before they were mirrored; use --on-gap skip to accept the loss and go on",
-					t, p, pos, logStart.Offset, logStart.Offset-pos)
-			case pos > hwm.Offset:
-				return nil, nil, fmt.Errorf("topic %q partition %d: the checkpoint is at offset %d but the partition ends at %d; was the topic deleted and recreated? delete the checkpoint %q or use another --name",
-					t, p, pos, hwm.Offset, checkpoint.K2RKey(cfg.Name, src.streams[st.stream]))
-			}
-		} else if cfg.StartLatest {
-			st.next = lso.Offset
-		} else {
-			st.next = logStart.Offset
-		}
-		st.target = lso.Offset
-		if !cfg.Follow && st.next >= st.target {
-			st.done = true
-			continue
-		}
-		src.remaining++
-		if consume[t] == nil {
-			consume[t] = map[int32]kgo.Offset{}
-		}
-		consume[t][p] = kgo.NewOffset().At(st.next)
-		log.Debug("partition", "topic", t, "partition", p, "stream", src.streams[st.stream], "from", st.next, "snapshot_end", st.target)
-	}
+	src.lastPartitionCheck = time.Now()
 
 	opts := append([]kgo.Opt{}, cfg.KafkaOpts...)
 	opts = append(opts,
@@ -226,4 +160,188 @@ func NewK2R(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg K2RCo
 		redisName:  cfg.RedisName,
 	}
 	return src, sink, nil
+}
+
+// k2rSetup takes partitions on: at start, and in follow mode the ones
+// added to the topics during the run.
+type k2rSetup struct {
+	rc          rueidis.Client
+	adm         *kadm.Client
+	cfg         K2RConfig
+	log         *slog.Logger
+	streamIndex map[string]int                         // stream -> index in the source's streams
+	feeds       map[string][]checkpoint.TopicPartition // stream -> partitions feeding it
+}
+
+// checkStream refuses a destination key that exists and is not a stream.
+func (k *k2rSetup) checkStream(ctx context.Context, s string) error {
+	typ, err := k.rc.Do(ctx, k.rc.B().Type().Key(s).Build()).ToString()
+	if err != nil {
+		return Transient(fmt.Errorf("redis %s: type of %q: %w", k.cfg.RedisName, s, err))
+	}
+	if typ != "none" && typ != "stream" {
+		return fmt.Errorf("redis %s: key %q holds a %s, not a stream; choose another --stream or delete it", k.cfg.RedisName, s, typ)
+	}
+	return nil
+}
+
+// add sets up partitions tps, new to src: their destination streams, where
+// each starts (its checkpoint, else its last stable offset when latest,
+// else its log start), with that start stored at once where no checkpoint
+// held one. It changes src only when it succeeds, and returns the offsets
+// to consume from. Failures worth retrying (I/O) are marked Transient.
+func (k *k2rSetup) add(ctx context.Context, src *KafkaSource, tps []checkpoint.TopicPartition, latest bool) (map[string]map[int32]kgo.Offset, error) {
+	cfg := k.cfg
+	streams := append([]string(nil), src.streams...)
+	index := map[string]int{}
+	feeds := map[string][]checkpoint.TopicPartition{}
+	states := make([]*partState, 0, len(tps))
+	var newStreams, touched []string
+	var topics []string
+	seenTopic := map[string]bool{}
+	for _, tp := range tps {
+		stream := cfg.Stream.Stream(tp.Topic, tp.Partition)
+		i, ok := k.streamIndex[stream]
+		if !ok {
+			if i, ok = index[stream]; !ok {
+				i = len(streams)
+				streams = append(streams, stream)
+				newStreams = append(newStreams, stream)
+			}
+		}
+		if _, ok := index[stream]; !ok {
+			index[stream] = i
+			touched = append(touched, stream)
+			feeds[stream] = append([]checkpoint.TopicPartition(nil), k.feeds[stream]...)
+		}
+		feeds[stream] = append(feeds[stream], tp)
+		states = append(states, &partState{tp: tp, stream: i, stored: checkpoint.NoPosition})
+		if !seenTopic[tp.Topic] {
+			seenTopic[tp.Topic] = true
+			topics = append(topics, tp.Topic)
+		}
+	}
+	if cfg.PreserveIDs {
+		for _, stream := range touched {
+			if tps := feeds[stream]; len(tps) > 1 {
+				return nil, fmt.Errorf("--preserve-ids needs one partition per stream, but %d partitions (%s, %s, ...) feed stream %q, whose IDs would interleave out of order; use --stream '{topic}-{partition}': %w",
+					len(tps), tps[0], tps[1], stream, ErrConfig)
+			}
+		}
+	}
+	for _, s := range newStreams {
+		if err := k.checkStream(ctx, s); err != nil {
+			return nil, err
+		}
+	}
+	stored := map[checkpoint.TopicPartition]int64{}
+	for _, s := range touched {
+		ck, found, err := checkpoint.LoadK2R(ctx, k.rc, cfg.Name, s)
+		if err != nil {
+			if !errors.Is(err, checkpoint.ErrCorrupt) {
+				err = Transient(err)
+			}
+			return nil, err
+		}
+		if found {
+			for tp, off := range ck.Partitions {
+				stored[tp] = off
+			}
+		}
+	}
+
+	starts, err := k.adm.ListStartOffsets(ctx, topics...)
+	if err == nil {
+		err = starts.Error()
+	}
+	if err != nil {
+		return nil, Transient(fmt.Errorf("kafka %s: list start offsets: %w", cfg.KafkaName, err))
+	}
+	ends, err := k.adm.ListEndOffsets(ctx, topics...)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return nil, Transient(fmt.Errorf("kafka %s: list end offsets: %w", cfg.KafkaName, err))
+	}
+	// The last stable offset: with transactions, records past it may
+	// still be aborted, and read_committed consumption stops there.
+	stable, err := k.adm.ListCommittedOffsets(ctx, topics...)
+	if err == nil {
+		err = stable.Error()
+	}
+	if err != nil {
+		return nil, Transient(fmt.Errorf("kafka %s: list stable offsets: %w", cfg.KafkaName, err))
+	}
+
+	fresh := map[string]map[checkpoint.TopicPartition]int64{}
+	for _, st := range states {
+		t, p := st.tp.Topic, st.tp.Partition
+		logStart, _ := starts.Lookup(t, p)
+		hwm, _ := ends.Lookup(t, p)
+		lso, _ := stable.Lookup(t, p)
+		if pos, ok := stored[st.tp]; ok {
+			st.stored = pos
+			st.next = pos
+			switch {
+			case pos < logStart.Offset && cfg.OnGap == OnGapSkip:
+				k.log.Warn("checkpoint is below the log start: records were deleted before they were mirrored; skipping them (--on-gap skip)",
+					"topic", t, "partition", p, "checkpoint", pos, "log_start", logStart.Offset, "lost", logStart.Offset-pos)
+				st.next = logStart.Offset
+			case pos < logStart.Offset:
+				return nil, fmt.Errorf("topic %q partition %d: the checkpoint is at offset %d but the log now starts at %d: %d records were deleted (retention) before they were mirrored; use --on-gap skip to accept the loss and go on",
+					t, p, pos, logStart.Offset, logStart.Offset-pos)
+			case pos > hwm.Offset:
+				return nil, fmt.Errorf("topic %q partition %d: the checkpoint is at offset %d but the partition ends at %d; was the topic deleted and recreated? delete the checkpoint %q or use another --name",
+					t, p, pos, hwm.Offset, checkpoint.K2RKey(cfg.Name, streams[st.stream]))
+			}
+		} else {
+			if latest {
+				st.next = lso.Offset
+			} else {
+				st.next = logStart.Offset
+			}
+			// Stored before anything is consumed: the first batch
+			// compares against it, and a run that mirrors nothing still
+			// leaves it, so the next run resumes there instead of
+			// deciding afresh (--start latest would skip what came in
+			// between; earliest would not see a moved log start as a gap).
+			st.stored = st.next
+			s := streams[st.stream]
+			if fresh[s] == nil {
+				fresh[s] = map[checkpoint.TopicPartition]int64{}
+			}
+			fresh[s][st.tp] = st.next
+		}
+		st.target = lso.Offset
+	}
+	if err := checkpoint.InitK2RPartitions(ctx, k.rc, cfg.Name, fresh); err != nil {
+		return nil, Transient(fmt.Errorf("redis %s: %w", cfg.RedisName, err))
+	}
+
+	// Only now does src learn of them.
+	src.streams = streams
+	for s, i := range index {
+		k.streamIndex[s] = i
+		k.feeds[s] = feeds[s]
+	}
+	consume := map[string]map[int32]kgo.Offset{}
+	for _, st := range states {
+		t, p := st.tp.Topic, st.tp.Partition
+		if src.parts[t] == nil {
+			src.parts[t] = map[int32]*partState{}
+		}
+		src.parts[t][p] = st
+		if !cfg.Follow && st.next >= st.target {
+			st.done = true
+			continue
+		}
+		src.remaining++
+		if consume[t] == nil {
+			consume[t] = map[int32]kgo.Offset{}
+		}
+		consume[t][p] = kgo.NewOffset().At(st.next)
+		k.log.Debug("partition", "topic", t, "partition", p, "stream", streams[st.stream], "from", st.next, "snapshot_end", st.target)
+	}
+	return consume, nil
 }

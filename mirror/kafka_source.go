@@ -6,10 +6,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sort"
+	"strings"
 	"sync/atomic"
+	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/xmirror/xmirror/checkpoint"
 )
@@ -85,6 +90,15 @@ type KafkaSource struct {
 	log       *slog.Logger
 	remaining int // one-shot: partitions short of their target
 
+	admin     *kgo.Client // metadata and probes; not owned
+	kafkaName string
+	retryFor  time.Duration // one-shot: longest time without progress
+	setup     *k2rSetup     // follow: takes on partitions added to the topics
+	// Timers (see the defaults); fields so tests can shorten them.
+	pollWait, probeAfter, probeWait, stallWarn, partitionCheck time.Duration
+	lastPartitionCheck, lastProbe, lastStallWarn               time.Time
+	progressed                                                 bool // set by build and by probes
+
 	fields  []Field // reused for every record
 	touched []*partState
 	failure error // a bad record under --on-error fail, returned by the next Next
@@ -92,8 +106,31 @@ type KafkaSource struct {
 	skipped, deadLettered atomic.Int64 // committed
 }
 
+// Timer defaults of the source.
+const (
+	// defaultPollWait bounds one poll, so that a run that receives nothing
+	// still checks its timers.
+	defaultPollWait = time.Second
+	// defaultProbeAfter is how long a one-shot run waits for records
+	// before it looks for itself at partitions short of their snapshot
+	// end: records the consumer skips without delivering them (aborted,
+	// compacted away, markers) may be all that is left below the end.
+	defaultProbeAfter = time.Second
+	// defaultProbeWait bounds the probes of one look, so that a broker
+	// that does not answer cannot hold a one-shot run past its limit.
+	defaultProbeWait = 5 * time.Second
+)
+
 // Next returns the next batch: up to the batch size of records, decoded.
+//
+// One-shot, a partition is done once the consumer is past its snapshot
+// end: it delivered a record at or past it, or, when nothing more comes,
+// a fetch of its own finds nothing left to deliver below it. When no
+// partition progressed for the retry limit, Next fails naming the
+// partitions not done. In follow mode there is no such limit; a stalled
+// run warns periodically, and partitions added to the topics are taken on.
 func (s *KafkaSource) Next(ctx context.Context) (*K2RBatch, error) {
+	stallSince := time.Now() // the time waiting for the sink does not count
 	for {
 		if s.failure != nil {
 			return nil, s.failure
@@ -101,7 +138,14 @@ func (s *KafkaSource) Next(ctx context.Context) (*K2RBatch, error) {
 		if !s.follow && s.remaining == 0 {
 			return nil, io.EOF
 		}
-		fetches := s.cl.PollRecords(ctx, s.batchSize)
+		if s.follow && time.Since(s.lastPartitionCheck) >= s.partitionCheck {
+			if err := s.checkPartitions(ctx); err != nil {
+				return nil, err
+			}
+		}
+		poll, cancel := context.WithTimeout(ctx, s.pollWait)
+		fetches := s.cl.PollRecords(poll, s.batchSize)
+		cancel()
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
@@ -110,6 +154,9 @@ func (s *KafkaSource) Next(ctx context.Context) (*K2RBatch, error) {
 		}
 		var ferr error
 		fetches.EachError(func(t string, p int32, err error) {
+			if t == "" && p == -1 && errors.Is(err, context.DeadlineExceeded) {
+				return // the poll's own bound: nothing came
+			}
 			if ferr == nil {
 				ferr = s.fetchError(t, p, err)
 			}
@@ -117,11 +164,257 @@ func (s *KafkaSource) Next(ctx context.Context) (*K2RBatch, error) {
 		if ferr != nil {
 			return nil, ferr
 		}
+		s.progressed = false
 		b := s.build(fetches)
 		if b.Len() > 0 {
 			return b, nil
 		}
+		if !s.progressed {
+			if s.follow {
+				s.warnIfStalled(ctx, stallSince)
+			} else {
+				s.probeStalled(ctx, stallSince)
+			}
+		}
+		if s.progressed {
+			stallSince = time.Now()
+			continue
+		}
+		if !s.follow && s.retryFor > 0 && time.Since(stallSince) >= s.retryFor {
+			return nil, s.stallError(time.Since(stallSince))
+		}
 	}
+}
+
+// probeStalled, one-shot, looks at the partitions not done when nothing
+// came for a while, and marks done those with nothing left to deliver
+// below their snapshot end.
+func (s *KafkaSource) probeStalled(ctx context.Context, stallSince time.Time) {
+	if time.Since(stallSince) < s.probeAfter || time.Since(s.lastProbe) < s.probeAfter {
+		return
+	}
+	s.lastProbe = time.Now()
+	ctx, cancel := context.WithTimeout(ctx, s.probeWait)
+	defer cancel()
+	var pause map[string][]int32
+	for _, st := range s.waiting() {
+		next, err := s.probe(ctx, st, st.target)
+		if err != nil {
+			s.log.Debug("probe", "topic", st.tp.Topic, "partition", st.tp.Partition, "err", err)
+			continue
+		}
+		if next < st.target {
+			continue // records to deliver: the consumer has them to come
+		}
+		s.log.Debug("partition past its snapshot end: nothing left below it to mirror", "topic", st.tp.Topic, "partition", st.tp.Partition, "at", st.next, "snapshot_end", st.target)
+		st.done = true
+		s.remaining--
+		s.progressed = true
+		if pause == nil {
+			pause = map[string][]int32{}
+		}
+		pause[st.tp.Topic] = append(pause[st.tp.Topic], st.tp.Partition)
+	}
+	if pause != nil {
+		s.cl.PauseFetchPartitions(pause)
+	}
+}
+
+// waiting lists the one-shot partitions not done, in topic and partition
+// order.
+func (s *KafkaSource) waiting() []*partState {
+	var out []*partState
+	for _, ps := range s.parts {
+		for _, st := range ps {
+			if !st.done && !st.halted {
+				out = append(out, st)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i].tp, out[j].tp
+		return a.Topic < b.Topic || a.Topic == b.Topic && a.Partition < b.Partition
+	})
+	return out
+}
+
+// stallError names the partitions a one-shot run is still waiting for.
+func (s *KafkaSource) stallError(d time.Duration) error {
+	const most = 5
+	var b strings.Builder
+	ws := s.waiting()
+	for i, st := range ws {
+		if i == most {
+			fmt.Fprintf(&b, " and %d more", len(ws)-most)
+			break
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s (at offset %d, mirroring up to %d)", st.tp, st.next, st.target)
+	}
+	return fmt.Errorf("kafka %s: no progress for %s on %s; is the broker reachable?", s.kafkaName, d.Round(time.Second), b.String())
+}
+
+// warnIfStalled, in follow mode, warns every stallWarn while nothing
+// progresses although records wait below a partition's last stable
+// offset, or while the broker does not answer.
+func (s *KafkaSource) warnIfStalled(ctx context.Context, stallSince time.Time) {
+	if time.Since(stallSince) < s.stallWarn || time.Since(s.lastStallWarn) < s.stallWarn {
+		return
+	}
+	s.lastStallWarn = time.Now()
+	lookup, cancel := context.WithTimeout(ctx, s.probeWait)
+	defer cancel()
+	var topics []string
+	for t := range s.parts {
+		topics = append(topics, t)
+	}
+	stable, err := kadm.NewClient(s.admin).ListCommittedOffsets(lookup, topics...)
+	if err == nil {
+		err = stable.Error()
+	}
+	if err != nil {
+		s.log.Warn("no progress; the broker does not answer (retrying)", "kafka", s.kafkaName, "for", time.Since(stallSince).Round(time.Second), "err", err)
+		return
+	}
+	var behind []string
+	for _, st := range s.waiting() {
+		lso, _ := stable.Lookup(st.tp.Topic, st.tp.Partition)
+		if st.next >= lso.Offset {
+			continue
+		}
+		if next, err := s.probe(lookup, st, lso.Offset); err == nil && next >= lso.Offset {
+			continue // only records it skips (aborted, markers, compacted)
+		}
+		behind = append(behind, fmt.Sprintf("%s (at offset %d, end %d)", st.tp, st.next, lso.Offset))
+	}
+	if len(behind) > 0 {
+		s.log.Warn("no progress although records are waiting; is the broker reachable? (retrying)", "kafka", s.kafkaName,
+			"for", time.Since(stallSince).Round(time.Second), "partitions", strings.Join(behind, ", "))
+	}
+}
+
+// probeBytes bounds the response of one probe.
+const probeBytes = 1 << 20
+
+// probe fetches st's partition itself, read_committed, from st.next, and
+// returns the offset of the first record the consumer would deliver as an
+// entry, or, when there is none below end, an offset at or past end. It
+// sees what the consumer passes silently: aborted records, transaction
+// markers, records removed by compaction.
+func (s *KafkaSource) probe(ctx context.Context, st *partState, end int64) (int64, error) {
+	t, p := st.tp.Topic, st.tp.Partition
+	details, err := kadm.NewClient(s.admin).ListTopics(ctx, t)
+	if err != nil {
+		return 0, err
+	}
+	d, ok := details[t]
+	if !ok || d.Err != nil {
+		return 0, fmt.Errorf("topic %q: %v", t, d.Err)
+	}
+	pd, ok := d.Partitions[p]
+	if !ok || pd.Err != nil || pd.Leader < 0 {
+		return 0, fmt.Errorf("%s: no leader (%v)", st.tp, pd.Err)
+	}
+	at := st.next
+	for at < end {
+		req := kmsg.NewPtrFetchRequest()
+		req.ReplicaID = -1
+		req.MaxBytes = probeBytes
+		req.IsolationLevel = 1
+		req.SessionEpoch = -1
+		rt := kmsg.NewFetchRequestTopic()
+		rt.Topic, rt.TopicID = t, d.ID
+		rp := kmsg.NewFetchRequestTopicPartition()
+		rp.Partition, rp.FetchOffset, rp.PartitionMaxBytes = p, at, probeBytes
+		rp.CurrentLeaderEpoch, rp.LogStartOffset = -1, -1
+		rt.Partitions = append(rt.Partitions, rp)
+		req.Topics = append(req.Topics, rt)
+		resp, err := s.admin.Broker(int(pd.Leader)).Request(ctx, req)
+		if err != nil {
+			return 0, err
+		}
+		fr := resp.(*kmsg.FetchResponse)
+		if err := kerr.ErrorForCode(fr.ErrorCode); err != nil {
+			return 0, err
+		}
+		var part *kmsg.FetchResponseTopicPartition
+		for i := range fr.Topics {
+			if ft := &fr.Topics[i]; ft.Topic == t || ft.TopicID == d.ID {
+				for j := range ft.Partitions {
+					if ft.Partitions[j].Partition == p {
+						part = &ft.Partitions[j]
+					}
+				}
+			}
+		}
+		if part == nil {
+			return 0, fmt.Errorf("%s: not in the fetch response", st.tp)
+		}
+		fp, next := kgo.ProcessFetchPartition(kgo.ProcessFetchPartitionOpts{
+			Offset: at, IsolationLevel: kgo.ReadCommitted(), Topic: t, Partition: p,
+		}, part, kgo.DefaultDecompressor(), nil)
+		if fp.Err != nil {
+			return 0, fp.Err
+		}
+		for _, r := range fp.Records {
+			if r.Offset >= at {
+				return r.Offset, nil
+			}
+		}
+		if next <= at {
+			return at, nil // nothing there (yet)
+		}
+		at = next
+	}
+	return at, nil
+}
+
+// checkPartitions, in follow mode, takes on the partitions added to the
+// topics since the run started: mirrored from their log start, their
+// position stored at once. A failure to look is retried at the next check;
+// a partition that cannot be mirrored as configured stops the run.
+func (s *KafkaSource) checkPartitions(ctx context.Context) error {
+	s.lastPartitionCheck = time.Now()
+	lookup, cancel := context.WithTimeout(ctx, s.partitionCheck)
+	defer cancel()
+	var topics []string
+	for t := range s.parts {
+		topics = append(topics, t)
+	}
+	sort.Strings(topics)
+	details, err := kadm.NewClient(s.admin).ListTopics(lookup, topics...)
+	if err != nil {
+		s.log.Warn("cannot look for partitions added to the topics; trying again later", "kafka", s.kafkaName, "err", err)
+		return nil
+	}
+	var added []checkpoint.TopicPartition
+	for _, t := range topics {
+		d, ok := details[t]
+		if !ok || d.Err != nil {
+			continue
+		}
+		for _, p := range d.Partitions.Numbers() {
+			if s.parts[t][p] == nil {
+				added = append(added, checkpoint.TopicPartition{Topic: t, Partition: p})
+			}
+		}
+	}
+	if len(added) == 0 {
+		return nil
+	}
+	consume, err := s.setup.add(lookup, s, added, false)
+	if err != nil {
+		if IsTransient(err) || ctx.Err() != nil {
+			s.log.Warn("partitions were added to the topics but cannot be set up yet; trying again later", "partitions", len(added), "err", err)
+			return nil
+		}
+		return fmt.Errorf("partitions added to the topics during the run: %w", err)
+	}
+	s.log.Info("mirroring partitions added to the topics during the run", "partitions", fmt.Sprint(added))
+	s.cl.AddConsumePartitions(consume)
+	return nil
 }
 
 func (s *KafkaSource) fetchError(t string, p int32, err error) error {
@@ -146,11 +439,16 @@ func (s *KafkaSource) build(fetches kgo.Fetches) *K2RBatch {
 		if st == nil || st.halted || st.done {
 			return
 		}
+		from := st.next
+		past := false // one-shot: a record at or past the target came
 		for _, r := range fp.Records {
 			if r.Offset < st.next {
 				continue
 			}
 			if !s.follow && r.Offset >= st.target {
+				// Whatever lay between was skipped by the consumer
+				// (aborted, compacted away): nothing more to mirror.
+				past = true
 				break
 			}
 			if r.Attrs.IsControl() {
@@ -195,9 +493,13 @@ func (s *KafkaSource) build(fetches kgo.Fetches) *K2RBatch {
 			b.entries++
 			st.next = r.Offset + 1
 		}
-		if !s.follow && st.next >= st.target {
+		if st.next != from {
+			s.progressed = true
+		}
+		if !s.follow && (st.next >= st.target || past) {
 			// The snapshot end, or records past it, were reached.
 			st.done = true
+			s.progressed = true
 			s.remaining--
 			if pause == nil {
 				pause = map[string][]int32{}
