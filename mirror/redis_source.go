@@ -132,6 +132,12 @@ type streamState struct {
 	cursor   string // PEL read position
 	snapshot string // one-shot: last generated ID at start
 	done     bool   // one-shot: reached the snapshot
+	// delivered is the highest entry ID this process has read from the
+	// stream. A read whose reply was lost may still have delivered
+	// entries (they are pending for this consumer): re-reading the
+	// pending list after this ID finds them without touching the entries
+	// in flight, whose IDs are all at or below it.
+	delivered string
 }
 
 // NewRedisSource checks each stream, creates the consumer group where it is
@@ -452,7 +458,11 @@ func (s *RedisSource) readPending(ctx context.Context) (*EntryBatch, error) {
 		return nil, nil
 	}
 	for _, e := range b.Entries {
-		s.byName[e.Stream].cursor = e.ID
+		st := s.byName[e.Stream]
+		st.cursor = e.ID
+		if st.delivered == "" || compareIDs(e.ID, st.delivered) > 0 {
+			st.delivered = e.ID
+		}
 	}
 	return b, nil
 }
@@ -473,7 +483,23 @@ func (s *RedisSource) readNew(ctx context.Context, active []*streamState) (*Entr
 	}
 	b, counts, err := s.read(ctx, cmd, false)
 	if err != nil {
+		if ctx.Err() == nil {
+			// Redis may have delivered entries before the reply was
+			// lost (a crash, a broken connection): look for them in the
+			// pending list before reading new ones.
+			for _, st := range active {
+				st.inPEL, st.cursor = true, st.delivered
+				if st.cursor == "" {
+					st.cursor = "0"
+				}
+			}
+		}
 		return nil, err
+	}
+	if b != nil {
+		for _, e := range b.Entries {
+			s.byName[e.Stream].delivered = e.ID
+		}
 	}
 	if !s.cfg.Follow {
 		for _, st := range active {
@@ -620,7 +646,7 @@ func (s *RedisSource) groupLost(ctx context.Context, cause error) error {
 	}
 	s.log.Warn("streams lost the consumer group (deleted?); mirroring them again from their first entry once they exist", "streams", names, "group", s.cfg.Group)
 	for _, st := range lost {
-		st.ready, st.inPEL, st.cursor = false, false, "0"
+		st.ready, st.inPEL, st.cursor, st.delivered = false, false, "0", ""
 	}
 	saved := s.cfg.Start
 	s.cfg.Start = "0"
