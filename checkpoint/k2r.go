@@ -65,17 +65,8 @@ type K2R struct {
 // write is an error wrapping ErrCorrupt, never a fresh start.
 func LoadK2R(ctx context.Context, c rueidis.Client, name, stream string) (ck K2R, found bool, err error) {
 	key := K2RKey(name, stream)
-	m, err := c.Do(ctx, c.B().Hgetall().Key(key).Build()).AsStrMap()
-	if err != nil {
-		if strings.Contains(err.Error(), "WRONGTYPE") {
-			return ck, false, fmt.Errorf("checkpoint %q is not a hash: %w; delete it or choose another --name", key, ErrCorrupt)
-		}
-		return ck, false, fmt.Errorf("read checkpoint %q: %w", key, err)
-	}
-	if len(m) == 0 {
-		return ck, false, nil
-	}
-	if err := checkHeader(key, m, KindKafkaToRedis); err != nil {
+	m, err := loadHash(ctx, c, key, KindKafkaToRedis)
+	if err != nil || m == nil {
 		return ck, false, err
 	}
 	ck.Partitions = map[TopicPartition]int64{}

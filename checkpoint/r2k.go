@@ -68,17 +68,8 @@ type R2K struct {
 // with found false.
 func LoadR2K(ctx context.Context, c rueidis.Client, name string) (ck R2K, found bool, err error) {
 	key := R2KKey(name)
-	m, err := c.Do(ctx, c.B().Hgetall().Key(key).Build()).AsStrMap()
-	if err != nil {
-		if strings.Contains(err.Error(), "WRONGTYPE") {
-			return ck, false, fmt.Errorf("checkpoint %q is not a hash: %w; delete it or choose another --name", key, ErrCorrupt)
-		}
-		return ck, false, fmt.Errorf("read checkpoint %q: %w", key, err)
-	}
-	if len(m) == 0 {
-		return ck, false, nil
-	}
-	if err := checkHeader(key, m, KindRedisToKafka); err != nil {
+	m, err := loadHash(ctx, c, key, KindRedisToKafka)
+	if err != nil || m == nil {
 		return ck, false, err
 	}
 	ck.Streams = map[string]string{}
@@ -141,6 +132,25 @@ func R2KCommands(c rueidis.Client, name string, u R2KUpdate, now time.Time) ruei
 		cmds = append(cmds, c.B().Hincrby().Key(key).Field(fieldBytes).Increment(u.Bytes).Build())
 	}
 	return cmds
+}
+
+// loadHash reads a checkpoint hash and checks its version and kind; a
+// missing key is a nil map.
+func loadHash(ctx context.Context, c rueidis.Client, key, kind string) (map[string]string, error) {
+	m, err := c.Do(ctx, c.B().Hgetall().Key(key).Build()).AsStrMap()
+	if err != nil {
+		if strings.Contains(err.Error(), "WRONGTYPE") {
+			return nil, fmt.Errorf("checkpoint %q is not a hash: %w; delete it or choose another --name", key, ErrCorrupt)
+		}
+		return nil, fmt.Errorf("read checkpoint %q: %w", key, err)
+	}
+	if len(m) == 0 {
+		return nil, nil
+	}
+	if err := checkHeader(key, m, kind); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 // checkHeader refuses a hash of another version or kind.
