@@ -1,0 +1,99 @@
+package checkpoint
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xmirror/xmirror/internal/testenv"
+)
+
+func TestLoadR2KRefusesWhatXmirrorDidNotWrite(t *testing.T) {
+	c := testenv.Redis(t)
+	ctx := context.Background()
+	cases := []struct {
+		name   string
+		fields []string // nil: a string key instead of a hash
+		want   string
+	}{
+		{"not a hash", nil, "not a hash"},
+		{"no version", []string{"stream:s", "1-0"}, "no version"},
+		{"unknown version", []string{"version", "9", "kind", KindRedisToKafka}, "version 9"},
+		{"other kind", []string{"version", "1", "kind", KindKafkaToRedis}, "belongs to a kafka-to-redis mirror"},
+		{"bad entry ID", []string{"version", "1", "kind", KindRedisToKafka, "stream:s", "yesterday"}, "not an entry ID"},
+		{"bad offset", []string{"version", "1", "kind", KindRedisToKafka, "partition:t:0", "-5"}, "not an offset"},
+		{"bad partition", []string{"version", "1", "kind", KindRedisToKafka, "partition:t", "5"}, "partition"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			name := testenv.Name(t, "m")
+			key := R2KKey(name)
+			t.Cleanup(func() { c.Do(context.Background(), c.B().Del().Key(key).Build()) })
+			if tc.fields == nil {
+				c.Do(ctx, c.B().Set().Key(key).Value("x").Build())
+			} else {
+				cmd := c.B().Hset().Key(key).FieldValue()
+				for i := 0; i < len(tc.fields); i += 2 {
+					cmd = cmd.FieldValue(tc.fields[i], tc.fields[i+1])
+				}
+				c.Do(ctx, cmd.Build())
+			}
+			_, _, err := LoadR2K(ctx, c, name)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), key) {
+				t.Fatalf("err = %v, want one naming %s and saying %q", err, key, tc.want)
+			}
+		})
+	}
+}
+
+func TestR2KCheckpointRoundTrip(t *testing.T) {
+	c := testenv.Redis(t)
+	ctx := context.Background()
+	name := testenv.Name(t, "m")
+	t.Cleanup(func() { c.Do(context.Background(), c.B().Del().Key(R2KKey(name)).Build()) })
+	tp := TopicPartition{Topic: "orders", Partition: 2}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(InitR2KPartitions(ctx, c, name, map[TopicPartition]int64{tp: 7}))
+	must(InitR2KPartitions(ctx, c, name, map[TopicPartition]int64{tp: 99})) // never moves a position back
+	for _, r := range c.DoMulti(ctx, R2KCommands(c, name, R2KUpdate{Streams: map[string]string{"s": "5-1"}, Entries: 3, Bytes: 30}, time.Now())...) {
+		must(r.Error())
+	}
+	ck, found, err := LoadR2K(ctx, c, name)
+	must(err)
+	if !found || ck.Streams["s"] != "5-1" || ck.Partitions[tp] != 7 || ck.Entries != 3 || ck.Bytes != 30 || ck.Updated.IsZero() {
+		t.Fatalf("loaded %+v, found %v", ck, found)
+	}
+}
+
+func TestLeaseAdmitsOneHolderAtATime(t *testing.T) {
+	c := testenv.Redis(t)
+	ctx := context.Background()
+	name := testenv.Name(t, "m")
+	first, err := AcquireLease(ctx, c, KindRedisToKafka, name, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := AcquireLease(ctx, c, KindRedisToKafka, name, 2*time.Second); !errors.Is(err, ErrLeaseHeld) || !strings.Contains(err.Error(), "held by") {
+		t.Fatalf("second acquire: %v, want ErrLeaseHeld naming the holder", err)
+	}
+	// Renewal keeps it past its TTL.
+	time.Sleep(2500 * time.Millisecond)
+	if _, err := AcquireLease(ctx, c, KindRedisToKafka, name, 2*time.Second); !errors.Is(err, ErrLeaseHeld) {
+		t.Fatalf("after the TTL, while renewed: %v, want ErrLeaseHeld", err)
+	}
+	if err := first.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	second, err := AcquireLease(ctx, c, KindRedisToKafka, name, 2*time.Second)
+	if err != nil {
+		t.Fatalf("after release: %v", err)
+	}
+	second.Release(ctx)
+}
