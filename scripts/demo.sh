@@ -27,7 +27,7 @@ step "seed: 10 orders into the Redis stream $stream"
 for i in $(seq 1 10); do
   redis XADD "$stream" '*' order "$i" customer "c$((i % 3))" amount "$((i * 7)).50" note "café №$i" >/dev/null
 done
-redis --no-raw XRANGE "$stream" - + COUNT 2
+redis XRANGE "$stream" - + COUNT 2 | paste -d " " - - - - - - - - -
 
 step "redis-to-kafka: mirror the stream into the topic $stream (one-shot)"
 "$XMIRROR" redis-to-kafka --stream "$stream" --create-topic
@@ -42,7 +42,7 @@ redis XADD "$stream" '*' order 11 customer c2 amount 77.00 note late >/dev/null
 
 step "kafka-to-redis: mirror the topic back into the stream $copy (one-shot)"
 "$XMIRROR" kafka-to-redis --topic "$stream" --stream "$copy" --preserve-ids
-redis --no-raw XRANGE "$copy" - + COUNT 2
+redis XRANGE "$copy" - + COUNT 2 | paste -d " " - - - - - - - - -
 echo "source stream: $(redis XLEN "$stream") entries, copy: $(redis XLEN "$copy") entries"
 
 step "checkpoints kept in Redis"
