@@ -354,3 +354,76 @@ func jsonTS(v []byte) (int64, bool) {
 	n, err := strconv.ParseInt(string(rest[:j]), 10, 64)
 	return n, err == nil
 }
+
+// latencyRawKafka is the floor under both directions' latency: a plain
+// franz-go producer (acks=all, no linger) straight to a plain consumer, no
+// xmirror and no Redis, at the same rate on the same machine.
+func latencyRawKafka(ctx context.Context, cfg *config, e *env) (latencyResult, error) {
+	res := latencyResult{Direction: "raw kafka (produce -> consume)", Rate: cfg.latRate}
+	topic := e.newTopic("latraw")
+	defer e.dropTopic(ctx, topic)
+	if err := e.createTopic(ctx, topic); err != nil {
+		return res, err
+	}
+	prod, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.DefaultProduceTopic(topic),
+		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0))
+	if err != nil {
+		return res, err
+	}
+	defer prod.Close()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		return res, err
+	}
+	defer cl.Close()
+	v := payload(latencySize)
+	value := func(ts int64) []byte {
+		return []byte(`{"ts":"` + strconv.FormatInt(ts, 10) + `","v":"` + v + `"}`)
+	}
+	var s samples
+	cctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for cctx.Err() == nil {
+			fs := cl.PollFetches(cctx)
+			now := time.Now()
+			fs.EachRecord(func(r *kgo.Record) {
+				if ts, ok := jsonTS(r.Value); ok {
+					s.add(ts, now)
+				} else {
+					s.bad.Add(1)
+				}
+			})
+		}
+	}()
+	defer func() { cancel(); wg.Wait() }()
+	if err := prod.ProduceSync(ctx, &kgo.Record{Value: value(0)}).FirstErr(); err != nil {
+		return res, fmt.Errorf("produce to %q: %w", topic, err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !s.ready.Load() && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	progress("latency raw kafka: %d records/s for %s", cfg.latRate, cfg.latDuration)
+	sent, elapsed, err := pace(ctx, cfg.latRate, cfg.latDuration, func(k int) error {
+		for i := 0; i < k; i++ {
+			prod.Produce(ctx, &kgo.Record{Value: value(time.Now().UnixNano())}, nil)
+		}
+		return nil
+	})
+	if err != nil {
+		return res, err
+	}
+	if err := prod.Flush(ctx); err != nil {
+		return res, err
+	}
+	waitCount(ctx, 15*time.Second, &s.received, sent)
+	cancel()
+	wg.Wait()
+	if s.received.Load() != sent {
+		return res, fmt.Errorf("raw kafka latency: %d of %d records arrived", s.received.Load(), sent)
+	}
+	return finishLatency(res, &s, sent, elapsed), nil
+}
