@@ -169,3 +169,25 @@ func TestFollowRidesOutAStreamDeletedAndCreatedAgain(t *testing.T) {
 		t.Errorf("the lost group is not reported: %s", m.stderr)
 	}
 }
+
+func TestFollowLatestMirrorsAStreamCreatedAfterTheStartFromItsFirstEntry(t *testing.T) {
+	rc := testenv.Redis(t)
+	kc := testenv.Kafka(t)
+	adm := kadm.NewClient(kc)
+	stream := testenv.Stream(t, rc)
+	topic := testenv.Topic(t, kc, 1)
+	m := startXmirror(t, "r2k", "--stream", stream, "--topic", topic, "-f", "--start", "latest")
+	testenv.Wait(t, 10*time.Second, "the mirror to wait for the stream", func() bool {
+		return strings.Contains(m.stderr.String(), "does not exist yet")
+	})
+	// Every entry of a stream created after the start is new: the one that
+	// creates the stream too.
+	addEntries(t, rc, stream, 0, 2, func(i int) []string { return []string{"value", strconv.Itoa(i)} })
+	testenv.Wait(t, 30*time.Second, "both entries in Kafka", func() bool { return endOffset(t, adm, topic) >= 2 })
+	if code, _ := m.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {
+		t.Fatalf("exit %d: %s", code, m.stderr)
+	}
+	if n := len(readTopic(t, topic)); n != 2 {
+		t.Fatalf("%d records, want 2", n)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -76,7 +77,30 @@ func (f *runFlags) engineOptions(a *app) mirror.Options {
 	if !f.follow {
 		opt.RetryFor = f.timeout
 	}
+	if a.env.Getenv("GOMEMLIMIT") == "" {
+		opt.OnCommit = memoryLimitFollower(f.maxInFlight)
+	}
 	return opt
+}
+
+// memoryLimitFollower keeps the garbage collector's soft memory limit (see
+// cmd/xmirror) above what the batches in flight actually hold: large
+// entries make large batches, and a limit below the working set would make
+// the collector run without pause. The limit only ever rises.
+func memoryLimitFollower(maxInFlight int) func(mirror.Stats) {
+	limit := debug.SetMemoryLimit(-1)
+	return func(s mirror.Stats) {
+		if s.Batches == 0 {
+			return
+		}
+		// Batches in flight, plus the one being read and the copies the
+		// clients hold, with room for the collector to work.
+		need := 4 * (s.Bytes / s.Batches) * int64(maxInFlight+2)
+		if need > limit+limit/4 {
+			limit = need
+			debug.SetMemoryLimit(limit)
+		}
+	}
 }
 
 // followStopped turns the error of a follow run that a signal stopped

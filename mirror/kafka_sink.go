@@ -281,9 +281,11 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 				// entries after it are not produced, so the stream's
 				// order holds when the limit is raised and it is retried.
 				mu.Lock()
-				firstErr = i
-				err = &EntryError{Stream: e.Stream, ID: e.ID, Topic: r.Topic,
-					Err: fmt.Errorf("%w: the record takes %d bytes, the topic accepts %d", kerr.MessageTooLarge, size, k.cfg.MaxRecordBytes-recordOverhead)}
+				if i < firstErr { // an earlier record may already have failed
+					firstErr = i
+					err = &EntryError{Stream: e.Stream, ID: e.ID, Topic: r.Topic,
+						Err: fmt.Errorf("%w: the record takes %d bytes, the topic accepts %d", kerr.MessageTooLarge, size, k.cfg.MaxRecordBytes-recordOverhead)}
+				}
 				mu.Unlock()
 				break
 			}

@@ -140,6 +140,13 @@ type streamState struct {
 	delivered string
 }
 
+// noteDelivered raises the highest entry ID read to id.
+func (st *streamState) noteDelivered(id string) {
+	if st.delivered == "" || compareIDs(id, st.delivered) > 0 {
+		st.delivered = id
+	}
+}
+
 // NewRedisSource checks each stream, creates the consumer group where it is
 // missing and, for a one-shot run, takes the snapshot it stops at.
 func NewRedisSource(ctx context.Context, cfg RedisSourceConfig) (*RedisSource, error) {
@@ -159,7 +166,7 @@ func NewRedisSource(ctx context.Context, cfg RedisSourceConfig) (*RedisSource, e
 		s.streams = append(s.streams, st)
 		s.byName[name] = st
 	}
-	if err := s.prepare(ctx, s.streams); err != nil {
+	if err := s.prepare(ctx, s.streams, cfg.Start); err != nil {
 		return nil, err
 	}
 	for _, st := range s.streams {
@@ -266,6 +273,9 @@ func (s *RedisSource) claimOthers(ctx context.Context) (*EntryBatch, error) {
 			if err != nil {
 				return nil, err
 			}
+			// Claimed entries are in flight like the others: a re-read
+			// of the pending list after a failed read must not see them.
+			st.noteDelivered(e.ID)
 			if e.Fields == nil {
 				e.skip = skipTrimmed
 			} else {
@@ -288,11 +298,15 @@ func (s *RedisSource) Claimed() int64 { return s.claimed.Load() }
 
 // prepare creates the group on each stream and, in one-shot mode, records
 // the snapshot. Streams that do not exist stay not ready.
-func (s *RedisSource) prepare(ctx context.Context, streams []*streamState) error {
+//
+// start is where a new group starts: --start for the streams there at the
+// start of the run; "0" for a stream that appears later, every entry of
+// which is newer than the run.
+func (s *RedisSource) prepare(ctx context.Context, streams []*streamState, start string) error {
 	c := s.cfg.Client
 	cmds := make(rueidis.Commands, 0, len(streams))
 	for _, st := range streams {
-		cmds = append(cmds, c.B().XgroupCreate().Key(st.name).Group(s.cfg.Group).Id(s.cfg.Start).Build())
+		cmds = append(cmds, c.B().XgroupCreate().Key(st.name).Group(s.cfg.Group).Id(start).Build())
 	}
 	for i, r := range c.DoMulti(ctx, cmds...) {
 		st := streams[i]
@@ -460,9 +474,7 @@ func (s *RedisSource) readPending(ctx context.Context) (*EntryBatch, error) {
 	for _, e := range b.Entries {
 		st := s.byName[e.Stream]
 		st.cursor = e.ID
-		if st.delivered == "" || compareIDs(e.ID, st.delivered) > 0 {
-			st.delivered = e.ID
-		}
+		st.noteDelivered(e.ID)
 	}
 	return b, nil
 }
@@ -498,7 +510,7 @@ func (s *RedisSource) readNew(ctx context.Context, active []*streamState) (*Entr
 	}
 	if b != nil {
 		for _, e := range b.Entries {
-			s.byName[e.Stream].delivered = e.ID
+			s.byName[e.Stream].noteDelivered(e.ID)
 		}
 	}
 	if !s.cfg.Follow {
@@ -648,11 +660,12 @@ func (s *RedisSource) groupLost(ctx context.Context, cause error) error {
 	for _, st := range lost {
 		st.ready, st.inPEL, st.cursor, st.delivered = false, false, "0", ""
 	}
-	saved := s.cfg.Start
-	s.cfg.Start = "0"
-	err := s.prepare(ctx, lost)
-	s.cfg.Start = saved
-	return err
+	if err := s.prepare(ctx, lost, "0"); err != nil {
+		return err
+	}
+	// Retried by the engine: the next read starts afresh, without taking
+	// this empty result for the end of any stream's pending entries.
+	return Transient(fmt.Errorf("streams %q lost consumer group %q; mirroring them again from their first entry once they exist", names, s.cfg.Group))
 }
 
 // parseEntry reads [id, [field, value, ...]] keeping order and duplicates;
@@ -695,7 +708,7 @@ func (s *RedisSource) waitForStreams(ctx context.Context) error {
 		return nil
 	}
 	s.lastWaitCheck = time.Now()
-	if err := s.prepare(ctx, waiting); err != nil {
+	if err := s.prepare(ctx, waiting, "0"); err != nil {
 		return err
 	}
 	for _, st := range waiting {
