@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -66,19 +67,19 @@ func mustMirror(t *testing.T, args ...string) result {
 // started is a running xmirror process.
 type started struct {
 	cmd    *exec.Cmd
-	stderr *bytes.Buffer
+	stderr *syncBuffer
 	done   chan error
 }
 
 func startXmirror(t *testing.T, args ...string) *started {
 	t.Helper()
 	cmd := xmirrorCmd(t, args...)
-	var errb bytes.Buffer
-	cmd.Stderr = &errb
+	errb := &syncBuffer{}
+	cmd.Stderr = errb
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	s := &started{cmd: cmd, stderr: &errb, done: make(chan error, 1)}
+	s := &started{cmd: cmd, stderr: errb, done: make(chan error, 1)}
 	go func() { s.done <- cmd.Wait() }()
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
@@ -207,4 +208,23 @@ func waitLeaseExpired(t *testing.T, rc rueidis.Client, kind, name string) {
 		n, err := rc.Do(context.Background(), rc.B().Exists().Key(key).Build()).AsInt64()
 		return err == nil && n == 0
 	})
+}
+
+// syncBuffer is a bytes.Buffer a test may read while the process is still
+// writing to it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
