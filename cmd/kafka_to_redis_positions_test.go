@@ -47,6 +47,24 @@ func inTxn(t *testing.T, cl *kgo.Client, topic string, end kgo.TransactionEndTry
 	if err := cl.EndTransaction(ctx, end); err != nil {
 		t.Fatalf("end transaction: %v", err)
 	}
+	// EndTransaction returns once the coordinator decided; the markers
+	// reach the partitions a moment later. Wait until the topic's last
+	// stable offset caught up with its end, as a reader would see it.
+	adm := kadm.NewClient(cl)
+	testenv.Wait(t, 30*time.Second, "the transaction markers of "+topic, func() bool {
+		ends, err1 := adm.ListEndOffsets(ctx, topic)
+		stable, err2 := adm.ListCommittedOffsets(ctx, topic)
+		if err1 != nil || err2 != nil {
+			return false
+		}
+		caughtUp := true
+		ends.Each(func(o kadm.ListedOffset) {
+			if s, ok := stable.Lookup(o.Topic, o.Partition); !ok || s.Offset != o.Offset {
+				caughtUp = false
+			}
+		})
+		return caughtUp
+	})
 }
 
 func values(es []rueidis.XRangeEntry) string {
