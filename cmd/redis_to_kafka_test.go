@@ -425,3 +425,26 @@ func TestOneShotMirrorsEntriesOlderThanItsTimeout(t *testing.T) {
 		t.Fatalf("records %d, first timestamp %v; want 2, the entry's time", len(recs), recs[0].Timestamp)
 	}
 }
+
+func TestARedisErrorReplyFailsAtOnceInsteadOfBeingRetried(t *testing.T) {
+	rc := testenv.Redis(t)
+	kc := testenv.Kafka(t)
+	ctx := context.Background()
+	stream := testenv.Stream(t, rc)
+	topic := testenv.Topic(t, kc, 1)
+	addEntries(t, rc, stream, 0, 3, func(i int) []string { return []string{"value", strconv.Itoa(i)} })
+	// A user that may do everything but read streams through a group.
+	user := testenv.Name(t, "u")
+	must(t, rc.Do(ctx, rc.B().AclSetuser().Username(user).Rule("on", ">pw", "~*", "+@all", "-xreadgroup").Build()).Error())
+	t.Cleanup(func() { rc.Do(context.Background(), rc.B().AclDeluser().Username(user).Build()) })
+	addr := strings.TrimPrefix(testenv.RedisURL(), "redis://")
+
+	begin := time.Now()
+	r := xmirror(t, "r2k", "--stream", stream, "--topic", topic, "--redis", "redis://"+user+":pw@"+addr, "--timeout", "20s")
+	if r.code != 1 || !strings.Contains(r.stderr, "NOPERM") {
+		t.Fatalf("exit %d, stderr %q; want exit 1 with the server's NOPERM", r.code, r.stderr)
+	}
+	if took := time.Since(begin); took > 5*time.Second {
+		t.Fatalf("took %s: a refusal by Redis was retried as if the connection had failed", took)
+	}
+}

@@ -12,11 +12,17 @@ import (
 // connection failed or the server is (re)starting. An error reply about the
 // data or the command itself (WRONGTYPE, NOGROUP, ...) is final.
 func classifyRedis(err error) error {
-	if err == nil || errors.Is(err, context.Canceled) {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, rueidis.ErrClosing) {
 		return err
 	}
-	if re, ok := rueidis.IsRedisErr(err); ok {
-		if re.IsLoading() || re.IsTryAgain() || re.IsClusterDown() || strings.HasPrefix(re.Error(), "MASTERDOWN") || strings.HasPrefix(re.Error(), "BUSY ") {
+	// errors.As, not rueidis.IsRedisErr: the error comes wrapped with what
+	// was being done, and IsRedisErr sees only an unwrapped reply.
+	var re *rueidis.RedisError
+	if errors.As(err, &re) && !re.IsNil() {
+		msg := re.Error()
+		// Loading after a restart, a failover under way, a replica not
+		// yet promoted: the same command succeeds a moment later.
+		if re.IsLoading() || re.IsTryAgain() || re.IsClusterDown() || strings.HasPrefix(msg, "MASTERDOWN") || strings.HasPrefix(msg, "BUSY ") || strings.HasPrefix(msg, "READONLY") {
 			return Transient(err)
 		}
 		return err

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -154,16 +153,10 @@ func (s *RedisSink) classify(ctx context.Context, err error) error {
 	if errors.As(err, &conflict) || errors.Is(err, checkpoint.ErrCorrupt) {
 		return err
 	}
-	var re *rueidis.RedisError
-	if errors.As(err, &re) {
-		msg := re.Error()
-		if re.IsLoading() || re.IsTryAgain() || re.IsClusterDown() || strings.HasPrefix(msg, "MASTERDOWN") || strings.HasPrefix(msg, "BUSY ") || strings.HasPrefix(msg, "READONLY") {
-			return Transient(err)
-		}
-		return err
+	var reply *rueidis.RedisError
+	if !errors.As(err, &reply) {
+		// A connection failure: name the server it is about.
+		err = fmt.Errorf("redis %s: %w", s.redisName, err)
 	}
-	if errors.Is(err, rueidis.ErrClosing) {
-		return err
-	}
-	return Transient(fmt.Errorf("redis %s: %w", s.redisName, err))
+	return classifyRedis(err)
 }

@@ -552,7 +552,9 @@ func (s *RedisSource) read(ctx context.Context, cmd rueidis.Completed, pending b
 		if ctx.Err() != nil {
 			return nil, nil, ctx.Err()
 		}
-		if isRedisErrPrefix(err, "NOGROUP") {
+		// A blocked read on a stream that was deleted is UNBLOCKED; the next
+		// read finds no group (NOGROUP).
+		if isRedisErrPrefix(err, "NOGROUP") || isRedisErrPrefix(err, "UNBLOCKED") {
 			return nil, nil, s.groupLost(ctx, err)
 		}
 		if isRedisErrPrefix(err, "WRONGTYPE") {
