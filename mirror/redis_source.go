@@ -122,7 +122,6 @@ type RedisSource struct {
 
 	trimmed atomic.Int64
 	skipped atomic.Int64
-	claimed atomic.Int64
 }
 
 type streamState struct {
@@ -223,7 +222,6 @@ func (s *RedisSource) claim(ctx context.Context) error {
 		}
 		if n > 0 {
 			s.log.Info("took over idle pending entries of other consumers", "stream", st.name, "count", n, "idle", s.cfg.ClaimIdle)
-			s.claimed.Add(n)
 			st.inPEL, st.cursor = true, "0"
 		}
 	}
@@ -284,7 +282,6 @@ func (s *RedisSource) claimOthers(ctx context.Context) (*EntryBatch, error) {
 			}
 			b.Entries = append(b.Entries, e)
 		}
-		s.claimed.Add(int64(len(claimed)))
 		s.log.Info("took over idle pending entries of other consumers", "stream", st.name, "count", len(claimed), "idle", s.cfg.ClaimIdle)
 	}
 	if len(b.Entries) == 0 {
@@ -292,9 +289,6 @@ func (s *RedisSource) claimOthers(ctx context.Context) (*EntryBatch, error) {
 	}
 	return b, nil
 }
-
-// Claimed counts the entries taken over from other consumers.
-func (s *RedisSource) Claimed() int64 { return s.claimed.Load() }
 
 // prepare creates the group on each stream and, in one-shot mode, records
 // the snapshot. Streams that do not exist stay not ready.
