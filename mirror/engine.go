@@ -225,6 +225,27 @@ func Run[B Batch](ctx context.Context, src Source[B], sink Sink[B], opt Options)
 		}
 	}()
 
+	// The writer hands batches to the sink while the loop below reads the
+	// next one: a source's read is a round trip, and building a batch's
+	// writes costs CPU, so doing both in turn would leave each waiting
+	// for the other. Batches reach it in read order, so Write is still
+	// called in order, from one goroutine.
+	//
+	// Unwritten batches are in inflight or held by the committer, which
+	// waits for their ack: at most MaxInFlight+1, so sending never blocks.
+	toWrite := make(chan pending[B], opt.MaxInFlight+1)
+	written := make(chan struct{})
+	go func() {
+		defer close(written)
+		for p := range toWrite {
+			if work.Err() != nil {
+				p.ack <- context.Cause(work)
+				continue
+			}
+			sink.Write(work, p.batch, func(err error) { p.ack <- err })
+		}
+	}()
+
 	var readErr error
 	for {
 		var b B
@@ -250,10 +271,13 @@ func Run[B Batch](ctx context.Context, src Source[B], sink Sink[B], opt Options)
 			p.ack <- nil
 			continue
 		}
-		sink.Write(work, b, func(err error) { p.ack <- err })
+		toWrite <- p
 	}
+	close(toWrite)
 	close(inflight)
 	<-committed
+	// Sinks are closed once Run returns: no Write may still be running.
+	<-written
 
 	statsMu.Lock()
 	stats.Elapsed = time.Since(start)

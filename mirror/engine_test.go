@@ -178,3 +178,79 @@ func TestEngineRetriesTransientFailuresOnlyForRetryFor(t *testing.T) {
 		t.Fatalf("err = %v, want the transient failure after giving up", err)
 	}
 }
+
+// blockingSink's Write takes its time before handing the batch on, as
+// building and producing a large batch does; it records the order of the
+// calls and whether two ever overlapped.
+type blockingSink struct {
+	mu      sync.Mutex
+	busy    bool
+	overlap bool
+	order   []int
+	release chan struct{} // the first Write waits for it
+}
+
+func (k *blockingSink) Write(_ context.Context, b *testBatch, done func(error)) {
+	k.mu.Lock()
+	if k.busy {
+		k.overlap = true
+	}
+	k.busy = true
+	k.order = append(k.order, b.seq)
+	first := len(k.order) == 1
+	k.mu.Unlock()
+	if first {
+		<-k.release
+	}
+	k.mu.Lock()
+	k.busy = false
+	k.mu.Unlock()
+	done(nil)
+}
+
+func TestEngineReadsTheNextBatchWhileTheSinkTakesThisOne(t *testing.T) {
+	src := &readCounter{testSource: testSource{batches: 20}, read: make(chan int, 20)}
+	sink := &blockingSink{release: make(chan struct{})}
+	result := make(chan error, 1)
+	go func() {
+		_, err := Run[*testBatch](context.Background(), src, sink, Options{MaxInFlight: 4})
+		result <- err
+	}()
+	// Batch 1's Write has not returned; reading goes on regardless.
+	for want := 1; want <= 3; want++ {
+		select {
+		case <-src.read:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("batch %d was not read while the sink held batch 1", want)
+		}
+	}
+	close(sink.release)
+	if err := <-result; err != nil {
+		t.Fatal(err)
+	}
+	if sink.overlap {
+		t.Fatal("two Write calls ran at once")
+	}
+	for i, s := range sink.order {
+		if s != i+1 {
+			t.Fatalf("Write %d got batch %d: out of order", i, s)
+		}
+	}
+	if got := len(src.seqs()); got != 20 {
+		t.Fatalf("%d batches committed, want 20", got)
+	}
+}
+
+// readCounter reports each batch it hands out.
+type readCounter struct {
+	testSource
+	read chan int
+}
+
+func (s *readCounter) Next(ctx context.Context) (*testBatch, error) {
+	b, err := s.testSource.Next(ctx)
+	if err == nil {
+		s.read <- b.seq
+	}
+	return b, err
+}
