@@ -202,6 +202,7 @@ func run(ctx context.Context, cfg *config) error {
 		Started: time.Now().UTC(),
 		Config:  describeConfig(cfg),
 	}
+	res.Notes = append(res.Notes, env.cpu.notes()...)
 	if !cfg.k2rAvailable {
 		res.Notes = append(res.Notes, "kafka-to-redis: not available ("+cfg.bin+" kafka-to-redis --help failed)")
 	}
@@ -308,7 +309,7 @@ func throughput(ctx context.Context, cfg *config, env *env, res *results, size i
 func throughputRun(ctx context.Context, cfg *config, env *env, res *results, size, n int) ([]measurement, error) {
 	var out []measurement
 	add := func(m measurement) {
-		progress("  %-34s %9.0f rec/s %7.1f MB/s%s", m.Case, m.RecPerSec, m.MBPerSec, rssNote(m.PeakRSSKiB))
+		progress("  %-34s %9.0f rec/s %7.1f MB/s%s%s", m.Case, m.RecPerSec, m.MBPerSec, rssNote(m.PeakRSSKiB), cpuNote(m.CPU))
 		out = append(out, m)
 	}
 	check := func(what string, got, want int64) {
@@ -473,6 +474,13 @@ func rssNote(kib int64) string {
 		return ""
 	}
 	return fmt.Sprintf(", peak RSS %.1f MiB", float64(kib)/1024)
+}
+
+func cpuNote(c *cpuCores) string {
+	if c == nil {
+		return ""
+	}
+	return ", cpu cores r/k/c/m " + c.String()
 }
 
 func sizeLabel(size int) string {

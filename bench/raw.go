@@ -45,6 +45,8 @@ type measurement struct {
 	// Reported is xmirror's own rate from its summary (engine time,
 	// without start-up); RecPerSec is from the wall time of the process.
 	Reported float64 `json:"xmirror_reported_rec_per_s,omitempty"`
+	// CPU is the cores each party used during the run (see cpu.go).
+	CPU *cpuCores `json:"cpu,omitempty"`
 }
 
 func measured(c string, size int, records int64, d time.Duration) measurement {
@@ -80,6 +82,7 @@ func rawRedisWrite(ctx context.Context, e *env, stream string, size, n, batch in
 		once  sync.Once
 		first error
 	)
+	cpu := e.startCPU()
 	start := time.Now()
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
@@ -110,7 +113,9 @@ func rawRedisWrite(ctx context.Context, e *env, stream string, size, n, batch in
 	if first == nil {
 		first = ctx.Err()
 	}
-	return measured(caseRedisWrite, size, int64(n), d), first
+	m := measured(caseRedisWrite, size, int64(n), d)
+	m.CPU = cpu.stop(nil)
+	return m, first
 }
 
 // rawRedisRead drains a stream through a consumer group of its own:
@@ -126,6 +131,7 @@ func rawRedisRead(ctx context.Context, e *env, stream string, size, batch int) (
 		total int64
 		ack   []string
 	)
+	cpu := e.startCPU()
 	start := time.Now()
 	for {
 		cmds := make(rueidis.Commands, 0, 2)
@@ -157,7 +163,9 @@ func rawRedisRead(ctx context.Context, e *env, stream string, size, batch int) (
 		total += int64(len(ids))
 		ack = ids
 	}
-	return measured(caseRedisRead, size, total, time.Since(start)), nil
+	m := measured(caseRedisRead, size, total, time.Since(start))
+	m.CPU = cpu.stop(nil)
+	return m, nil
 }
 
 // entryIDs takes the IDs out of an XREADGROUP reply (RESP2 array or RESP3
@@ -247,6 +255,7 @@ func rawKafkaWrite(ctx context.Context, e *env, topic string, size, n int) (meas
 		}
 	}
 	ms := time.Now().UnixMilli()
+	cpu := e.startCPU()
 	start := time.Now()
 	for i := 0; i < n && ctx.Err() == nil; i++ {
 		id := strconv.AppendInt(append(strconv.AppendInt(make([]byte, 0, 24), ms, 10), '-'), int64(i), 10)
@@ -262,7 +271,9 @@ func rawKafkaWrite(ctx context.Context, e *env, topic string, size, n int) (meas
 	if first != nil {
 		return measurement{}, fmt.Errorf("produce to %q: %d records failed: %w", topic, failed.Load(), first)
 	}
-	return measured(caseKafkaWrite, size, int64(n), d), ctx.Err()
+	m := measured(caseKafkaWrite, size, int64(n), d)
+	m.CPU = cpu.stop(nil)
+	return m, ctx.Err()
 }
 
 // rawKafkaRead consumes a topic from its start with a plain franz-go
@@ -281,6 +292,7 @@ func rawKafkaRead(ctx context.Context, e *env, topic string, size, n int) (measu
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	var total, bytes int64
+	cpu := e.startCPU()
 	start := time.Now()
 	for total < int64(n) {
 		fs := cl.PollFetches(ctx)
@@ -297,7 +309,9 @@ func rawKafkaRead(ctx context.Context, e *env, topic string, size, n int) (measu
 			bytes += int64(len(r.Value))
 		})
 	}
-	return measured(caseKafkaRead, size, total, time.Since(start)), nil
+	m := measured(caseKafkaRead, size, total, time.Since(start))
+	m.CPU = cpu.stop(nil)
+	return m, nil
 }
 
 // javaAvailable says whether Kafka's own producer perf tool can run.
@@ -330,9 +344,13 @@ func javaProducerPerf(ctx context.Context, cfg *config, e *env, topic string, si
 	cmd := exec.CommandContext(ctx, "java", args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
+	// The client is the JVM, start-up included, over the process's life
+	// (the rate is the tool's own, from its send time).
+	cpu := e.startCPU()
 	if err := cmd.Run(); err != nil {
 		return measurement{}, fmt.Errorf("ProducerPerformance: %w: %s", err, tail(errb.String()))
 	}
+	cores := cpu.stop(cmd.ProcessState)
 	var last []string
 	sc := bufio.NewScanner(&out)
 	for sc.Scan() {
@@ -345,7 +363,7 @@ func javaProducerPerf(ctx context.Context, cfg *config, e *env, topic string, si
 	}
 	sent, _ := strconv.ParseInt(last[1], 10, 64)
 	rate, _ := strconv.ParseFloat(last[2], 64)
-	m := measurement{Case: caseJava, Size: size, Records: sent, RecPerSec: rate, MBPerSec: rate * float64(size) / 1e6}
+	m := measurement{Case: caseJava, Size: size, Records: sent, RecPerSec: rate, MBPerSec: rate * float64(size) / 1e6, CPU: cores}
 	if rate > 0 {
 		m.Seconds = float64(sent) / rate
 	}

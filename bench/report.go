@@ -46,6 +46,7 @@ type row struct {
 	Efficiency float64       `json:"efficiency,omitempty"`
 	LimitOf    string        `json:"efficiency_limit,omitempty"`
 	PeakRSSKiB int64         `json:"peak_rss_kib,omitempty"`
+	CPU        *cpuCores     `json:"cpu,omitempty"`
 	Runs       []measurement `json:"runs"`
 }
 
@@ -107,6 +108,9 @@ func (r *results) finalize() {
 			rw.PeakRSSKiB = max(rw.PeakRSSKiB, m.PeakRSSKiB)
 		}
 		rw.RecPerSec = med(rates)
+		// The CPU of the run whose rate is the median, not a median per
+		// party: the figures of one run belong together.
+		rw.CPU = medianRun(ms).CPU
 		rw.MBPerSec = rw.RecPerSec * float64(k.size) / 1e6
 		rw.Seconds = med(secs)
 		median[k] = rw.RecPerSec
@@ -136,6 +140,14 @@ func (r *results) finalize() {
 	}
 }
 
+// medianRun is the run whose rate is the median; of an even number of
+// runs, the faster of the two middle ones (med averages their rates).
+func medianRun(ms []measurement) measurement {
+	s := append([]measurement(nil), ms...)
+	sort.SliceStable(s, func(i, j int) bool { return s[i].RecPerSec < s[j].RecPerSec })
+	return s[len(s)/2]
+}
+
 func med(v []float64) float64 {
 	if len(v) == 0 {
 		return 0
@@ -159,9 +171,10 @@ func (r *results) print(w io.Writer, cfg *config) {
 		runs += " after a warm-up"
 	}
 	if len(r.Throughput) > 0 {
-		fmt.Fprintf(w, "\nThroughput (%s; MB/s = payload bytes/s in 10^6; eff = xmirror / min(raw source read, raw sink write))\n", runs)
+		fmt.Fprintf(w, "\nThroughput (%s; MB/s = payload bytes/s in 10^6; eff = xmirror / min(raw source read, raw sink write);\n"+
+			"cpu cores r/k/c/m = CPU seconds per second used by Redis / the Kafka broker / the measured client / the whole machine, during the median run; ? = unknown)\n", runs)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "size\tentries\tcase\trec/s\tMB/s\tseconds\teff\tpeak RSS\t")
+		fmt.Fprintln(tw, "size\tentries\tcase\trec/s\tMB/s\tseconds\teff\tpeak RSS\tcpu cores r/k/c/m\t")
 		last := -1
 		for _, rw := range r.Throughput {
 			size, n := "", ""
@@ -176,7 +189,7 @@ func (r *results) print(w io.Writer, cfg *config) {
 			if rw.PeakRSSKiB > 0 {
 				rss = fmt.Sprintf("%.1f MiB", float64(rw.PeakRSSKiB)/1024)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%.0f\t%.1f\t%.2f\t%s\t%s\t\n", size, n, leftPad(rw.Case), rw.RecPerSec, rw.MBPerSec, rw.Seconds, eff, rss)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%.0f\t%.1f\t%.2f\t%s\t%s\t%s\t\n", size, n, leftPad(rw.Case), rw.RecPerSec, rw.MBPerSec, rw.Seconds, eff, rss, rw.CPU)
 		}
 		tw.Flush()
 	}

@@ -26,6 +26,8 @@ type env struct {
 	adm     *kadm.Client
 	brokers []string
 	runID   string
+	// cpu are the server processes whose CPU each measurement reads.
+	cpu cpuParties
 
 	mu      sync.Mutex
 	streams map[string]bool
@@ -77,6 +79,7 @@ func connect(ctx context.Context, cfg *config) (*env, error) {
 		return nil, fmt.Errorf("Kafka at %s does not answer (%v); start the servers with scripts/services.sh up (or set KAFKA_BROKERS)", cfg.brokers, err)
 	}
 	e.adm = kadm.NewClient(e.kafka)
+	e.cpu = findParties(ctx, e.redis)
 	return e, nil
 }
 

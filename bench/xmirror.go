@@ -44,15 +44,18 @@ type process struct {
 	// rusageKiB is ru_maxrss from wait4, which on Linux also counts the
 	// parent's memory at the exec (see rusageMaxRSS).
 	rusageKiB int64
+	// cpu is what each party used while xmirror ran.
+	cpu *cpuCores
 }
 
 // runXmirror runs xmirror to its end and reads its summary and peak RSS.
-func runXmirror(ctx context.Context, cfg *config, args []string) (process, error) {
+func runXmirror(ctx context.Context, cfg *config, e *env, args []string) (process, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, cfg.bin, xmirrorArgs(cfg, args)...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
+	cpu := e.startCPU()
 	start := time.Now()
 	err := cmd.Start()
 	var hwm *hwmWatch
@@ -64,6 +67,7 @@ func runXmirror(ctx context.Context, cfg *config, args []string) (process, error
 	if hwm != nil {
 		p.rssKiB = hwm.stop()
 		p.rusageKiB = rusageMaxRSS(cmd.ProcessState)
+		p.cpu = cpu.stop(cmd.ProcessState)
 	}
 	if err != nil {
 		return p, fmt.Errorf("xmirror %s: %w: %s", args[0], err, tail(errb.String()))
@@ -83,12 +87,12 @@ func oneShot(ctx context.Context, cfg *config, e *env, caseName string, args []s
 		tag += "-" + strconv.Itoa(size)
 		args = append(args, "--cpuprofile", profilePath(cfg, tag, "cpu"), "--memprofile", profilePath(cfg, tag, "mem"))
 	}
-	p, err := runXmirror(ctx, cfg, args)
+	p, err := runXmirror(ctx, cfg, e, args)
 	if err != nil {
 		return measurement{}, err
 	}
 	m := measured(caseName, size, p.summary.Entries, p.wall)
-	m.PeakRSSKiB, m.RusageKiB = p.rssKiB, p.rusageKiB
+	m.PeakRSSKiB, m.RusageKiB, m.CPU = p.rssKiB, p.rusageKiB, p.cpu
 	m.Reported = p.summary.Rate
 	return m, nil
 }
@@ -96,7 +100,7 @@ func oneShot(ctx context.Context, cfg *config, e *env, caseName string, args []s
 // idleRun measures a one-shot run with nothing new: the same command line
 // again, right after it mirrored everything.
 func idleRun(ctx context.Context, cfg *config, e *env, caseName string, args []string, size int) (measurement, error) {
-	p, err := runXmirror(ctx, cfg, args)
+	p, err := runXmirror(ctx, cfg, e, args)
 	if err != nil {
 		return measurement{}, err
 	}
