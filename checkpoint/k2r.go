@@ -125,15 +125,20 @@ type K2RWrite struct {
 	// Bytes is the payload size of the entries, for the running total.
 	Bytes int64
 
-	args    []string // id, nfields, name, value, ... for each entry
-	entries int
+	args   []string // id, name, value, ... for each entry
+	starts []int    // where each entry begins in args
 }
 
 // AddEntry starts an entry with ID id ("*" to let Redis choose) and
 // nfields fields, which follow with AddField.
 func (w *K2RWrite) AddEntry(id string, nfields int) {
-	w.args = append(w.args, id, strconv.Itoa(nfields))
-	w.entries++
+	if w.args == nil {
+		// Most batches are many entries of a similar shape: size the
+		// arguments for a few of them at once rather than doubling.
+		w.args = make([]string, 0, 64*(1+2*nfields))
+	}
+	w.starts = append(w.starts, len(w.args))
+	w.args = append(w.args, id)
 }
 
 // AddField adds a field to the entry AddEntry started.
@@ -142,7 +147,16 @@ func (w *K2RWrite) AddField(name, value string) {
 }
 
 // Entries is the number of entries added.
-func (w *K2RWrite) Entries() int { return w.entries }
+func (w *K2RWrite) Entries() int { return len(w.starts) }
+
+// entry is the id and fields of entry i.
+func (w *K2RWrite) entry(i int) []string {
+	end := len(w.args)
+	if i+1 < len(w.starts) {
+		end = w.starts[i+1]
+	}
+	return w.args[w.starts[i]:end]
+}
 
 // K2ROptions shape the atomic step.
 type K2ROptions struct {
@@ -164,6 +178,9 @@ type K2RResult struct {
 	// positions: the batch had been applied (a retry after a lost reply)
 	// and nothing was written again.
 	Replayed bool
+	// Err is why this write was not applied; nil when it was (or had
+	// been: Replayed).
+	Err error
 }
 
 // ConflictError is returned when a checkpoint does not hold the position a
@@ -187,137 +204,189 @@ func (e *ConflictError) Error() string {
 		e.Key, e.Partition, pos(e.Stored), pos(e.Expected), e.Name)
 }
 
-// k2rScript writes a batch's entries into one stream and moves its
-// checkpoint, atomically, if and only if the checkpoint holds the positions
-// the batch starts from. Everything that can fail is checked before the
-// first write, because a script's writes are not rolled back.
+// K2RGuardKey is the key the atomic step of ApplyK2R watches besides the
+// checkpoint: the check touches it to abort the step. It shares the
+// stream's hash slot and never outlives the check that touches it.
+func K2RGuardKey(name, stream string) string {
+	return "xmirror:k2r-guard:{" + hashTag(stream) + "}:" + name
+}
+
+// k2rCheckScript runs right before a batch's transaction, on the same
+// connection, with the checkpoint and the guard key watched. It checks that
+// the destination is a stream (or nothing yet), that the checkpoint is one
+// of ours and that it holds the positions the batch starts from. On
+// anything but "ok" it touches the guard key, so the EXEC that follows
+// aborts and nothing of the batch is written; that includes an error in
+// the check itself. Once it said "ok", a change to the checkpoint by any
+// other client before the EXEC aborts it too (WATCH).
 //
-// KEYS: stream, checkpoint. ARGV: version, kind, now_ms, maxlen ("" none),
-// preserve ("1"/"0"), nmoves, bytes, then nmoves x (field, from, to) where
-// from "" means absent, then per entry: id, nfields, name, value, ...
+// KEYS: stream, checkpoint, guard. ARGV: version, kind, nmoves, then
+// nmoves x (field, from, to) where from "" means absent.
 //
-// Replies: {"ok", added, present}, {"replayed"},
-// {"conflict", field, stored, expected}, {"corrupt", why}, or an error.
-const k2rScript = `
-local stream, ck = KEYS[1], KEYS[2]
-local st = redis.call('TYPE', stream).ok
-if st ~= 'none' and st ~= 'stream' then
-  return redis.error_reply('WRONGTYPE key ' .. stream .. ' holds a ' .. st .. ', not a stream')
-end
-local ct = redis.call('TYPE', ck).ok
-if ct ~= 'none' then
-  if ct ~= 'hash' then return {'corrupt', 'it holds a ' .. ct .. ', not a hash'} end
-  local h = redis.call('HMGET', ck, 'version', 'kind')
-  if h[1] ~= ARGV[1] or h[2] ~= ARGV[2] then
-    return {'corrupt', 'version/kind are ' .. tostring(h[1]) .. '/' .. tostring(h[2])}
-  end
-end
-local nmoves = tonumber(ARGV[6])
-local i = 8
-local fresh, replayed, first = 0, 0, nil
-for m = 1, nmoves do
-  local cur = redis.call('HGET', ck, ARGV[i]) or ''
-  if cur == ARGV[i+1] then
-    fresh = fresh + 1
-  else
-    if cur == ARGV[i+2] then replayed = replayed + 1 end
-    if not first then first = {'conflict', ARGV[i], cur, ARGV[i+1]} end
-  end
-  i = i + 3
-end
-if nmoves > 0 and replayed == nmoves then return {'replayed'} end
-if first then return first end
-local moves_end = i
-local maxlen, preserve = ARGV[4], ARGV[5] == '1'
-local n = #ARGV
-local added, present = 0, 0
-while i <= n do
-  local id, nf = ARGV[i], tonumber(ARGV[i+1])
-  local a, b = i + 2, i + 1 + 2 * nf
-  local ok
-  if preserve then
-    if maxlen ~= '' then
-      ok = redis.pcall('XADD', stream, 'MAXLEN', '~', maxlen, id, unpack(ARGV, a, b))
-    else
-      ok = redis.pcall('XADD', stream, id, unpack(ARGV, a, b))
+// Replies: {"ok"}, {"replayed"}, {"conflict", field, stored, expected},
+// {"corrupt", why}, {"wrongtype", type} or {"error", message}.
+const k2rCheckScript = `
+local stream, ck, guard = KEYS[1], KEYS[2], KEYS[3]
+local function check()
+  local st = redis.call('TYPE', stream).ok
+  if st ~= 'none' and st ~= 'stream' then return {'wrongtype', st} end
+  local ct = redis.call('TYPE', ck).ok
+  if ct ~= 'none' then
+    if ct ~= 'hash' then return {'corrupt', 'it holds a ' .. ct .. ', not a hash'} end
+    local h = redis.call('HMGET', ck, 'version', 'kind')
+    if h[1] ~= ARGV[1] or h[2] ~= ARGV[2] then
+      return {'corrupt', 'version/kind are ' .. tostring(h[1]) .. '/' .. tostring(h[2])}
     end
-    if type(ok) == 'table' and ok.err then
-      if string.find(ok.err, 'equal or smaller', 1, true) then
-        present = present + 1
-      else
-        return redis.error_reply(ok.err)
-      end
-    else
-      added = added + 1
-    end
-  else
-    if maxlen ~= '' then
-      redis.call('XADD', stream, 'MAXLEN', '~', maxlen, id, unpack(ARGV, a, b))
-    else
-      redis.call('XADD', stream, id, unpack(ARGV, a, b))
-    end
-    added = added + 1
   end
-  i = b + 1
+  local nmoves = tonumber(ARGV[3])
+  local replayed, first = 0, nil
+  local i = 4
+  for m = 1, nmoves do
+    local cur = redis.call('HGET', ck, ARGV[i]) or ''
+    if cur ~= ARGV[i+1] then
+      if cur == ARGV[i+2] then replayed = replayed + 1 end
+      if not first then first = {'conflict', ARGV[i], cur, ARGV[i+1]} end
+    end
+    i = i + 3
+  end
+  if nmoves > 0 and replayed == nmoves then return {'replayed'} end
+  return first or {'ok'}
 end
-redis.call('HSET', ck, 'version', ARGV[1], 'kind', ARGV[2], 'updated_ms', ARGV[3])
-local j = 8
-while j < moves_end do
-  redis.call('HSET', ck, ARGV[j], ARGV[j+2])
-  j = j + 3
+local done, res = pcall(check)
+if not done then res = {'error', tostring(res)} end
+if res[1] ~= 'ok' then
+  redis.call('SET', guard, '1')
+  redis.call('DEL', guard)
 end
-redis.call('HINCRBY', ck, 'entries', added)
-redis.call('HINCRBY', ck, 'bytes', tonumber(ARGV[7]))
-return {'ok', added, present}
+return res
 `
 
-// MaxFields bounds the fields of one entry: the script passes them to XADD
-// as Lua call arguments, and Lua's C stack holds about 8000.
+// MaxFields bounds the fields of one entry: a record that maps to more is
+// refused as undecodable (see the README), which keeps one entry's XADD
+// within what a batch is sized for.
 const MaxFields = 3000
 
-// ApplyK2R applies writes, one atomic script per stream, all in one
-// pipeline. It returns a result per write; err is the first failure
-// (a *ConflictError, an ErrCorrupt, a Redis or connection error). Writes
-// before a failure may have been applied: calling ApplyK2R again with the
-// same writes is safe, applied ones come back Replayed.
+// ApplyK2R applies the steps' writes: for each stream, its entries and the
+// new positions of their partitions, in one transaction, if and only if the
+// checkpoint holds the positions the write starts from. Every write's
+// commands go in one pipeline, one round trip in all:
 //
-// The script is sent with EVAL, not EVALSHA: loading it by SHA first
-// (SCRIPT LOAD on every node) costs an extra round trip per batch; a few
-// KiB of script text per call costs less.
-func ApplyK2R(ctx context.Context, c rueidis.Client, opt K2ROptions, writes []*K2RWrite, now time.Time) ([]K2RResult, error) {
-	maxlen := ""
+//	WATCH checkpoint guard
+//	EVAL check        (touches the guard unless the positions match)
+//	MULTI
+//	XADD ...          (one per entry: native, not from a script)
+//	HSET checkpoint positions, version, kind, updated_ms
+//	HINCRBY checkpoint entries / bytes
+//	EXEC              (aborted if the guard or the checkpoint changed)
+//
+// The entries are added by Redis's own XADD rather than from a script:
+// the atomic step then costs Redis about as much per entry as plain
+// pipelined XADDs. A connection shared with other commands is fine: the
+// commands of one DoMulti are written contiguously, so nothing else runs
+// between MULTI and EXEC on it, and EXEC or a dropped connection clears
+// the watches.
+//
+// It returns a result per write, in the order of the steps and their
+// writes; err is the first failure (a
+// *ConflictError, an ErrCorrupt, a Redis or connection error), and each
+// result's Err its own. Writes other than the failed ones may have been
+// applied, those after a failure too: calling ApplyK2R again with the
+// same steps is safe, applied ones come back Replayed.
+func ApplyK2R(ctx context.Context, c rueidis.Client, steps ...*K2RStep) ([]K2RResult, error) {
+	var cmds rueidis.Commands
+	nwrites := 0
+	for _, st := range steps {
+		if st.cmds == nil {
+			st.build(c)
+		}
+		cmds = append(cmds, st.cmds...)
+		// rueidis recycles commands once sent: a retry builds them anew.
+		st.cmds = nil
+		nwrites += len(st.writes)
+	}
+	replies := c.DoMulti(ctx, cmds...)
+	results := make([]K2RResult, 0, nwrites)
+	var first error
+	at := 0
+	for _, st := range steps {
+		for _, w := range st.writes {
+			size := len(w.starts) + 7
+			var res K2RResult
+			res.Err = k2rResult(replies[at:at+size], st.opt, w, &res)
+			if res.Err != nil && first == nil {
+				first = res.Err
+			}
+			results = append(results, res)
+			at += size
+		}
+	}
+	return results, first
+}
+
+// K2RStep is a batch's writes with their commands built, ready for
+// ApplyK2R. Building costs the client about as much as Redis spends
+// applying them: building the next step while Redis applies the one before
+// keeps both busy.
+type K2RStep struct {
+	opt    K2ROptions
+	writes []*K2RWrite
+	now    time.Time
+	cmds   rueidis.Commands // nil once sent
+}
+
+// NewK2RStep builds the commands of writes; now is the checkpoint's
+// updated_ms.
+func NewK2RStep(c rueidis.Client, opt K2ROptions, writes []*K2RWrite, now time.Time) *K2RStep {
+	st := &K2RStep{opt: opt, writes: writes, now: now}
+	st.build(c)
+	return st
+}
+
+// Writes are the step's writes, in the order ApplyK2R reports them.
+func (st *K2RStep) Writes() []*K2RWrite { return st.writes }
+
+func (st *K2RStep) build(c rueidis.Client) {
+	opt := st.opt
+	var xaddPrefix []string
 	if opt.MaxLen > 0 {
-		maxlen = strconv.FormatInt(opt.MaxLen, 10)
+		xaddPrefix = []string{"MAXLEN", "~", strconv.FormatInt(opt.MaxLen, 10)}
 	}
-	preserve := "0"
-	if opt.PreserveIDs {
-		preserve = "1"
+	version := strconv.Itoa(Version)
+	nowMS := strconv.FormatInt(st.now.UnixMilli(), 10)
+	n := 0
+	for _, w := range st.writes {
+		n += len(w.starts) + 7
 	}
-	nowMS := strconv.FormatInt(now.UnixMilli(), 10)
-	cmds := make(rueidis.Commands, 0, len(writes))
-	for _, w := range writes {
-		// Built straight into the command: the entries' arguments are
-		// copied once, by the builder, not first into an argument slice.
-		cmd := c.B().Eval().Script(k2rScript).Numkeys(2).Key(w.Stream, K2RKey(opt.Name, w.Stream)).
-			Arg(strconv.Itoa(Version), KindKafkaToRedis, nowMS, maxlen, preserve,
-				strconv.Itoa(len(w.Moves)), strconv.FormatInt(w.Bytes, 10))
+	cmds := make(rueidis.Commands, 0, n)
+	for _, w := range st.writes {
+		key, guard := K2RKey(opt.Name, w.Stream), K2RGuardKey(opt.Name, w.Stream)
+		check := c.B().Eval().Script(k2rCheckScript).Numkeys(3).Key(w.Stream, key, guard).
+			Arg(version, KindKafkaToRedis, strconv.Itoa(len(w.Moves)))
+		positions := c.B().Hset().Key(key).FieldValue().
+			FieldValue(fieldVersion, version).FieldValue(fieldKind, KindKafkaToRedis).FieldValue(fieldUpdated, nowMS)
 		for _, m := range w.Moves {
 			from := ""
 			if m.From != NoPosition {
 				from = strconv.FormatInt(m.From, 10)
 			}
-			cmd = cmd.Arg(formatTopicPartition(m.Partition), from, strconv.FormatInt(m.To, 10))
+			field, to := formatTopicPartition(m.Partition), strconv.FormatInt(m.To, 10)
+			check = check.Arg(field, from, to)
+			positions = positions.FieldValue(field, to)
 		}
-		cmds = append(cmds, cmd.Arg(w.args...).Build())
-	}
-	results := make([]K2RResult, len(writes))
-	var first error
-	for i, r := range c.DoMulti(ctx, cmds...) {
-		if err := k2rResult(r, opt.Name, writes[i].Stream, &results[i]); err != nil && first == nil {
-			first = err
+		cmds = append(cmds,
+			c.B().Watch().Key(key, guard).Build(),
+			check.Build(),
+			c.B().Multi().Build())
+		for i := range w.starts {
+			cmds = append(cmds, c.B().Arbitrary("XADD").Keys(w.Stream).Args(xaddPrefix...).Args(w.entry(i)...).Build())
 		}
+		cmds = append(cmds,
+			positions.Build(),
+			c.B().Hincrby().Key(key).Field(fieldEntries).Increment(int64(len(w.starts))).Build(),
+			c.B().Hincrby().Key(key).Field(fieldBytes).Increment(w.Bytes).Build(),
+			c.B().Exec().Build())
 	}
-	return results, first
+	st.cmds = cmds
 }
 
 // InitK2RPartitions records, per destination stream, where each partition
@@ -351,37 +420,34 @@ func InitK2RPartitions(ctx context.Context, c rueidis.Client, name string, start
 	return nil
 }
 
-func k2rResult(r rueidis.RedisResult, name, stream string, res *K2RResult) error {
-	key := K2RKey(name, stream)
-	reply, err := r.ToArray()
+// k2rResult reads the replies to one write's commands (see ApplyK2R).
+func k2rResult(replies []rueidis.RedisResult, opt K2ROptions, w *K2RWrite, res *K2RResult) error {
+	key, stream := K2RKey(opt.Name, w.Stream), w.Stream
+	if err := replies[0].Error(); err != nil {
+		return fmt.Errorf("write stream %q: WATCH: %w", stream, err)
+	}
+	check, err := replies[1].ToArray()
 	if err != nil {
-		if strings.Contains(err.Error(), "WRONGTYPE") {
-			return fmt.Errorf("stream %q: %w; choose another --stream or delete the key", stream, err)
-		}
-		return fmt.Errorf("write stream %q: %w", stream, err)
+		return fmt.Errorf("write stream %q: checking checkpoint %q: %w", stream, key, err)
 	}
-	if len(reply) == 0 {
-		return fmt.Errorf("write stream %q: empty reply from the script", stream)
-	}
-	status, _ := reply[0].ToString()
 	str := func(i int) string {
-		if i >= len(reply) {
+		if i >= len(check) {
 			return ""
 		}
-		s, _ := reply[i].ToString()
+		s, _ := check[i].ToString()
 		return s
 	}
-	num := func(i int) int64 {
-		if i >= len(reply) {
-			return 0
-		}
-		n, _ := reply[i].AsInt64()
-		return n
+	status := str(0)
+	exec := replies[len(replies)-1]
+	entries, execErr := exec.ToArray()
+	aborted := rueidis.IsRedisNil(execErr)
+	if status != "ok" && !aborted {
+		// Cannot happen while the check touches the guard it is given;
+		// say so plainly rather than count a step that should not be.
+		return fmt.Errorf("write stream %q: the check said %q but the transaction was not aborted (EXEC: %v); the checkpoint %q may need a look", stream, status, execErr, key)
 	}
 	switch status {
 	case "ok":
-		res.Added, res.Present = num(1), num(2)
-		return nil
 	case "replayed":
 		res.Replayed = true
 		return nil
@@ -400,12 +466,53 @@ func k2rResult(r rueidis.RedisResult, name, stream string, res *K2RResult) error
 			}
 			return n
 		}
-		return &ConflictError{Key: key, Name: name, Partition: tp, Stored: pos(str(2)), Expected: pos(str(3))}
+		return &ConflictError{Key: key, Name: opt.Name, Partition: tp, Stored: pos(str(2)), Expected: pos(str(3))}
 	case "corrupt":
 		return fmt.Errorf("checkpoint %q: %s: %w; delete it or choose another --name", key, str(1), ErrCorrupt)
+	case "wrongtype":
+		return fmt.Errorf("stream %q: WRONGTYPE the key holds a %s, not a stream; choose another --stream or delete the key", stream, str(1))
+	default:
+		return fmt.Errorf("write stream %q: checking checkpoint %q failed: %s %s", stream, key, status, str(1))
 	}
-	return fmt.Errorf("write stream %q: unexpected script reply %q", stream, status)
+	if aborted {
+		// The checkpoint changed between the check and EXEC: another
+		// process, or a user. Checking again tells which.
+		return fmt.Errorf("write stream %q: checkpoint %q changed while the batch was being written: %w", stream, key, ErrCheckpointChanged)
+	}
+	if execErr != nil {
+		// Refused as a whole (EXECABORT: out of memory, a command
+		// rejected while queued): nothing was written.
+		return fmt.Errorf("write stream %q: %w", stream, execErr)
+	}
+	if len(entries) != len(w.starts)+3 {
+		return fmt.Errorf("write stream %q: EXEC returned %d replies for %d commands", stream, len(entries), len(w.starts)+3)
+	}
+	for i := range w.starts {
+		err := entries[i].Error()
+		switch {
+		case err == nil:
+			res.Added++
+		case opt.PreserveIDs && strings.Contains(err.Error(), "equal or smaller"):
+			res.Present++
+		default:
+			// XADD fails only on what was checked before (the key's
+			// type, the ID's form): a failure here is a bug, reported
+			// with the entry it cost.
+			return fmt.Errorf("stream %q: entry %s was not written (%v) but its position was checkpointed; mirror it again with a new --name or --start from its offset", stream, w.entry(i)[0], err)
+		}
+	}
+	for _, r := range entries[len(w.starts):] {
+		if err := r.Error(); err != nil {
+			return fmt.Errorf("write stream %q: moving checkpoint %q: %w", stream, key, err)
+		}
+	}
+	return nil
 }
+
+// ErrCheckpointChanged is wrapped by an ApplyK2R error when a checkpoint
+// changed between the check of a write and its transaction; nothing of the
+// write was applied, and applying it again checks again.
+var ErrCheckpointChanged = errors.New("checkpoint changed during the write")
 
 // IsConflict reports whether err is (or wraps) a *ConflictError.
 func IsConflict(err error) bool {

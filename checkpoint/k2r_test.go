@@ -49,16 +49,17 @@ func TestApplyK2RComparesAndSets(t *testing.T) {
 		return w
 	}
 	opt := K2ROptions{Name: name}
-	if _, err := ApplyK2R(ctx, c, opt, []*K2RWrite{write(NoPosition, 3, 3)}, time.Now()); err != nil {
+	step := NewK2RStep(c, opt, []*K2RWrite{write(NoPosition, 3, 3)}, time.Now())
+	if _, err := ApplyK2R(ctx, c, step); err != nil {
 		t.Fatal(err)
 	}
-	// The same batch again (a retry after a lost reply) is a no-op.
-	res, err := ApplyK2R(ctx, c, opt, []*K2RWrite{write(NoPosition, 3, 3)}, time.Now())
+	// The same step again (a retry after a lost reply) is a no-op.
+	res, err := ApplyK2R(ctx, c, step)
 	if err != nil || !res[0].Replayed {
 		t.Fatalf("replay: %+v, %v", res, err)
 	}
 	// A batch from a position the checkpoint does not hold is refused.
-	_, err = ApplyK2R(ctx, c, opt, []*K2RWrite{write(1, 4, 1)}, time.Now())
+	_, err = ApplyK2R(ctx, c, NewK2RStep(c, opt, []*K2RWrite{write(1, 4, 1)}, time.Now()))
 	var conflict *ConflictError
 	if !errors.As(err, &conflict) || conflict.Stored != 3 || conflict.Expected != 1 {
 		t.Fatalf("conflict: %v", err)
@@ -76,7 +77,7 @@ func TestApplyK2RComparesAndSets(t *testing.T) {
 		t.Fatalf("garbage offset: %v", err)
 	}
 	c.Do(ctx, c.B().Hdel().Key(key).Field("version").Build())
-	if _, err := ApplyK2R(ctx, c, opt, []*K2RWrite{write(3, 4, 1)}, time.Now()); !errors.Is(err, ErrCorrupt) {
+	if _, err := ApplyK2R(ctx, c, NewK2RStep(c, opt, []*K2RWrite{write(3, 4, 1)}, time.Now())); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("script on a hash without version: %v", err)
 	}
 }
@@ -93,8 +94,67 @@ func TestApplyK2RPreservedIDsAlreadyPresent(t *testing.T) {
 		w.AddEntry(id, 1)
 		w.AddField("f", id)
 	}
-	res, err := ApplyK2R(ctx, c, K2ROptions{Name: name, PreserveIDs: true}, []*K2RWrite{w}, time.Now())
+	res, err := ApplyK2R(ctx, c, NewK2RStep(c, K2ROptions{Name: name, PreserveIDs: true}, []*K2RWrite{w}, time.Now()))
 	if err != nil || res[0].Added != 1 || res[0].Present != 2 {
 		t.Fatalf("ApplyK2R = %+v, %v", res, err)
+	}
+}
+
+func TestApplyK2RWritesNothingOfARefusedWrite(t *testing.T) {
+	c := testenv.Redis(t)
+	ctx := context.Background()
+	name := testenv.Name(t, "m")
+	good, taken := testenv.Stream(t, c), testenv.Stream(t, c)
+	t.Cleanup(func() {
+		c.Do(context.Background(), c.B().Del().Key(K2RKey(name, good), K2RKey(name, taken)).Build())
+	})
+	if err := c.Do(ctx, c.B().Set().Key(taken).Value("not a stream").Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	write := func(stream string, from, to int64) *K2RWrite {
+		w := &K2RWrite{Stream: stream, Moves: []K2RMove{{Partition: TopicPartition{Topic: "t", Partition: 1}, From: from, To: to}}}
+		for i := from; i < to; i++ {
+			w.AddEntry("*", 2)
+			w.AddField("a", "1")
+			w.AddField("b", "2")
+		}
+		return w
+	}
+	opt := K2ROptions{Name: name}
+	tests := []struct {
+		name    string
+		writes  []*K2RWrite
+		wantErr string
+		xlen    int64 // of good afterwards
+	}{
+		{"a stream and a key of another type in one call", []*K2RWrite{write(good, 0, 5), write(taken, 0, 5)}, "WRONGTYPE", 5},
+		{"a conflict after an applied write", []*K2RWrite{write(good, 5, 7), write(good, 0, 3)}, "holds offset 7", 7},
+		{"a retry of both", []*K2RWrite{write(good, 5, 7), write(good, 7, 9)}, "", 9},
+	}
+	// The first write starts the partition at 0.
+	if err := InitK2RPartitions(ctx, c, name, map[string]map[TopicPartition]int64{good: {{Topic: "t", Partition: 1}: 0}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range tests {
+		_, err := ApplyK2R(ctx, c, NewK2RStep(c, opt, tt.writes, time.Now()))
+		if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+			t.Fatalf("%s: err = %v, want %q", tt.name, err, tt.wantErr)
+		}
+		if n, _ := c.Do(ctx, c.B().Xlen().Key(good).Build()).AsInt64(); n != tt.xlen {
+			t.Fatalf("%s: XLEN = %d, want %d", tt.name, n, tt.xlen)
+		}
+		for _, stream := range []string{good, taken} {
+			if n, _ := c.Do(ctx, c.B().Exists().Key(K2RGuardKey(name, stream)).Build()).AsInt64(); n != 0 {
+				t.Fatalf("%s: guard key of %q left behind", tt.name, stream)
+			}
+		}
+	}
+	// The refused stream got no checkpoint, the good one every position.
+	if n, _ := c.Do(ctx, c.B().Exists().Key(K2RKey(name, taken)).Build()).AsInt64(); n != 0 {
+		t.Fatal("a checkpoint was written for the stream that was not written")
+	}
+	ck, _, err := LoadK2R(ctx, c, name, good)
+	if err != nil || ck.Partitions[TopicPartition{Topic: "t", Partition: 1}] != 9 || ck.Entries != 9 {
+		t.Fatalf("LoadK2R = %+v, %v", ck, err)
 	}
 }

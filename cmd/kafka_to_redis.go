@@ -42,8 +42,8 @@ func newKafkaToRedisCmd(a *app) *cobra.Command {
 		Short:   "Mirror Kafka topics into Redis streams, exactly once",
 		Long: `Reads Kafka partitions directly (no consumer group) and appends their
 records to Redis streams. Each batch's entries and the positions they came
-from are written in one atomic Redis script per stream, so whatever happens,
-every record is in its stream exactly once. Positions live in Redis, in
+from are written in one checked Redis transaction per stream, so whatever
+happens, every record is in its stream exactly once. Positions live in Redis, in
 xmirror:k2r:{<stream's hash tag>}:<name>, one field <topic>:<partition> per
 partition holding the next offset.
 

@@ -16,11 +16,12 @@ import (
 )
 
 // RedisSink writes kafka-to-redis batches: per destination stream, the
-// entries and the checkpoint move in one atomic script, all streams of a
-// batch in one pipeline. Built by NewK2R.
+// entries and the checkpoint move in one checked transaction, all streams
+// of a batch in one pipeline (checkpoint.ApplyK2R). Built by NewK2R.
 //
 // Batches are applied in order by one goroutine, so the reader decodes the
-// next batch while Redis applies this one. A batch whose step failed for a
+// next batch while Redis applies this one; batches that queued up meanwhile
+// go together, in one round trip. A batch whose step failed for a
 // transient reason (connection lost, server loading) is retried with
 // backoff: the compare-and-set makes a retry of an applied step a no-op.
 type RedisSink struct {
@@ -42,36 +43,86 @@ type RedisSink struct {
 type sinkJob struct {
 	ctx  context.Context
 	b    *K2RBatch
+	step *checkpoint.K2RStep // nil: no entries to write
 	done func(error)
 }
 
 // Write queues b; done is called once it is applied or failed.
 func (s *RedisSink) Write(ctx context.Context, b *K2RBatch, done func(error)) {
 	s.start.Do(func() {
-		s.jobs = make(chan sinkJob, 1)
+		s.jobs = make(chan sinkJob, maxGroup)
 		s.wg.Add(1)
 		go s.run()
 	})
+	// Built here, on the engine's writer goroutine, while the sink's
+	// goroutine waits for Redis to apply the batches before.
+	j := sinkJob{ctx: ctx, b: b, done: done}
+	if len(b.writes) > 0 {
+		j.step = checkpoint.NewK2RStep(s.c, s.opt, b.writes, time.Now())
+	}
 	select {
-	case s.jobs <- sinkJob{ctx, b, done}:
+	case s.jobs <- j:
 	case <-ctx.Done():
 		done(ctx.Err())
 	}
 }
 
+// maxGroup is how many queued batches go to Redis in one round trip. While
+// Redis applies one batch's transaction, the commands of the next are
+// already in its input buffer, instead of a round trip and the client's
+// work on the reply leaving it idle between batches.
+const maxGroup = 4
+
 func (s *RedisSink) run() {
 	defer s.wg.Done()
+	group := make([]sinkJob, 0, maxGroup)
 	for j := range s.jobs {
-		if s.failure != nil {
-			// A later batch starts where the failed one should have
-			// left the checkpoint: it can only conflict.
+		group = append(group[:0], j)
+	queued:
+		for len(group) < maxGroup {
+			select {
+			case j, ok := <-s.jobs:
+				if !ok {
+					break queued
+				}
+				group = append(group, j)
+			default:
+				break queued
+			}
+		}
+		s.apply(group)
+	}
+}
+
+// apply writes a group of batches in order and calls their done.
+func (s *RedisSink) apply(group []sinkJob) {
+	if s.failure != nil {
+		// A later batch starts where the failed one should have left
+		// the checkpoint: it can only conflict.
+		for _, j := range group {
 			j.done(s.failure)
+		}
+		return
+	}
+	ctx := group[0].ctx
+	var failedAt int
+	err := retry(ctx, s.retryFor, s.log, "write", func() error {
+		var err error
+		failedAt, err = s.write(ctx, group)
+		return err
+	})
+	if err == nil {
+		failedAt = len(group)
+	}
+	// Batches before the failed one were applied; it and those after
+	// are reported failed (some may have been applied too, which the
+	// checkpoint records: a restart finds them done).
+	for i, j := range group {
+		if i < failedAt {
+			j.done(nil)
 			continue
 		}
-		err := retry(j.ctx, s.retryFor, s.log, "write", func() error { return s.write(j.ctx, j.b) })
-		if err != nil {
-			s.failure = err
-		}
+		s.failure = err
 		j.done(err)
 	}
 }
@@ -88,29 +139,52 @@ func (s *RedisSink) Close() {
 // streams (an ID at or below the top) and did not write again.
 func (s *RedisSink) Present() int64 { return s.present.Load() }
 
-func (s *RedisSink) write(ctx context.Context, b *K2RBatch) error {
+// write applies the group's batches in one pipeline and returns the index
+// of the first batch that failed with its error.
+func (s *RedisSink) write(ctx context.Context, group []sinkJob) (failedAt int, err error) {
 	// Dead letters go first, in their own round trip: if the step below
 	// then fails or the process dies, they are written again on the retry
 	// or restart (at least once), but never lost.
-	if len(b.dead) > 0 && !b.deadWritten {
-		if err := s.writeDead(ctx, b.dead); err != nil {
-			return err
+	for i, j := range group {
+		if b := j.b; len(b.dead) > 0 && !b.deadWritten {
+			if err := s.writeDead(ctx, b.dead); err != nil {
+				return i, err
+			}
+			b.deadWritten = true
 		}
-		b.deadWritten = true
 	}
-	if len(b.writes) == 0 {
-		return nil
+	var steps []*checkpoint.K2RStep
+	for _, j := range group {
+		if j.step != nil {
+			steps = append(steps, j.step)
+		}
 	}
-	results, err := checkpoint.ApplyK2R(ctx, s.c, s.opt, b.writes, time.Now())
-	// Count what was applied even if another stream failed: a retry
+	if len(steps) == 0 {
+		return len(group), nil
+	}
+	results, err := checkpoint.ApplyK2R(ctx, s.c, steps...)
+	// Count what was applied even if another write failed: a retry
 	// reports those as replayed.
 	for _, r := range results {
 		s.present.Add(r.Present)
 	}
-	if err != nil {
-		return s.classify(ctx, err)
+	if err == nil {
+		return len(group), nil
 	}
-	return nil
+	at := 0
+	for i, j := range group {
+		if j.step == nil {
+			continue
+		}
+		n := len(j.step.Writes())
+		for _, r := range results[at : at+n] {
+			if r.Err != nil {
+				return i, s.classify(ctx, r.Err)
+			}
+		}
+		at += n
+	}
+	return 0, s.classify(ctx, err)
 }
 
 func (s *RedisSink) writeDead(ctx context.Context, dead []deadLetter) error {
@@ -152,6 +226,11 @@ func (s *RedisSink) classify(ctx context.Context, err error) error {
 	var conflict *checkpoint.ConflictError
 	if errors.As(err, &conflict) || errors.Is(err, checkpoint.ErrCorrupt) {
 		return err
+	}
+	if errors.Is(err, checkpoint.ErrCheckpointChanged) {
+		// Nothing was written; the retry checks again and tells a
+		// conflict from a touch that meant nothing.
+		return Transient(err)
 	}
 	var reply *rueidis.RedisError
 	if !errors.As(err, &reply) {
