@@ -135,7 +135,7 @@ func (w *K2RWrite) AddEntry(id string, nfields int) {
 	if w.args == nil {
 		// Most batches are many entries of a similar shape: size the
 		// arguments for a few of them at once rather than doubling.
-		w.args = make([]string, 0, 64*(1+2*nfields))
+		w.args = make([]string, 0, min(64*(1+2*nfields), 4096))
 	}
 	w.starts = append(w.starts, len(w.args))
 	w.args = append(w.args, id)
@@ -221,7 +221,10 @@ func K2RGuardKey(name, stream string) string {
 // other client before the EXEC aborts it too (WATCH).
 //
 // KEYS: stream, checkpoint, guard. ARGV: version, kind, nmoves, then
-// nmoves x (field, from, to) where from "" means absent.
+// nmoves x (field, from, to, last) where from "" means absent and last is
+// the end of the last write of the same call for that partition: a
+// position there (or at to) means this write was applied already, by an
+// attempt whose reply was lost.
 //
 // Replies: {"ok"}, {"replayed"}, {"conflict", field, stored, expected},
 // {"corrupt", why}, {"wrongtype", type} or {"error", message}.
@@ -244,10 +247,10 @@ local function check()
   for m = 1, nmoves do
     local cur = redis.call('HGET', ck, ARGV[i]) or ''
     if cur ~= ARGV[i+1] then
-      if cur == ARGV[i+2] then replayed = replayed + 1 end
+      if cur == ARGV[i+2] or cur == ARGV[i+3] then replayed = replayed + 1 end
       if not first then first = {'conflict', ARGV[i], cur, ARGV[i+1]} end
     end
-    i = i + 3
+    i = i + 4
   end
   if nmoves > 0 and replayed == nmoves then return {'replayed'} end
   return first or {'ok'}
@@ -274,6 +277,7 @@ const MaxFields = 3000
 //	WATCH checkpoint guard
 //	EVAL check        (touches the guard unless the positions match)
 //	MULTI
+//	HMGET checkpoint  (the positions right before, to verify them after)
 //	XADD ...          (one per entry: native, not from a script)
 //	HSET checkpoint positions, version, kind, updated_ms
 //	HINCRBY checkpoint entries / bytes
@@ -284,25 +288,39 @@ const MaxFields = 3000
 // pipelined XADDs. A connection shared with other commands is fine: the
 // commands of one DoMulti are written contiguously, so nothing else runs
 // between MULTI and EXEC on it, and EXEC or a dropped connection clears
-// the watches.
+// the watches. The HMGET makes the step verifiable even if the check could
+// not run (a server refusing the script for a moment): a transaction that
+// ran is checked against the positions it found.
 //
 // It returns a result per write, in the order of the steps and their
-// writes; err is the first failure (a
-// *ConflictError, an ErrCorrupt, a Redis or connection error), and each
-// result's Err its own. Writes other than the failed ones may have been
-// applied, those after a failure too: calling ApplyK2R again with the
-// same steps is safe, applied ones come back Replayed.
+// writes; err is the first failure (a *ConflictError, an ErrCorrupt, a
+// Redis or connection error), and each result's Err its own. Writes other
+// than the failed ones may have been applied, those after a failure too:
+// calling ApplyK2R again with the same steps is safe, applied ones come
+// back Replayed.
 func ApplyK2R(ctx context.Context, c rueidis.Client, steps ...*K2RStep) ([]K2RResult, error) {
-	var cmds rueidis.Commands
+	// Where each partition ends after the last write of the call: a
+	// write retried after its whole call was applied finds it there.
+	last := map[string]string{}
 	nwrites := 0
 	for _, st := range steps {
-		if st.cmds == nil {
+		for _, w := range st.writes {
+			for _, m := range w.Moves {
+				last[w.Stream+"\x00"+formatTopicPartition(m.Partition)] = strconv.FormatInt(m.To, 10)
+			}
+		}
+		nwrites += len(st.writes)
+	}
+	var cmds rueidis.Commands
+	for _, st := range steps {
+		if st.xadds == nil {
 			st.build(c)
 		}
-		cmds = append(cmds, st.cmds...)
+		for i, w := range st.writes {
+			cmds = st.appendWrite(c, cmds, w, st.xadds[i], last)
+		}
 		// rueidis recycles commands once sent: a retry builds them anew.
-		st.cmds = nil
-		nwrites += len(st.writes)
+		st.xadds = nil
 	}
 	replies := c.DoMulti(ctx, cmds...)
 	results := make([]K2RResult, 0, nwrites)
@@ -310,7 +328,7 @@ func ApplyK2R(ctx context.Context, c rueidis.Client, steps ...*K2RStep) ([]K2RRe
 	at := 0
 	for _, st := range steps {
 		for _, w := range st.writes {
-			size := len(w.starts) + 7
+			size := len(w.starts) + writeOverhead
 			var res K2RResult
 			res.Err = k2rResult(replies[at:at+size], st.opt, w, &res)
 			if res.Err != nil && first == nil {
@@ -323,18 +341,21 @@ func ApplyK2R(ctx context.Context, c rueidis.Client, steps ...*K2RStep) ([]K2RRe
 	return results, first
 }
 
-// K2RStep is a batch's writes with their commands built, ready for
-// ApplyK2R. Building costs the client about as much as Redis spends
-// applying them: building the next step while Redis applies the one before
-// keeps both busy.
+// writeOverhead is the number of commands of a write besides its XADDs.
+const writeOverhead = 8
+
+// K2RStep is a batch's writes with their XADDs built, ready for ApplyK2R.
+// Building them costs the client about as much as Redis spends applying
+// them: building the next step while Redis applies the one before keeps
+// both busy.
 type K2RStep struct {
 	opt    K2ROptions
 	writes []*K2RWrite
 	now    time.Time
-	cmds   rueidis.Commands // nil once sent
+	xadds  []rueidis.Commands // per write; nil once sent
 }
 
-// NewK2RStep builds the commands of writes; now is the checkpoint's
+// NewK2RStep builds the XADDs of writes; now is the checkpoint's
 // updated_ms.
 func NewK2RStep(c rueidis.Client, opt K2ROptions, writes []*K2RWrite, now time.Time) *K2RStep {
 	st := &K2RStep{opt: opt, writes: writes, now: now}
@@ -346,47 +367,70 @@ func NewK2RStep(c rueidis.Client, opt K2ROptions, writes []*K2RWrite, now time.T
 func (st *K2RStep) Writes() []*K2RWrite { return st.writes }
 
 func (st *K2RStep) build(c rueidis.Client) {
+	var prefix []string
+	if st.opt.MaxLen > 0 {
+		prefix = []string{"MAXLEN", "~", strconv.FormatInt(st.opt.MaxLen, 10)}
+	}
+	st.xadds = make([]rueidis.Commands, len(st.writes))
+	for i, w := range st.writes {
+		xadds := make(rueidis.Commands, len(w.starts))
+		for j := range w.starts {
+			xadds[j] = c.B().Arbitrary("XADD").Keys(w.Stream).Args(prefix...).Args(w.entry(j)...).Build()
+		}
+		st.xadds[i] = xadds
+	}
+}
+
+// appendWrite appends w's transaction (see ApplyK2R) around its xadds.
+func (st *K2RStep) appendWrite(c rueidis.Client, cmds rueidis.Commands, w *K2RWrite, xadds rueidis.Commands, last map[string]string) rueidis.Commands {
 	opt := st.opt
-	var xaddPrefix []string
-	if opt.MaxLen > 0 {
-		xaddPrefix = []string{"MAXLEN", "~", strconv.FormatInt(opt.MaxLen, 10)}
-	}
 	version := strconv.Itoa(Version)
-	nowMS := strconv.FormatInt(st.now.UnixMilli(), 10)
-	n := 0
-	for _, w := range st.writes {
-		n += len(w.starts) + 7
-	}
-	cmds := make(rueidis.Commands, 0, n)
-	for _, w := range st.writes {
-		key, guard := K2RKey(opt.Name, w.Stream), K2RGuardKey(opt.Name, w.Stream)
-		check := c.B().Eval().Script(k2rCheckScript).Numkeys(3).Key(w.Stream, key, guard).
-			Arg(version, KindKafkaToRedis, strconv.Itoa(len(w.Moves)))
-		positions := c.B().Hset().Key(key).FieldValue().
-			FieldValue(fieldVersion, version).FieldValue(fieldKind, KindKafkaToRedis).FieldValue(fieldUpdated, nowMS)
-		for _, m := range w.Moves {
-			from := ""
-			if m.From != NoPosition {
-				from = strconv.FormatInt(m.From, 10)
-			}
-			field, to := formatTopicPartition(m.Partition), strconv.FormatInt(m.To, 10)
-			check = check.Arg(field, from, to)
-			positions = positions.FieldValue(field, to)
+	key, guard := K2RKey(opt.Name, w.Stream), K2RGuardKey(opt.Name, w.Stream)
+	check := c.B().Eval().Script(k2rCheckScript).Numkeys(3).Key(w.Stream, key, guard).
+		Arg(version, KindKafkaToRedis, strconv.Itoa(len(w.Moves)))
+	before := c.B().Hmget().Key(key).Field(fieldVersion)
+	positions := c.B().Hset().Key(key).FieldValue().
+		FieldValue(fieldVersion, version).FieldValue(fieldKind, KindKafkaToRedis).
+		FieldValue(fieldUpdated, strconv.FormatInt(st.now.UnixMilli(), 10))
+	for _, m := range w.Moves {
+		from := ""
+		if m.From != NoPosition {
+			from = strconv.FormatInt(m.From, 10)
 		}
-		cmds = append(cmds,
-			c.B().Watch().Key(key, guard).Build(),
-			check.Build(),
-			c.B().Multi().Build())
-		for i := range w.starts {
-			cmds = append(cmds, c.B().Arbitrary("XADD").Keys(w.Stream).Args(xaddPrefix...).Args(w.entry(i)...).Build())
-		}
-		cmds = append(cmds,
-			positions.Build(),
-			c.B().Hincrby().Key(key).Field(fieldEntries).Increment(int64(len(w.starts))).Build(),
-			c.B().Hincrby().Key(key).Field(fieldBytes).Increment(w.Bytes).Build(),
-			c.B().Exec().Build())
+		field, to := formatTopicPartition(m.Partition), strconv.FormatInt(m.To, 10)
+		check = check.Arg(field, from, to, last[w.Stream+"\x00"+field])
+		before = before.Field(field)
+		positions = positions.FieldValue(field, to)
 	}
-	st.cmds = cmds
+	cmds = append(cmds,
+		c.B().Watch().Key(key, guard).Build(),
+		check.Build(),
+		c.B().Multi().Build(),
+		before.Build())
+	cmds = append(cmds, xadds...)
+	return append(cmds,
+		positions.Build(),
+		c.B().Hincrby().Key(key).Field(fieldEntries).Increment(int64(len(w.starts))).Build(),
+		c.B().Hincrby().Key(key).Field(fieldBytes).Increment(w.Bytes).Build(),
+		c.B().Exec().Build())
+}
+
+// CheckK2RAccess makes sure the server lets this mirror run its atomic
+// step on stream: the check script, WATCH and the keys it names (an ACL
+// may refuse any of them). Run once per stream before mirroring, it
+// changes nothing.
+func CheckK2RAccess(ctx context.Context, c rueidis.Client, name, stream string) error {
+	key, guard := K2RKey(name, stream), K2RGuardKey(name, stream)
+	replies := c.DoMulti(ctx,
+		c.B().Watch().Key(key, guard).Build(),
+		c.B().Eval().Script(k2rCheckScript).Numkeys(3).Key(stream, key, guard).Arg(strconv.Itoa(Version), KindKafkaToRedis, "0").Build(),
+		c.B().Unwatch().Build())
+	for _, r := range replies {
+		if err := r.Error(); err != nil {
+			return fmt.Errorf("stream %q: the server refuses the commands of the atomic write (WATCH, EVAL, on keys %q and %q): %w", stream, key, guard, err)
+		}
+	}
+	return nil
 }
 
 // InitK2RPartitions records, per destination stream, where each partition
@@ -423,12 +467,14 @@ func InitK2RPartitions(ctx context.Context, c rueidis.Client, name string, start
 // k2rResult reads the replies to one write's commands (see ApplyK2R).
 func k2rResult(replies []rueidis.RedisResult, opt K2ROptions, w *K2RWrite, res *K2RResult) error {
 	key, stream := K2RKey(opt.Name, w.Stream), w.Stream
-	if err := replies[0].Error(); err != nil {
-		return fmt.Errorf("write stream %q: WATCH: %w", stream, err)
-	}
-	check, err := replies[1].ToArray()
-	if err != nil {
-		return fmt.Errorf("write stream %q: checking checkpoint %q: %w", stream, key, err)
+	// checkErr: the check could not run (or WATCH failed); else status.
+	var (
+		status   string
+		check    []rueidis.RedisMessage
+		checkErr = replies[0].Error()
+	)
+	if checkErr == nil {
+		check, checkErr = replies[1].ToArray()
 	}
 	str := func(i int) string {
 		if i >= len(check) {
@@ -437,58 +483,81 @@ func k2rResult(replies []rueidis.RedisResult, opt K2ROptions, w *K2RWrite, res *
 		s, _ := check[i].ToString()
 		return s
 	}
-	status := str(0)
-	exec := replies[len(replies)-1]
-	entries, execErr := exec.ToArray()
-	aborted := rueidis.IsRedisNil(execErr)
-	if status != "ok" && !aborted {
-		// Cannot happen while the check touches the guard it is given;
-		// say so plainly rather than count a step that should not be.
-		return fmt.Errorf("write stream %q: the check said %q but the transaction was not aborted (EXEC: %v); the checkpoint %q may need a look", stream, status, execErr, key)
+	if checkErr == nil {
+		status = str(0)
 	}
-	switch status {
-	case "ok":
-	case "replayed":
-		res.Replayed = true
-		return nil
-	case "conflict":
-		tp, err := parseTopicPartition(str(1))
-		if err != nil {
-			return fmt.Errorf("checkpoint %q: conflict on field %q: %w", key, str(1), ErrCorrupt)
-		}
-		pos := func(s string) int64 {
-			if s == "" {
-				return NoPosition
-			}
-			n, err := strconv.ParseInt(s, 10, 64)
+	refused := func() error {
+		switch status {
+		case "replayed":
+			res.Replayed = true
+			return nil
+		case "conflict":
+			tp, err := parseTopicPartition(str(1))
 			if err != nil {
-				return NoPosition
+				return fmt.Errorf("checkpoint %q: conflict on field %q: %w", key, str(1), ErrCorrupt)
 			}
-			return n
+			return &ConflictError{Key: key, Name: opt.Name, Partition: tp, Stored: parsePosition(str(2)), Expected: parsePosition(str(3))}
+		case "corrupt":
+			return fmt.Errorf("checkpoint %q: %s: %w; delete it or choose another --name", key, str(1), ErrCorrupt)
+		case "wrongtype":
+			return fmt.Errorf("stream %q: WRONGTYPE the key holds a %s, not a stream; choose another --stream or delete the key", stream, str(1))
 		}
-		return &ConflictError{Key: key, Name: opt.Name, Partition: tp, Stored: pos(str(2)), Expected: pos(str(3))}
-	case "corrupt":
-		return fmt.Errorf("checkpoint %q: %s: %w; delete it or choose another --name", key, str(1), ErrCorrupt)
-	case "wrongtype":
-		return fmt.Errorf("stream %q: WRONGTYPE the key holds a %s, not a stream; choose another --stream or delete the key", stream, str(1))
-	default:
 		return fmt.Errorf("write stream %q: checking checkpoint %q failed: %s %s", stream, key, status, str(1))
 	}
-	if aborted {
+
+	applied, execErr := replies[len(replies)-1].ToArray()
+	switch {
+	case rueidis.IsRedisNil(execErr):
+		// Aborted: nothing of the write was applied.
+		if checkErr != nil {
+			return fmt.Errorf("write stream %q: checking checkpoint %q: %w", stream, key, checkErr)
+		}
+		if status != "ok" {
+			return refused()
+		}
 		// The checkpoint changed between the check and EXEC: another
 		// process, or a user. Checking again tells which.
 		return fmt.Errorf("write stream %q: checkpoint %q changed while the batch was being written: %w", stream, key, ErrCheckpointChanged)
-	}
-	if execErr != nil {
-		// Refused as a whole (EXECABORT: out of memory, a command
-		// rejected while queued): nothing was written.
+	case execErr != nil:
+		// Refused as a whole: nothing was written.
+		if checkErr == nil && status != "ok" {
+			return refused()
+		}
+		// EXECABORT says only that a command was refused while queued;
+		// that refusal says why (LOADING after a restart, OOM, NOPERM),
+		// which tells whether to try again.
+		for _, r := range replies[2 : len(replies)-1] {
+			if err := r.Error(); err != nil {
+				return fmt.Errorf("write stream %q: transaction refused: %w", stream, err)
+			}
+		}
+		if checkErr != nil {
+			return fmt.Errorf("write stream %q: checking checkpoint %q: %w", stream, key, checkErr)
+		}
 		return fmt.Errorf("write stream %q: %w", stream, execErr)
 	}
-	if len(entries) != len(w.starts)+3 {
-		return fmt.Errorf("write stream %q: EXEC returned %d replies for %d commands", stream, len(entries), len(w.starts)+3)
+
+	// Applied. Whatever the check said, the positions the transaction
+	// found tell whether it was right to apply it.
+	if len(applied) != len(w.starts)+4 {
+		return fmt.Errorf("write stream %q: EXEC returned %d replies for %d commands", stream, len(applied), len(w.starts)+4)
+	}
+	before, err := applied[0].ToArray()
+	if err != nil || len(before) != len(w.Moves)+1 {
+		return fmt.Errorf("write stream %q: unexpected positions in EXEC's reply (%v); check checkpoint %q", stream, err, key)
+	}
+	for i, m := range w.Moves {
+		found := int64(NoPosition)
+		if s, err := before[i+1].ToString(); err == nil {
+			found = parsePosition(s)
+		}
+		if found != m.From {
+			return fmt.Errorf("stream %q: a batch was written although the checkpoint did not hold its start (the check could not run: %v): %w; its entries may be in the stream twice",
+				stream, checkErr, &ConflictError{Key: key, Name: opt.Name, Partition: m.Partition, Stored: found, Expected: m.From})
+		}
 	}
 	for i := range w.starts {
-		err := entries[i].Error()
+		err := applied[1+i].Error()
 		switch {
 		case err == nil:
 			res.Added++
@@ -496,17 +565,30 @@ func k2rResult(replies []rueidis.RedisResult, opt K2ROptions, w *K2RWrite, res *
 			res.Present++
 		default:
 			// XADD fails only on what was checked before (the key's
-			// type, the ID's form): a failure here is a bug, reported
-			// with the entry it cost.
+			// type, the ID's form), unless the key changed type in
+			// between: the entry is reported, never passed over.
 			return fmt.Errorf("stream %q: entry %s was not written (%v) but its position was checkpointed; mirror it again with a new --name or --start from its offset", stream, w.entry(i)[0], err)
 		}
 	}
-	for _, r := range entries[len(w.starts):] {
+	for _, r := range applied[1+len(w.starts):] {
 		if err := r.Error(); err != nil {
 			return fmt.Errorf("write stream %q: moving checkpoint %q: %w", stream, key, err)
 		}
 	}
 	return nil
+}
+
+// parsePosition reads a stored position; "" (or anything unreadable,
+// which the check reports as damage first) is NoPosition.
+func parsePosition(s string) int64 {
+	if s == "" {
+		return NoPosition
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return NoPosition
+	}
+	return n
 }
 
 // ErrCheckpointChanged is wrapped by an ApplyK2R error when a checkpoint

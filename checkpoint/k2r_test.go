@@ -3,9 +3,12 @@ package checkpoint
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/rueidis"
 
 	"github.com/xmirror/xmirror/internal/testenv"
 )
@@ -156,5 +159,80 @@ func TestApplyK2RWritesNothingOfARefusedWrite(t *testing.T) {
 	ck, _, err := LoadK2R(ctx, c, name, good)
 	if err != nil || ck.Partitions[TopicPartition{Topic: "t", Partition: 1}] != 9 || ck.Entries != 9 {
 		t.Fatalf("LoadK2R = %+v, %v", ck, err)
+	}
+}
+
+func TestApplyK2RRetriedAfterTheWholeCallWasAppliedIsAReplay(t *testing.T) {
+	c := testenv.Redis(t)
+	ctx := context.Background()
+	stream := testenv.Stream(t, c)
+	name := testenv.Name(t, "m")
+	t.Cleanup(func() { c.Do(context.Background(), c.B().Del().Key(K2RKey(name, stream)).Build()) })
+	tp := TopicPartition{Topic: "t", Partition: 0}
+	write := func(from, to int64) *K2RWrite {
+		w := &K2RWrite{Stream: stream, Moves: []K2RMove{{Partition: tp, From: from, To: to}}}
+		for i := from; i < to; i++ {
+			w.AddEntry("*", 1)
+			w.AddField("n", strconv.FormatInt(i, 10))
+		}
+		return w
+	}
+	opt := K2ROptions{Name: name}
+	if err := InitK2RPartitions(ctx, c, name, map[string]map[TopicPartition]int64{stream: {tp: 0}}); err != nil {
+		t.Fatal(err)
+	}
+	// Two batches sent together, applied, and their reply lost: the
+	// retry of both must find them applied, not in conflict.
+	steps := []*K2RStep{NewK2RStep(c, opt, []*K2RWrite{write(0, 4)}, time.Now()), NewK2RStep(c, opt, []*K2RWrite{write(4, 6)}, time.Now())}
+	if _, err := ApplyK2R(ctx, c, steps...); err != nil {
+		t.Fatal(err)
+	}
+	res, err := ApplyK2R(ctx, c, steps...)
+	if err != nil || !res[0].Replayed || !res[1].Replayed {
+		t.Fatalf("retry of the applied call: %+v, %v", res, err)
+	}
+	if n, _ := c.Do(ctx, c.B().Xlen().Key(stream).Build()).AsInt64(); n != 6 {
+		t.Fatalf("XLEN = %d, want 6", n)
+	}
+}
+
+// A server that refuses the check script: xmirror refuses to start, and a
+// transaction that ran without its check is verified, never taken as
+// applied on a checkpoint that did not hold its start.
+func TestApplyK2RWithoutTheCheckIsRefusedAndVerified(t *testing.T) {
+	admin := testenv.Redis(t)
+	ctx := context.Background()
+	stream := testenv.Stream(t, admin)
+	name := testenv.Name(t, "m")
+	user := "xmirror-test-" + name
+	if err := admin.Do(ctx, admin.B().AclSetuser().Username(user).Rule("on", ">pw", "~*", "&*", "+@all", "-@scripting").Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		admin.Do(context.Background(), admin.B().AclDeluser().Username(user).Build())
+		admin.Do(context.Background(), admin.B().Del().Key(K2RKey(name, stream)).Build())
+	})
+	opt, err := rueidis.ParseURL(testenv.RedisURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt.Username, opt.Password, opt.DisableCache = user, "pw", true
+	c, err := rueidis.NewClient(opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	if err := CheckK2RAccess(ctx, c, name, stream); err == nil || !strings.Contains(err.Error(), "NOPERM") {
+		t.Fatalf("CheckK2RAccess without scripting: %v, want NOPERM", err)
+	}
+	tp := TopicPartition{Topic: "t", Partition: 0}
+	w := &K2RWrite{Stream: stream, Moves: []K2RMove{{Partition: tp, From: 5, To: 6}}}
+	w.AddEntry("*", 1)
+	w.AddField("f", "v")
+	_, err = ApplyK2R(ctx, c, NewK2RStep(c, K2ROptions{Name: name}, []*K2RWrite{w}, time.Now()))
+	var conflict *ConflictError
+	if !errors.As(err, &conflict) || conflict.Stored != NoPosition || conflict.Expected != 5 || !strings.Contains(err.Error(), "twice") {
+		t.Fatalf("unchecked write on a checkpoint without its start: %v", err)
 	}
 }

@@ -233,6 +233,9 @@ func (k *k2rSetup) add(ctx context.Context, src *KafkaSource, tps []checkpoint.T
 		if err := k.checkStream(ctx, s); err != nil {
 			return nil, err
 		}
+		if err := checkpoint.CheckK2RAccess(ctx, k.rc, cfg.Name, s); err != nil {
+			return nil, classifyRedis(fmt.Errorf("redis %s: %w", cfg.RedisName, err))
+		}
 	}
 	stored := map[checkpoint.TopicPartition]int64{}
 	for _, s := range touched {

@@ -54,6 +54,10 @@ func (s *RedisSink) Write(ctx context.Context, b *K2RBatch, done func(error)) {
 		s.wg.Add(1)
 		go s.run()
 	})
+	if ctx.Err() != nil {
+		done(context.Cause(ctx))
+		return
+	}
 	// Built here, on the engine's writer goroutine, while the sink's
 	// goroutine waits for Redis to apply the batches before.
 	j := sinkJob{ctx: ctx, b: b, done: done}
@@ -145,10 +149,11 @@ func (s *RedisSink) write(ctx context.Context, group []sinkJob) (failedAt int, e
 	// Dead letters go first, in their own round trip: if the step below
 	// then fails or the process dies, they are written again on the retry
 	// or restart (at least once), but never lost.
-	for i, j := range group {
+	for _, j := range group {
 		if b := j.b; len(b.dead) > 0 && !b.deadWritten {
 			if err := s.writeDead(ctx, b.dead); err != nil {
-				return i, err
+				// No batch of the group was written yet.
+				return 0, err
 			}
 			b.deadWritten = true
 		}
