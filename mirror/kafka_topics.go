@@ -10,6 +10,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/xmirror/xmirror/checkpoint"
 )
@@ -23,7 +25,8 @@ type TopicSpec struct {
 
 // EnsureTopics checks that every topic exists, creating missing ones when
 // spec.Create is set, and returns each topic's partition count.
-func EnsureTopics(ctx context.Context, adm *kadm.Client, topics []string, spec TopicSpec) (map[string]int32, error) {
+// adm must be built on cl.
+func EnsureTopics(ctx context.Context, cl *kgo.Client, adm *kadm.Client, topics []string, spec TopicSpec) (map[string]int32, error) {
 	details, err := adm.ListTopics(ctx, topics...)
 	if err != nil {
 		return nil, Transient(fmt.Errorf("list topics: %w", err))
@@ -63,23 +66,32 @@ func EnsureTopics(ctx context.Context, adm *kadm.Client, topics []string, spec T
 	}
 	// A new topic takes a moment to get leaders; wait until every partition
 	// has one, and read the counts back (a topic created concurrently by
-	// another process has its own).
+	// another process has its own). The metadata is asked for afresh each
+	// time: the client's cache still holds these topics as missing from the
+	// look above, for its metadata min age.
+	req := kmsg.NewPtrMetadataRequest()
+	for _, t := range missing {
+		rt := kmsg.NewMetadataRequestTopic()
+		rt.Topic = kmsg.StringPtr(t)
+		req.Topics = append(req.Topics, rt)
+	}
 	deadline := time.Now().Add(topicReadyTimeout)
 	for {
-		details, err = adm.ListTopics(ctx, missing...)
-		ready := err == nil
-		for _, t := range missing {
-			d := details[t]
-			if !ready || d.Err != nil || len(d.Partitions) == 0 {
-				ready = false
-				break
-			}
-			for _, p := range d.Partitions {
-				if p.Err != nil || p.Leader < 0 {
+		resp, err := cl.RequestCachedMetadata(ctx, req, time.Nanosecond)
+		ready := err == nil && len(resp.Topics) == len(missing)
+		if ready {
+			for _, t := range resp.Topics {
+				if t.ErrorCode != 0 || len(t.Partitions) == 0 || t.Topic == nil {
 					ready = false
+					break
 				}
+				for _, p := range t.Partitions {
+					if p.ErrorCode != 0 || p.Leader < 0 {
+						ready = false
+					}
+				}
+				counts[*t.Topic] = int32(len(t.Partitions))
 			}
-			counts[t] = int32(len(d.Partitions))
 		}
 		if ready {
 			return counts, nil
@@ -90,7 +102,7 @@ func EnsureTopics(ctx context.Context, adm *kadm.Client, topics []string, spec T
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }
