@@ -31,6 +31,14 @@ type Source[B Batch] interface {
 	Commit(ctx context.Context, b B) error
 }
 
+// manyCommitter is a Source that can commit consecutive batches at once.
+// When a batch is confirmed, the engine commits with it the batches after
+// it that are confirmed too: a source whose commit is a round trip then
+// keeps up with many small batches (a follow run at a steady rate).
+type manyCommitter[B Batch] interface {
+	CommitMany(ctx context.Context, batches []B) error
+}
+
 // A Sink makes batches durable at the destination.
 type Sink[B Batch] interface {
 	// Write starts making b durable and calls done exactly once: with nil
@@ -185,9 +193,20 @@ func Run[B Batch](ctx context.Context, src Source[B], sink Sink[B], opt Options)
 	}()
 
 	inflight := make(chan pending[B], opt.MaxInFlight)
+	many, _ := any(src).(manyCommitter[B])
 	go func() {
 		defer close(committed)
-		for p := range inflight {
+		var held *pending[B] // taken from inflight while grouping, its turn next
+		for {
+			var p pending[B]
+			if held != nil {
+				p, held = *held, nil
+			} else {
+				var ok bool
+				if p, ok = <-inflight; !ok {
+					return
+				}
+			}
 			var err error
 			select {
 			case err = <-p.ack:
@@ -215,13 +234,43 @@ func Run[B Batch](ctx context.Context, src Source[B], sink Sink[B], opt Options)
 				}
 				return
 			}
-			if err := retry(work, opt.RetryFor, log, "commit", func() error { return src.Commit(work, p.batch) }); err != nil {
+			// Batches after this one already confirmed join its commit.
+			group := []B{p.batch}
+		gather:
+			for many != nil {
+				select {
+				case q, ok := <-inflight:
+					if !ok {
+						break gather
+					}
+					select {
+					case qerr := <-q.ack:
+						if qerr == nil {
+							group = append(group, q.batch)
+							continue
+						}
+						q.ack <- qerr // its failure is handled on its turn
+					default:
+					}
+					held = &q
+					break gather
+				default:
+					break gather
+				}
+			}
+			commit := func() error { return src.Commit(work, group[0]) }
+			if len(group) > 1 {
+				commit = func() error { return many.CommitMany(work, group) }
+			}
+			if err := retry(work, opt.RetryFor, log, "commit", commit); err != nil {
 				fail(err)
 				for range inflight {
 				}
 				return
 			}
-			count(p.batch)
+			for _, b := range group {
+				count(b)
+			}
 		}
 	}()
 

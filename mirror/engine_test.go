@@ -254,3 +254,56 @@ func (s *readCounter) Next(ctx context.Context) (*testBatch, error) {
 	}
 	return b, err
 }
+
+// groupingSource commits consecutive confirmed batches together.
+type groupingSource struct {
+	testSource
+	groups []int // size of each CommitMany
+}
+
+func (s *groupingSource) CommitMany(ctx context.Context, batches []*testBatch) error {
+	for _, b := range batches {
+		s.Commit(ctx, b)
+	}
+	s.mu.Lock()
+	s.groups = append(s.groups, len(batches))
+	s.mu.Unlock()
+	return nil
+}
+
+func TestEngineCommitsConfirmedBatchesTogetherInOrder(t *testing.T) {
+	tests := []struct {
+		name      string
+		failAt    int
+		committed int // batches committed, a failed one's prefix included
+	}{
+		{"all confirmed", 0, 100},
+		{"one fails", 40, 40},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := &groupingSource{testSource: testSource{batches: 100}}
+			hold := make(chan struct{})
+			go func() { time.Sleep(50 * time.Millisecond); close(hold) }()
+			_, err := Run[*testBatch](context.Background(), src, &testSink{failAt: tt.failAt, hold: hold}, Options{MaxInFlight: 16})
+			if (err != nil) != (tt.failAt > 0) {
+				t.Fatalf("err = %v", err)
+			}
+			seqs := src.seqs()
+			if len(seqs) != tt.committed {
+				t.Fatalf("committed %d batches, want %d: %v", len(seqs), tt.committed, seqs)
+			}
+			for i, s := range seqs {
+				if s != i+1 {
+					t.Fatalf("commit %d was batch %d: out of order", i, s)
+				}
+			}
+			if tt.failAt > 0 && src.committed[len(seqs)-1].keep != 5 {
+				t.Fatalf("the failed batch was committed whole, not its confirmed prefix")
+			}
+			if len(src.groups) == 0 {
+				t.Fatal("batches confirmed together were never committed together")
+			}
+		})
+	}
+}

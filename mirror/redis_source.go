@@ -718,39 +718,49 @@ func (s *RedisSource) waitForStreams(ctx context.Context) error {
 // Commit acknowledges the batch's entries and advances the checkpoint, in
 // one pipeline.
 func (s *RedisSource) Commit(ctx context.Context, b *EntryBatch) error {
-	if len(b.Entries) == 0 {
-		return nil
-	}
+	return s.CommitMany(ctx, []*EntryBatch{b})
+}
+
+// CommitMany commits consecutive batches in one round trip: one XACK per
+// stream and one checkpoint update for all of them. In follow mode batches
+// are small and many; committing each on its own would make the commits,
+// not Redis or Kafka, what the mirror waits for.
+func (s *RedisSource) CommitMany(ctx context.Context, batches []*EntryBatch) error {
 	c := s.cfg.Client
 	u := checkpoint.R2KUpdate{
 		Streams:    map[string]string{},
 		Partitions: map[checkpoint.TopicPartition]int64{},
-		Entries:    int64(b.written),
-		Bytes:      int64(b.size),
 	}
 	ids := map[string][]string{}
 	var order []string
 	var trimmed, skipped int64
-	for i, e := range b.Entries {
-		if _, ok := ids[e.Stream]; !ok {
-			order = append(order, e.Stream)
-		}
-		ids[e.Stream] = append(ids[e.Stream], e.ID)
-		u.Streams[e.Stream] = e.ID
-		switch e.skip {
-		case skipTrimmed:
-			trimmed++
-		case skipWritten:
-			skipped++
-		case skipNone:
-			if i < len(b.records) {
-				r := &b.records[i]
-				tp := checkpoint.TopicPartition{Topic: r.Topic, Partition: r.Partition}
-				if next := r.Offset + 1; next > u.Partitions[tp] {
-					u.Partitions[tp] = next
+	for _, b := range batches {
+		u.Entries += int64(b.written)
+		u.Bytes += int64(b.size)
+		for i, e := range b.Entries {
+			if _, ok := ids[e.Stream]; !ok {
+				order = append(order, e.Stream)
+			}
+			ids[e.Stream] = append(ids[e.Stream], e.ID)
+			u.Streams[e.Stream] = e.ID
+			switch e.skip {
+			case skipTrimmed:
+				trimmed++
+			case skipWritten:
+				skipped++
+			case skipNone:
+				if i < len(b.records) {
+					r := &b.records[i]
+					tp := checkpoint.TopicPartition{Topic: r.Topic, Partition: r.Partition}
+					if next := r.Offset + 1; next > u.Partitions[tp] {
+						u.Partitions[tp] = next
+					}
 				}
 			}
 		}
+	}
+	if len(order) == 0 {
+		return nil
 	}
 	cmds := make(rueidis.Commands, 0, len(order)+3)
 	for _, stream := range order {
