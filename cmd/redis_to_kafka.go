@@ -242,7 +242,7 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	}
 	sort.Strings(topics)
 	topics = compactSorted(topics)
-	if _, err := mirror.EnsureTopics(ctx, admCl, adm, topics, mirror.TopicSpec{Create: o.createTopic, Partitions: o.partitions, ReplicationFactor: o.replication}); err != nil {
+	if _, err := mirror.EnsureTopics(ctx, admCl, topics, mirror.TopicSpec{Create: o.createTopic, Partitions: o.partitions, ReplicationFactor: o.replication}); err != nil {
 		return kafkaEP.Explain(err)
 	}
 

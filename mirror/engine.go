@@ -25,8 +25,10 @@ type Source[B Batch] interface {
 	// empty batch is allowed and skipped; it lets a source report progress
 	// (such as entries it found already mirrored) through Commit.
 	Next(ctx context.Context) (B, error)
-	// Commit is called once for each batch, in the order Next returned
-	// them, and only after the Sink confirmed that batch and all before it.
+	// Commit is called once for each batch (or CommitMany once for
+	// consecutive batches, when the source has it), in the order Next
+	// returned them, and only after the Sink confirmed those batches and
+	// all before them.
 	// It must be idempotent: after a failure it may be called again.
 	Commit(ctx context.Context, b B) error
 }
@@ -237,7 +239,7 @@ func Run[B Batch](ctx context.Context, src Source[B], sink Sink[B], opt Options)
 			// Batches after this one already confirmed join its commit.
 			group := []B{p.batch}
 		gather:
-			for many != nil {
+			for many != nil && len(group) < opt.MaxInFlight {
 				select {
 				case q, ok := <-inflight:
 					if !ok {

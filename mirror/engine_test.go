@@ -307,3 +307,36 @@ func TestEngineCommitsConfirmedBatchesTogetherInOrder(t *testing.T) {
 		})
 	}
 }
+
+// lateFirstSink confirms batch 2 at once, fails batch 3 after confirming
+// half of it, and only then confirms batch 1.
+type lateFirstSink struct{ release chan struct{} }
+
+func (k *lateFirstSink) Write(_ context.Context, b *testBatch, done func(error)) {
+	switch b.seq {
+	case 1:
+		go func() { <-k.release; done(nil) }()
+	case 2:
+		done(nil)
+	default:
+		done(&PartialError{Confirmed: 5, Err: errors.New("broker said no")})
+		close(k.release)
+	}
+}
+
+func TestEngineGroupsOnlyTheConfirmedBatchesBeforeAFailedOne(t *testing.T) {
+	src := &groupingSource{testSource: testSource{batches: 3}}
+	_, err := Run[*testBatch](context.Background(), src, &lateFirstSink{release: make(chan struct{})}, Options{MaxInFlight: 4})
+	if err == nil || err.Error() != "broker said no" {
+		t.Fatalf("err = %v, want the sink's error", err)
+	}
+	if seqs := src.seqs(); len(seqs) != 3 || seqs[0] != 1 || seqs[1] != 2 || seqs[2] != 3 {
+		t.Fatalf("committed %v, want 1 and 2, then the prefix of 3", seqs)
+	}
+	if src.committed[2].keep != 5 {
+		t.Fatal("batch 3 was committed whole, not its confirmed prefix")
+	}
+	if len(src.groups) != 1 || src.groups[0] != 2 {
+		t.Fatalf("commit groups %v, want one of batches 1 and 2", src.groups)
+	}
+}

@@ -25,8 +25,10 @@ type TopicSpec struct {
 
 // EnsureTopics checks that every topic exists, creating missing ones when
 // spec.Create is set, and returns each topic's partition count.
-// adm must be built on cl.
-func EnsureTopics(ctx context.Context, cl *kgo.Client, adm *kadm.Client, topics []string, spec TopicSpec) (map[string]int32, error) {
+func EnsureTopics(ctx context.Context, cl *kgo.Client, topics []string, spec TopicSpec) (map[string]int32, error) {
+	// One client, one metadata cache: what the wait below learns about
+	// new topics is what later calls on cl see.
+	adm := kadm.NewClient(cl)
 	details, err := adm.ListTopics(ctx, topics...)
 	if err != nil {
 		return nil, Transient(fmt.Errorf("list topics: %w", err))
@@ -83,11 +85,13 @@ func EnsureTopics(ctx context.Context, cl *kgo.Client, adm *kadm.Client, topics 
 			for _, t := range resp.Topics {
 				if t.ErrorCode != 0 || len(t.Partitions) == 0 || t.Topic == nil {
 					ready = false
+					err = kerr.ErrorForCode(t.ErrorCode)
 					break
 				}
 				for _, p := range t.Partitions {
 					if p.ErrorCode != 0 || p.Leader < 0 {
 						ready = false
+						err = kerr.ErrorForCode(p.ErrorCode)
 					}
 				}
 				counts[*t.Topic] = int32(len(t.Partitions))
@@ -97,7 +101,11 @@ func EnsureTopics(ctx context.Context, cl *kgo.Client, adm *kadm.Client, topics 
 			return counts, nil
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("topics %v were created but have no leader after %s; check the broker's log", missing, topicReadyTimeout)
+			why := "no leader"
+			if err != nil {
+				why = err.Error()
+			}
+			return nil, fmt.Errorf("topics %v were created but are not ready after %s (%s); check the broker's log", missing, topicReadyTimeout, why)
 		}
 		select {
 		case <-ctx.Done():
