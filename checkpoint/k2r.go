@@ -14,7 +14,7 @@ import (
 // K2RKey is the key of a kafka-to-redis mirror's checkpoint hash for one
 // destination stream: xmirror:k2r:{<tag>}:<name>, where <tag> is the
 // stream's effective hash tag, so the key lives in the stream's hash slot
-// and the entries and their positions can be written in one script.
+// and the entries and their positions can be written in one transaction.
 //
 // The effective tag is what Redis Cluster hashes: the part between the first
 // '{' and the first '}' after it when that part is not empty, else the whole
