@@ -427,7 +427,7 @@ func CheckK2RAccess(ctx context.Context, c rueidis.Client, name, stream string) 
 		c.B().Unwatch().Build())
 	for _, r := range replies {
 		if err := r.Error(); err != nil {
-			return fmt.Errorf("stream %q: the server refuses the commands of the atomic write (WATCH, EVAL, on keys %q and %q): %w", stream, key, guard, err)
+			return fmt.Errorf("stream %q: the server refuses the commands of the atomic write (WATCH, EVAL, on keys %q and %q): %w; grant this user those commands and keys (an ACL key pattern such as xmirror:*)", stream, key, guard, err)
 		}
 	}
 	return nil
@@ -567,7 +567,12 @@ func k2rResult(replies []rueidis.RedisResult, opt K2ROptions, w *K2RWrite, res *
 			// XADD fails only on what was checked before (the key's
 			// type, the ID's form), unless the key changed type in
 			// between: the entry is reported, never passed over.
-			return fmt.Errorf("stream %q: entry %s was not written (%v) but its position was checkpointed; mirror it again with a new --name or --start from its offset", stream, w.entry(i)[0], err)
+			var moved []string
+			for _, m := range w.Moves {
+				moved = append(moved, fmt.Sprintf("%s from %d to %d", formatTopicPartition(m.Partition), m.From, m.To))
+			}
+			return fmt.Errorf("stream %q: entry %d of a batch was not written (%v) but the batch's positions were checkpointed (%s in %q); to mirror the batch again, set those fields back to their start (HSET) and run again, which writes the rest of the batch a second time",
+				stream, i, err, strings.Join(moved, ", "), key)
 		}
 	}
 	for _, r := range applied[1+len(w.starts):] {
