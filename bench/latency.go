@@ -223,29 +223,9 @@ func latencyK2R(ctx context.Context, cfg *config, e *env) (latencyResult, error)
 	}
 
 	progress("latency kafka-to-redis: %d records/s for %s", cfg.latRate, cfg.latDuration)
-	var (
-		once  sync.Once
-		first error
-	)
-	cb := func(_ *kgo.Record, err error) {
-		if err != nil {
-			once.Do(func() { first = err })
-		}
-	}
-	sent, elapsed, err := pace(ctx, cfg.latRate, cfg.latDuration, func(k int) error {
-		for i := 0; i < k; i++ {
-			prod.Produce(ctx, &kgo.Record{Value: value(time.Now().UnixNano())}, cb)
-		}
-		return nil
-	})
+	sent, elapsed, err := produceAtRate(ctx, cfg, prod, topic, value)
 	if err != nil {
 		return res, err
-	}
-	if err := prod.Flush(ctx); err != nil {
-		return res, err
-	}
-	if first != nil {
-		return res, fmt.Errorf("produce to %q: %w", topic, first)
 	}
 	waitCount(ctx, 15*time.Second, &s.received, sent)
 	cancel()
@@ -407,16 +387,8 @@ func latencyRawKafka(ctx context.Context, cfg *config, e *env) (latencyResult, e
 		time.Sleep(20 * time.Millisecond)
 	}
 	progress("latency raw kafka: %d records/s for %s", cfg.latRate, cfg.latDuration)
-	sent, elapsed, err := pace(ctx, cfg.latRate, cfg.latDuration, func(k int) error {
-		for i := 0; i < k; i++ {
-			prod.Produce(ctx, &kgo.Record{Value: value(time.Now().UnixNano())}, nil)
-		}
-		return nil
-	})
+	sent, elapsed, err := produceAtRate(ctx, cfg, prod, topic, value)
 	if err != nil {
-		return res, err
-	}
-	if err := prod.Flush(ctx); err != nil {
 		return res, err
 	}
 	waitCount(ctx, 15*time.Second, &s.received, sent)
@@ -426,4 +398,35 @@ func latencyRawKafka(ctx context.Context, cfg *config, e *env) (latencyResult, e
 		return res, fmt.Errorf("raw kafka latency: %d of %d records arrived", s.received.Load(), sent)
 	}
 	return finishLatency(res, &s, sent, elapsed), nil
+}
+
+// produceAtRate produces records stamped with their send time at the
+// latency rate, waits until all are acknowledged, and fails on the first
+// record Kafka refused.
+func produceAtRate(ctx context.Context, cfg *config, prod *kgo.Client, topic string, value func(ts int64) []byte) (int64, time.Duration, error) {
+	var (
+		once  sync.Once
+		first error
+	)
+	cb := func(_ *kgo.Record, err error) {
+		if err != nil {
+			once.Do(func() { first = err })
+		}
+	}
+	sent, elapsed, err := pace(ctx, cfg.latRate, cfg.latDuration, func(k int) error {
+		for i := 0; i < k; i++ {
+			prod.Produce(ctx, &kgo.Record{Value: value(time.Now().UnixNano())}, cb)
+		}
+		return nil
+	})
+	if err != nil {
+		return sent, elapsed, err
+	}
+	if err := prod.Flush(ctx); err != nil {
+		return sent, elapsed, err
+	}
+	if first != nil {
+		return sent, elapsed, fmt.Errorf("produce to %q: %w", topic, first)
+	}
+	return sent, elapsed, nil
 }

@@ -43,14 +43,7 @@ func TestApplyK2RComparesAndSets(t *testing.T) {
 	key := K2RKey(name, stream)
 	t.Cleanup(func() { c.Do(context.Background(), c.B().Del().Key(key).Build()) })
 	tp := TopicPartition{Topic: "t", Partition: 0}
-	write := func(from, to int64, n int) *K2RWrite {
-		w := &K2RWrite{Stream: stream, Moves: []K2RMove{{Partition: tp, From: from, To: to}}}
-		for i := 0; i < n; i++ {
-			w.AddEntry("*", 1)
-			w.AddField("f", "v")
-		}
-		return w
-	}
+	write := func(from, to int64, n int) *K2RWrite { return testWrite(stream, tp, from, to, n) }
 	opt := K2ROptions{Name: name}
 	step := NewK2RStep(c, opt, []*K2RWrite{write(NoPosition, 3, 3)}, time.Now())
 	if _, err := ApplyK2R(ctx, c, step); err != nil {
@@ -115,13 +108,7 @@ func TestApplyK2RWritesNothingOfARefusedWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	write := func(stream string, from, to int64) *K2RWrite {
-		w := &K2RWrite{Stream: stream, Moves: []K2RMove{{Partition: TopicPartition{Topic: "t", Partition: 1}, From: from, To: to}}}
-		for i := from; i < to; i++ {
-			w.AddEntry("*", 2)
-			w.AddField("a", "1")
-			w.AddField("b", "2")
-		}
-		return w
+		return testWrite(stream, TopicPartition{Topic: "t", Partition: 1}, from, to, int(to-from))
 	}
 	opt := K2ROptions{Name: name}
 	tests := []struct {
@@ -169,14 +156,7 @@ func TestApplyK2RRetriedAfterTheWholeCallWasAppliedIsAReplay(t *testing.T) {
 	name := testenv.Name(t, "m")
 	t.Cleanup(func() { c.Do(context.Background(), c.B().Del().Key(K2RKey(name, stream)).Build()) })
 	tp := TopicPartition{Topic: "t", Partition: 0}
-	write := func(from, to int64) *K2RWrite {
-		w := &K2RWrite{Stream: stream, Moves: []K2RMove{{Partition: tp, From: from, To: to}}}
-		for i := from; i < to; i++ {
-			w.AddEntry("*", 1)
-			w.AddField("n", strconv.FormatInt(i, 10))
-		}
-		return w
-	}
+	write := func(from, to int64) *K2RWrite { return testWrite(stream, tp, from, to, int(to-from)) }
 	opt := K2ROptions{Name: name}
 	if err := InitK2RPartitions(ctx, c, name, map[string]map[TopicPartition]int64{stream: {tp: 0}}); err != nil {
 		t.Fatal(err)
@@ -227,12 +207,20 @@ func TestApplyK2RWithoutTheCheckIsRefusedAndVerified(t *testing.T) {
 		t.Fatalf("CheckK2RAccess without scripting: %v, want NOPERM", err)
 	}
 	tp := TopicPartition{Topic: "t", Partition: 0}
-	w := &K2RWrite{Stream: stream, Moves: []K2RMove{{Partition: tp, From: 5, To: 6}}}
-	w.AddEntry("*", 1)
-	w.AddField("f", "v")
+	w := testWrite(stream, tp, 5, 6, 1)
 	_, err = ApplyK2R(ctx, c, NewK2RStep(c, K2ROptions{Name: name}, []*K2RWrite{w}, time.Now()))
 	var conflict *ConflictError
 	if !errors.As(err, &conflict) || conflict.Stored != NoPosition || conflict.Expected != 5 || !strings.Contains(err.Error(), "twice") {
 		t.Fatalf("unchecked write on a checkpoint without its start: %v", err)
 	}
+}
+
+// testWrite is a write of n entries into stream, moving tp from from to to.
+func testWrite(stream string, tp TopicPartition, from, to int64, n int) *K2RWrite {
+	w := &K2RWrite{Stream: stream, Moves: []K2RMove{{Partition: tp, From: from, To: to}}}
+	for i := 0; i < n; i++ {
+		w.AddEntry("*", 1)
+		w.AddField("n", strconv.Itoa(i))
+	}
+	return w
 }
