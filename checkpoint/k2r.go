@@ -223,8 +223,8 @@ func K2RGuardKey(name, stream string) string {
 // KEYS: stream, checkpoint, guard. ARGV: version, kind, nmoves, then
 // nmoves x (field, from, to, last) where from "" means absent and last is
 // the end of the last write of the same call for that partition: a
-// position there (or at to) means this write was applied already, by an
-// attempt whose reply was lost.
+// position from to up to last means this write was applied already, by an
+// attempt whose reply was lost (and maybe writes after it too).
 //
 // Replies: {"ok"}, {"replayed"}, {"conflict", field, stored, expected},
 // {"corrupt", why}, {"wrongtype", type} or {"error", message}.
@@ -247,7 +247,8 @@ local function check()
   for m = 1, nmoves do
     local cur = redis.call('HGET', ck, ARGV[i]) or ''
     if cur ~= ARGV[i+1] then
-      if cur == ARGV[i+2] or cur == ARGV[i+3] then replayed = replayed + 1 end
+      local at = tonumber(cur)
+      if at and at >= tonumber(ARGV[i+2]) and at <= tonumber(ARGV[i+3]) then replayed = replayed + 1 end
       if not first then first = {'conflict', ARGV[i], cur, ARGV[i+1]} end
     end
     i = i + 4
@@ -299,6 +300,90 @@ const MaxFields = 3000
 // calling ApplyK2R again with the same steps is safe, applied ones come
 // back Replayed.
 func ApplyK2R(ctx context.Context, c rueidis.Client, steps ...*K2RStep) ([]K2RResult, error) {
+	return ApplyK2RInOrder(ctx, c, K2ROrder{}, steps...)
+}
+
+// K2ROrder chains ApplyK2RInOrder calls that are in flight together, on
+// different connections, so that Redis still runs them in the order they
+// were made: a call waits (BLPOP) for the token of the call before it,
+// then pushes its own once its commands ran. Redis then goes from one
+// call's transactions straight to the next one's, already in its input
+// buffer, instead of waiting a round trip for the client.
+//
+// The order is only about speed: every write is checked against the
+// positions it starts from wherever it runs, so a call that ran early
+// (its wait timed out) writes nothing it should not, and its refused
+// writes fail with ErrOutOfOrder, to be applied again.
+type K2ROrder struct {
+	// After is the token of the call to wait for; "" waits for none.
+	After string
+	// Token is pushed once this call's commands ran; "" pushes none.
+	Token string
+}
+
+// K2ROrderKey is the key of an order token: the list a call pushes for the
+// one after it. run tells apart the runs of one mirror name; seq, the calls
+// of a run. A token lives orderTokenTTL at most.
+func K2ROrderKey(name, run string, seq uint64) string {
+	return "xmirror:k2r-order:" + name + ":" + run + ":" + strconv.FormatUint(seq, 10)
+}
+
+const (
+	// orderWait is how long a call waits for the call before it. That
+	// one runs in milliseconds, and a failed one has its token pushed
+	// for it (ReleaseK2ROrder): this only bounds a call whose
+	// predecessor's token could not be pushed at all.
+	orderWait = 5
+	// orderTokenTTL lets a token that no call waits for vanish.
+	orderTokenTTL = 10 * time.Second
+)
+
+// ErrOutOfOrder is wrapped by the error of a write refused because its call
+// ran before the call it was to follow had run: nothing of it was applied,
+// and applying it again is right.
+var ErrOutOfOrder = errors.New("batch reached Redis before the batch it follows")
+
+// ReleaseK2ROrder pushes tokens of calls that failed, so that the calls
+// waiting for them go on now rather than when their wait times out.
+func ReleaseK2ROrder(ctx context.Context, c rueidis.Client, tokens ...string) error {
+	var cmds rueidis.Commands
+	for _, t := range tokens {
+		cmds = appendOrderToken(c, cmds, t)
+	}
+	if len(cmds) == 0 {
+		return nil
+	}
+	for _, r := range c.DoMulti(ctx, cmds...) {
+		if err := r.Error(); err != nil {
+			return fmt.Errorf("push order token: %w", err)
+		}
+	}
+	return nil
+}
+
+func appendOrderToken(c rueidis.Client, cmds rueidis.Commands, token string) rueidis.Commands {
+	return append(cmds,
+		c.B().Lpush().Key(token).Element("1").Build(),
+		c.B().Pexpire().Key(token).Milliseconds(orderTokenTTL.Milliseconds()).Build())
+}
+
+// CheckK2ROrderAccess tells whether the server lets calls be chained with
+// K2ROrder (an ACL may refuse BLPOP, LPUSH or PEXPIRE on xmirror's keys).
+// It leaves nothing behind.
+func CheckK2ROrderAccess(ctx context.Context, c rueidis.Client, name string) error {
+	token := K2ROrderKey(name, "access-check", 0)
+	cmds := appendOrderToken(c, nil, token)
+	cmds = append(cmds, c.B().Blpop().Key(token).Timeout(orderWait).Build())
+	for _, r := range c.DoMulti(ctx, cmds...) {
+		if err := r.Error(); err != nil {
+			return fmt.Errorf("chaining writes with BLPOP, LPUSH and PEXPIRE on %q: %w", token, err)
+		}
+	}
+	return nil
+}
+
+// ApplyK2RInOrder is ApplyK2R for a call chained to others by order.
+func ApplyK2RInOrder(ctx context.Context, c rueidis.Client, order K2ROrder, steps ...*K2RStep) ([]K2RResult, error) {
 	// Where each partition ends after the last write of the call: a
 	// write retried after its whole call was applied finds it there.
 	last := map[string]string{}
@@ -312,6 +397,9 @@ func ApplyK2R(ctx context.Context, c rueidis.Client, steps ...*K2RStep) ([]K2RRe
 		nwrites += len(st.writes)
 	}
 	var cmds rueidis.Commands
+	if order.After != "" {
+		cmds = append(cmds, c.B().Blpop().Key(order.After).Timeout(orderWait).Build())
+	}
 	for _, st := range steps {
 		if st.xadds == nil {
 			st.build(c)
@@ -322,15 +410,26 @@ func ApplyK2R(ctx context.Context, c rueidis.Client, steps ...*K2RStep) ([]K2RRe
 		// rueidis recycles commands once sent: a retry builds them anew.
 		st.xadds = nil
 	}
+	if order.Token != "" {
+		cmds = appendOrderToken(c, cmds, order.Token)
+	}
 	replies := c.DoMulti(ctx, cmds...)
 	results := make([]K2RResult, 0, nwrites)
 	var first error
 	at := 0
+	// A call whose wait did not end with its predecessor's token may
+	// have run first: a write it found starting elsewhere is not a
+	// conflict yet.
+	early := false
+	if order.After != "" {
+		early = replies[0].Error() != nil
+		at = 1
+	}
 	for _, st := range steps {
 		for _, w := range st.writes {
 			size := len(w.starts) + writeOverhead
 			var res K2RResult
-			res.Err = k2rResult(replies[at:at+size], st.opt, w, &res)
+			res.Err = k2rResult(replies[at:at+size], st.opt, w, &res, early)
 			if res.Err != nil && first == nil {
 				first = res.Err
 			}
@@ -465,7 +564,8 @@ func InitK2RPartitions(ctx context.Context, c rueidis.Client, name string, start
 }
 
 // k2rResult reads the replies to one write's commands (see ApplyK2R).
-func k2rResult(replies []rueidis.RedisResult, opt K2ROptions, w *K2RWrite, res *K2RResult) error {
+// early: its call may have run before the call it follows.
+func k2rResult(replies []rueidis.RedisResult, opt K2ROptions, w *K2RWrite, res *K2RResult, early bool) error {
 	key, stream := K2RKey(opt.Name, w.Stream), w.Stream
 	// checkErr: the check could not run (or WATCH failed); else status.
 	var (
@@ -496,7 +596,11 @@ func k2rResult(replies []rueidis.RedisResult, opt K2ROptions, w *K2RWrite, res *
 			if err != nil {
 				return fmt.Errorf("checkpoint %q: conflict on field %q: %w", key, str(1), ErrCorrupt)
 			}
-			return &ConflictError{Key: key, Name: opt.Name, Partition: tp, Stored: parsePosition(str(2)), Expected: parsePosition(str(3))}
+			conflict := &ConflictError{Key: key, Name: opt.Name, Partition: tp, Stored: parsePosition(str(2)), Expected: parsePosition(str(3))}
+			if early {
+				return fmt.Errorf("write stream %q: %w (%v)", stream, ErrOutOfOrder, conflict)
+			}
+			return conflict
 		case "corrupt":
 			return fmt.Errorf("checkpoint %q: %s: %w; delete it or choose another --name", key, str(1), ErrCorrupt)
 		case "wrongtype":
@@ -516,7 +620,8 @@ func k2rResult(replies []rueidis.RedisResult, opt K2ROptions, w *K2RWrite, res *
 			return refused()
 		}
 		// The checkpoint changed between the check and EXEC: another
-		// process, or a user. Checking again tells which.
+		// process, a user, or (early) the call this one follows.
+		// Checking again tells which.
 		return fmt.Errorf("write stream %q: checkpoint %q changed while the batch was being written: %w", stream, key, ErrCheckpointChanged)
 	case execErr != nil:
 		// Refused as a whole: nothing was written.

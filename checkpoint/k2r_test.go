@@ -149,30 +149,99 @@ func TestApplyK2RWritesNothingOfARefusedWrite(t *testing.T) {
 	}
 }
 
-func TestApplyK2RRetriedAfterTheWholeCallWasAppliedIsAReplay(t *testing.T) {
+func TestApplyK2RRetriedAfterTheCallWasAppliedIsAReplay(t *testing.T) {
+	c := testenv.Redis(t)
+	ctx := context.Background()
+	tp := TopicPartition{Topic: "t", Partition: 0}
+	opt := func(name string) K2ROptions { return K2ROptions{Name: name} }
+	tests := []struct {
+		name    string
+		applied int // of the call's three steps, before the retry
+	}{
+		{"whole call applied, reply lost", 3},
+		{"first two applied, then the connection lost", 2},
+		{"first applied", 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			stream := testenv.Stream(t, c)
+			name := testenv.Name(t, "m")
+			t.Cleanup(func() { c.Do(context.Background(), c.B().Del().Key(K2RKey(name, stream)).Build()) })
+			if err := InitK2RPartitions(ctx, c, name, map[string]map[TopicPartition]int64{stream: {tp: 0}}); err != nil {
+				t.Fatal(err)
+			}
+			var steps []*K2RStep
+			for _, r := range [][2]int64{{0, 4}, {4, 6}, {6, 9}} {
+				steps = append(steps, NewK2RStep(c, opt(name), []*K2RWrite{testWrite(stream, tp, r[0], r[1], int(r[1]-r[0]))}, time.Now()))
+			}
+			if _, err := ApplyK2R(ctx, c, steps[:tt.applied]...); err != nil {
+				t.Fatal(err)
+			}
+			// The retry of the whole call must find what was applied
+			// done, not in conflict, and apply the rest.
+			res, err := ApplyK2R(ctx, c, steps...)
+			if err != nil {
+				t.Fatalf("retry: %v", err)
+			}
+			for i, r := range res {
+				if r.Replayed != (i < tt.applied) {
+					t.Errorf("step %d: replayed %v, want %v", i, r.Replayed, i < tt.applied)
+				}
+			}
+			if n, _ := c.Do(ctx, c.B().Xlen().Key(stream).Build()).AsInt64(); n != 9 {
+				t.Fatalf("XLEN = %d, want 9", n)
+			}
+		})
+	}
+}
+
+func TestApplyK2RInOrderRunsChainedCallsInTheirOrder(t *testing.T) {
 	c := testenv.Redis(t)
 	ctx := context.Background()
 	stream := testenv.Stream(t, c)
 	name := testenv.Name(t, "m")
 	t.Cleanup(func() { c.Do(context.Background(), c.B().Del().Key(K2RKey(name, stream)).Build()) })
 	tp := TopicPartition{Topic: "t", Partition: 0}
-	write := func(from, to int64) *K2RWrite { return testWrite(stream, tp, from, to, int(to-from)) }
 	opt := K2ROptions{Name: name}
-	if err := InitK2RPartitions(ctx, c, name, map[string]map[TopicPartition]int64{stream: {tp: 0}}); err != nil {
+	if err := CheckK2ROrderAccess(ctx, c, name); err != nil {
 		t.Fatal(err)
 	}
-	// Two batches sent together, applied, and their reply lost: the
-	// retry of both must find them applied, not in conflict.
-	steps := []*K2RStep{NewK2RStep(c, opt, []*K2RWrite{write(0, 4)}, time.Now()), NewK2RStep(c, opt, []*K2RWrite{write(4, 6)}, time.Now())}
-	if _, err := ApplyK2R(ctx, c, steps...); err != nil {
+	first, second := K2ROrderKey(name, "test", 1), K2ROrderKey(name, "test", 2)
+	// The second call reaches Redis first: it waits for the first.
+	done := make(chan error)
+	go func() {
+		_, err := ApplyK2RInOrder(ctx, c, K2ROrder{After: first, Token: second}, NewK2RStep(c, opt, []*K2RWrite{testWrite(stream, tp, 3, 5, 2)}, time.Now()))
+		done <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	if _, err := ApplyK2RInOrder(ctx, c, K2ROrder{Token: first}, NewK2RStep(c, opt, []*K2RWrite{testWrite(stream, tp, NoPosition, 3, 3)}, time.Now())); err != nil {
 		t.Fatal(err)
 	}
-	res, err := ApplyK2R(ctx, c, steps...)
-	if err != nil || !res[0].Replayed || !res[1].Replayed {
-		t.Fatalf("retry of the applied call: %+v, %v", res, err)
+	if err := <-done; err != nil {
+		t.Fatalf("second call: %v", err)
 	}
-	if n, _ := c.Do(ctx, c.B().Xlen().Key(stream).Build()).AsInt64(); n != 6 {
-		t.Fatalf("XLEN = %d, want 6", n)
+	entries, err := c.Do(ctx, c.B().Xrange().Key(stream).Start("-").End("+").Build()).AsXRange()
+	if err != nil || len(entries) != 5 || entries[3].FieldValues["n"] != "0" || entries[2].FieldValues["n"] != "2" {
+		t.Fatalf("entries %v, %v: want the first call's 3, then the second's 2", entries, err)
+	}
+	// Only the unclaimed token is left, and it expires.
+	if ttl, _ := c.Do(ctx, c.B().Pttl().Key(second).Build()).AsInt64(); ttl <= 0 || ttl > orderTokenTTL.Milliseconds() {
+		t.Errorf("PTTL of the last token = %d", ttl)
+	}
+	if n, _ := c.Do(ctx, c.B().Exists().Key(first).Build()).AsInt64(); n != 0 {
+		t.Error("the claimed token is left behind")
+	}
+
+	// A call whose wait ended without its predecessor's token (here: the
+	// token key is no list) writes nothing out of place and says so.
+	c.Do(ctx, c.B().Set().Key(first).Value("x").Build())
+	t.Cleanup(func() { c.Do(context.Background(), c.B().Del().Key(first, second).Build()) })
+	_, err = ApplyK2RInOrder(ctx, c, K2ROrder{After: first}, NewK2RStep(c, opt, []*K2RWrite{testWrite(stream, tp, 7, 9, 2)}, time.Now()))
+	if !errors.Is(err, ErrOutOfOrder) || IsConflict(err) {
+		t.Fatalf("call run early: %v, want ErrOutOfOrder", err)
+	}
+	if n, _ := c.Do(ctx, c.B().Xlen().Key(stream).Build()).AsInt64(); n != 5 {
+		t.Fatalf("XLEN = %d, want 5", n)
 	}
 }
 

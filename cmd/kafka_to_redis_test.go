@@ -137,6 +137,29 @@ func TestK2ROneShotMirrorsBacklogOnceInOrder(t *testing.T) {
 	checkOnceInOrder(t, readStream(t, rc, stream), n+1000)
 }
 
+// A user that may not chain writes (BLPOP) still mirrors everything, one
+// batch at a time, and is told what to grant.
+func TestK2RWithoutBLPOPWritesOneBatchAtATime(t *testing.T) {
+	rc := testenv.Redis(t)
+	ctx := context.Background()
+	topic := testenv.Topic(t, testenv.Kafka(t), 2)
+	stream := testenv.Stream(t, rc)
+	name := testenv.Name(t, "m")
+	delKeys(t, rc, checkpoint.K2RKey(name, stream))
+	const n = 20000
+	produce(t, topic, numbered(0, n, 2))
+	user := testenv.Name(t, "u")
+	must(t, rc.Do(ctx, rc.B().AclSetuser().Username(user).Rule("on", ">pw", "~*", "+@all", "-blpop").Build()).Error())
+	t.Cleanup(func() { rc.Do(context.Background(), rc.B().AclDeluser().Username(user).Build()) })
+	addr := strings.TrimPrefix(testenv.RedisURL(), "redis://")
+
+	r := mustMirror(t, "k2r", "--topic", topic, "--stream", stream, "--name", name, "--batch-size", "500", "--redis", "redis://"+user+":pw@"+addr)
+	if !strings.Contains(r.stderr, "one batch at a time") || !strings.Contains(r.stderr, "BLPOP") {
+		t.Errorf("stderr %q: want the warning naming BLPOP", r.stderr)
+	}
+	checkOnceInOrder(t, readStream(t, rc, stream), n)
+}
+
 func TestK2RKillNineLeavesEachRecordOnce(t *testing.T) {
 	rc := testenv.Redis(t)
 	topic := testenv.Topic(t, testenv.Kafka(t), 3)

@@ -30,6 +30,13 @@ func classifyRedis(err error) error {
 	return Transient(err)
 }
 
+// isRefusal reports a Redis error reply that trying again would not change,
+// such as an ACL's NOPERM.
+func isRefusal(err error) bool {
+	var re *rueidis.RedisError
+	return errors.As(err, &re) && !re.IsNil() && !IsTransient(classifyRedis(err))
+}
+
 // isRedisErrPrefix reports a Redis error reply starting with prefix, such as
 // "NOGROUP" or "BUSYGROUP".
 func isRedisErrPrefix(err error, prefix string) bool {

@@ -19,11 +19,15 @@ import (
 // entries and the checkpoint move in one checked transaction, all streams
 // of a batch in one pipeline (checkpoint.ApplyK2R). Built by NewK2R.
 //
-// Batches are applied in order by one goroutine, so the reader decodes the
-// next batch while Redis applies this one; batches that queued up meanwhile
-// go together, in one round trip. A batch whose step failed for a
-// transient reason (connection lost, server loading) is retried with
-// backoff: the compare-and-set makes a retry of an applied step a no-op.
+// Batches that queued up while Redis was busy go together, in one call
+// (one round trip). Up to maxCalls calls are in flight at once, each on
+// its own connection and chained so that Redis runs them in order
+// (checkpoint.K2ROrder): Redis goes from one call's transactions straight
+// to the next, instead of idling for a round trip and for the client's
+// work on each reply. A call that failed for a transient reason
+// (connection lost, server loading) is applied again with backoff,
+// together with every call after it: the compare-and-set makes a retry of
+// an applied write a no-op.
 type RedisSink struct {
 	c          rueidis.Client
 	opt        checkpoint.K2ROptions
@@ -31,11 +35,16 @@ type RedisSink struct {
 	retryFor   time.Duration
 	log        *slog.Logger
 	redisName  string
+	// ordered: the server lets calls be chained (CheckK2ROrderAccess);
+	// else one call at a time.
+	ordered bool
 
 	start   sync.Once
 	jobs    chan sinkJob
 	wg      sync.WaitGroup
-	failure error // owned by the writer goroutine
+	failure error  // owned by the writer goroutine
+	run     string // tells this run's order tokens apart
+	seq     uint64 // of the last order token
 
 	present atomic.Int64
 }
@@ -47,12 +56,22 @@ type sinkJob struct {
 	done func(error)
 }
 
+// sinkCall is a group of batches written in one call.
+type sinkCall struct {
+	jobs     []sinkJob
+	order    checkpoint.K2ROrder
+	finished chan struct{} // closed once failedAt and err are set
+	failedAt int           // index of the first job not applied
+	err      error
+}
+
 // Write queues b; done is called once it is applied or failed.
 func (s *RedisSink) Write(ctx context.Context, b *K2RBatch, done func(error)) {
 	s.start.Do(func() {
 		s.jobs = make(chan sinkJob, maxGroup)
+		s.run = strconv.FormatInt(time.Now().UnixNano(), 36)
 		s.wg.Add(1)
-		go s.run()
+		go s.loop()
 	})
 	if ctx.Err() != nil {
 		done(context.Cause(ctx))
@@ -71,48 +90,173 @@ func (s *RedisSink) Write(ctx context.Context, b *K2RBatch, done func(error)) {
 	}
 }
 
-// maxGroup is how many queued batches go to Redis in one round trip. While
-// Redis applies one batch's transaction, the commands of the next are
-// already in its input buffer, instead of a round trip and the client's
-// work on the reply leaving it idle between batches.
-const maxGroup = 4
+const (
+	// maxGroup is how many queued batches go to Redis in one call.
+	maxGroup = 4
+	// maxCalls is how many calls may be in flight at once: with three,
+	// Redis has the next call's commands waiting while the client reads
+	// the replies of one and sends another. (Writing prebuilt batches,
+	// three in flight keep Redis about 0.95 busy against 0.75 for one
+	// at a time.)
+	maxCalls = 3
+)
 
-func (s *RedisSink) run() {
+// loop sends the queued batches as calls and confirms them in order.
+func (s *RedisSink) loop() {
 	defer s.wg.Done()
-	group := make([]sinkJob, 0, maxGroup)
-	for j := range s.jobs {
-		group = append(group[:0], j)
-	queued:
-		for len(group) < maxGroup {
-			select {
-			case j, ok := <-s.jobs:
-				if !ok {
+	var inflight []*sinkCall
+	jobs := s.jobs
+	depth := 1
+	if s.ordered {
+		depth = maxCalls
+	}
+	for jobs != nil || len(inflight) > 0 {
+		var next <-chan sinkJob
+		if jobs != nil && len(inflight) < depth {
+			next = jobs
+		}
+		var oldest chan struct{}
+		if len(inflight) > 0 {
+			oldest = inflight[0].finished
+		}
+		select {
+		case j, ok := <-next:
+			if !ok {
+				jobs = nil
+				continue
+			}
+			group := []sinkJob{j}
+		queued:
+			for len(group) < maxGroup {
+				select {
+				case j, ok := <-jobs:
+					if !ok {
+						jobs = nil
+						break queued
+					}
+					group = append(group, j)
+				default:
 					break queued
 				}
-				group = append(group, j)
-			default:
-				break queued
 			}
+			if hasDeadLetters(group) {
+				// Dead letters are written in the order of their
+				// batches: the calls before go first.
+				for len(inflight) > 0 {
+					inflight = s.settle(inflight)
+				}
+			}
+			if s.failure != nil {
+				// A later batch starts where the failed one should
+				// have left the checkpoint: it can only conflict.
+				for _, j := range group {
+					j.done(s.failure)
+				}
+				continue
+			}
+			inflight = append(inflight, s.send(group, inflight))
+		case <-oldest:
+			inflight = s.settle(inflight)
 		}
-		s.apply(group)
 	}
 }
 
-// apply writes a group of batches in order and calls their done.
-func (s *RedisSink) apply(group []sinkJob) {
-	if s.failure != nil {
-		// A later batch starts where the failed one should have left
-		// the checkpoint: it can only conflict.
-		for _, j := range group {
-			j.done(s.failure)
+func hasDeadLetters(group []sinkJob) bool {
+	for _, j := range group {
+		if len(j.b.dead) > 0 && !j.b.deadWritten {
+			return true
 		}
-		return
 	}
+	return false
+}
+
+// send starts a call writing group, chained to the last call in flight
+// that writes anything.
+func (s *RedisSink) send(group []sinkJob, inflight []*sinkCall) *sinkCall {
+	c := &sinkCall{jobs: group, finished: make(chan struct{})}
+	if s.ordered {
+		for i := len(inflight) - 1; i >= 0; i-- {
+			if p := inflight[i]; p.order.Token != "" {
+				select {
+				case <-p.finished:
+					// Its commands all ran: nothing to wait for.
+				default:
+					c.order.After = p.order.Token
+				}
+				break
+			}
+		}
+		for _, j := range group {
+			if j.step != nil {
+				s.seq++
+				c.order.Token = checkpoint.K2ROrderKey(s.opt.Name, s.run, s.seq)
+				break
+			}
+		}
+	}
+	go func() {
+		defer close(c.finished)
+		c.failedAt, c.err = s.write(group[0].ctx, group, c.order)
+	}()
+	return c
+}
+
+// settle waits for the oldest call in flight and confirms its batches. If
+// it failed, it waits for the others too and applies everything from the
+// failed batch on again, in one call; it returns the calls still in
+// flight.
+func (s *RedisSink) settle(inflight []*sinkCall) []*sinkCall {
+	c := inflight[0]
+	<-c.finished
+	if c.err == nil {
+		for _, j := range c.jobs {
+			j.done(nil)
+		}
+		return inflight[1:]
+	}
+	ctx := c.jobs[0].ctx
+	var tokens []string
+	for _, c := range inflight {
+		if c.order.Token != "" {
+			tokens = append(tokens, c.order.Token)
+		}
+	}
+	// The calls after this one may be waiting for it (or for each other):
+	// let them end now. Whatever they did, or do, is checked again below.
+	if err := checkpoint.ReleaseK2ROrder(ctx, s.c, tokens...); err != nil {
+		s.log.Debug("releasing the calls after a failed write", "err", err)
+	}
+	var rest []sinkJob
+	for i, j := range c.jobs {
+		if i < c.failedAt {
+			j.done(nil)
+			continue
+		}
+		rest = append(rest, j)
+	}
+	for _, later := range inflight[1:] {
+		<-later.finished
+		rest = append(rest, later.jobs...)
+	}
+	if !IsTransient(c.err) {
+		s.failure = c.err
+		for _, j := range rest {
+			j.done(c.err)
+		}
+		return nil
+	}
+	s.apply(rest)
+	return nil
+}
+
+// apply writes a group of batches in one call, retrying it as a whole while
+// it fails for a transient reason, and calls their done.
+func (s *RedisSink) apply(group []sinkJob) {
 	ctx := group[0].ctx
 	var failedAt int
 	err := retry(ctx, s.retryFor, s.log, "write", func() error {
 		var err error
-		failedAt, err = s.write(ctx, group)
+		failedAt, err = s.write(ctx, group, checkpoint.K2ROrder{})
 		return err
 	})
 	if err == nil {
@@ -145,7 +289,7 @@ func (s *RedisSink) Present() int64 { return s.present.Load() }
 
 // write applies the group's batches in one pipeline and returns the index
 // of the first batch that failed with its error.
-func (s *RedisSink) write(ctx context.Context, group []sinkJob) (failedAt int, err error) {
+func (s *RedisSink) write(ctx context.Context, group []sinkJob, order checkpoint.K2ROrder) (failedAt int, err error) {
 	// Dead letters go first, in their own round trip: if the step below
 	// then fails or the process dies, they are written again on the retry
 	// or restart (at least once), but never lost.
@@ -167,7 +311,7 @@ func (s *RedisSink) write(ctx context.Context, group []sinkJob) (failedAt int, e
 	if len(steps) == 0 {
 		return len(group), nil
 	}
-	results, err := checkpoint.ApplyK2R(ctx, s.c, steps...)
+	results, err := checkpoint.ApplyK2RInOrder(ctx, s.c, order, steps...)
 	// Count what was applied even if another write failed: a retry
 	// reports those as replayed.
 	for _, r := range results {
@@ -232,7 +376,7 @@ func (s *RedisSink) classify(ctx context.Context, err error) error {
 	if errors.As(err, &conflict) || errors.Is(err, checkpoint.ErrCorrupt) {
 		return err
 	}
-	if errors.Is(err, checkpoint.ErrCheckpointChanged) {
+	if errors.Is(err, checkpoint.ErrCheckpointChanged) || errors.Is(err, checkpoint.ErrOutOfOrder) {
 		// Nothing was written; the retry checks again and tells a
 		// conflict from a touch that meant nothing.
 		return Transient(err)

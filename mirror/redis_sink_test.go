@@ -3,8 +3,12 @@ package mirror
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,25 +18,6 @@ import (
 	"github.com/xmirror/xmirror/checkpoint"
 	"github.com/xmirror/xmirror/internal/testenv"
 )
-
-// replyLost runs the first large pipeline it is given but reports its
-// connection lost, as when Redis applied a group of batches and the reply
-// never came back.
-type replyLost struct {
-	rueidis.Client
-	lost bool
-}
-
-func (l *replyLost) DoMulti(ctx context.Context, multi ...rueidis.Completed) []rueidis.RedisResult {
-	res := l.Client.DoMulti(ctx, multi...)
-	if len(multi) > 10 && !l.lost {
-		l.lost = true
-		for i := range res {
-			res[i] = rueidis.NewErrorResult(errors.New("read tcp: connection reset by peer"))
-		}
-	}
-	return res
-}
 
 func TestRedisSinkConfirmsABatchOnlyOnceWritten(t *testing.T) {
 	base := testenv.Redis(t)
@@ -47,8 +32,10 @@ func TestRedisSinkConfirmsABatchOnlyOnceWritten(t *testing.T) {
 		wantError string
 	}{
 		{
-			name:     "a group applied whose reply was lost is retried as a replay",
-			setup:    func(t *testing.T) (rueidis.Client, string) { return &replyLost{Client: base}, "" },
+			name: "a group applied whose reply was lost is retried as a replay",
+			setup: func(t *testing.T) (rueidis.Client, string) {
+				return &failingCall{Client: base, nth: 1, applied: true}, ""
+			},
 			wantDone: [2]bool{true, true},
 			wantXLEN: 6,
 		},
@@ -99,6 +86,119 @@ func TestRedisSinkConfirmsABatchOnlyOnceWritten(t *testing.T) {
 			}
 			if n, _ := base.Do(ctx, base.B().Xlen().Key(stream).Build()).AsInt64(); n != tt.wantXLEN {
 				t.Errorf("XLEN = %d, want %d", n, tt.wantXLEN)
+			}
+		})
+	}
+}
+
+// failingCall fails the nth large pipeline it is given: after Redis ran it
+// (its reply lost) or, a moment later, without sending it. It refuses the
+// refuse-th without sending it. It counts the large pipelines in flight at
+// once.
+type failingCall struct {
+	rueidis.Client
+	nth     int64
+	applied bool
+	refuse  int64
+
+	calls, inflight, maxInflight atomic.Int64
+}
+
+func (f *failingCall) DoMulti(ctx context.Context, multi ...rueidis.Completed) []rueidis.RedisResult {
+	if len(multi) <= 10 {
+		return f.Client.DoMulti(ctx, multi...)
+	}
+	n := f.inflight.Add(1)
+	defer f.inflight.Add(-1)
+	for m := f.maxInflight.Load(); n > m && !f.maxInflight.CompareAndSwap(m, n); m = f.maxInflight.Load() {
+	}
+	call := f.calls.Add(1)
+	switch {
+	case call == f.nth && f.applied:
+		f.Client.DoMulti(ctx, multi...)
+	case call == f.nth:
+		// The calls after it are sent meanwhile, and wait for it.
+		time.Sleep(100 * time.Millisecond)
+	case call == f.refuse:
+	default:
+		return f.Client.DoMulti(ctx, multi...)
+	}
+	res := make([]rueidis.RedisResult, len(multi))
+	for i := range res {
+		res[i] = rueidis.NewErrorResult(errors.New("read tcp: connection reset by peer"))
+	}
+	return res
+}
+
+func TestRedisSinkKeepsCallsInFlightInOrderThroughAFailure(t *testing.T) {
+	base := testenv.Redis(t)
+	ctx := context.Background()
+	if err := checkpoint.CheckK2ROrderAccess(ctx, base, "test"); err != nil {
+		t.Fatal(err)
+	}
+	for _, applied := range []bool{true, false} {
+		t.Run(fmt.Sprintf("applied=%v", applied), func(t *testing.T) {
+			stream, name := testenv.Stream(t, base), testenv.Name(t, "m")
+			t.Cleanup(func() { base.Do(context.Background(), base.B().Del().Key(checkpoint.K2RKey(name, stream)).Build()) })
+			c := &failingCall{Client: base, nth: 3, applied: applied, refuse: 5}
+			s := &RedisSink{c: c, opt: checkpoint.K2ROptions{Name: name}, retryFor: 5 * time.Second,
+				log: slog.New(slog.DiscardHandler), redisName: "test", ordered: true}
+			tp := checkpoint.TopicPartition{Topic: "t"}
+			const batches, per = 40, 5
+			var mu sync.Mutex
+			var confirmed []int
+			start := time.Now()
+			for i := 0; i < batches; i++ {
+				from := int64(i * per)
+				if i == 0 {
+					from = checkpoint.NoPosition
+				}
+				w := &checkpoint.K2RWrite{Stream: stream, Moves: []checkpoint.K2RMove{{Partition: tp, From: from, To: int64((i + 1) * per)}}}
+				for e := 0; e < per; e++ {
+					w.AddEntry("*", 1)
+					w.AddField("n", strconv.Itoa(i*per+e))
+				}
+				s.Write(ctx, &K2RBatch{writes: []*checkpoint.K2RWrite{w}, entries: per}, func(err error) {
+					if err != nil {
+						t.Errorf("batch %d: %v", i, err)
+					}
+					mu.Lock()
+					confirmed = append(confirmed, i)
+					mu.Unlock()
+				})
+			}
+			s.Close()
+			// The calls waiting for the failed one were let go at once,
+			// not when their wait timed out.
+			if d := time.Since(start); d > 3*time.Second {
+				t.Errorf("took %s", d)
+			}
+			if m := c.maxInflight.Load(); m < 2 {
+				t.Errorf("at most %d calls were in flight at once, want several", m)
+			}
+			for i, b := range confirmed {
+				if b != i {
+					t.Fatalf("confirmed in the order %v", confirmed)
+				}
+			}
+			if len(confirmed) != batches {
+				t.Fatalf("%d batches confirmed, want %d", len(confirmed), batches)
+			}
+			entries, err := base.Do(ctx, base.B().Xrange().Key(stream).Start("-").End("+").Build()).AsXRange()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, e := range entries {
+				if e.FieldValues["n"] != strconv.Itoa(i) {
+					t.Fatalf("entry %d holds n=%s: %d entries, each once and in order expected", i, e.FieldValues["n"], batches*per)
+				}
+			}
+			if len(entries) != batches*per {
+				t.Fatalf("XLEN = %d, want %d", len(entries), batches*per)
+			}
+			ck, _, err := checkpoint.LoadK2R(ctx, base, name, stream)
+			if err != nil || ck.Partitions[tp] != batches*per || ck.Entries != batches*per {
+				t.Fatalf("checkpoint %+v, %v", ck, err)
 			}
 		})
 	}
