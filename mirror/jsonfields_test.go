@@ -95,3 +95,28 @@ func FuzzJSONObjectRoundTrip(f *testing.F) {
 		parseJSONObject([]byte(n1+v1), nil)
 	})
 }
+
+// plainJSONEnd must stop exactly where a byte-by-byte scan stops, for every
+// byte value at every position of a word and around word boundaries.
+func TestPlainJSONEndStopsAtTheFirstByteToEscape(t *testing.T) {
+	byByte := func(s []byte, i int) int {
+		for i < len(s) && s[i] >= 0x20 && s[i] != '"' && s[i] != '\\' {
+			i++
+		}
+		return i
+	}
+	for c := 0; c < 256; c++ {
+		for pos := 0; pos < 20; pos++ {
+			for _, from := range []int{0, 1, 7} {
+				s := []byte("abcdefghijklmnopqrstuvwxyz")[:20]
+				s[pos] = byte(c)
+				if got, want := plainJSONEnd(s, from), byByte(s, from); got != want {
+					t.Fatalf("byte %#x at %d, from %d: got %d, want %d", c, pos, from, got, want)
+				}
+				if got, want := plainJSONEnd(string(s), from), byByte(s, from); got != want {
+					t.Fatalf("string: byte %#x at %d, from %d: got %d, want %d", c, pos, from, got, want)
+				}
+			}
+		}
+	}
+}

@@ -482,6 +482,9 @@ func (s *KafkaSource) build(fetches kgo.Fetches) *K2RBatch {
 				continue
 			}
 			w := s.moveFor(b, writes, st)
+			if w.Entries() == 0 {
+				w.Reserve(len(fp.Records), len(fields))
+			}
 			w.AddEntry(id, len(fields))
 			n := 0
 			for _, f := range fields {
