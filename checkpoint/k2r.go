@@ -366,31 +366,56 @@ func ReleaseK2ROrder(ctx context.Context, c rueidis.Client, tokens ...string) er
 	if len(cmds) == 0 {
 		return nil
 	}
-	for _, r := range c.DoMulti(ctx, cmds...) {
+	if err := orderTokenErr(c.DoMulti(ctx, cmds...)); err != nil {
+		return fmt.Errorf("push order token: %w", err)
+	}
+	return nil
+}
+
+// appendOrderToken pushes token with its expiry in one transaction, so no
+// token outlives orderTokenTTL. Its replies: see orderTokenErr.
+func appendOrderToken(c rueidis.Client, cmds rueidis.Commands, token string) rueidis.Commands {
+	return append(cmds,
+		c.B().Multi().Build(),
+		c.B().Lpush().Key(token).Element("1").Build(),
+		c.B().Pexpire().Key(token).Milliseconds(orderTokenTTL.Milliseconds()).Build(),
+		c.B().Exec().Build())
+}
+
+// orderTokenReplies is the number of replies appendOrderToken's commands
+// get.
+const orderTokenReplies = 4
+
+// orderTokenErr is why the push of appendOrderToken did not happen, if so.
+func orderTokenErr(replies []rueidis.RedisResult) error {
+	for _, r := range replies {
 		if err := r.Error(); err != nil {
-			return fmt.Errorf("push order token: %w", err)
+			return err
+		}
+	}
+	applied, _ := replies[len(replies)-1].ToArray()
+	for _, m := range applied {
+		if err := m.Error(); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-func appendOrderToken(c rueidis.Client, cmds rueidis.Commands, token string) rueidis.Commands {
-	return append(cmds,
-		c.B().Lpush().Key(token).Element("1").Build(),
-		c.B().Pexpire().Key(token).Milliseconds(orderTokenTTL.Milliseconds()).Build())
-}
-
 // CheckK2ROrderAccess tells whether the server lets calls be chained with
-// K2ROrder (an ACL may refuse BLPOP, LPUSH or PEXPIRE on xmirror's keys).
-// It leaves nothing behind.
+// K2ROrder (an ACL may refuse MULTI, LPUSH, PEXPIRE or BLPOP on xmirror's
+// keys). Its token is gone at once, or expires with orderTokenTTL.
 func CheckK2ROrderAccess(ctx context.Context, c rueidis.Client, name string) error {
 	token := K2ROrderKey(name, "access-check", 0)
 	cmds := appendOrderToken(c, nil, token)
-	cmds = append(cmds, c.B().Blpop().Key(token).Timeout(orderWait).Build())
-	for _, r := range c.DoMulti(ctx, cmds...) {
-		if err := r.Error(); err != nil {
-			return fmt.Errorf("chaining writes with BLPOP, LPUSH and PEXPIRE on %q: %w", token, err)
-		}
+	cmds = append(cmds, c.B().Blpop().Key(token).Timeout(1).Build())
+	replies := c.DoMulti(ctx, cmds...)
+	err := orderTokenErr(replies[:orderTokenReplies])
+	if err == nil {
+		err = replies[orderTokenReplies].Error()
+	}
+	if err != nil {
+		return fmt.Errorf("chaining writes with BLPOP, LPUSH and PEXPIRE on %q: %w", token, err)
 	}
 	return nil
 }
@@ -429,6 +454,14 @@ func ApplyK2RInOrder(ctx context.Context, c rueidis.Client, order K2ROrder, step
 	replies := c.DoMulti(ctx, cmds...)
 	results := make([]K2RResult, 0, nwrites)
 	var first error
+	if order.Token != "" {
+		// The writes stand, but the call after this one waits for a
+		// token that never comes: failing the call makes the caller
+		// release it and apply the writes again (as replays).
+		if err := orderTokenErr(replies[len(replies)-orderTokenReplies:]); err != nil {
+			first = fmt.Errorf("push order token %q: %w", order.Token, err)
+		}
+	}
 	at := 0
 	// A call whose wait did not end with its predecessor's token may
 	// have run first: a write it found starting elsewhere is not a

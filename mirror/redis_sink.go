@@ -99,6 +99,10 @@ const (
 	// three in flight keep Redis about 0.95 busy against 0.75 for one
 	// at a time.)
 	maxCalls = 3
+	// chainedCallTimeout bounds a call that waits for the one before:
+	// the wait itself (5 s at most) and then a reply, as the client's
+	// write timeout bounds every other call.
+	chainedCallTimeout = 20 * time.Second
 )
 
 // loop sends the queued batches as calls and confirms them in order.
@@ -196,7 +200,19 @@ func (s *RedisSink) send(group []sinkJob, inflight []*sinkCall) *sinkCall {
 	}
 	go func() {
 		defer close(c.finished)
-		c.failedAt, c.err = s.write(group[0].ctx, group, c.order)
+		ctx := group[0].ctx
+		if c.order.After != "" {
+			// A call with a wait runs on a connection of its own with
+			// no read deadline: bound it, so a stalled server fails it
+			// (to be retried) as it fails any other call.
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, chainedCallTimeout)
+			defer cancel()
+		}
+		c.failedAt, c.err = s.write(ctx, group, c.order)
+		if c.err != nil && group[0].ctx.Err() == nil && ctx.Err() != nil {
+			c.err = Transient(fmt.Errorf("redis %s: no reply to a write within %s: %w", s.redisName, chainedCallTimeout, c.err))
+		}
 	}()
 	return c
 }
@@ -238,13 +254,10 @@ func (s *RedisSink) settle(inflight []*sinkCall) []*sinkCall {
 		<-later.finished
 		rest = append(rest, later.jobs...)
 	}
-	if !IsTransient(c.err) {
-		s.failure = c.err
-		for _, j := range rest {
-			j.done(c.err)
-		}
-		return nil
-	}
+	// Applied again even when the failure looks final: a call sent while
+	// others were in flight may have run before one of them (its
+	// predecessor's wait timed out) and found a position that was about
+	// to move. Alone, a write's answer is reliable.
 	s.apply(rest)
 	return nil
 }

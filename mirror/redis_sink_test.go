@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -91,9 +92,9 @@ func TestRedisSinkConfirmsABatchOnlyOnceWritten(t *testing.T) {
 	}
 }
 
-// failingCall fails the nth large pipeline it is given: after Redis ran it
+// failingCall fails the nth pipeline of XADDs it is given: after Redis ran it
 // (its reply lost) or, a moment later, without sending it. It refuses the
-// refuse-th without sending it. It counts the large pipelines in flight at
+// refuse-th without sending it. It counts those pipelines in flight at
 // once.
 type failingCall struct {
 	rueidis.Client
@@ -105,7 +106,7 @@ type failingCall struct {
 }
 
 func (f *failingCall) DoMulti(ctx context.Context, multi ...rueidis.Completed) []rueidis.RedisResult {
-	if len(multi) <= 10 {
+	if !slices.ContainsFunc(multi, func(c rueidis.Completed) bool { return c.Commands()[0] == "XADD" }) {
 		return f.Client.DoMulti(ctx, multi...)
 	}
 	n := f.inflight.Add(1)
