@@ -142,14 +142,9 @@ func (w *K2RWrite) Reserve(entries, nfields int) {
 	}
 }
 
-// AddEntry starts an entry with ID id ("*" to let Redis choose) and
-// nfields fields, which follow with AddField.
-func (w *K2RWrite) AddEntry(id string, nfields int) {
-	if w.args == nil {
-		// Most batches are many entries of a similar shape: size the
-		// arguments for a few of them at once rather than doubling.
-		w.args = make([]string, 0, min(64*(1+2*nfields), 4096))
-	}
+// AddEntry starts an entry with ID id ("*" to let Redis choose); its fields
+// follow with AddField. Reserve sizes a batch's worth of them at once.
+func (w *K2RWrite) AddEntry(id string) {
 	w.starts = append(w.starts, len(w.args))
 	w.args = append(w.args, id)
 }

@@ -38,10 +38,8 @@ func TestK2RKeySharesTheStreamsHashTag(t *testing.T) {
 func TestApplyK2RComparesAndSets(t *testing.T) {
 	c := testenv.Redis(t)
 	ctx := context.Background()
-	stream := testenv.Stream(t, c)
-	name := testenv.Name(t, "m")
+	stream, name := k2rTarget(t, c)
 	key := K2RKey(name, stream)
-	t.Cleanup(func() { c.Do(context.Background(), c.B().Del().Key(key).Build()) })
 	tp := TopicPartition{Topic: "t", Partition: 0}
 	write := func(from, to int64, n int) *K2RWrite { return testWrite(stream, tp, from, to, n) }
 	opt := K2ROptions{Name: name}
@@ -81,13 +79,11 @@ func TestApplyK2RComparesAndSets(t *testing.T) {
 func TestApplyK2RPreservedIDsAlreadyPresent(t *testing.T) {
 	c := testenv.Redis(t)
 	ctx := context.Background()
-	stream := testenv.Stream(t, c)
-	name := testenv.Name(t, "m")
-	t.Cleanup(func() { c.Do(context.Background(), c.B().Del().Key(K2RKey(name, stream)).Build()) })
+	stream, name := k2rTarget(t, c)
 	c.Do(ctx, c.B().Xadd().Key(stream).Id("5-0").FieldValue().FieldValue("f", "old").Build())
 	w := &K2RWrite{Stream: stream, Moves: []K2RMove{{Partition: TopicPartition{Topic: "t"}, From: NoPosition, To: 3}}}
 	for _, id := range []string{"4-0", "5-0", "6-0"} {
-		w.AddEntry(id, 1)
+		w.AddEntry(id)
 		w.AddField("f", id)
 	}
 	res, err := ApplyK2R(ctx, c, NewK2RStep(c, K2ROptions{Name: name, PreserveIDs: true}, []*K2RWrite{w}, time.Now()))
@@ -164,9 +160,7 @@ func TestApplyK2RRetriedAfterTheCallWasAppliedIsAReplay(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			stream := testenv.Stream(t, c)
-			name := testenv.Name(t, "m")
-			t.Cleanup(func() { c.Do(context.Background(), c.B().Del().Key(K2RKey(name, stream)).Build()) })
+			stream, name := k2rTarget(t, c)
 			if err := InitK2RPartitions(ctx, c, name, map[string]map[TopicPartition]int64{stream: {tp: 0}}); err != nil {
 				t.Fatal(err)
 			}
@@ -198,9 +192,7 @@ func TestApplyK2RRetriedAfterTheCallWasAppliedIsAReplay(t *testing.T) {
 func TestApplyK2RInOrderRunsChainedCallsInTheirOrder(t *testing.T) {
 	c := testenv.Redis(t)
 	ctx := context.Background()
-	stream := testenv.Stream(t, c)
-	name := testenv.Name(t, "m")
-	t.Cleanup(func() { c.Do(context.Background(), c.B().Del().Key(K2RKey(name, stream)).Build()) })
+	stream, name := k2rTarget(t, c)
 	tp := TopicPartition{Topic: "t", Partition: 0}
 	opt := K2ROptions{Name: name}
 	if err := CheckK2ROrderAccess(ctx, c, name); err != nil {
@@ -284,11 +276,19 @@ func TestApplyK2RWithoutTheCheckIsRefusedAndVerified(t *testing.T) {
 	}
 }
 
+// k2rTarget is a new stream and mirror name, whose checkpoint is deleted
+// after the test.
+func k2rTarget(t *testing.T, c rueidis.Client) (stream, name string) {
+	stream, name = testenv.Stream(t, c), testenv.Name(t, "m")
+	t.Cleanup(func() { c.Do(context.Background(), c.B().Del().Key(K2RKey(name, stream)).Build()) })
+	return stream, name
+}
+
 // testWrite is a write of n entries into stream, moving tp from from to to.
 func testWrite(stream string, tp TopicPartition, from, to int64, n int) *K2RWrite {
 	w := &K2RWrite{Stream: stream, Moves: []K2RMove{{Partition: tp, From: from, To: to}}}
 	for i := 0; i < n; i++ {
-		w.AddEntry("*", 1)
+		w.AddEntry("*")
 		w.AddField("n", strconv.Itoa(i))
 	}
 	return w

@@ -138,8 +138,8 @@ func TestK2ROneShotMirrorsBacklogOnceInOrder(t *testing.T) {
 }
 
 // A user that may not chain writes (BLPOP) still mirrors everything, one
-// batch at a time, and is told what to grant.
-func TestK2RWithoutBLPOPWritesOneBatchAtATime(t *testing.T) {
+// write in flight at a time, and is told what to grant.
+func TestK2RWithoutBLPOPKeepsOneWriteInFlight(t *testing.T) {
 	rc := testenv.Redis(t)
 	ctx := context.Background()
 	topic := testenv.Topic(t, testenv.Kafka(t), 2)
@@ -154,7 +154,7 @@ func TestK2RWithoutBLPOPWritesOneBatchAtATime(t *testing.T) {
 	addr := strings.TrimPrefix(testenv.RedisURL(), "redis://")
 
 	r := mustMirror(t, "k2r", "--topic", topic, "--stream", stream, "--name", name, "--batch-size", "500", "--redis", "redis://"+user+":pw@"+addr)
-	if !strings.Contains(r.stderr, "one batch at a time") || !strings.Contains(r.stderr, "BLPOP") {
+	if !strings.Contains(r.stderr, "one write in flight at a time") || !strings.Contains(r.stderr, "BLPOP") {
 		t.Errorf("stderr %q: want the warning naming BLPOP", r.stderr)
 	}
 	checkOnceInOrder(t, readStream(t, rc, stream), n)

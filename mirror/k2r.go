@@ -163,7 +163,7 @@ func NewK2R(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg K2RCo
 	case err == nil:
 		sink.ordered = true
 	case isRefusal(err):
-		log.Warn("writing one batch at a time, which is slower: the server refuses the commands that keep several in flight in order; grant BLPOP, LPUSH and PEXPIRE on keys xmirror:*", "err", err)
+		log.Warn("keeping one write in flight at a time, which is slower: the server refuses the commands that keep several in flight in order; grant BLPOP, LPUSH and PEXPIRE on keys xmirror:*", "err", err)
 	default:
 		src.Close()
 		return nil, nil, classifyRedis(fmt.Errorf("redis %s: %w", cfg.RedisName, err))

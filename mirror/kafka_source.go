@@ -485,7 +485,7 @@ func (s *KafkaSource) build(fetches kgo.Fetches) *K2RBatch {
 			if w.Entries() == 0 {
 				w.Reserve(len(fp.Records), len(fields))
 			}
-			w.AddEntry(id, len(fields))
+			w.AddEntry(id)
 			n := 0
 			for _, f := range fields {
 				w.AddField(f.Name, f.Value)

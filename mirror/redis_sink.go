@@ -211,7 +211,7 @@ func (s *RedisSink) send(group []sinkJob, inflight []*sinkCall) *sinkCall {
 		}
 		c.failedAt, c.err = s.write(ctx, group, c.order)
 		if c.err != nil && group[0].ctx.Err() == nil && ctx.Err() != nil {
-			c.err = Transient(fmt.Errorf("redis %s: no reply to a write within %s: %w", s.redisName, chainedCallTimeout, c.err))
+			c.err = fmt.Errorf("redis %s: no reply to a write within %s: %w", s.redisName, chainedCallTimeout, c.err)
 		}
 	}()
 	return c
@@ -231,6 +231,9 @@ func (s *RedisSink) settle(inflight []*sinkCall) []*sinkCall {
 		return inflight[1:]
 	}
 	ctx := c.jobs[0].ctx
+	if ctx.Err() == nil {
+		s.log.Warn("write failed; applying it again with the writes after it", "batches", len(c.jobs)-c.failedAt, "err", c.err)
+	}
 	var tokens []string
 	for _, c := range inflight {
 		if c.order.Token != "" {

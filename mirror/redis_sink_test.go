@@ -62,7 +62,7 @@ func TestRedisSinkConfirmsABatchOnlyOnceWritten(t *testing.T) {
 			batch := func(from, to int64) *K2RBatch {
 				w := &checkpoint.K2RWrite{Stream: stream, Moves: []checkpoint.K2RMove{{Partition: checkpoint.TopicPartition{Topic: "t"}, From: from, To: to}}}
 				for i := 0; i < 3; i++ {
-					w.AddEntry("*", 1)
+					w.AddEntry("*")
 					w.AddField("f", "v")
 				}
 				return &K2RBatch{writes: []*checkpoint.K2RWrite{w}, entries: 3}
@@ -156,7 +156,7 @@ func TestRedisSinkKeepsCallsInFlightInOrderThroughAFailure(t *testing.T) {
 				}
 				w := &checkpoint.K2RWrite{Stream: stream, Moves: []checkpoint.K2RMove{{Partition: tp, From: from, To: int64((i + 1) * per)}}}
 				for e := 0; e < per; e++ {
-					w.AddEntry("*", 1)
+					w.AddEntry("*")
 					w.AddField("n", strconv.Itoa(i*per+e))
 				}
 				s.Write(ctx, &K2RBatch{writes: []*checkpoint.K2RWrite{w}, entries: per}, func(err error) {
