@@ -33,6 +33,12 @@ type cpuCores struct {
 	// Machine is every CPU's busy time (user, nice, system, irq, softirq,
 	// steal): the three above, plus everything else running here.
 	Machine *float64 `json:"machine,omitempty"`
+	// RedisIdle and RedisWaiting are the shares of the interval Redis's
+	// main thread, which runs every command, spent asleep (no command to
+	// run: Redis was not the limit) and ready to run but waiting for a
+	// CPU (busy with other processes), from its schedstat.
+	RedisIdle    *float64 `json:"redis_idle,omitempty"`
+	RedisWaiting *float64 `json:"redis_waiting,omitempty"`
 }
 
 // cpuParties are the local server processes whose CPU the bench reads,
@@ -116,6 +122,25 @@ func procStat(pid int) (comm string, ticks uint64, ok bool) {
 	return string(b[open+1 : end]), u + s, true
 }
 
+// schedStat reads how long a thread has run on a CPU and waited for one
+// (/proc/<pid>/task/<tid>/schedstat, nanoseconds).
+func schedStat(pid, tid int) (run, wait uint64, ok bool) {
+	if pid <= 0 {
+		return 0, 0, false
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/task/" + strconv.Itoa(tid) + "/schedstat")
+	if err != nil {
+		return 0, 0, false
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0, 0, false
+	}
+	run, err1 := strconv.ParseUint(f[0], 10, 64)
+	wait, err2 := strconv.ParseUint(f[1], 10, 64)
+	return run, wait, err1 == nil && err2 == nil
+}
+
 // machineStat reads /proc/stat's first line: busy and total ticks of all
 // CPUs, and how many CPUs there are.
 func machineStat() (busy, total uint64, cpus int, ok bool) {
@@ -155,19 +180,23 @@ type cpuSampler struct {
 	start   time.Time
 	redis   uint64
 	redisOK bool
-	kafka   uint64
-	kafkaOK bool
-	self    time.Duration
-	selfOK  bool
-	busy    uint64
-	total   uint64
-	machOK  bool
+	// of Redis's main thread
+	redisRun, redisWait uint64
+	redisSchedOK        bool
+	kafka               uint64
+	kafkaOK             bool
+	self                time.Duration
+	selfOK              bool
+	busy                uint64
+	total               uint64
+	machOK              bool
 }
 
 // startCPU starts sampling; call it right before the timed interval.
 func (e *env) startCPU() *cpuSampler {
 	s := &cpuSampler{parties: e.cpu}
 	_, s.redis, s.redisOK = procStat(s.parties.redisPid)
+	s.redisRun, s.redisWait, s.redisSchedOK = schedStat(s.parties.redisPid, s.parties.redisPid)
 	s.kafka, s.kafkaOK = kafkaTicks(s.parties.kafkaPids)
 	s.self, s.selfOK = selfCPU()
 	s.busy, s.total, _, s.machOK = machineStat()
@@ -187,6 +216,12 @@ func (s *cpuSampler) stop(child *os.ProcessState) *cpuCores {
 	ticks := func(t uint64) *float64 { return cores(float64(t) / clockTicks) }
 	if _, r, ok := procStat(s.parties.redisPid); ok && s.redisOK && r >= s.redis {
 		c.Redis = ticks(r - s.redis)
+	}
+	if run, wait, ok := schedStat(s.parties.redisPid, s.parties.redisPid); ok && s.redisSchedOK && run >= s.redisRun && wait >= s.redisWait {
+		ns := wall * 1e9
+		waiting := float64(wait-s.redisWait) / ns
+		idle := max(0, 1-float64(run-s.redisRun)/ns-waiting)
+		c.RedisIdle, c.RedisWaiting = &idle, &waiting
 	}
 	if k, ok := kafkaTicks(s.parties.kafkaPids); ok && s.kafkaOK && k >= s.kafka {
 		c.Kafka = ticks(k - s.kafka)
@@ -241,4 +276,13 @@ func (c *cpuCores) String() string {
 		}
 	}
 	return strings.Join(parts, "/")
+}
+
+// RedisSched is the table cell of Redis's main thread: the share of the
+// run it was idle / waiting for a CPU, "" when unknown.
+func (c *cpuCores) RedisSched() string {
+	if c == nil || c.RedisIdle == nil || c.RedisWaiting == nil {
+		return ""
+	}
+	return fmt.Sprintf("%.2f/%.2f", *c.RedisIdle, *c.RedisWaiting)
 }
