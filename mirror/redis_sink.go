@@ -38,6 +38,8 @@ type RedisSink struct {
 	// ordered: the server lets calls be chained (CheckK2ROrderAccess);
 	// else one call at a time.
 	ordered bool
+	// chainedTimeout bounds a chained call; zero is chainedCallTimeout.
+	chainedTimeout time.Duration
 
 	start   sync.Once
 	jobs    chan sinkJob
@@ -206,15 +208,23 @@ func (s *RedisSink) send(group []sinkJob, inflight []*sinkCall) *sinkCall {
 			// no read deadline: bound it, so a stalled server fails it
 			// (to be retried) as it fails any other call.
 			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, chainedCallTimeout)
+			ctx, cancel = context.WithTimeout(ctx, s.chainedBound())
 			defer cancel()
 		}
 		c.failedAt, c.err = s.write(ctx, group, c.order)
 		if c.err != nil && group[0].ctx.Err() == nil && ctx.Err() != nil {
-			c.err = fmt.Errorf("redis %s: no reply to a write within %s: %w", s.redisName, chainedCallTimeout, c.err)
+			c.err = fmt.Errorf("redis %s: no reply to a write within %s: %w", s.redisName, s.chainedBound(), c.err)
 		}
 	}()
 	return c
+}
+
+// chainedBound is how long a chained call may take in all.
+func (s *RedisSink) chainedBound() time.Duration {
+	if s.chainedTimeout > 0 {
+		return s.chainedTimeout
+	}
+	return chainedCallTimeout
 }
 
 // settle waits for the oldest call in flight and confirms its batches. If

@@ -144,30 +144,9 @@ func TestRedisSinkKeepsCallsInFlightInOrderThroughAFailure(t *testing.T) {
 			c := &failingCall{Client: base, nth: 3, applied: applied, refuse: 5}
 			s := &RedisSink{c: c, opt: checkpoint.K2ROptions{Name: name}, retryFor: 5 * time.Second,
 				log: slog.New(slog.DiscardHandler), redisName: "test", ordered: true}
-			tp := checkpoint.TopicPartition{Topic: "t"}
 			const batches, per = 40, 5
-			var mu sync.Mutex
-			var confirmed []int
 			start := time.Now()
-			for i := 0; i < batches; i++ {
-				from := int64(i * per)
-				if i == 0 {
-					from = checkpoint.NoPosition
-				}
-				w := &checkpoint.K2RWrite{Stream: stream, Moves: []checkpoint.K2RMove{{Partition: tp, From: from, To: int64((i + 1) * per)}}}
-				for e := 0; e < per; e++ {
-					w.AddEntry("*")
-					w.AddField("n", strconv.Itoa(i*per+e))
-				}
-				s.Write(ctx, &K2RBatch{writes: []*checkpoint.K2RWrite{w}, entries: per}, func(err error) {
-					if err != nil {
-						t.Errorf("batch %d: %v", i, err)
-					}
-					mu.Lock()
-					confirmed = append(confirmed, i)
-					mu.Unlock()
-				})
-			}
+			confirmed := writeNumbered(t, s, stream, batches, per)
 			s.Close()
 			// The calls waiting for the failed one were let go at once,
 			// not when their wait timed out.
@@ -177,30 +156,134 @@ func TestRedisSinkKeepsCallsInFlightInOrderThroughAFailure(t *testing.T) {
 			if m := c.maxInflight.Load(); m < 2 {
 				t.Errorf("at most %d calls were in flight at once, want several", m)
 			}
-			for i, b := range confirmed {
-				if b != i {
-					t.Fatalf("confirmed in the order %v", confirmed)
-				}
-			}
-			if len(confirmed) != batches {
-				t.Fatalf("%d batches confirmed, want %d", len(confirmed), batches)
-			}
-			entries, err := base.Do(ctx, base.B().Xrange().Key(stream).Start("-").End("+").Build()).AsXRange()
-			if err != nil {
-				t.Fatal(err)
-			}
-			for i, e := range entries {
-				if e.FieldValues["n"] != strconv.Itoa(i) {
-					t.Fatalf("entry %d holds n=%s: %d entries, each once and in order expected", i, e.FieldValues["n"], batches*per)
-				}
-			}
-			if len(entries) != batches*per {
-				t.Fatalf("XLEN = %d, want %d", len(entries), batches*per)
-			}
-			ck, _, err := checkpoint.LoadK2R(ctx, base, name, stream)
-			if err != nil || ck.Partitions[tp] != batches*per || ck.Entries != batches*per {
-				t.Fatalf("checkpoint %+v, %v", ck, err)
-			}
+			checkNumbered(t, base, name, stream, confirmed(), batches, per)
 		})
 	}
+}
+
+// writeNumbered writes batches of per entries numbered from 0 in field n,
+// each batch moving partition t from where the one before left it; the
+// function it returns lists the batches confirmed, in their order, once
+// s is closed.
+func writeNumbered(t *testing.T, s *RedisSink, stream string, batches, per int) (confirmed func() []int) {
+	t.Helper()
+	var (
+		mu   sync.Mutex
+		done []int
+	)
+	tp := checkpoint.TopicPartition{Topic: "t"}
+	for i := 0; i < batches; i++ {
+		from := int64(i * per)
+		if i == 0 {
+			from = checkpoint.NoPosition
+		}
+		w := &checkpoint.K2RWrite{Stream: stream, Moves: []checkpoint.K2RMove{{Partition: tp, From: from, To: int64((i + 1) * per)}}}
+		for e := 0; e < per; e++ {
+			w.AddEntry("*")
+			w.AddField("n", strconv.Itoa(i*per+e))
+		}
+		s.Write(context.Background(), &K2RBatch{writes: []*checkpoint.K2RWrite{w}, entries: per}, func(err error) {
+			if err != nil {
+				t.Errorf("batch %d: %v", i, err)
+			}
+			mu.Lock()
+			done = append(done, i)
+			mu.Unlock()
+		})
+	}
+	return func() []int {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(done)
+	}
+}
+
+// checkNumbered checks what writeNumbered wrote: every batch confirmed in
+// order, every entry in the stream once and in order, and the checkpoint
+// at the end.
+func checkNumbered(t *testing.T, c rueidis.Client, name, stream string, confirmed []int, batches, per int) {
+	t.Helper()
+	ctx := context.Background()
+	for i, b := range confirmed {
+		if b != i {
+			t.Fatalf("confirmed in the order %v", confirmed)
+		}
+	}
+	if len(confirmed) != batches {
+		t.Fatalf("%d batches confirmed, want %d", len(confirmed), batches)
+	}
+	entries, err := c.Do(ctx, c.B().Xrange().Key(stream).Start("-").End("+").Build()).AsXRange()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range entries {
+		if e.FieldValues["n"] != strconv.Itoa(i) {
+			t.Fatalf("entry %d holds n=%s: %d entries, each once and in order expected", i, e.FieldValues["n"], batches*per)
+		}
+	}
+	if len(entries) != batches*per {
+		t.Fatalf("XLEN = %d, want %d", len(entries), batches*per)
+	}
+	ck, _, err := checkpoint.LoadK2R(ctx, c, name, stream)
+	if tp := (checkpoint.TopicPartition{Topic: "t"}); err != nil || ck.Partitions[tp] != int64(batches*per) || ck.Entries != int64(batches*per) {
+		t.Fatalf("checkpoint %+v, %v", ck, err)
+	}
+}
+
+// stallingCall never answers the first call chained to another (one that
+// starts with BLPOP): like a server that stopped answering on a connection
+// without a read deadline, it returns only once ctx is done.
+type stallingCall struct {
+	rueidis.Client
+	chained, stalled atomic.Int64
+}
+
+func (f *stallingCall) DoMulti(ctx context.Context, multi ...rueidis.Completed) []rueidis.RedisResult {
+	if len(multi) == 0 || multi[0].Commands()[0] != "BLPOP" || f.chained.Add(1) != 1 {
+		return f.Client.DoMulti(ctx, multi...)
+	}
+	f.stalled.Add(1)
+	<-ctx.Done()
+	res := make([]rueidis.RedisResult, len(multi))
+	for i := range res {
+		res[i] = rueidis.NewErrorResult(ctx.Err())
+	}
+	return res
+}
+
+// A chained write that gets no reply fails once its bound passed and is
+// applied again with the writes after it: the run neither hangs nor loses
+// or repeats an entry.
+func TestRedisSinkBoundsAChainedWriteThatGetsNoReply(t *testing.T) {
+	base := testenv.Redis(t)
+	if err := checkpoint.CheckK2ROrderAccess(context.Background(), base, "test"); err != nil {
+		t.Fatal(err)
+	}
+	stream, name := testenv.Stream(t, base), testenv.Name(t, "m")
+	t.Cleanup(func() { base.Do(context.Background(), base.B().Del().Key(checkpoint.K2RKey(name, stream)).Build()) })
+	c := &stallingCall{Client: base}
+	var logs syncBuffer
+	s := &RedisSink{c: c, opt: checkpoint.K2ROptions{Name: name}, retryFor: 5 * time.Second,
+		log: slog.New(slog.NewTextHandler(&logs, nil)), redisName: "test", ordered: true,
+		chainedTimeout: 300 * time.Millisecond}
+	const batches, per = 40, 5
+	finished := make(chan func() []int)
+	go func() {
+		confirmed := writeNumbered(t, s, stream, batches, per)
+		s.Close()
+		finished <- confirmed
+	}()
+	var confirmed func() []int
+	select {
+	case confirmed = <-finished:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("still writing after 15s: the write that got no reply is not bounded (log: %s)", logs.String())
+	}
+	if c.stalled.Load() != 1 {
+		t.Fatalf("%d chained writes were left without a reply, want 1 (no write was chained to another?)", c.stalled.Load())
+	}
+	if want := "no reply to a write within 300ms"; !strings.Contains(logs.String(), want) {
+		t.Errorf("log does not say %q:\n%s", want, logs.String())
+	}
+	checkNumbered(t, base, name, stream, confirmed(), batches, per)
 }
