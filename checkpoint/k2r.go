@@ -327,6 +327,8 @@ type K2ROrder struct {
 	After string
 	// Token is pushed once this call's commands ran; "" pushes none.
 	Token string
+	// Wait bounds the wait for After; zero is 5 s.
+	Wait time.Duration
 }
 
 // K2ROrderKey is the key of an order token: the list a call pushes for the
@@ -341,7 +343,7 @@ const (
 	// one runs in milliseconds, and a failed one has its token pushed
 	// for it (ReleaseK2ROrder): this only bounds a call whose
 	// predecessor's token could not be pushed at all.
-	orderWait = 5
+	orderWait = 5 * time.Second
 	// orderTokenTTL lets a token that no call waits for vanish.
 	orderTokenTTL = 10 * time.Second
 )
@@ -431,7 +433,11 @@ func ApplyK2RInOrder(ctx context.Context, c rueidis.Client, order K2ROrder, step
 	}
 	var cmds rueidis.Commands
 	if order.After != "" {
-		cmds = append(cmds, c.B().Blpop().Key(order.After).Timeout(orderWait).Build())
+		wait := order.Wait
+		if wait <= 0 {
+			wait = orderWait
+		}
+		cmds = append(cmds, c.B().Blpop().Key(order.After).Timeout(wait.Seconds()).Build())
 	}
 	for _, st := range steps {
 		if st.xadds == nil {

@@ -39,7 +39,8 @@ type RedisSink struct {
 	// else one call at a time.
 	ordered bool
 	// chainedTimeout bounds a chained call; zero is chainedCallTimeout.
-	chainedTimeout time.Duration
+	// orderWait bounds its wait for the call before; zero is 5 s.
+	chainedTimeout, orderWait time.Duration
 
 	start   sync.Once
 	jobs    chan sinkJob
@@ -179,7 +180,7 @@ func hasDeadLetters(group []sinkJob) bool {
 // send starts a call writing group, chained to the last call in flight
 // that writes anything.
 func (s *RedisSink) send(group []sinkJob, inflight []*sinkCall) *sinkCall {
-	c := &sinkCall{jobs: group, finished: make(chan struct{})}
+	c := &sinkCall{jobs: group, finished: make(chan struct{}), order: checkpoint.K2ROrder{Wait: s.orderWait}}
 	if s.ordered {
 		for i := len(inflight) - 1; i >= 0; i-- {
 			if p := inflight[i]; p.order.Token != "" {
