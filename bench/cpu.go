@@ -34,9 +34,10 @@ type cpuCores struct {
 	// steal): the three above, plus everything else running here.
 	Machine *float64 `json:"machine,omitempty"`
 	// RedisIdle and RedisWaiting are the shares of the interval Redis's
-	// main thread, which runs every command, spent asleep (no command to
-	// run: Redis was not the limit) and ready to run but waiting for a
-	// CPU (busy with other processes), from its schedstat.
+	// main thread, which runs every command, was neither running nor
+	// ready to run (normally: no command to run, Redis was not the limit)
+	// and was ready but waiting for a CPU (busy with other processes),
+	// from its schedstat.
 	RedisIdle    *float64 `json:"redis_idle,omitempty"`
 	RedisWaiting *float64 `json:"redis_waiting,omitempty"`
 }
@@ -122,13 +123,13 @@ func procStat(pid int) (comm string, ticks uint64, ok bool) {
 	return string(b[open+1 : end]), u + s, true
 }
 
-// schedStat reads how long a thread has run on a CPU and waited for one
-// (/proc/<pid>/task/<tid>/schedstat, nanoseconds).
-func schedStat(pid, tid int) (run, wait uint64, ok bool) {
+// mainThreadSched reads how long a process's main thread has run on a CPU
+// and waited for one (/proc/<pid>/task/<pid>/schedstat, nanoseconds).
+func mainThreadSched(pid int) (run, wait uint64, ok bool) {
 	if pid <= 0 {
 		return 0, 0, false
 	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/task/" + strconv.Itoa(tid) + "/schedstat")
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/task/" + strconv.Itoa(pid) + "/schedstat")
 	if err != nil {
 		return 0, 0, false
 	}
@@ -196,10 +197,12 @@ type cpuSampler struct {
 func (e *env) startCPU() *cpuSampler {
 	s := &cpuSampler{parties: e.cpu}
 	_, s.redis, s.redisOK = procStat(s.parties.redisPid)
-	s.redisRun, s.redisWait, s.redisSchedOK = schedStat(s.parties.redisPid, s.parties.redisPid)
 	s.kafka, s.kafkaOK = kafkaTicks(s.parties.kafkaPids)
 	s.self, s.selfOK = selfCPU()
 	s.busy, s.total, _, s.machOK = machineStat()
+	// Read last and first in stop, right by the clock readings: the
+	// shares are of the same wall time.
+	s.redisRun, s.redisWait, s.redisSchedOK = mainThreadSched(s.parties.redisPid)
 	s.start = time.Now()
 	return s
 }
@@ -207,6 +210,7 @@ func (e *env) startCPU() *cpuSampler {
 // stop ends the interval. The client is child (an xmirror or Java process
 // that ran exactly during the interval) if not nil, else this process.
 func (s *cpuSampler) stop(child *os.ProcessState) *cpuCores {
+	run, wait, schedOK := mainThreadSched(s.parties.redisPid)
 	wall := time.Since(s.start).Seconds()
 	c := &cpuCores{}
 	if wall <= 0 {
@@ -217,7 +221,7 @@ func (s *cpuSampler) stop(child *os.ProcessState) *cpuCores {
 	if _, r, ok := procStat(s.parties.redisPid); ok && s.redisOK && r >= s.redis {
 		c.Redis = ticks(r - s.redis)
 	}
-	if run, wait, ok := schedStat(s.parties.redisPid, s.parties.redisPid); ok && s.redisSchedOK && run >= s.redisRun && wait >= s.redisWait {
+	if schedOK && s.redisSchedOK && run >= s.redisRun && wait >= s.redisWait {
 		ns := wall * 1e9
 		waiting := float64(wait-s.redisWait) / ns
 		idle := max(0, 1-float64(run-s.redisRun)/ns-waiting)

@@ -173,7 +173,7 @@ func (r *results) print(w io.Writer, cfg *config) {
 	if len(r.Throughput) > 0 {
 		fmt.Fprintf(w, "\nThroughput (%s; MB/s = payload bytes/s in 10^6; eff = xmirror / min(raw source read, raw sink write);\n"+
 			"cpu cores r/k/c/m = CPU seconds per second used by Redis / the Kafka broker / the measured client / the whole machine, during the median run; ? = unknown;\n"+
-			"redis idle/wait = share of that run Redis's main thread was asleep with no command to run / ready but waiting for a CPU)\n", runs)
+			"redis idle/wait = share of that run Redis's main thread was neither running nor ready (normally: no command to run) / ready but waiting for a CPU)\n", runs)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintln(tw, "size\tentries\tcase\trec/s\tMB/s\tseconds\teff\tpeak RSS\tcpu cores r/k/c/m\tredis idle/wait\t")
 		last := -1

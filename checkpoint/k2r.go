@@ -327,8 +327,6 @@ type K2ROrder struct {
 	After string
 	// Token is pushed once this call's commands ran; "" pushes none.
 	Token string
-	// Wait bounds the wait for After; zero is 5 s.
-	Wait time.Duration
 }
 
 // K2ROrderKey is the key of an order token: the list a call pushes for the
@@ -343,7 +341,7 @@ const (
 	// one runs in milliseconds, and a failed one has its token pushed
 	// for it (ReleaseK2ROrder): this only bounds a call whose
 	// predecessor's token could not be pushed at all.
-	orderWait = 5 * time.Second
+	orderWait = 5
 	// orderTokenTTL lets a token that no call waits for vanish.
 	orderTokenTTL = 10 * time.Second
 )
@@ -433,11 +431,7 @@ func ApplyK2RInOrder(ctx context.Context, c rueidis.Client, order K2ROrder, step
 	}
 	var cmds rueidis.Commands
 	if order.After != "" {
-		wait := order.Wait
-		if wait <= 0 {
-			wait = orderWait
-		}
-		cmds = append(cmds, c.B().Blpop().Key(order.After).Timeout(wait.Seconds()).Build())
+		cmds = append(cmds, c.B().Blpop().Key(order.After).Timeout(orderWait).Build())
 	}
 	for _, st := range steps {
 		if st.xadds == nil {

@@ -38,9 +38,9 @@ type RedisSink struct {
 	// ordered: the server lets calls be chained (CheckK2ROrderAccess);
 	// else one call at a time.
 	ordered bool
-	// chainedTimeout bounds a chained call; zero is chainedCallTimeout.
-	// orderWait bounds its wait for the call before; zero is 5 s.
-	chainedTimeout, orderWait time.Duration
+	// chainedCallTimeout bounds a call chained to another, its wait
+	// included; zero is defaultChainedCallTimeout.
+	chainedCallTimeout time.Duration
 
 	start   sync.Once
 	jobs    chan sinkJob
@@ -102,10 +102,10 @@ const (
 	// three in flight keep Redis about 0.95 busy against 0.75 for one
 	// at a time.)
 	maxCalls = 3
-	// chainedCallTimeout bounds a call that waits for the one before:
-	// the wait itself (5 s at most) and then a reply, as the client's
-	// write timeout bounds every other call.
-	chainedCallTimeout = 20 * time.Second
+	// defaultChainedCallTimeout bounds a call that waits for the one
+	// before: the wait itself (5 s at most) and then a reply, as the
+	// client's write timeout bounds every other call.
+	defaultChainedCallTimeout = 20 * time.Second
 )
 
 // loop sends the queued batches as calls and confirms them in order.
@@ -180,7 +180,7 @@ func hasDeadLetters(group []sinkJob) bool {
 // send starts a call writing group, chained to the last call in flight
 // that writes anything.
 func (s *RedisSink) send(group []sinkJob, inflight []*sinkCall) *sinkCall {
-	c := &sinkCall{jobs: group, finished: make(chan struct{}), order: checkpoint.K2ROrder{Wait: s.orderWait}}
+	c := &sinkCall{jobs: group, finished: make(chan struct{})}
 	if s.ordered {
 		for i := len(inflight) - 1; i >= 0; i-- {
 			if p := inflight[i]; p.order.Token != "" {
@@ -204,28 +204,24 @@ func (s *RedisSink) send(group []sinkJob, inflight []*sinkCall) *sinkCall {
 	go func() {
 		defer close(c.finished)
 		ctx := group[0].ctx
+		timeout := s.chainedCallTimeout
+		if timeout <= 0 {
+			timeout = defaultChainedCallTimeout
+		}
 		if c.order.After != "" {
 			// A call with a wait runs on a connection of its own with
 			// no read deadline: bound it, so a stalled server fails it
 			// (to be retried) as it fails any other call.
 			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, s.chainedBound())
+			ctx, cancel = context.WithTimeout(ctx, timeout)
 			defer cancel()
 		}
 		c.failedAt, c.err = s.write(ctx, group, c.order)
 		if c.err != nil && group[0].ctx.Err() == nil && ctx.Err() != nil {
-			c.err = fmt.Errorf("redis %s: no reply to a write within %s: %w", s.redisName, s.chainedBound(), c.err)
+			c.err = fmt.Errorf("redis %s: no reply to a write within %s: %w", s.redisName, timeout, c.err)
 		}
 	}()
 	return c
-}
-
-// chainedBound is how long a chained call may take in all.
-func (s *RedisSink) chainedBound() time.Duration {
-	if s.chainedTimeout > 0 {
-		return s.chainedTimeout
-	}
-	return chainedCallTimeout
 }
 
 // settle waits for the oldest call in flight and confirms its batches. If
