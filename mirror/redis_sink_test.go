@@ -161,17 +161,50 @@ func TestRedisSinkKeepsCallsInFlightInOrderThroughAFailure(t *testing.T) {
 	}
 }
 
+// confirmations records the batches a sink confirmed, in their order,
+// and the errors of those that failed: kept, not reported, since the
+// sink's goroutines may outlive a failed test.
+type confirmations struct {
+	mu        sync.Mutex
+	confirmed []int
+	errs      []error
+}
+
+// done is the sink's done for batch i.
+func (c *confirmations) done(i int) func(error) {
+	return func(err error) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if err != nil {
+			c.errs = append(c.errs, fmt.Errorf("batch %d: %w", i, err))
+		}
+		c.confirmed = append(c.confirmed, i)
+	}
+}
+
+// check fails t unless every one of batches was confirmed, in order,
+// and none failed.
+func (c *confirmations) check(t *testing.T, batches int) {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, err := range c.errs {
+		t.Error(err)
+	}
+	for i, b := range c.confirmed {
+		if b != i {
+			t.Fatalf("confirmed in the order %v", c.confirmed)
+		}
+	}
+	if len(c.confirmed) != batches {
+		t.Fatalf("%d batches confirmed, want %d", len(c.confirmed), batches)
+	}
+}
+
 // writeNumbered writes batches of per entries numbered from 0 in field n,
-// each batch moving partition t from where the one before left it. Once s
-// is closed, the function it returns lists the batches confirmed, in their
-// order, and the errors of those that failed (kept, not reported: the
-// sink's goroutines may outlive a failed test).
-func writeNumbered(s *RedisSink, stream string, batches, per int) (results func() (confirmed []int, errs []error)) {
-	var (
-		mu        sync.Mutex
-		confirmed []int
-		errs      []error
-	)
+// each batch moving partition t from where the one before left it.
+func writeNumbered(s *RedisSink, stream string, batches, per int) *confirmations {
+	c := &confirmations{}
 	tp := checkpoint.TopicPartition{Topic: "t"}
 	for i := 0; i < batches; i++ {
 		from := int64(i * per)
@@ -183,40 +216,18 @@ func writeNumbered(s *RedisSink, stream string, batches, per int) (results func(
 			w.AddEntry("*")
 			w.AddField("n", strconv.Itoa(i*per+e))
 		}
-		s.Write(context.Background(), &K2RBatch{writes: []*checkpoint.K2RWrite{w}, entries: per}, func(err error) {
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				errs = append(errs, fmt.Errorf("batch %d: %w", i, err))
-			}
-			confirmed = append(confirmed, i)
-		})
+		s.Write(context.Background(), &K2RBatch{writes: []*checkpoint.K2RWrite{w}, entries: per}, c.done(i))
 	}
-	return func() ([]int, []error) {
-		mu.Lock()
-		defer mu.Unlock()
-		return slices.Clone(confirmed), slices.Clone(errs)
-	}
+	return c
 }
 
-// checkNumbered checks what writeNumbered wrote: no batch failed, every
-// batch confirmed in order, every entry in the stream once and in order,
-// and the checkpoint at the end.
-func checkNumbered(t *testing.T, c rueidis.Client, name, stream string, results func() ([]int, []error), batches, per int) {
+// checkNumbered checks what writeNumbered wrote, once the sink is closed:
+// no batch failed, every batch confirmed in order, every entry in the
+// stream once and in order, and the checkpoint at the end.
+func checkNumbered(t *testing.T, c rueidis.Client, name, stream string, confirmed *confirmations, batches, per int) {
 	t.Helper()
 	ctx := context.Background()
-	confirmed, errs := results()
-	for _, err := range errs {
-		t.Error(err)
-	}
-	for i, b := range confirmed {
-		if b != i {
-			t.Fatalf("confirmed in the order %v", confirmed)
-		}
-	}
-	if len(confirmed) != batches {
-		t.Fatalf("%d batches confirmed, want %d", len(confirmed), batches)
-	}
+	confirmed.check(t, batches)
 	entries, err := c.Do(ctx, c.B().Xrange().Key(stream).Start("-").End("+").Build()).AsXRange()
 	if err != nil {
 		t.Fatal(err)
@@ -273,13 +284,13 @@ func TestRedisSinkBoundsAChainedWriteThatGetsNoReply(t *testing.T) {
 		chainedCallTimeout: 300 * time.Millisecond}
 	const batches, per = 40, 5
 	// Buffered: if the test gives up waiting, the writer does not block.
-	finished := make(chan func() ([]int, []error), 1)
+	finished := make(chan *confirmations, 1)
 	go func() {
 		results := writeNumbered(s, stream, batches, per)
 		s.Close()
 		finished <- results
 	}()
-	var results func() ([]int, []error)
+	var results *confirmations
 	select {
 	case results = <-finished:
 	case <-time.After(15 * time.Second):
@@ -352,10 +363,7 @@ func TestRedisSinkAppliesAgainAWriteThatRanBeforeItsPartitionMoved(t *testing.T)
 	// Batch i writes entries "p<i%2>-<k>" of partition i%2, from where
 	// batch i-2 left it.
 	const batches, per = 12, 5
-	var (
-		mu        sync.Mutex
-		confirmed []int
-	)
+	var confirmed confirmations
 	for i := 0; i < batches; i++ {
 		p := int32(i % 2)
 		start, to := int64(i/2*per), int64((i/2+1)*per)
@@ -368,14 +376,7 @@ func TestRedisSinkAppliesAgainAWriteThatRanBeforeItsPartitionMoved(t *testing.T)
 			w.AddEntry("*")
 			w.AddField("n", fmt.Sprintf("p%d-%d", p, k))
 		}
-		s.Write(ctx, &K2RBatch{writes: []*checkpoint.K2RWrite{w}, entries: per}, func(err error) {
-			if err != nil {
-				t.Errorf("batch %d: %v", i, err)
-			}
-			mu.Lock()
-			confirmed = append(confirmed, i)
-			mu.Unlock()
-		})
+		s.Write(ctx, &K2RBatch{writes: []*checkpoint.K2RWrite{w}, entries: per}, confirmed.done(i))
 		if i < 3 {
 			// One batch per write: the first is held; the second's
 			// wait for it ends, and it runs; the third, sent while the
@@ -390,23 +391,14 @@ func TestRedisSinkAppliesAgainAWriteThatRanBeforeItsPartitionMoved(t *testing.T)
 	if want := "partition t/0 holds no position, but this mirror continues from offset 5"; !strings.Contains(logs.String(), want) {
 		t.Errorf("no write reported %q; the scenario did not happen:\n%s", want, logs.String())
 	}
-	for i, b := range confirmed {
-		if b != i {
-			t.Fatalf("confirmed in the order %v", confirmed)
-		}
-	}
-	if len(confirmed) != batches {
-		t.Fatalf("%d batches confirmed, want %d", len(confirmed), batches)
-	}
+	confirmed.check(t, batches)
 	entries, err := base.Do(ctx, base.B().Xrange().Key(stream).Start("-").End("+").Build()).AsXRange()
 	if err != nil {
 		t.Fatal(err)
 	}
-	seen := map[string]int{}
 	next := [2]int{}
 	for _, e := range entries {
 		n := e.FieldValues["n"]
-		seen[n]++
 		var p, k int
 		if _, err := fmt.Sscanf(n, "p%d-%d", &p, &k); err != nil || p < 0 || p > 1 {
 			t.Fatalf("entry %s: not written by this test", n)
