@@ -53,6 +53,55 @@ func (s *samples) add(sendNanos int64, now time.Time) {
 	s.received.Add(1)
 }
 
+// latencyFloor is the direction name of Kafka alone.
+const latencyFloor = "raw kafka (produce -> consume)"
+
+// latencyWarmup bounds the unreported warm-up round of the latency runs:
+// enough for the JIT of the broker and the connections to settle.
+const latencyWarmup = 5 * time.Second
+
+// latencyRounds runs the follow-mode latency figures: cfg.runs rounds (after
+// a short warm-up round, if cfg.warmup), each round Kafka alone, then each
+// direction in turn. Interleaving them spreads the machine's slow moments
+// over every direction alike; each direction reports its median run by p99.
+func latencyRounds(ctx context.Context, cfg *config, e *env, res *results) error {
+	type direction struct {
+		name string
+		run  func(context.Context, *config, *env) (latencyResult, error)
+	}
+	// The floor: Kafka alone, produce to consume, on this machine now.
+	dirs := []direction{{"raw kafka", latencyRawKafka}}
+	if cfg.cases["r2k"] || !cfg.cases["k2r"] {
+		dirs = append(dirs, direction{"redis-to-kafka", latencyR2K})
+	}
+	if cfg.k2rAvailable && (cfg.cases["k2r"] || !cfg.cases["r2k"]) {
+		dirs = append(dirs, direction{"kafka-to-redis", latencyK2R})
+	}
+	rounds := cfg.runs
+	if cfg.warmup {
+		rounds++
+	}
+	for i := 0; i < rounds; i++ {
+		warm := cfg.warmup && i == 0
+		rc := cfg
+		label := fmt.Sprintf("round %d/%d", i+1-btoi(cfg.warmup), cfg.runs)
+		if warm {
+			c := *cfg
+			c.latDuration = min(cfg.latDuration, latencyWarmup)
+			rc, label = &c, "warm-up"
+		}
+		for _, d := range dirs {
+			progress("latency %s, %s: %d entries/s for %s", d.name, label, rc.latRate, rc.latDuration)
+			l, err := d.run(ctx, rc, e)
+			if err != nil {
+				return fmt.Errorf("latency %s, %s: %w", d.name, label, err)
+			}
+			res.addLatency(l, warm)
+		}
+	}
+	return nil
+}
+
 // latencyR2K: XADD with the send time in a field, xmirror r2k --follow,
 // a franz-go consumer takes arrival - send.
 func latencyR2K(ctx context.Context, cfg *config, e *env) (latencyResult, error) {
@@ -115,7 +164,6 @@ func latencyR2K(ctx context.Context, cfg *config, e *env) (latencyResult, error)
 		return res, err
 	}
 
-	progress("latency redis-to-kafka: %d entries/s for %s", cfg.latRate, cfg.latDuration)
 	sent, elapsed, err := pace(ctx, cfg.latRate, cfg.latDuration, func(k int) error {
 		cmds := make(rueidis.Commands, k)
 		for i := range cmds {
@@ -222,7 +270,6 @@ func latencyK2R(ctx context.Context, cfg *config, e *env) (latencyResult, error)
 		return res, err
 	}
 
-	progress("latency kafka-to-redis: %d records/s for %s", cfg.latRate, cfg.latDuration)
 	sent, elapsed, err := produceAtRate(ctx, cfg, prod, topic, value)
 	if err != nil {
 		return res, err
@@ -339,7 +386,7 @@ func jsonTS(v []byte) (int64, bool) {
 // franz-go producer (acks=all, no linger) straight to a plain consumer, no
 // xmirror and no Redis, at the same rate on the same machine.
 func latencyRawKafka(ctx context.Context, cfg *config, e *env) (latencyResult, error) {
-	res := latencyResult{Direction: "raw kafka (produce -> consume)", Rate: cfg.latRate}
+	res := latencyResult{Direction: latencyFloor, Rate: cfg.latRate}
 	topic := e.newTopic("latraw")
 	defer e.dropTopic(ctx, topic)
 	if err := e.createTopic(ctx, topic); err != nil {
@@ -386,7 +433,6 @@ func latencyRawKafka(ctx context.Context, cfg *config, e *env) (latencyResult, e
 	for !s.ready.Load() && time.Now().Before(deadline) && ctx.Err() == nil {
 		time.Sleep(20 * time.Millisecond)
 	}
-	progress("latency raw kafka: %d records/s for %s", cfg.latRate, cfg.latDuration)
 	sent, elapsed, err := produceAtRate(ctx, cfg, prod, topic, value)
 	if err != nil {
 		return res, err

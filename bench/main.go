@@ -240,25 +240,8 @@ func runAll(ctx context.Context, cfg *config, env *env, res *results) error {
 		}
 	}
 	if cfg.cases["latency"] {
-		// The floor: Kafka alone, produce to consume, on this machine now.
-		l, err := latencyRawKafka(ctx, cfg, env)
-		if err != nil {
+		if err := latencyRounds(ctx, cfg, env, res); err != nil {
 			return err
-		}
-		res.addLatency(l)
-		if cfg.cases["r2k"] || !cfg.cases["k2r"] {
-			l, err := latencyR2K(ctx, cfg, env)
-			if err != nil {
-				return err
-			}
-			res.addLatency(l)
-		}
-		if cfg.k2rAvailable && (cfg.cases["k2r"] || !cfg.cases["r2k"]) {
-			l, err := latencyK2R(ctx, cfg, env)
-			if err != nil {
-				return err
-			}
-			res.addLatency(l)
 		}
 	}
 	if cfg.cases["big"] {

@@ -16,18 +16,20 @@ import (
 // results is everything one bench run found; it is printed as tables and
 // written as JSON.
 type results struct {
-	Started    time.Time       `json:"started"`
-	Finished   time.Time       `json:"finished"`
-	Host       map[string]any  `json:"host"`
-	Config     map[string]any  `json:"config"`
-	Throughput []row           `json:"throughput"`
-	Idle       []row           `json:"idle"`
-	Latency    []latencyResult `json:"latency"`
-	Big        *bigResult      `json:"big,omitempty"`
-	Notes      []string        `json:"notes,omitempty"`
-	Failures   []string        `json:"failures,omitempty"`
+	Started    time.Time      `json:"started"`
+	Finished   time.Time      `json:"finished"`
+	Host       map[string]any `json:"host"`
+	Config     map[string]any `json:"config"`
+	Throughput []row          `json:"throughput"`
+	Idle       []row          `json:"idle"`
+	Latency    []latencyRow   `json:"latency"`
+	Big        *bigResult     `json:"big,omitempty"`
+	Notes      []string       `json:"notes,omitempty"`
+	Failures   []string       `json:"failures,omitempty"`
 	runs       map[rowKey][]measurement
 	order      []rowKey
+	latRuns    map[string][]latencyResult // by direction
+	latOrder   []string
 }
 
 type rowKey struct {
@@ -61,8 +63,22 @@ type bigResult struct {
 	TargetRSSKiB int64   `json:"target_rss_kib"`
 }
 
+// latencyRow is one direction's follow-mode latency: the figures of its
+// median run by p99, and every run.
+type latencyRow struct {
+	latencyResult
+	Runs []latencyResult `json:"runs"`
+}
+
 // idleTarget is the most a one-shot run with nothing to do may take.
 const idleTarget = 200 * time.Millisecond
+
+// latencyTarget is the most xmirror's follow-mode p99 may be at
+// latencyTargetRate entries per second.
+const (
+	latencyTarget     = 10 * time.Millisecond
+	latencyTargetRate = 10_000
+)
 
 func (r *results) addRun(m measurement) {
 	if r.runs == nil {
@@ -75,11 +91,26 @@ func (r *results) addRun(m measurement) {
 	r.runs[k] = append(r.runs[k], m)
 }
 
-func (r *results) addLatency(l latencyResult) {
-	r.Latency = append(r.Latency, l)
+// addLatency records a latency run; a warm-up's figures are not reported,
+// but its entries must all arrive too.
+func (r *results) addLatency(l latencyResult, warmup bool) {
 	if l.Received != l.Sent {
-		r.fail(fmt.Sprintf("latency %s: %d of %d entries arrived", l.Direction, l.Received, l.Sent))
+		what := l.Direction
+		if warmup {
+			what += " (warm-up)"
+		}
+		r.fail(fmt.Sprintf("latency %s: %d of %d entries arrived", what, l.Received, l.Sent))
 	}
+	if warmup {
+		return
+	}
+	if r.latRuns == nil {
+		r.latRuns = map[string][]latencyResult{}
+	}
+	if _, ok := r.latRuns[l.Direction]; !ok {
+		r.latOrder = append(r.latOrder, l.Direction)
+	}
+	r.latRuns[l.Direction] = append(r.latRuns[l.Direction], l)
 }
 
 func (r *results) fail(msg string) {
@@ -95,7 +126,11 @@ var limits = map[string][2]string{
 
 // finalize turns the runs into rows: medians, efficiency, peak RSS.
 func (r *results) finalize() {
-	r.Throughput, r.Idle = nil, nil
+	r.Throughput, r.Idle, r.Latency = nil, nil, nil
+	for _, d := range r.latOrder {
+		runs := r.latRuns[d]
+		r.Latency = append(r.Latency, latencyRow{latencyResult: medianLatencyRun(runs), Runs: runs})
+	}
 	median := map[rowKey]float64{}
 	for _, k := range r.order {
 		ms := r.runs[k]
@@ -145,6 +180,14 @@ func (r *results) finalize() {
 func medianRun(ms []measurement) measurement {
 	s := append([]measurement(nil), ms...)
 	sort.SliceStable(s, func(i, j int) bool { return s[i].RecPerSec < s[j].RecPerSec })
+	return s[len(s)/2]
+}
+
+// medianLatencyRun is the run whose p99 is the median (of an even number,
+// the higher of the two middle ones): its other figures come with it.
+func medianLatencyRun(runs []latencyResult) latencyResult {
+	s := append([]latencyResult(nil), runs...)
+	sort.SliceStable(s, func(i, j int) bool { return s[i].P99ms < s[j].P99ms })
 	return s[len(s)/2]
 }
 
@@ -208,11 +251,35 @@ func (r *results) print(w io.Writer, cfg *config) {
 		tw.Flush()
 	}
 	if len(r.Latency) > 0 {
-		fmt.Fprintf(w, "\nFollow-mode latency (send -> arrival at the destination, %d B entries)\n", latencySize)
+		latRuns := runs
+		if cfg.runs > 1 {
+			latRuns = fmt.Sprintf("the run with the median p99 of %d, each a round of every direction in turn", cfg.runs)
+			if cfg.warmup {
+				latRuns += ", after a warm-up round"
+			}
+		}
+		// The target is set at one rate: at another, say nothing of it.
+		judged := cfg.latRate == latencyTargetRate
+		target := ""
+		if judged {
+			target = fmt.Sprintf("; target p99 <= %s at %d/s", latencyTarget, latencyTargetRate)
+		}
+		fmt.Fprintf(w, "\nFollow-mode latency (send -> arrival at the destination, %d B entries; %s%s)\n", latencySize, latRuns, target)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "direction\trate/s\tseconds\tsent\treceived\tp50 ms\tp99 ms\tp99.9 ms\tmax ms\tpeak RSS\t")
+		fmt.Fprintln(tw, "direction\trate/s\tseconds\tsent\treceived\tp50 ms\tp99 ms\tp99.9 ms\tmax ms\tpeak RSS\tp99 of each run\ttarget\t")
 		for _, l := range r.Latency {
-			fmt.Fprintf(tw, "%s\t%.0f\t%.1f\t%d\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.1f MiB\t\n", leftPad(l.Direction), l.Achieved, l.Seconds, l.Sent, l.Received, l.P50ms, l.P99ms, l.P999ms, l.MaxMs, float64(l.PeakRSSKiB)/1024)
+			each := make([]string, len(l.Runs))
+			for i, run := range l.Runs {
+				each[i] = fmt.Sprintf("%.2f", run.P99ms)
+			}
+			target := ""
+			if judged && l.Direction != latencyFloor {
+				target = "met"
+				if l.P99ms > float64(latencyTarget)/float64(time.Millisecond) {
+					target = "MISSED"
+				}
+			}
+			fmt.Fprintf(tw, "%s\t%.0f\t%.1f\t%d\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.1f MiB\t%s\t%s\t\n", leftPad(l.Direction), l.Achieved, l.Seconds, l.Sent, l.Received, l.P50ms, l.P99ms, l.P999ms, l.MaxMs, float64(l.PeakRSSKiB)/1024, strings.Join(each, " / "), target)
 		}
 		tw.Flush()
 	}
