@@ -68,6 +68,23 @@ func (b *EntryBatch) Prefix(n int) *EntryBatch {
 	return p
 }
 
+// firstReadCount is the COUNT of a source's first read under a byte
+// bound, before it knows how large the entries are.
+const firstReadCount = 100
+
+// entryOverhead is what an entry costs in a batch besides its field data
+// (ID, reply and record structures), so that tiny entries do not make the
+// read count soar; it only matters when BatchSize is very large.
+const entryOverhead = 64
+
+// readCount is the COUNT that keeps a read near batchBytes of entry data per
+// stream, given that the last read's entries took size bytes over n entries:
+// at least 1, at most batchSize.
+func readCount(batchSize, batchBytes, size, n int) int {
+	per := size/n + entryOverhead
+	return max(1, min(batchSize, batchBytes/per))
+}
+
 func entrySize(e Entry) int {
 	n := 0
 	for _, f := range e.Fields {
@@ -86,6 +103,11 @@ type RedisSourceConfig struct {
 	// (only new entries) or an entry ID.
 	Start     string
 	BatchSize int
+	// BatchBytes bounds the entry data (field names and values) one read
+	// takes from a stream, about: each read asks for as many entries as
+	// fit at the size of those read before, and at most BatchSize. Zero
+	// bounds entries only.
+	BatchBytes int
 	// Follow keeps reading with blocking reads; otherwise the source stops
 	// at each stream's last entry ID as of the start (io.EOF).
 	Follow bool
@@ -119,6 +141,8 @@ type RedisSource struct {
 	alreadyWritten map[string]struct{}
 	lastWaitCheck  time.Time
 	lastClaim      time.Time
+	// count is the COUNT of the next read (see BatchBytes).
+	count int
 
 	trimmed atomic.Int64
 	skipped atomic.Int64
@@ -159,7 +183,13 @@ func NewRedisSource(ctx context.Context, cfg RedisSourceConfig) (*RedisSource, e
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &RedisSource{cfg: cfg, log: log, byName: map[string]*streamState{}}
+	s := &RedisSource{cfg: cfg, log: log, byName: map[string]*streamState{}, count: cfg.BatchSize}
+	if cfg.BatchBytes > 0 {
+		// Nothing is known of the entries' size yet: a first read of a
+		// full batch of large entries could hold far more than
+		// BatchBytes.
+		s.count = min(cfg.BatchSize, firstReadCount)
+	}
 	for _, name := range cfg.Streams {
 		st := &streamState{name: name, inPEL: true, cursor: "0"}
 		s.streams = append(s.streams, st)
@@ -241,7 +271,7 @@ func (s *RedisSource) claimOthers(ctx context.Context) (*EntryBatch, error) {
 		if !st.ready || st.done {
 			continue
 		}
-		pending, err := c.Do(ctx, c.B().Xpending().Key(st.name).Group(s.cfg.Group).Idle(idle).Start("-").End("+").Count(int64(s.cfg.BatchSize)).Build()).ToArray()
+		pending, err := c.Do(ctx, c.B().Xpending().Key(st.name).Group(s.cfg.Group).Idle(idle).Start("-").End("+").Count(int64(s.count)).Build()).ToArray()
 		if err != nil {
 			return nil, classifyRedis(fmt.Errorf("list idle pending entries of stream %q (XPENDING): %w", st.name, err))
 		}
@@ -451,7 +481,7 @@ func (s *RedisSource) readPending(ctx context.Context) (*EntryBatch, error) {
 		return nil, nil
 	}
 	c := s.cfg.Client
-	cmd := c.B().Xreadgroup().Group(s.cfg.Group, s.cfg.Consumer).Count(int64(s.cfg.BatchSize)).Streams().Key(names...).Id(ids...).Build()
+	cmd := c.B().Xreadgroup().Group(s.cfg.Group, s.cfg.Consumer).Count(int64(s.count)).Streams().Key(names...).Id(ids...).Build()
 	b, counts, err := s.read(ctx, cmd, true)
 	if err != nil {
 		return nil, err
@@ -483,9 +513,9 @@ func (s *RedisSource) readNew(ctx context.Context, active []*streamState) (*Entr
 	c := s.cfg.Client
 	var cmd rueidis.Completed
 	if s.cfg.Follow {
-		cmd = c.B().Xreadgroup().Group(s.cfg.Group, s.cfg.Consumer).Count(int64(s.cfg.BatchSize)).Block(s.cfg.Block.Milliseconds()).Streams().Key(names...).Id(ids...).Build()
+		cmd = c.B().Xreadgroup().Group(s.cfg.Group, s.cfg.Consumer).Count(int64(s.count)).Block(s.cfg.Block.Milliseconds()).Streams().Key(names...).Id(ids...).Build()
 	} else {
-		cmd = c.B().Xreadgroup().Group(s.cfg.Group, s.cfg.Consumer).Count(int64(s.cfg.BatchSize)).Streams().Key(names...).Id(ids...).Build()
+		cmd = c.B().Xreadgroup().Group(s.cfg.Group, s.cfg.Consumer).Count(int64(s.count)).Streams().Key(names...).Id(ids...).Build()
 	}
 	b, counts, err := s.read(ctx, cmd, false)
 	if err != nil {
@@ -558,6 +588,11 @@ func (s *RedisSource) read(ctx context.Context, cmd rueidis.Completed, pending b
 	}
 	counts := map[string]int{}
 	b := &EntryBatch{}
+	defer func() {
+		if s.cfg.BatchBytes > 0 && b.written > 0 {
+			s.count = readCount(s.cfg.BatchSize, s.cfg.BatchBytes, b.size, b.written)
+		}
+	}()
 	add := func(stream string, entries rueidis.RedisMessage) error {
 		list, err := entries.ToArray()
 		if err != nil {
