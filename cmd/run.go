@@ -40,7 +40,7 @@ func (f *runFlags) bind(c *cobra.Command) {
 	fs := c.Flags()
 	fs.StringVar(&f.name, "name", "", "mirror name: keys its checkpoint and lease (default derived from the source and destination)")
 	fs.BoolVarP(&f.follow, "follow", "f", false, "keep mirroring new data until SIGINT/SIGTERM instead of stopping at what exists at start")
-	fs.IntVar(&f.batchSize, "batch-size", defaultBatchSize, "entries read, written and confirmed together")
+	fs.IntVar(&f.batchSize, "batch-size", defaultBatchSize, "the most entries read, written and confirmed together")
 	fs.IntVar(&f.maxInFlight, "max-in-flight", mirror.DefaultMaxInFlight, "batches written but not yet confirmed; more hides latency, costs memory")
 	fs.DurationVar(&f.timeout, "timeout", defaultOneShotTimeout, "one-shot: how long to retry an unreachable server before exiting 1 (follow retries forever)")
 	fs.StringVarP(&f.output, "output", "o", "text", "summary format: text or json")
@@ -85,8 +85,9 @@ func (f *runFlags) engineOptions(a *app) mirror.Options {
 
 // memoryLimitFollower keeps the garbage collector's soft memory limit (see
 // cmd/xmirror) above what the batches in flight actually hold: large
-// entries make large batches, and a limit below the working set would make
-// the collector run without pause. The limit only ever rises.
+// entries can make large batches (kafka-to-redis, or redis-to-kafka with
+// --batch-bytes 0), and a limit below the working set would make the
+// collector run without pause. The limit only ever rises.
 func memoryLimitFollower(maxInFlight int) func(mirror.Stats) {
 	limit := debug.SetMemoryLimit(-1)
 	return func(s mirror.Stats) {

@@ -78,11 +78,9 @@ const firstReadCount = 100
 const entryOverhead = 64
 
 // readCount is the COUNT that keeps a read near batchBytes of entry data per
-// stream, given that the last read's entries took size bytes over n entries:
-// at least 1, at most batchSize.
-func readCount(batchSize, batchBytes, size, n int) int {
-	per := size/n + entryOverhead
-	return max(1, min(batchSize, batchBytes/per))
+// stream, for entries of about avg bytes: at least 1, at most batchSize.
+func readCount(batchSize, batchBytes, avg int) int {
+	return max(1, min(batchSize, batchBytes/(avg+entryOverhead)))
 }
 
 func entrySize(e Entry) int {
@@ -271,7 +269,7 @@ func (s *RedisSource) claimOthers(ctx context.Context) (*EntryBatch, error) {
 		if !st.ready || st.done {
 			continue
 		}
-		pending, err := c.Do(ctx, c.B().Xpending().Key(st.name).Group(s.cfg.Group).Idle(idle).Start("-").End("+").Count(int64(s.count)).Build()).ToArray()
+		pending, err := c.Do(ctx, c.B().Xpending().Key(st.name).Group(s.cfg.Group).Idle(idle).Start("-").End("+").Count(int64(s.cfg.BatchSize)).Build()).ToArray()
 		if err != nil {
 			return nil, classifyRedis(fmt.Errorf("list idle pending entries of stream %q (XPENDING): %w", st.name, err))
 		}
@@ -588,17 +586,17 @@ func (s *RedisSource) read(ctx context.Context, cmd rueidis.Completed, pending b
 	}
 	counts := map[string]int{}
 	b := &EntryBatch{}
-	defer func() {
-		if s.cfg.BatchBytes > 0 && b.written > 0 {
-			s.count = readCount(s.cfg.BatchSize, s.cfg.BatchBytes, b.size, b.written)
-		}
-	}()
+	// largest is the largest average entry size of a stream in this read:
+	// COUNT applies to each stream, so the stream of the largest entries
+	// sets it.
+	largest := -1
 	add := func(stream string, entries rueidis.RedisMessage) error {
 		list, err := entries.ToArray()
 		if err != nil {
 			return fmt.Errorf("stream %q: unexpected XREADGROUP reply: %w", stream, err)
 		}
 		counts[stream] += len(list)
+		size, written := 0, 0
 		for _, raw := range list {
 			e, err := parseEntry(stream, raw)
 			if err != nil {
@@ -613,10 +611,16 @@ func (s *RedisSource) read(ctx context.Context, cmd rueidis.Completed, pending b
 				}
 			}
 			if e.skip == skipNone {
+				n := entrySize(e)
 				b.written++
-				b.size += entrySize(e)
+				b.size += n
+				written++
+				size += n
 			}
 			b.Entries = append(b.Entries, e)
+		}
+		if written > 0 {
+			largest = max(largest, size/written)
 		}
 		return nil
 	}
@@ -648,6 +652,9 @@ func (s *RedisSource) read(ctx context.Context, cmd rueidis.Completed, pending b
 				return nil, nil, err
 			}
 		}
+	}
+	if s.cfg.BatchBytes > 0 && largest >= 0 {
+		s.count = readCount(s.cfg.BatchSize, s.cfg.BatchBytes, largest)
 	}
 	return b, counts, nil
 }
