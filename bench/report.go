@@ -129,7 +129,8 @@ func (r *results) finalize() {
 	r.Throughput, r.Idle, r.Latency = nil, nil, nil
 	for _, d := range r.latOrder {
 		runs := r.latRuns[d]
-		r.Latency = append(r.Latency, latencyRow{latencyResult: medianLatencyRun(runs), Runs: runs})
+		mid := medianBy(runs, func(l latencyResult) float64 { return l.P99ms })
+		r.Latency = append(r.Latency, latencyRow{latencyResult: mid, Runs: runs})
 	}
 	median := map[rowKey]float64{}
 	for _, k := range r.order {
@@ -145,7 +146,7 @@ func (r *results) finalize() {
 		rw.RecPerSec = med(rates)
 		// The CPU of the run whose rate is the median, not a median per
 		// party: the figures of one run belong together.
-		rw.CPU = medianRun(ms).CPU
+		rw.CPU = medianBy(ms, func(m measurement) float64 { return m.RecPerSec }).CPU
 		rw.MBPerSec = rw.RecPerSec * float64(k.size) / 1e6
 		rw.Seconds = med(secs)
 		median[k] = rw.RecPerSec
@@ -175,19 +176,12 @@ func (r *results) finalize() {
 	}
 }
 
-// medianRun is the run whose rate is the median; of an even number of
-// runs, the faster of the two middle ones (med averages their rates).
-func medianRun(ms []measurement) measurement {
-	s := append([]measurement(nil), ms...)
-	sort.SliceStable(s, func(i, j int) bool { return s[i].RecPerSec < s[j].RecPerSec })
-	return s[len(s)/2]
-}
-
-// medianLatencyRun is the run whose p99 is the median (of an even number,
-// the higher of the two middle ones): its other figures come with it.
-func medianLatencyRun(runs []latencyResult) latencyResult {
-	s := append([]latencyResult(nil), runs...)
-	sort.SliceStable(s, func(i, j int) bool { return s[i].P99ms < s[j].P99ms })
+// medianBy is the run whose key is the median; of an even number of runs,
+// the one with the higher of the two middle keys. The figures of the run
+// come with it: they belong together.
+func medianBy[T any](runs []T, key func(T) float64) T {
+	s := append([]T(nil), runs...)
+	sort.SliceStable(s, func(i, j int) bool { return key(s[i]) < key(s[j]) })
 	return s[len(s)/2]
 }
 

@@ -56,8 +56,7 @@ func TestRedisSinkConfirmsABatchOnlyOnceWritten(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c, deadStream := tt.setup(t)
-			stream, name := testenv.Stream(t, base), testenv.Name(t, "m")
-			t.Cleanup(func() { base.Do(context.Background(), base.B().Del().Key(checkpoint.K2RKey(name, stream)).Build()) })
+			stream, name := sinkTarget(t, base)
 			s := &RedisSink{c: c, opt: checkpoint.K2ROptions{Name: name}, deadStream: deadStream, retryFor: 5 * time.Second, log: slog.New(slog.DiscardHandler), redisName: "test"}
 			batch := func(from, to int64) *K2RBatch {
 				w := &checkpoint.K2RWrite{Stream: stream, Moves: []checkpoint.K2RMove{{Partition: checkpoint.TopicPartition{Topic: "t"}, From: from, To: to}}}
@@ -139,8 +138,7 @@ func TestRedisSinkKeepsCallsInFlightInOrderThroughAFailure(t *testing.T) {
 	}
 	for _, applied := range []bool{true, false} {
 		t.Run(fmt.Sprintf("applied=%v", applied), func(t *testing.T) {
-			stream, name := testenv.Stream(t, base), testenv.Name(t, "m")
-			t.Cleanup(func() { base.Do(context.Background(), base.B().Del().Key(checkpoint.K2RKey(name, stream)).Build()) })
+			stream, name := sinkTarget(t, base)
 			c := &failingCall{Client: base, nth: 3, applied: applied, refuse: 5}
 			s := &RedisSink{c: c, opt: checkpoint.K2ROptions{Name: name}, retryFor: 5 * time.Second,
 				log: slog.New(slog.DiscardHandler), redisName: "test", ordered: true}
@@ -159,6 +157,14 @@ func TestRedisSinkKeepsCallsInFlightInOrderThroughAFailure(t *testing.T) {
 			checkNumbered(t, base, name, stream, results, batches, per)
 		})
 	}
+}
+
+// sinkTarget is a new stream and mirror name, whose checkpoint is deleted
+// after the test.
+func sinkTarget(t *testing.T, c rueidis.Client) (stream, name string) {
+	stream, name = testenv.Stream(t, c), testenv.Name(t, "m")
+	t.Cleanup(func() { c.Do(context.Background(), c.B().Del().Key(checkpoint.K2RKey(name, stream)).Build()) })
+	return stream, name
 }
 
 // confirmations records the batches a sink confirmed, in their order,
@@ -275,8 +281,7 @@ func TestRedisSinkBoundsAChainedWriteThatGetsNoReply(t *testing.T) {
 	if err := checkpoint.CheckK2ROrderAccess(context.Background(), base, "test"); err != nil {
 		t.Fatal(err)
 	}
-	stream, name := testenv.Stream(t, base), testenv.Name(t, "m")
-	t.Cleanup(func() { base.Do(context.Background(), base.B().Del().Key(checkpoint.K2RKey(name, stream)).Build()) })
+	stream, name := sinkTarget(t, base)
 	c := &stallingCall{Client: base}
 	var logs syncBuffer
 	s := &RedisSink{c: c, opt: checkpoint.K2ROptions{Name: name}, retryFor: 5 * time.Second,
@@ -354,8 +359,7 @@ func TestRedisSinkAppliesAgainAWriteThatRanBeforeItsPartitionMoved(t *testing.T)
 	if err := checkpoint.CheckK2ROrderAccess(ctx, base, "test"); err != nil {
 		t.Fatal(err)
 	}
-	stream, name := testenv.Stream(t, base), testenv.Name(t, "m")
-	t.Cleanup(func() { base.Do(context.Background(), base.B().Del().Key(checkpoint.K2RKey(name, stream)).Build()) })
+	stream, name := sinkTarget(t, base)
 	c := &delayingCall{Client: base, delay: 2 * time.Second, shortWait: 500 * time.Millisecond, sent: make(chan struct{}, 3)}
 	var logs syncBuffer
 	s := &RedisSink{c: c, opt: checkpoint.K2ROptions{Name: name}, retryFor: 5 * time.Second,
