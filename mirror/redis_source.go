@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -51,6 +52,19 @@ func (b *EntryBatch) Len() int { return b.written }
 
 // Bytes is the payload size of the entries written.
 func (b *EntryBatch) Bytes() int { return b.size }
+
+// lastOfEachStream is the last entry of each stream in the batch. A read's
+// reply holds each stream's entries together and in ID order, so these are
+// the highest IDs read, found without comparing every entry's ID.
+func (b *EntryBatch) lastOfEachStream() []Entry {
+	var last []Entry
+	for i, e := range b.Entries {
+		if i+1 == len(b.Entries) || b.Entries[i+1].Stream != e.Stream {
+			last = append(last, e)
+		}
+	}
+	return last
+}
 
 // Prefix is the batch cut to its first n entries, for committing what the
 // sink confirmed before a failure.
@@ -493,7 +507,7 @@ func (s *RedisSource) readPending(ctx context.Context) (*EntryBatch, error) {
 	if b == nil || len(b.Entries) == 0 {
 		return nil, nil
 	}
-	for _, e := range b.Entries {
+	for _, e := range b.lastOfEachStream() {
 		st := s.byName[e.Stream]
 		st.cursor = e.ID
 		st.noteDelivered(e.ID)
@@ -531,7 +545,7 @@ func (s *RedisSource) readNew(ctx context.Context, active []*streamState) (*Entr
 		return nil, err
 	}
 	if b != nil {
-		for _, e := range b.Entries {
+		for _, e := range b.lastOfEachStream() {
 			s.byName[e.Stream].noteDelivered(e.ID)
 		}
 	}
@@ -544,12 +558,7 @@ func (s *RedisSource) readNew(ctx context.Context, active []*streamState) (*Entr
 			}
 		}
 		if b != nil {
-			// Entries of a stream come in ID order: its last one in the
-			// batch tells whether the snapshot is reached.
-			for i, e := range b.Entries {
-				if i+1 < len(b.Entries) && b.Entries[i+1].Stream == e.Stream {
-					continue
-				}
+			for _, e := range b.lastOfEachStream() {
 				if st := s.byName[e.Stream]; compareIDs(e.ID, st.snapshot) >= 0 {
 					st.done = true
 				}
@@ -596,6 +605,7 @@ func (s *RedisSource) read(ctx context.Context, cmd rueidis.Completed, pending b
 			return fmt.Errorf("stream %q: unexpected XREADGROUP reply: %w", stream, err)
 		}
 		counts[stream] += len(list)
+		b.Entries = slices.Grow(b.Entries, len(list))
 		size, written := 0, 0
 		for _, raw := range list {
 			e, err := parseEntry(stream, raw)
@@ -776,15 +786,40 @@ func (s *RedisSource) CommitMany(ctx context.Context, batches []*EntryBatch) err
 	ids := map[string][]string{}
 	var order []string
 	var trimmed, skipped int64
+	// A batch holds each stream's entries together, and a stream's records
+	// mostly go to one partition: the maps are touched when the stream or
+	// the partition changes, not for every entry.
+	var (
+		stream    string
+		streamIDs []string
+		tp        checkpoint.TopicPartition
+		next      int64 = -1
+	)
+	endStream := func() {
+		if len(streamIDs) > 0 {
+			ids[stream] = streamIDs
+			u.Streams[stream] = streamIDs[len(streamIDs)-1]
+		}
+	}
+	endPartition := func() {
+		if next > u.Partitions[tp] {
+			u.Partitions[tp] = next
+		}
+	}
 	for _, b := range batches {
 		u.Entries += int64(b.written)
 		u.Bytes += int64(b.size)
 		for i, e := range b.Entries {
-			if _, ok := ids[e.Stream]; !ok {
-				order = append(order, e.Stream)
+			if e.Stream != stream || streamIDs == nil {
+				endStream()
+				stream = e.Stream
+				streamIDs = ids[stream]
+				if streamIDs == nil {
+					order = append(order, stream)
+					streamIDs = make([]string, 0, len(b.Entries)-i)
+				}
 			}
-			ids[e.Stream] = append(ids[e.Stream], e.ID)
-			u.Streams[e.Stream] = e.ID
+			streamIDs = append(streamIDs, e.ID)
 			switch e.skip {
 			case skipTrimmed:
 				trimmed++
@@ -793,14 +828,17 @@ func (s *RedisSource) CommitMany(ctx context.Context, batches []*EntryBatch) err
 			case skipNone:
 				if i < len(b.records) {
 					r := &b.records[i]
-					tp := checkpoint.TopicPartition{Topic: r.Topic, Partition: r.Partition}
-					if next := r.Offset + 1; next > u.Partitions[tp] {
-						u.Partitions[tp] = next
+					if r.Partition != tp.Partition || r.Topic != tp.Topic {
+						endPartition()
+						tp, next = checkpoint.TopicPartition{Topic: r.Topic, Partition: r.Partition}, -1
 					}
+					next = max(next, r.Offset+1)
 				}
 			}
 		}
 	}
+	endStream()
+	endPartition()
 	if len(order) == 0 {
 		return nil
 	}
