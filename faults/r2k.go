@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -35,6 +36,9 @@ type r2k struct {
 	n      int
 	parts  int32
 	baseMs int64
+
+	mu      sync.Mutex
+	retries []string // the writer's first failed attempts, for a report
 }
 
 func (d *r2k) kind() string { return "redis-to-kafka" }
@@ -72,6 +76,11 @@ func (d *r2k) write(ctx context.Context, from, to int) error {
 			from++
 		}
 		if from < to {
+			d.mu.Lock()
+			if len(d.retries) < 10 {
+				d.retries = append(d.retries, fmt.Sprintf("%s seq %d: %v", time.Now().Format("15:04:05.000"), from, lastErr))
+			}
+			d.mu.Unlock()
 			if time.Now().After(deadline) {
 				return fmt.Errorf("XADD %s entry %d: still failing after 2 minutes: %w", d.stream, from, lastErr)
 			}
@@ -93,7 +102,10 @@ func (d *r2k) verify(ctx context.Context, r *row) error {
 		return fmt.Errorf("XLEN %s: %w", d.stream, err)
 	}
 	if n != int64(d.n) {
-		r.fail("the source stream holds %d entries, want %d (the suite's writer is wrong, not the mirror)", n, d.n)
+		r.fail("the source stream holds %d entries, want %d (the suite's writer is wrong, not the mirror)%s", n, d.n, d.sourceGaps(ctx))
+		d.mu.Lock()
+		r.info("the writer's failed attempts: %s", strings.Join(d.retries, "; "))
+		d.mu.Unlock()
 	}
 	seen := make([]int, d.n)
 	lastSeq := map[int32]int{}
@@ -141,6 +153,42 @@ func (d *r2k) verify(ctx context.Context, r *row) error {
 		r.info("first bad record: %s", badExample)
 	}
 	return nil
+}
+
+// sourceGaps names the entries missing from the source stream, for a
+// report: ": missing seq 100-539, ..." (at most 5 ranges), or "" when it
+// cannot tell.
+func (d *r2k) sourceGaps(ctx context.Context) string {
+	var gaps []string
+	expect, start := 0, "-"
+	for len(gaps) < 5 {
+		page, err := d.rc.Do(ctx, d.rc.B().Xrange().Key(d.stream).Start(start).End("+").Count(10000).Build()).AsXRange()
+		if err != nil {
+			return ""
+		}
+		for _, e := range page {
+			_, sq, _ := strings.Cut(e.ID, "-")
+			seq, err := strconv.Atoi(sq)
+			if err != nil {
+				return ""
+			}
+			if seq > expect {
+				gaps = append(gaps, fmt.Sprintf("%d-%d", expect, seq-1))
+			}
+			expect = seq + 1
+		}
+		if len(page) < 10000 {
+			break
+		}
+		start = "(" + page[len(page)-1].ID
+	}
+	if expect < d.n && len(gaps) < 5 {
+		gaps = append(gaps, fmt.Sprintf("%d-%d", expect, d.n-1))
+	}
+	if len(gaps) == 0 {
+		return ""
+	}
+	return ": missing seq " + strings.Join(gaps, ", ")
 }
 
 func (d *r2k) cleanup(ctx context.Context) {
