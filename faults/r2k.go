@@ -25,9 +25,9 @@ func pad(i int) string {
 }
 
 // r2k checks redis-to-kafka: the suite XADDs entries {seq, k, pad} with IDs
-// <baseMs>-<seq> (explicit IDs make a retried XADD after a lost reply
-// harmless: Redis refuses an ID at or below the top), and reads the topic
-// back with a plain franz-go consumer.
+// <baseMs>-<seq>, a chunk per transaction (explicit IDs make a chunk retried
+// after a lost reply harmless: Redis refuses an ID at or below the top), and
+// reads the topic back with a plain franz-go consumer.
 type r2k struct {
 	rc     rueidis.Client // the Redis holding the source stream
 	e      *env
@@ -54,42 +54,49 @@ func (d *r2k) mirrorArgs(name string) []string {
 func (d *r2k) id(i int) string { return fmt.Sprintf("%d-%d", d.baseMs, i) }
 
 func (d *r2k) write(ctx context.Context, from, to int) error {
+	// The chunk goes in one MULTI/EXEC, all or nothing. Pipelined plain
+	// XADDs are not: a Redis restarting from its AOF answers -LOADING to
+	// the first commands it reads and runs the rest once loaded, so the
+	// tail would land without the head, which could never be added
+	// after it (an ID below the top is refused). A rejected XADD aborts
+	// the transaction instead (EXECABORT), and a broken connection
+	// discards it.
 	deadline := time.Now().Add(2 * time.Minute)
-	var lastErr error
-	for from < to {
-		cmds := make(rueidis.Commands, 0, to-from)
+	for {
+		// Built anew for each attempt: rueidis recycles sent commands.
+		cmds := make(rueidis.Commands, 0, to-from+2)
+		cmds = append(cmds, d.rc.B().Multi().Build())
 		for i := from; i < to; i++ {
 			cmds = append(cmds, d.rc.B().Xadd().Key(d.stream).Id(d.id(i)).FieldValue().
 				FieldValue("seq", strconv.Itoa(i)).FieldValue("k", strconv.Itoa(i%keys)).FieldValue("pad", pad(i)).Build())
 		}
+		cmds = append(cmds, d.rc.B().Exec().Build())
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		res := d.rc.DoMulti(cctx, cmds...)
 		cancel()
-		for _, r := range res {
-			err := r.Error()
-			// An ID at or below the top: an earlier attempt whose reply was
-			// lost did write it.
-			if err != nil && !strings.Contains(err.Error(), "equal or smaller than the target stream top item") {
-				lastErr = err
-				break
+		replies, err := res[len(res)-1].ToArray()
+		if err == nil {
+			for i, r := range replies {
+				// An ID at or below the top: an earlier attempt whose
+				// EXEC reply was lost did write the chunk.
+				if err := r.Error(); err != nil && !strings.Contains(err.Error(), "equal or smaller than the target stream top item") {
+					return fmt.Errorf("XADD %s entry %d: %w", d.stream, from+i, err)
+				}
 			}
-			from++
+			return nil
 		}
-		if from < to {
-			d.mu.Lock()
-			if len(d.retries) < 10 {
-				d.retries = append(d.retries, fmt.Sprintf("%s seq %d: %v", time.Now().Format("15:04:05.000"), from, lastErr))
-			}
-			d.mu.Unlock()
-			if time.Now().After(deadline) {
-				return fmt.Errorf("XADD %s entry %d: still failing after 2 minutes: %w", d.stream, from, lastErr)
-			}
-			if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
-				return err
-			}
+		d.mu.Lock()
+		if len(d.retries) < 10 {
+			d.retries = append(d.retries, fmt.Sprintf("%s seq %d-%d: %v", time.Now().Format("15:04:05.000"), from, to-1, err))
+		}
+		d.mu.Unlock()
+		if time.Now().After(deadline) {
+			return fmt.Errorf("XADD %s entries %d-%d: still failing after 2 minutes: %w", d.stream, from, to-1, err)
+		}
+		if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
+			return err
 		}
 	}
-	return nil
 }
 
 func (d *r2k) progress(ctx context.Context) int64 {
