@@ -40,6 +40,30 @@ func TestReadCount(t *testing.T) {
 // Streams of large entries are read in batches of about BatchBytes per
 // stream, not of BatchSize entries; the stream of the largest entries sets
 // the count for all; every entry still comes once, in order.
+func TestLastOfEachStream(t *testing.T) {
+	tests := []struct {
+		name    string
+		entries []Entry
+		want    []string // stream/ID of each last entry
+	}{
+		{"empty batch", nil, nil},
+		{"one entry", []Entry{{Stream: "a", ID: "1-0"}}, []string{"a/1-0"}},
+		{"one stream", []Entry{{Stream: "a", ID: "1-0"}, {Stream: "a", ID: "1-1"}, {Stream: "a", ID: "2-0"}}, []string{"a/2-0"}},
+		{"streams one after the other", []Entry{{Stream: "a", ID: "1-0"}, {Stream: "a", ID: "3-0"}, {Stream: "b", ID: "2-0"}, {Stream: "c", ID: "5-0"}, {Stream: "c", ID: "6-0"}}, []string{"a/3-0", "b/2-0", "c/6-0"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			for _, e := range (&EntryBatch{Entries: tt.entries}).lastOfEachStream() {
+				got = append(got, e.Stream+"/"+e.ID)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("lastOfEachStream() = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestRedisSourceBoundsABatchByItsBytes(t *testing.T) {
 	c := testenv.Redis(t)
 	ctx := context.Background()
