@@ -544,11 +544,6 @@ func (s *RedisSource) readNew(ctx context.Context, active []*streamState) (*Entr
 		}
 		return nil, err
 	}
-	if b != nil {
-		for _, e := range b.lastOfEachStream() {
-			s.byName[e.Stream].noteDelivered(e.ID)
-		}
-	}
 	if !s.cfg.Follow {
 		for _, st := range active {
 			if counts[st.name] == 0 {
@@ -557,11 +552,13 @@ func (s *RedisSource) readNew(ctx context.Context, active []*streamState) (*Entr
 				st.done = true
 			}
 		}
-		if b != nil {
-			for _, e := range b.lastOfEachStream() {
-				if st := s.byName[e.Stream]; compareIDs(e.ID, st.snapshot) >= 0 {
-					st.done = true
-				}
+	}
+	if b != nil {
+		for _, e := range b.lastOfEachStream() {
+			st := s.byName[e.Stream]
+			st.noteDelivered(e.ID)
+			if !s.cfg.Follow && compareIDs(e.ID, st.snapshot) >= 0 {
+				st.done = true
 			}
 		}
 	}
