@@ -191,7 +191,7 @@ func (o *redisToKafkaOptions) validate() (mirror.Template, map[string]string, mi
 		problems = append(problems, "--linger must not be negative")
 	}
 	if o.batchBytes < 0 {
-		problems = append(problems, fmt.Sprintf("--batch-bytes must not be negative, got %d", o.batchBytes))
+		problems = append(problems, fmt.Sprintf("--batch-bytes must not be negative, got %d (0 turns the byte bound off)", o.batchBytes))
 	}
 	if _, err := mirror.ProducerOpts(mirror.ProducerTuning{Compression: o.compression}); err != nil {
 		problems = append(problems, err.Error())
