@@ -273,7 +273,12 @@ func (r *results) print(w io.Writer, cfg *config) {
 					target = "MISSED"
 				}
 			}
-			fmt.Fprintf(tw, "%s\t%.0f\t%.1f\t%d\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.1f MiB\t%s\t%s\t\n", leftPad(l.Direction), l.Achieved, l.Seconds, l.Sent, l.Received, l.P50ms, l.P99ms, l.P999ms, l.MaxMs, float64(l.PeakRSSKiB)/1024, strings.Join(each, " / "), target)
+			// Kafka alone runs no xmirror: no peak RSS to show.
+			rss := ""
+			if l.PeakRSSKiB > 0 {
+				rss = fmt.Sprintf("%.1f MiB", float64(l.PeakRSSKiB)/1024)
+			}
+			fmt.Fprintf(tw, "%s\t%.0f\t%.1f\t%d\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\t\n", leftPad(l.Direction), l.Achieved, l.Seconds, l.Sent, l.Received, l.P50ms, l.P99ms, l.P999ms, l.MaxMs, rss, strings.Join(each, " / "), target)
 		}
 		tw.Flush()
 	}
