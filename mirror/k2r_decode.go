@@ -41,19 +41,12 @@ var (
 // entry ID to write ("*": Redis chooses).
 func (m *recordMapping) decode(r *kgo.Record, dst []Field) ([]Field, string, error) {
 	id := "*"
-	lineage := false
-	for _, h := range r.Headers {
-		switch h.Key {
-		case HeaderID:
-			lineage = true
-			if m.preserveIDs {
-				id = string(h.Value)
-				if !validStreamID(id) {
-					return dst, "", fmt.Errorf("--preserve-ids: header %s holds %q, not an entry ID above 0-0", HeaderID, id)
-				}
-			}
-		case HeaderStream:
-			lineage = true
+	si, ii := lineageIndex(r.Headers)
+	lineage := si >= 0 || ii >= 0
+	if m.preserveIDs && ii >= 0 {
+		id = string(r.Headers[ii].Value)
+		if !validStreamID(id) {
+			return dst, "", fmt.Errorf("--preserve-ids: header %s holds %q, not an entry ID above 0-0", HeaderID, id)
 		}
 	}
 	if m.preserveIDs && id == "*" {
@@ -70,7 +63,7 @@ func (m *recordMapping) decode(r *kgo.Record, dst []Field) ([]Field, string, err
 			return dst[:start], "", err
 		}
 		if m.headers {
-			dst = appendHeaderFields(dst, r.Headers)
+			dst = appendHeaderFields(dst, r.Headers, si, ii)
 		}
 	case FormatRaw:
 		if r.Value != nil {
@@ -81,7 +74,7 @@ func (m *recordMapping) decode(r *kgo.Record, dst []Field) ([]Field, string, err
 		if r.Key != nil && !lineage {
 			dst = append(dst, Field{Name: m.keyField, Value: string(r.Key)})
 		}
-		dst = appendHeaderFields(dst, r.Headers)
+		dst = appendHeaderFields(dst, r.Headers, si, ii)
 	default:
 		return dst, "", fmt.Errorf("unknown format %q", m.format)
 	}
@@ -94,13 +87,15 @@ func (m *recordMapping) decode(r *kgo.Record, dst []Field) ([]Field, string, err
 	return dst, id, nil
 }
 
-// appendHeaderFields adds every header but xmirror's lineage, in order.
-func appendHeaderFields(dst []Field, headers []kgo.RecordHeader) []Field {
-	for _, h := range headers {
-		if h.Key == HeaderID || h.Key == HeaderStream {
+// appendHeaderFields adds every header but the lineage ones at si and ii
+// (see lineageIndex) as fields, in order, with the names redis-to-kafka
+// escaped given back (see fieldName).
+func appendHeaderFields(dst []Field, headers []kgo.RecordHeader, si, ii int) []Field {
+	for i, h := range headers {
+		if i == si || i == ii {
 			continue
 		}
-		dst = append(dst, Field{Name: h.Key, Value: string(h.Value)})
+		dst = append(dst, Field{Name: fieldName(h.Key), Value: string(h.Value)})
 	}
 	return dst
 }

@@ -24,6 +24,8 @@ func TestRecordMapping(t *testing.T) {
 	rawPayload := recordMapping{format: FormatRaw, valueField: "payload", keyField: "k"}
 	preserve := raw
 	preserve.preserveIDs = true
+	preservePayload := rawPayload
+	preservePayload.preserveIDs = true
 	lineage := hdr(HeaderStream, "orders", HeaderID, "1700000000000-3")
 	tests := []struct {
 		name   string
@@ -72,6 +74,36 @@ func TestRecordMapping(t *testing.T) {
 			rec:  kgo.Record{Key: []byte("K"), Value: []byte("V")},
 			want: []Field{{"payload", "V"}, {"k", "K"}}, wantID: "*"},
 		{name: "raw nothing at all", m: raw, rec: kgo.Record{}, err: "no fields"},
+		// Fields in xmirror's namespace, as redis-to-kafka escapes them.
+		{name: "raw escaped names come back, lineage stays the ID", m: preservePayload,
+			rec: kgo.Record{Value: []byte("b"), Headers: append(lineage[:2:2],
+				hdr("xmirror.xmirror.id", "9999999999999-0", "xmirror.xmirror.stream", "other",
+					"xmirror.xmirror.", "p", "xmirror.xmirror.xmirror.id", "q", "xmirror.xmirror.\xff", "r")...)},
+			want: []Field{{"payload", "b"}, {"xmirror.id", "9999999999999-0"}, {"xmirror.stream", "other"},
+				{"xmirror.", "p"}, {"xmirror.xmirror.id", "q"}, {"xmirror.\xff", "r"}},
+			wantID: "1700000000000-3"},
+		{name: "raw escaped names without preserve ids", m: rawPayload,
+			rec:  kgo.Record{Key: []byte("K"), Value: []byte("b"), Headers: append(lineage[:2:2], hdr("xmirror.xmirror.id", "x")...)},
+			want: []Field{{"payload", "b"}, {"xmirror.id", "x"}}, wantID: "*"},
+		{name: "raw names outside the namespace are not lineage", m: preservePayload,
+			rec:  kgo.Record{Value: []byte("b"), Headers: append(lineage[:2:2], hdr("XMIRROR.ID", "1-1", "", "e", "\xff", "f")...)},
+			want: []Field{{"payload", "b"}, {"XMIRROR.ID", "1-1"}, {"", "e"}, {"\xff", "f"}}, wantID: "1700000000000-3"},
+		{name: "raw headers of another producer in the namespace are copied as they are", m: raw,
+			rec:  kgo.Record{Value: []byte("V"), Headers: hdr("xmirror.trace", "t", "xmirror.", "u")},
+			want: []Field{{"value", "V"}, {"xmirror.trace", "t"}, {"xmirror.", "u"}}, wantID: "*"},
+		// An earlier redis-to-kafka wrote a field named like a lineage
+		// header unescaped, after the lineage.
+		{name: "raw lineage header twice: the first is lineage, the second a field", m: preservePayload,
+			rec:  kgo.Record{Value: []byte("b"), Headers: append(lineage[:2:2], hdr(HeaderID, "9999999999999-0", HeaderStream, "other")...)},
+			want: []Field{{"payload", "b"}, {"xmirror.id", "9999999999999-0"}, {"xmirror.stream", "other"}}, wantID: "1700000000000-3"},
+		{name: "raw escaped id alone is no lineage", m: preserve,
+			rec: kgo.Record{Value: []byte("V"), Headers: hdr("xmirror.xmirror.id", "1-1")}, err: "no xmirror.id"},
+		{name: "json --headers gives escaped names back", m: jsonHeaders,
+			rec:  kgo.Record{Value: []byte(`{"xmirror.id":"1"}`), Headers: append(lineage[:2:2], hdr("xmirror.xmirror.id", "2", "xmirror.trace", "3")...)},
+			want: []Field{{"xmirror.id", "1"}, {"xmirror.id", "2"}, {"xmirror.trace", "3"}}, wantID: "*"},
+		{name: "json members are never unescaped", m: json,
+			rec:  kgo.Record{Value: []byte(`{"xmirror.xmirror.id":"1","xmirror.id":"2"}`), Headers: lineage},
+			want: []Field{{"xmirror.xmirror.id", "1"}, {"xmirror.id", "2"}}, wantID: "*"},
 		{name: "preserve ids", m: preserve,
 			rec:  kgo.Record{Value: []byte("V"), Headers: lineage},
 			want: []Field{{"value", "V"}}, wantID: "1700000000000-3"},
@@ -129,11 +161,17 @@ func FuzzK2RDecodeJSON(f *testing.F) {
 	})
 }
 
-// Arbitrary raw records decode to their value, key and headers, never more.
+// Arbitrary raw records decode to their value, key and headers, never more;
+// the exact lineage names never become fields, and an escaped name comes
+// back with one prefix less.
 func FuzzK2RDecodeRaw(f *testing.F) {
 	f.Add([]byte("v"), []byte("k"), "h", []byte("x"), false)
 	f.Add([]byte(nil), []byte(nil), "", []byte(nil), true)
 	f.Add([]byte("\xff"), []byte(nil), HeaderID, []byte("1-1"), true)
+	f.Add([]byte("b"), []byte(nil), "xmirror.xmirror.id", []byte("9999999999999-0"), true)
+	f.Add([]byte("b"), []byte("k"), "xmirror.xmirror.", []byte("x"), false)
+	f.Add([]byte("b"), []byte(nil), "xmirror.", []byte("x"), false)
+	f.Add([]byte("b"), []byte(nil), "XMIRROR.ID", []byte("1-1"), true)
 	f.Fuzz(func(t *testing.T, value, key []byte, hkey string, hval []byte, preserve bool) {
 		m := recordMapping{format: FormatRaw, valueField: "value", keyField: "key", preserveIDs: preserve}
 		rec := &kgo.Record{Value: value, Key: key, Headers: []kgo.RecordHeader{{Key: hkey, Value: hval}}}
@@ -141,13 +179,22 @@ func FuzzK2RDecodeRaw(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if len(fields) == 0 || len(fields) > 3 || id == "" {
-			t.Fatalf("decoded %q id %q", fields, id)
+		lineage := hkey == HeaderID || hkey == HeaderStream
+		var want []Field
+		if value != nil {
+			want = append(want, Field{"value", string(value)})
 		}
-		for _, f := range fields {
-			if f.Name == HeaderID || f.Name == HeaderStream {
-				t.Fatalf("lineage header became a field: %q", fields)
-			}
+		if key != nil && !lineage {
+			want = append(want, Field{"key", string(key)})
+		}
+		if !lineage {
+			want = append(want, Field{fieldName(hkey), string(hval)})
+		}
+		if !reflect.DeepEqual(fields, want) || id == "" {
+			t.Fatalf("decoded %q id %q, want %q", fields, id, want)
+		}
+		if preserve && (hkey != HeaderID || id != string(hval)) {
+			t.Fatalf("--preserve-ids took id %q from header %q", id, hkey)
 		}
 	})
 }

@@ -82,17 +82,15 @@ func ScanWritten(ctx context.Context, clientOpts []kgo.Opt, adm *kadm.Client, to
 				if r.Attrs.IsControl() {
 					continue
 				}
-				var stream, id string
-				for _, h := range r.Headers {
-					switch h.Key {
-					case HeaderStream:
-						stream = string(h.Value)
-					case HeaderID:
-						id = string(h.Value)
-					}
+				// The exact names only, first occurrence: a user's field
+				// never counts (see lineageIndex).
+				si, ii := lineageIndex(r.Headers)
+				if si < 0 || ii < 0 {
+					continue
 				}
-				if stream != "" && id != "" && streams[stream] {
-					found[stream+"\x00"+id] = struct{}{}
+				stream, id := r.Headers[si].Value, r.Headers[ii].Value
+				if len(stream) > 0 && len(id) > 0 && streams[string(stream)] {
+					found[string(stream)+"\x00"+string(id)] = struct{}{}
 				}
 			}
 		})

@@ -266,7 +266,10 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 					valueSet = true
 					continue
 				}
-				headers = append(headers, kgo.RecordHeader{Key: f.Name, Value: bytesOf(f.Value)})
+				// A name in xmirror's namespace is escaped, so that no
+				// field can pass for lineage (see ReservedPrefix); only
+				// such a name costs an allocation.
+				headers = append(headers, kgo.RecordHeader{Key: headerKey(f.Name), Value: bytesOf(f.Value)})
 			}
 		}
 		if k.cfg.Format == FormatJSON {
