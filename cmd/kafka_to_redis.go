@@ -64,13 +64,16 @@ stream. Several topics into a name without {topic} merge into one stream.
 Mapping (the inverse of redis-to-kafka):
   --format json  the value must be a JSON object of strings; its members
                  become the fields, in order (duplicates kept). Headers are
-                 ignored unless --headers adds them as fields after those.
+                 ignored unless --headers adds them as fields after those
+                 (named as in raw).
   --format raw   fields: --value-field (the value, absent if null),
                  --key-field (the key, if any, but not for records with
                  xmirror lineage headers, whose key copies a field), then one
-                 field per header, in order. Equal names are kept as
-                 duplicate fields.
-  xmirror.stream and xmirror.id (lineage) never become fields.
+                 field per header, in order; a header named xmirror.xmirror.*
+                 loses one xmirror. (redis-to-kafka's escape). Equal names
+                 are kept as duplicate fields.
+  The first xmirror.stream and xmirror.id headers (lineage) never become
+  fields.
   Entry IDs are chosen by Redis, or with --preserve-ids taken from xmirror.id
   (an ID at or below the stream's top counts as already present).
 
@@ -94,7 +97,7 @@ dead-letter (copy it to --dead-letter-stream, at least once).`,
 	fs.StringArrayVarP(&o.topics, "topic", "t", nil, "topic to mirror (repeat for several); required")
 	fs.StringVarP(&o.stream, "stream", "s", mirror.DefaultStreamTemplate, "destination stream; {topic} and {partition} are replaced, {{ }} are literal braces")
 	fs.StringVar(&o.format, "format", string(mirror.FormatJSON), "record value format: json or raw")
-	fs.BoolVar(&o.headers, "headers", false, "json format: also copy record headers (other than xmirror's) as fields, after the value's")
+	fs.BoolVar(&o.headers, "headers", false, "json format: also copy record headers (other than xmirror's lineage) as fields, after the value's")
 	fs.StringVar(&o.valueField, "value-field", mirror.DefaultValueField, "raw format: the field that receives the record value")
 	fs.StringVar(&o.keyField, "key-field", mirror.DefaultKeyField, "raw format: the field that receives the record key")
 	fs.BoolVar(&o.preserveIDs, "preserve-ids", false, "take each entry's ID from its xmirror.id header instead of letting Redis choose (one partition per stream)")

@@ -69,7 +69,9 @@ added since. --follow keeps mirroring until SIGINT/SIGTERM.
 
 Mapping:
   --format json   value = JSON object of the entry's fields, in entry order
-  --format raw    value = the bytes of --value-field; other fields = headers
+  --format raw    value = the bytes of --value-field; other fields = headers,
+                  a name starting with xmirror. (reserved) prefixed with one
+                  more xmirror. (xmirror.id -> xmirror.xmirror.id)
   key             the value of --key-field, else none
   timestamp       the millisecond part of the entry ID
   headers         xmirror.stream and xmirror.id (lineage), always
