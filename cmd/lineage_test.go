@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/xmirror/xmirror/checkpoint"
@@ -25,26 +24,6 @@ func headerCount(r *kgo.Record, key string) int {
 		}
 	}
 	return n
-}
-
-// newTopic is a topic of one partition that the broker's metadata already
-// lists: a topic just created can be missing from it for a moment on a busy
-// broker, and xmirror would rightly call it missing.
-func newTopic(t *testing.T, kc *kgo.Client) string {
-	t.Helper()
-	topic := testenv.Topic(t, kc, 1)
-	adm := kadm.NewClient(kc)
-	testenv.Wait(t, 30*time.Second, "topic "+topic+" in the metadata", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		details, err := adm.ListTopics(ctx, topic)
-		if err != nil {
-			return false
-		}
-		d, ok := details[topic]
-		return ok && d.Err == nil && len(d.Partitions) == 1
-	})
-	return topic
 }
 
 // headerList shows a record's headers as quoted name=value pairs.
@@ -106,7 +85,7 @@ func TestFieldsNamedLikeLineageRoundTripByteForByte(t *testing.T) {
 			t.Run(name, func(t *testing.T) {
 				source := testenv.Stream(t, rc)
 				copy := testenv.Stream(t, rc)
-				topic := newTopic(t, kc)
+				topic := testenv.Topic(t, kc, 1)
 				ids := addEntries(t, rc, source, 0, len(entries), func(i int) []string { return entries[i] })
 				k2rName := testenv.Name(t, "k2r")
 				delKeys(t, rc, checkpoint.K2RKey(k2rName, copy), checkpoint.R2KKey(source+">"+topic))
@@ -191,7 +170,7 @@ func TestReadBackNeverTakesAFieldForLineage(t *testing.T) {
 	kc := testenv.Kafka(t)
 	ctx := context.Background()
 	stream := testenv.Stream(t, rc)
-	topic := newTopic(t, kc)
+	topic := testenv.Topic(t, kc, 1)
 	name := testenv.Name(t, "m")
 	delKeys(t, rc, checkpoint.R2KKey(name))
 

@@ -137,6 +137,18 @@ func Topic(tb testing.TB, cl *kgo.Client, partitions int32) string {
 	if err != nil {
 		tb.Fatalf("create topic %s: %v", t, err)
 	}
+	// CreateTopics returns before the broker's metadata lists the topic:
+	// a mirror started at once could find it missing.
+	Wait(tb, 30*time.Second, "topic "+t+" in the metadata", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		details, err := adm.ListTopics(ctx, t)
+		if err != nil {
+			return false
+		}
+		d, ok := details[t]
+		return ok && d.Err == nil && len(d.Partitions) == int(partitions)
+	})
 	tb.Cleanup(func() {
 		if tb.Failed() {
 			tb.Logf("keeping topic %s of the failed test", t)
