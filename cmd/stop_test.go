@@ -114,6 +114,82 @@ func sigtermInPause(t *testing.T, m *started) {
 	}
 }
 
+// sigtermInStall sends SIGTERM to a running mirror whose every Kafka
+// connection goes through proxy a second after it froze, and fails unless
+// it exits 0 within stopBound; it thaws the proxy afterwards.
+func sigtermInStall(t *testing.T, m *started, proxy *kafkaProxy) {
+	t.Helper()
+	proxy.freeze()
+	defer proxy.thaw()
+	// A moment of the scenario, not a wait for a condition.
+	time.Sleep(time.Second)
+	code, took := m.stop(t, syscall.SIGTERM, stopBound+10*time.Second)
+	t.Logf("exit %d %s after SIGTERM, broker stalled; stderr:\n%s", code, took.Round(time.Millisecond), m.stderr)
+	if code != 0 {
+		t.Fatalf("SIGTERM with the broker stalled: exit %d, want 0", code)
+	}
+	if took > stopBound {
+		t.Fatalf("SIGTERM with the broker stalled: exit after %s, want at most %s", took.Round(time.Millisecond), stopBound)
+	}
+}
+
+func TestRedisToKafkaStopsWithinTheBoundWhileTheBrokerStalls(t *testing.T) {
+	rc := testenv.Redis(t)
+	kc := testenv.Kafka(t)
+	adm := kadm.NewClient(kc)
+	stream := testenv.Stream(t, rc)
+	topic := testenv.Topic(t, kc, 1)
+	name := testenv.Name(t, "m")
+	delKeys(t, rc, checkpoint.R2KKey(name))
+	value := func(i int) []string { return []string{"value", strconv.Itoa(i)} }
+	addEntries(t, rc, stream, 0, 20_000, value)
+	args := []string{"r2k", "--stream", stream, "--topic", topic, "--name", name, "--lease-ttl", "3s"}
+	proxy := startKafkaProxy(t)
+
+	m := startXmirror(t, append(args, "--follow", "--brokers", proxy.addr())...)
+	testenv.Wait(t, time.Minute, "mirroring to start", func() bool { return endOffset(t, adm, topic) >= 5_000 })
+	feed := feedStream(t, stream, 20_000)
+	testenv.Wait(t, time.Minute, "the feeder to add entries", func() bool { return endOffset(t, adm, topic) >= 21_000 })
+	sigtermInStall(t, m, proxy)
+	feed.halt(t)
+
+	waitLeaseExpired(t, rc, "redis-to-kafka", name)
+	mustMirror(t, args...)
+	var ids []string
+	for _, e := range readStream(t, rc, stream) {
+		ids = append(ids, e.ID)
+	}
+	exactlyOnce(t, topic, ids)
+}
+
+func TestKafkaToRedisStopsWithinTheBoundWhileTheBrokerStalls(t *testing.T) {
+	rc := testenv.Redis(t)
+	const partitions = 3
+	topic := testenv.Topic(t, testenv.Kafka(t), partitions)
+	stream := testenv.Stream(t, rc)
+	name := testenv.Name(t, "m")
+	delKeys(t, rc, checkpoint.K2RKey(name, stream))
+	const preload = 20_000
+	produce(t, topic, numbered(0, preload, partitions))
+	xlen := func() int64 {
+		v, _ := rc.Do(context.Background(), rc.B().Xlen().Key(stream).Build()).AsInt64()
+		return v
+	}
+	args := []string{"k2r", "--topic", topic, "--stream", stream, "--name", name, "--lease-ttl", "3s"}
+	proxy := startKafkaProxy(t)
+
+	m := startXmirror(t, append(args, "--follow", "--brokers", proxy.addr())...)
+	testenv.Wait(t, time.Minute, "mirroring to start", func() bool { return xlen() >= 5_000 })
+	feed, written := feedTopic(t, topic, preload, partitions)
+	testenv.Wait(t, time.Minute, "the feeder to add records", func() bool { return xlen() >= preload+1_000 })
+	sigtermInStall(t, m, proxy)
+	feed.halt(t)
+
+	waitLeaseExpired(t, rc, "kafka-to-redis", name)
+	mustMirror(t, args...)
+	checkOnceInOrder(t, readStream(t, rc, stream), preload+written())
+}
+
 func TestRedisToKafkaStopsWithinTheBoundWhileRedisIsPaused(t *testing.T) {
 	rc := testenv.Redis(t)
 	kc := testenv.Kafka(t)
@@ -128,20 +204,7 @@ func TestRedisToKafkaStopsWithinTheBoundWhileRedisIsPaused(t *testing.T) {
 
 	m := startXmirror(t, append(args, "--follow")...)
 	testenv.Wait(t, time.Minute, "mirroring to start", func() bool { return endOffset(t, adm, topic) >= 5_000 })
-	// Its own client: its XADDs wait out the pause.
-	fc := testenv.Redis(t)
-	feed := startFeeder(2000, func(from, n int) error {
-		cmds := make(rueidis.Commands, 0, n)
-		for i := from; i < from+n; i++ {
-			cmds = append(cmds, fc.B().Xadd().Key(stream).Id("*").FieldValue().FieldValue("value", strconv.Itoa(20_000+i)).Build())
-		}
-		for _, r := range fc.DoMulti(context.Background(), cmds...) {
-			if err := r.Error(); err != nil {
-				return fmt.Errorf("XADD %s: %w", stream, err)
-			}
-		}
-		return nil
-	})
+	feed := feedStream(t, stream, 20_000)
 	testenv.Wait(t, time.Minute, "the feeder to add entries", func() bool { return endOffset(t, adm, topic) >= 21_000 })
 	sigtermInPause(t, m)
 	feed.halt(t)
@@ -174,13 +237,44 @@ func TestKafkaToRedisStopsWithinTheBoundWhileRedisIsPaused(t *testing.T) {
 
 	m := startXmirror(t, append(args, "--follow")...)
 	testenv.Wait(t, time.Minute, "mirroring to start", func() bool { return xlen() >= 5_000 })
+	feed, written := feedTopic(t, topic, preload, partitions)
+	testenv.Wait(t, time.Minute, "the feeder to add records", func() bool { return xlen() >= preload+1_000 })
+	sigtermInPause(t, m)
+	feed.halt(t)
+
+	waitLeaseExpired(t, rc, "kafka-to-redis", name)
+	mustMirror(t, args...)
+	checkOnceInOrder(t, readStream(t, rc, stream), preload+written())
+}
+
+// feedStream adds entries {value: <i>} from i = from on, 2,000 a second,
+// with a client of its own (whose XADDs wait out a pause).
+func feedStream(t *testing.T, stream string, from int) *feeder {
+	fc := testenv.Redis(t)
+	return startFeeder(2000, func(i, n int) error {
+		cmds := make(rueidis.Commands, 0, n)
+		for j := from + i; j < from+i+n; j++ {
+			cmds = append(cmds, fc.B().Xadd().Key(stream).Id("*").FieldValue().FieldValue("value", strconv.Itoa(j)).Build())
+		}
+		for _, r := range fc.DoMulti(context.Background(), cmds...) {
+			if err := r.Error(); err != nil {
+				return fmt.Errorf("XADD %s: %w", stream, err)
+			}
+		}
+		return nil
+	})
+}
+
+// feedTopic produces numbered records from id from on, 2,000 a second,
+// straight to the broker; written says how many it produced.
+func feedTopic(t *testing.T, topic string, from int, partitions int32) (*feeder, func() int) {
 	pc := testenv.Kafka(t, kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	var (
 		mu      sync.Mutex
 		written int
 	)
-	feed := startFeeder(2000, func(from, n int) error {
-		recs := numbered(preload+from, n, partitions)
+	feed := startFeeder(2000, func(i, n int) error {
+		recs := numbered(from+i, n, partitions)
 		for _, r := range recs {
 			r.Topic = topic
 		}
@@ -190,15 +284,13 @@ func TestKafkaToRedisStopsWithinTheBoundWhileRedisIsPaused(t *testing.T) {
 			return fmt.Errorf("produce to %s: %w", topic, err)
 		}
 		mu.Lock()
-		written = from + n
+		written = i + n
 		mu.Unlock()
 		return nil
 	})
-	testenv.Wait(t, time.Minute, "the feeder to add records", func() bool { return xlen() >= preload+1_000 })
-	sigtermInPause(t, m)
-	feed.halt(t)
-
-	waitLeaseExpired(t, rc, "kafka-to-redis", name)
-	mustMirror(t, args...)
-	checkOnceInOrder(t, readStream(t, rc, stream), preload+written)
+	return feed, func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return written
+	}
 }
