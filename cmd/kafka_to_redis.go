@@ -1,7 +1,6 @@
 package cmd
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"sort"
@@ -253,7 +252,7 @@ func (o *kafkaToRedisOptions) execute(a *app, c *cobra.Command) (err error) {
 	defer sd.spawn("close the Kafka consumer", src.Close)
 
 	stats, runErr := mirror.Run(ctx, src, sink, opt)
-	sd.step("finish the writes to Redis", func(ctx context.Context) { sink.Close(ctx) })
+	sd.step("finish the writes to Redis", sink.Close)
 	// The engine counts every record a batch accounts for; the summary
 	// shows entries written and, apart, the records skipped.
 	skipped, dead, present := src.Skipped(), src.DeadLettered(), sink.Present()

@@ -116,9 +116,10 @@ func followStopped(c *cobra.Command, f *runFlags, err error) error {
 }
 
 // closeBudget bounds the steps of a run's way out once the engine returned
-// (releasing the lease, closing the connections): with the engine's drain
-// timeout it keeps a stop within the 6 seconds the README promises, with
-// room to spare for the process to exit, whatever the servers do.
+// (finishing the writes to Redis, releasing the lease, closing the
+// connections): with the engine's drain timeout (4 s) it keeps a stop
+// within the 6 seconds the README promises, with room to spare for the
+// process to exit, whatever the servers do.
 const closeBudget = 1500 * time.Millisecond
 
 // shutdown bounds the steps a run takes on its way out, after the engine
@@ -142,9 +143,9 @@ func (s *shutdown) ctx() (context.Context, context.CancelFunc) {
 	return context.WithDeadline(context.Background(), s.deadline)
 }
 
-// step runs fn and waits for it within the budget; it reports whether fn
-// ended. Steps run in the order they are called.
-func (s *shutdown) step(what string, fn func(ctx context.Context)) bool {
+// step runs fn and waits for it within the budget, which fn's ctx carries.
+// Steps run in the order they are called.
+func (s *shutdown) step(what string, fn func(ctx context.Context)) {
 	ctx, cancel := s.ctx()
 	defer cancel()
 	ended := make(chan struct{})
@@ -154,10 +155,8 @@ func (s *shutdown) step(what string, fn func(ctx context.Context)) bool {
 	}()
 	select {
 	case <-ended:
-		return true
 	case <-ctx.Done():
 		s.log.Warn("stopping without waiting any longer for a step of the way out: a server does not answer in time", "step", what, "budget", closeBudget)
-		return false
 	}
 }
 

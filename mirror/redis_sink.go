@@ -309,11 +309,10 @@ func (s *RedisSink) apply(group []sinkJob) {
 // Close waits for the writer goroutine, until ctx is done; call it after
 // Run returned. Writes still in flight then were abandoned by the run (their
 // context ended): each applies its entries together with its checkpoint or
-// not at all, so leaving them is as safe as a crash. It reports whether the
-// goroutine ended.
-func (s *RedisSink) Close(ctx context.Context) bool {
+// not at all, so leaving them is as safe as a crash.
+func (s *RedisSink) Close(ctx context.Context) {
 	if s.jobs == nil {
-		return true
+		return
 	}
 	s.closeOnce.Do(func() { close(s.jobs) })
 	ended := make(chan struct{})
@@ -323,9 +322,7 @@ func (s *RedisSink) Close(ctx context.Context) bool {
 	}()
 	select {
 	case <-ended:
-		return true
 	case <-ctx.Done():
-		return false
 	}
 }
 
