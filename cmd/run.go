@@ -185,6 +185,11 @@ func (s *shutdown) wait() {
 	for _, st := range s.spawned {
 		select {
 		case <-st.ended:
+			continue // without a race with a budget run out meanwhile
+		default:
+		}
+		select {
+		case <-st.ended:
 		case <-ctx.Done():
 			s.log.Warn("stopping without waiting any longer for a step of the way out: its time ran out", "step", st.what, "budget", closeBudget)
 		}
