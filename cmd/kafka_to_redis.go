@@ -207,8 +207,11 @@ func (o *kafkaToRedisOptions) execute(a *app, c *cobra.Command) (err error) {
 	if err != nil {
 		return err
 	}
-	defer rc.Close()
-	ctx, release, err := holdLease(ctx, rc, checkpoint.KindKafkaToRedis, name, o.run.leaseTTL)
+	// Every step on the way out is bounded (see shutdown).
+	sd := newShutdown(a.logger())
+	defer sd.wait()
+	defer sd.spawn("close the Redis connection", rc.Close)
+	ctx, release, err := holdLease(ctx, rc, checkpoint.KindKafkaToRedis, name, o.run.leaseTTL, sd)
 	if err != nil {
 		return err
 	}
@@ -217,7 +220,7 @@ func (o *kafkaToRedisOptions) execute(a *app, c *cobra.Command) (err error) {
 	if err != nil {
 		return err
 	}
-	defer admin.Close()
+	defer sd.spawn("close the Kafka admin connection", admin.Close)
 
 	opt := o.run.engineOptions(a)
 	src, sink, err := mirror.NewK2R(ctx, rc, admin, mirror.K2RConfig{
@@ -249,10 +252,10 @@ func (o *kafkaToRedisOptions) execute(a *app, c *cobra.Command) (err error) {
 		}
 		return err
 	}
-	defer src.Close()
+	defer sd.spawn("close the Kafka consumer", src.Close)
 
 	stats, runErr := mirror.Run(ctx, src, sink, opt)
-	sink.Close()
+	sd.step("finish the writes to Redis", sink.Close)
 	// The engine counts every record a batch accounts for; the summary
 	// shows entries written and, apart, the records skipped.
 	skipped, dead, present := src.Skipped(), src.DeadLettered(), sink.Present()

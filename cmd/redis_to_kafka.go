@@ -235,8 +235,11 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	if err != nil {
 		return err
 	}
-	defer rc.Close()
-	ctx, release, err := holdLease(ctx, rc, checkpoint.KindRedisToKafka, name, o.run.leaseTTL)
+	// Every step on the way out is bounded (see shutdown).
+	sd := newShutdown(log)
+	defer sd.wait()
+	defer sd.spawn("close the Redis connection", rc.Close)
+	ctx, release, err := holdLease(ctx, rc, checkpoint.KindRedisToKafka, name, o.run.leaseTTL, sd)
 	if err != nil {
 		return err
 	}
@@ -245,7 +248,7 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	if err != nil {
 		return err
 	}
-	defer admCl.Close()
+	defer sd.spawn("close the Kafka admin connection", admCl.Close)
 	adm := kadm.NewClient(admCl)
 
 	var topics []string
@@ -345,7 +348,7 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	if err != nil {
 		return kafkaEP.Explain(err)
 	}
-	defer producer.Close()
+	defer sd.spawn("close the Kafka producer", producer.Close)
 	sinkCfg := mirror.KafkaSinkConfig{
 		Client:     producer,
 		Topics:     topicOf,

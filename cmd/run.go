@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -113,9 +115,92 @@ func followStopped(c *cobra.Command, f *runFlags, err error) error {
 	return err
 }
 
+// closeBudget bounds the steps of a run's way out once the engine returned
+// (finishing the writes to Redis, releasing the lease, closing the
+// connections): with the engine's drain timeout (4 s) it keeps a stop
+// within the 6 seconds the README promises, with room to spare for the
+// process to exit, whatever the servers do.
+const closeBudget = 1500 * time.Millisecond
+
+// shutdown bounds the steps a run takes on its way out, after the engine
+// returned: what was confirmed is committed by then, and what a step still
+// sends when it is given up is what a crash at that moment would leave,
+// which the checkpoints are made for. The budget starts with the first
+// step; a step that is not done when it runs out is left to the exit.
+type shutdown struct {
+	log      *slog.Logger
+	once     sync.Once
+	deadline time.Time
+	spawned  []spawned
+}
+
+func newShutdown(log *slog.Logger) *shutdown { return &shutdown{log: log} }
+
+// ctx is a context that ends when the budget runs out, which starts now
+// unless an earlier step started it.
+func (s *shutdown) ctx() (context.Context, context.CancelFunc) {
+	s.once.Do(func() { s.deadline = time.Now().Add(closeBudget) })
+	return context.WithDeadline(context.Background(), s.deadline)
+}
+
+// step runs fn and waits for it within the budget, which fn's ctx carries.
+// Steps run in the order they are called.
+func (s *shutdown) step(what string, fn func(ctx context.Context)) {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		fn(ctx)
+	}()
+	select {
+	case <-ended:
+	case <-ctx.Done():
+		s.log.Warn("stopping without waiting any longer for a step of the way out: a server does not answer in time", "step", what, "budget", closeBudget)
+	}
+}
+
+// spawn starts fn, a step no later one depends on (closing a Kafka
+// client), at once; wait waits for every spawned step within the budget.
+func (s *shutdown) spawn(what string, fn func()) {
+	s.ctx() // the budget starts
+	st := spawned{what: what, ended: make(chan struct{})}
+	go func() {
+		defer close(st.ended)
+		fn()
+	}()
+	s.spawned = append(s.spawned, st)
+}
+
+type spawned struct {
+	what  string
+	ended chan struct{}
+}
+
+// wait waits for the spawned steps until the budget runs out; the last
+// step on the way out.
+func (s *shutdown) wait() {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	for _, st := range s.spawned {
+		select {
+		case <-st.ended:
+			continue // without a race with a budget run out meanwhile
+		default:
+		}
+		select {
+		case <-st.ended:
+		case <-ctx.Done():
+			s.log.Warn("stopping without waiting any longer for a step of the way out: its time ran out", "step", st.what, "budget", closeBudget)
+		}
+	}
+}
+
 // holdLease takes the mirror's lease and returns a context that ends when
-// the lease is lost (then context.Cause says why) and a release function.
-func holdLease(ctx context.Context, c rueidis.Client, kind, name string, ttl time.Duration) (context.Context, func(), error) {
+// the lease is lost (then context.Cause says why) and a release function,
+// a step of sd: a lease it cannot release in time expires after ttl, as a
+// crashed mirror's does.
+func holdLease(ctx context.Context, c rueidis.Client, kind, name string, ttl time.Duration, sd *shutdown) (context.Context, func(), error) {
 	lease, err := checkpoint.AcquireLease(ctx, c, kind, name, ttl)
 	if err != nil {
 		return nil, nil, err
@@ -132,9 +217,10 @@ func holdLease(ctx context.Context, c rueidis.Client, kind, name string, ttl tim
 	}()
 	release := func() {
 		cancel(nil)
-		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		defer rcancel()
-		lease.Release(rctx)
+		// Release first waits for a renewal in flight, which a stalled
+		// Redis holds for up to a third of ttl: the step's budget bounds
+		// both.
+		sd.step("release the lease", func(ctx context.Context) { lease.Release(ctx) })
 	}
 	return runCtx, release, nil
 }

@@ -61,7 +61,7 @@ func allScenarios() []scenario {
 		{name: "redis-crash", about: "kill -9 of a Redis running with AOF and appendfsync always, restarted", ownRedis: true, preload: 0.25, inject: injectRedisCrash},
 		{name: "redis-pause", about: "Redis SIGSTOPped longer than the client timeouts, then SIGCONT", ownRedis: true, preload: 0.25, inject: injectRedisPause},
 		{name: "kafka-pause", about: "the broker SIGSTOPped longer than the client timeouts, then SIGCONT", controlsKafka: true, preload: 0.25, inject: injectKafkaPause},
-		{name: "sigterm", about: "SIGTERM under load (exit 0 within 5s), restarted each time", preload: 0.5, inject: injectSigterms},
+		{name: "sigterm", about: "SIGTERM under load (exit 0 within 5s), restarted each time; then SIGTERM with the mirror's Redis, and with the broker, SIGSTOPped a second before (exit 0 within 6s)", ownRedis: true, controlsKafka: true, preload: 0.5, inject: injectSigterms},
 	}
 }
 
@@ -149,8 +149,58 @@ func injectSigterms(ctx context.Context, s *state) error {
 			return err
 		}
 	}
+	// A stop must not wait for a server that does not answer: with the
+	// mirror's Redis, then the broker, frozen a second before the signal
+	// (batches in flight, a lease renewal, a commit waiting on it), the
+	// mirror still exits 0 within stopBound. Each is frozen only until the
+	// mirror exited, under 10 s; the guard resumes it if the suite fails.
+	kpid, err := kafkaPid(ctx, s.cfg)
+	if err != nil {
+		return err
+	}
+	for _, frozen := range []struct {
+		what string
+		pid  int
+	}{{"its Redis", s.srv.pid()}, {"the Kafka broker", kpid}} {
+		if err := s.m.waitUp(ctx, startupGrace); err != nil {
+			return err
+		}
+		if err := s.m.sleep(ctx, s.between(500*time.Millisecond, 2500*time.Millisecond)); err != nil {
+			return err
+		}
+		resume, err := s.g.pause(frozen.pid, frozen.what)
+		if err != nil {
+			return err
+		}
+		if err := sleepCtx(ctx, time.Second); err != nil {
+			resume()
+			return err
+		}
+		code, took, ok := s.m.term(stopBound + 2*time.Second)
+		resume()
+		s.r.info("SIGTERM with %s SIGSTOPped: exit %d after %s", frozen.what, code, took.Round(time.Millisecond))
+		switch {
+		case !ok:
+			s.r.fail("SIGTERM with %s SIGSTOPped: still running after %s (killed); its stderr ends with:\n%s", frozen.what, stopBound+2*time.Second, indent(s.m.cur.stderr.lines(6)))
+		case code != 0:
+			s.r.fail("SIGTERM with %s SIGSTOPped: exit %d after %s, want 0; its stderr ends with:\n%s", frozen.what, code, took.Round(time.Millisecond), indent(s.m.cur.stderr.lines(6)))
+		case took > stopBound:
+			s.r.fail("SIGTERM with %s SIGSTOPped: exit after %s, want at most %s (the drain timeout and 2s to close); its stderr ends with:\n%s", frozen.what, took.Round(time.Millisecond), stopBound, indent(s.m.cur.stderr.lines(6)))
+		}
+		// The lease expires if the frozen Redis could not take its release.
+		if err := s.m.waitLeaseGone(ctx); err != nil {
+			return err
+		}
+		if err := s.m.start(); err != nil {
+			return err
+		}
+	}
 	return nil
 }
+
+// stopBound is the README's bound on a stop whatever the servers do: 4 s
+// for the batches in flight (the drain timeout), 2 s to close.
+const stopBound = 6 * time.Second
 
 func injectKafkaRestart(ctx context.Context, s *state) error {
 	if err := s.m.sleep(ctx, s.between(2*time.Second, 6*time.Second)); err != nil {

@@ -42,12 +42,13 @@ type RedisSink struct {
 	// included; zero is defaultChainedCallTimeout.
 	chainedCallTimeout time.Duration
 
-	start   sync.Once
-	jobs    chan sinkJob
-	wg      sync.WaitGroup
-	failure error  // owned by the writer goroutine
-	run     string // tells this run's order tokens apart
-	seq     uint64 // of the last order token
+	start     sync.Once
+	closeOnce sync.Once
+	jobs      chan sinkJob
+	wg        sync.WaitGroup
+	failure   error  // owned by the writer goroutine
+	run       string // tells this run's order tokens apart
+	seq       uint64 // of the last order token
 
 	present atomic.Int64
 }
@@ -211,10 +212,17 @@ func (s *RedisSink) send(group []sinkJob, inflight []*sinkCall) *sinkCall {
 		if c.order.After != "" {
 			// A call with a wait runs on a connection of its own with
 			// no read deadline: bound it, so a stalled server fails it
-			// (to be retried) as it fails any other call.
+			// (to be retried) as it fails any other call. The bound is
+			// a timer that cancels, not a deadline: rueidis sets a
+			// context's deadline on the socket of such a connection and
+			// then ignores its cancellation, so a run stopping while
+			// Redis stalls would wait the whole timeout for it. Without
+			// a deadline the call ends as soon as the run abandons it.
 			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, timeout)
+			ctx, cancel = context.WithCancel(ctx)
 			defer cancel()
+			stop := time.AfterFunc(timeout, cancel)
+			defer stop.Stop()
 		}
 		c.failedAt, c.err = s.write(ctx, group, c.order)
 		if c.err != nil && group[0].ctx.Err() == nil && ctx.Err() != nil {
@@ -298,11 +306,23 @@ func (s *RedisSink) apply(group []sinkJob) {
 	}
 }
 
-// Close waits for the writer goroutine; call it after Run returned.
-func (s *RedisSink) Close() {
-	if s.jobs != nil {
-		close(s.jobs)
+// Close waits for the writer goroutine, until ctx is done; call it after
+// Run returned. Writes still in flight then were abandoned by the run (their
+// context ended): each applies its entries together with its checkpoint or
+// not at all, so leaving them is as safe as a crash.
+func (s *RedisSink) Close(ctx context.Context) {
+	if s.jobs == nil {
+		return
+	}
+	s.closeOnce.Do(func() { close(s.jobs) })
+	ended := make(chan struct{})
+	go func() {
 		s.wg.Wait()
+		close(ended)
+	}()
+	select {
+	case <-ended:
+	case <-ctx.Done():
 	}
 }
 

@@ -145,7 +145,7 @@ func TestRedisSinkKeepsCallsInFlightInOrderThroughAFailure(t *testing.T) {
 			const batches, per = 40, 5
 			start := time.Now()
 			results := writeNumbered(s, stream, batches, per)
-			s.Close()
+			s.Close(context.Background())
 			// The calls waiting for the failed one were let go at once,
 			// not when their wait timed out.
 			if d := time.Since(start); d > 3*time.Second {
@@ -292,7 +292,7 @@ func TestRedisSinkBoundsAChainedWriteThatGetsNoReply(t *testing.T) {
 	finished := make(chan *confirmations, 1)
 	go func() {
 		results := writeNumbered(s, stream, batches, per)
-		s.Close()
+		s.Close(context.Background())
 		finished <- results
 	}()
 	var results *confirmations
@@ -388,7 +388,7 @@ func TestRedisSinkAppliesAgainAWriteThatRanBeforeItsPartitionMoved(t *testing.T)
 			<-c.sent
 		}
 	}
-	s.Close()
+	s.Close(context.Background())
 	if !c.thirdChained.Load() || !c.thirdGotTurn.Load() {
 		t.Fatalf("the third write was chained: %v, got its turn: %v; the scenario did not happen", c.thirdChained.Load(), c.thirdGotTurn.Load())
 	}
