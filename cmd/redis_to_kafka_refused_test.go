@@ -43,6 +43,7 @@ func topicWithConfigs(t *testing.T, configs map[string]string) string {
 		t.Fatalf("create topic %s: %v", topic, err)
 	}
 	t.Cleanup(func() { adm.DeleteTopics(context.Background(), topic) })
+	waitPartitions(t, adm, topic, 1)
 	return topic
 }
 
@@ -57,6 +58,7 @@ func TestEntryTwoHoursAheadIsHandledByOnErrorAndTheRestDelivered(t *testing.T) {
 	setup := func(t *testing.T) (a, b, topic, bad string, valid []string) {
 		a, b = testenv.Stream(t, rc), testenv.Stream(t, rc)
 		topic = testenv.Topic(t, kc, 1)
+		waitPartitions(t, kadm.NewClient(kc), topic, 1)
 		for i := range 3 {
 			id := fmt.Sprintf("%d-%d", now-10_000, i)
 			xaddAt(t, rc, a, id, "value", "a"+strconv.Itoa(i))
@@ -207,6 +209,7 @@ func TestEntryIDBeyond2262NeverGetsANegativeTimestamp(t *testing.T) {
 	t.Run("skip on a topic with the default bounds", func(t *testing.T) {
 		stream := testenv.Stream(t, rc)
 		topic := testenv.Topic(t, testenv.Kafka(t), 1)
+		waitPartitions(t, kadm.NewClient(testenv.Kafka(t)), topic, 1)
 		now := time.Now().UnixMilli()
 		xaddAt(t, rc, stream, fmt.Sprintf("%d-0", now), "value", "now")
 		xaddAt(t, rc, stream, huge, "value", "far future")
@@ -223,6 +226,7 @@ func TestEntryIDBeyond2262NeverGetsANegativeTimestamp(t *testing.T) {
 	t.Run("timestamp now", func(t *testing.T) {
 		stream := testenv.Stream(t, rc)
 		topic := testenv.Topic(t, testenv.Kafka(t), 1)
+		waitPartitions(t, kadm.NewClient(testenv.Kafka(t)), topic, 1)
 		xaddAt(t, rc, stream, huge, "value", "far future")
 		before := time.Now().Add(-time.Second)
 		mustMirror(t, "r2k", "--stream", stream, "--topic", topic, "--timestamp", "now")
