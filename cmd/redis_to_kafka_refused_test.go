@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -235,4 +236,52 @@ func TestEntryIDBeyond2262NeverGetsANegativeTimestamp(t *testing.T) {
 			t.Fatalf("records %v; want one stamped with the time it was produced", recs)
 		}
 	})
+}
+
+// TestFollowGoesPastAnEntryTwoHoursAheadWithSkip: the check is against the
+// clock of each batch, and a follow run keeps going.
+func TestFollowGoesPastAnEntryTwoHoursAheadWithSkip(t *testing.T) {
+	rc := testenv.Redis(t)
+	kc := testenv.Kafka(t)
+	adm := kadm.NewClient(kc)
+	a, b := testenv.Stream(t, rc), testenv.Stream(t, rc)
+	topic := testenv.Topic(t, kc, 1)
+	waitPartitions(t, adm, topic, 1)
+	p := startXmirror(t, "r2k", "--stream", a, "--stream", b, "--topic", topic, "--on-error", "skip", "--follow", "--output", "json")
+	value := func(i int) []string { return []string{"value", strconv.Itoa(i)} }
+	addEntries(t, rc, a, 0, 5, value)
+	testenv.Wait(t, 30*time.Second, "5 records in Kafka", func() bool { return endOffset(t, adm, topic) == 5 })
+	bad := fmt.Sprintf("%d-0", time.Now().Add(2*time.Hour).UnixMilli())
+	xaddAt(t, rc, a, bad, "value", "ahead")
+	addEntries(t, rc, b, 0, 5, value)
+	testenv.Wait(t, 30*time.Second, "10 records in Kafka", func() bool { return endOffset(t, adm, topic) == 10 })
+	if code, _ := p.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {
+		t.Fatalf("exit %d; stderr %s", code, p.stderr.String())
+	}
+	if !strings.Contains(p.stderr.String(), bad) {
+		t.Fatalf("stderr %q: want a warning naming %s", p.stderr.String(), bad)
+	}
+	for _, rec := range readTopic(t, topic) {
+		if id, _ := header(rec, "xmirror.id"); id == bad {
+			t.Fatalf("the entry 2 h ahead was written")
+		}
+	}
+}
+
+func TestRedisToKafkaOnErrorAndTimestampFlagsAreChecked(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--on-error", "ignore"}, "--on-error must be fail, skip or dead-letter"},
+		{[]string{"--on-error", "dead-letter"}, "--on-error dead-letter needs --dead-letter-stream"},
+		{[]string{"--dead-letter-stream", "d"}, "--dead-letter-stream needs --on-error dead-letter"},
+		{[]string{"--on-error", "dead-letter", "--dead-letter-stream", "s"}, "is also a --stream"},
+		{[]string{"--timestamp", "log"}, "--timestamp must be id or now"},
+	} {
+		r := xmirror(t, append([]string{"r2k", "--stream", "s"}, tc.args...)...)
+		if r.code != 2 || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want exit 2 saying %q", tc.args, r.code, r.stderr, tc.want)
+		}
+	}
 }
