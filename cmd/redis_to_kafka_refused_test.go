@@ -285,3 +285,17 @@ func TestRedisToKafkaOnErrorAndTimestampFlagsAreChecked(t *testing.T) {
 		}
 	}
 }
+
+func TestDeadLetterKeyThatIsNotAStreamIsRefusedAtStart(t *testing.T) {
+	rc := testenv.Redis(t)
+	kc := testenv.Kafka(t)
+	stream := testenv.Stream(t, rc)
+	topic := testenv.Topic(t, kc, 1)
+	dead := testenv.Stream(t, rc)
+	must(t, rc.Do(context.Background(), rc.B().Set().Key(dead).Value("x").Build()).Error())
+	addEntries(t, rc, stream, 0, 1, func(int) []string { return []string{"value", "v"} })
+	r := xmirror(t, "r2k", "--stream", stream, "--topic", topic, "--on-error", "dead-letter", "--dead-letter-stream", dead)
+	if r.code != 1 || !strings.Contains(r.stderr, strconv.Quote(dead)) || !strings.Contains(r.stderr, "not a stream") {
+		t.Fatalf("exit %d, stderr %q; want exit 1 naming the dead-letter key", r.code, r.stderr)
+	}
+}

@@ -264,10 +264,30 @@ func NewRedisSource(ctx context.Context, cfg RedisSourceConfig) (*RedisSource, e
 			return nil, fmt.Errorf("stream %q does not exist in Redis; check the name, or pass --allow-missing to skip missing streams", st.name)
 		}
 	}
+	if err := s.checkDeadLetterStream(ctx); err != nil {
+		return nil, err
+	}
 	if err := s.claim(ctx); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// checkDeadLetterStream refuses a dead-letter key that holds something
+// other than a stream at start, rather than at the first refused entry.
+func (s *RedisSource) checkDeadLetterStream(ctx context.Context) error {
+	if s.cfg.DeadLetterStream == "" {
+		return nil
+	}
+	c := s.cfg.Client
+	typ, err := c.Do(ctx, c.B().Type().Key(s.cfg.DeadLetterStream).Build()).ToString()
+	if err != nil {
+		return classifyRedis(fmt.Errorf("check dead-letter stream %q (TYPE): %w", s.cfg.DeadLetterStream, err))
+	}
+	if typ != "stream" && typ != "none" {
+		return fmt.Errorf("dead-letter key %q is a %s, not a stream; check --dead-letter-stream", s.cfg.DeadLetterStream, typ)
+	}
+	return nil
 }
 
 // claim takes over the entries other consumers of the group left pending
