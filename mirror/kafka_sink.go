@@ -107,10 +107,11 @@ type KafkaSink struct {
 	// again one at a time, in batch order (last is the turn of the batch
 	// written last), while no new batch is produced (idle is closed once
 	// holds drops to zero), so a partition keeps its order.
-	mu    sync.Mutex
-	last  chan struct{}
-	holds int
-	idle  chan struct{}
+	mu        sync.Mutex
+	last      chan struct{}
+	holds     int
+	idle      chan struct{}
+	resending atomic.Bool // holds > 0
 }
 
 // NewKafkaSink returns a sink writing through cfg.Client.
@@ -402,6 +403,11 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 		}
 		finish()
 	}
+	var (
+		polTopic string
+		pol      TimestampPolicy
+		hasPol   bool
+	)
 	for i := range b.Entries {
 		e := &b.Entries[i]
 		if e.skip != skipNone {
@@ -432,7 +438,13 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 			r.Value = arena[start:len(arena):len(arena)]
 		}
 		r.Headers = headers[hstart:len(headers):len(headers)]
-		if rerr := k.refusal(r, now); rerr != nil {
+		if r.Topic != polTopic {
+			// A batch holds each stream's entries together: look the
+			// policy up when the topic changes, not for every record.
+			polTopic = r.Topic
+			pol, hasPol = k.cfg.TimestampPolicies[r.Topic]
+		}
+		if rerr := k.refusal(r, now, pol, hasPol); rerr != nil {
 			// Refuse it here rather than let Kafka refuse it (and its
 			// whole record batch with it). With fail, the entries after
 			// it are not produced, so the stream's order holds when it
@@ -448,6 +460,17 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 			}
 			mu.Unlock()
 			break
+		}
+		if k.resending.Load() {
+			// A record batch was just refused: what has not been
+			// produced yet goes after its resend, one at a time.
+			mu.Lock()
+			if len(refused) == 0 {
+				k.hold()
+			}
+			refused = append(refused, i)
+			mu.Unlock()
+			continue
 		}
 		remaining.Add(1)
 		k.cfg.Client.Produce(ctx, r, promise)
@@ -520,13 +543,14 @@ func (k *KafkaSink) timestamp(id string, now time.Time) time.Time {
 
 // refusal is why Kafka would refuse r, produced at now: too large for the
 // topic, or a timestamp out of the topic's range; nil if it would not.
-func (k *KafkaSink) refusal(r *kgo.Record, now time.Time) error {
+// p is the topic's policy, if it has one (hasPolicy).
+func (k *KafkaSink) refusal(r *kgo.Record, now time.Time, p TimestampPolicy, hasPolicy bool) error {
 	if k.cfg.MaxRecordBytes > 0 {
 		if size := recordSize(r); size > k.cfg.MaxRecordBytes-recordOverhead {
 			return fmt.Errorf("%w: the record takes %d bytes, the topic accepts %d", kerr.MessageTooLarge, size, k.cfg.MaxRecordBytes-recordOverhead)
 		}
 	}
-	if p, ok := k.cfg.TimestampPolicies[r.Topic]; ok {
+	if hasPolicy {
 		if err := p.check(r.Timestamp.UnixMilli(), now.UnixMilli()); err != nil {
 			return fmt.Errorf("%w; pass --timestamp now to stamp records with the time they are produced, --on-error skip or dead-letter to go past such entries, or raise the topic's limit", err)
 		}
@@ -624,6 +648,7 @@ func (k *KafkaSink) hold() {
 	k.mu.Lock()
 	if k.holds == 0 {
 		k.idle = make(chan struct{})
+		k.resending.Store(true)
 	}
 	k.holds++
 	k.mu.Unlock()
@@ -634,6 +659,7 @@ func (k *KafkaSink) releaseHold() {
 	if k.holds--; k.holds == 0 {
 		close(k.idle)
 		k.idle = nil
+		k.resending.Store(false)
 	}
 	k.mu.Unlock()
 }

@@ -209,3 +209,117 @@ func readTopicRecords(t *testing.T, kc *kgo.Client, topic string) []*kgo.Record 
 	}
 	return recs
 }
+
+// TestBrokerRefusedLargeBatchKeepsItsOrder: a batch larger than one
+// produce request, refused by the broker in its middle, is delivered whole
+// but for the refused entry, in order.
+func TestBrokerRefusedLargeBatchKeepsItsOrder(t *testing.T) {
+	kc := testenv.Kafka(t)
+	topic := testenv.Topic(t, kc, 1)
+	opts, err := ProducerOpts(ProducerTuning{BatchMaxBytes: 16 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	producer := testenv.Kafka(t, opts...)
+	a, c := testenv.Name(t, "a"), testenv.Name(t, "c")
+	now := time.Now().UnixMilli()
+	b := &EntryBatch{}
+	add := func(stream string, ms int64, seq int) {
+		e := Entry{Stream: stream, ID: strconv.FormatInt(ms, 10) + "-" + strconv.Itoa(seq), Fields: []Field{{Name: "v", Value: strings.Repeat("x", 100)}}}
+		b.Entries = append(b.Entries, e)
+		b.written++
+		b.size += entrySize(e)
+	}
+	for i := range 1000 {
+		add(a, now-5000, i)
+	}
+	add(a, now+2*time.Hour.Milliseconds(), 0)
+	for i := range 999 {
+		add(c, now-4000, i)
+	}
+	sink := NewKafkaSink(KafkaSinkConfig{Client: producer, Topics: map[string]string{a: topic, c: topic}, Format: FormatJSON, OnError: OnErrorSkip})
+	got := make(chan error, 1)
+	sink.Write(context.Background(), b, func(err error) { got <- err })
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatalf("err %v, want the batch confirmed without the refused entry", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the batch was not answered within 60s")
+	}
+	var want []string
+	for i, e := range b.Entries {
+		if i != 1000 {
+			want = append(want, e.ID)
+		}
+	}
+	var ids []string
+	for _, r := range readTopicRecords(t, kc, topic) {
+		for _, h := range r.Headers {
+			if h.Key == HeaderID {
+				ids = append(ids, string(h.Value))
+			}
+		}
+	}
+	if strings.Join(ids, ",") != strings.Join(want, ",") {
+		t.Fatalf("topic holds %d records, want the %d valid ones in batch order", len(ids), len(want))
+	}
+	if len(b.refused) != 1 || b.refused[0].index != 1000 {
+		t.Fatalf("refused %v, want entry 1000", b.refused)
+	}
+}
+
+// TestBrokerRefusedBatchIsResentBeforeTheNextBatch: the batch written
+// right after a refused one, into the same partition, lands after the
+// refused batch's valid records, and both are confirmed.
+func TestBrokerRefusedBatchIsResentBeforeTheNextBatch(t *testing.T) {
+	kc := testenv.Kafka(t)
+	topic := testenv.Topic(t, kc, 1)
+	opts, err := ProducerOpts(ProducerTuning{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	producer := testenv.Kafka(t, opts...)
+	a, c := testenv.Name(t, "a"), testenv.Name(t, "c")
+	now := time.Now().UnixMilli()
+	batch := func(stream string, ms []int64) *EntryBatch {
+		b := &EntryBatch{}
+		for i, m := range ms {
+			e := Entry{Stream: stream, ID: strconv.FormatInt(m, 10) + "-" + strconv.Itoa(i), Fields: []Field{{Name: "v", Value: "x"}}}
+			b.Entries = append(b.Entries, e)
+			b.written++
+			b.size += entrySize(e)
+		}
+		return b
+	}
+	ahead := now + 2*time.Hour.Milliseconds()
+	first := batch(a, []int64{now - 3000, now - 3000, ahead, ahead})
+	second := batch(c, []int64{now - 2000, now - 2000, now - 2000})
+	sink := NewKafkaSink(KafkaSinkConfig{Client: producer, Topics: map[string]string{a: topic, c: topic}, Format: FormatJSON, OnError: OnErrorSkip})
+	got := make(chan error, 2)
+	sink.Write(context.Background(), first, func(err error) { got <- err })
+	sink.Write(context.Background(), second, func(err error) { got <- err })
+	for range 2 {
+		select {
+		case err := <-got:
+			if err != nil {
+				t.Fatalf("err %v, want both batches confirmed", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("the batches were not answered within 30s")
+		}
+	}
+	want := []string{first.Entries[0].ID, first.Entries[1].ID, second.Entries[0].ID, second.Entries[1].ID, second.Entries[2].ID}
+	var ids []string
+	for _, r := range readTopicRecords(t, kc, topic) {
+		for _, h := range r.Headers {
+			if h.Key == HeaderID {
+				ids = append(ids, string(h.Value))
+			}
+		}
+	}
+	if strings.Join(ids, ",") != strings.Join(want, ",") {
+		t.Fatalf("topic holds %v, want %v", ids, want)
+	}
+}
