@@ -112,7 +112,14 @@ type KafkaSink struct {
 	holds     int
 	idle      chan struct{}
 	resending atomic.Bool // holds > 0
+	// halted is set once a batch stopped at an entry Kafka refuses
+	// (OnErrorFail): the run ends with that error, and a later batch
+	// produced meanwhile would only land ahead of the entries it kept.
+	halted atomic.Bool
 }
+
+// errHalted fails the batches after one stopped at an entry Kafka refuses.
+var errHalted = errors.New("not produced: an earlier batch stopped at an entry Kafka refuses")
 
 // NewKafkaSink returns a sink writing through cfg.Client.
 func NewKafkaSink(cfg KafkaSinkConfig) *KafkaSink {
@@ -309,6 +316,10 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 		done(err)
 		return
 	}
+	if k.halted.Load() {
+		done(errHalted)
+		return
+	}
 	now := time.Now()
 	turn, prev := k.nextTurn()
 	n := len(b.Entries)
@@ -459,6 +470,7 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 				err = &EntryError{Stream: e.Stream, ID: e.ID, Topic: r.Topic, Err: rerr}
 			}
 			mu.Unlock()
+			k.halted.Store(true)
 			break
 		}
 		if k.resending.Load() {
@@ -590,6 +602,9 @@ func (k *KafkaSink) resendOneByOne(ctx context.Context, b *EntryBatch, indexes [
 	for _, i := range indexes {
 		mu.Lock()
 		stop := i >= *firstErr
+		if !stop && k.halted.Load() {
+			*firstErr, *err, stop = i, errHalted, true
+		}
 		mu.Unlock()
 		if stop {
 			return
@@ -608,6 +623,7 @@ func (k *KafkaSink) resendOneByOne(ctx context.Context, b *EntryBatch, indexes [
 		}
 		if brokerRefused(perr) {
 			perr = fmt.Errorf("the broker refused it: %w; --on-error skip or dead-letter goes past such entries", perr)
+			k.halted.Store(true)
 		}
 		mu.Lock()
 		if i < *firstErr {

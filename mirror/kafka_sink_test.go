@@ -275,7 +275,6 @@ func TestBrokerRefusedLargeBatchKeepsItsOrder(t *testing.T) {
 // refused batch's valid records, and both are confirmed.
 func TestBrokerRefusedBatchIsResentBeforeTheNextBatch(t *testing.T) {
 	kc := testenv.Kafka(t)
-	topic := testenv.Topic(t, kc, 1)
 	opts, err := ProducerOpts(ProducerTuning{})
 	if err != nil {
 		t.Fatal(err)
@@ -294,32 +293,46 @@ func TestBrokerRefusedBatchIsResentBeforeTheNextBatch(t *testing.T) {
 		return b
 	}
 	ahead := now + 2*time.Hour.Milliseconds()
-	first := batch(a, []int64{now - 3000, now - 3000, ahead, ahead})
-	second := batch(c, []int64{now - 2000, now - 2000, now - 2000})
-	sink := NewKafkaSink(KafkaSinkConfig{Client: producer, Topics: map[string]string{a: topic, c: topic}, Format: FormatJSON, OnError: OnErrorSkip})
-	got := make(chan error, 2)
-	sink.Write(context.Background(), first, func(err error) { got <- err })
-	sink.Write(context.Background(), second, func(err error) { got <- err })
-	for range 2 {
-		select {
-		case err := <-got:
-			if err != nil {
-				t.Fatalf("err %v, want both batches confirmed", err)
+	for _, mode := range []string{OnErrorSkip, OnErrorFail} {
+		t.Run(mode, func(t *testing.T) {
+			topic := testenv.Topic(t, kc, 1)
+			first := batch(a, []int64{now - 3000, now - 3000, ahead, ahead})
+			second := batch(c, []int64{now - 2000, now - 2000, now - 2000})
+			sink := NewKafkaSink(KafkaSinkConfig{Client: producer, Topics: map[string]string{a: topic, c: topic}, Format: FormatJSON, OnError: mode})
+			got := [2]chan error{make(chan error, 1), make(chan error, 1)}
+			sink.Write(context.Background(), first, func(err error) { got[0] <- err })
+			sink.Write(context.Background(), second, func(err error) { got[1] <- err })
+			var errs [2]error
+			for i := range got {
+				select {
+				case errs[i] = <-got[i]:
+				case <-time.After(30 * time.Second):
+					t.Fatal("the batches were not answered within 30s")
+				}
 			}
-		case <-time.After(30 * time.Second):
-			t.Fatal("the batches were not answered within 30s")
-		}
-	}
-	want := []string{first.Entries[0].ID, first.Entries[1].ID, second.Entries[0].ID, second.Entries[1].ID, second.Entries[2].ID}
-	var ids []string
-	for _, r := range readTopicRecords(t, kc, topic) {
-		for _, h := range r.Headers {
-			if h.Key == HeaderID {
-				ids = append(ids, string(h.Value))
+			want := []string{first.Entries[0].ID, first.Entries[1].ID, second.Entries[0].ID, second.Entries[1].ID, second.Entries[2].ID}
+			if mode == OnErrorFail {
+				// The second batch must not land ahead of what the
+				// first one kept back.
+				var partial *PartialError
+				if !errors.As(errs[0], &partial) || partial.Confirmed != 2 || errs[1] == nil {
+					t.Fatalf("errors %v, %v; want the first batch confirmed up to its refused entry, the second failed", errs[0], errs[1])
+				}
+				want = want[:2]
+			} else if errs[0] != nil || errs[1] != nil {
+				t.Fatalf("errors %v, %v; want both batches confirmed", errs[0], errs[1])
 			}
-		}
-	}
-	if strings.Join(ids, ",") != strings.Join(want, ",") {
-		t.Fatalf("topic holds %v, want %v", ids, want)
+			var ids []string
+			for _, r := range readTopicRecords(t, kc, topic) {
+				for _, h := range r.Headers {
+					if h.Key == HeaderID {
+						ids = append(ids, string(h.Value))
+					}
+				}
+			}
+			if strings.Join(ids, ",") != strings.Join(want, ",") {
+				t.Fatalf("topic holds %v, want %v", ids, want)
+			}
+		})
 	}
 }
