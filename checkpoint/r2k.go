@@ -31,8 +31,9 @@ const (
 
 // Field prefixes of the redis-to-kafka hash.
 const (
-	r2kStreamPrefix    = "stream:"    // stream:<stream> = last entry ID Kafka confirmed
-	r2kPartitionPrefix = "partition:" // partition:<topic>:<partition> = next offset after this mirror's confirmed records
+	r2kStreamPrefix    = "stream:"          // stream:<stream> = last entry ID Kafka confirmed
+	r2kPartitionPrefix = "partition:"       // partition:<topic>:<partition> = next offset after this mirror's confirmed records
+	r2kCountPrefix     = "partition_count:" // partition_count:<topic> = partitions its records are hashed over
 )
 
 // ErrCorrupt is returned (wrapped) for a checkpoint xmirror cannot read.
@@ -57,6 +58,11 @@ type R2K struct {
 	// last record this mirror checkpointed there; records at or after it
 	// may be the unacknowledged tail of an interrupted run.
 	Partitions map[TopicPartition]int64
+	// PartitionCounts maps each topic to the partition count it had when
+	// the mirror first wrote to it: records are hashed over that count for
+	// good, so partitions added later do not move keys or split streams.
+	// A checkpoint older than the field has none; see InitR2KPartitionCounts.
+	PartitionCounts map[string]int32
 	// Entries and Bytes are running totals over every run.
 	Entries int64
 	Bytes   int64
@@ -74,8 +80,15 @@ func LoadR2K(ctx context.Context, c rueidis.Client, name string) (ck R2K, found 
 	}
 	ck.Streams = map[string]string{}
 	ck.Partitions = map[TopicPartition]int64{}
+	ck.PartitionCounts = map[string]int32{}
 	for f, v := range m {
 		switch {
+		case strings.HasPrefix(f, r2kCountPrefix):
+			n, err := strconv.ParseInt(v, 10, 32)
+			if err != nil || n <= 0 {
+				return ck, false, fmt.Errorf("checkpoint %q field %q holds %q, not a partition count: %w", key, f, v, ErrCorrupt)
+			}
+			ck.PartitionCounts[strings.TrimPrefix(f, r2kCountPrefix)] = int32(n)
 		case strings.HasPrefix(f, r2kStreamPrefix):
 			if !validEntryID(v) {
 				return ck, false, fmt.Errorf("checkpoint %q field %q holds %q, not an entry ID: %w", key, f, v, ErrCorrupt)
@@ -217,6 +230,30 @@ func InitR2KPartitions(ctx context.Context, c rueidis.Client, name string, offse
 	}
 	for tp, off := range offsets {
 		cmds = append(cmds, c.B().Hsetnx().Key(key).Field(r2kPartitionPrefix+formatTopicPartition(tp)).Value(strconv.FormatInt(off, 10)).Build())
+	}
+	for _, r := range c.DoMulti(ctx, cmds...) {
+		if err := r.Error(); err != nil {
+			return fmt.Errorf("initialise checkpoint %q: %w", key, err)
+		}
+	}
+	return nil
+}
+
+// InitR2KPartitionCounts records, for each topic whose count is not in the
+// checkpoint yet, its partition count (HSETNX: a count once stored never
+// changes). It runs before the first record is produced to the topic; an
+// existing checkpoint without counts adopts the topics' current ones.
+func InitR2KPartitionCounts(ctx context.Context, c rueidis.Client, name string, counts map[string]int32) error {
+	if len(counts) == 0 {
+		return nil
+	}
+	key := R2KKey(name)
+	cmds := rueidis.Commands{
+		c.B().Hsetnx().Key(key).Field(fieldVersion).Value(strconv.Itoa(Version)).Build(),
+		c.B().Hsetnx().Key(key).Field(fieldKind).Value(KindRedisToKafka).Build(),
+	}
+	for t, n := range counts {
+		cmds = append(cmds, c.B().Hsetnx().Key(key).Field(r2kCountPrefix+t).Value(strconv.FormatInt(int64(n), 10)).Build())
 	}
 	for _, r := range c.DoMulti(ctx, cmds...) {
 		if err := r.Error(); err != nil {

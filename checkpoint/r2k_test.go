@@ -25,6 +25,7 @@ func TestLoadR2KRefusesWhatXmirrorDidNotWrite(t *testing.T) {
 		{"bad entry ID", []string{"version", "1", "kind", KindRedisToKafka, "stream:s", "yesterday"}, "not an entry ID"},
 		{"bad offset", []string{"version", "1", "kind", KindRedisToKafka, "partition:t:0", "-5"}, "not an offset"},
 		{"bad partition", []string{"version", "1", "kind", KindRedisToKafka, "partition:t", "5"}, "partition"},
+		{"bad partition count", []string{"version", "1", "kind", KindRedisToKafka, "partition_count:t", "0"}, "not a partition count"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -62,12 +63,14 @@ func TestR2KCheckpointRoundTrip(t *testing.T) {
 	}
 	must(InitR2KPartitions(ctx, c, name, map[TopicPartition]int64{tp: 7}))
 	must(InitR2KPartitions(ctx, c, name, map[TopicPartition]int64{tp: 99})) // never moves a position back
+	must(InitR2KPartitionCounts(ctx, c, name, map[string]int32{"orders": 3}))
+	must(InitR2KPartitionCounts(ctx, c, name, map[string]int32{"orders": 8})) // a count once stored is kept
 	for _, r := range c.DoMulti(ctx, R2KCommands(c, name, R2KUpdate{Streams: map[string]string{"s": "5-1"}, Entries: 3, Bytes: 30}, time.Now())...) {
 		must(r.Error())
 	}
 	ck, found, err := LoadR2K(ctx, c, name)
 	must(err)
-	if !found || ck.Streams["s"] != "5-1" || ck.Partitions[tp] != 7 || ck.Entries != 3 || ck.Bytes != 30 || ck.Updated.IsZero() {
+	if !found || ck.Streams["s"] != "5-1" || ck.Partitions[tp] != 7 || ck.PartitionCounts["orders"] != 3 || ck.Entries != 3 || ck.Bytes != 30 || ck.Updated.IsZero() {
 		t.Fatalf("loaded %+v, found %v", ck, found)
 	}
 }

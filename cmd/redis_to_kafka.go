@@ -3,8 +3,10 @@ package cmd
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -51,6 +53,9 @@ type redisToKafkaOptions struct {
 	compression  string
 	claimIdle    time.Duration
 	batchBytes   int
+	onError      string
+	deadLetter   string
+	timestamp    string
 }
 
 func newRedisToKafkaCmd(a *app) *cobra.Command {
@@ -73,10 +78,21 @@ Mapping:
                   a name starting with xmirror. (reserved) prefixed with one
                   more xmirror. (xmirror.id -> xmirror.xmirror.id)
   key             the value of --key-field, else none
-  timestamp       the millisecond part of the entry ID
+  timestamp       --timestamp id: the millisecond part of the entry ID (at
+                  most 9223372036854, in 2262); now: the time it is produced
+  partition       a hash of the key (murmur2), else of the stream's name,
+                  over the partition count the topic had when this mirror
+                  first wrote to it (partitions added later stay unused)
   headers         xmirror.stream and xmirror.id (lineage), always
 
---topic is a template: {stream} is replaced by the stream's name.`,
+--topic is a template: {stream} is replaced by the stream's name.
+
+An entry Kafka refuses, or would refuse (larger than the topic's
+max.message.bytes, a timestamp outside its message.timestamp.after.max.ms or
+before.max.ms, checked a minute early for clock differences), is handled by
+--on-error: fail (stop; the entries before it are mirrored), skip (log and
+count it) or dead-letter (XADD it to --dead-letter-stream in the source Redis,
+at least once, then acknowledge it).`,
 		Example: `  # copy the stream "orders" into the topic "orders", once
   xmirror redis-to-kafka --stream orders --create-topic
 
@@ -103,6 +119,9 @@ Mapping:
 	fs.StringVar(&o.compression, "compression", "none", "record batch compression: none, gzip, snappy, lz4 or zstd")
 	fs.DurationVar(&o.claimIdle, "claim-idle", 0, "take over entries other consumers of the group left pending this long (XAUTOCLAIM); 0 never")
 	fs.IntVar(&o.batchBytes, "batch-bytes", defaultBatchBytes, "about the most entry data (field names and values, in bytes) one read takes from a stream; --batch-size still bounds the entries; 0 no bound")
+	fs.StringVar(&o.onError, "on-error", mirror.OnErrorFail, "an entry Kafka refuses (too large, timestamp out of range): fail, skip or dead-letter")
+	fs.StringVar(&o.deadLetter, "dead-letter-stream", "", "with --on-error dead-letter: the stream (in the source Redis) receiving refused entries")
+	fs.StringVar(&o.timestamp, "timestamp", string(mirror.TimestampID), "record timestamp: id (the entry ID's milliseconds) or now (the time it is produced)")
 	return c
 }
 
@@ -198,6 +217,24 @@ func (o *redisToKafkaOptions) validate() (mirror.Template, map[string]string, mi
 	if _, err := mirror.ProducerOpts(mirror.ProducerTuning{Compression: o.compression}); err != nil {
 		problems = append(problems, err.Error())
 	}
+	switch o.onError {
+	case mirror.OnErrorFail, mirror.OnErrorSkip:
+		if o.deadLetter != "" {
+			problems = append(problems, "--dead-letter-stream needs --on-error dead-letter")
+		}
+	case mirror.OnErrorDeadLetter:
+		if o.deadLetter == "" {
+			problems = append(problems, "--on-error dead-letter needs --dead-letter-stream")
+		}
+		if seen[o.deadLetter] {
+			problems = append(problems, fmt.Sprintf("--dead-letter-stream %q is also a --stream: its dead letters would be mirrored again", o.deadLetter))
+		}
+	default:
+		problems = append(problems, fmt.Sprintf("--on-error must be fail, skip or dead-letter, got %q", o.onError))
+	}
+	if _, err := mirror.ParseTimestampSource(o.timestamp); err != nil {
+		problems = append(problems, err.Error())
+	}
 	return tmpl, topics, format, start, problemsError(problems)
 }
 
@@ -257,7 +294,8 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	}
 	sort.Strings(topics)
 	topics = compactSorted(topics)
-	if _, err := mirror.EnsureTopics(ctx, admCl, topics, mirror.TopicSpec{Create: o.createTopic, Partitions: o.partitions, ReplicationFactor: o.replication}); err != nil {
+	counts, err := mirror.EnsureTopics(ctx, admCl, topics, mirror.TopicSpec{Create: o.createTopic, Partitions: o.partitions, ReplicationFactor: o.replication})
+	if err != nil {
 		return kafkaEP.Explain(err)
 	}
 
@@ -267,6 +305,21 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	}
 	if found {
 		log.Debug("resuming", "mirror", name, "checkpoint", checkpoint.R2KKey(name), "updated", ck.Updated)
+	}
+	// Records are hashed over the partition count each topic had when
+	// this mirror first wrote to it, stored before anything is produced.
+	kept, freshCounts, err := mirror.KeepPartitionCounts(ck.PartitionCounts, counts, checkpoint.R2KKey(name))
+	if err != nil {
+		return err
+	}
+	if err := checkpoint.InitR2KPartitionCounts(ctx, rc, name, freshCounts); err != nil {
+		return err
+	}
+	grown := newGrownTopics(log, name)
+	for _, t := range topics {
+		if counts[t] > kept[t] {
+			grown.warn(t, int(counts[t]), int(kept[t]))
+		}
 	}
 	// Record where each partition stands before producing anything, so a
 	// crash of this very run leaves the restart a bound to read back from.
@@ -297,6 +350,8 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 		ClaimIdle:    o.claimIdle,
 		Mirror:       name,
 		Logger:       log,
+
+		DeadLetterStream: o.deadLetter,
 	})
 	if err != nil {
 		return err
@@ -332,6 +387,10 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	if err != nil {
 		return kafkaEP.Explain(err)
 	}
+	timestamps, err := mirror.TimestampPolicies(ctx, adm, topics)
+	if err != nil {
+		return kafkaEP.Explain(err)
+	}
 	tuning := mirror.ProducerTuning{
 		Linger:      o.linger,
 		Compression: o.compression,
@@ -339,6 +398,9 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 		// every batch in flight keeps Write from blocking on the buffer.
 		MaxBufferedRecords: o.run.batchSize * len(o.streams) * (o.run.maxInFlight + 1),
 		BatchMaxBytes:      batchLimit,
+
+		KeptPartitions:  kept,
+		PartitionsAdded: grown.warn,
 	}
 	popts, err := mirror.ProducerOpts(tuning)
 	if err != nil {
@@ -358,6 +420,11 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 		// The producer's batch limit is the topics' limit; a record
 		// beyond it fails on its own, before it is sent.
 		MaxRecordBytes: int(batchLimit),
+
+		Timestamp:         mirror.TimestampSource(o.timestamp),
+		TimestampPolicies: timestamps,
+		OnError:           o.onError,
+		Logger:            log,
 	}
 	if !o.run.follow {
 		sinkCfg.ConfirmTimeout = o.run.timeout
@@ -365,9 +432,16 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	sink := mirror.NewKafkaSink(sinkCfg)
 
 	stats, runErr := mirror.Run(ctx, src, sink, o.run.engineOptions(a))
-	s := summary{Mirror: name, Direction: "redis-to-kafka", Skipped: src.Skipped() + src.Trimmed()}
+	refusedSkipped, deadLettered := src.Refused()
+	s := summary{Mirror: name, Direction: "redis-to-kafka", Skipped: src.Skipped() + src.Trimmed() + refusedSkipped + deadLettered}
 	if t := src.Trimmed(); t > 0 {
 		log.Warn("pending entries were trimmed from their streams before they could be mirrored; acknowledged without a record", "count", t)
+	}
+	if refusedSkipped > 0 {
+		log.Warn("skipped entries Kafka refuses (--on-error skip)", "count", refusedSkipped)
+	}
+	if deadLettered > 0 {
+		log.Warn("copied entries Kafka refuses to the dead-letter stream (--on-error dead-letter)", "count", deadLettered, "stream", o.deadLetter)
 	}
 	return finish(a, c, &o.run, s, stats, leaseError(ctx, runErr))
 }
@@ -381,4 +455,28 @@ func compactSorted(s []string) []string {
 		}
 	}
 	return out
+}
+
+// grownTopics warns, once per topic and partition count, that partitions
+// added to a topic stay unused by this mirror.
+type grownTopics struct {
+	log  *slog.Logger
+	name string
+	mu   sync.Mutex
+	seen map[string]int
+}
+
+func newGrownTopics(log *slog.Logger, name string) *grownTopics {
+	return &grownTopics{log: log, name: name, seen: map[string]int{}}
+}
+
+func (g *grownTopics) warn(topic string, partitions, kept int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.seen[topic] == partitions {
+		return
+	}
+	g.seen[topic] = partitions
+	g.log.Warn("topic has more partitions than when this mirror first wrote to it; records are still hashed over the first count, so keys and streams keep their partition, and the new partitions stay unused by this mirror until it is reset under a new --name",
+		"topic", topic, "partitions", partitions, "used", kept, "mirror", g.name)
 }

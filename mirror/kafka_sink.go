@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"log/slog"
+	"math"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,20 +57,88 @@ type KafkaSinkConfig struct {
 	// franz-go's own record timeout cannot serve: it counts from the
 	// record's timestamp, which is the entry's time, often long past.
 	ConfirmTimeout time.Duration
+	// Timestamp is where a record's timestamp comes from: TimestampID
+	// (the default) or TimestampNow.
+	Timestamp TimestampSource
+	// TimestampPolicies maps topics to the timestamps they accept (see
+	// TimestampPolicies): a record outside them is refused before it is
+	// produced, as one too large is. A topic not in it is not checked.
+	TimestampPolicies map[string]TimestampPolicy
+	// OnError is what an entry Kafka refuses or would refuse (too large,
+	// a timestamp out of range) does: OnErrorFail (the default: the batch
+	// stops right before it), OnErrorSkip or OnErrorDeadLetter (the batch
+	// goes on without it; the source acknowledges it, copying it to its
+	// dead-letter stream first for dead-letter).
+	OnError string
+	// Logger receives a warning per entry skipped or dead-lettered.
+	Logger *slog.Logger
+}
+
+// TimestampSource is where a record's timestamp comes from.
+type TimestampSource string
+
+// Timestamp sources.
+const (
+	// TimestampID: the millisecond part of the entry ID, clamped to
+	// maxTimestampMs.
+	TimestampID TimestampSource = "id"
+	// TimestampNow: the time the batch is produced.
+	TimestampNow TimestampSource = "now"
+)
+
+// ParseTimestampSource accepts "id" or "now".
+func ParseTimestampSource(s string) (TimestampSource, error) {
+	switch t := TimestampSource(s); t {
+	case TimestampID, TimestampNow:
+		return t, nil
+	}
+	return "", fmt.Errorf("--timestamp must be id or now, got %q", s)
 }
 
 // KafkaSink produces entries as records with franz-go's idempotent producer
 // (acks=all) and confirms a batch when Kafka acknowledged all of it.
 type KafkaSink struct {
 	cfg KafkaSinkConfig
+	log *slog.Logger
+
+	// A record batch the broker refused for one of its records (see
+	// brokerRefused) was not appended, nor anything after it in its
+	// partition: franz-go fails them all. Those records are produced
+	// again one at a time, in batch order (last is the turn of the batch
+	// written last), while no new batch is produced (idle is closed once
+	// holds drops to zero), so a partition keeps its order.
+	mu        sync.Mutex
+	last      chan struct{}
+	holds     int
+	idle      chan struct{}
+	resending atomic.Bool // holds > 0
+	// halted is set once a batch stopped at an entry Kafka refuses
+	// (OnErrorFail): the run ends with that error, and a later batch
+	// produced meanwhile would only land ahead of the entries it kept.
+	halted atomic.Bool
 }
+
+// errHalted fails the batches after one stopped at an entry Kafka refuses.
+var errHalted = errors.New("not produced: an earlier batch stopped at an entry Kafka refuses")
 
 // NewKafkaSink returns a sink writing through cfg.Client.
 func NewKafkaSink(cfg KafkaSinkConfig) *KafkaSink {
 	if cfg.ValueField == "" {
 		cfg.ValueField = "value"
 	}
-	return &KafkaSink{cfg: cfg}
+	if cfg.Timestamp == "" {
+		cfg.Timestamp = TimestampID
+	}
+	if cfg.OnError == "" {
+		cfg.OnError = OnErrorFail
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	last := make(chan struct{})
+	close(last)
+	return &KafkaSink{cfg: cfg, log: log, last: last}
 }
 
 // ProducerTuning are the knobs of the producer a user may reach for.
@@ -83,7 +154,21 @@ type ProducerTuning struct {
 	MaxBufferedRecords int
 	// BatchMaxBytes bounds a record batch (see BatchLimit); 0 is 1 MiB.
 	BatchMaxBytes int32
+
+	// KeptPartitions maps topics to the partition count their records
+	// are hashed over (the count when the mirror first wrote them; see
+	// streamPartitioner); a topic not in it is hashed over its current
+	// count.
+	KeptPartitions map[string]int32
+	// PartitionsAdded, when set, is called once per topic seen with more
+	// partitions than it keeps.
+	PartitionsAdded func(topic string, partitions, kept int)
 }
+
+// producerMetadataMaxAge is how often the producer refreshes what it knows
+// of the topics (franz-go's default is 5 minutes): partitions added to a
+// topic during a follow run are noticed, and reported, within it.
+const producerMetadataMaxAge = 10 * time.Second
 
 // ProducerOpts are the kgo options of xmirror's producer: idempotent with
 // acks=all (franz-go's defaults, stated so they cannot drift), entries of a
@@ -91,7 +176,8 @@ type ProducerTuning struct {
 func ProducerOpts(t ProducerTuning) ([]kgo.Opt, error) {
 	opts := []kgo.Opt{
 		kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.RecordPartitioner(streamPartitioner()),
+		kgo.RecordPartitioner(streamPartitioner(t.KeptPartitions, t.PartitionsAdded)),
+		kgo.MetadataMaxAge(producerMetadataMaxAge),
 		kgo.ProducerLinger(t.Linger),
 	}
 	// Let a partition's batch grow as large as the topic accepts: a
@@ -133,10 +219,25 @@ func compressionCodec(name string) (kgo.CompressionCodec, error) {
 // without a key go to a partition chosen by their stream's name, so a
 // stream's order is kept in the topic. Both are deterministic, which the
 // exactly-once restart relies on.
-func streamPartitioner() kgo.Partitioner {
+//
+// Both hash over the partition count kept for the topic, not the current
+// one: partitions added to the topic would otherwise move keys and
+// streams to other partitions, splitting their order. added is told, once
+// per topic, that the topic has grown past it. A topic with fewer
+// partitions than kept (recreated; the mirror refuses that at start) is
+// hashed over what it has.
+func streamPartitioner(kept map[string]int32, added func(topic string, partitions, kept int)) kgo.Partitioner {
 	return kgo.BasicConsistentPartitioner(func(topic string) func(*kgo.Record, int) int {
 		keyed := kgo.StickyKeyPartitioner(nil).ForTopic(topic)
+		keep, hasKeep := kept[topic]
+		var warned atomic.Bool
 		return func(r *kgo.Record, n int) int {
+			if hasKeep && n > int(keep) {
+				if added != nil && !warned.Swap(true) {
+					added(topic, n, int(keep))
+				}
+				n = int(keep)
+			}
 			if r.Key != nil {
 				return keyed.Partition(r, n)
 			}
@@ -150,6 +251,34 @@ func streamPartitioner() kgo.Partitioner {
 			return int(h.Sum32() % uint32(n))
 		}
 	})
+}
+
+// KeepPartitionCounts decides, for each topic of current (its partition
+// counts now), the count its records are hashed over: the one stored in
+// the mirror's checkpoint (checkpointKey), or for a topic the checkpoint
+// has none of yet, the current one, returned in fresh to be stored. A
+// topic with fewer partitions than stored was recreated (Kafka cannot
+// remove partitions), and the mirror's keys would move: refused.
+func KeepPartitionCounts(stored, current map[string]int32, checkpointKey string) (kept, fresh map[string]int32, err error) {
+	kept, fresh = map[string]int32{}, map[string]int32{}
+	topics := make([]string, 0, len(current))
+	for t := range current {
+		topics = append(topics, t)
+	}
+	sort.Strings(topics)
+	for _, t := range topics {
+		n := current[t]
+		s, ok := stored[t]
+		switch {
+		case !ok:
+			kept[t], fresh[t] = n, n
+		case n < s:
+			return nil, nil, fmt.Errorf("topic %q has %d partitions, fewer than the %d this mirror hashes its records over (checkpoint %q): the topic was deleted and created again? Kafka cannot remove partitions; create it with at least %d, or mirror afresh under a new --name", t, n, s, checkpointKey, s)
+		default:
+			kept[t] = s
+		}
+	}
+	return kept, fresh, nil
 }
 
 // EntryError names the entry a failure is about.
@@ -183,6 +312,16 @@ func (e *EntryError) Unwrap() error { return e.Err }
 // headers and the JSON values, one promise for the whole batch, and field
 // values handed to Kafka without a copy.
 func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) {
+	if err := k.waitForResends(ctx); err != nil {
+		done(err)
+		return
+	}
+	if k.halted.Load() {
+		done(errHalted)
+		return
+	}
+	now := time.Now()
+	turn, prev := k.nextTurn()
 	n := len(b.Entries)
 	b.records = make([]kgo.Record, n)
 	records := b.records
@@ -197,6 +336,9 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 		mu        sync.Mutex
 		firstErr  = n // index of the first failed entry
 		err       error
+		// refused are the entries whose record batch the broker refused
+		// for a record's content: produced again one at a time.
+		refused []int
 	)
 	// remaining counts the records produced and not yet answered, plus
 	// one held until every record of the batch is produced.
@@ -209,18 +351,40 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 		if remaining.Add(-1) != 0 {
 			return
 		}
-		once.Do(func() {
-			if timer != nil {
-				timer.Stop()
+		complete := func() {
+			once.Do(func() {
+				if timer != nil {
+					timer.Stop()
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if firstErr == n {
+					done(nil)
+					return
+				}
+				done(&PartialError{Confirmed: firstErr, Err: err})
+			})
+		}
+		mu.Lock()
+		resend := refused
+		mu.Unlock()
+		if len(resend) == 0 {
+			k.passTurn(turn, prev)
+			complete()
+			return
+		}
+		go func() {
+			defer k.releaseHold()
+			defer close(turn)
+			// A stopped run still goes through: the resends then fail
+			// at once with ctx's error, and the batch with them.
+			select {
+			case <-prev:
+			case <-ctx.Done():
 			}
-			mu.Lock()
-			defer mu.Unlock()
-			if firstErr == n {
-				done(nil)
-				return
-			}
-			done(&PartialError{Confirmed: firstErr, Err: err})
-		})
+			k.resendOneByOne(ctx, b, resend, &mu, &firstErr, &err)
+			complete()
+		}()
 	}
 	if k.cfg.ConfirmTimeout > 0 {
 		timer = time.AfterFunc(k.cfg.ConfirmTimeout, func() {
@@ -236,7 +400,12 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 		if perr != nil {
 			i := int((uintptr(unsafe.Pointer(r)) - base) / size)
 			mu.Lock()
-			if i < firstErr {
+			if brokerRefused(perr) {
+				if len(refused) == 0 {
+					k.hold()
+				}
+				refused = append(refused, i)
+			} else if i < firstErr {
 				firstErr = i
 				e := &b.Entries[i]
 				err = &EntryError{Stream: e.Stream, ID: e.ID, Topic: r.Topic, Err: perr}
@@ -245,6 +414,11 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 		}
 		finish()
 	}
+	var (
+		polTopic string
+		pol      TimestampPolicy
+		hasPol   bool
+	)
 	for i := range b.Entries {
 		e := &b.Entries[i]
 		if e.skip != skipNone {
@@ -252,7 +426,7 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 		}
 		r := &records[i]
 		r.Topic = k.cfg.Topics[e.Stream]
-		r.Timestamp = idTime(e.ID)
+		r.Timestamp = k.timestamp(e.ID, now)
 		hstart := len(headers)
 		headers = append(headers, kgo.RecordHeader{Key: HeaderStream, Value: bytesOf(e.Stream)}, kgo.RecordHeader{Key: HeaderID, Value: bytesOf(e.ID)})
 		valueSet := false
@@ -278,20 +452,40 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 			r.Value = arena[start:len(arena):len(arena)]
 		}
 		r.Headers = headers[hstart:len(headers):len(headers)]
-		if k.cfg.MaxRecordBytes > 0 {
-			if size := recordSize(r); size > k.cfg.MaxRecordBytes-recordOverhead {
-				// Refuse it here rather than let Kafka refuse it: the
-				// entries after it are not produced, so the stream's
-				// order holds when the limit is raised and it is retried.
-				mu.Lock()
-				if i < firstErr { // an earlier record may already have failed
-					firstErr = i
-					err = &EntryError{Stream: e.Stream, ID: e.ID, Topic: r.Topic,
-						Err: fmt.Errorf("%w: the record takes %d bytes, the topic accepts %d", kerr.MessageTooLarge, size, k.cfg.MaxRecordBytes-recordOverhead)}
-				}
-				mu.Unlock()
-				break
+		if r.Topic != polTopic {
+			// A batch holds each stream's entries together: look the
+			// policy up when the topic changes, not for every record.
+			polTopic = r.Topic
+			pol, hasPol = k.cfg.TimestampPolicies[r.Topic]
+		}
+		if rerr := k.refusal(r, now, pol, hasPol); rerr != nil {
+			// Refuse it here rather than let Kafka refuse it (and its
+			// whole record batch with it). With fail, the entries after
+			// it are not produced, so the stream's order holds when it
+			// is retried; otherwise the batch goes on without it.
+			if k.cfg.OnError != OnErrorFail {
+				k.setAside(b, i, r.Topic, rerr)
+				continue
 			}
+			mu.Lock()
+			if i < firstErr { // an earlier record may already have failed
+				firstErr = i
+				err = &EntryError{Stream: e.Stream, ID: e.ID, Topic: r.Topic, Err: rerr}
+			}
+			mu.Unlock()
+			k.halted.Store(true)
+			break
+		}
+		if k.resending.Load() {
+			// A record batch was just refused: what has not been
+			// produced yet goes after its resend, one at a time.
+			mu.Lock()
+			if len(refused) == 0 {
+				k.hold()
+			}
+			refused = append(refused, i)
+			mu.Unlock()
+			continue
 		}
 		remaining.Add(1)
 		k.cfg.Client.Produce(ctx, r, promise)
@@ -335,14 +529,172 @@ func bytesOf(s string) []byte {
 	return unsafe.Slice(unsafe.StringData(s), len(s))
 }
 
-// idTime is the millisecond part of an entry ID as a time.
-func idTime(id string) time.Time {
+// maxTimestampMs is the largest timestamp the producer can write: franz-go
+// turns a time into milliseconds through UnixNano, which overflows after
+// 2262-04-11T23:47:16.854Z.
+const maxTimestampMs = math.MaxInt64 / int64(time.Millisecond/time.Nanosecond)
+
+// idMillis is the millisecond part of an entry ID, clamped to
+// maxTimestampMs (Redis allows up to 2^64-1).
+func idMillis(id string) int64 {
 	var ms int64
 	for i := 0; i < len(id) && id[i] != '-'; i++ {
-		if ms > 1<<53 {
-			return time.Time{}
+		d := int64(id[i] - '0')
+		if ms > (maxTimestampMs-d)/10 {
+			return maxTimestampMs
 		}
-		ms = ms*10 + int64(id[i]-'0')
+		ms = ms*10 + d
 	}
-	return time.UnixMilli(ms)
+	return ms
+}
+
+// timestamp is the timestamp of the record of entry id, produced at now.
+func (k *KafkaSink) timestamp(id string, now time.Time) time.Time {
+	if k.cfg.Timestamp == TimestampNow {
+		return now
+	}
+	return time.UnixMilli(idMillis(id))
+}
+
+// refusal is why Kafka would refuse r, produced at now: too large for the
+// topic, or a timestamp out of the topic's range; nil if it would not.
+// p is the topic's policy, if it has one (hasPolicy).
+func (k *KafkaSink) refusal(r *kgo.Record, now time.Time, p TimestampPolicy, hasPolicy bool) error {
+	if k.cfg.MaxRecordBytes > 0 {
+		if size := recordSize(r); size > k.cfg.MaxRecordBytes-recordOverhead {
+			return fmt.Errorf("%w: the record takes %d bytes, the topic accepts %d", kerr.MessageTooLarge, size, k.cfg.MaxRecordBytes-recordOverhead)
+		}
+	}
+	if hasPolicy {
+		if err := p.check(r.Timestamp.UnixMilli(), now.UnixMilli()); err != nil {
+			return fmt.Errorf("%w; pass --timestamp now to stamp records with the time they are produced, --on-error skip or dead-letter to go past such entries, or raise the topic's limit", err)
+		}
+	}
+	return nil
+}
+
+// setAside takes entry i out of the batch's records: Kafka refused it or
+// would refuse it, and OnError says to go on without it.
+func (k *KafkaSink) setAside(b *EntryBatch, i int, topic string, err error) {
+	e := &b.Entries[i]
+	what := "skipping"
+	if k.cfg.OnError == OnErrorDeadLetter {
+		what = "dead-lettering"
+	}
+	k.log.Warn(what+" an entry Kafka refuses", "stream", e.Stream, "id", e.ID, "topic", topic, "err", err)
+	b.refuse(i, topic, b.records[i].Timestamp, err)
+	b.records[i] = kgo.Record{}
+}
+
+// brokerRefused says whether a produce error is the broker refusing a
+// record batch for the content of one of its records: then nothing of the
+// batch was appended, and each record may be produced again on its own to
+// find the one refused.
+func brokerRefused(err error) bool {
+	return errors.Is(err, kerr.InvalidTimestamp) || errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge)
+}
+
+// resendOneByOne produces again, one at a time and in order, the records
+// of b at indexes whose record batch the broker refused. A record refused
+// again is the culprit: with OnErrorFail it stops the batch right before
+// it (firstErr), otherwise it is set aside and the rest go on. The
+// idempotent producer cannot double them: a refused batch was not
+// appended.
+func (k *KafkaSink) resendOneByOne(ctx context.Context, b *EntryBatch, indexes []int, mu *sync.Mutex, firstErr *int, err *error) {
+	sort.Ints(indexes)
+	for _, i := range indexes {
+		mu.Lock()
+		stop := i >= *firstErr
+		if !stop && k.halted.Load() {
+			*firstErr, *err, stop = i, errHalted, true
+		}
+		mu.Unlock()
+		if stop {
+			return
+		}
+		r := &b.records[i]
+		one := &kgo.Record{Topic: r.Topic, Key: r.Key, Value: r.Value, Headers: r.Headers, Timestamp: r.Timestamp}
+		perr := k.cfg.Client.ProduceSync(ctx, one).FirstErr()
+		if perr == nil {
+			r.Partition, r.Offset = one.Partition, one.Offset
+			continue
+		}
+		e := &b.Entries[i]
+		if brokerRefused(perr) && k.cfg.OnError != OnErrorFail {
+			k.setAside(b, i, r.Topic, fmt.Errorf("the broker refused it: %w", perr))
+			continue
+		}
+		if brokerRefused(perr) {
+			perr = fmt.Errorf("the broker refused it: %w; --on-error skip or dead-letter goes past such entries", perr)
+			k.halted.Store(true)
+		}
+		mu.Lock()
+		if i < *firstErr {
+			*firstErr = i
+			*err = &EntryError{Stream: e.Stream, ID: e.ID, Topic: r.Topic, Err: perr}
+		}
+		mu.Unlock()
+		return
+	}
+}
+
+// nextTurn gives a batch its turn for resending refused records (turn,
+// closed once it is done) and the turn of the batch before it (prev).
+func (k *KafkaSink) nextTurn() (turn, prev chan struct{}) {
+	turn = make(chan struct{})
+	k.mu.Lock()
+	prev, k.last = k.last, turn
+	k.mu.Unlock()
+	return turn, prev
+}
+
+// passTurn ends the turn of a batch that resends nothing, once the batch
+// before it is done.
+func (k *KafkaSink) passTurn(turn, prev chan struct{}) {
+	select {
+	case <-prev:
+		close(turn)
+	default:
+		go func() {
+			<-prev
+			close(turn)
+		}()
+	}
+}
+
+// hold keeps new batches from being produced until releaseHold.
+func (k *KafkaSink) hold() {
+	k.mu.Lock()
+	if k.holds == 0 {
+		k.idle = make(chan struct{})
+		k.resending.Store(true)
+	}
+	k.holds++
+	k.mu.Unlock()
+}
+
+func (k *KafkaSink) releaseHold() {
+	k.mu.Lock()
+	if k.holds--; k.holds == 0 {
+		close(k.idle)
+		k.idle = nil
+		k.resending.Store(false)
+	}
+	k.mu.Unlock()
+}
+
+// waitForResends waits while refused records are being produced again.
+func (k *KafkaSink) waitForResends(ctx context.Context) error {
+	k.mu.Lock()
+	idle := k.idle
+	k.mu.Unlock()
+	if idle == nil {
+		return nil
+	}
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
 }

@@ -33,6 +33,7 @@ const (
 	skipNone    skipReason = iota
 	skipTrimmed            // pending, but its body was trimmed from the stream
 	skipWritten            // pending, but already in Kafka from an interrupted run
+	skipRefused            // refused by Kafka (or it would be), and --on-error goes past it
 )
 
 // EntryBatch is a batch of stream entries. The sink records where each
@@ -45,6 +46,33 @@ type EntryBatch struct {
 	// ones); the producer fills in partition and offset before the sink
 	// confirms the batch, and Commit checkpoints them.
 	records []kgo.Record
+	// refused are the entries Kafka refused or would refuse, which the
+	// sink set aside (skipRefused); deadWritten says they are in the
+	// dead-letter stream already, so a retried commit does not add them
+	// again.
+	refused     []refusal
+	deadWritten bool
+}
+
+// refusal is an entry of a batch set aside, the topic it was for and why.
+type refusal struct {
+	index  int
+	topic  string
+	ts     int64 // the record's timestamp, Unix ms
+	reason string
+}
+
+// refuse sets entry i aside: it is acknowledged without a record (and
+// dead-lettered when the source has a dead-letter stream).
+func (b *EntryBatch) refuse(i int, topic string, ts time.Time, err error) {
+	e := &b.Entries[i]
+	if e.skip != skipNone {
+		return
+	}
+	e.skip = skipRefused
+	b.written--
+	b.size -= entrySize(*e)
+	b.refused = append(b.refused, refusal{index: i, topic: topic, ts: ts.UnixMilli(), reason: err.Error()})
 }
 
 // Len is the number of entries the batch writes to Kafka.
@@ -77,6 +105,11 @@ func (b *EntryBatch) Prefix(n int) *EntryBatch {
 		if e.skip == skipNone {
 			p.written++
 			p.size += entrySize(e)
+		}
+	}
+	for _, r := range b.refused {
+		if r.index < n {
+			p.refused = append(p.refused, r)
 		}
 	}
 	return p
@@ -134,7 +167,10 @@ type RedisSourceConfig struct {
 	ClaimIdle time.Duration
 	// Mirror names the checkpoint Commit advances.
 	Mirror string
-	Logger *slog.Logger
+	// DeadLetterStream, when set, receives the entries the sink set aside
+	// (Kafka refused them), each before its batch is acknowledged.
+	DeadLetterStream string
+	Logger           *slog.Logger
 }
 
 // DefaultBlock is short enough that a stopping follow run notices at once
@@ -158,6 +194,10 @@ type RedisSource struct {
 
 	trimmed atomic.Int64
 	skipped atomic.Int64
+	// refusedSkipped and deadLettered count the committed entries Kafka
+	// refused, skipped or copied to the dead-letter stream.
+	refusedSkipped atomic.Int64
+	deadLettered   atomic.Int64
 }
 
 type streamState struct {
@@ -224,10 +264,30 @@ func NewRedisSource(ctx context.Context, cfg RedisSourceConfig) (*RedisSource, e
 			return nil, fmt.Errorf("stream %q does not exist in Redis; check the name, or pass --allow-missing to skip missing streams", st.name)
 		}
 	}
+	if err := s.checkDeadLetterStream(ctx); err != nil {
+		return nil, err
+	}
 	if err := s.claim(ctx); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// checkDeadLetterStream refuses a dead-letter key that holds something
+// other than a stream at start, rather than at the first refused entry.
+func (s *RedisSource) checkDeadLetterStream(ctx context.Context) error {
+	if s.cfg.DeadLetterStream == "" {
+		return nil
+	}
+	c := s.cfg.Client
+	typ, err := c.Do(ctx, c.B().Type().Key(s.cfg.DeadLetterStream).Build()).ToString()
+	if err != nil {
+		return classifyRedis(fmt.Errorf("check dead-letter stream %q (TYPE): %w", s.cfg.DeadLetterStream, err))
+	}
+	if typ != "stream" && typ != "none" {
+		return fmt.Errorf("dead-letter key %q is a %s, not a stream; check --dead-letter-stream", s.cfg.DeadLetterStream, typ)
+	}
+	return nil
 }
 
 // claim takes over the entries other consumers of the group left pending
@@ -434,6 +494,13 @@ func (s *RedisSource) SkipWritten(keys map[string]struct{}) { s.alreadyWritten =
 // acknowledged; Skipped counts pending entries found already in Kafka.
 func (s *RedisSource) Trimmed() int64 { return s.trimmed.Load() }
 func (s *RedisSource) Skipped() int64 { return s.skipped.Load() }
+
+// Refused counts the entries Kafka refused (or would refuse) that were
+// acknowledged without a record: skipped, or copied to the dead-letter
+// stream.
+func (s *RedisSource) Refused() (skipped, deadLettered int64) {
+	return s.refusedSkipped.Load(), s.deadLettered.Load()
+}
 
 // Next returns the next batch: pending entries first, then new ones.
 func (s *RedisSource) Next(ctx context.Context) (*EntryBatch, error) {
@@ -782,7 +849,13 @@ func (s *RedisSource) CommitMany(ctx context.Context, batches []*EntryBatch) err
 	}
 	ids := map[string][]string{}
 	var order []string
-	var trimmed, skipped int64
+	var trimmed, skipped, refused int64
+	// Dead letters go first, in a round trip of their own: an entry is
+	// acknowledged only once its copy is in the dead-letter stream (at
+	// least once: a retried commit may write it again).
+	if err := s.writeDeadLetters(ctx, batches); err != nil {
+		return err
+	}
 	// A batch holds each stream's entries together, and a stream's records
 	// mostly go to one partition: the maps are touched when the stream or
 	// the partition changes, not for every entry.
@@ -822,6 +895,8 @@ func (s *RedisSource) CommitMany(ctx context.Context, batches []*EntryBatch) err
 				trimmed++
 			case skipWritten:
 				skipped++
+			case skipRefused:
+				refused++
 			case skipNone:
 				if i < len(b.records) {
 					r := &b.records[i]
@@ -858,6 +933,52 @@ func (s *RedisSource) CommitMany(ctx context.Context, batches []*EntryBatch) err
 	}
 	s.trimmed.Add(trimmed)
 	s.skipped.Add(skipped)
+	if s.cfg.DeadLetterStream != "" {
+		s.deadLettered.Add(refused)
+	} else {
+		s.refusedSkipped.Add(refused)
+	}
+	return nil
+}
+
+// writeDeadLetters XADDs, in one pipeline, the entries of batches the sink
+// set aside to the dead-letter stream: the fields reason, stream, id,
+// topic and timestamp_ms, then field.<name> per field of the entry, in
+// order.
+func (s *RedisSource) writeDeadLetters(ctx context.Context, batches []*EntryBatch) error {
+	if s.cfg.DeadLetterStream == "" {
+		return nil
+	}
+	c := s.cfg.Client
+	var cmds rueidis.Commands
+	for _, b := range batches {
+		if b.deadWritten {
+			continue
+		}
+		for _, r := range b.refused {
+			e := &b.Entries[r.index]
+			fv := c.B().Xadd().Key(s.cfg.DeadLetterStream).Id("*").FieldValue().
+				FieldValue("reason", r.reason).
+				FieldValue("stream", e.Stream).
+				FieldValue("id", e.ID).
+				FieldValue("topic", r.topic).
+				FieldValue("timestamp_ms", strconv.FormatInt(r.ts, 10))
+			for _, f := range e.Fields {
+				fv = fv.FieldValue("field."+f.Name, f.Value)
+			}
+			cmds = append(cmds, fv.Build())
+		}
+	}
+	if len(cmds) > 0 {
+		for _, r := range c.DoMulti(ctx, cmds...) {
+			if err := r.Error(); err != nil {
+				return classifyRedis(fmt.Errorf("write dead-letter stream %q: %w", s.cfg.DeadLetterStream, err))
+			}
+		}
+	}
+	for _, b := range batches {
+		b.deadWritten = true
+	}
 	return nil
 }
 
