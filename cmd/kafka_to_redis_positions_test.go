@@ -91,7 +91,7 @@ func TestK2RStartLatestResumesFromWhereTheFirstRunStarted(t *testing.T) {
 		t.Fatalf("first run mirrored old records: %s", r.stdout)
 	}
 	ck, err := rc.Do(context.Background(), rc.B().Hgetall().Key(key).Build()).AsStrMap()
-	if err != nil || ck[topic+":0"] != "5" || ck["version"] != "1" || ck["kind"] != "kafka-to-redis" {
+	if err != nil || ck[topic+":0"] != "5" || ck["version"] != "2" || ck["kind"] != "kafka-to-redis" || ck["partitions"] != topic+":0" {
 		t.Fatalf("checkpoint after the first run: %v %v", ck, err)
 	}
 	produce(t, topic, []*kgo.Record{{Value: []byte(`{"n":"between runs"}`)}})

@@ -269,13 +269,7 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	if err != nil {
 		return err
 	}
-	fresh := map[checkpoint.TopicPartition]int64{}
-	for tp, off := range ends {
-		if _, ok := ck.Partitions[tp]; !ok {
-			fresh[tp] = off
-		}
-	}
-	if err := checkpoint.InitR2KPartitions(ctx, rc, name, fresh); err != nil {
+	if err := checkpoint.InitR2KPartitions(ctx, rc, name, ends); err != nil {
 		return err
 	}
 
