@@ -205,7 +205,7 @@ func (o *kafkaToRedisOptions) execute(a *app, c *cobra.Command) (err error) {
 		return err
 	}
 	defer rc.Close()
-	ctx, release, err := holdLease(ctx, rc, checkpoint.KindKafkaToRedis, name, o.run.leaseTTL)
+	ctx, release, err := holdLease(ctx, rc, a.logger(), checkpoint.KindKafkaToRedis, name, o.run.leaseTTL)
 	if err != nil {
 		return err
 	}

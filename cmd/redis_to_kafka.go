@@ -234,7 +234,7 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 		return err
 	}
 	defer rc.Close()
-	ctx, release, err := holdLease(ctx, rc, checkpoint.KindRedisToKafka, name, o.run.leaseTTL)
+	ctx, release, err := holdLease(ctx, rc, log, checkpoint.KindRedisToKafka, name, o.run.leaseTTL)
 	if err != nil {
 		return err
 	}
