@@ -101,13 +101,13 @@ func AcquireLease(ctx context.Context, c rueidis.Client, kind, name string, ttl 
 			return nil, fmt.Errorf("take lease %s: %w", l.key, err)
 		}
 		old, err := c.Do(ctx, c.B().Get().Key(l.key).Build()).ToString()
-		if rueidis.IsRedisNil(err) && round < 3 {
+		switch {
+		case rueidis.IsRedisNil(err) && round < 3:
 			continue // expired meanwhile
+		case err != nil && !rueidis.IsRedisNil(err):
+			return nil, fmt.Errorf("read lease %s: %w", l.key, err)
 		}
-		why, gone := "", false
-		if err == nil {
-			why, gone = self.mayTakeOver(parseHolder(old), processGone)
-		}
+		why, gone := self.mayTakeOver(parseHolder(old), processGone)
 		if gone && round < 3 {
 			n, err := takeOverScript.Exec(ctx, c, []string{l.key}, []string{old, l.holder, px}).AsInt64()
 			if err != nil {
