@@ -3,9 +3,10 @@
 // them. Nothing else in xmirror reads or writes these keys.
 //
 // Every checkpoint is a Redis hash with a "version" field. A reader refuses a
-// key that is not a hash, has no version, has a version it does not know or
-// holds a position it cannot parse: a mirror never silently restarts from the
-// beginning because its checkpoint was damaged.
+// key that is not a hash, has no version, has a version it does not know,
+// holds a position it cannot parse or lacks the position of a partition it
+// records covering: a mirror never silently restarts from the beginning
+// because its checkpoint was damaged.
 //
 // redis-to-kafka keeps one hash per mirror, in the Redis being read
 // (see R2KKey). kafka-to-redis keeps one hash per mirror and destination

@@ -47,6 +47,21 @@ func hashTag(key string) string {
 	return key
 }
 
+// K2RVersion is the format version of kafka-to-redis checkpoints. Version 2
+// added the partitions field (K2RPartitionsField); a version 1 checkpoint is
+// read as it is and upgraded by InitK2RPartitions, which every run calls
+// before it writes.
+const K2RVersion = 2
+
+// k2rOldestVersion is the oldest kafka-to-redis format still read.
+const k2rOldestVersion = 1
+
+// fieldK2RPartitions lists, comma-separated, every partition the checkpoint
+// ever took on (<topic>:<partition>). A listed partition without its
+// position field is damage: without it the partition would silently be
+// mirrored again from its start.
+const fieldK2RPartitions = "partitions"
+
 // K2R is the checkpoint of a kafka-to-redis mirror for one destination
 // stream.
 type K2R struct {
@@ -65,14 +80,18 @@ type K2R struct {
 // write is an error wrapping ErrCorrupt, never a fresh start.
 func LoadK2R(ctx context.Context, c rueidis.Client, name, stream string) (ck K2R, found bool, err error) {
 	key := K2RKey(name, stream)
-	m, err := loadHash(ctx, c, key, KindKafkaToRedis)
+	m, err := loadHash(ctx, c, key, KindKafkaToRedis, k2rOldestVersion, K2RVersion)
 	if err != nil || m == nil {
 		return ck, false, err
+	}
+	listed, hasList := m[fieldK2RPartitions]
+	if !hasList && m[fieldVersion] != strconv.Itoa(k2rOldestVersion) {
+		return ck, false, fmt.Errorf("checkpoint %q has no %q field, which version %d keeps: %w; delete it or choose another --name", key, fieldK2RPartitions, K2RVersion, ErrCorrupt)
 	}
 	ck.Partitions = map[TopicPartition]int64{}
 	for f, v := range m {
 		switch f {
-		case fieldVersion, fieldKind:
+		case fieldVersion, fieldKind, fieldK2RPartitions:
 			continue
 		case fieldEntries, fieldBytes, fieldUpdated:
 			n, err := strconv.ParseInt(v, 10, 64)
@@ -99,7 +118,36 @@ func LoadK2R(ctx context.Context, c rueidis.Client, name, stream string) (ck K2R
 		}
 		ck.Partitions[tp] = off
 	}
+	for _, f := range splitList(listed) {
+		tp, err := parseTopicPartition(f)
+		if err != nil {
+			return ck, false, fmt.Errorf("checkpoint %q field %q lists %q: %v: %w; delete it or choose another --name", key, fieldK2RPartitions, f, err, ErrCorrupt)
+		}
+		if _, ok := ck.Partitions[tp]; !ok {
+			return ck, false, k2rHoleError(key, f)
+		}
+	}
 	return ck, true, nil
+}
+
+// k2rHoleError is the error for a partition the checkpoint lists but holds
+// no position for (field is its <topic>:<partition>).
+func k2rHoleError(key, field string) error {
+	tp, err := parseTopicPartition(field)
+	name := field
+	if err == nil {
+		name = fmt.Sprintf("topic %q partition %d", tp.Topic, tp.Partition)
+	}
+	return fmt.Errorf("checkpoint %q covers %s but its position (field %q) is missing: %w; it would be mirrored again from its start. Set the field back to the next offset to mirror (HSET), or delete the checkpoint to mirror every partition again",
+		key, name, field, ErrCorrupt)
+}
+
+// splitList splits a comma-separated list; "" is no element.
+func splitList(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
 }
 
 // NoPosition as a K2RMove's From means the checkpoint must not have a
@@ -482,7 +530,7 @@ func ApplyK2RInOrder(ctx context.Context, c rueidis.Client, order K2ROrder, step
 }
 
 // writeOverhead is the number of commands of a write besides its XADDs.
-const writeOverhead = 8
+const writeOverhead = 9
 
 // K2RStep is a batch's writes with their XADDs built, ready for ApplyK2R.
 // Building them costs the client about as much as Redis spends applying
@@ -524,7 +572,7 @@ func (st *K2RStep) build(c rueidis.Client) {
 // appendWrite appends w's transaction (see ApplyK2R) around its xadds.
 func (st *K2RStep) appendWrite(c rueidis.Client, cmds rueidis.Commands, w *K2RWrite, xadds rueidis.Commands, last map[string]string) rueidis.Commands {
 	opt := st.opt
-	version := strconv.Itoa(Version)
+	version := strconv.Itoa(K2RVersion)
 	key, guard := K2RKey(opt.Name, w.Stream), K2RGuardKey(opt.Name, w.Stream)
 	check := c.B().Eval().Script(k2rCheckScript).Numkeys(3).Key(w.Stream, key, guard).
 		Arg(version, KindKafkaToRedis, strconv.Itoa(len(w.Moves)))
@@ -552,6 +600,10 @@ func (st *K2RStep) appendWrite(c rueidis.Client, cmds rueidis.Commands, w *K2RWr
 		positions.Build(),
 		c.B().Hincrby().Key(key).Field(fieldEntries).Increment(int64(len(w.starts))).Build(),
 		c.B().Hincrby().Key(key).Field(fieldBytes).Increment(w.Bytes).Build(),
+		// Only a write that creates the checkpoint (every partition
+		// NoPosition, without InitK2RPartitions) lacks the list; the
+		// next InitK2RPartitions lists the partitions it wrote.
+		c.B().Hsetnx().Key(key).Field(fieldK2RPartitions).Value("").Build(),
 		c.B().Exec().Build())
 }
 
@@ -563,7 +615,7 @@ func CheckK2RAccess(ctx context.Context, c rueidis.Client, name, stream string) 
 	key, guard := K2RKey(name, stream), K2RGuardKey(name, stream)
 	replies := c.DoMulti(ctx,
 		c.B().Watch().Key(key, guard).Build(),
-		c.B().Eval().Script(k2rCheckScript).Numkeys(3).Key(stream, key, guard).Arg(strconv.Itoa(Version), KindKafkaToRedis, "0").Build(),
+		c.B().Eval().Script(k2rCheckScript).Numkeys(3).Key(stream, key, guard).Arg(strconv.Itoa(K2RVersion), KindKafkaToRedis, "0").Build(),
 		c.B().Unwatch().Build())
 	for _, r := range replies {
 		if err := r.Error(); err != nil {
@@ -573,11 +625,57 @@ func CheckK2RAccess(ctx context.Context, c rueidis.Client, name, stream string) 
 	return nil
 }
 
-// InitK2RPartitions records, per destination stream, where each partition
-// with no position yet starts (HSETNX: a stored position is never moved),
-// with the version and kind, in one round trip. It runs before anything is
-// consumed, so the first batch's compare-and-set starts from it and a run
-// that mirrors nothing still leaves the position for the next run.
+// k2rInitScript takes partitions on in a checkpoint, atomically: it
+// refuses a checkpoint with a hole (a listed partition without its
+// position), stores each given partition's start where it has no position
+// yet (a stored position is never moved), lists every partition that has a
+// position, and sets the version: a version 1 checkpoint, which had no
+// list, is upgraded here.
+//
+// KEYS: checkpoint. ARGV: version, kind, then (field, start) pairs.
+// Replies: {"ok"}, {"hole", field} or {"corrupt", why}.
+const k2rInitScript = `
+local ck = KEYS[1]
+local t = redis.call('TYPE', ck).ok
+local list = {}
+if t ~= 'none' then
+  if t ~= 'hash' then return {'corrupt', 'it holds a ' .. t .. ', not a hash'} end
+  local h = redis.call('HMGET', ck, 'version', 'kind', 'partitions')
+  if h[2] ~= ARGV[2] or (h[1] ~= ARGV[1] and h[1] ~= '1') then
+    return {'corrupt', 'version/kind are ' .. tostring(h[1]) .. '/' .. tostring(h[2])}
+  end
+  if h[1] == ARGV[1] and not h[3] then return {'corrupt', 'it has no partitions field'} end
+  if h[3] then
+    for f in string.gmatch(h[3], '[^,]+') do
+      if redis.call('HEXISTS', ck, f) == 0 then return {'hole', f} end
+      list[f] = true
+    end
+  end
+  for _, f in ipairs(redis.call('HKEYS', ck)) do
+    if string.find(f, ':', 1, true) then list[f] = true end
+  end
+end
+for i = 3, #ARGV, 2 do
+  redis.call('HSETNX', ck, ARGV[i], ARGV[i+1])
+  list[ARGV[i]] = true
+end
+local names = {}
+for f in pairs(list) do names[#names+1] = f end
+table.sort(names)
+redis.call('HSET', ck, 'version', ARGV[1], 'kind', ARGV[2], 'partitions', table.concat(names, ','))
+return {'ok'}
+`
+
+// InitK2RPartitions takes partitions on, per destination stream: each
+// given partition with no position yet starts at the offset given (a
+// stored position is never moved), and the checkpoint lists it from then
+// on, with the version and kind, in one atomic step per checkpoint and one
+// round trip in all. It runs before anything is consumed, so the first
+// batch's compare-and-set starts from it and a run that mirrors nothing
+// still leaves the position for the next run. Give it every partition the
+// run takes on, stored or not: it upgrades a version 1 checkpoint, and it
+// refuses, wrapping ErrCorrupt, a checkpoint that lists a partition whose
+// position is gone.
 func InitK2RPartitions(ctx context.Context, c rueidis.Client, name string, starts map[string]map[TopicPartition]int64) error {
 	var cmds rueidis.Commands
 	var keys []string // of each command
@@ -586,19 +684,25 @@ func InitK2RPartitions(ctx context.Context, c rueidis.Client, name string, start
 			continue
 		}
 		key := K2RKey(name, stream)
-		cmds = append(cmds,
-			c.B().Hsetnx().Key(key).Field(fieldVersion).Value(strconv.Itoa(Version)).Build(),
-			c.B().Hsetnx().Key(key).Field(fieldKind).Value(KindKafkaToRedis).Build())
+		args := []string{strconv.Itoa(K2RVersion), KindKafkaToRedis}
 		for tp, off := range offsets {
-			cmds = append(cmds, c.B().Hsetnx().Key(key).Field(formatTopicPartition(tp)).Value(strconv.FormatInt(off, 10)).Build())
+			args = append(args, formatTopicPartition(tp), strconv.FormatInt(off, 10))
 		}
-		for len(keys) < len(cmds) {
-			keys = append(keys, key)
-		}
+		cmds = append(cmds, c.B().Eval().Script(k2rInitScript).Numkeys(1).Key(key).Arg(args...).Build())
+		keys = append(keys, key)
 	}
 	for i, r := range c.DoMulti(ctx, cmds...) {
-		if err := r.Error(); err != nil {
+		reply, err := r.AsStrSlice()
+		if err != nil {
 			return fmt.Errorf("initialise checkpoint %q: %w", keys[i], err)
+		}
+		switch {
+		case len(reply) == 2 && reply[0] == "hole":
+			return k2rHoleError(keys[i], reply[1])
+		case len(reply) == 2 && reply[0] == "corrupt":
+			return fmt.Errorf("checkpoint %q: %s: %w; delete it or choose another --name", keys[i], reply[1], ErrCorrupt)
+		case len(reply) != 1 || reply[0] != "ok":
+			return fmt.Errorf("initialise checkpoint %q: unexpected reply %q", keys[i], reply)
 		}
 	}
 	return nil
@@ -685,8 +789,8 @@ func k2rResult(replies []rueidis.RedisResult, opt K2ROptions, w *K2RWrite, res *
 
 	// Applied. Whatever the check said, the positions the transaction
 	// found tell whether it was right to apply it.
-	if len(applied) != len(w.starts)+4 {
-		return fmt.Errorf("write stream %q: EXEC returned %d replies for %d commands", stream, len(applied), len(w.starts)+4)
+	if len(applied) != len(w.starts)+5 {
+		return fmt.Errorf("write stream %q: EXEC returned %d replies for %d commands", stream, len(applied), len(w.starts)+5)
 	}
 	before, err := applied[0].ToArray()
 	if err != nil || len(before) != len(w.Moves)+1 {

@@ -76,6 +76,72 @@ func TestApplyK2RComparesAndSets(t *testing.T) {
 	}
 }
 
+func TestLoadK2RRefusesAListedPartitionWithoutPosition(t *testing.T) {
+	c := testenv.Redis(t)
+	ctx := context.Background()
+	cases := []struct {
+		name   string
+		fields []string
+		want   string // "": loads
+	}{
+		{"complete", []string{"version", "2", "kind", KindKafkaToRedis, "partitions", "t:0,t:1", "t:0", "1", "t:1", "2"}, ""},
+		{"version 1 without list", []string{"version", "1", "kind", KindKafkaToRedis, "t:0", "1"}, ""},
+		{"hole", []string{"version", "2", "kind", KindKafkaToRedis, "partitions", "t:0,t:1", "t:0", "1"}, `topic "t" partition 1 but its position (field "t:1") is missing`},
+		{"version 2 without list", []string{"version", "2", "kind", KindKafkaToRedis, "t:0", "1"}, `no "partitions" field`},
+		{"garbage in list", []string{"version", "2", "kind", KindKafkaToRedis, "partitions", "t:0,zero", "t:0", "1"}, `lists "zero"`},
+		{"version 3", []string{"version", "3", "kind", KindKafkaToRedis}, "reads version 1 to 2"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			stream, name := k2rTarget(t, c)
+			key := K2RKey(name, stream)
+			cmd := c.B().Hset().Key(key).FieldValue()
+			for i := 0; i < len(tc.fields); i += 2 {
+				cmd = cmd.FieldValue(tc.fields[i], tc.fields[i+1])
+			}
+			c.Do(ctx, cmd.Build())
+			_, _, err := LoadK2R(ctx, c, name, stream)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), key) {
+				t.Fatalf("err = %v, want one naming %s and saying %q", err, key, tc.want)
+			}
+		})
+	}
+}
+
+// InitK2RPartitions lists every partition it takes on, upgrades a version 1
+// checkpoint and refuses to fill a hole.
+func TestInitK2RPartitionsListsPartitionsAndRefusesAHole(t *testing.T) {
+	c := testenv.Redis(t)
+	ctx := context.Background()
+	stream, name := k2rTarget(t, c)
+	key := K2RKey(name, stream)
+	c.Do(ctx, c.B().Hset().Key(key).FieldValue().FieldValue("version", "1").FieldValue("kind", KindKafkaToRedis).FieldValue("t:0", "7").Build())
+	tp := func(p int32) TopicPartition { return TopicPartition{Topic: "t", Partition: p} }
+	init := func(starts map[TopicPartition]int64) error {
+		return InitK2RPartitions(ctx, c, name, map[string]map[TopicPartition]int64{stream: starts})
+	}
+	if err := init(map[TopicPartition]int64{tp(0): 0, tp(1): 3}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := c.Do(ctx, c.B().Hmget().Key(key).Field("version", "partitions", "t:0", "t:1").Build()).AsStrSlice()
+	if strings.Join(got, " ") != "2 t:0,t:1 7 3" {
+		t.Fatalf("version, partitions, t:0, t:1 = %q, want 2 t:0,t:1 7 3", got)
+	}
+	c.Do(ctx, c.B().Hdel().Key(key).Field("t:1").Build())
+	if err := init(map[TopicPartition]int64{tp(0): 0, tp(1): 0}); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "partition 1") {
+		t.Fatalf("Init over a hole: %v, want ErrCorrupt naming partition 1", err)
+	}
+	if n, _ := c.Do(ctx, c.B().Hexists().Key(key).Field("t:1").Build()).AsInt64(); n != 0 {
+		t.Fatal("the hole was filled")
+	}
+}
+
 func TestApplyK2RPreservedIDsAlreadyPresent(t *testing.T) {
 	c := testenv.Redis(t)
 	ctx := context.Background()

@@ -34,6 +34,10 @@ const (
 	r2kStreamPrefix    = "stream:"          // stream:<stream> = last entry ID Kafka confirmed
 	r2kPartitionPrefix = "partition:"       // partition:<topic>:<partition> = next offset after this mirror's confirmed records
 	r2kCountPrefix     = "partition_count:" // partition_count:<topic> = partitions its records are hashed over
+	// covered:<topic> = N: the checkpoint holds partition:<topic>:0 to
+	// N-1. A partition below N without its field is damage: the read-back
+	// after a crash would not know where to start in it.
+	r2kCoveredPrefix = "covered:"
 )
 
 // ErrCorrupt is returned (wrapped) for a checkpoint xmirror cannot read.
@@ -74,13 +78,14 @@ type R2K struct {
 // with found false.
 func LoadR2K(ctx context.Context, c rueidis.Client, name string) (ck R2K, found bool, err error) {
 	key := R2KKey(name)
-	m, err := loadHash(ctx, c, key, KindRedisToKafka)
+	m, err := loadHash(ctx, c, key, KindRedisToKafka, Version, Version)
 	if err != nil || m == nil {
 		return ck, false, err
 	}
 	ck.Streams = map[string]string{}
 	ck.Partitions = map[TopicPartition]int64{}
 	ck.PartitionCounts = map[string]int32{}
+	covered := map[string]int64{}
 	for f, v := range m {
 		switch {
 		case strings.HasPrefix(f, r2kCountPrefix):
@@ -89,6 +94,12 @@ func LoadR2K(ctx context.Context, c rueidis.Client, name string) (ck R2K, found 
 				return ck, false, fmt.Errorf("checkpoint %q field %q holds %q, not a partition count: %w", key, f, v, ErrCorrupt)
 			}
 			ck.PartitionCounts[strings.TrimPrefix(f, r2kCountPrefix)] = int32(n)
+		case strings.HasPrefix(f, r2kCoveredPrefix):
+			n, err := strconv.ParseInt(v, 10, 32)
+			if err != nil || n < 0 {
+				return ck, false, fmt.Errorf("checkpoint %q field %q holds %q, not a partition count: %w", key, f, v, ErrCorrupt)
+			}
+			covered[strings.TrimPrefix(f, r2kCoveredPrefix)] = n
 		case strings.HasPrefix(f, r2kStreamPrefix):
 			if !validEntryID(v) {
 				return ck, false, fmt.Errorf("checkpoint %q field %q holds %q, not an entry ID: %w", key, f, v, ErrCorrupt)
@@ -104,6 +115,20 @@ func LoadR2K(ctx context.Context, c rueidis.Client, name string) (ck R2K, found 
 				return ck, false, fmt.Errorf("checkpoint %q field %q holds %q, not an offset: %w", key, f, v, ErrCorrupt)
 			}
 			ck.Partitions[tp] = off
+		}
+	}
+	for topic, n := range covered {
+		have := int64(0)
+		for tp := range ck.Partitions {
+			if tp.Topic == topic && int64(tp.Partition) < n {
+				have++
+			}
+		}
+		// Of partitions 0 to have, one at least is missing when have < n.
+		for p := int64(0); have < n && p <= have; p++ {
+			if _, ok := ck.Partitions[TopicPartition{Topic: topic, Partition: int32(p)}]; !ok {
+				return ck, false, r2kHoleError(key, topic, int32(p))
+			}
 		}
 	}
 	ck.Entries, _ = strconv.ParseInt(m[fieldEntries], 10, 64)
@@ -149,7 +174,7 @@ func R2KCommands(c rueidis.Client, name string, u R2KUpdate, now time.Time) ruei
 
 // loadHash reads a checkpoint hash and checks its version and kind; a
 // missing key is a nil map.
-func loadHash(ctx context.Context, c rueidis.Client, key, kind string) (map[string]string, error) {
+func loadHash(ctx context.Context, c rueidis.Client, key, kind string, oldest, newest int) (map[string]string, error) {
 	m, err := c.Do(ctx, c.B().Hgetall().Key(key).Build()).AsStrMap()
 	if err != nil {
 		if strings.Contains(err.Error(), "WRONGTYPE") {
@@ -160,14 +185,15 @@ func loadHash(ctx context.Context, c rueidis.Client, key, kind string) (map[stri
 	if len(m) == 0 {
 		return nil, nil
 	}
-	if err := checkHeader(key, m, kind); err != nil {
+	if err := checkHeader(key, m, kind, oldest, newest); err != nil {
 		return nil, err
 	}
 	return m, nil
 }
 
-// checkHeader refuses a hash of another version or kind.
-func checkHeader(key string, m map[string]string, kind string) error {
+// checkHeader refuses a hash of another kind, or of a version outside
+// oldest to newest.
+func checkHeader(key string, m map[string]string, kind string, oldest, newest int) error {
 	v, ok := m[fieldVersion]
 	if !ok {
 		return fmt.Errorf("checkpoint %q has no version field: %w; it was not written by xmirror, delete it or choose another --name", key, ErrCorrupt)
@@ -176,8 +202,12 @@ func checkHeader(key string, m map[string]string, kind string) error {
 	if err != nil {
 		return fmt.Errorf("checkpoint %q has version %q: %w", key, v, ErrCorrupt)
 	}
-	if n != Version {
-		return fmt.Errorf("checkpoint %q has version %d, this xmirror reads version %d; use a matching xmirror", key, n, Version)
+	if n < oldest || n > newest {
+		reads := strconv.Itoa(newest)
+		if oldest < newest {
+			reads = fmt.Sprintf("%d to %d", oldest, newest)
+		}
+		return fmt.Errorf("checkpoint %q has version %d, this xmirror reads version %s; use a matching xmirror", key, n, reads)
 	}
 	if k := m[fieldKind]; k != kind {
 		return fmt.Errorf("checkpoint %q belongs to a %s mirror, not %s; choose another --name", key, k, kind)
@@ -214,27 +244,80 @@ func validEntryID(id string) bool {
 	return err1 == nil && err2 == nil
 }
 
+// r2kHoleError is the error for a partition the checkpoint covers but
+// holds no position for.
+func r2kHoleError(key, topic string, p int32) error {
+	field := r2kPartitionPrefix + formatTopicPartition(TopicPartition{Topic: topic, Partition: p})
+	return fmt.Errorf("checkpoint %q covers topic %q partition %d but its position (field %q) is missing: %w; a restart after a crash would not read back what is already there and could write it again. Set the field to the partition's log start (HSET %s %s 0) to read all of it back, or choose another --name",
+		key, topic, p, field, ErrCorrupt, key, field)
+}
+
+// r2kInitScript takes partitions on in a redis-to-kafka checkpoint,
+// atomically: it refuses a hole (a covered partition without its field),
+// stores each given partition's offset where it has none yet (an existing
+// position is never moved back) and raises each topic's covered count to
+// the partitions that have a position from 0 on. A checkpoint written
+// before the covered fields existed gets them here.
+//
+// KEYS: checkpoint. ARGV: version, kind, then (topic, partition, offset)
+// triples. Replies: {"ok"}, {"hole", topic, partition} or {"corrupt", why}.
+const r2kInitScript = `
+local ck = KEYS[1]
+local covered = {}
+for i = 3, #ARGV, 3 do
+  local topic = ARGV[i]
+  if not covered[topic] then
+    local v = redis.call('HGET', ck, 'covered:' .. topic)
+    local n = tonumber(v or '0')
+    if not n then return {'corrupt', 'covered:' .. topic .. ' holds ' .. v} end
+    covered[topic] = n
+  end
+  local p = tonumber(ARGV[i+1])
+  local f = 'partition:' .. topic .. ':' .. ARGV[i+1]
+  if p < covered[topic] and redis.call('HEXISTS', ck, f) == 0 then return {'hole', topic, ARGV[i+1]} end
+end
+redis.call('HSETNX', ck, 'version', ARGV[1])
+redis.call('HSETNX', ck, 'kind', ARGV[2])
+for i = 3, #ARGV, 3 do
+  redis.call('HSETNX', ck, 'partition:' .. ARGV[i] .. ':' .. ARGV[i+1], ARGV[i+2])
+end
+for topic, n in pairs(covered) do
+  while redis.call('HEXISTS', ck, 'partition:' .. topic .. ':' .. n) == 1 do n = n + 1 end
+  redis.call('HSET', ck, 'covered:' .. topic, n)
+end
+return {'ok'}
+`
+
 // InitR2KPartitions records, for each partition not yet in the checkpoint,
 // the offset a mirror starts writing at (HSETNX: an existing position is
-// never moved back). It runs before the first record is produced, so a
-// crash of the very first run still leaves a bound for the restart's
-// read-back of what was written.
+// never moved back), and which partitions the checkpoint covers from then
+// on, in one atomic step. It runs before the first record is produced, so
+// a crash of the very first run still leaves a bound for the restart's
+// read-back of what was written. Give it every partition of the
+// destination topics: a partition it covered whose position is gone is
+// refused, wrapping ErrCorrupt, rather than given the current end, above
+// what an interrupted run may have written there.
 func InitR2KPartitions(ctx context.Context, c rueidis.Client, name string, offsets map[TopicPartition]int64) error {
 	if len(offsets) == 0 {
 		return nil
 	}
 	key := R2KKey(name)
-	cmds := rueidis.Commands{
-		c.B().Hsetnx().Key(key).Field(fieldVersion).Value(strconv.Itoa(Version)).Build(),
-		c.B().Hsetnx().Key(key).Field(fieldKind).Value(KindRedisToKafka).Build(),
-	}
+	args := []string{strconv.Itoa(Version), KindRedisToKafka}
 	for tp, off := range offsets {
-		cmds = append(cmds, c.B().Hsetnx().Key(key).Field(r2kPartitionPrefix+formatTopicPartition(tp)).Value(strconv.FormatInt(off, 10)).Build())
+		args = append(args, tp.Topic, strconv.FormatInt(int64(tp.Partition), 10), strconv.FormatInt(off, 10))
 	}
-	for _, r := range c.DoMulti(ctx, cmds...) {
-		if err := r.Error(); err != nil {
-			return fmt.Errorf("initialise checkpoint %q: %w", key, err)
-		}
+	reply, err := c.Do(ctx, c.B().Eval().Script(r2kInitScript).Numkeys(1).Key(key).Arg(args...).Build()).AsStrSlice()
+	if err != nil {
+		return fmt.Errorf("initialise checkpoint %q: %w", key, err)
+	}
+	switch {
+	case len(reply) == 3 && reply[0] == "hole":
+		p, _ := strconv.ParseInt(reply[2], 10, 32)
+		return r2kHoleError(key, reply[1], int32(p))
+	case len(reply) == 2 && reply[0] == "corrupt":
+		return fmt.Errorf("checkpoint %q: %s: %w", key, reply[1], ErrCorrupt)
+	case len(reply) != 1 || reply[0] != "ok":
+		return fmt.Errorf("initialise checkpoint %q: unexpected reply %q", key, reply)
 	}
 	return nil
 }

@@ -26,6 +26,9 @@ func TestLoadR2KRefusesWhatXmirrorDidNotWrite(t *testing.T) {
 		{"bad offset", []string{"version", "1", "kind", KindRedisToKafka, "partition:t:0", "-5"}, "not an offset"},
 		{"bad partition", []string{"version", "1", "kind", KindRedisToKafka, "partition:t", "5"}, "partition"},
 		{"bad partition count", []string{"version", "1", "kind", KindRedisToKafka, "partition_count:t", "0"}, "not a partition count"},
+		{"bad covered count", []string{"version", "1", "kind", KindRedisToKafka, "covered:t", "two"}, "not a partition count"},
+		{"covered partition missing", []string{"version", "1", "kind", KindRedisToKafka, "covered:t", "3", "partition:t:0", "4", "partition:t:2", "9"}, `partition 1 but its position (field "partition:t:1") is missing`},
+		{"covered partitions all missing", []string{"version", "1", "kind", KindRedisToKafka, "covered:t", "1000000000"}, `partition 0 but`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -72,6 +75,35 @@ func TestR2KCheckpointRoundTrip(t *testing.T) {
 	must(err)
 	if !found || ck.Streams["s"] != "5-1" || ck.Partitions[tp] != 7 || ck.PartitionCounts["orders"] != 3 || ck.Entries != 3 || ck.Bytes != 30 || ck.Updated.IsZero() {
 		t.Fatalf("loaded %+v, found %v", ck, found)
+	}
+}
+
+// InitR2KPartitions refuses to fill a hole with the current end, and
+// covers each topic's partitions from 0 on.
+func TestInitR2KPartitionsCoversPartitionsAndRefusesAHole(t *testing.T) {
+	c := testenv.Redis(t)
+	ctx := context.Background()
+	name := testenv.Name(t, "m")
+	key := R2KKey(name)
+	t.Cleanup(func() { c.Do(context.Background(), c.B().Del().Key(key).Build()) })
+	tp := func(p int32) TopicPartition { return TopicPartition{Topic: "t", Partition: p} }
+	if err := InitR2KPartitions(ctx, c, name, map[TopicPartition]int64{tp(0): 5, tp(1): 6}); err != nil {
+		t.Fatal(err)
+	}
+	// A partition added to the topic is covered too.
+	if err := InitR2KPartitions(ctx, c, name, map[TopicPartition]int64{tp(0): 50, tp(1): 60, tp(2): 0}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := c.Do(ctx, c.B().Hmget().Key(key).Field("covered:t", "partition:t:0", "partition:t:2").Build()).AsStrSlice(); strings.Join(got, " ") != "3 5 0" {
+		t.Fatalf("covered, t:0, t:2 = %q, want 3 5 0", got)
+	}
+	c.Do(ctx, c.B().Hdel().Key(key).Field("partition:t:1").Build())
+	err := InitR2KPartitions(ctx, c, name, map[TopicPartition]int64{tp(0): 50, tp(1): 60, tp(2): 0})
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "partition 1") {
+		t.Fatalf("Init over a hole: %v, want ErrCorrupt naming partition 1", err)
+	}
+	if n, _ := c.Do(ctx, c.B().Hexists().Key(key).Field("partition:t:1").Build()).AsInt64(); n != 0 {
+		t.Fatal("the hole was filled")
 	}
 }
 

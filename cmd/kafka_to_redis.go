@@ -211,7 +211,7 @@ func (o *kafkaToRedisOptions) execute(a *app, c *cobra.Command) (err error) {
 	sd := newShutdown(a.logger())
 	defer sd.wait()
 	defer sd.spawn("close the Redis connection", rc.Close)
-	ctx, release, err := holdLease(ctx, rc, checkpoint.KindKafkaToRedis, name, o.run.leaseTTL, sd)
+	ctx, release, err := holdLease(ctx, rc, a.logger(), checkpoint.KindKafkaToRedis, name, o.run.leaseTTL, sd)
 	if err != nil {
 		return err
 	}

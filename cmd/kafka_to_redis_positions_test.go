@@ -91,7 +91,7 @@ func TestK2RStartLatestResumesFromWhereTheFirstRunStarted(t *testing.T) {
 		t.Fatalf("first run mirrored old records: %s", r.stdout)
 	}
 	ck, err := rc.Do(context.Background(), rc.B().Hgetall().Key(key).Build()).AsStrMap()
-	if err != nil || ck[topic+":0"] != "5" || ck["version"] != "1" || ck["kind"] != "kafka-to-redis" {
+	if err != nil || ck[topic+":0"] != "5" || ck["version"] != "2" || ck["kind"] != "kafka-to-redis" || ck["partitions"] != topic+":0" {
 		t.Fatalf("checkpoint after the first run: %v %v", ck, err)
 	}
 	produce(t, topic, []*kgo.Record{{Value: []byte(`{"n":"between runs"}`)}})
@@ -229,5 +229,15 @@ func TestK2RFollowMirrorsPartitionsAddedDuringTheRun(t *testing.T) {
 	}
 	if code, _ := p.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {
 		t.Fatalf("exit %d: %s", code, p.stderr.String())
+	}
+	// The partition taken on during the run is covered like the others:
+	// its position deleted, the next run refuses to start.
+	key1 := checkpoint.K2RKey(name, s1)
+	if got, _ := rc.Do(context.Background(), rc.B().Hget().Key(key1).Field("partitions").Build()).ToString(); got != topic+":1" {
+		t.Fatalf("checkpoint %s lists %q, want %s", key1, got, topic+":1")
+	}
+	must(t, rc.Do(context.Background(), rc.B().Hdel().Key(key1).Field(topic+":1").Build()).Error())
+	if r := xmirror(t, "k2r", "--topic", topic, "--stream", perPartition, "--name", name); r.code != 1 || !strings.Contains(r.stderr, key1) || !strings.Contains(r.stderr, "partition 1") {
+		t.Fatalf("run after the added partition's position was deleted: exit %d, stderr %q", r.code, r.stderr)
 	}
 }

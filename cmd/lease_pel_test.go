@@ -13,7 +13,7 @@ import (
 	"github.com/xmirror/xmirror/internal/testenv"
 )
 
-func TestSecondProcessUnderOneNameIsRefusedUntilTheLeaseExpires(t *testing.T) {
+func TestSecondProcessUnderOneNameIsRefusedWhileTheFirstRuns(t *testing.T) {
 	rc := testenv.Redis(t)
 	kc := testenv.Kafka(t)
 	stream := testenv.Stream(t, rc)
@@ -30,14 +30,23 @@ func TestSecondProcessUnderOneNameIsRefusedUntilTheLeaseExpires(t *testing.T) {
 	})
 
 	second := xmirror(t, args...)
-	if second.code != 1 || !strings.Contains(second.stderr, "already running") || !strings.Contains(second.stderr, "held by") {
+	if second.code != 1 || !strings.Contains(second.stderr, "already running") || !strings.Contains(second.stderr, "held by") ||
+		!strings.Contains(second.stderr, "is running on this host") {
 		t.Fatalf("second process: exit %d, stderr %q; want exit 1 naming the holder", second.code, second.stderr)
 	}
 
+	// Killed, the holder is gone: the next run takes its lease at once.
 	first.stop(t, syscall.SIGKILL, 5*time.Second)
-	// The crashed holder's lease outlives it until its TTL runs out.
-	if r := xmirror(t, args...); r.code != 1 {
-		t.Fatalf("right after kill -9: exit %d, want 1 while the lease is still held; stderr %q", r.code, r.stderr)
+	if r := mustMirror(t, args...); !strings.Contains(r.stderr, "took over the lease") {
+		t.Fatalf("right after kill -9: stderr %q, want the takeover logged", r.stderr)
+	}
+
+	// A lease of a process this host cannot see (another host, another
+	// container) is refused until it expires.
+	elsewhere := "elsewhere:1:00 start=1 boot=00000000-0000-0000-0000-000000000000 pidns=1"
+	must(t, rc.Do(context.Background(), rc.B().Set().Key(leaseKey).Value(elsewhere).Px(2*time.Second).Build()).Error())
+	if r := xmirror(t, args...); r.code != 1 || !strings.Contains(r.stderr, "another host") {
+		t.Fatalf("lease of another host: exit %d, stderr %q; want 1 while it lasts", r.code, r.stderr)
 	}
 	testenv.Wait(t, 5*time.Second, "the lease to expire", func() bool {
 		n, _ := rc.Do(context.Background(), rc.B().Exists().Key(leaseKey).Build()).AsInt64()

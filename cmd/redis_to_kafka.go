@@ -276,7 +276,7 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	sd := newShutdown(log)
 	defer sd.wait()
 	defer sd.spawn("close the Redis connection", rc.Close)
-	ctx, release, err := holdLease(ctx, rc, checkpoint.KindRedisToKafka, name, o.run.leaseTTL, sd)
+	ctx, release, err := holdLease(ctx, rc, log, checkpoint.KindRedisToKafka, name, o.run.leaseTTL, sd)
 	if err != nil {
 		return err
 	}
@@ -327,13 +327,7 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	if err != nil {
 		return err
 	}
-	fresh := map[checkpoint.TopicPartition]int64{}
-	for tp, off := range ends {
-		if _, ok := ck.Partitions[tp]; !ok {
-			fresh[tp] = off
-		}
-	}
-	if err := checkpoint.InitR2KPartitions(ctx, rc, name, fresh); err != nil {
+	if err := checkpoint.InitR2KPartitions(ctx, rc, name, ends); err != nil {
 		return err
 	}
 

@@ -46,7 +46,7 @@ func (f *runFlags) bind(c *cobra.Command) {
 	fs.IntVar(&f.maxInFlight, "max-in-flight", mirror.DefaultMaxInFlight, "batches written but not yet confirmed; more hides latency, costs memory")
 	fs.DurationVar(&f.timeout, "timeout", defaultOneShotTimeout, "one-shot: how long to retry an unreachable server before exiting 1 (follow retries forever)")
 	fs.StringVarP(&f.output, "output", "o", "text", "summary format: text or json")
-	fs.DurationVar(&f.leaseTTL, "lease-ttl", checkpoint.DefaultLeaseTTL, "how long a crashed mirror's lease keeps another process from starting under its name")
+	fs.DurationVar(&f.leaseTTL, "lease-ttl", checkpoint.DefaultLeaseTTL, "how long a crashed mirror's lease keeps another process from starting under its name; a run on the same host takes a dead process's lease over at once")
 }
 
 // validate reports every problem with the run flags.
@@ -200,10 +200,13 @@ func (s *shutdown) wait() {
 // the lease is lost (then context.Cause says why) and a release function,
 // a step of sd: a lease it cannot release in time expires after ttl, as a
 // crashed mirror's does.
-func holdLease(ctx context.Context, c rueidis.Client, kind, name string, ttl time.Duration, sd *shutdown) (context.Context, func(), error) {
+func holdLease(ctx context.Context, c rueidis.Client, log *slog.Logger, kind, name string, ttl time.Duration, sd *shutdown) (context.Context, func(), error) {
 	lease, err := checkpoint.AcquireLease(ctx, c, kind, name, ttl)
 	if err != nil {
 		return nil, nil, err
+	}
+	if old := lease.TookOver(); old != "" {
+		log.Info("took over the lease of a process of this host that is gone", "lease", lease.Key(), "old_holder", old)
 	}
 	runCtx, cancel := context.WithCancelCause(ctx)
 	go func() {

@@ -286,7 +286,9 @@ func (k *k2rSetup) add(ctx context.Context, src *KafkaSource, tps []checkpoint.T
 		return nil, Transient(fmt.Errorf("kafka %s: list stable offsets: %w", cfg.KafkaName, err))
 	}
 
-	fresh := map[string]map[checkpoint.TopicPartition]int64{}
+	// Every partition taken on, with where it stands: InitK2RPartitions
+	// stores the starts of the fresh ones and lists them all.
+	positions := map[string]map[checkpoint.TopicPartition]int64{}
 	for _, st := range states {
 		t, p := st.tp.Topic, st.tp.Partition
 		logStart, _ := starts.Lookup(t, p)
@@ -319,15 +321,18 @@ func (k *k2rSetup) add(ctx context.Context, src *KafkaSource, tps []checkpoint.T
 			// deciding afresh (--start latest would skip what came in
 			// between; earliest would not see a moved log start as a gap).
 			st.stored = st.next
-			s := streams[st.stream]
-			if fresh[s] == nil {
-				fresh[s] = map[checkpoint.TopicPartition]int64{}
-			}
-			fresh[s][st.tp] = st.next
 		}
+		s := streams[st.stream]
+		if positions[s] == nil {
+			positions[s] = map[checkpoint.TopicPartition]int64{}
+		}
+		positions[s][st.tp] = st.stored
 		st.target = lso.Offset
 	}
-	if err := checkpoint.InitK2RPartitions(ctx, k.rc, cfg.Name, fresh); err != nil {
+	if err := checkpoint.InitK2RPartitions(ctx, k.rc, cfg.Name, positions); err != nil {
+		if errors.Is(err, checkpoint.ErrCorrupt) {
+			return nil, err
+		}
 		return nil, Transient(fmt.Errorf("redis %s: %w", cfg.RedisName, err))
 	}
 
