@@ -297,6 +297,13 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 		return err
 	}
 
+	// What the topics accept sizes the producer, and the read-back below
+	// must be able to read records of that size.
+	limits, err := mirror.ReadTopicLimits(ctx, adm, topics)
+	if err != nil {
+		return kafkaEP.Explain(err)
+	}
+
 	// Entries read but not acknowledged by an earlier run may already be
 	// in Kafka: find them, so they are acknowledged, not written twice.
 	pending, err := src.Pending(ctx)
@@ -311,7 +318,7 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 		// The read-back is bounded like any one-shot step, in both modes:
 		// nothing may be produced before it completes.
 		scanCtx, cancel := context.WithTimeout(ctx, o.run.timeout)
-		written, err := mirror.ScanWritten(scanCtx, kafkaEP.ClientOpts(), adm, topics, ck.Partitions, streamSet)
+		written, err := mirror.ScanWritten(scanCtx, append(kafkaEP.ClientOpts(), kgo.BrokerMaxReadBytes(mirror.ConsumerReadBytes(limits.Largest()))), adm, topics, ck.Partitions, streamSet)
 		cancel()
 		if err != nil {
 			if scanCtx.Err() != nil && ctx.Err() == nil {
@@ -323,17 +330,13 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 		src.SkipWritten(written)
 	}
 
-	batchLimit, err := mirror.BatchLimit(ctx, adm, topics)
-	if err != nil {
-		return kafkaEP.Explain(err)
-	}
 	tuning := mirror.ProducerTuning{
 		Linger:      o.linger,
 		Compression: o.compression,
 		// A batch holds up to --batch-size entries per stream; room for
 		// every batch in flight keeps Write from blocking on the buffer.
 		MaxBufferedRecords: o.run.batchSize * len(o.streams) * (o.run.maxInFlight + 1),
-		BatchMaxBytes:      batchLimit,
+		Limits:             limits,
 	}
 	popts, err := mirror.ProducerOpts(tuning)
 	if err != nil {
@@ -350,9 +353,9 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 		Format:     format,
 		ValueField: o.valueField,
 		KeyField:   o.keyField,
-		// The producer's batch limit is the topics' limit; a record
+		// The producer's batch limit is each topic's limit; a record
 		// beyond it fails on its own, before it is sent.
-		MaxRecordBytes: int(batchLimit),
+		Limits: limits.Topics,
 	}
 	if !o.run.follow {
 		sinkCfg.ConfirmTimeout = o.run.timeout

@@ -137,8 +137,20 @@ func NewK2R(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg K2RCo
 	}
 	src.lastPartitionCheck = time.Now()
 
+	// A broker sends a batch larger than the fetch's byte limits whole when
+	// it is the first of the response, so records as large as the topics
+	// allow are read; the response must fit what the client reads. Without
+	// the right to read the configs, the default fits records up to about
+	// 50 MiB.
+	readBytes := ConsumerReadBytes(defaultMessageMaxBytes)
+	if limits, err := ReadTopicLimits(ctx, adm, cfg.Topics); err == nil {
+		readBytes = ConsumerReadBytes(limits.Largest())
+	} else {
+		log.Debug("cannot read the topics' record size limits; assuming Kafka's defaults", "err", err)
+	}
 	opts := append([]kgo.Opt{}, cfg.KafkaOpts...)
 	opts = append(opts,
+		kgo.BrokerMaxReadBytes(readBytes),
 		kgo.ConsumePartitions(consume),
 		// Only committed transactional records; their markers are kept
 		// so the position moves past them and a one-shot run sees it

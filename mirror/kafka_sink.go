@@ -45,10 +45,10 @@ type KafkaSinkConfig struct {
 	ValueField string
 	// KeyField, when set, is the field whose value becomes the record key.
 	KeyField string
-	// MaxRecordBytes, when set, is the largest record batch the topics
-	// accept (see BatchLimit): an entry whose record cannot fit fails
-	// before it is produced, and the batch stops right before it.
-	MaxRecordBytes int
+	// Limits, when set, are the record batch limits of the topics (see
+	// ReadTopicLimits): an entry whose record cannot fit its topic's
+	// fails before it is produced, and the batch stops right before it.
+	Limits map[string]RecordLimit
 	// ConfirmTimeout, when set, fails a batch Kafka has not fully
 	// confirmed within it (one-shot runs are bounded; follow runs wait).
 	// franz-go's own record timeout cannot serve: it counts from the
@@ -81,8 +81,10 @@ type ProducerTuning struct {
 	// MaxBufferedRecords bounds the records waiting in the producer:
 	// Write blocks beyond it, which bounds memory.
 	MaxBufferedRecords int
-	// BatchMaxBytes bounds a record batch (see BatchLimit); 0 is 1 MiB.
-	BatchMaxBytes int32
+	// Limits are what the topics and brokers accept (ReadTopicLimits):
+	// a partition's batch may grow to its topic's limit, and requests to
+	// the brokers' request limit. Without them, Kafka's defaults.
+	Limits TopicLimits
 }
 
 // ProducerOpts are the kgo options of xmirror's producer: idempotent with
@@ -94,13 +96,25 @@ func ProducerOpts(t ProducerTuning) ([]kgo.Opt, error) {
 		kgo.RecordPartitioner(streamPartitioner()),
 		kgo.ProducerLinger(t.Linger),
 	}
-	// Let a partition's batch grow as large as the topic accepts: a
-	// one-shot run drains a backlog as fast as Kafka takes it.
-	if t.BatchMaxBytes > 0 {
-		opts = append(opts, kgo.ProducerBatchMaxBytes(t.BatchMaxBytes))
-	} else {
-		opts = append(opts, kgo.ProducerBatchMaxBytes(maxProducerBatchBytes))
+	// Let a partition's batch grow as large as its topic accepts: a
+	// one-shot run drains a backlog as fast as Kafka takes it, and a
+	// record as large as the topic allows can be sent at all (franz-go
+	// refuses a record larger than the batch limit). The memory a batch
+	// holds stays bounded by MaxBufferedRecords, not by this limit.
+	request := t.Limits.RequestBytes
+	if request <= 0 {
+		request = defaultSocketRequestMaxBytes
 	}
+	fallback := min(int32(defaultMessageMaxBytes), request-produceRequestOverhead)
+	topics := t.Limits.Topics
+	opts = append(opts,
+		kgo.BrokerMaxWriteBytes(request),
+		kgo.ProducerBatchMaxBytesFn(func(topic string) int32 {
+			if l, ok := topics[topic]; ok && l.Bytes > 0 {
+				return l.Bytes
+			}
+			return fallback
+		}))
 	if t.MaxBufferedRecords > 0 {
 		opts = append(opts, kgo.MaxBufferedRecords(t.MaxBufferedRecords))
 	}
@@ -162,9 +176,12 @@ type EntryError struct {
 
 func (e *EntryError) Error() string {
 	msg := fmt.Sprintf("stream %q entry %s to topic %q: %v", e.Stream, e.ID, e.Topic, e.Err)
+	var tooLarge *RecordTooLargeError
 	switch {
+	case errors.As(e.Err, &tooLarge):
+		msg += "; " + tooLarge.Limit.Hint(tooLarge.Size)
 	case errors.Is(e.Err, kerr.MessageTooLarge), errors.Is(e.Err, kerr.RecordListTooLarge):
-		msg += "; the record is larger than the broker or topic accepts (max.message.bytes); raise that limit, or remove or trim the entry"
+		msg += fmt.Sprintf("; the record is larger than the broker or topic accepts: raise the topic's max.message.bytes (kafka-configs --bootstrap-server <broker> --alter --entity-type topics --entity-name %s --add-config max.message.bytes=N), or remove or trim the entry", e.Topic)
 	case errors.Is(e.Err, kerr.UnknownTopicOrPartition):
 		msg += "; does the topic exist? (--create-topic creates it)"
 	case errors.Is(e.Err, kerr.TopicAuthorizationFailed):
@@ -275,20 +292,17 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 			r.Value = arena[start:len(arena):len(arena)]
 		}
 		r.Headers = headers[hstart:len(headers):len(headers)]
-		if k.cfg.MaxRecordBytes > 0 {
-			if size := recordSize(r); size > k.cfg.MaxRecordBytes-recordOverhead {
-				// Refuse it here rather than let Kafka refuse it: the
-				// entries after it are not produced, so the stream's
-				// order holds when the limit is raised and it is retried.
-				mu.Lock()
-				if i < firstErr { // an earlier record may already have failed
-					firstErr = i
-					err = &EntryError{Stream: e.Stream, ID: e.ID, Topic: r.Topic,
-						Err: fmt.Errorf("%w: the record takes %d bytes, the topic accepts %d", kerr.MessageTooLarge, size, k.cfg.MaxRecordBytes-recordOverhead)}
-				}
-				mu.Unlock()
-				break
+		if tooLarge := k.tooLarge(r); tooLarge != nil {
+			// Refuse it here rather than let Kafka refuse it: the
+			// entries after it are not produced, so the stream's
+			// order holds when the limit is raised and it is retried.
+			mu.Lock()
+			if i < firstErr { // an earlier record may already have failed
+				firstErr = i
+				err = &EntryError{Stream: e.Stream, ID: e.ID, Topic: r.Topic, Err: tooLarge}
 			}
+			mu.Unlock()
+			break
 		}
 		remaining.Add(1)
 		k.cfg.Client.Produce(ctx, r, promise)
@@ -296,16 +310,51 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 	finish()
 }
 
-// recordOverhead is what a record batch of one record adds to the record's
-// key, value and headers, rounded up: the batch header (61 bytes) and the
-// record's own length fields.
-const recordOverhead = 128
+// RecordTooLargeError refuses a record larger than its topic accepts.
+type RecordTooLargeError struct {
+	Size  int // the record batch it would take, in bytes
+	Limit RecordLimit
+}
 
-// recordSize is the bytes of a record's key, value and headers.
-func recordSize(r *kgo.Record) int {
-	n := len(r.Key) + len(r.Value)
+func (e *RecordTooLargeError) Error() string {
+	setting := "its " + SettingTopic
+	if e.Limit.Setting != SettingTopic {
+		setting = "the broker's " + e.Limit.Setting
+	}
+	return fmt.Sprintf("%v: the record takes %d bytes, more than the %d the topic accepts (%s)", kerr.MessageTooLarge, e.Size, e.Limit.Bytes, setting)
+}
+
+// Unwrap makes it a kerr.MessageTooLarge, as Kafka's own refusal is.
+func (e *RecordTooLargeError) Unwrap() error { return kerr.MessageTooLarge }
+
+// tooLarge refuses r when a batch of r alone exceeds its topic's limit.
+func (k *KafkaSink) tooLarge(r *kgo.Record) error {
+	l, ok := k.cfg.Limits[r.Topic]
+	if !ok || l.Bytes <= 0 {
+		return nil
+	}
+	if size := batchSize(r); size > int(l.Bytes) {
+		return &RecordTooLargeError{Size: size, Limit: l}
+	}
+	return nil
+}
+
+// batchSize is, at least, the bytes of a record batch holding r alone, as
+// Kafka measures it against max.message.bytes (uncompressed): the batch
+// header, and the record with its length fields counted at their largest.
+// A header costs its name and value plus two length fields, which adds up
+// on an entry of many fields.
+func batchSize(r *kgo.Record) int {
+	const (
+		batchHeader = 61
+		// length, attributes, timestamp and offset deltas, key and
+		// value lengths and header count, each at its widest varint
+		recordFixed = 5 + 1 + 10 + 5 + 5 + 5 + 5
+		varint      = 5 // a header name's or value's length
+	)
+	n := batchHeader + recordFixed + len(r.Key) + len(r.Value)
 	for _, h := range r.Headers {
-		n += len(h.Key) + len(h.Value)
+		n += 2*varint + len(h.Key) + len(h.Value)
 	}
 	return n
 }
