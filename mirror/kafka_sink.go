@@ -10,6 +10,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -339,24 +340,27 @@ func (k *KafkaSink) tooLarge(r *kgo.Record) error {
 	return nil
 }
 
-// batchSize is, at least, the bytes of a record batch holding r alone, as
-// Kafka measures it against max.message.bytes (uncompressed): the batch
-// header, and the record with its length fields counted at their largest.
-// A header costs its name and value plus two length fields, which adds up
-// on an entry of many fields.
+// batchSize is the bytes of a record batch holding r alone, as franz-go
+// measures it against the batch limit before it sends it (Kafka measures
+// the same batch 4 bytes smaller, without the array length): the batch
+// header, and the record with a length field for each of its parts. A
+// header costs its name and value plus two length fields, which adds up on
+// an entry of many fields.
 func batchSize(r *kgo.Record) int {
-	const (
-		batchHeader = 61
-		// length, attributes, timestamp and offset deltas, key and
-		// value lengths and header count, each at its widest varint
-		recordFixed = 5 + 1 + 10 + 5 + 5 + 5 + 5
-		varint      = 5 // a header name's or value's length
-	)
-	n := batchHeader + recordFixed + len(r.Key) + len(r.Value)
+	// Array length, base offset, batch length, leader epoch, magic, CRC,
+	// attributes, last offset delta, first and max timestamps, producer
+	// ID and epoch, base sequence, record count.
+	const batchHeader = 4 + 8 + 4 + 4 + 1 + 4 + 2 + 4 + 8 + 8 + 8 + 2 + 4 + 4
+	// Attributes, and the timestamp and offset deltas, 0 for the first
+	// record of a batch.
+	n := 1 + 1 + 1
+	n += kbin.VarintLen(int32(len(r.Key))) + len(r.Key)
+	n += kbin.VarintLen(int32(len(r.Value))) + len(r.Value)
+	n += kbin.VarintLen(int32(len(r.Headers)))
 	for _, h := range r.Headers {
-		n += 2*varint + len(h.Key) + len(h.Value)
+		n += kbin.VarintLen(int32(len(h.Key))) + len(h.Key) + kbin.VarintLen(int32(len(h.Value))) + len(h.Value)
 	}
-	return n
+	return batchHeader + kbin.VarintLen(int32(n)) + n
 }
 
 // headerCount is how many headers the batch's records need in all.
