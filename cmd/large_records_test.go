@@ -38,9 +38,10 @@ func sizedTopic(t *testing.T, kc *kgo.Client, maxMessageBytes int) string {
 		defer cancel()
 		adm.DeleteTopics(ctx, topic)
 	})
-	if got := topicMaxMessageBytes(t, adm, topic); got != limit {
-		t.Fatalf("topic %s: the broker reports max.message.bytes %q, want %s", topic, got, limit)
-	}
+	// A new topic's configs can be described a moment after it exists.
+	testenv.Wait(t, 10*time.Second, "topic "+topic+" to report max.message.bytes "+limit, func() bool {
+		return topicMaxMessageBytes(t, adm, topic) == limit
+	})
 	return topic
 }
 
@@ -50,7 +51,7 @@ func topicMaxMessageBytes(t *testing.T, adm *kadm.Client, topic string) string {
 	defer cancel()
 	rcs, err := adm.DescribeTopicConfigs(ctx, topic)
 	if err != nil {
-		t.Fatal(err)
+		return ""
 	}
 	for _, rc := range rcs {
 		for _, c := range rc.Configs {

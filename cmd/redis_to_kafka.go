@@ -51,6 +51,7 @@ type redisToKafkaOptions struct {
 	compression  string
 	claimIdle    time.Duration
 	batchBytes   int
+	maxFields    int
 }
 
 func newRedisToKafkaCmd(a *app) *cobra.Command {
@@ -100,6 +101,7 @@ Mapping:
 	fs.DurationVar(&o.linger, "linger", defaultLinger, "how long the producer lets a batch fill before sending it")
 	fs.StringVar(&o.compression, "compression", "none", "record batch compression: none, gzip, snappy, lz4 or zstd")
 	fs.DurationVar(&o.claimIdle, "claim-idle", 0, "take over entries other consumers of the group left pending this long (XAUTOCLAIM); 0 never")
+	fs.IntVar(&o.maxFields, "max-fields", mirror.DefaultMaxFields, "warn (once per stream) when an entry has more fields than this, which kafka-to-redis with the same --max-fields refuses; the entry is written all the same")
 	fs.IntVar(&o.batchBytes, "batch-bytes", defaultBatchBytes, "about the most entry data (field names and values, in bytes) one read takes from a stream; --batch-size still bounds the entries; 0 no bound")
 	return c
 }
@@ -189,6 +191,9 @@ func (o *redisToKafkaOptions) validate() (mirror.Template, map[string]string, mi
 	}
 	if o.linger < 0 {
 		problems = append(problems, "--linger must not be negative")
+	}
+	if o.maxFields < 1 {
+		problems = append(problems, fmt.Sprintf("--max-fields must be at least 1, got %d", o.maxFields))
 	}
 	if o.batchBytes < 0 {
 		problems = append(problems, fmt.Sprintf("--batch-bytes must not be negative, got %d (0 turns the byte bound off)", o.batchBytes))
@@ -355,7 +360,9 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 		KeyField:   o.keyField,
 		// The producer's batch limit is each topic's limit; a record
 		// beyond it fails on its own, before it is sent.
-		Limits: limits.Topics,
+		Limits:     limits.Topics,
+		WarnFields: o.maxFields,
+		Logger:     log,
 	}
 	if !o.run.follow {
 		sinkCfg.ConfirmTimeout = o.run.timeout

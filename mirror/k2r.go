@@ -44,12 +44,15 @@ type K2RConfig struct {
 	Headers              bool
 	ValueField, KeyField string
 	PreserveIDs          bool
-	MaxLen               int64
-	StartLatest          bool
-	OnError, OnGap       string
-	DeadLetterStream     string
-	BatchSize            int
-	Follow               bool
+	// MaxFields refuses, as undecodable, a record that maps to more
+	// fields (DefaultMaxFields when zero).
+	MaxFields        int
+	MaxLen           int64
+	StartLatest      bool
+	OnError, OnGap   string
+	DeadLetterStream string
+	BatchSize        int
+	Follow           bool
 	// RetryFor bounds, in one-shot, how long a transient failure is
 	// retried and how long Kafka may go without delivering anything to
 	// partitions short of their snapshot end.
@@ -94,7 +97,7 @@ func NewK2R(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg K2RCo
 	}
 	src := &KafkaSource{
 		mapping: recordMapping{format: cfg.Format, headers: cfg.Headers, valueField: cfg.ValueField,
-			keyField: cfg.KeyField, preserveIDs: cfg.PreserveIDs},
+			keyField: cfg.KeyField, preserveIDs: cfg.PreserveIDs, maxFields: cfg.MaxFields},
 		onError:        cfg.OnError,
 		follow:         cfg.Follow,
 		batchSize:      cfg.BatchSize,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,6 +51,12 @@ type KafkaSinkConfig struct {
 	// ReadTopicLimits): an entry whose record cannot fit its topic's
 	// fails before it is produced, and the batch stops right before it.
 	Limits map[string]RecordLimit
+	// WarnFields, when set, is kafka-to-redis's --max-fields: an entry
+	// with more fields is written all the same, and a warning says, once
+	// per stream, that the reverse direction would refuse its record.
+	WarnFields int
+	// Logger receives that warning.
+	Logger *slog.Logger
 	// ConfirmTimeout, when set, fails a batch Kafka has not fully
 	// confirmed within it (one-shot runs are bounded; follow runs wait).
 	// franz-go's own record timeout cannot serve: it counts from the
@@ -61,6 +68,9 @@ type KafkaSinkConfig struct {
 // (acks=all) and confirms a batch when Kafka acknowledged all of it.
 type KafkaSink struct {
 	cfg KafkaSinkConfig
+
+	mu         sync.Mutex
+	warnedWide map[string]bool // streams warned of an entry wider than WarnFields
 }
 
 // NewKafkaSink returns a sink writing through cfg.Client.
@@ -68,7 +78,10 @@ func NewKafkaSink(cfg KafkaSinkConfig) *KafkaSink {
 	if cfg.ValueField == "" {
 		cfg.ValueField = "value"
 	}
-	return &KafkaSink{cfg: cfg}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &KafkaSink{cfg: cfg, warnedWide: map[string]bool{}}
 }
 
 // ProducerTuning are the knobs of the producer a user may reach for.
@@ -270,6 +283,9 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 		}
 		r := &records[i]
 		r.Topic = k.cfg.Topics[e.Stream]
+		if k.cfg.WarnFields > 0 && len(e.Fields) > k.cfg.WarnFields {
+			k.warnWide(e, r.Topic)
+		}
 		r.Timestamp = idTime(e.ID)
 		hstart := len(headers)
 		headers = append(headers, kgo.RecordHeader{Key: HeaderStream, Value: bytesOf(e.Stream)}, kgo.RecordHeader{Key: HeaderID, Value: bytesOf(e.ID)})
@@ -309,6 +325,20 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 		k.cfg.Client.Produce(ctx, r, promise)
 	}
 	finish()
+}
+
+// warnWide says, once per stream, that an entry is written whose record
+// kafka-to-redis would refuse: as many fields as the entry has is what its
+// record maps back to, in either format.
+func (k *KafkaSink) warnWide(e *Entry, topic string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.warnedWide[e.Stream] {
+		return
+	}
+	k.warnedWide[e.Stream] = true
+	k.cfg.Logger.Warn(fmt.Sprintf("an entry has more fields than kafka-to-redis takes with --max-fields %d: it is written, but mirroring it back needs kafka-to-redis --max-fields %d or more (warned once per stream)", k.cfg.WarnFields, len(e.Fields)),
+		"stream", e.Stream, "entry", e.ID, "topic", topic, "fields", len(e.Fields))
 }
 
 // RecordTooLargeError refuses a record larger than its topic accepts.
