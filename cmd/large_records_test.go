@@ -215,3 +215,57 @@ func TestRecordAboveTheBrokerDefaultNamesMessageMaxBytes(t *testing.T) {
 		}
 	}
 }
+
+// A record larger than a fetch's per-partition byte limit (1 MiB) comes
+// whole only as the first batch of a fetch response; records of that size
+// in every partition must all be read, none starved.
+func TestKafkaToRedisReadsRecordsLargerThanAFetchInEveryPartition(t *testing.T) {
+	rc := testenv.Redis(t)
+	kc := testenv.Kafka(t)
+	topic := testenv.Name(t, "t")
+	adm := kadm.NewClient(kc)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	limit := strconv.Itoa(16 << 20)
+	resp, err := adm.CreateTopic(ctx, 3, 1, map[string]*string{"max.message.bytes": &limit}, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { adm.DeleteTopics(context.Background(), topic) })
+	testenv.Wait(t, 10*time.Second, "the topic's max.message.bytes", func() bool { return topicMaxMessageBytes(t, adm, topic) == limit })
+
+	// A plain producer, one record per batch, three 3 MiB records per
+	// partition.
+	pc := testenv.Kafka(t, kgo.ProducerBatchMaxBytes(16<<20), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	want := map[int32][]string{}
+	for p := int32(0); p < 3; p++ {
+		for i := 0; i < 3; i++ {
+			v := payload(3<<20, int64(10*p)+int64(i), false)
+			want[p] = append(want[p], v)
+			r := &kgo.Record{Topic: topic, Partition: p, Value: []byte(`{"value":"` + v + `"}`)}
+			if err := pc.ProduceSync(ctx, r).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	prefix := testenv.Name(t, "s")
+	for p := 0; p < 3; p++ {
+		s := prefix + "-" + strconv.Itoa(p)
+		t.Cleanup(func() { rc.Do(context.Background(), rc.B().Del().Key(s).Build()) })
+	}
+	mustMirror(t, "k2r", "--topic", topic, "--stream", prefix+"-{partition}", "--name", testenv.Name(t, "k2r"))
+	for p := int32(0); p < 3; p++ {
+		got := readSlices(t, rc, prefix+"-"+strconv.Itoa(int(p)))
+		if len(got) != len(want[p]) {
+			t.Fatalf("partition %d: %d entries, want %d", p, len(got), len(want[p]))
+		}
+		for i, e := range got {
+			if len(e.FieldValues) != 1 || e.FieldValues[0].Field != "value" || e.FieldValues[0].Value != want[p][i] {
+				t.Fatalf("partition %d entry %d: not the record's value", p, i)
+			}
+		}
+	}
+}
