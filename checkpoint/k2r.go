@@ -321,11 +321,6 @@ end
 return res
 `
 
-// MaxFields bounds the fields of one entry: a record that maps to more is
-// refused as undecodable (see the README), which keeps one entry's XADD
-// within what a batch is sized for.
-const MaxFields = 3000
-
 // ApplyK2R applies the steps' writes: for each stream, its entries and the
 // new positions of their partitions, in one transaction, if and only if the
 // checkpoint holds the positions the write starts from. Every write's

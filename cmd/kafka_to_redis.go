@@ -24,6 +24,7 @@ type kafkaToRedisOptions struct {
 	valueField  string
 	keyField    string
 	preserveIDs bool
+	maxFields   int
 	maxLen      int64
 	start       string
 	onError     string
@@ -78,7 +79,8 @@ Mapping (the inverse of redis-to-kafka):
   (an ID at or below the stream's top counts as already present).
 
 A record that cannot become an entry (not a JSON object, a null value in json,
-no fields at all, no xmirror.id with --preserve-ids) is handled by --on-error:
+no fields at all, more fields than --max-fields (default 1000000), no
+xmirror.id with --preserve-ids) is handled by --on-error:
 fail (stop; what came before it is written), skip (log and count it) or
 dead-letter (copy it to --dead-letter-stream, at least once).`,
 		Example: `  # copy the topic "orders" into the stream "orders", once
@@ -101,6 +103,7 @@ dead-letter (copy it to --dead-letter-stream, at least once).`,
 	fs.StringVar(&o.valueField, "value-field", mirror.DefaultValueField, "raw format: the field that receives the record value")
 	fs.StringVar(&o.keyField, "key-field", mirror.DefaultKeyField, "raw format: the field that receives the record key")
 	fs.BoolVar(&o.preserveIDs, "preserve-ids", false, "take each entry's ID from its xmirror.id header instead of letting Redis choose (one partition per stream)")
+	fs.IntVar(&o.maxFields, "max-fields", mirror.DefaultMaxFields, "the most fields one entry may have: a record that maps to more is handled by --on-error (redis-to-kafka warns of such entries)")
 	fs.Int64Var(&o.maxLen, "maxlen", 0, "trim each stream to about this many entries (XADD MAXLEN ~); 0 keeps everything")
 	fs.StringVar(&o.start, "start", "earliest", "where a partition without a checkpoint starts: earliest or latest")
 	fs.StringVar(&o.onError, "on-error", mirror.OnErrorFail, "a record that cannot be decoded: fail, skip or dead-letter")
@@ -146,6 +149,9 @@ func (o *kafkaToRedisOptions) validate(c *cobra.Command) (mirror.StreamTemplate,
 		}
 	} else if c.Flags().Changed("value-field") || c.Flags().Changed("key-field") {
 		problems = append(problems, "--value-field and --key-field are for --format raw")
+	}
+	if o.maxFields < 1 {
+		problems = append(problems, fmt.Sprintf("--max-fields must be at least 1, got %d", o.maxFields))
 	}
 	if o.maxLen < 0 {
 		problems = append(problems, fmt.Sprintf("--maxlen must be 0 (no trimming) or positive, got %d", o.maxLen))
@@ -232,6 +238,7 @@ func (o *kafkaToRedisOptions) execute(a *app, c *cobra.Command) (err error) {
 		ValueField:       o.valueField,
 		KeyField:         o.keyField,
 		PreserveIDs:      o.preserveIDs,
+		MaxFields:        o.maxFields,
 		MaxLen:           o.maxLen,
 		StartLatest:      o.start == "latest",
 		OnError:          o.onError,

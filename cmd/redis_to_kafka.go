@@ -56,6 +56,7 @@ type redisToKafkaOptions struct {
 	onError      string
 	deadLetter   string
 	timestamp    string
+	maxFields    int
 }
 
 func newRedisToKafkaCmd(a *app) *cobra.Command {
@@ -118,6 +119,7 @@ at least once, then acknowledge it).`,
 	fs.DurationVar(&o.linger, "linger", defaultLinger, "how long the producer lets a batch fill before sending it")
 	fs.StringVar(&o.compression, "compression", "none", "record batch compression: none, gzip, snappy, lz4 or zstd")
 	fs.DurationVar(&o.claimIdle, "claim-idle", 0, "take over entries other consumers of the group left pending this long (XAUTOCLAIM); 0 never")
+	fs.IntVar(&o.maxFields, "max-fields", mirror.DefaultMaxFields, "warn (once per stream) when an entry has more fields than this, which kafka-to-redis with the same --max-fields refuses; the entry is written all the same")
 	fs.IntVar(&o.batchBytes, "batch-bytes", defaultBatchBytes, "about the most entry data (field names and values, in bytes) one read takes from a stream; --batch-size still bounds the entries; 0 no bound")
 	fs.StringVar(&o.onError, "on-error", mirror.OnErrorFail, "an entry Kafka refuses (too large, timestamp out of range): fail, skip or dead-letter")
 	fs.StringVar(&o.deadLetter, "dead-letter-stream", "", "with --on-error dead-letter: the stream (in the source Redis) receiving refused entries")
@@ -210,6 +212,9 @@ func (o *redisToKafkaOptions) validate() (mirror.Template, map[string]string, mi
 	}
 	if o.linger < 0 {
 		problems = append(problems, "--linger must not be negative")
+	}
+	if o.maxFields < 1 {
+		problems = append(problems, fmt.Sprintf("--max-fields must be at least 1, got %d", o.maxFields))
 	}
 	if o.batchBytes < 0 {
 		problems = append(problems, fmt.Sprintf("--batch-bytes must not be negative, got %d (0 turns the byte bound off)", o.batchBytes))
@@ -351,6 +356,13 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 		return err
 	}
 
+	// What the topics accept sizes the producer, and the read-back below
+	// must be able to read records of that size.
+	limits, err := mirror.ReadTopicLimits(ctx, adm, topics)
+	if err != nil {
+		return kafkaEP.Explain(err)
+	}
+
 	// Entries read but not acknowledged by an earlier run may already be
 	// in Kafka: find them, so they are acknowledged, not written twice.
 	pending, err := src.Pending(ctx)
@@ -365,7 +377,7 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 		// The read-back is bounded like any one-shot step, in both modes:
 		// nothing may be produced before it completes.
 		scanCtx, cancel := context.WithTimeout(ctx, o.run.timeout)
-		written, err := mirror.ScanWritten(scanCtx, kafkaEP.ClientOpts(), adm, topics, ck.Partitions, streamSet)
+		written, err := mirror.ScanWritten(scanCtx, append(kafkaEP.ClientOpts(), kgo.BrokerMaxReadBytes(mirror.ConsumerReadBytes(limits.Largest()))), adm, topics, ck.Partitions, streamSet)
 		cancel()
 		if err != nil {
 			if scanCtx.Err() != nil && ctx.Err() == nil {
@@ -377,10 +389,6 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 		src.SkipWritten(written)
 	}
 
-	batchLimit, err := mirror.BatchLimit(ctx, adm, topics)
-	if err != nil {
-		return kafkaEP.Explain(err)
-	}
 	timestamps, err := mirror.TimestampPolicies(ctx, adm, topics)
 	if err != nil {
 		return kafkaEP.Explain(err)
@@ -391,7 +399,7 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 		// A batch holds up to --batch-size entries per stream; room for
 		// every batch in flight keeps Write from blocking on the buffer.
 		MaxBufferedRecords: o.run.batchSize * len(o.streams) * (o.run.maxInFlight + 1),
-		BatchMaxBytes:      batchLimit,
+		Limits:             limits,
 
 		KeptPartitions:  kept,
 		PartitionsAdded: grown.warn,
@@ -411,9 +419,10 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 		Format:     format,
 		ValueField: o.valueField,
 		KeyField:   o.keyField,
-		// The producer's batch limit is the topics' limit; a record
+		// The producer's batch limit is each topic's limit; a record
 		// beyond it fails on its own, before it is sent.
-		MaxRecordBytes: int(batchLimit),
+		Limits:     limits.Topics,
+		WarnFields: o.maxFields,
 
 		Timestamp:         mirror.TimestampSource(o.timestamp),
 		TimestampPolicies: timestamps,

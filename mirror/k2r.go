@@ -44,12 +44,15 @@ type K2RConfig struct {
 	Headers              bool
 	ValueField, KeyField string
 	PreserveIDs          bool
-	MaxLen               int64
-	StartLatest          bool
-	OnError, OnGap       string
-	DeadLetterStream     string
-	BatchSize            int
-	Follow               bool
+	// MaxFields refuses, as undecodable, a record that maps to more
+	// fields (DefaultMaxFields when zero).
+	MaxFields        int
+	MaxLen           int64
+	StartLatest      bool
+	OnError, OnGap   string
+	DeadLetterStream string
+	BatchSize        int
+	Follow           bool
 	// RetryFor bounds, in one-shot, how long a transient failure is
 	// retried and how long Kafka may go without delivering anything to
 	// partitions short of their snapshot end.
@@ -94,7 +97,7 @@ func NewK2R(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg K2RCo
 	}
 	src := &KafkaSource{
 		mapping: recordMapping{format: cfg.Format, headers: cfg.Headers, valueField: cfg.ValueField,
-			keyField: cfg.KeyField, preserveIDs: cfg.PreserveIDs},
+			keyField: cfg.KeyField, preserveIDs: cfg.PreserveIDs, maxFields: cfg.MaxFields},
 		onError:        cfg.OnError,
 		follow:         cfg.Follow,
 		batchSize:      cfg.BatchSize,
@@ -137,8 +140,20 @@ func NewK2R(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg K2RCo
 	}
 	src.lastPartitionCheck = time.Now()
 
+	// A broker sends a batch larger than the fetch's byte limits whole when
+	// it is the first of the response, so records as large as the topics
+	// allow are read; the response must fit what the client reads. Without
+	// the right to read the configs, the default fits records up to about
+	// 50 MiB.
+	readBytes := ConsumerReadBytes(defaultMessageMaxBytes)
+	if limits, err := ReadTopicLimits(ctx, adm, cfg.Topics); err == nil {
+		readBytes = ConsumerReadBytes(limits.Largest())
+	} else {
+		log.Debug("cannot read the topics' record size limits; assuming Kafka's defaults", "err", err)
+	}
 	opts := append([]kgo.Opt{}, cfg.KafkaOpts...)
 	opts = append(opts,
+		kgo.BrokerMaxReadBytes(readBytes),
 		kgo.ConsumePartitions(consume),
 		// Only committed transactional records; their markers are kept
 		// so the position moves past them and a one-shot run sees it

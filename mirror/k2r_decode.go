@@ -7,8 +7,6 @@ import (
 	"strings"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/xmirror/xmirror/checkpoint"
 )
 
 // Defaults of the raw format's field names, the same as redis-to-kafka's.
@@ -16,6 +14,17 @@ const (
 	DefaultValueField = "value"
 	DefaultKeyField   = "key"
 )
+
+// DefaultMaxFields is the most fields kafka-to-redis makes one entry of
+// (--max-fields), and above which redis-to-kafka warns. Redis itself sets
+// no such bound: XADD takes up to 2^31 arguments, and a batch's XADDs go
+// through MULTI/EXEC, not a script's argument list (which is what an
+// earlier bound of 3,000 was sized for). What is left to bound is memory:
+// a record is decoded whole, and its fields become XADD arguments, about
+// 200 bytes per field in all (an entry of a million one-byte fields
+// peaked at 220 MiB), so a hostile record cannot take much more than that.
+// redis-to-kafka reading such an entry costs about as much.
+const DefaultMaxFields = 1_000_000
 
 // recordMapping turns Kafka records into stream entries.
 type recordMapping struct {
@@ -27,13 +36,15 @@ type recordMapping struct {
 	valueField, keyField string
 	// preserveIDs takes the entry ID from the xmirror.id header.
 	preserveIDs bool
+	// maxFields refuses a record mapping to more fields
+	// (DefaultMaxFields when zero).
+	maxFields int
 }
 
 // Why a record cannot become an entry.
 var (
 	errNullValue   = errors.New("value is null (a tombstone), not a JSON object")
 	errNoFields    = errors.New("record maps to no fields, and a stream entry needs at least one")
-	errTooMany     = fmt.Errorf("record maps to more than %d fields", checkpoint.MaxFields)
 	errNoLineageID = errors.New("--preserve-ids: record has no " + HeaderID + " header to take the entry ID from")
 )
 
@@ -78,13 +89,27 @@ func (m *recordMapping) decode(r *kgo.Record, dst []Field) ([]Field, string, err
 	default:
 		return dst, "", fmt.Errorf("unknown format %q", m.format)
 	}
+	limit := m.maxFields
+	if limit <= 0 {
+		limit = DefaultMaxFields
+	}
 	switch n := len(dst) - start; {
 	case n == 0:
 		return dst, "", errNoFields
-	case n > checkpoint.MaxFields:
-		return dst[:start], "", errTooMany
+	case n > limit:
+		return dst[:start], "", &TooManyFieldsError{Fields: n, Limit: limit}
 	}
 	return dst, id, nil
+}
+
+// TooManyFieldsError refuses a record that maps to more fields than
+// --max-fields.
+type TooManyFieldsError struct {
+	Fields, Limit int
+}
+
+func (e *TooManyFieldsError) Error() string {
+	return fmt.Sprintf("record maps to %d fields, more than --max-fields allows (%d); pass --max-fields %d or more to take it", e.Fields, e.Limit, e.Fields)
 }
 
 // appendHeaderFields adds every header but the lineage ones at si and ii

@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -197,4 +198,36 @@ func FuzzK2RDecodeRaw(f *testing.F) {
 			t.Fatalf("--preserve-ids took id %q from header %q", id, hkey)
 		}
 	})
+}
+
+func TestDecodeRefusesOnlyRecordsWiderThanMaxFields(t *testing.T) {
+	headers := func(n int) []kgo.RecordHeader {
+		h := make([]kgo.RecordHeader, n)
+		for i := range h {
+			h[i] = kgo.RecordHeader{Key: "f", Value: []byte{byte(i)}}
+		}
+		return h
+	}
+	for _, tc := range []struct {
+		maxFields, fields int
+		refused           bool
+	}{
+		{3, 3, false},
+		{3, 4, true},
+		{1, 1, false},
+		{0, 100000, false}, // the default takes what redis-to-kafka writes of a wide entry
+		{0, DefaultMaxFields, false},
+		{0, DefaultMaxFields + 1, true},
+	} {
+		m := recordMapping{format: FormatRaw, valueField: "value", keyField: "key", maxFields: tc.maxFields}
+		// A value and fields-1 headers.
+		fields, _, err := m.decode(&kgo.Record{Value: []byte("v"), Headers: headers(tc.fields - 1)}, nil)
+		var tooMany *TooManyFieldsError
+		switch {
+		case tc.refused && (!errors.As(err, &tooMany) || tooMany.Fields != tc.fields):
+			t.Errorf("max %d, %d fields: %v, want a TooManyFieldsError of %d", tc.maxFields, tc.fields, err, tc.fields)
+		case !tc.refused && (err != nil || len(fields) != tc.fields):
+			t.Errorf("max %d, %d fields: %d fields, %v; want all of them", tc.maxFields, tc.fields, len(fields), err)
+		}
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -48,10 +49,14 @@ type KafkaSinkConfig struct {
 	ValueField string
 	// KeyField, when set, is the field whose value becomes the record key.
 	KeyField string
-	// MaxRecordBytes, when set, is the largest record batch the topics
-	// accept (see BatchLimit): an entry whose record cannot fit fails
-	// before it is produced, and the batch stops right before it.
-	MaxRecordBytes int
+	// Limits, when set, are the record batch limits of the topics (see
+	// ReadTopicLimits): an entry whose record cannot fit its topic's
+	// fails before it is produced, and the batch stops right before it.
+	Limits map[string]RecordLimit
+	// WarnFields, when set, is kafka-to-redis's --max-fields: an entry
+	// with more fields is written all the same, and a warning says, once
+	// per stream, that the reverse direction would refuse its record.
+	WarnFields int
 	// ConfirmTimeout, when set, fails a batch Kafka has not fully
 	// confirmed within it (one-shot runs are bounded; follow runs wait).
 	// franz-go's own record timeout cannot serve: it counts from the
@@ -70,7 +75,8 @@ type KafkaSinkConfig struct {
 	// goes on without it; the source acknowledges it, copying it to its
 	// dead-letter stream first for dead-letter).
 	OnError string
-	// Logger receives a warning per entry skipped or dead-lettered.
+	// Logger receives a warning per entry skipped or dead-lettered, and
+	// the one of WarnFields.
 	Logger *slog.Logger
 }
 
@@ -116,6 +122,8 @@ type KafkaSink struct {
 	// (OnErrorFail): the run ends with that error, and a later batch
 	// produced meanwhile would only land ahead of the entries it kept.
 	halted atomic.Bool
+	// warnedWide: streams warned of an entry wider than WarnFields (mu).
+	warnedWide map[string]bool
 }
 
 // errHalted fails the batches after one stopped at an entry Kafka refuses.
@@ -138,7 +146,8 @@ func NewKafkaSink(cfg KafkaSinkConfig) *KafkaSink {
 	}
 	last := make(chan struct{})
 	close(last)
-	return &KafkaSink{cfg: cfg, log: log, last: last}
+	cfg.Logger = log
+	return &KafkaSink{cfg: cfg, log: log, last: last, warnedWide: map[string]bool{}}
 }
 
 // ProducerTuning are the knobs of the producer a user may reach for.
@@ -152,8 +161,10 @@ type ProducerTuning struct {
 	// MaxBufferedRecords bounds the records waiting in the producer:
 	// Write blocks beyond it, which bounds memory.
 	MaxBufferedRecords int
-	// BatchMaxBytes bounds a record batch (see BatchLimit); 0 is 1 MiB.
-	BatchMaxBytes int32
+	// Limits are what the topics and brokers accept (ReadTopicLimits):
+	// a partition's batch may grow to its topic's limit, and requests to
+	// the brokers' request limit. Without them, Kafka's defaults.
+	Limits TopicLimits
 
 	// KeptPartitions maps topics to the partition count their records
 	// are hashed over (the count when the mirror first wrote them; see
@@ -180,13 +191,25 @@ func ProducerOpts(t ProducerTuning) ([]kgo.Opt, error) {
 		kgo.MetadataMaxAge(producerMetadataMaxAge),
 		kgo.ProducerLinger(t.Linger),
 	}
-	// Let a partition's batch grow as large as the topic accepts: a
-	// one-shot run drains a backlog as fast as Kafka takes it.
-	if t.BatchMaxBytes > 0 {
-		opts = append(opts, kgo.ProducerBatchMaxBytes(t.BatchMaxBytes))
-	} else {
-		opts = append(opts, kgo.ProducerBatchMaxBytes(maxProducerBatchBytes))
+	// Let a partition's batch grow as large as its topic accepts: a
+	// one-shot run drains a backlog as fast as Kafka takes it, and a
+	// record as large as the topic allows can be sent at all (franz-go
+	// refuses a record larger than the batch limit). The memory a batch
+	// holds stays bounded by MaxBufferedRecords, not by this limit.
+	request := t.Limits.RequestBytes
+	if request <= 0 {
+		request = defaultSocketRequestMaxBytes
 	}
+	fallback := min(int32(defaultMessageMaxBytes), request-produceRequestOverhead)
+	topics := t.Limits.Topics
+	opts = append(opts,
+		kgo.BrokerMaxWriteBytes(request),
+		kgo.ProducerBatchMaxBytesFn(func(topic string) int32 {
+			if l, ok := topics[topic]; ok && l.Bytes > 0 {
+				return l.Bytes
+			}
+			return fallback
+		}))
 	if t.MaxBufferedRecords > 0 {
 		opts = append(opts, kgo.MaxBufferedRecords(t.MaxBufferedRecords))
 	}
@@ -291,9 +314,12 @@ type EntryError struct {
 
 func (e *EntryError) Error() string {
 	msg := fmt.Sprintf("stream %q entry %s to topic %q: %v", e.Stream, e.ID, e.Topic, e.Err)
+	var tooLarge *RecordTooLargeError
 	switch {
+	case errors.As(e.Err, &tooLarge):
+		msg += "; " + tooLarge.Limit.Hint(tooLarge.Size)
 	case errors.Is(e.Err, kerr.MessageTooLarge), errors.Is(e.Err, kerr.RecordListTooLarge):
-		msg += "; the record is larger than the broker or topic accepts (max.message.bytes); raise that limit, or remove or trim the entry"
+		msg += fmt.Sprintf("; the record is larger than the broker or topic accepts: raise the topic's max.message.bytes (kafka-configs --bootstrap-server <broker> --alter --entity-type topics --entity-name %s --add-config max.message.bytes=N), or remove or trim the entry", e.Topic)
 	case errors.Is(e.Err, kerr.UnknownTopicOrPartition):
 		msg += "; does the topic exist? (--create-topic creates it)"
 	case errors.Is(e.Err, kerr.TopicAuthorizationFailed):
@@ -426,6 +452,9 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 		}
 		r := &records[i]
 		r.Topic = k.cfg.Topics[e.Stream]
+		if k.cfg.WarnFields > 0 && len(e.Fields) > k.cfg.WarnFields {
+			k.warnWide(e, r.Topic)
+		}
 		r.Timestamp = k.timestamp(e.ID, now)
 		hstart := len(headers)
 		headers = append(headers, kgo.RecordHeader{Key: HeaderStream, Value: bytesOf(e.Stream)}, kgo.RecordHeader{Key: HeaderID, Value: bytesOf(e.ID)})
@@ -493,18 +522,70 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 	finish()
 }
 
-// recordOverhead is what a record batch of one record adds to the record's
-// key, value and headers, rounded up: the batch header (61 bytes) and the
-// record's own length fields.
-const recordOverhead = 128
-
-// recordSize is the bytes of a record's key, value and headers.
-func recordSize(r *kgo.Record) int {
-	n := len(r.Key) + len(r.Value)
-	for _, h := range r.Headers {
-		n += len(h.Key) + len(h.Value)
+// warnWide says, once per stream, that an entry is written whose record
+// kafka-to-redis would refuse: as many fields as the entry has is what its
+// record maps back to, in either format.
+func (k *KafkaSink) warnWide(e *Entry, topic string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.warnedWide[e.Stream] {
+		return
 	}
-	return n
+	k.warnedWide[e.Stream] = true
+	k.cfg.Logger.Warn(fmt.Sprintf("an entry has more fields than kafka-to-redis takes with --max-fields %d: it is written, but mirroring it back needs kafka-to-redis --max-fields %d or more (warned once per stream)", k.cfg.WarnFields, len(e.Fields)),
+		"stream", e.Stream, "entry", e.ID, "topic", topic, "fields", len(e.Fields))
+}
+
+// RecordTooLargeError refuses a record larger than its topic accepts.
+type RecordTooLargeError struct {
+	Size  int // the record batch it would take, in bytes
+	Limit RecordLimit
+}
+
+func (e *RecordTooLargeError) Error() string {
+	setting := "its " + SettingTopic
+	if e.Limit.Setting != SettingTopic {
+		setting = "the broker's " + e.Limit.Setting
+	}
+	return fmt.Sprintf("%v: the record takes %d bytes, more than the %d the topic accepts (%s)", kerr.MessageTooLarge, e.Size, e.Limit.Bytes, setting)
+}
+
+// Unwrap makes it a kerr.MessageTooLarge, as Kafka's own refusal is.
+func (e *RecordTooLargeError) Unwrap() error { return kerr.MessageTooLarge }
+
+// tooLarge refuses r when a batch of r alone exceeds its topic's limit.
+func (k *KafkaSink) tooLarge(r *kgo.Record) error {
+	l, ok := k.cfg.Limits[r.Topic]
+	if !ok || l.Bytes <= 0 {
+		return nil
+	}
+	if size := batchSize(r); size > int(l.Bytes) {
+		return &RecordTooLargeError{Size: size, Limit: l}
+	}
+	return nil
+}
+
+// batchSize is the bytes of a record batch holding r alone, as franz-go
+// measures it against the batch limit before it sends it (Kafka measures
+// the same batch 4 bytes smaller, without the array length): the batch
+// header, and the record with a length field for each of its parts. A
+// header costs its name and value plus two length fields, which adds up on
+// an entry of many fields.
+func batchSize(r *kgo.Record) int {
+	// Array length, base offset, batch length, leader epoch, magic, CRC,
+	// attributes, last offset delta, first and max timestamps, producer
+	// ID and epoch, base sequence, record count.
+	const batchHeader = 4 + 8 + 4 + 4 + 1 + 4 + 2 + 4 + 8 + 8 + 8 + 2 + 4 + 4
+	// Attributes, and the timestamp and offset deltas, 0 for the first
+	// record of a batch.
+	n := 1 + 1 + 1
+	n += kbin.VarintLen(int32(len(r.Key))) + len(r.Key)
+	n += kbin.VarintLen(int32(len(r.Value))) + len(r.Value)
+	n += kbin.VarintLen(int32(len(r.Headers)))
+	for _, h := range r.Headers {
+		n += kbin.VarintLen(int32(len(h.Key))) + len(h.Key) + kbin.VarintLen(int32(len(h.Value))) + len(h.Value)
+	}
+	return batchHeader + kbin.VarintLen(int32(n)) + n
 }
 
 // headerCount is how many headers the batch's records need in all.
@@ -560,10 +641,8 @@ func (k *KafkaSink) timestamp(id string, now time.Time) time.Time {
 // topic, or a timestamp out of the topic's range; nil if it would not.
 // p is the topic's policy, if it has one (hasPolicy).
 func (k *KafkaSink) refusal(r *kgo.Record, now time.Time, p TimestampPolicy, hasPolicy bool) error {
-	if k.cfg.MaxRecordBytes > 0 {
-		if size := recordSize(r); size > k.cfg.MaxRecordBytes-recordOverhead {
-			return fmt.Errorf("%w: the record takes %d bytes, the topic accepts %d", kerr.MessageTooLarge, size, k.cfg.MaxRecordBytes-recordOverhead)
-		}
+	if err := k.tooLarge(r); err != nil {
+		return err
 	}
 	if hasPolicy {
 		if err := p.check(r.Timestamp.UnixMilli(), now.UnixMilli()); err != nil {
