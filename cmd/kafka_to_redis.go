@@ -205,6 +205,10 @@ func (o *kafkaToRedisOptions) execute(a *app, c *cobra.Command) (err error) {
 		return err
 	}
 	defer rc.Close()
+	// Before the lease: a run that cannot work leaves nothing behind.
+	if err := redisEP.RefuseCluster(ctx, rc, "kafka-to-redis"); err != nil {
+		return err
+	}
 	ctx, release, err := holdLease(ctx, rc, checkpoint.KindKafkaToRedis, name, o.run.leaseTTL)
 	if err != nil {
 		return err

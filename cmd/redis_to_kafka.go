@@ -234,6 +234,10 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 		return err
 	}
 	defer rc.Close()
+	// Before the lease: a run that cannot work leaves nothing behind.
+	if err := redisEP.RefuseCluster(ctx, rc, "redis-to-kafka"); err != nil {
+		return err
+	}
 	ctx, release, err := holdLease(ctx, rc, checkpoint.KindRedisToKafka, name, o.run.leaseTTL)
 	if err != nil {
 		return err

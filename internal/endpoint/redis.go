@@ -117,6 +117,38 @@ func (r Redis) Connect(ctx context.Context, timeout time.Duration) (rueidis.Clie
 	return res.c, nil
 }
 
+// IsCluster says whether c talks to a Redis Cluster, which neither direction
+// supports yet: a cluster client routes each command by its key's slot, and
+// the mirrors send commands over several streams and their checkpoints at
+// once, which a cluster refuses unless all share one slot. It is one when
+// the client found one (rueidis reaches a cluster node through a cluster
+// client), or when the server says so in INFO. A server that refuses INFO (an ACL) is judged by the
+// client alone, which is what decides how commands are routed.
+func IsCluster(ctx context.Context, c rueidis.Client) bool {
+	if c.Mode() == rueidis.ClientModeCluster {
+		return true
+	}
+	info, err := c.Do(ctx, c.B().Info().Section("server").Build()).ToString()
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if strings.TrimSpace(line) == "redis_mode:cluster" {
+			return true
+		}
+	}
+	return false
+}
+
+// RefuseCluster returns an error naming the endpoint and the command when c
+// talks to a Redis Cluster, which command does not support yet.
+func (r Redis) RefuseCluster(ctx context.Context, c rueidis.Client, command string) error {
+	if !IsCluster(ctx, c) {
+		return nil
+	}
+	return fmt.Errorf("redis %s is a Redis Cluster, which %s does not support yet; point --redis at a standalone Redis (a primary with replicas works)", r.Addr(), command)
+}
+
 // explain turns a client error into a one-line message with a hint.
 func (r Redis) explain(err error) error {
 	msg := err.Error()
