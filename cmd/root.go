@@ -59,7 +59,10 @@ checkpointed only after the destination confirmed it.
 
 Connections:
   --redis URL       redis://[user:password@]host:port[/db], rediss:// for TLS
-                    (env XMIRROR_REDIS, default redis://127.0.0.1:6379/0)
+                    (env XMIRROR_REDIS, default redis://127.0.0.1:6379/0;
+                    the environment keeps a password out of ps); parameters
+                    ?db= dial_timeout= write_timeout= client_name=
+                    protocol=2|3 skip_verify= (rediss), no others
   --brokers LIST    host:port[,host:port...] (env XMIRROR_BROKERS,
                     default 127.0.0.1:9092)
 
