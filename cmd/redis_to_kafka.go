@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -378,6 +379,9 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	sink := mirror.NewKafkaSink(sinkCfg)
 
 	stats, runErr := mirror.Run(ctx, src, sink, o.run.engineOptions(a))
+	if ee := (*mirror.EntryError)(nil); errors.As(runErr, &ee) {
+		ee.CreateTopic = o.createTopic // for the hint of a topic deleted during the run
+	}
 	s := summary{Mirror: name, Direction: "redis-to-kafka", Skipped: src.Skipped() + src.Trimmed()}
 	if t := src.Trimmed(); t > 0 {
 		log.Warn("pending entries were trimmed from their streams before they could be mirrored; acknowledged without a record", "count", t)

@@ -158,6 +158,9 @@ type EntryError struct {
 	ID     string
 	Topic  string
 	Err    error
+	// CreateTopic says the mirror creates missing topics at start
+	// (--create-topic); it shapes the hint of a topic gone during the run.
+	CreateTopic bool
 }
 
 func (e *EntryError) Error() string {
@@ -165,8 +168,13 @@ func (e *EntryError) Error() string {
 	switch {
 	case errors.Is(e.Err, kerr.MessageTooLarge), errors.Is(e.Err, kerr.RecordListTooLarge):
 		msg += "; the record is larger than the broker or topic accepts (max.message.bytes); raise that limit, or remove or trim the entry"
+	case errors.Is(e.Err, kerr.UnknownTopicOrPartition) && e.CreateTopic:
+		// The topic was there at start, created if need be.
+		msg += "; the topic was deleted during the run; run again and --create-topic creates it again"
 	case errors.Is(e.Err, kerr.UnknownTopicOrPartition):
-		msg += "; does the topic exist? (--create-topic creates it)"
+		msg += "; the topic existed when the run started, so it was deleted during the run; create it again (or pass --create-topic) and run again"
+	case errors.Is(e.Err, kerr.UnknownTopicID):
+		msg += "; the topic was deleted and created again during the run (its topic ID changed), and what the run wrote before went with the old one; run again"
 	case errors.Is(e.Err, kerr.TopicAuthorizationFailed):
 		msg += "; the Kafka user may not write to this topic"
 	}

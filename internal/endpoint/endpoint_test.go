@@ -2,9 +2,12 @@ package endpoint
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
 )
 
 func TestParseRedisURL(t *testing.T) {
@@ -131,5 +134,13 @@ func TestRedisURLParametersAreApplied(t *testing.T) {
 	o := r.Option
 	if o.Dialer.Timeout != 2*time.Second || o.ConnWriteTimeout != 3*time.Second || o.ClientName != "mirror-7" || !o.AlwaysRESP2 || !o.TLSConfig.InsecureSkipVerify {
 		t.Fatalf("parameters not applied: dial %s write %s name %q resp2 %v skip_verify %v", o.Dialer.Timeout, o.ConnWriteTimeout, o.ClientName, o.AlwaysRESP2, o.TLSConfig.InsecureSkipVerify)
+	}
+}
+
+func TestKafkaExplainHintsATopicDeletedAndCreatedAgain(t *testing.T) {
+	k := Kafka{Brokers: []string{"b:9092"}}
+	msg := k.Explain(fmt.Errorf("list offsets of topic t: %w", kerr.UnknownTopicID)).Error()
+	if !strings.Contains(msg, "kafka b:9092") || !strings.Contains(msg, "deleted and created again") || !strings.Contains(msg, "UNKNOWN_TOPIC_ID") {
+		t.Fatalf("%q: want the broker, the error and the hint", msg)
 	}
 }
