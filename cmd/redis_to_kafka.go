@@ -246,16 +246,19 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	if err := redisEP.RefuseCluster(ctx, rc, "redis-to-kafka"); err != nil {
 		return err
 	}
+	log.Debug("connected to redis", "url", redisEP.Redacted())
 	ctx, release, err := holdLease(ctx, rc, checkpoint.KindRedisToKafka, name, o.run.leaseTTL)
 	if err != nil {
 		return err
 	}
 	defer release()
+	log.Debug("lease taken", "mirror", name, "key", checkpoint.LeaseKey(checkpoint.KindRedisToKafka, name), "ttl", o.run.leaseTTL)
 	admCl, err := kafkaEP.Connect(ctx, defaultConnectTime)
 	if err != nil {
 		return err
 	}
 	defer admCl.Close()
+	log.Debug("connected to kafka", "brokers", kafkaEP.String())
 	adm := kadm.NewClient(admCl)
 
 	var topics []string
@@ -264,9 +267,11 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	}
 	sort.Strings(topics)
 	topics = compactSorted(topics)
-	if _, err := mirror.EnsureTopics(ctx, admCl, topics, mirror.TopicSpec{Create: o.createTopic, Partitions: o.partitions, ReplicationFactor: o.replication}); err != nil {
+	partitions, err := mirror.EnsureTopics(ctx, admCl, topics, mirror.TopicSpec{Create: o.createTopic, Partitions: o.partitions, ReplicationFactor: o.replication})
+	if err != nil {
 		return kafkaEP.Explain(err)
 	}
+	log.Debug("topics ready", "partitions", partitions, "create_missing", o.createTopic)
 
 	ck, found, err := checkpoint.LoadR2K(ctx, rc, name)
 	if err != nil {
@@ -274,11 +279,14 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	}
 	if found {
 		log.Debug("resuming", "mirror", name, "checkpoint", checkpoint.R2KKey(name), "updated", ck.Updated)
+	} else {
+		log.Debug("no checkpoint yet: a new mirror", "mirror", name, "checkpoint", checkpoint.R2KKey(name))
 	}
 	group, err := o.consumerGroup(ctx, rc, name, ck, found)
 	if err != nil {
 		return err
 	}
+	log.Debug("consumer group", "group", group, "consumer", name)
 	if err := checkpoint.RecordR2KGroup(ctx, rc, name, group); err != nil {
 		return err
 	}
@@ -340,6 +348,8 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 		}
 		log.Info("resuming an interrupted run", "pending", pending, "already_in_kafka", len(written))
 		src.SkipWritten(written)
+	} else {
+		log.Debug("no entries pending from an earlier run: nothing to read back from Kafka")
 	}
 
 	batchLimit, err := mirror.BatchLimit(ctx, adm, topics)
@@ -378,6 +388,7 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	}
 	sink := mirror.NewKafkaSink(sinkCfg)
 
+	log.Debug("mirroring", "streams", o.streams, "topics", topics, "follow", o.run.follow, "batch_size", o.run.batchSize, "max_in_flight", o.run.maxInFlight)
 	stats, runErr := mirror.Run(ctx, src, sink, o.run.engineOptions(a))
 	if ee := (*mirror.EntryError)(nil); errors.As(runErr, &ee) {
 		ee.CreateTopic = o.createTopic // for the hint of a topic deleted during the run
