@@ -45,10 +45,13 @@ func TestAGroupSharedWithAnotherMirrorIsRefused(t *testing.T) {
 	topic := testenv.Topic(t, kc, 1)
 	addEntries(t, rc, stream, 0, 10, func(i int) []string { return []string{"value", strconv.Itoa(i)} })
 	group := testenv.Name(t, "g")
-	first := testenv.Name(t, "first")
+	first, second := testenv.Name(t, "first"), testenv.Name(t, "second")
+	t.Cleanup(func() {
+		rc.Do(context.Background(), rc.B().Del().Key(checkpoint.R2KKey(first), checkpoint.R2KKey(second)).Build())
+	})
 	mustMirror(t, "r2k", "--stream", stream, "--topic", topic, "--group", group, "--name", first)
 	addEntries(t, rc, stream, 10, 5, func(i int) []string { return []string{"value", strconv.Itoa(i)} })
-	r := xmirror(t, "r2k", "--stream", stream, "--topic", topic, "--group", group, "--name", testenv.Name(t, "second"))
+	r := xmirror(t, "r2k", "--stream", stream, "--topic", topic, "--group", group, "--name", second)
 	if r.code != 1 || !strings.Contains(r.stderr, "is also read by") || !strings.Contains(r.stderr, first) {
 		t.Fatalf("exit %d, stderr %q; want exit 1 naming the mirror %s that reads the group", r.code, r.stderr, first)
 	}

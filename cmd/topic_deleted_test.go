@@ -9,6 +9,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 
+	"github.com/xmirror/xmirror/checkpoint"
 	"github.com/xmirror/xmirror/internal/testenv"
 )
 
@@ -24,7 +25,9 @@ func TestTopicDeletedDuringAFollowRunWithCreateTopicSaysSo(t *testing.T) {
 		adm.DeleteTopics(ctx, topic)
 	})
 	addEntries(t, rc, stream, 0, 3, func(i int) []string { return []string{"value", strconv.Itoa(i)} })
-	m := startXmirror(t, "r2k", "--stream", stream, "--topic", topic, "--create-topic", "--follow", "--name", testenv.Name(t, "m"))
+	name := testenv.Name(t, "m")
+	t.Cleanup(func() { rc.Do(context.Background(), rc.B().Del().Key(checkpoint.R2KKey(name)).Build()) })
+	m := startXmirror(t, "r2k", "--stream", stream, "--topic", topic, "--create-topic", "--follow", "--name", name)
 	testenv.Wait(t, 30*time.Second, "3 records", func() bool { return endOffset(t, adm, topic) >= 3 })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
