@@ -25,6 +25,7 @@ func TestLoadR2KRefusesWhatXmirrorDidNotWrite(t *testing.T) {
 		{"bad entry ID", []string{"version", "1", "kind", KindRedisToKafka, "stream:s", "yesterday"}, "not an entry ID"},
 		{"bad offset", []string{"version", "1", "kind", KindRedisToKafka, "partition:t:0", "-5"}, "not an offset"},
 		{"bad partition", []string{"version", "1", "kind", KindRedisToKafka, "partition:t", "5"}, "partition"},
+		{"empty group", []string{"version", "1", "kind", KindRedisToKafka, "group", ""}, "empty group field"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -96,4 +97,22 @@ func TestLeaseAdmitsOneHolderAtATime(t *testing.T) {
 		t.Fatalf("after release: %v", err)
 	}
 	second.Release(ctx)
+}
+
+func TestR2KGroupIsRecordedOnceAndReadBack(t *testing.T) {
+	c := testenv.Redis(t)
+	ctx := context.Background()
+	name := testenv.Name(t, "m")
+	t.Cleanup(func() { c.Do(context.Background(), c.B().Del().Key(R2KKey(name)).Build()) })
+	if err := RecordR2KGroup(ctx, c, name, "xmirror:"+name); err != nil {
+		t.Fatal(err)
+	}
+	// A second record never moves it: the first run's group stays.
+	if err := RecordR2KGroup(ctx, c, name, "other"); err != nil {
+		t.Fatal(err)
+	}
+	ck, found, err := LoadR2K(ctx, c, name)
+	if err != nil || !found || ck.Group != "xmirror:"+name {
+		t.Fatalf("got group %q found %v err %v, want xmirror:%s", ck.Group, found, err, name)
+	}
 }
