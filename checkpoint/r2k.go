@@ -40,6 +40,16 @@ const (
 	r2kCoveredPrefix = "covered:"
 )
 
+// r2kFieldGroup is the consumer group a redis-to-kafka mirror reads
+// through, recorded at its first run. Checkpoints written before it was
+// recorded lack it: those mirrors read through LegacyGroup.
+const r2kFieldGroup = "group"
+
+// LegacyGroup is the consumer group every redis-to-kafka mirror shared by
+// default before each got one of its own: a checkpoint without a group
+// field belongs to a mirror that reads through it.
+const LegacyGroup = "xmirror"
+
 // ErrCorrupt is returned (wrapped) for a checkpoint xmirror cannot read.
 var ErrCorrupt = errors.New("checkpoint is damaged")
 
@@ -72,6 +82,9 @@ type R2K struct {
 	Bytes   int64
 	// Updated is when the checkpoint last moved.
 	Updated time.Time
+	// Group is the consumer group the mirror reads through; empty in a
+	// checkpoint written before groups were recorded (see LegacyGroup).
+	Group string
 }
 
 // LoadR2K reads a redis-to-kafka checkpoint. A missing key is the zero R2K
@@ -130,6 +143,12 @@ func LoadR2K(ctx context.Context, c rueidis.Client, name string) (ck R2K, found 
 				return ck, false, r2kHoleError(key, topic, int32(p))
 			}
 		}
+	}
+	if g, ok := m[r2kFieldGroup]; ok {
+		if g == "" {
+			return ck, false, fmt.Errorf("checkpoint %q has an empty %s field: %w", key, r2kFieldGroup, ErrCorrupt)
+		}
+		ck.Group = g
 	}
 	ck.Entries, _ = strconv.ParseInt(m[fieldEntries], 10, 64)
 	ck.Bytes, _ = strconv.ParseInt(m[fieldBytes], 10, 64)
@@ -341,6 +360,24 @@ func InitR2KPartitionCounts(ctx context.Context, c rueidis.Client, name string, 
 	for _, r := range c.DoMulti(ctx, cmds...) {
 		if err := r.Error(); err != nil {
 			return fmt.Errorf("initialise checkpoint %q: %w", key, err)
+		}
+	}
+	return nil
+}
+
+// RecordR2KGroup records the consumer group of a mirror, unless one is
+// recorded already (HSETNX), before it reads anything: a restart, or a
+// later run without --group, then reads through the same group.
+func RecordR2KGroup(ctx context.Context, c rueidis.Client, name, group string) error {
+	key := R2KKey(name)
+	cmds := rueidis.Commands{
+		c.B().Hsetnx().Key(key).Field(fieldVersion).Value(strconv.Itoa(Version)).Build(),
+		c.B().Hsetnx().Key(key).Field(fieldKind).Value(KindRedisToKafka).Build(),
+		c.B().Hsetnx().Key(key).Field(r2kFieldGroup).Value(group).Build(),
+	}
+	for _, r := range c.DoMulti(ctx, cmds...) {
+		if err := r.Error(); err != nil {
+			return fmt.Errorf("record the consumer group in checkpoint %q: %w", key, err)
 		}
 	}
 	return nil

@@ -29,6 +29,7 @@ func TestLoadR2KRefusesWhatXmirrorDidNotWrite(t *testing.T) {
 		{"bad covered count", []string{"version", "1", "kind", KindRedisToKafka, "covered:t", "two"}, "not a partition count"},
 		{"covered partition missing", []string{"version", "1", "kind", KindRedisToKafka, "covered:t", "3", "partition:t:0", "4", "partition:t:2", "9"}, `partition 1 but its position (field "partition:t:1") is missing`},
 		{"covered partitions all missing", []string{"version", "1", "kind", KindRedisToKafka, "covered:t", "1000000000"}, `partition 0 but`},
+		{"empty group", []string{"version", "1", "kind", KindRedisToKafka, "group", ""}, "empty group field"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -131,4 +132,22 @@ func TestLeaseAdmitsOneHolderAtATime(t *testing.T) {
 		t.Fatalf("after release: %v", err)
 	}
 	second.Release(ctx)
+}
+
+func TestR2KGroupIsRecordedOnceAndReadBack(t *testing.T) {
+	c := testenv.Redis(t)
+	ctx := context.Background()
+	name := testenv.Name(t, "m")
+	t.Cleanup(func() { c.Do(context.Background(), c.B().Del().Key(R2KKey(name)).Build()) })
+	if err := RecordR2KGroup(ctx, c, name, "xmirror:"+name); err != nil {
+		t.Fatal(err)
+	}
+	// A second record never moves it: the first run's group stays.
+	if err := RecordR2KGroup(ctx, c, name, "other"); err != nil {
+		t.Fatal(err)
+	}
+	ck, found, err := LoadR2K(ctx, c, name)
+	if err != nil || !found || ck.Group != "xmirror:"+name {
+		t.Fatalf("got group %q found %v err %v, want xmirror:%s", ck.Group, found, err, name)
+	}
 }

@@ -32,6 +32,7 @@ func newCheckCmd(a *app) *cobra.Command {
 
   Redis: version, mode (standalone or cluster), streams (5.0+) and
          XAUTOCLAIM (6.2+, used to take over entries of crashed consumers).
+         A Redis Cluster is a problem: neither direction supports it yet.
   Kafka: cluster ID, brokers, and whether each API xmirror uses is supported.
 
 Exits 0 when both are fit, 1 with one line per problem otherwise (within
@@ -145,6 +146,9 @@ func checkRedis(ctx context.Context, timeout time.Duration, ep endpoint.Redis, r
 	if rep.Mode == "" {
 		rep.Mode = "standalone"
 	}
+	if endpoint.IsCluster(ctx, cl) {
+		rep.Mode = "cluster"
+	}
 	major, minor := parseVersion(rep.Version)
 	rep.Streams = major >= 5
 	rep.XAutoClaim = major > 6 || (major == 6 && minor >= 2)
@@ -153,6 +157,9 @@ func checkRedis(ctx context.Context, timeout time.Duration, ep endpoint.Redis, r
 		problems = append(problems, fmt.Sprintf("redis %s: version %s has no streams; xmirror needs Redis 5.0 or later (6.2+ recommended)", ep.Addr(), rep.Version))
 	} else if !rep.XAutoClaim {
 		problems = append(problems, fmt.Sprintf("redis %s: version %s lacks XAUTOCLAIM; xmirror needs Redis 6.2 or later", ep.Addr(), rep.Version))
+	}
+	if rep.Mode == "cluster" {
+		problems = append(problems, fmt.Sprintf("redis %s is a Redis Cluster, which neither redis-to-kafka nor kafka-to-redis supports yet; point --redis at a standalone Redis (a primary with replicas works)", ep.Addr()))
 	}
 	rep.OK = len(problems) == 0
 	return problems

@@ -217,18 +217,25 @@ func (o *kafkaToRedisOptions) execute(a *app, c *cobra.Command) (err error) {
 	sd := newShutdown(a.logger())
 	defer sd.wait()
 	defer sd.spawn("close the Redis connection", rc.Close)
-	ctx, release, err := holdLease(ctx, rc, a.logger(), checkpoint.KindKafkaToRedis, name, o.run.leaseTTL, sd)
+	// Before the lease: a run that cannot work leaves nothing behind.
+	if err := redisEP.RefuseCluster(ctx, rc, "kafka-to-redis"); err != nil {
+		return err
+	}
+	opt := o.run.engineOptions(a)
+	log := opt.Logger
+	log.Debug("connected to redis", "url", redisEP.Redacted())
+	ctx, release, err := holdLease(ctx, rc, log, checkpoint.KindKafkaToRedis, name, o.run.leaseTTL, sd)
 	if err != nil {
 		return err
 	}
 	defer release()
+	log.Debug("lease taken", "mirror", name, "key", checkpoint.LeaseKey(checkpoint.KindKafkaToRedis, name), "ttl", o.run.leaseTTL)
 	admin, err := kafkaEP.Connect(ctx, defaultConnectTime)
 	if err != nil {
 		return err
 	}
 	defer sd.spawn("close the Kafka admin connection", admin.Close)
-
-	opt := o.run.engineOptions(a)
+	log.Debug("connected to kafka", "brokers", kafkaEP.String())
 	src, sink, err := mirror.NewK2R(ctx, rc, admin, mirror.K2RConfig{
 		Name:             name,
 		Topics:           o.topics,
@@ -261,6 +268,7 @@ func (o *kafkaToRedisOptions) execute(a *app, c *cobra.Command) (err error) {
 	}
 	defer sd.spawn("close the Kafka consumer", src.Close)
 
+	log.Debug("mirroring", "topics", o.topics, "stream", o.stream, "follow", o.run.follow, "batch_size", o.run.batchSize, "max_in_flight", o.run.maxInFlight)
 	stats, runErr := mirror.Run(ctx, src, sink, opt)
 	sd.step("finish the writes to Redis", sink.Close)
 	// The engine counts every record a batch accounts for; the summary

@@ -102,14 +102,15 @@ func TestClaimIdleTakesOverEntriesOfADeadConsumer(t *testing.T) {
 	must(t, rc.Do(ctx, rc.B().XgroupCreate().Key(stream).Group("xmirror").Id("0").Build()).Error())
 	must(t, rc.Do(ctx, rc.B().Xreadgroup().Group("xmirror", "dead-consumer").Count(20).Streams().Key(stream).Id(">").Build()).Error())
 
-	// Without --claim-idle the dead consumer's 20 entries stay where they are.
-	r := mustMirror(t, "r2k", "--stream", stream, "--topic", topic, "--output", "json")
-	if !strings.Contains(r.stdout, `"entries":10`) {
-		t.Fatalf("summary %s: want the 10 undelivered entries", r.stdout)
+	// Without --claim-idle a group another consumer has read is refused:
+	// it would leave that consumer's 20 entries where they are.
+	r := xmirror(t, "r2k", "--stream", stream, "--topic", topic, "--group", "xmirror", "--output", "json")
+	if r.code != 1 || !strings.Contains(r.stderr, `"dead-consumer"`) || !strings.Contains(r.stderr, "--claim-idle") {
+		t.Fatalf("exit %d, stderr %q: want exit 1 naming the other consumer and --claim-idle", r.code, r.stderr)
 	}
-	r = mustMirror(t, "r2k", "--stream", stream, "--topic", topic, "--output", "json", "--claim-idle", "1ms")
-	if !strings.Contains(r.stdout, `"entries":20`) {
-		t.Fatalf("summary %s: want the dead consumer's 20 entries", r.stdout)
+	r = mustMirror(t, "r2k", "--stream", stream, "--topic", topic, "--group", "xmirror", "--output", "json", "--claim-idle", "1ms")
+	if !strings.Contains(r.stdout, `"entries":30`) {
+		t.Fatalf("summary %s: want the dead consumer's 20 entries and the 10 undelivered ones", r.stdout)
 	}
 	if recs := readTopic(t, topic); len(recs) != 30 {
 		t.Fatalf("%d records, want 30", len(recs))
@@ -136,7 +137,7 @@ func TestFollowClaimsOtherConsumersEntriesButNeverItsOwnInFlight(t *testing.T) {
 
 	// A slow Kafka (a long linger) keeps this mirror's own entries pending
 	// for longer than --claim-idle: they must not be claimed and re-sent.
-	m := startXmirror(t, "r2k", "--stream", stream, "--topic", topic, "-f", "--batch-size", "10", "--linger", "1500ms", "--claim-idle", "300ms")
+	m := startXmirror(t, "r2k", "--stream", stream, "--topic", topic, "--group", "xmirror", "-f", "--batch-size", "10", "--linger", "1500ms", "--claim-idle", "300ms")
 	testenv.Wait(t, 30*time.Second, "80 records", func() bool { return endOffset(t, adm, topic) >= 80 })
 	time.Sleep(2 * time.Second) // room for a wrong re-send to show
 	if code, _ := m.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {

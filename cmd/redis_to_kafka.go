@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -9,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/redis/rueidis"
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -19,7 +21,11 @@ import (
 
 // Defaults of redis-to-kafka.
 const (
-	defaultGroup       = "xmirror"
+	// defaultGroupPrefix makes the default consumer group of a mirror its
+	// own, xmirror:<name>: mirrors that shared a group would split a
+	// stream between them. (Mirrors whose checkpoint predates it keep the
+	// group they read through, checkpoint.LegacyGroup.)
+	defaultGroupPrefix = "xmirror:"
 	defaultTopic       = "{stream}"
 	defaultValueField  = "value"
 	defaultConnectTime = 10 * time.Second
@@ -41,6 +47,7 @@ type redisToKafkaOptions struct {
 	streams      []string
 	topic        string
 	group        string
+	groupSet     bool // --group was given
 	start        string
 	format       string
 	valueField   string
@@ -107,7 +114,7 @@ at least once, then acknowledge it).`,
 	fs := c.Flags()
 	fs.StringArrayVarP(&o.streams, "stream", "s", nil, "stream to mirror (repeat for several); required")
 	fs.StringVarP(&o.topic, "topic", "t", defaultTopic, "destination topic; {stream} is replaced by the stream's name")
-	fs.StringVarP(&o.group, "group", "g", defaultGroup, "consumer group that tracks what was read; mirrors reading the same stream need different groups")
+	fs.StringVarP(&o.group, "group", "g", "", "consumer group that tracks what was read (default xmirror:<mirror name>); a mirror keeps the group its checkpoint records")
 	fs.StringVar(&o.start, "start", "earliest", "where a new consumer group starts: earliest (whole history), latest (only new entries) or an entry ID")
 	fs.StringVar(&o.format, "format", string(mirror.FormatJSON), "record value format: json or raw")
 	fs.StringVar(&o.valueField, "value-field", defaultValueField, "raw format: the field whose bytes become the record value")
@@ -198,7 +205,7 @@ func (o *redisToKafkaOptions) validate() (mirror.Template, map[string]string, mi
 	if err != nil {
 		problems = append(problems, err.Error())
 	}
-	if o.group == "" {
+	if o.groupSet && o.group == "" {
 		problems = append(problems, "--group must not be empty")
 	}
 	if o.partitions == 0 || o.partitions < -1 {
@@ -252,7 +259,7 @@ func (o *redisToKafkaOptions) mirrorName() string {
 	streams := append([]string(nil), o.streams...)
 	sort.Strings(streams)
 	name := strings.Join(streams, ",") + ">" + o.topic
-	if o.group != defaultGroup {
+	if o.group != "" && o.group != checkpoint.LegacyGroup {
 		name += "@" + o.group
 	}
 	return name
@@ -265,6 +272,7 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	if err != nil {
 		return err
 	}
+	o.groupSet = c.Flags().Changed("group")
 	_, topicOf, format, start, err := o.validate()
 	if err != nil {
 		return err
@@ -281,16 +289,23 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	sd := newShutdown(log)
 	defer sd.wait()
 	defer sd.spawn("close the Redis connection", rc.Close)
+	// Before the lease: a run that cannot work leaves nothing behind.
+	if err := redisEP.RefuseCluster(ctx, rc, "redis-to-kafka"); err != nil {
+		return err
+	}
+	log.Debug("connected to redis", "url", redisEP.Redacted())
 	ctx, release, err := holdLease(ctx, rc, log, checkpoint.KindRedisToKafka, name, o.run.leaseTTL, sd)
 	if err != nil {
 		return err
 	}
 	defer release()
+	log.Debug("lease taken", "mirror", name, "key", checkpoint.LeaseKey(checkpoint.KindRedisToKafka, name), "ttl", o.run.leaseTTL)
 	admCl, err := kafkaEP.Connect(ctx, defaultConnectTime)
 	if err != nil {
 		return err
 	}
 	defer sd.spawn("close the Kafka admin connection", admCl.Close)
+	log.Debug("connected to kafka", "brokers", kafkaEP.String())
 	adm := kadm.NewClient(admCl)
 
 	var topics []string
@@ -303,6 +318,7 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	if err != nil {
 		return kafkaEP.Explain(err)
 	}
+	log.Debug("topics ready", "partitions", counts, "create_missing", o.createTopic)
 
 	ck, found, err := checkpoint.LoadR2K(ctx, rc, name)
 	if err != nil {
@@ -310,6 +326,16 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	}
 	if found {
 		log.Debug("resuming", "mirror", name, "checkpoint", checkpoint.R2KKey(name), "updated", ck.Updated)
+	} else {
+		log.Debug("no checkpoint yet: a new mirror", "mirror", name, "checkpoint", checkpoint.R2KKey(name))
+	}
+	group, err := o.consumerGroup(ctx, rc, name, ck, found)
+	if err != nil {
+		return err
+	}
+	log.Debug("consumer group", "group", group, "consumer", name)
+	if err := checkpoint.RecordR2KGroup(ctx, rc, name, group); err != nil {
+		return err
 	}
 	// Records are hashed over the partition count each topic had when
 	// this mirror first wrote to it, stored before anything is produced.
@@ -339,7 +365,7 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	src, err := mirror.NewRedisSource(ctx, mirror.RedisSourceConfig{
 		Client:       rc,
 		Streams:      o.streams,
-		Group:        o.group,
+		Group:        group,
 		Consumer:     name,
 		Start:        start,
 		BatchSize:    o.run.batchSize,
@@ -387,6 +413,8 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 		}
 		log.Info("resuming an interrupted run", "pending", pending, "already_in_kafka", len(written))
 		src.SkipWritten(written)
+	} else {
+		log.Debug("no entries pending from an earlier run: nothing to read back from Kafka")
 	}
 
 	timestamps, err := mirror.TimestampPolicies(ctx, adm, topics)
@@ -434,7 +462,11 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	}
 	sink := mirror.NewKafkaSink(sinkCfg)
 
+	log.Debug("mirroring", "streams", o.streams, "topics", topics, "follow", o.run.follow, "batch_size", o.run.batchSize, "max_in_flight", o.run.maxInFlight)
 	stats, runErr := mirror.Run(ctx, src, sink, o.run.engineOptions(a))
+	if ee := (*mirror.EntryError)(nil); errors.As(runErr, &ee) {
+		ee.CreateTopic = o.createTopic // for the hint of a topic deleted during the run
+	}
 	refusedSkipped, deadLettered := src.Refused()
 	s := summary{Mirror: name, Direction: "redis-to-kafka", Skipped: src.Skipped() + src.Trimmed() + refusedSkipped + deadLettered}
 	if t := src.Trimmed(); t > 0 {
@@ -447,6 +479,47 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 		log.Warn("copied entries Kafka refuses to the dead-letter stream (--on-error dead-letter)", "count", deadLettered, "stream", o.deadLetter)
 	}
 	return finish(a, c, &o.run, s, stats, leaseError(ctx, runErr))
+}
+
+// consumerGroup finds the group mirror name reads through; a mirror whose
+// checkpoint is gone but whose consumer is in the old shared group (see
+// chooseGroup) keeps that group.
+func (o *redisToKafkaOptions) consumerGroup(ctx context.Context, rc rueidis.Client, name string, ck checkpoint.R2K, found bool) (string, error) {
+	legacy := false
+	if !found && o.group == "" {
+		var err error
+		if legacy, err = mirror.ConsumerInGroup(ctx, rc, o.streams, checkpoint.LegacyGroup, name); err != nil {
+			return "", err
+		}
+	}
+	return chooseGroup(name, o.group, ck.Group, found, legacy)
+}
+
+// chooseGroup picks the consumer group of mirror name, given --group (or
+// ""), the group its checkpoint records (or ""), whether it has a
+// checkpoint at all, and whether its consumer is in the old shared group:
+//
+//   - a recorded group is kept; a different --group is refused, since the
+//     new group would read the streams again from --start;
+//   - a checkpoint written before groups were recorded means the old
+//     shared default, checkpoint.LegacyGroup, unless --group says which;
+//   - so does a mirror with no checkpoint whose consumer is found in that
+//     group (its checkpoint was deleted): it resumes, not starts over;
+//   - a new mirror reads through --group, or else a group of its own,
+//     xmirror:<name>.
+func chooseGroup(name, given, recorded string, found, legacyConsumer bool) (string, error) {
+	switch {
+	case recorded != "" && given != "" && given != recorded:
+		return "", fmt.Errorf("mirror %q reads through consumer group %q (recorded in checkpoint %s), not --group %q; drop --group, or choose another --name for a new mirror", name, recorded, checkpoint.R2KKey(name), given)
+	case recorded != "":
+		return recorded, nil
+	case given != "":
+		return given, nil
+	case found, legacyConsumer:
+		return checkpoint.LegacyGroup, nil
+	default:
+		return defaultGroupPrefix + name, nil
+	}
 }
 
 // compactSorted removes adjacent duplicates.

@@ -317,7 +317,8 @@ func TestTooLargeEntryStopsTheMirrorRightBeforeIt(t *testing.T) {
 		}
 		return []string{"value", strconv.Itoa(i)}
 	})
-	r := xmirror(t, "r2k", "--stream", stream, "--topic", topic, "--name", testenv.Name(t, "m"))
+	name := testenv.Name(t, "m")
+	r := xmirror(t, "r2k", "--stream", stream, "--topic", topic, "--name", name)
 	if r.code != 1 || !strings.Contains(r.stderr, ids[2]) {
 		t.Fatalf("exit %d, stderr %q; want exit 1 naming entry %s", r.code, r.stderr, ids[2])
 	}
@@ -326,7 +327,7 @@ func TestTooLargeEntryStopsTheMirrorRightBeforeIt(t *testing.T) {
 		t.Fatalf("the %d entries before the large one should be in Kafka; found %d records", 2, len(recs))
 	}
 	// Everything from the large entry on is still pending, nothing before.
-	pending, err := rc.Do(context.Background(), rc.B().Xpending().Key(stream).Group("xmirror").Start("-").End("+").Count(10).Build()).ToArray()
+	pending, err := rc.Do(context.Background(), rc.B().Xpending().Key(stream).Group("xmirror:"+name).Start("-").End("+").Count(10).Build()).ToArray()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -394,7 +395,7 @@ func TestReadBackFinishesWhenATransactionMarkerEndsThePartition(t *testing.T) {
 	// An interrupted run left two entries pending: the restart reads the
 	// topic back to its end, marker included, and must finish.
 	more := addEntries(t, rc, stream, 3, 2, func(i int) []string { return []string{"value", strconv.Itoa(i)} })
-	must(t, rc.Do(ctx, rc.B().Xreadgroup().Group("xmirror", name).Count(10).Streams().Key(stream).Id(">").Build()).Error())
+	must(t, rc.Do(ctx, rc.B().Xreadgroup().Group("xmirror:"+name, name).Count(10).Streams().Key(stream).Id(">").Build()).Error())
 	r := mustMirror(t, "r2k", "--stream", stream, "--topic", topic, "--name", name, "--timeout", "10s", "--output", "json")
 	if !strings.Contains(r.stdout, `"entries":2`) {
 		t.Fatalf("summary %s: want the 2 pending entries", r.stdout)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -58,7 +59,10 @@ checkpointed only after the destination confirmed it.
 
 Connections:
   --redis URL       redis://[user:password@]host:port[/db], rediss:// for TLS
-                    (env XMIRROR_REDIS, default redis://127.0.0.1:6379/0)
+                    (env XMIRROR_REDIS, default redis://127.0.0.1:6379/0;
+                    the environment keeps a password out of ps); parameters
+                    ?db= dial_timeout= write_timeout= client_name=
+                    protocol=2|3 skip_verify= (rediss), no others
   --brokers LIST    host:port[,host:port...] (env XMIRROR_BROKERS,
                     default 127.0.0.1:9092)
 
@@ -159,8 +163,25 @@ func (a *app) envOr(c *cobra.Command, flag, envVar, value string) string {
 
 // Execute runs xmirror with args and returns the process exit code, having
 // printed any error once, on one line.
-func Execute(ctx context.Context, env Env, args []string) int {
+//
+// A panic is a bug of xmirror, never an answer to what a user's input or
+// servers are; should one still reach here, it ends the run with exit 1
+// and one line, and the stack under -v. (Only a panic of the goroutine that
+// runs the command reaches here: the mirror's own goroutines must not
+// panic.)
+func Execute(ctx context.Context, env Env, args []string) (code int) {
 	root, g := newRoot(env)
+	defer func() {
+		p := recover()
+		if p == nil {
+			return
+		}
+		fmt.Fprintf(env.Stderr, "xmirror: internal error: %v; this is a bug of xmirror, please report it with the output of the same command under -v\n", p)
+		if g.verbose {
+			env.Stderr.Write(debug.Stack())
+		}
+		code = ExitFailure
+	}()
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if g.stopProfile != nil {
@@ -168,7 +189,7 @@ func Execute(ctx context.Context, env Env, args []string) int {
 			err = perr
 		}
 	}
-	code := ExitCode(err)
+	code = ExitCode(err)
 	if code == ExitInterrupted && ctx.Err() != nil {
 		// Not the bare "context canceled" of whatever step was running.
 		err = errors.New("interrupted by a signal before the run finished; what was confirmed is checkpointed, run again to continue")

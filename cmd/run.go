@@ -286,6 +286,11 @@ func finish(a *app, c *cobra.Command, f *runFlags, s summary, stats mirror.Stats
 	default:
 		s.Stopped = "error"
 	}
+	if err != nil {
+		a.logger().Debug("stopped", "mirror", s.Mirror, "reason", s.Stopped, "err", err)
+	} else {
+		a.logger().Debug("stopped", "mirror", s.Mirror, "reason", s.Stopped)
+	}
 	if !a.global.quiet || f.output == "json" {
 		if f.output == "json" {
 			json.NewEncoder(a.env.Stdout).Encode(s)

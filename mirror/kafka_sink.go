@@ -310,6 +310,9 @@ type EntryError struct {
 	ID     string
 	Topic  string
 	Err    error
+	// CreateTopic says the mirror creates missing topics at start
+	// (--create-topic); it shapes the hint of a topic gone during the run.
+	CreateTopic bool
 }
 
 func (e *EntryError) Error() string {
@@ -320,8 +323,13 @@ func (e *EntryError) Error() string {
 		msg += "; " + tooLarge.Limit.Hint(tooLarge.Size)
 	case errors.Is(e.Err, kerr.MessageTooLarge), errors.Is(e.Err, kerr.RecordListTooLarge):
 		msg += fmt.Sprintf("; the record is larger than the broker or topic accepts: raise the topic's max.message.bytes (kafka-configs --bootstrap-server <broker> --alter --entity-type topics --entity-name %s --add-config max.message.bytes=N), or remove or trim the entry", e.Topic)
+	case errors.Is(e.Err, kerr.UnknownTopicOrPartition) && e.CreateTopic:
+		// The topic was there at start, created if need be.
+		msg += "; the topic was deleted during the run; run again and --create-topic creates it again"
 	case errors.Is(e.Err, kerr.UnknownTopicOrPartition):
-		msg += "; does the topic exist? (--create-topic creates it)"
+		msg += "; the topic existed when the run started, so it was deleted during the run; create it again (or pass --create-topic) and run again"
+	case errors.Is(e.Err, kerr.UnknownTopicID):
+		msg += "; the topic was deleted and created again during the run (its topic ID changed), and what the run wrote before went with the old one; run again"
 	case errors.Is(e.Err, kerr.TopicAuthorizationFailed):
 		msg += "; the Kafka user may not write to this topic"
 	}

@@ -425,6 +425,12 @@ func (s *KafkaSource) fetchError(t string, p int32, err error) error {
 	if errors.Is(err, kerr.OffsetOutOfRange) && st != nil {
 		return fmt.Errorf("topic %q partition %d: offset %d is no longer in the log: records were deleted (retention) before they were mirrored, or the topic was recreated; restart to see the gap (--on-gap skip accepts it)", t, p, st.next)
 	}
+	switch {
+	case errors.Is(err, kerr.UnknownTopicID):
+		return fmt.Errorf("kafka: fetch topic %q partition %d: %w; the topic was deleted and created again during the run (its topic ID changed), so its offsets started over; run again: the checkpoint is checked against the new topic", t, p, err)
+	case errors.Is(err, kerr.UnknownTopicOrPartition):
+		return fmt.Errorf("kafka: fetch topic %q partition %d: %w; the topic existed when the run started, so it was deleted during the run; run again once it exists", t, p, err)
+	}
 	return fmt.Errorf("kafka: fetch topic %q partition %d: %w", t, p, err)
 }
 

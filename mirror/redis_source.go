@@ -397,19 +397,36 @@ func (s *RedisSource) claimOthers(ctx context.Context) (*EntryBatch, error) {
 //
 // start is where a new group starts: --start for the streams there at the
 // start of the run; "0" for a stream that appears later, every entry of
-// which is newer than the run.
+// which is newer than the run. An entry ID above a stream's last one is
+// refused where the group is new: the group would skip every entry added
+// until the clock passed it. An existing group keeps its position.
+//
+// A group another consumer has read is refused too, unless ClaimIdle says
+// this mirror takes over what the others left: consumers of one group
+// split the stream between them, each seeing only its share.
 func (s *RedisSource) prepare(ctx context.Context, streams []*streamState, start string) error {
 	c := s.cfg.Client
+	if start != "0" && start != "$" {
+		if err := s.checkStart(ctx, streams, start); err != nil {
+			return err
+		}
+	}
 	cmds := make(rueidis.Commands, 0, len(streams))
 	for _, st := range streams {
 		cmds = append(cmds, c.B().XgroupCreate().Key(st.name).Group(s.cfg.Group).Id(start).Build())
 	}
+	var existing []*streamState
 	for i, r := range c.DoMulti(ctx, cmds...) {
 		st := streams[i]
 		err := r.Error()
 		switch {
-		case err == nil, isRedisErrPrefix(err, "BUSYGROUP"):
+		case err == nil:
 			st.ready = true
+			s.log.Debug("consumer group created", "stream", st.name, "group", s.cfg.Group, "at", start)
+		case isRedisErrPrefix(err, "BUSYGROUP"):
+			st.ready = true
+			existing = append(existing, st)
+			s.log.Debug("consumer group exists; reading on from its position", "stream", st.name, "group", s.cfg.Group)
 		case isRedisErrPrefix(err, "WRONGTYPE"):
 			return fmt.Errorf("key %q is not a stream (WRONGTYPE); check --stream", st.name)
 		case isRedisErrContaining(err, "requires the key to exist"):
@@ -419,6 +436,9 @@ func (s *RedisSource) prepare(ctx context.Context, streams []*streamState, start
 		default:
 			return classifyRedis(fmt.Errorf("create consumer group %q on stream %q: %w", s.cfg.Group, st.name, err))
 		}
+	}
+	if err := s.checkShared(ctx, existing); err != nil {
+		return err
 	}
 	if s.cfg.Follow {
 		return nil
@@ -450,6 +470,140 @@ func (s *RedisSource) prepare(ctx context.Context, streams []*streamState, start
 		}
 	}
 	return nil
+}
+
+// checkStart refuses an entry ID above the last one of a stream that
+// exists and has no group yet.
+func (s *RedisSource) checkStart(ctx context.Context, streams []*streamState, start string) error {
+	c := s.cfg.Client
+	cmds := make(rueidis.Commands, 0, 2*len(streams))
+	for _, st := range streams {
+		cmds = append(cmds, c.B().XinfoStream().Key(st.name).Build(), c.B().XinfoGroups().Key(st.name).Build())
+	}
+	replies := c.DoMulti(ctx, cmds...)
+	for i, st := range streams {
+		info, err := replies[2*i].AsMap()
+		if err != nil {
+			if isRedisErrContaining(err, "no such key") || isRedisErrPrefix(err, "WRONGTYPE") {
+				continue // not there yet, or reported by XGROUP CREATE
+			}
+			return classifyRedis(fmt.Errorf("read the last entry ID of stream %q (XINFO STREAM): %w", st.name, err))
+		}
+		groups, err := replies[2*i+1].ToArray()
+		if err != nil {
+			return classifyRedis(fmt.Errorf("stream %q: XINFO GROUPS: %w", st.name, err))
+		}
+		if hasGroup(groups, s.cfg.Group) {
+			continue
+		}
+		lastMsg, ok := info["last-generated-id"]
+		if !ok {
+			return fmt.Errorf("stream %q: XINFO STREAM has no last-generated-id", st.name)
+		}
+		last, err := lastMsg.ToString()
+		if err != nil {
+			return fmt.Errorf("stream %q: last-generated-id: %w", st.name, err)
+		}
+		if compareIDs(start, last) > 0 {
+			return fmt.Errorf("--start %s is above the last entry ID of stream %q (%s): the new consumer group %q would skip every entry added until the clock passes it; use an ID at or below %s, or --start latest for only new entries", start, st.name, last, s.cfg.Group, last)
+		}
+	}
+	return nil
+}
+
+// hasGroup says whether an XINFO GROUPS reply lists group.
+func hasGroup(groups []rueidis.RedisMessage, group string) bool {
+	for _, g := range groups {
+		info, _ := g.AsMap()
+		nameMsg := info["name"]
+		if name, _ := nameMsg.ToString(); name == group {
+			return true
+		}
+	}
+	return false
+}
+
+// checkShared refuses existing groups that other consumers have read,
+// unless ClaimIdle takes their entries over; even then a consumer that is
+// a mirror running now (its lease is held) is refused, as both would go on
+// splitting the stream.
+func (s *RedisSource) checkShared(ctx context.Context, streams []*streamState) error {
+	if len(streams) == 0 {
+		return nil
+	}
+	c := s.cfg.Client
+	cmds := make(rueidis.Commands, 0, len(streams))
+	for _, st := range streams {
+		cmds = append(cmds, c.B().XinfoConsumers().Key(st.name).Group(s.cfg.Group).Build())
+	}
+	for i, r := range c.DoMulti(ctx, cmds...) {
+		st := streams[i]
+		consumers, err := r.ToArray()
+		if err != nil {
+			return classifyRedis(fmt.Errorf("list the consumers of group %q on stream %q (XINFO CONSUMERS): %w", s.cfg.Group, st.name, err))
+		}
+		var others []string
+		var pending int64
+		for _, cons := range consumers {
+			info, _ := cons.AsMap()
+			nameMsg, pendingMsg := info["name"], info["pending"]
+			name, _ := nameMsg.ToString()
+			if name == s.cfg.Consumer {
+				continue
+			}
+			n, _ := pendingMsg.AsInt64()
+			pending += n
+			others = append(others, name)
+		}
+		if len(others) == 0 {
+			continue
+		}
+		if s.cfg.ClaimIdle <= 0 {
+			return fmt.Errorf("stream %q: consumer group %q is also read by %q (XINFO CONSUMERS), holding %d pending entries; mirrors sharing a group split the stream between them. Give this mirror a group of its own (--group), or, to take over from consumers that no longer run, pass --claim-idle", st.name, s.cfg.Group, others, pending)
+		}
+		leases := make(rueidis.Commands, 0, len(others))
+		for _, o := range others {
+			leases = append(leases, c.B().Exists().Key(checkpoint.LeaseKey(checkpoint.KindRedisToKafka, o)).Build())
+		}
+		for j, lr := range c.DoMulti(ctx, leases...) {
+			n, err := lr.AsInt64()
+			if err != nil {
+				return classifyRedis(fmt.Errorf("look for the lease of mirror %q: %w", others[j], err))
+			}
+			if n > 0 {
+				return fmt.Errorf("stream %q: consumer group %q is also read by mirror %q, which is running now (lease %s); mirrors sharing a group split the stream between them: give this mirror a group of its own (--group)", st.name, s.cfg.Group, others[j], checkpoint.LeaseKey(checkpoint.KindRedisToKafka, others[j]))
+			}
+		}
+		s.log.Debug("consumer group was read by other consumers; taking over their idle entries (--claim-idle)", "stream", st.name, "group", s.cfg.Group, "others", others, "pending", pending)
+	}
+	return nil
+}
+
+// ConsumerInGroup says whether consumer has read through group on any of
+// the streams: how a mirror whose checkpoint is gone finds the group it
+// used before groups were recorded in checkpoints.
+func ConsumerInGroup(ctx context.Context, c rueidis.Client, streams []string, group, consumer string) (bool, error) {
+	cmds := make(rueidis.Commands, 0, len(streams))
+	for _, st := range streams {
+		cmds = append(cmds, c.B().XinfoConsumers().Key(st).Group(group).Build())
+	}
+	for i, r := range c.DoMulti(ctx, cmds...) {
+		consumers, err := r.ToArray()
+		if err != nil {
+			if isRedisErrPrefix(err, "NOGROUP") || isRedisErrContaining(err, "no such key") || isRedisErrPrefix(err, "WRONGTYPE") {
+				continue
+			}
+			return false, classifyRedis(fmt.Errorf("list the consumers of group %q on stream %q (XINFO CONSUMERS): %w", group, streams[i], err))
+		}
+		for _, cons := range consumers {
+			info, _ := cons.AsMap()
+			nameMsg := info["name"]
+			if name, _ := nameMsg.ToString(); name == consumer {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
 }
 
 // Pending is how many entries this mirror's consumer read in an earlier run

@@ -3,6 +3,7 @@ package mirror
 import (
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 // Template is a name with placeholders such as {stream}, {topic} or
@@ -109,11 +110,19 @@ func ValidTopicName(name string) error {
 	if name == "." || name == ".." {
 		return fmt.Errorf("topic name %q is not allowed", name)
 	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return fmt.Errorf("topic name %q has %q; Kafka allows only letters, digits, '.', '_' and '-'", name, c)
+	// The character is named as the user typed it (a rune, with its code
+	// point), not as one of its UTF-8 bytes; positions count characters.
+	pos := 0
+	for i := 0; i < len(name); {
+		r, size := utf8.DecodeRuneInString(name[i:])
+		pos++
+		if r == utf8.RuneError && size == 1 {
+			return fmt.Errorf("topic name %q has the byte 0x%02x, which is not UTF-8, at character %d; Kafka allows only ASCII letters, digits, '.', '_' and '-'", name, name[i], pos)
 		}
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return fmt.Errorf("topic name %q has %q (%U) at character %d; Kafka allows only ASCII letters, digits, '.', '_' and '-'", name, r, r, pos)
+		}
+		i += size
 	}
 	return nil
 }

@@ -70,3 +70,18 @@ func TestCompareIDs(t *testing.T) {
 		}
 	}
 }
+
+func TestInvalidTopicNameErrorNamesTheCharacterNotAByte(t *testing.T) {
+	for _, tc := range []struct{ name, want string }{
+		{"caf\u00e4", `has 'ä' (U+00E4) at character 4`},
+		{"a\u20acb", `has '€' (U+20AC) at character 2`},
+		{"\u00e4b:c", `has 'ä' (U+00E4) at character 1`},
+		{"ab:c", `has ':' (U+003A) at character 3`},
+		{"ok\xffno", `has the byte 0xff, which is not UTF-8, at character 3`},
+	} {
+		err := ValidTopicName(tc.name)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ValidTopicName(%q) = %v, want it to say %s", tc.name, err, tc.want)
+		}
+	}
+}

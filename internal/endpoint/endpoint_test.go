@@ -2,9 +2,12 @@ package endpoint
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
 )
 
 func TestParseRedisURL(t *testing.T) {
@@ -27,6 +30,22 @@ func TestParseRedisURL(t *testing.T) {
 		{url: "redis://h:1/x", wantErr: "database"},
 		{url: "redis://h:1/1/2", wantErr: "path"},
 		{url: "redis://u:p@h:1:%zz", wantErr: "malformed"},
+		// Parameters: only those xmirror applies, each checked; any
+		// other is refused by name rather than ignored.
+		{url: "redis://h:1/0?bogus=1", wantErr: "unknown parameter(s) bogus; xmirror takes only db, dial_timeout"},
+		{url: "redis://u:secret@h:1/0?zz=1&addr=h2:1&master_set=m", wantErr: "unknown parameter(s) addr, master_set, zz;"},
+		{url: "redis://h:1?client_cache=0", wantErr: "unknown parameter(s) client_cache"},
+		{url: "redis://h:1?max_retries=0", wantErr: "unknown parameter(s) max_retries"},
+		{url: "redis://h:1?db=2", addr: "h:1", db: 2, redacted: "redis://h:1?db=2"},
+		{url: "redis://h:1/2?db=2", addr: "h:1", db: 2, redacted: "redis://h:1/2?db=2"},
+		{url: "redis://h:1/1?db=2", wantErr: "the database is given twice"},
+		{url: "redis://h:1?db=1&db=2", wantErr: "parameter db is given 2 times"},
+		{url: "redis://h:1?dial_timeout=2s&write_timeout=3s&client_name=x&protocol=2", addr: "h:1", redacted: "redis://h:1?dial_timeout=2s&write_timeout=3s&client_name=x&protocol=2"},
+		{url: "redis://h:1?dial_timeout=0s", wantErr: "dial_timeout=\"0s\" must be a positive duration"},
+		{url: "redis://h:1?write_timeout=soon", wantErr: "write_timeout=\"soon\" must be a positive duration"},
+		{url: "redis://h:1?protocol=4", wantErr: "protocol=\"4\" must be 2"},
+		{url: "redis://h:1?skip_verify=true", wantErr: "skip_verify applies only to TLS"},
+		{url: "rediss://h:1?skip_verify=true", addr: "h:1", tls: true, redacted: "rediss://h:1?skip_verify=true"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.url, func(t *testing.T) {
@@ -104,5 +123,24 @@ func TestConnectToAClosedPortFailsFastNamingIt(t *testing.T) {
 	}
 	if took := time.Since(begin); took > 5*time.Second {
 		t.Fatalf("took %s", took)
+	}
+}
+
+func TestRedisURLParametersAreApplied(t *testing.T) {
+	r, err := ParseRedisURL("rediss://h:1/0?dial_timeout=2s&write_timeout=3s&client_name=mirror-7&protocol=2&skip_verify=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := r.Option
+	if o.Dialer.Timeout != 2*time.Second || o.ConnWriteTimeout != 3*time.Second || o.ClientName != "mirror-7" || !o.AlwaysRESP2 || !o.TLSConfig.InsecureSkipVerify {
+		t.Fatalf("parameters not applied: dial %s write %s name %q resp2 %v skip_verify %v", o.Dialer.Timeout, o.ConnWriteTimeout, o.ClientName, o.AlwaysRESP2, o.TLSConfig.InsecureSkipVerify)
+	}
+}
+
+func TestKafkaExplainHintsATopicDeletedAndCreatedAgain(t *testing.T) {
+	k := Kafka{Brokers: []string{"b:9092"}}
+	msg := k.Explain(fmt.Errorf("list offsets of topic t: %w", kerr.UnknownTopicID)).Error()
+	if !strings.Contains(msg, "kafka b:9092") || !strings.Contains(msg, "deleted and created again") || !strings.Contains(msg, "UNKNOWN_TOPIC_ID") {
+		t.Fatalf("%q: want the broker, the error and the hint", msg)
 	}
 }

@@ -101,6 +101,8 @@ func (k Kafka) Explain(err error) error {
 		hint = "unknown host; check --brokers"
 	case errors.As(err, new(*kgo.ErrFirstReadEOF)), strings.Contains(msg, "EOF"):
 		hint = "the server closed the connection at once; is it a Kafka broker, and does it expect TLS or SASL?"
+	case errors.Is(err, kerr.UnknownTopicID):
+		hint = "a topic was deleted and created again meanwhile (its topic ID changed); run again"
 	case errors.Is(err, kerr.SaslAuthenticationFailed), errors.Is(err, kerr.IllegalSaslState):
 		hint = "authentication refused"
 	case errors.Is(err, context.DeadlineExceeded), strings.Contains(msg, "i/o timeout"):

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -47,6 +49,9 @@ func ParseRedisURL(raw string) (Redis, error) {
 	if u.Scheme != "unix" && u.Host == "" {
 		return Redis{}, fmt.Errorf("redis URL %q has no host; use redis://host:port[/db]", redactURL(raw))
 	}
+	if err := checkRedisQuery(u); err != nil {
+		return Redis{}, fmt.Errorf("redis URL %q: %w", redactURL(raw), err)
+	}
 	opt, err := rueidis.ParseURL(raw)
 	if err != nil {
 		return Redis{}, fmt.Errorf("redis URL %q: %s", redactURL(raw), strings.TrimPrefix(err.Error(), "redis: "))
@@ -66,6 +71,60 @@ func ParseRedisURL(raw string) (Redis, error) {
 	// client talk to servers that lack RESP3.
 	opt.DisableCache = true
 	return Redis{URL: raw, Option: opt}, nil
+}
+
+// redisParams are the URL parameters xmirror applies (through rueidis's
+// URL parser), each checked here; any other parameter is refused rather
+// than ignored. Several addresses (addr) and Sentinel (master_set) are
+// not supported; xmirror never caches (client_cache) and retries by itself
+// (max_retries).
+var redisParams = []string{"db", "dial_timeout", "write_timeout", "client_name", "protocol", "skip_verify"}
+
+// checkRedisQuery refuses unknown, repeated or malformed URL parameters,
+// naming them.
+func checkRedisQuery(u *url.URL) error {
+	if u.RawQuery == "" {
+		return nil
+	}
+	q, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		return fmt.Errorf("malformed parameters after '?': %v", err)
+	}
+	var unknown []string
+	for k := range q {
+		if !slices.Contains(redisParams, k) {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return fmt.Errorf("unknown parameter(s) %s; xmirror takes only %s (skip_verify with rediss://)", strings.Join(unknown, ", "), strings.Join(redisParams, ", "))
+	}
+	for _, k := range redisParams {
+		if len(q[k]) > 1 {
+			return fmt.Errorf("parameter %s is given %d times; give it once", k, len(q[k]))
+		}
+	}
+	for _, k := range []string{"dial_timeout", "write_timeout"} {
+		if !q.Has(k) {
+			continue
+		}
+		if d, err := time.ParseDuration(q.Get(k)); err != nil || d <= 0 {
+			return fmt.Errorf("parameter %s=%q must be a positive duration such as 5s", k, q.Get(k))
+		}
+	}
+	if q.Has("protocol") && q.Get("protocol") != "2" && q.Get("protocol") != "3" {
+		return fmt.Errorf("parameter protocol=%q must be 2 (RESP2) or 3 (RESP3)", q.Get("protocol"))
+	}
+	if q.Has("skip_verify") && u.Scheme != "rediss" {
+		return fmt.Errorf("parameter skip_verify applies only to TLS (rediss://)")
+	}
+	if q.Has("db") {
+		if path := strings.TrimPrefix(u.Path, "/"); path != "" && path != q.Get("db") {
+			return fmt.Errorf("the database is given twice, /%s and db=%s; give it once", path, q.Get("db"))
+		}
+	}
+	return nil
 }
 
 // Redacted is the URL with any password replaced, safe to log.
@@ -115,6 +174,38 @@ func (r Redis) Connect(ctx context.Context, timeout time.Duration) (rueidis.Clie
 		return nil, r.explain(err)
 	}
 	return res.c, nil
+}
+
+// IsCluster says whether c talks to a Redis Cluster, which neither direction
+// supports yet: a cluster client routes each command by its key's slot, and
+// the mirrors send commands over several streams and their checkpoints at
+// once, which a cluster refuses unless all share one slot. It is one when
+// the client found one (rueidis reaches a cluster node through a cluster
+// client), or when the server says so in INFO. A server that refuses INFO (an ACL) is judged by the
+// client alone, which is what decides how commands are routed.
+func IsCluster(ctx context.Context, c rueidis.Client) bool {
+	if c.Mode() == rueidis.ClientModeCluster {
+		return true
+	}
+	info, err := c.Do(ctx, c.B().Info().Section("server").Build()).ToString()
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if strings.TrimSpace(line) == "redis_mode:cluster" {
+			return true
+		}
+	}
+	return false
+}
+
+// RefuseCluster returns an error naming the endpoint and the command when c
+// talks to a Redis Cluster, which command does not support yet.
+func (r Redis) RefuseCluster(ctx context.Context, c rueidis.Client, command string) error {
+	if !IsCluster(ctx, c) {
+		return nil
+	}
+	return fmt.Errorf("redis %s is a Redis Cluster, which %s does not support yet; point --redis at a standalone Redis (a primary with replicas works)", r.Addr(), command)
 }
 
 // explain turns a client error into a one-line message with a hint.
