@@ -228,3 +228,20 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// onlyGroup is the one consumer group of a stream a mirror read (each
+// mirror has a group of its own), asked of Redis directly.
+func onlyGroup(t *testing.T, rc rueidis.Client, stream string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	groups, err := rc.Do(ctx, rc.B().XinfoGroups().Key(stream).Build()).ToArray()
+	if err != nil || len(groups) != 1 {
+		t.Fatalf("groups of stream %s: %d, %v; want exactly one", stream, len(groups), err)
+	}
+	info, err := groups[0].AsStrMap()
+	if err != nil {
+		t.Fatalf("XINFO GROUPS %s: %v", stream, err)
+	}
+	return info["name"]
+}

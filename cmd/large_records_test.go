@@ -175,7 +175,7 @@ func TestRecordAboveTheTopicLimitIsRefusedNamingTheLimitAndHowToRaiseIt(t *testi
 	if id, _ := header(recs[2], "xmirror.id"); id != ids[2] || len(recs[2].Value) != len(`{"value":""}`)+2<<20 {
 		t.Fatalf("last record is entry %s of %d bytes, want %s of %d and a bit", id, len(recs[2].Value), ids[2], 2<<20)
 	}
-	pending, err := rc.Do(context.Background(), rc.B().Xpending().Key(stream).Group("xmirror").Start("-").End("+").Count(10).Build()).ToArray()
+	pending, err := rc.Do(context.Background(), rc.B().Xpending().Key(stream).Group(onlyGroup(t, rc, stream)).Start("-").End("+").Count(10).Build()).ToArray()
 	if err != nil || len(pending) != 2 {
 		t.Fatalf("pending entries: %d, %v; want the refused one and the one after it", len(pending), err)
 	}

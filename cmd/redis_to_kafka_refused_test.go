@@ -87,7 +87,7 @@ func TestEntryTwoHoursAheadIsHandledByOnErrorAndTheRestDelivered(t *testing.T) {
 		return got
 	}
 	pendingOf := func(t *testing.T, stream string) int64 {
-		n, err := rc.Do(ctx, rc.B().Xpending().Key(stream).Group("xmirror").Build()).ToArray()
+		n, err := rc.Do(ctx, rc.B().Xpending().Key(stream).Group(onlyGroup(t, rc, stream)).Build()).ToArray()
 		if err != nil {
 			t.Fatal(err)
 		}
