@@ -107,26 +107,19 @@ type KafkaSink struct {
 	cfg KafkaSinkConfig
 	log *slog.Logger
 
-	// A record batch the broker refused for one of its records (see
-	// brokerRefused) was not appended, nor anything after it in its
-	// partition: franz-go fails them all. Those records are produced
-	// again one at a time, in batch order (last is the turn of the batch
-	// written last), while no new batch is produced (idle is closed once
-	// holds drops to zero), so a partition keeps its order.
-	mu        sync.Mutex
-	last      chan struct{}
-	holds     int
-	idle      chan struct{}
-	resending atomic.Bool // holds > 0
-	// halted is set once a batch stopped at an entry Kafka refuses
-	// (OnErrorFail): the run ends with that error, and a later batch
-	// produced meanwhile would only land ahead of the entries it kept.
+	// halted is set once a batch stopped at an entry Kafka refuses or
+	// would refuse: the run ends with that batch's error, and a later
+	// batch produced meanwhile would only land ahead of the entries it
+	// kept back.
 	halted atomic.Bool
-	// warnedWide: streams warned of an entry wider than WarnFields (mu).
+
+	mu sync.Mutex
+	// warnedWide: streams warned of an entry wider than WarnFields.
 	warnedWide map[string]bool
 }
 
-// errHalted fails the batches after one stopped at an entry Kafka refuses.
+// errHalted fails the batches after one stopped at an entry Kafka refuses;
+// the engine reports that earlier batch's error, which names the entry.
 var errHalted = errors.New("not produced: an earlier batch stopped at an entry Kafka refuses")
 
 // NewKafkaSink returns a sink writing through cfg.Client.
@@ -144,10 +137,8 @@ func NewKafkaSink(cfg KafkaSinkConfig) *KafkaSink {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	last := make(chan struct{})
-	close(last)
 	cfg.Logger = log
-	return &KafkaSink{cfg: cfg, log: log, last: last, warnedWide: map[string]bool{}}
+	return &KafkaSink{cfg: cfg, log: log, warnedWide: map[string]bool{}}
 }
 
 // ProducerTuning are the knobs of the producer a user may reach for.
@@ -319,6 +310,8 @@ func (e *EntryError) Error() string {
 	msg := fmt.Sprintf("stream %q entry %s to topic %q: %v", e.Stream, e.ID, e.Topic, e.Err)
 	var tooLarge *RecordTooLargeError
 	switch {
+	case errors.Is(e.Err, kerr.InvalidTimestamp) && errors.As(e.Err, new(*BrokerRefusedError)):
+		msg += "; check the topic's message.timestamp.* settings and that this machine's clock agrees with the broker's, or pass --timestamp now; a rerun checks the entries against the settings as they are then"
 	case errors.As(e.Err, &tooLarge):
 		msg += "; " + tooLarge.Limit.Hint(tooLarge.Size)
 	case errors.Is(e.Err, kerr.MessageTooLarge), errors.Is(e.Err, kerr.RecordListTooLarge):
@@ -346,16 +339,11 @@ func (e *EntryError) Unwrap() error { return e.Err }
 // headers and the JSON values, one promise for the whole batch, and field
 // values handed to Kafka without a copy.
 func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) {
-	if err := k.waitForResends(ctx); err != nil {
-		done(err)
-		return
-	}
 	if k.halted.Load() {
 		done(errHalted)
 		return
 	}
 	now := time.Now()
-	turn, prev := k.nextTurn()
 	n := len(b.Entries)
 	b.records = make([]kgo.Record, n)
 	records := b.records
@@ -370,9 +358,6 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 		mu        sync.Mutex
 		firstErr  = n // index of the first failed entry
 		err       error
-		// refused are the entries whose record batch the broker refused
-		// for a record's content: produced again one at a time.
-		refused []int
 	)
 	// remaining counts the records produced and not yet answered, plus
 	// one held until every record of the batch is produced.
@@ -385,40 +370,18 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 		if remaining.Add(-1) != 0 {
 			return
 		}
-		complete := func() {
-			once.Do(func() {
-				if timer != nil {
-					timer.Stop()
-				}
-				mu.Lock()
-				defer mu.Unlock()
-				if firstErr == n {
-					done(nil)
-					return
-				}
-				done(&PartialError{Confirmed: firstErr, Err: err})
-			})
-		}
-		mu.Lock()
-		resend := refused
-		mu.Unlock()
-		if len(resend) == 0 {
-			k.passTurn(turn, prev)
-			complete()
-			return
-		}
-		go func() {
-			defer k.releaseHold()
-			defer close(turn)
-			// A stopped run still goes through: the resends then fail
-			// at once with ctx's error, and the batch with them.
-			select {
-			case <-prev:
-			case <-ctx.Done():
+		once.Do(func() {
+			if timer != nil {
+				timer.Stop()
 			}
-			k.resendOneByOne(ctx, b, resend, &mu, &firstErr, &err)
-			complete()
-		}()
+			mu.Lock()
+			defer mu.Unlock()
+			if firstErr == n {
+				done(nil)
+				return
+			}
+			done(&PartialError{Confirmed: firstErr, Err: err})
+		})
 	}
 	if k.cfg.ConfirmTimeout > 0 {
 		timer = time.AfterFunc(k.cfg.ConfirmTimeout, func() {
@@ -433,13 +396,15 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 	promise := func(r *kgo.Record, perr error) {
 		if perr != nil {
 			i := int((uintptr(unsafe.Pointer(r)) - base) / size)
-			mu.Lock()
 			if brokerRefused(perr) {
-				if len(refused) == 0 {
-					k.hold()
-				}
-				refused = append(refused, i)
-			} else if i < firstErr {
+				// The check before producing missed it (a topic config
+				// changed since the start, clocks apart): nothing more is
+				// produced, as for an entry the check refuses.
+				k.halted.Store(true)
+				perr = &BrokerRefusedError{Err: perr}
+			}
+			mu.Lock()
+			if i < firstErr {
 				firstErr = i
 				e := &b.Entries[i]
 				err = &EntryError{Stream: e.Stream, ID: e.ID, Topic: r.Topic, Err: perr}
@@ -513,16 +478,15 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 			k.halted.Store(true)
 			break
 		}
-		if k.resending.Load() {
-			// A record batch was just refused: what has not been
-			// produced yet goes after its resend, one at a time.
+		if k.halted.Load() {
+			// A record batch was refused meanwhile (see the promise):
+			// what is not produced yet stays back, in order.
 			mu.Lock()
-			if len(refused) == 0 {
-				k.hold()
+			if i < firstErr {
+				firstErr, err = i, errHalted
 			}
-			refused = append(refused, i)
 			mu.Unlock()
-			continue
+			break
 		}
 		remaining.Add(1)
 		k.cfg.Client.Produce(ctx, r, promise)
@@ -674,114 +638,24 @@ func (k *KafkaSink) setAside(b *EntryBatch, i int, topic string, err error) {
 }
 
 // brokerRefused says whether a produce error is the broker refusing a
-// record batch for the content of one of its records: then nothing of the
-// batch was appended, and each record may be produced again on its own to
-// find the one refused.
+// record batch for the content of one of its records.
 func brokerRefused(err error) bool {
 	return errors.Is(err, kerr.InvalidTimestamp) || errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge)
 }
 
-// resendOneByOne produces again, one at a time and in order, the records
-// of b at indexes whose record batch the broker refused. A record refused
-// again is the culprit: with OnErrorFail it stops the batch right before
-// it (firstErr), otherwise it is set aside and the rest go on. The
-// idempotent producer cannot double them: a refused batch was not
-// appended.
-func (k *KafkaSink) resendOneByOne(ctx context.Context, b *EntryBatch, indexes []int, mu *sync.Mutex, firstErr *int, err *error) {
-	sort.Ints(indexes)
-	for _, i := range indexes {
-		mu.Lock()
-		stop := i >= *firstErr
-		if !stop && k.halted.Load() {
-			*firstErr, *err, stop = i, errHalted, true
-		}
-		mu.Unlock()
-		if stop {
-			return
-		}
-		r := &b.records[i]
-		one := &kgo.Record{Topic: r.Topic, Key: r.Key, Value: r.Value, Headers: r.Headers, Timestamp: r.Timestamp}
-		perr := k.cfg.Client.ProduceSync(ctx, one).FirstErr()
-		if perr == nil {
-			r.Partition, r.Offset = one.Partition, one.Offset
-			continue
-		}
-		e := &b.Entries[i]
-		if brokerRefused(perr) && k.cfg.OnError != OnErrorFail {
-			k.setAside(b, i, r.Topic, fmt.Errorf("the broker refused it: %w", perr))
-			continue
-		}
-		if brokerRefused(perr) {
-			perr = fmt.Errorf("the broker refused it: %w; --on-error skip or dead-letter goes past such entries", perr)
-			k.halted.Store(true)
-		}
-		mu.Lock()
-		if i < *firstErr {
-			*firstErr = i
-			*err = &EntryError{Stream: e.Stream, ID: e.ID, Topic: r.Topic, Err: perr}
-		}
-		mu.Unlock()
-		return
-	}
+// BrokerRefusedError is the broker refusing a record batch that passed the
+// check made before producing (see refusal): the topic's configuration
+// changed since the start, or the clocks of this machine and the broker
+// differ by more than the check's margin. The broker refuses a whole
+// record batch, so the entry named is the first of it, not necessarily the
+// one at fault; the run stops whatever --on-error says, since which entry
+// to skip is not known. Records produced to the partition before the
+// refusal was known may have landed after the batch: a rerun finds them
+// in its read-back and sends only the refused batch, behind them.
+type BrokerRefusedError struct{ Err error }
+
+func (e *BrokerRefusedError) Error() string {
+	return fmt.Sprintf("the broker refused the record batch holding this entry (it may be another entry of that batch) although it passed xmirror's check against the topic's limits read at start: %v", e.Err)
 }
 
-// nextTurn gives a batch its turn for resending refused records (turn,
-// closed once it is done) and the turn of the batch before it (prev).
-func (k *KafkaSink) nextTurn() (turn, prev chan struct{}) {
-	turn = make(chan struct{})
-	k.mu.Lock()
-	prev, k.last = k.last, turn
-	k.mu.Unlock()
-	return turn, prev
-}
-
-// passTurn ends the turn of a batch that resends nothing, once the batch
-// before it is done.
-func (k *KafkaSink) passTurn(turn, prev chan struct{}) {
-	select {
-	case <-prev:
-		close(turn)
-	default:
-		go func() {
-			<-prev
-			close(turn)
-		}()
-	}
-}
-
-// hold keeps new batches from being produced until releaseHold.
-func (k *KafkaSink) hold() {
-	k.mu.Lock()
-	if k.holds == 0 {
-		k.idle = make(chan struct{})
-		k.resending.Store(true)
-	}
-	k.holds++
-	k.mu.Unlock()
-}
-
-func (k *KafkaSink) releaseHold() {
-	k.mu.Lock()
-	if k.holds--; k.holds == 0 {
-		close(k.idle)
-		k.idle = nil
-		k.resending.Store(false)
-	}
-	k.mu.Unlock()
-}
-
-// waitForResends waits while refused records are being produced again.
-func (k *KafkaSink) waitForResends(ctx context.Context) error {
-	k.mu.Lock()
-	idle := k.idle
-	k.mu.Unlock()
-	if idle == nil {
-		return nil
-	}
-	select {
-	case <-idle:
-		return nil
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	}
-}
+func (e *BrokerRefusedError) Unwrap() error { return e.Err }

@@ -112,76 +112,65 @@ func TestPartitionerKeepsHashingOverTheKeptCount(t *testing.T) {
 	}
 }
 
-// TestBrokerRefusedBatchIsResentOneRecordAtATime: without the client-side
-// check, the broker refuses the whole record batch for one record 2 h
-// ahead; the sink finds it by producing the refused records one at a time.
-func TestBrokerRefusedBatchIsResentOneRecordAtATime(t *testing.T) {
+// TestBrokerRefusedBatchStopsTheRunWhateverOnError: without the check made
+// before producing (a topic config changed since the start, say), the
+// broker refuses the whole record batch for one record 2 h ahead. Which
+// entry of it is at fault is not known, so the batch fails naming its
+// first entry and the refusal, whatever --on-error says, and the batch
+// written after it produces nothing: it would land ahead of what the first
+// one kept back.
+func TestBrokerRefusedBatchStopsTheRunWhateverOnError(t *testing.T) {
 	kc := testenv.Kafka(t)
 	now := time.Now().UnixMilli()
-	batch := func(stream string) *EntryBatch {
+	batch := func(stream string, ms ...int64) *EntryBatch {
 		b := &EntryBatch{}
-		for i, ms := range []int64{now - 3000, now - 2000, now + 2*time.Hour.Milliseconds(), now + 2*time.Hour.Milliseconds()} {
-			e := Entry{Stream: stream, ID: strconv.FormatInt(ms, 10) + "-" + strconv.Itoa(i), Fields: []Field{{Name: "v", Value: strconv.Itoa(i)}}}
+		for i, m := range ms {
+			e := Entry{Stream: stream, ID: strconv.FormatInt(m, 10) + "-" + strconv.Itoa(i), Fields: []Field{{Name: "v", Value: strconv.Itoa(i)}}}
 			b.Entries = append(b.Entries, e)
 			b.written++
 			b.size += entrySize(e)
 		}
-		// Another stream's valid entry after them, in the same partition.
-		e := Entry{Stream: stream + "-b", ID: strconv.FormatInt(now-1000, 10) + "-0", Fields: []Field{{Name: "v", Value: "b"}}}
-		b.Entries = append(b.Entries, e)
-		b.written++
-		b.size += entrySize(e)
 		return b
 	}
-	for _, mode := range []string{OnErrorFail, OnErrorSkip} {
+	ahead := now + 2*time.Hour.Milliseconds()
+	for _, mode := range []string{OnErrorFail, OnErrorSkip, OnErrorDeadLetter} {
 		t.Run(mode, func(t *testing.T) {
 			topic := testenv.Topic(t, kc, 1)
+			// A linger puts the whole batch in one record batch.
 			opts, err := ProducerOpts(ProducerTuning{Linger: 50 * time.Millisecond})
 			if err != nil {
 				t.Fatal(err)
 			}
 			producer := testenv.Kafka(t, opts...)
-			stream := testenv.Name(t, "s")
-			sink := NewKafkaSink(KafkaSinkConfig{Client: producer, Topics: map[string]string{stream: topic, stream + "-b": topic}, Format: FormatJSON, OnError: mode})
-			b := batch(stream)
+			a, c := testenv.Name(t, "a"), testenv.Name(t, "c")
+			sink := NewKafkaSink(KafkaSinkConfig{Client: producer, Topics: map[string]string{a: topic, c: topic}, Format: FormatJSON, OnError: mode})
+			first := batch(a, now-3000, now-2000, ahead, now-1000)
 			got := make(chan error, 1)
-			sink.Write(context.Background(), b, func(err error) { got <- err })
+			sink.Write(context.Background(), first, func(err error) { got <- err })
 			var werr error
 			select {
 			case werr = <-got:
 			case <-time.After(30 * time.Second):
 				t.Fatal("the batch was not answered within 30s")
 			}
-			var ids []string
-			for _, r := range readTopicRecords(t, kc, topic) {
-				for _, h := range r.Headers {
-					if h.Key == HeaderID {
-						ids = append(ids, string(h.Value))
-					}
-				}
+			var partial *PartialError
+			var refused *BrokerRefusedError
+			if !errors.As(werr, &partial) || partial.Confirmed != 0 || !errors.As(werr, &refused) || !errors.Is(werr, kerr.InvalidTimestamp) ||
+				!strings.Contains(werr.Error(), first.Entries[0].ID) || !strings.Contains(werr.Error(), "--timestamp now") {
+				t.Fatalf("err %v; want a PartialError confirming nothing, naming %s, the broker's refusal and what to do", werr, first.Entries[0].ID)
 			}
-			switch mode {
-			case OnErrorFail:
-				var partial *PartialError
-				if !errors.As(werr, &partial) || partial.Confirmed != 2 || !strings.Contains(werr.Error(), b.Entries[2].ID) || !errors.Is(werr, kerr.InvalidTimestamp) {
-					t.Fatalf("err %v, want a PartialError confirming 2 and naming %s", werr, b.Entries[2].ID)
-				}
-				if want := b.Entries[0].ID + "," + b.Entries[1].ID; strings.Join(ids, ",") != want {
-					t.Fatalf("topic holds %v, want %s", ids, want)
-				}
-			case OnErrorSkip:
-				if werr != nil {
-					t.Fatalf("err %v, want the batch confirmed without the refused entries", werr)
-				}
-				if want := b.Entries[0].ID + "," + b.Entries[1].ID + "," + b.Entries[4].ID; strings.Join(ids, ",") != want {
-					t.Fatalf("topic holds %v, want %s", ids, want)
-				}
-				if len(b.refused) != 2 || b.Entries[2].skip != skipRefused || b.Entries[3].skip != skipRefused || b.Len() != 3 {
-					t.Fatalf("refused %v, len %d; want entries 2 and 3 set aside, 3 written", b.refused, b.Len())
-				}
-				if b.records[4].Offset != 2 {
-					t.Fatalf("the last entry's record is at offset %d, want 2", b.records[4].Offset)
-				}
+			second := batch(c, now-500)
+			sink.Write(context.Background(), second, func(err error) { got <- err })
+			select {
+			case werr = <-got:
+			case <-time.After(30 * time.Second):
+				t.Fatal("the second batch was not answered within 30s")
+			}
+			if !errors.Is(werr, errHalted) {
+				t.Fatalf("second batch: err %v, want it refused unproduced (%v)", werr, errHalted)
+			}
+			if recs := readTopicRecords(t, kc, topic); len(recs) != 0 {
+				t.Fatalf("topic holds %d records, want none", len(recs))
 			}
 		})
 	}
@@ -210,10 +199,11 @@ func readTopicRecords(t *testing.T, kc *kgo.Client, topic string) []*kgo.Record 
 	return recs
 }
 
-// TestBrokerRefusedLargeBatchKeepsItsOrder: a batch larger than one
-// produce request, refused by the broker in its middle, is delivered whole
-// but for the refused entry, in order.
-func TestBrokerRefusedLargeBatchKeepsItsOrder(t *testing.T) {
+// TestBrokerRefusedLargeBatchLandsNothingTwiceNorOutOfOrder: a batch
+// larger than one produce request, refused by the broker in its middle,
+// fails confirming only what precedes the refused records; whatever of it
+// landed is in batch order and once, so a rerun's read-back finds it.
+func TestBrokerRefusedLargeBatchLandsNothingTwiceNorOutOfOrder(t *testing.T) {
 	kc := testenv.Kafka(t)
 	topic := testenv.Topic(t, kc, 1)
 	opts, err := ProducerOpts(ProducerTuning{Limits: TopicLimits{Topics: map[string]RecordLimit{topic: {Topic: topic, Bytes: 16 << 10}}}})
@@ -234,106 +224,42 @@ func TestBrokerRefusedLargeBatchKeepsItsOrder(t *testing.T) {
 		add(a, now-5000, i)
 	}
 	add(a, now+2*time.Hour.Milliseconds(), 0)
-	for i := range 999 {
+	for i := range 29000 {
 		add(c, now-4000, i)
 	}
 	sink := NewKafkaSink(KafkaSinkConfig{Client: producer, Topics: map[string]string{a: topic, c: topic}, Format: FormatJSON, OnError: OnErrorSkip})
 	got := make(chan error, 1)
 	sink.Write(context.Background(), b, func(err error) { got <- err })
+	var werr error
 	select {
-	case err := <-got:
-		if err != nil {
-			t.Fatalf("err %v, want the batch confirmed without the refused entry", err)
-		}
+	case werr = <-got:
 	case <-time.After(60 * time.Second):
 		t.Fatal("the batch was not answered within 60s")
 	}
-	var want []string
-	for i, e := range b.Entries {
-		if i != 1000 {
-			want = append(want, e.ID)
-		}
+	var partial *PartialError
+	if !errors.As(werr, &partial) || partial.Confirmed > 1000 || !errors.Is(werr, kerr.InvalidTimestamp) {
+		t.Fatalf("err %v; want a PartialError confirming at most the 1000 entries before the refused one", werr)
 	}
-	var ids []string
-	for _, r := range readTopicRecords(t, kc, topic) {
+	index := map[string]int{}
+	for i, e := range b.Entries {
+		index[e.ID] = i
+	}
+	last := -1
+	for n, r := range readTopicRecords(t, kc, topic) {
+		var id string
 		for _, h := range r.Headers {
 			if h.Key == HeaderID {
-				ids = append(ids, string(h.Value))
+				id = string(h.Value)
 			}
 		}
-	}
-	if strings.Join(ids, ",") != strings.Join(want, ",") {
-		t.Fatalf("topic holds %d records, want the %d valid ones in batch order", len(ids), len(want))
-	}
-	if len(b.refused) != 1 || b.refused[0].index != 1000 {
-		t.Fatalf("refused %v, want entry 1000", b.refused)
-	}
-}
-
-// TestBrokerRefusedBatchIsResentBeforeTheNextBatch: the batch written
-// right after a refused one, into the same partition, lands after the
-// refused batch's valid records, and both are confirmed.
-func TestBrokerRefusedBatchIsResentBeforeTheNextBatch(t *testing.T) {
-	kc := testenv.Kafka(t)
-	opts, err := ProducerOpts(ProducerTuning{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	producer := testenv.Kafka(t, opts...)
-	a, c := testenv.Name(t, "a"), testenv.Name(t, "c")
-	now := time.Now().UnixMilli()
-	batch := func(stream string, ms []int64) *EntryBatch {
-		b := &EntryBatch{}
-		for i, m := range ms {
-			e := Entry{Stream: stream, ID: strconv.FormatInt(m, 10) + "-" + strconv.Itoa(i), Fields: []Field{{Name: "v", Value: "x"}}}
-			b.Entries = append(b.Entries, e)
-			b.written++
-			b.size += entrySize(e)
+		i, ok := index[id]
+		if !ok || i <= last {
+			t.Fatalf("record %d is entry %q (index %d) after index %d: want each entry once, in batch order", n, id, i, last)
 		}
-		return b
-	}
-	ahead := now + 2*time.Hour.Milliseconds()
-	for _, mode := range []string{OnErrorSkip, OnErrorFail} {
-		t.Run(mode, func(t *testing.T) {
-			topic := testenv.Topic(t, kc, 1)
-			first := batch(a, []int64{now - 3000, now - 3000, ahead, ahead})
-			second := batch(c, []int64{now - 2000, now - 2000, now - 2000})
-			sink := NewKafkaSink(KafkaSinkConfig{Client: producer, Topics: map[string]string{a: topic, c: topic}, Format: FormatJSON, OnError: mode})
-			got := [2]chan error{make(chan error, 1), make(chan error, 1)}
-			sink.Write(context.Background(), first, func(err error) { got[0] <- err })
-			sink.Write(context.Background(), second, func(err error) { got[1] <- err })
-			var errs [2]error
-			for i := range got {
-				select {
-				case errs[i] = <-got[i]:
-				case <-time.After(30 * time.Second):
-					t.Fatal("the batches were not answered within 30s")
-				}
-			}
-			want := []string{first.Entries[0].ID, first.Entries[1].ID, second.Entries[0].ID, second.Entries[1].ID, second.Entries[2].ID}
-			if mode == OnErrorFail {
-				// The second batch must not land ahead of what the
-				// first one kept back.
-				var partial *PartialError
-				if !errors.As(errs[0], &partial) || partial.Confirmed != 2 || errs[1] == nil {
-					t.Fatalf("errors %v, %v; want the first batch confirmed up to its refused entry, the second failed", errs[0], errs[1])
-				}
-				want = want[:2]
-			} else if errs[0] != nil || errs[1] != nil {
-				t.Fatalf("errors %v, %v; want both batches confirmed", errs[0], errs[1])
-			}
-			var ids []string
-			for _, r := range readTopicRecords(t, kc, topic) {
-				for _, h := range r.Headers {
-					if h.Key == HeaderID {
-						ids = append(ids, string(h.Value))
-					}
-				}
-			}
-			if strings.Join(ids, ",") != strings.Join(want, ",") {
-				t.Fatalf("topic holds %v, want %v", ids, want)
-			}
-		})
+		if n < partial.Confirmed && i != n {
+			t.Fatalf("record %d is entry %d, want the confirmed entries first and whole", n, i)
+		}
+		last = i
 	}
 }
 
