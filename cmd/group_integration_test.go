@@ -58,6 +58,16 @@ func TestAGroupSharedWithAnotherMirrorIsRefused(t *testing.T) {
 	if recs := readTopic(t, topic); len(recs) != 10 {
 		t.Fatalf("%d records, want the first mirror's 10 only", len(recs))
 	}
+	// The refused run recorded nothing, so the advice it gives works: a
+	// group of its own, from where it should begin.
+	if g := hget(t, rc, checkpoint.R2KKey(second), "group"); g != "" {
+		t.Fatalf("the refused run recorded group %q in its checkpoint, want none", g)
+	}
+	own := testenv.Topic(t, kc, 1)
+	r = mustMirror(t, "r2k", "--stream", stream, "--topic", own, "--group", group+"-own", "--start", "0", "--name", second, "--output", "json")
+	if !strings.Contains(r.stdout, `"entries":15`) {
+		t.Fatalf("summary %s, want the 15 entries through a group of its own", r.stdout)
+	}
 }
 
 func TestCheckpointFromBeforeGroupsWereRecordedResumesThroughTheOldGroup(t *testing.T) {

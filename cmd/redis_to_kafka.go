@@ -334,6 +334,29 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 		return err
 	}
 	log.Debug("consumer group", "group", group, "consumer", name)
+	src, err := mirror.NewRedisSource(ctx, mirror.RedisSourceConfig{
+		Client:       rc,
+		Streams:      o.streams,
+		Group:        group,
+		Consumer:     name,
+		Start:        start,
+		BatchSize:    o.run.batchSize,
+		BatchBytes:   o.batchBytes,
+		Follow:       o.run.follow,
+		AllowMissing: o.allowMissing,
+		ClaimIdle:    o.claimIdle,
+		Mirror:       name,
+		Logger:       log,
+
+		DeadLetterStream: o.deadLetter,
+	})
+	if err != nil {
+		return err
+	}
+	// The group is recorded once the source accepted it (a group another
+	// mirror reads is refused there), and before anything else is stored:
+	// a checkpoint without it means a mirror from before groups were
+	// recorded.
 	if err := checkpoint.RecordR2KGroup(ctx, rc, name, group); err != nil {
 		return err
 	}
@@ -359,26 +382,6 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 		return err
 	}
 	if err := checkpoint.InitR2KPartitions(ctx, rc, name, ends); err != nil {
-		return err
-	}
-
-	src, err := mirror.NewRedisSource(ctx, mirror.RedisSourceConfig{
-		Client:       rc,
-		Streams:      o.streams,
-		Group:        group,
-		Consumer:     name,
-		Start:        start,
-		BatchSize:    o.run.batchSize,
-		BatchBytes:   o.batchBytes,
-		Follow:       o.run.follow,
-		AllowMissing: o.allowMissing,
-		ClaimIdle:    o.claimIdle,
-		Mirror:       name,
-		Logger:       log,
-
-		DeadLetterStream: o.deadLetter,
-	})
-	if err != nil {
 		return err
 	}
 
