@@ -104,7 +104,9 @@ func AcquireLease(ctx context.Context, c rueidis.Client, kind, name string, ttl 
 		switch {
 		case rueidis.IsRedisNil(err) && round < 3:
 			continue // expired meanwhile
-		case err != nil && !rueidis.IsRedisNil(err):
+		case rueidis.IsRedisNil(err):
+			return nil, fmt.Errorf("%w: mirror %q: lease %s kept changing hands while this run took it (other runs of the mirror starting at once?); run again", ErrLeaseHeld, name, l.key)
+		case err != nil:
 			return nil, fmt.Errorf("read lease %s: %w", l.key, err)
 		}
 		why, gone := self.mayTakeOver(parseHolder(old), processGone)
