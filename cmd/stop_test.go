@@ -133,118 +133,87 @@ func sigtermInStall(t *testing.T, m *started, proxy *kafkaProxy) {
 	}
 }
 
-func TestRedisToKafkaStopsWithinTheBoundWhileTheBrokerStalls(t *testing.T) {
-	rc := testenv.Redis(t)
-	kc := testenv.Kafka(t)
-	adm := kadm.NewClient(kc)
-	stream := testenv.Stream(t, rc)
-	topic := testenv.Topic(t, kc, 1)
-	name := testenv.Name(t, "m")
-	delKeys(t, rc, checkpoint.R2KKey(name))
-	value := func(i int) []string { return []string{"value", strconv.Itoa(i)} }
-	addEntries(t, rc, stream, 0, 20_000, value)
-	args := []string{"r2k", "--stream", stream, "--topic", topic, "--name", name, "--lease-ttl", "3s"}
-	proxy := startKafkaProxy(t)
-
-	m := startXmirror(t, append(args, "--follow", "--brokers", proxy.addr())...)
-	testenv.Wait(t, time.Minute, "mirroring to start", func() bool { return endOffset(t, adm, topic) >= 5_000 })
-	feed := feedStream(t, stream, 20_000)
-	testenv.Wait(t, time.Minute, "the feeder to add entries", func() bool { return endOffset(t, adm, topic) >= 21_000 })
-	sigtermInStall(t, m, proxy)
-	feed.halt(t)
-
-	waitLeaseExpired(t, rc, "redis-to-kafka", name)
-	mustMirror(t, args...)
-	var ids []string
-	for _, e := range readStream(t, rc, stream) {
-		ids = append(ids, e.ID)
+func TestBothDirectionsStopWithinTheBoundWhileTheBrokerStalls(t *testing.T) {
+	for _, direction := range []string{"redis-to-kafka", "kafka-to-redis"} {
+		t.Run(direction, func(t *testing.T) {
+			proxy := startKafkaProxy(t)
+			stopUnderLoad(t, direction, []string{"--brokers", proxy.addr()}, func(m *started) { sigtermInStall(t, m, proxy) })
+		})
 	}
-	exactlyOnce(t, topic, ids)
 }
 
-func TestKafkaToRedisStopsWithinTheBoundWhileTheBrokerStalls(t *testing.T) {
-	rc := testenv.Redis(t)
-	const partitions = 3
-	topic := testenv.Topic(t, testenv.Kafka(t), partitions)
-	stream := testenv.Stream(t, rc)
-	name := testenv.Name(t, "m")
-	delKeys(t, rc, checkpoint.K2RKey(name, stream))
+func TestBothDirectionsStopWithinTheBoundWhileRedisIsPaused(t *testing.T) {
+	for _, direction := range []string{"redis-to-kafka", "kafka-to-redis"} {
+		t.Run(direction, func(t *testing.T) {
+			stopUnderLoad(t, direction, nil, func(m *started) { sigtermInPause(t, m) })
+		})
+	}
+}
+
+// stopUnderLoad runs a follow mirror of direction (with extra flags) over a
+// backlog of 20,000 entries, feeds its source 2,000 entries a second, stops
+// it with stop once it mirrors, then, once its lease is gone, reruns it
+// one-shot and checks that every entry arrived exactly once.
+func stopUnderLoad(t *testing.T, direction string, extra []string, stop func(*started)) {
+	t.Helper()
 	const preload = 20_000
-	produce(t, topic, numbered(0, preload, partitions))
-	xlen := func() int64 {
-		v, _ := rc.Do(context.Background(), rc.B().Xlen().Key(stream).Build()).AsInt64()
-		return v
-	}
-	args := []string{"k2r", "--topic", topic, "--stream", stream, "--name", name, "--lease-ttl", "3s"}
-	proxy := startKafkaProxy(t)
-
-	m := startXmirror(t, append(args, "--follow", "--brokers", proxy.addr())...)
-	testenv.Wait(t, time.Minute, "mirroring to start", func() bool { return xlen() >= 5_000 })
-	feed, written := feedTopic(t, topic, preload, partitions)
-	testenv.Wait(t, time.Minute, "the feeder to add records", func() bool { return xlen() >= preload+1_000 })
-	sigtermInStall(t, m, proxy)
-	feed.halt(t)
-
-	waitLeaseExpired(t, rc, "kafka-to-redis", name)
-	mustMirror(t, args...)
-	checkOnceInOrder(t, readStream(t, rc, stream), preload+written())
-}
-
-func TestRedisToKafkaStopsWithinTheBoundWhileRedisIsPaused(t *testing.T) {
 	rc := testenv.Redis(t)
 	kc := testenv.Kafka(t)
-	adm := kadm.NewClient(kc)
 	stream := testenv.Stream(t, rc)
-	topic := testenv.Topic(t, kc, 1)
 	name := testenv.Name(t, "m")
-	delKeys(t, rc, checkpoint.R2KKey(name))
-	value := func(i int) []string { return []string{"value", strconv.Itoa(i)} }
-	addEntries(t, rc, stream, 0, 20_000, value)
-	args := []string{"r2k", "--stream", stream, "--topic", topic, "--name", name, "--lease-ttl", "3s"}
+	var (
+		args      []string
+		progress  func() int64
+		startFeed func() *feeder
+		verify    func()
+	)
+	switch direction {
+	case "redis-to-kafka":
+		adm := kadm.NewClient(kc)
+		topic := testenv.Topic(t, kc, 1)
+		delKeys(t, rc, checkpoint.R2KKey(name))
+		addEntries(t, rc, stream, 0, preload, func(i int) []string { return []string{"value", strconv.Itoa(i)} })
+		args = []string{"r2k", "--stream", stream, "--topic", topic, "--name", name, "--lease-ttl", "3s"}
+		progress = func() int64 { return endOffset(t, adm, topic) }
+		startFeed = func() *feeder { return feedStream(t, stream, preload) }
+		verify = func() {
+			var ids []string
+			for _, e := range readStream(t, rc, stream) {
+				ids = append(ids, e.ID)
+			}
+			exactlyOnce(t, topic, ids)
+		}
+	case "kafka-to-redis":
+		const partitions = 3
+		topic := testenv.Topic(t, kc, partitions)
+		delKeys(t, rc, checkpoint.K2RKey(name, stream))
+		produce(t, topic, numbered(0, preload, partitions))
+		args = []string{"k2r", "--topic", topic, "--stream", stream, "--name", name, "--lease-ttl", "3s"}
+		progress = func() int64 {
+			v, _ := rc.Do(context.Background(), rc.B().Xlen().Key(stream).Build()).AsInt64()
+			return v
+		}
+		var written func() int
+		startFeed = func() *feeder {
+			var f *feeder
+			f, written = feedTopic(t, topic, preload, partitions)
+			return f
+		}
+		verify = func() { checkOnceInOrder(t, readStream(t, rc, stream), preload+written()) }
+	}
 
-	m := startXmirror(t, append(args, "--follow")...)
-	testenv.Wait(t, time.Minute, "mirroring to start", func() bool { return endOffset(t, adm, topic) >= 5_000 })
-	feed := feedStream(t, stream, 20_000)
-	testenv.Wait(t, time.Minute, "the feeder to add entries", func() bool { return endOffset(t, adm, topic) >= 21_000 })
-	sigtermInPause(t, m)
+	m := startXmirror(t, append(append(args, "--follow"), extra...)...)
+	testenv.Wait(t, time.Minute, "mirroring to start", func() bool { return progress() >= 5_000 })
+	feed := startFeed()
+	testenv.Wait(t, time.Minute, "the feeder to add to the source", func() bool { return progress() >= preload+1_000 })
+	stop(m)
 	feed.halt(t)
 
 	// A rerun once the lease is gone (released, or expired if Redis could
 	// not take the release) mirrors the rest: nothing lost, nothing twice.
-	waitLeaseExpired(t, rc, "redis-to-kafka", name)
+	waitLeaseExpired(t, rc, direction, name)
 	mustMirror(t, args...)
-	var ids []string
-	for _, e := range readStream(t, rc, stream) {
-		ids = append(ids, e.ID)
-	}
-	exactlyOnce(t, topic, ids)
-}
-
-func TestKafkaToRedisStopsWithinTheBoundWhileRedisIsPaused(t *testing.T) {
-	rc := testenv.Redis(t)
-	const partitions = 3
-	topic := testenv.Topic(t, testenv.Kafka(t), partitions)
-	stream := testenv.Stream(t, rc)
-	name := testenv.Name(t, "m")
-	delKeys(t, rc, checkpoint.K2RKey(name, stream))
-	const preload = 20_000
-	produce(t, topic, numbered(0, preload, partitions))
-	xlen := func() int64 {
-		v, _ := rc.Do(context.Background(), rc.B().Xlen().Key(stream).Build()).AsInt64()
-		return v
-	}
-	args := []string{"k2r", "--topic", topic, "--stream", stream, "--name", name, "--lease-ttl", "3s"}
-
-	m := startXmirror(t, append(args, "--follow")...)
-	testenv.Wait(t, time.Minute, "mirroring to start", func() bool { return xlen() >= 5_000 })
-	feed, written := feedTopic(t, topic, preload, partitions)
-	testenv.Wait(t, time.Minute, "the feeder to add records", func() bool { return xlen() >= preload+1_000 })
-	sigtermInPause(t, m)
-	feed.halt(t)
-
-	waitLeaseExpired(t, rc, "kafka-to-redis", name)
-	mustMirror(t, args...)
-	checkOnceInOrder(t, readStream(t, rc, stream), preload+written())
+	verify()
 }
 
 // feedStream adds entries {value: <i>} from i = from on, 2,000 a second,
