@@ -142,19 +142,7 @@ func TestFieldsNamedLikeLineageRoundTripByteForByte(t *testing.T) {
 					t.Errorf("kafka-to-redis summary %s: want %d entries, none skipped", r.stdout, len(entries))
 				}
 
-				want := readSlices(t, rc, source)
-				got := readSlices(t, rc, copy)
-				if len(got) != len(want) {
-					t.Fatalf("copy has %d entries, source %d", len(got), len(want))
-				}
-				for i := range want {
-					if !reflect.DeepEqual(got[i].FieldValues, want[i].FieldValues) {
-						t.Errorf("entry %d (%s): fields\n got %q\nwant %q", i, ids[i], got[i].FieldValues, want[i].FieldValues)
-					}
-					if preserve && got[i].ID != want[i].ID {
-						t.Errorf("entry %d: ID %s, want the source's %s", i, got[i].ID, want[i].ID)
-					}
-				}
+				sameEntries(t, rc, source, copy, ids, preserve)
 			})
 		}
 	}

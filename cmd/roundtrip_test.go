@@ -61,28 +61,36 @@ func TestRoundTripGivesBackEveryEntryByteForByte(t *testing.T) {
 				}
 				mustMirror(t, args...)
 
-				want := readSlices(t, rc, source)
-				got := readSlices(t, rc, copy)
-				if len(got) != len(want) {
-					t.Fatalf("copy has %d entries, source %d", len(got), len(want))
-				}
-				for i := range want {
-					if !reflect.DeepEqual(got[i].FieldValues, want[i].FieldValues) {
-						t.Errorf("entry %d (%s): fields\n got %q\nwant %q", i, ids[i], got[i].FieldValues, want[i].FieldValues)
-					}
-					if preserve && got[i].ID != want[i].ID {
-						t.Errorf("entry %d: ID %s, want the source's %s", i, got[i].ID, want[i].ID)
-					}
-				}
+				sameEntries(t, rc, source, copy, ids, preserve)
 				if preserve {
 					// A replay under another name adds nothing.
 					mustMirror(t, "k2r", "--topic", topic, "--stream", copy, "--format", format, "--preserve-ids", "--name", k2rName+"-replay")
 					delKeys(t, rc, checkpoint.K2RKey(k2rName+"-replay", copy))
-					if n := len(readSlices(t, rc, copy)); n != len(want) {
-						t.Fatalf("after a replay the copy has %d entries, want %d", n, len(want))
+					if n, want := len(readSlices(t, rc, copy)), len(readSlices(t, rc, source)); n != want {
+						t.Fatalf("after a replay the copy has %d entries, want %d", n, want)
 					}
 				}
 			})
+		}
+	}
+}
+
+// sameEntries fails unless the stream copy holds the entries of source,
+// field for field and byte for byte (ids name them in messages), with the
+// same IDs when preserve.
+func sameEntries(t *testing.T, rc rueidis.Client, source, copy string, ids []string, preserve bool) {
+	t.Helper()
+	want := readSlices(t, rc, source)
+	got := readSlices(t, rc, copy)
+	if len(got) != len(want) {
+		t.Fatalf("copy has %d entries, source %d", len(got), len(want))
+	}
+	for i := range want {
+		if !reflect.DeepEqual(got[i].FieldValues, want[i].FieldValues) {
+			t.Errorf("entry %d (%s): fields\n got %q\nwant %q", i, ids[i], got[i].FieldValues, want[i].FieldValues)
+		}
+		if preserve && got[i].ID != want[i].ID {
+			t.Errorf("entry %d: ID %s, want the source's %s", i, got[i].ID, want[i].ID)
 		}
 	}
 }
