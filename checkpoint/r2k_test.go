@@ -276,6 +276,51 @@ func TestCommitR2KRefusedAckMovesNothing(t *testing.T) {
 		}
 		applied(t, c, name, acks, u)
 	})
+	// EXEC checks the ACL again: an XACK allowed while queued can fail
+	// when the transaction runs, and the checkpoint script after it must
+	// then write nothing.
+	t.Run("XACK forbidden between queueing and EXEC", func(t *testing.T) {
+		name, acks, u := setup(t)
+		acks, u.Streams = acks[1:], map[string]string{acks[1].Stream: u.Streams[acks[1].Stream]}
+		user := "xmirror-test-" + name
+		if err := admin.Do(ctx, admin.B().AclSetuser().Username(user).Rule("on", ">pw", "~*", "&*", "+@all").Build()).Error(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { admin.Do(context.Background(), admin.B().AclDeluser().Username(user).Build()) })
+		opt, err := rueidis.ParseURL(testenv.RedisURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		opt.Username, opt.Password, opt.DisableCache = user, "pw", true
+		c, err := rueidis.NewClient(opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		var applied []rueidis.RedisMessage
+		c.Dedicated(func(dc rueidis.DedicatedClient) error {
+			dc.Do(ctx, dc.B().Multi().Build())
+			dc.Do(ctx, dc.B().Xack().Key(acks[0].Stream).Group(group).Id(acks[0].IDs...).Build())
+			if err := admin.Do(ctx, admin.B().AclSetuser().Username(user).Rule("-xack").Build()).Error(); err != nil {
+				t.Error(err)
+			}
+			dc.Do(ctx, dc.B().Eval().Script(r2kCommitScript).Numkeys(2).Key(acks[0].Stream, R2KKey(name)).
+				Arg(group, "3", "30", "partition:t:0", "10", "stream:"+acks[0].Stream, u.Streams[acks[0].Stream]).Build())
+			applied, err = dc.Do(ctx, dc.B().Exec().Build()).ToArray()
+			return nil
+		})
+		if err != nil || len(applied) != 2 {
+			t.Fatalf("EXEC: %v, %d replies", err, len(applied))
+		}
+		if applied[0].Error() == nil {
+			t.Skip("this server does not check the ACL again at EXEC")
+		}
+		reply, _ := applied[1].AsStrSlice()
+		if len(reply) != 2 || reply[0] != "noperm" {
+			t.Fatalf("script reply %q after an XACK refused in EXEC, want noperm", reply)
+		}
+		unchanged(t, name, acks, applied[0].Error(), "NOPERM")
+	})
 	t.Run("second stream no longer a stream", func(t *testing.T) {
 		name, acks, u := setup(t)
 		b := acks[1].Stream
