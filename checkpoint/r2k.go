@@ -251,21 +251,31 @@ func CommitR2K(ctx context.Context, c rueidis.Client, name, group string, acks [
 	replies := c.DoMulti(ctx, cmds...)
 	// what names the command of reply i.
 	what := func(i int) string {
-		if i >= 1 && i <= len(acks) {
+		switch {
+		case i == 0:
+			return "start the transaction (MULTI)"
+		case i <= len(acks):
 			return fmt.Sprintf("acknowledge entries of stream %q (XACK)", acks[i-1].Stream)
 		}
 		return "update checkpoint " + strconv.Quote(key)
 	}
 	applied, err := replies[len(replies)-1].ToArray()
-	if err != nil {
-		// Discarded as a whole: the command refused while queued says
-		// why (LOADING after a restart is worth retrying, NOPERM is not).
+	var refused *rueidis.RedisError
+	switch {
+	case err != nil && errors.As(err, &refused):
+		// Discarded as a whole (EXECABORT): the command refused while
+		// queued says why (LOADING after a restart is worth retrying,
+		// NOPERM is not).
 		for i, r := range replies[:len(replies)-1] {
 			if qerr := r.Error(); qerr != nil {
 				return fmt.Errorf("%s: %w; nothing was acknowledged and the checkpoint did not move", what(i), qerr)
 			}
 		}
 		return fmt.Errorf("acknowledge entries and update checkpoint %q (EXEC): %w", key, err)
+	case err != nil:
+		// The connection failed: the transaction ran whole or not at
+		// all, and running it again is right either way.
+		return fmt.Errorf("acknowledge entries and update checkpoint %q: %w", key, err)
 	}
 	if len(applied) != len(acks)+1 {
 		return fmt.Errorf("acknowledge entries and update checkpoint %q: EXEC returned %d replies for %d commands", key, len(applied), len(acks)+1)
