@@ -224,6 +224,11 @@ type K2ROptions struct {
 	// PreserveIDs: the entry IDs given are explicit; an ID at or below the
 	// stream's top entry is counted as already present instead of failing.
 	PreserveIDs bool
+
+	// afterCheck, set by tests only, runs between the first write's check
+	// and the rest of its transaction, which then go in two round trips
+	// on one connection: what another client does in that window.
+	afterCheck func()
 }
 
 // K2RResult is what the step did to one stream.
@@ -321,6 +326,38 @@ end
 return res
 `
 
+// k2rPositionsScript moves a write's positions, queued in its transaction
+// right after the XADDs. The stream is not WATCHed, so its key can change
+// type between the check and EXEC (another client's DEL and SET), and EXEC
+// does not roll back: the XADDs would fail and the positions still move,
+// checkpointing the batch without its entries. Nothing runs between the
+// XADDs and this script inside EXEC, so it sees the key as they saw it and
+// writes the positions only if it is a stream (or nothing: a write whose
+// records all were skipped adds no entry). WATCHing the stream instead
+// would abort the transaction on any other writer's XADD to it, which a
+// stream shared with an application, or fed with --preserve-ids beside
+// one, sees all the time: each would be a false conflict and a retry of
+// the whole batch. The script costs one command in place of the four it
+// replaces. It is sent as EVAL, not EVALSHA: inside a transaction a
+// NOSCRIPT (a script cache flushed, a failover) would fail at EXEC, after
+// the XADDs.
+//
+// KEYS: stream, checkpoint. ARGV: entries, bytes, then the checkpoint's
+// field/value pairs. Replies: {"ok"} or {"wrongtype", type}.
+const k2rPositionsScript = `
+local t = redis.call('TYPE', KEYS[1]).ok
+if t ~= 'stream' and t ~= 'none' then return {'wrongtype', t} end
+local ck = KEYS[2]
+redis.call('HSET', ck, unpack(ARGV, 3))
+redis.call('HINCRBY', ck, 'entries', ARGV[1])
+redis.call('HINCRBY', ck, 'bytes', ARGV[2])
+-- Only a write that creates the checkpoint (every partition NoPosition,
+-- without InitK2RPartitions) lacks the list; the next InitK2RPartitions
+-- lists the partitions it wrote.
+redis.call('HSETNX', ck, 'partitions', '')
+return {'ok'}
+`
+
 // ApplyK2R applies the steps' writes: for each stream, its entries and the
 // new positions of their partitions, in one transaction, if and only if the
 // checkpoint holds the positions the write starts from. Every write's
@@ -331,8 +368,8 @@ return res
 //	MULTI
 //	HMGET checkpoint  (the positions right before, to verify them after)
 //	XADD ...          (one per entry: native, not from a script)
-//	HSET checkpoint positions, version, kind, updated_ms
-//	HINCRBY checkpoint entries / bytes
+//	EVAL positions    (the positions, version, kind, updated_ms, totals,
+//	                   only if the stream is still a stream)
 //	EXEC              (aborted if the guard or the checkpoint changed)
 //
 // The entries are added by Redis's own XADD rather than from a script:
@@ -342,7 +379,8 @@ return res
 // between MULTI and EXEC on it, and EXEC or a dropped connection clears
 // the watches. The HMGET makes the step verifiable even if the check could
 // not run (a server refusing the script for a moment): a transaction that
-// ran is checked against the positions it found.
+// ran is checked against the positions it found. The positions script
+// makes the positions conditional on the XADDs (see k2rPositionsScript).
 //
 // It returns a result per write, in the order of the steps and their
 // writes; err is the first failure (a *ConflictError, an ErrCorrupt, a
@@ -476,6 +514,8 @@ func ApplyK2RInOrder(ctx context.Context, c rueidis.Client, order K2ROrder, step
 	if order.After != "" {
 		cmds = append(cmds, c.B().Blpop().Key(order.After).Timeout(orderWait).Build())
 	}
+	var afterCheck func()
+	split := len(cmds) + 2 // after the first write's WATCH and check
 	for _, st := range steps {
 		if st.xadds == nil {
 			st.build(c)
@@ -485,11 +525,24 @@ func ApplyK2RInOrder(ctx context.Context, c rueidis.Client, order K2ROrder, step
 		}
 		// rueidis recycles commands once sent: a retry builds them anew.
 		st.xadds = nil
+		if afterCheck == nil {
+			afterCheck = st.opt.afterCheck
+		}
 	}
 	if order.Token != "" {
 		cmds = appendOrderToken(c, cmds, order.Token)
 	}
-	replies := c.DoMulti(ctx, cmds...)
+	var replies []rueidis.RedisResult
+	if afterCheck == nil || len(cmds) <= split {
+		replies = c.DoMulti(ctx, cmds...)
+	} else {
+		c.Dedicated(func(dc rueidis.DedicatedClient) error {
+			replies = dc.DoMulti(ctx, cmds[:split]...)
+			afterCheck()
+			replies = append(replies, dc.DoMulti(ctx, cmds[split:]...)...)
+			return nil
+		})
+	}
 	results := make([]K2RResult, 0, nwrites)
 	var first error
 	if order.Token != "" {
@@ -525,7 +578,7 @@ func ApplyK2RInOrder(ctx context.Context, c rueidis.Client, order K2ROrder, step
 }
 
 // writeOverhead is the number of commands of a write besides its XADDs.
-const writeOverhead = 9
+const writeOverhead = 6
 
 // K2RStep is a batch's writes with their XADDs built, ready for ApplyK2R.
 // Building them costs the client about as much as Redis spends applying
@@ -572,9 +625,10 @@ func (st *K2RStep) appendWrite(c rueidis.Client, cmds rueidis.Commands, w *K2RWr
 	check := c.B().Eval().Script(k2rCheckScript).Numkeys(3).Key(w.Stream, key, guard).
 		Arg(version, KindKafkaToRedis, strconv.Itoa(len(w.Moves)))
 	before := c.B().Hmget().Key(key).Field(fieldVersion)
-	positions := c.B().Hset().Key(key).FieldValue().
-		FieldValue(fieldVersion, version).FieldValue(fieldKind, KindKafkaToRedis).
-		FieldValue(fieldUpdated, strconv.FormatInt(st.now.UnixMilli(), 10))
+	positions := c.B().Eval().Script(k2rPositionsScript).Numkeys(2).Key(w.Stream, key).
+		Arg(strconv.Itoa(len(w.starts)), strconv.FormatInt(w.Bytes, 10),
+			fieldVersion, version, fieldKind, KindKafkaToRedis,
+			fieldUpdated, strconv.FormatInt(st.now.UnixMilli(), 10))
 	for _, m := range w.Moves {
 		from := ""
 		if m.From != NoPosition {
@@ -583,7 +637,7 @@ func (st *K2RStep) appendWrite(c rueidis.Client, cmds rueidis.Commands, w *K2RWr
 		field, to := formatTopicPartition(m.Partition), strconv.FormatInt(m.To, 10)
 		check = check.Arg(field, from, to, last[w.Stream+"\x00"+field])
 		before = before.Field(field)
-		positions = positions.FieldValue(field, to)
+		positions = positions.Arg(field, to)
 	}
 	cmds = append(cmds,
 		c.B().Watch().Key(key, guard).Build(),
@@ -591,15 +645,7 @@ func (st *K2RStep) appendWrite(c rueidis.Client, cmds rueidis.Commands, w *K2RWr
 		c.B().Multi().Build(),
 		before.Build())
 	cmds = append(cmds, xadds...)
-	return append(cmds,
-		positions.Build(),
-		c.B().Hincrby().Key(key).Field(fieldEntries).Increment(int64(len(w.starts))).Build(),
-		c.B().Hincrby().Key(key).Field(fieldBytes).Increment(w.Bytes).Build(),
-		// Only a write that creates the checkpoint (every partition
-		// NoPosition, without InitK2RPartitions) lacks the list; the
-		// next InitK2RPartitions lists the partitions it wrote.
-		c.B().Hsetnx().Key(key).Field(fieldK2RPartitions).Value("").Build(),
-		c.B().Exec().Build())
+	return append(cmds, positions.Build(), c.B().Exec().Build())
 }
 
 // CheckK2RAccess makes sure the server lets this mirror run its atomic
@@ -744,7 +790,7 @@ func k2rResult(replies []rueidis.RedisResult, opt K2ROptions, w *K2RWrite, res *
 		case "corrupt":
 			return fmt.Errorf("checkpoint %q: %s: %w; delete it or choose another --name", key, str(1), ErrCorrupt)
 		case "wrongtype":
-			return fmt.Errorf("stream %q: WRONGTYPE the key holds a %s, not a stream; choose another --stream or delete the key", stream, str(1))
+			return fmt.Errorf("stream %q: WRONGTYPE the key holds a %s, not a stream: %w; choose another --stream or delete the key", stream, str(1), ErrWrongType)
 		}
 		return fmt.Errorf("write stream %q: checking checkpoint %q failed: %s %s", stream, key, status, str(1))
 	}
@@ -784,8 +830,19 @@ func k2rResult(replies []rueidis.RedisResult, opt K2ROptions, w *K2RWrite, res *
 
 	// Applied. Whatever the check said, the positions the transaction
 	// found tell whether it was right to apply it.
-	if len(applied) != len(w.starts)+5 {
-		return fmt.Errorf("write stream %q: EXEC returned %d replies for %d commands", stream, len(applied), len(w.starts)+5)
+	if len(applied) != len(w.starts)+2 {
+		return fmt.Errorf("write stream %q: EXEC returned %d replies for %d commands", stream, len(applied), len(w.starts)+2)
+	}
+	// The positions script first: it says whether the positions moved.
+	pos, err := applied[len(applied)-1].AsStrSlice()
+	switch {
+	case err != nil:
+		return fmt.Errorf("write stream %q: moving checkpoint %q: %w", stream, key, err)
+	case len(pos) == 2 && pos[0] == "wrongtype":
+		return fmt.Errorf("stream %q: WRONGTYPE the key became a %s while the batch was being written: %w; nothing of the batch was written and checkpoint %q did not move: choose another --stream or delete the key, and run again",
+			stream, pos[1], ErrWrongType, key)
+	case len(pos) != 1 || pos[0] != "ok":
+		return fmt.Errorf("write stream %q: moving checkpoint %q: unexpected reply %q", stream, key, pos)
 	}
 	before, err := applied[0].ToArray()
 	if err != nil || len(before) != len(w.Moves)+1 {
@@ -810,19 +867,16 @@ func k2rResult(replies []rueidis.RedisResult, opt K2ROptions, w *K2RWrite, res *
 			res.Present++
 		default:
 			// XADD fails only on what was checked before (the key's
-			// type, the ID's form), unless the key changed type in
-			// between: the entry is reported, never passed over.
+			// type, the ID's form); a type changed since is caught by
+			// the positions script. What is left (a stream whose top
+			// is the largest ID there is) is reported, never passed
+			// over.
 			var moved []string
 			for _, m := range w.Moves {
 				moved = append(moved, fmt.Sprintf("%s from %d to %d", formatTopicPartition(m.Partition), m.From, m.To))
 			}
 			return fmt.Errorf("stream %q: entry %d of a batch was not written (%v) but the batch's positions were checkpointed (%s in %q); to mirror the batch again, set those fields back to their start (HSET) and run again, which writes the rest of the batch a second time",
 				stream, i, err, strings.Join(moved, ", "), key)
-		}
-	}
-	for _, r := range applied[1+len(w.starts):] {
-		if err := r.Error(); err != nil {
-			return fmt.Errorf("write stream %q: moving checkpoint %q: %w", stream, key, err)
 		}
 	}
 	return nil
@@ -845,6 +899,11 @@ func parsePosition(s string) int64 {
 // changed between the check of a write and its transaction; nothing of the
 // write was applied, and applying it again checks again.
 var ErrCheckpointChanged = errors.New("checkpoint changed during the write")
+
+// ErrWrongType is wrapped by an ApplyK2R error when a destination key is
+// not a stream: nothing of the write was applied, and applying it again
+// changes nothing until the key is deleted or another --stream chosen.
+var ErrWrongType = errors.New("destination key is not a stream")
 
 // IsConflict reports whether err is (or wraps) a *ConflictError.
 func IsConflict(err error) bool {

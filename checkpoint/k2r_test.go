@@ -303,9 +303,9 @@ func TestApplyK2RInOrderRunsChainedCallsInTheirOrder(t *testing.T) {
 	}
 }
 
-// A server that refuses the check script: xmirror refuses to start, and a
-// transaction that ran without its check is verified, never taken as
-// applied on a checkpoint that did not hold its start.
+// A server that refuses scripts: xmirror refuses to start, and a write
+// that runs anyway is refused whole (its positions script is refused while
+// queued), never applied without its check.
 func TestApplyK2RWithoutTheCheckIsRefusedAndVerified(t *testing.T) {
 	admin := testenv.Redis(t)
 	ctx := context.Background()
@@ -336,9 +336,11 @@ func TestApplyK2RWithoutTheCheckIsRefusedAndVerified(t *testing.T) {
 	tp := TopicPartition{Topic: "t", Partition: 0}
 	w := testWrite(stream, tp, 5, 6, 1)
 	_, err = ApplyK2R(ctx, c, NewK2RStep(c, K2ROptions{Name: name}, []*K2RWrite{w}, time.Now()))
-	var conflict *ConflictError
-	if !errors.As(err, &conflict) || conflict.Stored != NoPosition || conflict.Expected != 5 || !strings.Contains(err.Error(), "twice") {
-		t.Fatalf("unchecked write on a checkpoint without its start: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "NOPERM") {
+		t.Fatalf("write without scripting: %v, want NOPERM", err)
+	}
+	if n, _ := admin.Do(ctx, admin.B().Exists().Key(stream, K2RKey(name, stream)).Build()).AsInt64(); n != 0 {
+		t.Fatalf("%d of the stream and its checkpoint exist after a refused write, want neither", n)
 	}
 }
 
@@ -358,4 +360,51 @@ func testWrite(stream string, tp TopicPartition, from, to int64, n int) *K2RWrit
 		w.AddField("n", strconv.Itoa(i))
 	}
 	return w
+}
+
+// The stream key turned into another type after the check passed and
+// before EXEC (the stream is not WATCHed): the XADDs fail inside EXEC, and
+// the positions must not move without them. Once the key is deleted the
+// same batch is written whole, once.
+func TestStreamTypeChangedBetweenCheckAndExecMovesNoPosition(t *testing.T) {
+	c := testenv.Redis(t)
+	ctx := context.Background()
+	stream, name := k2rTarget(t, c)
+	key := K2RKey(name, stream)
+	tp := TopicPartition{Topic: "t", Partition: 0}
+	if _, err := ApplyK2R(ctx, c, NewK2RStep(c, K2ROptions{Name: name}, []*K2RWrite{testWrite(stream, tp, NoPosition, 3, 3)}, time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	opt := K2ROptions{Name: name, afterCheck: func() {
+		for _, r := range c.DoMulti(ctx, c.B().Del().Key(stream).Build(), c.B().Set().Key(stream).Value("x").Build()) {
+			if err := r.Error(); err != nil {
+				t.Error(err)
+			}
+		}
+	}}
+	_, err := ApplyK2R(ctx, c, NewK2RStep(c, opt, []*K2RWrite{testWrite(stream, tp, 3, 6, 3)}, time.Now()))
+	if !errors.Is(err, ErrWrongType) || !strings.Contains(err.Error(), "became a string") {
+		t.Fatalf("write after the key became a string: %v, want ErrWrongType", err)
+	}
+	ck, _, err := LoadK2R(ctx, c, name, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ck.Partitions[tp] != 3 || ck.Entries != 3 {
+		t.Fatalf("checkpoint %+v after a write whose entries were refused, want position 3 and 3 entries", ck)
+	}
+
+	// The key deleted, the batch is written again, whole and once.
+	if err := c.Do(ctx, c.B().Del().Key(stream).Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ApplyK2R(ctx, c, NewK2RStep(c, K2ROptions{Name: name}, []*K2RWrite{testWrite(stream, tp, 3, 6, 3)}, time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := c.Do(ctx, c.B().Xlen().Key(stream).Build()).AsInt64(); n != 3 {
+		t.Fatalf("XLEN = %d after the rerun, want the batch's 3", n)
+	}
+	if got, _ := c.Do(ctx, c.B().Hmget().Key(key).Field("t:0", "entries").Build()).AsStrSlice(); strings.Join(got, " ") != "6 6" {
+		t.Fatalf("position and entries %q after the rerun, want 6 6", got)
+	}
 }

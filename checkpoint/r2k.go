@@ -166,29 +166,149 @@ type R2KUpdate struct {
 	Bytes      int64
 }
 
-// R2KCommands are the commands that apply u, to be sent in the same
-// pipeline as the XACKs of the batch. The engine commits batches in order,
-// so the stored positions only move forward.
-func R2KCommands(c rueidis.Client, name string, u R2KUpdate, now time.Time) rueidis.Commands {
+// R2KAck is one stream's share of a commit: the entries to acknowledge.
+type R2KAck struct {
+	Stream string
+	IDs    []string
+}
+
+// ErrCommitRefused is wrapped by a CommitR2K error when the server refused
+// the commit (a stream key that is not a stream, an ACL forbidding XACK):
+// the checkpoint did not move. Trying again without fixing the cause
+// changes nothing.
+var ErrCommitRefused = errors.New("commit refused")
+
+// r2kCommitScript moves the checkpoint of a commit, queued in the same
+// MULTI/EXEC right after the commit's XACKs. EXEC does not roll back: an
+// XACK failing when the transaction runs (its key no longer a stream, an
+// ACL changed since it was queued) does not stop the commands after it,
+// and a checkpoint moved past records whose entries stay pending would
+// make the read-back after a crash start after them and send them again.
+// Nothing runs between the XACKs and this script inside EXEC, so the
+// script sees exactly what they saw: it writes the checkpoint only if
+// every stream is a stream (or gone: XACK then acknowledges nothing and
+// succeeds) and the caller may XACK it, which are the only ways XACK
+// fails on IDs Redis handed out. Otherwise it writes nothing and says why.
+// The acks of the other streams stand: acknowledged entries with the
+// checkpoint behind them are safe, the read-back after a crash merely
+// starts earlier than it needs to.
+//
+// KEYS: the streams, then the checkpoint. ARGV: group, entries, bytes,
+// then the checkpoint's field/value pairs.
+// Replies: {"ok"}, {"wrongtype", key, type} or {"noperm", key}.
+const r2kCommitScript = `
+local ck = KEYS[#KEYS]
+for i = 1, #KEYS - 1 do
+  local t = redis.call('TYPE', KEYS[i]).ok
+  if t ~= 'stream' and t ~= 'none' then return {'wrongtype', KEYS[i], t} end
+  if redis.acl_check_cmd and not redis.acl_check_cmd('XACK', KEYS[i], ARGV[1], '0-1') then return {'noperm', KEYS[i]} end
+end
+local t = redis.call('TYPE', ck).ok
+if t ~= 'hash' and t ~= 'none' then return {'wrongtype', ck, t} end
+redis.call('HSET', ck, unpack(ARGV, 4))
+if ARGV[2] ~= '0' then redis.call('HINCRBY', ck, 'entries', ARGV[2]) end
+if ARGV[3] ~= '0' then redis.call('HINCRBY', ck, 'bytes', ARGV[3]) end
+return {'ok'}
+`
+
+// CommitR2K acknowledges acks through group and applies u to the
+// checkpoint in one MULTI/EXEC, one round trip: the XACKs, then
+// r2kCommitScript, which moves the checkpoint only if the XACKs could not
+// have failed. A command refused while queued (LOADING, NOPERM, OOM)
+// makes EXEC discard the whole transaction. So the checkpoint never moves
+// without its acks; the acks without the checkpoint is the only partial
+// outcome, and a safe one. The engine commits batches in order, so the
+// stored positions only move forward. Calling it again after any failure
+// is safe: XACK and the positions are idempotent (the running totals of a
+// commit whose reply was lost count twice). A refusal wraps
+// ErrCommitRefused; other errors wrap the server's reply or the
+// connection's failure.
+func CommitR2K(ctx context.Context, c rueidis.Client, name, group string, acks []R2KAck, u R2KUpdate, now time.Time) error {
 	key := R2KKey(name)
-	hset := c.B().Hset().Key(key).FieldValue().
-		FieldValue(fieldVersion, strconv.Itoa(Version)).
-		FieldValue(fieldKind, KindRedisToKafka).
-		FieldValue(fieldUpdated, strconv.FormatInt(now.UnixMilli(), 10))
+	keys := make([]string, 0, len(acks)+1)
+	for _, a := range acks {
+		keys = append(keys, a.Stream)
+	}
+	keys = append(keys, key)
+	args := make([]string, 0, 9+2*(len(u.Streams)+len(u.Partitions)))
+	args = append(args, group, strconv.FormatInt(u.Entries, 10), strconv.FormatInt(u.Bytes, 10),
+		fieldVersion, strconv.Itoa(Version), fieldKind, KindRedisToKafka,
+		fieldUpdated, strconv.FormatInt(now.UnixMilli(), 10))
 	for s, id := range u.Streams {
-		hset = hset.FieldValue(r2kStreamPrefix+s, id)
+		args = append(args, r2kStreamPrefix+s, id)
 	}
 	for tp, off := range u.Partitions {
-		hset = hset.FieldValue(r2kPartitionPrefix+formatTopicPartition(tp), strconv.FormatInt(off, 10))
+		args = append(args, r2kPartitionPrefix+formatTopicPartition(tp), strconv.FormatInt(off, 10))
 	}
-	cmds := rueidis.Commands{hset.Build()}
-	if u.Entries > 0 {
-		cmds = append(cmds, c.B().Hincrby().Key(key).Field(fieldEntries).Increment(u.Entries).Build())
+	cmds := make(rueidis.Commands, 0, len(acks)+3)
+	cmds = append(cmds, c.B().Multi().Build())
+	for _, a := range acks {
+		cmds = append(cmds, c.B().Xack().Key(a.Stream).Group(group).Id(a.IDs...).Build())
 	}
-	if u.Bytes > 0 {
-		cmds = append(cmds, c.B().Hincrby().Key(key).Field(fieldBytes).Increment(u.Bytes).Build())
+	cmds = append(cmds,
+		c.B().Eval().Script(r2kCommitScript).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build(),
+		c.B().Exec().Build())
+	replies := c.DoMulti(ctx, cmds...)
+	// what names the command of reply i.
+	what := func(i int) string {
+		switch {
+		case i == 0:
+			return "start the transaction (MULTI)"
+		case i <= len(acks):
+			return fmt.Sprintf("acknowledge entries of stream %q (XACK)", acks[i-1].Stream)
+		}
+		return "update checkpoint " + strconv.Quote(key)
 	}
-	return cmds
+	applied, err := replies[len(replies)-1].ToArray()
+	var refused *rueidis.RedisError
+	switch {
+	case err != nil && errors.As(err, &refused):
+		// Discarded as a whole (EXECABORT): the command refused while
+		// queued says why (LOADING after a restart is worth retrying,
+		// NOPERM is not).
+		for i, r := range replies[:len(replies)-1] {
+			if qerr := r.Error(); qerr != nil {
+				return fmt.Errorf("%s: %w; nothing was acknowledged and the checkpoint did not move", what(i), qerr)
+			}
+		}
+		return fmt.Errorf("acknowledge entries and update checkpoint %q (EXEC): %w", key, err)
+	case err != nil:
+		// The connection failed: the transaction ran whole or not at
+		// all, and running it again is right either way.
+		return fmt.Errorf("acknowledge entries and update checkpoint %q: %w", key, err)
+	}
+	if len(applied) != len(acks)+1 {
+		return fmt.Errorf("acknowledge entries and update checkpoint %q: EXEC returned %d replies for %d commands", key, len(applied), len(acks)+1)
+	}
+	reply, serr := applied[len(acks)].AsStrSlice()
+	var ackErr error
+	for i := range acks {
+		if err := applied[i].Error(); err != nil {
+			ackErr = fmt.Errorf("%s: %w", what(i+1), err)
+			break
+		}
+	}
+	switch {
+	case serr != nil:
+		// The acks that succeeded stand, the checkpoint did not move.
+		if ackErr != nil {
+			return ackErr
+		}
+		return fmt.Errorf("update checkpoint %q: %w", key, serr)
+	case len(reply) == 3 && reply[0] == "wrongtype" && reply[1] == key:
+		return fmt.Errorf("update checkpoint %q: WRONGTYPE it holds a %s, not a hash: %w; delete the key or choose another --name", key, reply[2], ErrCommitRefused)
+	case len(reply) == 3 && reply[0] == "wrongtype":
+		return fmt.Errorf("acknowledge entries of stream %q (XACK): WRONGTYPE the key holds a %s, not a stream: %w; checkpoint %q did not move", reply[1], reply[2], ErrCommitRefused, key)
+	case len(reply) == 2 && reply[0] == "noperm":
+		return fmt.Errorf("acknowledge entries of stream %q (XACK): NOPERM this user may not run XACK on the key: %w; checkpoint %q did not move: grant the user XACK on the stream, and run again", reply[1], ErrCommitRefused, key)
+	case len(reply) != 1 || reply[0] != "ok":
+		return fmt.Errorf("acknowledge entries and update checkpoint %q: unexpected reply %q", key, reply)
+	case ackErr != nil:
+		// The script's checks are the ways XACK fails; should it fail
+		// for another, say what that leaves.
+		return fmt.Errorf("%w, yet checkpoint %q moved: the entries stay pending, and a run after this one may send their records again", ackErr, key)
+	}
+	return nil
 }
 
 // loadHash reads a checkpoint hash and checks its version and kind; a

@@ -416,7 +416,7 @@ func (s *RedisSink) classify(ctx context.Context, err error) error {
 		return err
 	}
 	var conflict *checkpoint.ConflictError
-	if errors.As(err, &conflict) || errors.Is(err, checkpoint.ErrCorrupt) {
+	if errors.As(err, &conflict) || errors.Is(err, checkpoint.ErrCorrupt) || errors.Is(err, checkpoint.ErrWrongType) {
 		return err
 	}
 	if errors.Is(err, checkpoint.ErrCheckpointChanged) || errors.Is(err, checkpoint.ErrOutOfOrder) {

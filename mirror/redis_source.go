@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -1068,19 +1069,18 @@ func (s *RedisSource) CommitMany(ctx context.Context, batches []*EntryBatch) err
 	if len(order) == 0 {
 		return nil
 	}
-	cmds := make(rueidis.Commands, 0, len(order)+3)
-	for _, stream := range order {
-		cmds = append(cmds, c.B().Xack().Key(stream).Group(s.cfg.Group).Id(ids[stream]...).Build())
+	// The acks and the checkpoint in one atomic step: a checkpoint moved
+	// past records whose entries stay pending would make the read-back
+	// after a crash start after them and send them again.
+	acks := make([]checkpoint.R2KAck, len(order))
+	for i, stream := range order {
+		acks[i] = checkpoint.R2KAck{Stream: stream, IDs: ids[stream]}
 	}
-	cmds = append(cmds, checkpoint.R2KCommands(c, s.cfg.Mirror, u, time.Now())...)
-	for i, r := range c.DoMulti(ctx, cmds...) {
-		if err := r.Error(); err != nil {
-			what := "update checkpoint " + checkpoint.R2KKey(s.cfg.Mirror)
-			if i < len(order) {
-				what = fmt.Sprintf("acknowledge entries of stream %q (XACK)", order[i])
-			}
-			return classifyRedis(fmt.Errorf("%s: %w", what, err))
+	if err := checkpoint.CommitR2K(ctx, c, s.cfg.Mirror, s.cfg.Group, acks, u, time.Now()); err != nil {
+		if errors.Is(err, checkpoint.ErrCommitRefused) {
+			return err
 		}
+		return classifyRedis(err)
 	}
 	if trimmed > 0 {
 		s.log.Warn("acknowledged pending entries that were trimmed from their stream before they could be mirrored", "count", trimmed)
