@@ -50,7 +50,12 @@ xmirror:k2r:{<stream's hash tag>}:<name>, one field <topic>:<partition> per
 partition holding the next offset.
 
 A partition without a checkpoint starts at --start (earliest or latest), and
-that position is stored at once, so the next run resumes from it.
+that position is stored at once, so the next run resumes from it. The
+checkpoint also records each topic's ID: a topic deleted and created again
+(another ID) is refused, naming it, unless --on-topic-recreated restart
+mirrors the new topic from its start. If Redis loses writes (restarted from
+an older snapshot), the checkpoint and its stream go back together: the run
+warns and mirrors again from the positions Redis kept.
 
 One-shot (default): mirrors up to each partition's end (its last stable offset)
 as of the start, prints a summary and exits; run again, it mirrors only what
