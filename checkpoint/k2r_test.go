@@ -438,3 +438,47 @@ func TestLoadK2RKeepsTopicIDsApartFromPartitions(t *testing.T) {
 		t.Fatalf("LoadK2R = %+v, %v", ck, err)
 	}
 }
+
+// A conflict says which way the position moved: ahead is another process,
+// back with the stream intact is a position moved back, and Redis losing
+// writes is named as such.
+func TestK2RConflictsSayWhichWayThePositionMoved(t *testing.T) {
+	tp := TopicPartition{Topic: "t", Partition: 2}
+	tests := []struct {
+		name     string
+		err      error
+		wentBack bool
+		want     []string
+		notWant  []string
+	}{
+		{"ahead", &ConflictError{Key: "k", Name: "m", Partition: tp, Stored: 700, Expected: 500}, false,
+			[]string{"holds offset 700, but this mirror continues from offset 500", "another process is probably running", `--name "m"`}, []string{"went back"}},
+		{"created by another", &ConflictError{Key: "k", Name: "m", Partition: tp, Stored: 3, Expected: NoPosition}, false,
+			[]string{"another process"}, nil},
+		{"back, stream intact", &ConflictError{Key: "k", Name: "m", Partition: tp, Stored: 300, Expected: 500, Stream: "s", Kept: "5-0"}, true,
+			[]string{"went back", `stream "s" still holds entry 5-0`, "twice", `field "t:2" back to 500`}, []string{"probably running", "lost writes"}},
+		{"lost writes", &LostWritesError{Key: "k", Stream: "s", Partition: tp, From: 500, To: 300, Lost: "5-0"}, false,
+			[]string{"Redis lost writes: positions of t/2 went back from 500 to 300", "lost entry 5-0", "mirroring again from 300"}, nil},
+		{"lost checkpoint", &LostWritesError{Key: "k", Stream: "s", Partition: tp, From: 500, To: NoPosition}, false,
+			[]string{"Redis lost writes: the position of t/2 is gone (it was offset 500", "--start"}, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var c *ConflictError
+			if errors.As(tc.err, &c) && c.WentBack() != tc.wentBack {
+				t.Errorf("WentBack = %v, want %v", c.WentBack(), tc.wentBack)
+			}
+			msg := tc.err.Error()
+			for _, w := range tc.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("%q does not say %q", msg, w)
+				}
+			}
+			for _, w := range tc.notWant {
+				if strings.Contains(msg, w) {
+					t.Errorf("%q says %q", msg, w)
+				}
+			}
+		})
+	}
+}

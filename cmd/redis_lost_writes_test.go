@@ -106,3 +106,42 @@ func TestK2RFollowRunResumesAfterRedisLostWrites(t *testing.T) {
 	}
 	checkOnceInOrder(t, readStream(t, rc, stream), 3000)
 }
+
+// A one-shot run does the same: Redis going back under it mid-run is
+// warned of, the positions it kept are reloaded, and the run ends with
+// every record of its snapshot once.
+func TestK2ROneShotRunResumesAfterRedisLostWrites(t *testing.T) {
+	rc := testenv.Redis(t)
+	topic := testenv.Topic(t, testenv.Kafka(t), 1)
+	stream, name := testenv.Stream(t, rc), testenv.Name(t, "m")
+	key := checkpoint.K2RKey(name, stream)
+	delKeys(t, rc, key)
+	xlen := func() int64 {
+		n, _ := rc.Do(context.Background(), rc.B().Xlen().Key(stream).Build()).AsInt64()
+		return n
+	}
+	const n = 30000
+	produce(t, topic, numbered(0, n, 1))
+	p := startXmirror(t, "k2r", "--topic", topic, "--stream", stream, "--name", name, "--batch-size", "5", "--max-in-flight", "1")
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("stderr of the run:\n%s", p.stderr.String())
+		}
+	})
+	testenv.Wait(t, time.Minute, "1000 entries", func() bool { return xlen() >= 1000 })
+	snap := takeSnapshot(t, rc, stream, key)
+	testenv.Wait(t, time.Minute, "3000 entries", func() bool { return xlen() >= 3000 })
+	snap.restore(t, rc)
+	select {
+	case <-p.done:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the run did not finish")
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if !strings.Contains(p.stderr.String(), "Redis lost writes: positions of "+topic+"/0 went back from") {
+		t.Fatalf("the run did not meet the rollback (it finished first?): %s", p.stderr.String())
+	}
+	checkOnceInOrder(t, readStream(t, rc, stream), n)
+}
