@@ -126,8 +126,13 @@ func NewK2R(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg K2RCo
 		setup: &k2rSetup{rc: rc, adm: adm, cfg: cfg, log: log,
 			streamIndex: map[string]int{}, feeds: map[string][]checkpoint.TopicPartition{}},
 	}
+	// The IDs are asked for apart, not from the cache ListTopics reads: a
+	// run set up again after its topic was recreated must see the new one.
+	ids, err := topicIDs(ctx, admin, cfg.Topics)
+	if err != nil {
+		return nil, nil, Transient(fmt.Errorf("kafka %s: topic IDs: %w", cfg.KafkaName, err))
+	}
 	var tps []checkpoint.TopicPartition
-	ids := map[string]string{}
 	for _, t := range cfg.Topics {
 		d, ok := details[t]
 		if !ok || d.Err != nil {
@@ -138,7 +143,6 @@ func NewK2R(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg K2RCo
 			return nil, nil, fmt.Errorf("kafka %s: topic %q: %s; check --topic (xmirror never creates source topics)", cfg.KafkaName, t, why)
 		}
 		src.parts[t] = map[int32]*partState{}
-		ids[t] = formatTopicID(d.ID)
 		for _, p := range d.Partitions.Numbers() {
 			tps = append(tps, checkpoint.TopicPartition{Topic: t, Partition: p})
 		}

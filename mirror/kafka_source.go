@@ -445,32 +445,45 @@ func (s *KafkaSource) checkTopicID(topic, id string) error {
 	return &checkpoint.TopicRecreatedError{Key: key, Topic: topic, Recorded: old, Current: id}
 }
 
-// lookupTopicID asks the broker for topic's ID now, bypassing the
-// client's metadata cache; found is false when the topic does not exist.
+// lookupTopicID asks the broker for topic's ID now (see topicIDs); found
+// is false when the topic does not exist.
 func (s *KafkaSource) lookupTopicID(ctx context.Context, topic string) (id string, found bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, s.probeWait)
 	defer cancel()
+	ids, err := topicIDs(ctx, s.admin, []string{topic})
+	id, found = ids[topic]
+	return id, found, err
+}
+
+// topicIDs asks the broker for the topics' IDs now ("" for a broker
+// without IDs), bypassing the client's metadata cache, which may still
+// hold a topic deleted and created again meanwhile. A topic that does not
+// exist is left out.
+func topicIDs(ctx context.Context, admin *kgo.Client, topics []string) (map[string]string, error) {
 	req := kmsg.NewPtrMetadataRequest()
-	rt := kmsg.NewMetadataRequestTopic()
-	rt.Topic = kmsg.StringPtr(topic)
-	req.Topics = append(req.Topics, rt)
-	resp, err := req.RequestWith(ctx, s.admin)
-	if err != nil {
-		return "", false, err
+	for _, t := range topics {
+		rt := kmsg.NewMetadataRequestTopic()
+		rt.Topic = kmsg.StringPtr(t)
+		req.Topics = append(req.Topics, rt)
 	}
+	resp, err := req.RequestWith(ctx, admin)
+	if err != nil {
+		return nil, err
+	}
+	ids := map[string]string{}
 	for _, t := range resp.Topics {
-		if t.Topic == nil || *t.Topic != topic {
+		if t.Topic == nil {
 			continue
 		}
 		switch err := kerr.ErrorForCode(t.ErrorCode); {
 		case errors.Is(err, kerr.UnknownTopicOrPartition):
-			return "", false, nil
+			continue
 		case err != nil:
-			return "", false, err
+			return nil, fmt.Errorf("topic %q: %w", *t.Topic, err)
 		}
-		return formatTopicID(t.TopicID), true, nil
+		ids[*t.Topic] = formatTopicID(t.TopicID)
 	}
-	return "", false, nil
+	return ids, nil
 }
 
 func (s *KafkaSource) fetchError(ctx context.Context, t string, p int32, err error) error {
