@@ -11,5 +11,8 @@
 // redis-to-kafka keeps one hash per mirror, in the Redis being read
 // (see R2KKey). kafka-to-redis keeps one hash per mirror and destination
 // stream, in a key sharing the stream's hash slot so that the entries and the
-// positions they came from are written in one atomic step (see K2RKey).
+// positions they came from are written in one atomic step (see K2RKey). It
+// also records the ID of each topic its positions are about, so that a
+// topic deleted and created again under its name is not taken for the old
+// one (see TopicRecreatedError).
 package checkpoint

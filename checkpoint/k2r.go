@@ -62,6 +62,15 @@ const k2rOldestVersion = 1
 // mirrored again from its start.
 const fieldK2RPartitions = "partitions"
 
+// k2rTopicIDSuffix makes the field <topic>:topic_id, which holds the topic
+// ID (Kafka's UUID, as kafka-topics --describe prints it) of the topic the
+// checkpoint's positions of that topic are about. A partition's field ends
+// in its number, so no topic name can make the two meet.
+const k2rTopicIDSuffix = ":topic_id"
+
+// K2RTopicIDField is the field holding the ID of topic.
+func K2RTopicIDField(topic string) string { return topic + k2rTopicIDSuffix }
+
 // K2R is the checkpoint of a kafka-to-redis mirror for one destination
 // stream.
 type K2R struct {
@@ -73,6 +82,10 @@ type K2R struct {
 	Bytes   int64
 	// Updated is when the checkpoint last moved.
 	Updated time.Time
+	// TopicIDs maps each topic whose ID was recorded to that ID; a
+	// checkpoint written before IDs were recorded has none (the next
+	// InitK2RPartitions records them).
+	TopicIDs map[string]string
 }
 
 // LoadK2R reads the kafka-to-redis checkpoint of mirror name for stream. A
@@ -89,10 +102,20 @@ func LoadK2R(ctx context.Context, c rueidis.Client, name, stream string) (ck K2R
 		return ck, false, fmt.Errorf("checkpoint %q has no %q field, which version %d keeps: %w; delete it or choose another --name", key, fieldK2RPartitions, K2RVersion, ErrCorrupt)
 	}
 	ck.Partitions = map[TopicPartition]int64{}
+	ck.TopicIDs = map[string]string{}
 	for f, v := range m {
 		switch f {
 		case fieldVersion, fieldKind, fieldK2RPartitions:
 			continue
+		}
+		if topic, ok := strings.CutSuffix(f, k2rTopicIDSuffix); ok {
+			if v == "" {
+				return ck, false, fmt.Errorf("checkpoint %q field %q is empty, not a topic ID: %w; delete it or choose another --name", key, f, ErrCorrupt)
+			}
+			ck.TopicIDs[topic] = v
+			continue
+		}
+		switch f {
 		case fieldEntries, fieldBytes, fieldUpdated:
 			n, err := strconv.ParseInt(v, 10, 64)
 			if err != nil || n < 0 {
@@ -242,16 +265,32 @@ type K2RResult struct {
 	// Err is why this write was not applied; nil when it was (or had
 	// been: Replayed).
 	Err error
+	// LastID is the ID of the last entry added ("" when none was): that
+	// Redis still holds it tells a checkpoint moved back from one that
+	// went back with its stream (see LostWritesError).
+	LastID string
 }
 
 // ConflictError is returned when a checkpoint does not hold the position a
-// batch starts from: another process moved it.
+// batch starts from. A position ahead of it was moved by another process;
+// one behind it went back, which Redis losing writes does (see
+// LostWritesError) and so does a user moving it back by hand.
 type ConflictError struct {
 	Key       string
 	Name      string
 	Partition TopicPartition
 	Stored    int64 // NoPosition: none stored
 	Expected  int64 // NoPosition: none expected
+	// Stream and Kept, when Kept is set: the position went back although
+	// the stream still holds entry Kept, which this mirror wrote after
+	// it, so Redis did not lose those writes.
+	Stream, Kept string
+}
+
+// WentBack reports whether the checkpoint holds a position behind the one
+// the batch starts from (or none where one was expected).
+func (e *ConflictError) WentBack() bool {
+	return e.Expected != NoPosition && (e.Stored == NoPosition || e.Stored < e.Expected)
 }
 
 func (e *ConflictError) Error() string {
@@ -261,8 +300,58 @@ func (e *ConflictError) Error() string {
 		}
 		return "offset " + strconv.FormatInt(o, 10)
 	}
-	return fmt.Sprintf("checkpoint %q: partition %s holds %s, but this mirror continues from %s; another process is probably running under --name %q (stop it, or give this one another --name)",
-		e.Key, e.Partition, pos(e.Stored), pos(e.Expected), e.Name)
+	head := fmt.Sprintf("checkpoint %q: partition %s holds %s, but this mirror continues from %s", e.Key, e.Partition, pos(e.Stored), pos(e.Expected))
+	if e.WentBack() && e.Kept != "" {
+		return fmt.Sprintf("%s: the position went back, yet stream %q still holds entry %s that this mirror wrote after it, so Redis did not lose these writes: another process or a user moved it back, and mirroring again from there would write records twice; set field %q back to %d (HSET), or delete the checkpoint and the stream to mirror everything again",
+			head, e.Stream, e.Kept, formatTopicPartition(e.Partition), e.Expected)
+	}
+	return fmt.Sprintf("%s; another process is probably running under --name %q (stop it, or give this one another --name)", head, e.Name)
+}
+
+// LostWritesError is a write refused because the checkpoint went back
+// together with its stream: the stream no longer holds the last entry this
+// mirror wrote to it, and the positions are behind those that entry was
+// written with. Redis lost its latest writes (it restarted from an older
+// snapshot or AOF, or a replica that had not received them was promoted);
+// since entries and positions are written in one transaction, what it
+// kept is consistent, and mirroring again from the positions it holds
+// writes every record once.
+type LostWritesError struct {
+	Key, Stream string
+	Partition   TopicPartition
+	// From is the position this mirror continued from; To the one Redis
+	// holds (NoPosition: the checkpoint is gone).
+	From, To int64
+	// Lost is the last entry this mirror wrote to the stream, now gone.
+	Lost string
+}
+
+func (e *LostWritesError) Error() string {
+	where := fmt.Sprintf("checkpoint %q, stream %q", e.Key, e.Stream)
+	if e.Lost != "" {
+		where += fmt.Sprintf(", which lost entry %s written after them", e.Lost)
+	}
+	if e.To == NoPosition {
+		return fmt.Sprintf("Redis lost writes: the position of %s is gone (it was offset %d; %s); mirroring it again as a partition without a checkpoint (--start)",
+			e.Partition, e.From, where)
+	}
+	return fmt.Sprintf("Redis lost writes: positions of %s went back from %d to %d (%s); mirroring again from %d",
+		e.Partition, e.From, e.To, where, e.To)
+}
+
+// TopicRecreatedError is a checkpoint whose positions of a topic were
+// written for another topic of that name: it was deleted and created
+// again, and its offsets started over.
+type TopicRecreatedError struct {
+	Key, Topic string
+	// Recorded is the topic ID the checkpoint was written for, Current
+	// the topic's ID now.
+	Recorded, Current string
+}
+
+func (e *TopicRecreatedError) Error() string {
+	return fmt.Sprintf("topic %q was deleted and created again: checkpoint %q was written for topic ID %s, but the topic now has ID %s, whose offsets started over; to mirror the new topic from its start, run with --on-topic-recreated restart; to keep the old checkpoint, give this mirror another --name",
+		e.Topic, e.Key, e.Recorded, e.Current)
 }
 
 // K2RGuardKey is the key the atomic step of ApplyK2R watches besides the
@@ -668,17 +757,24 @@ func CheckK2RAccess(ctx context.Context, c rueidis.Client, name, stream string) 
 
 // k2rInitScript takes partitions on in a checkpoint, atomically: it
 // refuses a checkpoint with a hole (a listed partition without its
-// position), stores each given partition's start where it has no position
-// yet (a stored position is never moved), lists every partition that has a
-// position, and sets the version: a version 1 checkpoint, which had no
-// list, is upgraded here.
+// position) or one recorded for another topic ID, stores each given
+// partition's start where it has no position yet (a stored position is
+// never moved, except for a topic restarted), records the topics' IDs,
+// lists every partition that has a position, and sets the version: a
+// version 1 checkpoint, which had no list, is upgraded here.
 //
-// KEYS: checkpoint. ARGV: version, kind, then (field, start) pairs.
-// Replies: {"ok"}, {"hole", field} or {"corrupt", why}.
+// KEYS: checkpoint. ARGV: version, kind, nparts, nparts x (field, start),
+// then (topic, id, replace) triples: replace, when not empty, is the ID
+// recorded for a topic restarted from its start; its partitions' positions
+// are dropped and replaced by the starts given.
+// Replies: {"ok"}, {"hole", field}, {"recreated", topic, recorded} or
+// {"corrupt", why}.
 const k2rInitScript = `
 local ck = KEYS[1]
 local t = redis.call('TYPE', ck).ok
 local list = {}
+local nparts = tonumber(ARGV[3])
+local tfirst = 4 + 2 * nparts
 if t ~= 'none' then
   if t ~= 'hash' then return {'corrupt', 'it holds a ' .. t .. ', not a hash'} end
   local h = redis.call('HMGET', ck, 'version', 'kind', 'partitions')
@@ -693,10 +789,32 @@ if t ~= 'none' then
     end
   end
   for _, f in ipairs(redis.call('HKEYS', ck)) do
-    if string.find(f, ':', 1, true) then list[f] = true end
+    if string.find(f, ':%d+$') then list[f] = true end
+  end
+  for i = tfirst, #ARGV, 3 do
+    local cur = redis.call('HGET', ck, ARGV[i] .. ':topic_id')
+    if cur and cur ~= ARGV[i+1] and (ARGV[i+2] == '' or cur ~= ARGV[i+2]) then
+      return {'recreated', ARGV[i], cur}
+    end
   end
 end
-for i = 3, #ARGV, 2 do
+local restart = {}
+for i = tfirst, #ARGV, 3 do
+  local field = ARGV[i] .. ':topic_id'
+  local cur = redis.call('HGET', ck, field)
+  if cur and cur ~= ARGV[i+1] then restart[ARGV[i]] = true end
+  redis.call('HSET', ck, field, ARGV[i+1])
+end
+if next(restart) then
+  for f in pairs(list) do
+    local topic = string.match(f, '^(.*):%d+$')
+    if topic and restart[topic] then
+      redis.call('HDEL', ck, f)
+      list[f] = nil
+    end
+  end
+end
+for i = 4, tfirst - 1, 2 do
   redis.call('HSETNX', ck, ARGV[i], ARGV[i+1])
   list[ARGV[i]] = true
 end
@@ -707,30 +825,55 @@ redis.call('HSET', ck, 'version', ARGV[1], 'kind', ARGV[2], 'partitions', table.
 return {'ok'}
 `
 
+// K2RInit is what InitK2RPartitions takes on in one destination stream's
+// checkpoint.
+type K2RInit struct {
+	// Starts holds each partition taken on, with where it starts if the
+	// checkpoint has no position for it.
+	Starts map[TopicPartition]int64
+	// TopicIDs are the current IDs of the partitions' topics (a topic
+	// left out, such as on a broker without topic IDs, is not checked):
+	// recorded where the checkpoint has none, refused with a
+	// *TopicRecreatedError where it records another.
+	TopicIDs map[string]string
+	// Restart maps a topic deleted and created again to the ID the
+	// checkpoint records for it: the positions of the old topic's
+	// partitions are dropped, those of Starts stored instead, and the new
+	// ID recorded — provided the checkpoint still records that ID.
+	Restart map[string]string
+}
+
 // InitK2RPartitions takes partitions on, per destination stream: each
 // given partition with no position yet starts at the offset given (a
-// stored position is never moved), and the checkpoint lists it from then
-// on, with the version and kind, in one atomic step per checkpoint and one
-// round trip in all. It runs before anything is consumed, so the first
-// batch's compare-and-set starts from it and a run that mirrors nothing
-// still leaves the position for the next run. Give it every partition the
-// run takes on, stored or not: it upgrades a version 1 checkpoint, and it
-// refuses, wrapping ErrCorrupt, a checkpoint that lists a partition whose
-// position is gone.
-func InitK2RPartitions(ctx context.Context, c rueidis.Client, name string, starts map[string]map[TopicPartition]int64) error {
+// stored position is never moved, but for a topic in Restart), and the
+// checkpoint lists it from then on, with the topics' IDs, the version and
+// the kind, in one atomic step per checkpoint and one round trip in all.
+// It runs before anything is consumed, so the first batch's
+// compare-and-set starts from it and a run that mirrors nothing still
+// leaves the position for the next run. Give it every partition the run
+// takes on, stored or not: it upgrades a version 1 checkpoint and records
+// the IDs a checkpoint lacks; it refuses, wrapping ErrCorrupt, a
+// checkpoint that lists a partition whose position is gone, and with a
+// *TopicRecreatedError one written for another topic ID.
+func InitK2RPartitions(ctx context.Context, c rueidis.Client, name string, inits map[string]K2RInit) error {
 	var cmds rueidis.Commands
 	var keys []string // of each command
-	for stream, offsets := range starts {
-		if len(offsets) == 0 {
+	var ids []map[string]string
+	for stream, in := range inits {
+		if len(in.Starts) == 0 {
 			continue
 		}
 		key := K2RKey(name, stream)
-		args := []string{strconv.Itoa(K2RVersion), KindKafkaToRedis}
-		for tp, off := range offsets {
+		args := []string{strconv.Itoa(K2RVersion), KindKafkaToRedis, strconv.Itoa(len(in.Starts))}
+		for tp, off := range in.Starts {
 			args = append(args, formatTopicPartition(tp), strconv.FormatInt(off, 10))
+		}
+		for topic, id := range in.TopicIDs {
+			args = append(args, topic, id, in.Restart[topic])
 		}
 		cmds = append(cmds, c.B().Eval().Script(k2rInitScript).Numkeys(1).Key(key).Arg(args...).Build())
 		keys = append(keys, key)
+		ids = append(ids, in.TopicIDs)
 	}
 	for i, r := range c.DoMulti(ctx, cmds...) {
 		reply, err := r.AsStrSlice()
@@ -740,6 +883,8 @@ func InitK2RPartitions(ctx context.Context, c rueidis.Client, name string, start
 		switch {
 		case len(reply) == 2 && reply[0] == "hole":
 			return k2rHoleError(keys[i], reply[1])
+		case len(reply) == 3 && reply[0] == "recreated":
+			return &TopicRecreatedError{Key: keys[i], Topic: reply[1], Recorded: reply[2], Current: ids[i][reply[1]]}
 		case len(reply) == 2 && reply[0] == "corrupt":
 			return fmt.Errorf("checkpoint %q: %s: %w; delete it or choose another --name", keys[i], reply[1], ErrCorrupt)
 		case len(reply) != 1 || reply[0] != "ok":
@@ -858,11 +1003,18 @@ func k2rResult(replies []rueidis.RedisResult, opt K2ROptions, w *K2RWrite, res *
 				stream, checkErr, &ConflictError{Key: key, Name: opt.Name, Partition: m.Partition, Stored: found, Expected: m.From})
 		}
 	}
+	last := -1
+	defer func() {
+		if last >= 0 {
+			res.LastID, _ = applied[1+last].ToString()
+		}
+	}()
 	for i := range w.starts {
 		err := applied[1+i].Error()
 		switch {
 		case err == nil:
 			res.Added++
+			last = i
 		case opt.PreserveIDs && strings.Contains(err.Error(), "equal or smaller"):
 			res.Present++
 		default:

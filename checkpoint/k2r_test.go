@@ -124,7 +124,7 @@ func TestInitK2RPartitionsListsPartitionsAndRefusesAHole(t *testing.T) {
 	c.Do(ctx, c.B().Hset().Key(key).FieldValue().FieldValue("version", "1").FieldValue("kind", KindKafkaToRedis).FieldValue("t:0", "7").Build())
 	tp := func(p int32) TopicPartition { return TopicPartition{Topic: "t", Partition: p} }
 	init := func(starts map[TopicPartition]int64) error {
-		return InitK2RPartitions(ctx, c, name, map[string]map[TopicPartition]int64{stream: starts})
+		return InitK2RPartitions(ctx, c, name, map[string]K2RInit{stream: {Starts: starts}})
 	}
 	if err := init(map[TopicPartition]int64{tp(0): 0, tp(1): 3}); err != nil {
 		t.Fatal(err)
@@ -184,7 +184,7 @@ func TestApplyK2RWritesNothingOfARefusedWrite(t *testing.T) {
 		{"a retry of both", []*K2RWrite{write(good, 5, 7), write(good, 7, 9)}, "", 9},
 	}
 	// The first write starts the partition at 0.
-	if err := InitK2RPartitions(ctx, c, name, map[string]map[TopicPartition]int64{good: {{Topic: "t", Partition: 1}: 0}}); err != nil {
+	if err := InitK2RPartitions(ctx, c, name, map[string]K2RInit{good: {Starts: map[TopicPartition]int64{{Topic: "t", Partition: 1}: 0}}}); err != nil {
 		t.Fatal(err)
 	}
 	for _, tt := range tests {
@@ -227,7 +227,7 @@ func TestApplyK2RRetriedAfterTheCallWasAppliedIsAReplay(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			stream, name := k2rTarget(t, c)
-			if err := InitK2RPartitions(ctx, c, name, map[string]map[TopicPartition]int64{stream: {tp: 0}}); err != nil {
+			if err := InitK2RPartitions(ctx, c, name, map[string]K2RInit{stream: {Starts: map[TopicPartition]int64{tp: 0}}}); err != nil {
 				t.Fatal(err)
 			}
 			var steps []*K2RStep
@@ -406,5 +406,128 @@ func TestStreamTypeChangedBetweenCheckAndExecMovesNoPosition(t *testing.T) {
 	}
 	if got, _ := c.Do(ctx, c.B().Hmget().Key(key).Field("t:0", "entries").Build()).AsStrSlice(); strings.Join(got, " ") != "6 6" {
 		t.Fatalf("position and entries %q after the rerun, want 6 6", got)
+	}
+}
+
+// InitK2RPartitions records each topic's ID where the checkpoint has none,
+// refuses a checkpoint written for another ID without changing it, and
+// with Restart replaces the old topic's positions by the new topic's
+// starts, dropping the partitions the new topic lacks.
+func TestInitK2RPartitionsRecordsTopicIDsAndRefusesARecreatedTopic(t *testing.T) {
+	c := testenv.Redis(t)
+	ctx := context.Background()
+	stream, name := k2rTarget(t, c)
+	key := K2RKey(name, stream)
+	tp := func(p int32) TopicPartition { return TopicPartition{Topic: "t", Partition: p} }
+	// Written before IDs were recorded: it adopts the topic's.
+	c.Do(ctx, c.B().Hset().Key(key).FieldValue().FieldValue("version", "2").FieldValue("kind", KindKafkaToRedis).
+		FieldValue("partitions", "t:0,t:1").FieldValue("t:0", "500").FieldValue("t:1", "40").Build())
+	init := func(in K2RInit) error { return InitK2RPartitions(ctx, c, name, map[string]K2RInit{stream: in}) }
+	if err := init(K2RInit{Starts: map[TopicPartition]int64{tp(0): 0, tp(1): 0}, TopicIDs: map[string]string{"t": "old-id"}}); err != nil {
+		t.Fatal(err)
+	}
+	ck, _, err := LoadK2R(ctx, c, name, stream)
+	if err != nil || ck.TopicIDs["t"] != "old-id" || ck.Partitions[tp(0)] != 500 {
+		t.Fatalf("after adoption: %+v, %v", ck, err)
+	}
+
+	err = init(K2RInit{Starts: map[TopicPartition]int64{tp(0): 0}, TopicIDs: map[string]string{"t": "new-id"}})
+	var recreated *TopicRecreatedError
+	if !errors.As(err, &recreated) || recreated.Topic != "t" || recreated.Recorded != "old-id" || recreated.Current != "new-id" || recreated.Key != key {
+		t.Fatalf("init with another topic ID: %v", err)
+	}
+	for _, want := range []string{`topic "t"`, "old-id", "new-id", key, "--on-topic-recreated restart", "--name"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%q does not name %q", err, want)
+		}
+	}
+	if got, _ := c.Do(ctx, c.B().Hmget().Key(key).Field("t:0", "t:topic_id").Build()).AsStrSlice(); strings.Join(got, " ") != "500 old-id" {
+		t.Fatalf("a refused init changed the checkpoint: %q", got)
+	}
+
+	// Restart: a recorded ID other than the one given is still refused.
+	if err := init(K2RInit{Starts: map[TopicPartition]int64{tp(0): 0}, TopicIDs: map[string]string{"t": "new-id"}, Restart: map[string]string{"t": "other"}}); !errors.As(err, &recreated) {
+		t.Fatalf("restart from an ID not recorded: %v", err)
+	}
+	if err := init(K2RInit{Starts: map[TopicPartition]int64{tp(0): 3}, TopicIDs: map[string]string{"t": "new-id"}, Restart: map[string]string{"t": "old-id"}}); err != nil {
+		t.Fatal(err)
+	}
+	m, _ := c.Do(ctx, c.B().Hgetall().Key(key).Build()).AsStrMap()
+	if m["t:0"] != "3" || m["partitions"] != "t:0" || m["t:topic_id"] != "new-id" {
+		t.Fatalf("after restart: %v", m)
+	}
+	if _, ok := m["t:1"]; ok {
+		t.Fatalf("the old topic's partition 1 kept its position: %v", m)
+	}
+	// Done once: the same restart again moves nothing.
+	c.Do(ctx, c.B().Hset().Key(key).FieldValue().FieldValue("t:0", "9").Build())
+	if err := init(K2RInit{Starts: map[TopicPartition]int64{tp(0): 3}, TopicIDs: map[string]string{"t": "new-id"}, Restart: map[string]string{"t": "old-id"}}); err != nil {
+		t.Fatal(err)
+	}
+	if ck, _, err := LoadK2R(ctx, c, name, stream); err != nil || ck.Partitions[tp(0)] != 9 {
+		t.Fatalf("a second restart moved the position: %+v, %v", ck, err)
+	}
+}
+
+// A topic's ID field cannot be taken for a partition's, whatever the
+// topics are called: "topic_id" partition 0 and topic "0" keep apart.
+func TestLoadK2RKeepsTopicIDsApartFromPartitions(t *testing.T) {
+	c := testenv.Redis(t)
+	ctx := context.Background()
+	stream, name := k2rTarget(t, c)
+	a, b := TopicPartition{Topic: "topic_id", Partition: 0}, TopicPartition{Topic: "0", Partition: 1}
+	if err := InitK2RPartitions(ctx, c, name, map[string]K2RInit{stream: {
+		Starts:   map[TopicPartition]int64{a: 5, b: 6},
+		TopicIDs: map[string]string{"topic_id": "id-a", "0": "id-b"},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	ck, _, err := LoadK2R(ctx, c, name, stream)
+	if err != nil || len(ck.Partitions) != 2 || ck.Partitions[a] != 5 || ck.Partitions[b] != 6 || ck.TopicIDs["topic_id"] != "id-a" || ck.TopicIDs["0"] != "id-b" {
+		t.Fatalf("LoadK2R = %+v, %v", ck, err)
+	}
+}
+
+// A conflict says which way the position moved: ahead is another process,
+// back with the stream intact is a position moved back, and Redis losing
+// writes is named as such.
+func TestK2RConflictsSayWhichWayThePositionMoved(t *testing.T) {
+	tp := TopicPartition{Topic: "t", Partition: 2}
+	tests := []struct {
+		name     string
+		err      error
+		wentBack bool
+		want     []string
+		notWant  []string
+	}{
+		{"ahead", &ConflictError{Key: "k", Name: "m", Partition: tp, Stored: 700, Expected: 500}, false,
+			[]string{"holds offset 700, but this mirror continues from offset 500", "another process is probably running", `--name "m"`}, []string{"went back"}},
+		{"created by another", &ConflictError{Key: "k", Name: "m", Partition: tp, Stored: 3, Expected: NoPosition}, false,
+			[]string{"another process"}, nil},
+		{"back, stream intact", &ConflictError{Key: "k", Name: "m", Partition: tp, Stored: 300, Expected: 500, Stream: "s", Kept: "5-0"}, true,
+			[]string{"went back", `stream "s" still holds entry 5-0`, "twice", `field "t:2" back to 500`}, []string{"probably running", "lost writes"}},
+		{"lost writes", &LostWritesError{Key: "k", Stream: "s", Partition: tp, From: 500, To: 300, Lost: "5-0"}, false,
+			[]string{"Redis lost writes: positions of t/2 went back from 500 to 300", "lost entry 5-0", "mirroring again from 300"}, nil},
+		{"lost checkpoint", &LostWritesError{Key: "k", Stream: "s", Partition: tp, From: 500, To: NoPosition}, false,
+			[]string{"Redis lost writes: the position of t/2 is gone (it was offset 500", "--start"}, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var c *ConflictError
+			if errors.As(tc.err, &c) && c.WentBack() != tc.wentBack {
+				t.Errorf("WentBack = %v, want %v", c.WentBack(), tc.wentBack)
+			}
+			msg := tc.err.Error()
+			for _, w := range tc.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("%q does not say %q", msg, w)
+				}
+			}
+			for _, w := range tc.notWant {
+				if strings.Contains(msg, w) {
+					t.Errorf("%q says %q", msg, w)
+				}
+			}
+		})
 	}
 }

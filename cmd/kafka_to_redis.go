@@ -29,6 +29,7 @@ type kafkaToRedisOptions struct {
 	start       string
 	onError     string
 	onGap       string
+	onRecreated string
 	deadLetter  string
 	// partitionCheck is how often --follow looks for partitions added to
 	// the topics; hidden, a knob for tests rather than for users.
@@ -49,7 +50,12 @@ xmirror:k2r:{<stream's hash tag>}:<name>, one field <topic>:<partition> per
 partition holding the next offset.
 
 A partition without a checkpoint starts at --start (earliest or latest), and
-that position is stored at once, so the next run resumes from it.
+that position is stored at once, so the next run resumes from it. The
+checkpoint also records each topic's ID: a topic deleted and created again
+(another ID) is refused, naming it, unless --on-topic-recreated restart
+mirrors the new topic from its start. If Redis loses writes (restarted from
+an older snapshot), the checkpoint and its stream go back together: the run
+warns and mirrors again from the positions Redis kept.
 
 One-shot (default): mirrors up to each partition's end (its last stable offset)
 as of the start, prints a summary and exits; run again, it mirrors only what
@@ -108,6 +114,7 @@ dead-letter (copy it to --dead-letter-stream, at least once).`,
 	fs.StringVar(&o.start, "start", "earliest", "where a partition without a checkpoint starts: earliest or latest")
 	fs.StringVar(&o.onError, "on-error", mirror.OnErrorFail, "a record that cannot be decoded: fail, skip or dead-letter")
 	fs.StringVar(&o.onGap, "on-gap", mirror.OnGapFail, "a checkpoint below the log start (records deleted before they were mirrored): fail or skip")
+	fs.StringVar(&o.onRecreated, "on-topic-recreated", mirror.OnTopicRecreatedFail, "a topic deleted and created again since the checkpoint was written (another topic ID): fail, or restart to mirror the new topic from its start")
 	fs.StringVar(&o.deadLetter, "dead-letter-stream", "", "with --on-error dead-letter: the stream receiving undecodable records")
 	fs.DurationVar(&o.partitionCheck, "partition-check", mirror.DefaultPartitionCheck, "follow: how often to look for partitions added to the topics")
 	fs.MarkHidden("partition-check")
@@ -174,6 +181,9 @@ func (o *kafkaToRedisOptions) validate(c *cobra.Command) (mirror.StreamTemplate,
 	if o.onGap != mirror.OnGapFail && o.onGap != mirror.OnGapSkip {
 		problems = append(problems, fmt.Sprintf("--on-gap must be fail or skip, got %q", o.onGap))
 	}
+	if o.onRecreated != mirror.OnTopicRecreatedFail && o.onRecreated != mirror.OnTopicRecreatedRestart {
+		problems = append(problems, fmt.Sprintf("--on-topic-recreated must be fail or restart, got %q", o.onRecreated))
+	}
 	if o.partitionCheck <= 0 {
 		problems = append(problems, fmt.Sprintf("--partition-check must be positive, got %s", o.partitionCheck))
 	}
@@ -236,7 +246,7 @@ func (o *kafkaToRedisOptions) execute(a *app, c *cobra.Command) (err error) {
 	}
 	defer sd.spawn("close the Kafka admin connection", admin.Close)
 	log.Debug("connected to kafka", "brokers", kafkaEP.String())
-	src, sink, err := mirror.NewK2R(ctx, rc, admin, mirror.K2RConfig{
+	m, err := mirror.OpenK2R(ctx, rc, admin, mirror.K2RConfig{
 		Name:             name,
 		Topics:           o.topics,
 		Stream:           tmpl,
@@ -250,6 +260,7 @@ func (o *kafkaToRedisOptions) execute(a *app, c *cobra.Command) (err error) {
 		StartLatest:      o.start == "latest",
 		OnError:          o.onError,
 		OnGap:            o.onGap,
+		OnTopicRecreated: o.onRecreated,
 		DeadLetterStream: o.deadLetter,
 		BatchSize:        o.run.batchSize,
 		Follow:           o.run.follow,
@@ -266,14 +277,14 @@ func (o *kafkaToRedisOptions) execute(a *app, c *cobra.Command) (err error) {
 		}
 		return err
 	}
-	defer sd.spawn("close the Kafka consumer", src.Close)
+	defer sd.spawn("close the Kafka consumer", m.CloseSource)
 
 	log.Debug("mirroring", "topics", o.topics, "stream", o.stream, "follow", o.run.follow, "batch_size", o.run.batchSize, "max_in_flight", o.run.maxInFlight)
-	stats, runErr := mirror.Run(ctx, src, sink, opt)
-	sd.step("finish the writes to Redis", sink.Close)
+	stats, runErr := m.Run(ctx, opt)
+	sd.step("finish the writes to Redis", m.CloseSink)
 	// The engine counts every record a batch accounts for; the summary
 	// shows entries written and, apart, the records skipped.
-	skipped, dead, present := src.Skipped(), src.DeadLettered(), sink.Present()
+	skipped, dead, present := m.Skipped(), m.DeadLettered(), m.Present()
 	stats.Entries -= skipped + dead + present
 	if present > 0 {
 		opt.Logger.Info("entries already present in their streams (--preserve-ids) were not written again", "count", present)

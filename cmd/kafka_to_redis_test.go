@@ -329,11 +329,11 @@ func TestK2RRawPreserveIDsIsIdempotent(t *testing.T) {
 func TestK2RBadInput(t *testing.T) {
 	rc := testenv.Redis(t)
 	topic := testenv.Topic(t, testenv.Kafka(t), 2)
-	r := xmirror(t, "k2r", "--topic", topic, "--stream", "x{topc}", "--batch-size", "0", "--on-error", "drop", "--start", "middle")
+	r := xmirror(t, "k2r", "--topic", topic, "--stream", "x{topc}", "--batch-size", "0", "--on-error", "drop", "--start", "middle", "--on-topic-recreated", "skip")
 	if r.code != 2 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
-	for _, want := range []string{"unknown placeholder {topc}", "--batch-size", "--on-error", "--start"} {
+	for _, want := range []string{"unknown placeholder {topc}", "--batch-size", "--on-error", "--start", "--on-topic-recreated"} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("stderr lacks %q: %s", want, r.stderr)
 		}

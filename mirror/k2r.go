@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,6 +29,13 @@ const (
 	OnGapSkip = "skip" // warn and continue from the log start
 )
 
+// What kafka-to-redis does with a topic deleted and created again since its
+// checkpoint was written (a topic ID other than the one recorded).
+const (
+	OnTopicRecreatedFail    = "fail"    // refuse, naming the topic and both IDs
+	OnTopicRecreatedRestart = "restart" // mirror the new topic from its start
+)
+
 // ErrConfig marks a kafka-to-redis request that is impossible for the
 // topics as they are (a usage error, found only once Kafka answered).
 var ErrConfig = errors.New("invalid request")
@@ -46,10 +54,13 @@ type K2RConfig struct {
 	PreserveIDs          bool
 	// MaxFields refuses, as undecodable, a record that maps to more
 	// fields (DefaultMaxFields when zero).
-	MaxFields        int
-	MaxLen           int64
-	StartLatest      bool
-	OnError, OnGap   string
+	MaxFields      int
+	MaxLen         int64
+	StartLatest    bool
+	OnError, OnGap string
+	// OnTopicRecreated is OnTopicRecreatedFail (when empty) or
+	// OnTopicRecreatedRestart.
+	OnTopicRecreated string
 	DeadLetterStream string
 	BatchSize        int
 	Follow           bool
@@ -93,7 +104,7 @@ func NewK2R(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg K2RCo
 	adm := kadm.NewClient(admin)
 	details, err := adm.ListTopics(ctx, cfg.Topics...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("kafka %s: list topics: %w", cfg.KafkaName, err)
+		return nil, nil, Transient(fmt.Errorf("kafka %s: list topics: %w", cfg.KafkaName, err))
 	}
 	src := &KafkaSource{
 		mapping: recordMapping{format: cfg.Format, headers: cfg.Headers, valueField: cfg.ValueField,
@@ -111,8 +122,15 @@ func NewK2R(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg K2RCo
 		probeWait:      defaultProbeWait,
 		stallWarn:      followStallWarn,
 		partitionCheck: cfg.PartitionCheck,
+		topicIDs:       map[string]string{},
 		setup: &k2rSetup{rc: rc, adm: adm, cfg: cfg, log: log,
 			streamIndex: map[string]int{}, feeds: map[string][]checkpoint.TopicPartition{}},
+	}
+	// The IDs are asked for apart, not from the cache ListTopics reads: a
+	// run set up again after its topic was recreated must see the new one.
+	ids, err := topicIDs(ctx, admin, cfg.Topics)
+	if err != nil {
+		return nil, nil, Transient(fmt.Errorf("kafka %s: topic IDs: %w", cfg.KafkaName, err))
 	}
 	var tps []checkpoint.TopicPartition
 	for _, t := range cfg.Topics {
@@ -134,7 +152,7 @@ func NewK2R(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg K2RCo
 			return nil, nil, err
 		}
 	}
-	consume, err := src.setup.add(ctx, src, tps, cfg.StartLatest)
+	consume, err := src.setup.add(ctx, src, tps, cfg.StartLatest, ids)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -212,9 +230,13 @@ func (k *k2rSetup) checkStream(ctx context.Context, s string) error {
 // add sets up partitions tps, new to src: their destination streams, where
 // each starts (its checkpoint, else its last stable offset when latest,
 // else its log start), with that start stored at once where no checkpoint
-// held one. It changes src only when it succeeds, and returns the offsets
-// to consume from. Failures worth retrying (I/O) are marked Transient.
-func (k *k2rSetup) add(ctx context.Context, src *KafkaSource, tps []checkpoint.TopicPartition, latest bool) (map[string]map[int32]kgo.Offset, error) {
+// held one. ids are the topics' current IDs ("" unknown): a checkpoint
+// written for another ID is refused, or with --on-topic-recreated restart
+// its positions of that topic start over from the log start; a checkpoint
+// without one records it. It changes src only when it succeeds, and
+// returns the offsets to consume from. Failures worth retrying (I/O) are
+// marked Transient.
+func (k *k2rSetup) add(ctx context.Context, src *KafkaSource, tps []checkpoint.TopicPartition, latest bool, ids map[string]string) (map[string]map[int32]kgo.Offset, error) {
 	cfg := k.cfg
 	streams := append([]string(nil), src.streams...)
 	index := map[string]int{}
@@ -262,6 +284,7 @@ func (k *k2rSetup) add(ctx context.Context, src *KafkaSource, tps []checkpoint.T
 		}
 	}
 	stored := map[checkpoint.TopicPartition]int64{}
+	recorded := map[string]map[string]string{} // stream -> topic -> ID
 	for _, s := range touched {
 		ck, found, err := checkpoint.LoadK2R(ctx, k.rc, cfg.Name, s)
 		if err != nil {
@@ -274,6 +297,32 @@ func (k *k2rSetup) add(ctx context.Context, src *KafkaSource, tps []checkpoint.T
 			for tp, off := range ck.Partitions {
 				stored[tp] = off
 			}
+			recorded[s] = ck.TopicIDs
+		}
+	}
+
+	// A topic deleted and created again under its name starts its offsets
+	// over: positions recorded for the old one say nothing about it.
+	restart := map[string]map[string]string{} // stream -> topic -> ID recorded
+	warned := map[string]bool{}
+	for _, st := range states {
+		s, t := streams[st.stream], st.tp.Topic
+		old, id := recorded[s][t], ids[t]
+		if old == "" || id == "" || old == id || restart[s][t] != "" {
+			continue
+		}
+		key := checkpoint.K2RKey(cfg.Name, s)
+		if cfg.OnTopicRecreated != OnTopicRecreatedRestart {
+			return nil, &checkpoint.TopicRecreatedError{Key: key, Topic: t, Recorded: old, Current: id}
+		}
+		if restart[s] == nil {
+			restart[s] = map[string]string{}
+		}
+		restart[s][t] = old
+		if !warned[t] {
+			warned[t] = true
+			k.log.Warn("topic was deleted and created again: mirroring the new topic from its start (--on-topic-recreated restart)",
+				"topic", t, "recorded_topic_id", old, "topic_id", id, "checkpoint", key)
 		}
 	}
 
@@ -309,7 +358,8 @@ func (k *k2rSetup) add(ctx context.Context, src *KafkaSource, tps []checkpoint.T
 		logStart, _ := starts.Lookup(t, p)
 		hwm, _ := ends.Lookup(t, p)
 		lso, _ := stable.Lookup(t, p)
-		if pos, ok := stored[st.tp]; ok {
+		restarted := restart[streams[st.stream]][t] != ""
+		if pos, ok := stored[st.tp]; ok && !restarted {
 			st.stored = pos
 			st.next = pos
 			switch {
@@ -325,7 +375,7 @@ func (k *k2rSetup) add(ctx context.Context, src *KafkaSource, tps []checkpoint.T
 					t, p, pos, hwm.Offset, checkpoint.K2RKey(cfg.Name, streams[st.stream]))
 			}
 		} else {
-			if latest {
+			if latest && !restarted {
 				st.next = lso.Offset
 			} else {
 				st.next = logStart.Offset
@@ -344,8 +394,19 @@ func (k *k2rSetup) add(ctx context.Context, src *KafkaSource, tps []checkpoint.T
 		positions[s][st.tp] = st.stored
 		st.target = lso.Offset
 	}
-	if err := checkpoint.InitK2RPartitions(ctx, k.rc, cfg.Name, positions); err != nil {
-		if errors.Is(err, checkpoint.ErrCorrupt) {
+	inits := map[string]checkpoint.K2RInit{}
+	for s, starts := range positions {
+		in := checkpoint.K2RInit{Starts: starts, TopicIDs: map[string]string{}, Restart: restart[s]}
+		for tp := range starts {
+			if id := ids[tp.Topic]; id != "" {
+				in.TopicIDs[tp.Topic] = id
+			}
+		}
+		inits[s] = in
+	}
+	if err := checkpoint.InitK2RPartitions(ctx, k.rc, cfg.Name, inits); err != nil {
+		var recreated *checkpoint.TopicRecreatedError
+		if errors.Is(err, checkpoint.ErrCorrupt) || errors.As(err, &recreated) {
 			return nil, err
 		}
 		return nil, Transient(fmt.Errorf("redis %s: %w", cfg.RedisName, err))
@@ -353,6 +414,11 @@ func (k *k2rSetup) add(ctx context.Context, src *KafkaSource, tps []checkpoint.T
 
 	// Only now does src learn of them.
 	src.streams = streams
+	for _, t := range topics {
+		if id := ids[t]; id != "" {
+			src.topicIDs[t] = id
+		}
+	}
 	for s, i := range index {
 		k.streamIndex[s] = i
 		k.feeds[s] = feeds[s]
@@ -376,4 +442,135 @@ func (k *k2rSetup) add(ctx context.Context, src *KafkaSource, tps []checkpoint.T
 		k.log.Debug("partition", "topic", t, "partition", p, "stream", streams[st.stream], "from", st.next, "snapshot_end", st.target)
 	}
 	return consume, nil
+}
+
+// formatTopicID writes a topic ID as Kafka's tools print it (URL-safe
+// base64 without padding); "" for the zero ID of a broker without IDs.
+func formatTopicID(id [16]byte) string {
+	if id == ([16]byte{}) {
+		return ""
+	}
+	return base64.RawURLEncoding.EncodeToString(id[:])
+}
+
+// K2R is a kafka-to-redis mirror: the source and sink NewK2R sets up,
+// set up again from the checkpoints when a run must start over — Redis lost
+// writes (a *checkpoint.LostWritesError), or, with --on-topic-recreated
+// restart, a topic was deleted and created again during the run.
+type K2R struct {
+	rc    rueidis.Client
+	admin *kgo.Client
+	cfg   K2RConfig
+	log   *slog.Logger
+	src   *KafkaSource
+	sink  *RedisSink
+	// Counts of the runs before the current one.
+	skipped, deadLettered, present int64
+}
+
+// OpenK2R sets the mirror up (see NewK2R). The caller closes it with
+// CloseSink and CloseSource; admin must outlive it.
+func OpenK2R(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg K2RConfig) (*K2R, error) {
+	src, sink, err := NewK2R(ctx, rc, admin, cfg)
+	if err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &K2R{rc: rc, admin: admin, cfg: cfg, log: log, src: src, sink: sink}, nil
+}
+
+// Run mirrors as the engine's Run does, and when the run must start over,
+// waits for its writes to end, sets the mirror up again from what the
+// checkpoints hold (retrying a transient failure for opt.RetryFor, or for
+// ever when zero) and goes on. The stats add up every run.
+func (m *K2R) Run(ctx context.Context, opt Options) (Stats, error) {
+	start := time.Now()
+	var total Stats
+	for {
+		stats, err := Run(ctx, m.src, m.sink, opt)
+		total.Entries += stats.Entries
+		total.Bytes += stats.Bytes
+		total.Batches += stats.Batches
+		total.Elapsed = time.Since(start)
+		if err == nil || ctx.Err() != nil || !m.startOver(err) {
+			return total, err
+		}
+		// The writes of the run ended before anything is loaded: a
+		// write still in flight could not move the positions after
+		// they were read.
+		m.sink.Close(ctx)
+		m.skipped += m.src.Skipped()
+		m.deadLettered += m.src.DeadLettered()
+		m.present += m.sink.Present()
+		m.src.Close()
+		m.src, m.sink = nil, nil
+		err = retry(ctx, opt.RetryFor, m.log, "set up again", func() error {
+			src, sink, err := NewK2R(ctx, m.rc, m.admin, m.cfg)
+			if err == nil {
+				m.src, m.sink = src, sink
+			}
+			return err
+		})
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// startOver tells whether err ends a run that must be set up again from
+// the checkpoints, and says why.
+func (m *K2R) startOver(err error) bool {
+	var lost *checkpoint.LostWritesError
+	var recreated *checkpoint.TopicRecreatedError
+	switch {
+	case errors.As(err, &lost):
+		m.log.Warn(lost.Error())
+		return true
+	case errors.As(err, &recreated) && m.cfg.OnTopicRecreated == OnTopicRecreatedRestart:
+		m.log.Info("a topic was deleted and created again during the run; setting the mirror up again", "topic", recreated.Topic, "recorded_topic_id", recreated.Recorded, "topic_id", recreated.Current)
+		return true
+	}
+	return false
+}
+
+// CloseSink waits for the writes still in flight, until ctx is done (see
+// RedisSink.Close).
+func (m *K2R) CloseSink(ctx context.Context) {
+	if m.sink != nil {
+		m.sink.Close(ctx)
+	}
+}
+
+// CloseSource stops consuming.
+func (m *K2R) CloseSource() {
+	if m.src != nil {
+		m.src.Close()
+	}
+}
+
+// Skipped, DeadLettered and Present count, over every run, the records
+// skipped, dead-lettered, and found already in their streams
+// (--preserve-ids).
+func (m *K2R) Skipped() int64 {
+	if m.src == nil {
+		return m.skipped
+	}
+	return m.skipped + m.src.Skipped()
+}
+
+func (m *K2R) DeadLettered() int64 {
+	if m.src == nil {
+		return m.deadLettered
+	}
+	return m.deadLettered + m.src.DeadLettered()
+}
+
+func (m *K2R) Present() int64 {
+	if m.sink == nil {
+		return m.present
+	}
+	return m.present + m.sink.Present()
 }

@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -12,7 +13,7 @@ func TestKafkaErrorHintsSayWhatHappenedToTheTopic(t *testing.T) {
 	entry := func(err error, create bool) string {
 		return (&EntryError{Stream: "s", ID: "1-0", Topic: "t", Err: err, CreateTopic: create}).Error()
 	}
-	fetch := func(err error) string { return (&KafkaSource{}).fetchError("t", 3, err).Error() }
+	fetch := func(err error) string { return (&KafkaSource{}).fetchError(context.Background(), "t", 3, err).Error() }
 	cases := []struct {
 		name    string
 		msg     string

@@ -94,6 +94,9 @@ type KafkaSource struct {
 	kafkaName string
 	retryFor  time.Duration // one-shot: longest time without progress
 	setup     *k2rSetup     // follow: takes on partitions added to the topics
+	// topicIDs are the IDs of the topics the positions are about (a topic
+	// missing: its broker has none).
+	topicIDs map[string]string
 	// Timers (see the defaults); fields so tests can shorten them.
 	pollWait, probeAfter, probeWait, stallWarn, partitionCheck time.Duration
 	lastPartitionCheck, lastProbe, lastStallWarn               time.Time
@@ -158,7 +161,7 @@ func (s *KafkaSource) Next(ctx context.Context) (*K2RBatch, error) {
 				return // the poll's own bound: nothing came
 			}
 			if ferr == nil {
-				ferr = s.fetchError(t, p, err)
+				ferr = s.fetchError(ctx, t, p, err)
 			}
 		})
 		if ferr != nil {
@@ -390,11 +393,18 @@ func (s *KafkaSource) checkPartitions(ctx context.Context) error {
 		return nil
 	}
 	var added []checkpoint.TopicPartition
+	ids := map[string]string{}
 	for _, t := range topics {
 		d, ok := details[t]
 		if !ok || d.Err != nil {
 			continue
 		}
+		// Partitions of a topic created again under its name are not
+		// more of the same: its offsets started over.
+		if err := s.checkTopicID(t, formatTopicID(d.ID)); err != nil {
+			return err
+		}
+		ids[t] = formatTopicID(d.ID)
 		for _, p := range d.Partitions.Numbers() {
 			if s.parts[t][p] == nil {
 				added = append(added, checkpoint.TopicPartition{Topic: t, Partition: p})
@@ -404,7 +414,7 @@ func (s *KafkaSource) checkPartitions(ctx context.Context) error {
 	if len(added) == 0 {
 		return nil
 	}
-	consume, err := s.setup.add(lookup, s, added, false)
+	consume, err := s.setup.add(lookup, s, added, false, ids)
 	if err != nil {
 		if IsTransient(err) || ctx.Err() != nil {
 			s.log.Warn("partitions were added to the topics but cannot be set up yet; trying again later", "partitions", len(added), "err", err)
@@ -417,9 +427,77 @@ func (s *KafkaSource) checkPartitions(ctx context.Context) error {
 	return nil
 }
 
-func (s *KafkaSource) fetchError(t string, p int32, err error) error {
+// checkTopicID is a *checkpoint.TopicRecreatedError when topic now has
+// another ID than the one its positions are about ("" unknown).
+func (s *KafkaSource) checkTopicID(topic, id string) error {
+	old := s.topicIDs[topic]
+	if old == "" || id == "" || old == id {
+		return nil
+	}
+	key := ""
+	for _, stream := range s.streams {
+		for _, tp := range s.setup.feeds[stream] {
+			if tp.Topic == topic && key == "" {
+				key = checkpoint.K2RKey(s.setup.cfg.Name, stream)
+			}
+		}
+	}
+	return &checkpoint.TopicRecreatedError{Key: key, Topic: topic, Recorded: old, Current: id}
+}
+
+// lookupTopicID asks the broker for topic's ID now (see topicIDs); found
+// is false when the topic does not exist.
+func (s *KafkaSource) lookupTopicID(ctx context.Context, topic string) (id string, found bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, s.probeWait)
+	defer cancel()
+	ids, err := topicIDs(ctx, s.admin, []string{topic})
+	id, found = ids[topic]
+	return id, found, err
+}
+
+// topicIDs asks the broker for the topics' IDs now ("" for a broker
+// without IDs), bypassing the client's metadata cache, which may still
+// hold a topic deleted and created again meanwhile. A topic that does not
+// exist is left out.
+func topicIDs(ctx context.Context, admin *kgo.Client, topics []string) (map[string]string, error) {
+	req := kmsg.NewPtrMetadataRequest()
+	for _, t := range topics {
+		rt := kmsg.NewMetadataRequestTopic()
+		rt.Topic = kmsg.StringPtr(t)
+		req.Topics = append(req.Topics, rt)
+	}
+	resp, err := req.RequestWith(ctx, admin)
+	if err != nil {
+		return nil, err
+	}
+	ids := map[string]string{}
+	for _, t := range resp.Topics {
+		if t.Topic == nil {
+			continue
+		}
+		switch err := kerr.ErrorForCode(t.ErrorCode); {
+		case errors.Is(err, kerr.UnknownTopicOrPartition):
+			continue
+		case err != nil:
+			return nil, fmt.Errorf("topic %q: %w", *t.Topic, err)
+		}
+		ids[*t.Topic] = formatTopicID(t.TopicID)
+	}
+	return ids, nil
+}
+
+func (s *KafkaSource) fetchError(ctx context.Context, t string, p int32, err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
+	}
+	if s.admin != nil && (errors.Is(err, kerr.UnknownTopicID) || errors.Is(err, kerr.UnknownTopicOrPartition)) {
+		// Deleted, or deleted and created again: the topic's ID now
+		// tells which.
+		if id, found, lerr := s.lookupTopicID(ctx, t); lerr == nil && found {
+			if rerr := s.checkTopicID(t, id); rerr != nil {
+				return rerr
+			}
+		}
 	}
 	st := s.parts[t][p]
 	if errors.Is(err, kerr.OffsetOutOfRange) && st != nil {

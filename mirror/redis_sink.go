@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,6 +52,12 @@ type RedisSink struct {
 	seq       uint64 // of the last order token
 
 	present atomic.Int64
+
+	// lastIDs holds, per stream, the highest entry ID this sink added:
+	// whether Redis still has it tells a checkpoint that went back with
+	// its stream (Redis lost writes) from one moved back alone.
+	lastMu  sync.Mutex
+	lastIDs map[string]string
 }
 
 type sinkJob struct {
@@ -360,6 +367,7 @@ func (s *RedisSink) write(ctx context.Context, group []sinkJob, order checkpoint
 	for _, r := range results {
 		s.present.Add(r.Present)
 	}
+	s.noteLastIDs(steps, results)
 	if err == nil {
 		return len(group), nil
 	}
@@ -369,10 +377,17 @@ func (s *RedisSink) write(ctx context.Context, group []sinkJob, order checkpoint
 			continue
 		}
 		n := len(j.step.Writes())
-		for _, r := range results[at : at+n] {
-			if r.Err != nil {
+		for k, r := range results[at : at+n] {
+			if r.Err == nil {
+				continue
+			}
+			if order.After != "" {
+				// It may have run before the call it waited for: a
+				// position behind it may be about to move. Alone, it
+				// tells (see settle).
 				return i, s.classify(ctx, r.Err)
 			}
+			return i, s.classify(ctx, s.wentBack(ctx, j.step.Writes()[k].Stream, r.Err))
 		}
 		at += n
 	}
@@ -408,6 +423,68 @@ func (s *RedisSink) writeDead(ctx context.Context, dead []deadLetter) error {
 	return nil
 }
 
+// noteLastIDs keeps the highest entry ID each applied write added.
+func (s *RedisSink) noteLastIDs(steps []*checkpoint.K2RStep, results []checkpoint.K2RResult) {
+	s.lastMu.Lock()
+	defer s.lastMu.Unlock()
+	i := 0
+	for _, st := range steps {
+		for _, w := range st.Writes() {
+			if i < len(results) && results[i].Err == nil && results[i].LastID != "" {
+				if s.lastIDs == nil {
+					s.lastIDs = map[string]string{}
+				}
+				if old, ok := s.lastIDs[w.Stream]; !ok || entryIDLess(old, results[i].LastID) {
+					s.lastIDs[w.Stream] = results[i].LastID
+				}
+			}
+			i++
+		}
+	}
+}
+
+// entryIDLess compares two entry IDs (<ms>-<seq>) as Redis orders them.
+func entryIDLess(a, b string) bool {
+	num := func(id string) (uint64, uint64) {
+		ms, seq, _ := strings.Cut(id, "-")
+		m, _ := strconv.ParseUint(ms, 10, 64)
+		n, _ := strconv.ParseUint(seq, 10, 64)
+		return m, n
+	}
+	am, as := num(a)
+	bm, bs := num(b)
+	return am < bm || am == bm && as < bs
+}
+
+// wentBack turns a conflict whose position went back into what it is: a
+// *checkpoint.LostWritesError when the stream lost the last entry this
+// sink added to it as well (or when it added none, so nothing says the
+// positions are not Redis's own), else the conflict, saying which entry
+// is still there. Whether the entry is there is one XRANGE, asked only on
+// such a conflict.
+func (s *RedisSink) wentBack(ctx context.Context, stream string, err error) error {
+	var conflict *checkpoint.ConflictError
+	if !errors.As(err, &conflict) || !conflict.WentBack() {
+		return err
+	}
+	s.lastMu.Lock()
+	last := s.lastIDs[stream]
+	s.lastMu.Unlock()
+	if last != "" {
+		es, xerr := s.c.Do(ctx, s.c.B().Xrange().Key(stream).Start(last).End(last).Count(1).Build()).AsXRange()
+		if xerr != nil {
+			// Nothing was written: the retry checks it all again.
+			return Transient(fmt.Errorf("redis %s: checkpoint %q went back; looking for entry %s in stream %q: %w", s.redisName, conflict.Key, last, stream, xerr))
+		}
+		if len(es) > 0 {
+			conflict.Stream, conflict.Kept = stream, last
+			return err
+		}
+	}
+	return &checkpoint.LostWritesError{Key: conflict.Key, Stream: stream, Partition: conflict.Partition,
+		From: conflict.Expected, To: conflict.Stored, Lost: last}
+}
+
 // classify marks what is worth retrying: the connection, a server busy
 // loading or failing over. A refused step (conflict, damaged checkpoint,
 // wrong key type) is final.
@@ -416,7 +493,8 @@ func (s *RedisSink) classify(ctx context.Context, err error) error {
 		return err
 	}
 	var conflict *checkpoint.ConflictError
-	if errors.As(err, &conflict) || errors.Is(err, checkpoint.ErrCorrupt) || errors.Is(err, checkpoint.ErrWrongType) {
+	var lost *checkpoint.LostWritesError
+	if errors.As(err, &conflict) || errors.As(err, &lost) || errors.Is(err, checkpoint.ErrCorrupt) || errors.Is(err, checkpoint.ErrWrongType) {
 		return err
 	}
 	if errors.Is(err, checkpoint.ErrCheckpointChanged) || errors.Is(err, checkpoint.ErrOutOfOrder) {
