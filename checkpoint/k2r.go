@@ -1,7 +1,10 @@
 package checkpoint
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -175,7 +178,34 @@ type K2RWrite struct {
 
 	args   []string // id, name, value, ... for each entry
 	starts []int    // where each entry begins in args
+
+	// PreserveIDs: what the check is to find of each entry (IDNew,
+	// IDPresent, IDBelowTop), nil until a check refused the write
+	// (Expect); only IDNew entries are written.
+	class []byte
+	// listIDs: the check is given every ID even though class is nil.
+	listIDs bool
+	// sorted caches whether the IDs increase: 0 not known, 1 yes, 2 no.
+	sorted int8
+	// gen counts changes that make built XADDs stale.
+	gen int
 }
+
+// What the atomic step's check finds of an entry ID under PreserveIDs.
+const (
+	// IDNew is above the stream's last ID (and the IDs written before
+	// it in the write): XADD adds it.
+	IDNew byte = 'w'
+	// IDPresent is in the stream already, with the same fields (or
+	// written earlier in the same write): it is not written again.
+	IDPresent byte = 'p'
+	// IDTaken is below the top, and the stream holds another entry
+	// (other fields) under that ID: it cannot be written either.
+	IDTaken byte = 't'
+	// IDBelowTop is not in the stream but at or below its last ID:
+	// Redis refuses to add it (XADD takes only IDs above the last one).
+	IDBelowTop byte = 'b'
+)
 
 // Reserve makes room for about entries more entries of nfields fields, so
 // a batch's arguments are allocated once rather than grown by doubling.
@@ -205,6 +235,87 @@ func (w *K2RWrite) AddField(name, value string) {
 // Entries is the number of entries added.
 func (w *K2RWrite) Entries() int { return len(w.starts) }
 
+// ID is the ID given to entry i.
+func (w *K2RWrite) ID(i int) string { return w.args[w.starts[i]] }
+
+// EntryBytes is the size of entry i's field names and values.
+func (w *K2RWrite) EntryBytes(i int) int64 {
+	n := 0
+	for _, a := range w.entry(i)[1:] {
+		n += len(a)
+	}
+	return int64(n)
+}
+
+// Expect sets, under PreserveIDs, what the next check is to find of each
+// entry (see IDNew), as an *IDCheckError's Classes told it: only the IDNew
+// entries are written, and the check refuses the write again unless it
+// finds every entry as expected. Expect(nil) expects every entry new but
+// has the check look at each one, so that a refusal says what it found.
+func (w *K2RWrite) Expect(classes []byte) {
+	if classes != nil && len(classes) != len(w.starts) {
+		panic(fmt.Sprintf("checkpoint: %d classes for %d entries", len(classes), len(w.starts)))
+	}
+	w.class = append([]byte(nil), classes...)
+	if classes == nil {
+		w.class = nil
+	}
+	w.listIDs = true
+	w.gen++
+}
+
+// Truncate drops the entries from n on (their records are to be mirrored
+// again: the caller moves the write's positions back to the first of
+// them).
+func (w *K2RWrite) Truncate(n int) {
+	if n >= len(w.starts) {
+		return
+	}
+	w.args = w.args[:w.starts[n]]
+	w.starts = w.starts[:n]
+	if w.class != nil {
+		w.class = w.class[:n]
+	}
+	w.gen++
+}
+
+// toWrite is the number of entries w's transaction XADDs.
+func (w *K2RWrite) toWrite() int {
+	if w.class == nil {
+		return len(w.starts)
+	}
+	return bytes.Count(w.class, []byte{IDNew})
+}
+
+// increasing reports whether the entry IDs go strictly up, so that, when
+// the first is above the stream's last ID, every one is.
+func (w *K2RWrite) increasing() bool {
+	if w.sorted == 0 {
+		w.sorted = 1
+		var pm, ps uint64
+		for i := range w.starts {
+			ms, seq, ok := parseStreamID(w.ID(i))
+			if !ok || i > 0 && (ms < pm || ms == pm && seq <= ps) {
+				w.sorted = 2
+				break
+			}
+			pm, ps = ms, seq
+		}
+	}
+	return w.sorted == 1
+}
+
+// parseStreamID reads an explicit <ms>-<seq> entry ID.
+func parseStreamID(id string) (ms, seq uint64, ok bool) {
+	a, b, found := strings.Cut(id, "-")
+	if !found {
+		return 0, 0, false
+	}
+	ms, err1 := strconv.ParseUint(a, 10, 64)
+	seq, err2 := strconv.ParseUint(b, 10, 64)
+	return ms, seq, err1 == nil && err2 == nil
+}
+
 // entry is the id and fields of entry i.
 func (w *K2RWrite) entry(i int) []string {
 	end := len(w.args)
@@ -221,14 +332,43 @@ type K2ROptions struct {
 	// MaxLen, when positive, trims each stream to about that many entries
 	// (XADD MAXLEN ~).
 	MaxLen int64
-	// PreserveIDs: the entry IDs given are explicit; an ID at or below the
-	// stream's top entry is counted as already present instead of failing.
+	// PreserveIDs: the entry IDs given are explicit (canonical
+	// <ms>-<seq>). The check looks at them in the same atomic step: a
+	// write whose entries are not all new (above the stream's last ID)
+	// is refused with an *IDCheckError saying what each one is, until
+	// the caller decided (Expect) and applies it again. The stream is
+	// watched too, so no other client's XADD can come between the check
+	// and the entries.
 	PreserveIDs bool
+}
+
+// IDCheckError is the Err of a PreserveIDs write whose entries the check
+// did not find as the write expected (every one new, until Expect said
+// otherwise): nothing of it was applied. Apply it again once Expect was
+// given Classes (or nil, when the check did not classify the entries).
+type IDCheckError struct {
+	Stream string
+	// LastID is the stream's last ID when checked ("0-0": no stream):
+	// XADD refuses IDs at or below it.
+	LastID string
+	// Classes has, per entry, IDNew, IDPresent, IDTaken or IDBelowTop, as the
+	// entries would be applied in order; nil when the write was checked
+	// by its first ID only (its IDs increase): Expect(nil) lists them.
+	Classes []byte
+}
+
+func (e *IDCheckError) Error() string {
+	if e.Classes == nil {
+		return fmt.Sprintf("stream %q: the first entry ID is not above the stream's last ID %s; nothing was written", e.Stream, e.LastID)
+	}
+	return fmt.Sprintf("stream %q: entry IDs not all above the stream's last ID %s (%d present, %d taken by other entries, %d below it); nothing was written",
+		e.Stream, e.LastID, bytes.Count(e.Classes, []byte{IDPresent}), bytes.Count(e.Classes, []byte{IDTaken}), bytes.Count(e.Classes, []byte{IDBelowTop}))
 }
 
 // K2RResult is what the step did to one stream.
 type K2RResult struct {
-	// Added entries and Present ones (PreserveIDs: ID already there).
+	// Added entries and Present ones (PreserveIDs: the check found the
+	// ID in the stream, and it was not written again).
 	Added, Present int64
 	// Replayed is true when the checkpoint already held the batch's end
 	// positions: the batch had been applied (a retry after a lost reply)
@@ -282,10 +422,70 @@ func K2RGuardKey(name, stream string) string {
 // position from to up to last means this write was applied already, by an
 // attempt whose reply was lost (and maybe writes after it too).
 //
+// Then nids, expect and nids (ID, digest) pairs (PreserveIDs; nids 0 or
+// absent otherwise): with expect "" the IDs increase and only the first is
+// given (without digest), which must be above the stream's last ID; else
+// expect has a class per ID (IDNew, IDPresent, IDTaken, IDBelowTop) and
+// each ID must be found so, in order: new when above the last ID and the
+// new IDs before it; present when the stream (or a new entry before it)
+// holds that ID with the same fields (the digest: SHA-1 of each name and
+// value as <length>:<bytes>); taken when it holds another entry there;
+// else below the top.
+//
 // Replies: {"ok"}, {"replayed"}, {"conflict", field, stored, expected},
-// {"corrupt", why}, {"wrongtype", type} or {"error", message}.
+// {"ids", last ID[, classes found]}, {"corrupt", why}, {"wrongtype",
+// type} or {"error", message}.
 const k2rCheckScript = `
 local stream, ck, guard = KEYS[1], KEYS[2], KEYS[3]
+local function above(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  if #am ~= #bm then return #am > #bm end
+  if am ~= bm then return am > bm end
+  if #as ~= #bs then return #as > #bs end
+  return as > bs
+end
+local function checkids(at)
+  local nids = tonumber(ARGV[at] or '0')
+  if nids == 0 then return nil end
+  local expect = ARGV[at+1]
+  local last = '0-0'
+  if redis.call('EXISTS', stream) == 1 then
+    local info = redis.call('XINFO', 'STREAM', stream)
+    last = nil
+    for k = 1, #info, 2 do
+      if info[k] == 'last-generated-id' then last = info[k+1] end
+    end
+    if not last then error('XINFO STREAM gave no last-generated-id') end
+  end
+  if expect == '' then
+    if above(ARGV[at+2], last) then return nil end
+    return {'ids', last}
+  end
+  local top, mine, got, differ = last, {}, {}, false
+  for k = 1, nids do
+    local id, sum, c = ARGV[at+2*k], ARGV[at+2*k+1], 'b'
+    if above(id, top) then
+      c, top = 'w', id
+      mine[id] = sum
+    else
+      local there = mine[id]
+      if not there then
+        local e = redis.call('XRANGE', stream, id, id)
+        if #e > 0 then
+          local parts = {}
+          for _, f in ipairs(e[1][2]) do parts[#parts+1] = #f .. ':' .. f end
+          there = redis.sha1hex(table.concat(parts))
+        end
+      end
+      if there == sum then c = 'p' elseif there then c = 't' end
+    end
+    got[k] = c
+    if c ~= string.sub(expect, k, k) then differ = true end
+  end
+  if differ then return {'ids', last, table.concat(got)} end
+  return nil
+end
 local function check()
   local st = redis.call('TYPE', stream).ok
   if st ~= 'none' and st ~= 'stream' then return {'wrongtype', st} end
@@ -310,7 +510,8 @@ local function check()
     i = i + 4
   end
   if nmoves > 0 and replayed == nmoves then return {'replayed'} end
-  return first or {'ok'}
+  if first then return first end
+  return checkids(i) or {'ok'}
 end
 local done, res = pcall(check)
 if not done then res = {'error', tostring(res)} end
@@ -326,11 +527,12 @@ return res
 // checkpoint holds the positions the write starts from. Every write's
 // commands go in one pipeline, one round trip in all:
 //
-//	WATCH checkpoint guard
-//	EVAL check        (touches the guard unless the positions match)
+//	WATCH checkpoint guard [stream]
+//	EVAL check        (touches the guard unless the positions match and,
+//	                  PreserveIDs, each entry ID is as the write expects)
 //	MULTI
 //	HMGET checkpoint  (the positions right before, to verify them after)
-//	XADD ...          (one per entry: native, not from a script)
+//	XADD ...          (one per entry to write: native, not from a script)
 //	HSET checkpoint positions, version, kind, updated_ms
 //	HINCRBY checkpoint entries / bytes
 //	EXEC              (aborted if the guard or the checkpoint changed)
@@ -344,9 +546,18 @@ return res
 // not run (a server refusing the script for a moment): a transaction that
 // ran is checked against the positions it found.
 //
+// PreserveIDs: the check also reads the stream's last ID and looks each
+// entry ID up (XRANGE id id) where the write is not known to be all new,
+// inside Redis, in the same atomic step; a write that is not as it expects
+// fails with an *IDCheckError that says what each entry is. The stream is
+// watched, so another client's XADD between the check and EXEC aborts the
+// write (ErrCheckpointChanged) rather than have an entry refused while its
+// position moves.
+//
 // It returns a result per write, in the order of the steps and their
-// writes; err is the first failure (a *ConflictError, an ErrCorrupt, a
-// Redis or connection error), and each result's Err its own. Writes other
+// writes; err is the first failure (a *ConflictError, an *IDCheckError,
+// an ErrCorrupt, a Redis or connection error), and each result's Err its
+// own. Writes other
 // than the failed ones may have been applied, those after a failure too:
 // calling ApplyK2R again with the same steps is safe, applied ones come
 // back Replayed.
@@ -477,7 +688,7 @@ func ApplyK2RInOrder(ctx context.Context, c rueidis.Client, order K2ROrder, step
 		cmds = append(cmds, c.B().Blpop().Key(order.After).Timeout(orderWait).Build())
 	}
 	for _, st := range steps {
-		if st.xadds == nil {
+		if st.xadds == nil || st.stale() {
 			st.build(c)
 		}
 		for i, w := range st.writes {
@@ -511,7 +722,7 @@ func ApplyK2RInOrder(ctx context.Context, c rueidis.Client, order K2ROrder, step
 	}
 	for _, st := range steps {
 		for _, w := range st.writes {
-			size := len(w.starts) + writeOverhead
+			size := w.toWrite() + writeOverhead
 			var res K2RResult
 			res.Err = k2rResult(replies[at:at+size], st.opt, w, &res, early)
 			if res.Err != nil && first == nil {
@@ -536,6 +747,7 @@ type K2RStep struct {
 	writes []*K2RWrite
 	now    time.Time
 	xadds  []rueidis.Commands // per write; nil once sent
+	gens   []int              // each write's gen when its xadds were built
 }
 
 // NewK2RStep builds the XADDs of writes; now is the checkpoint's
@@ -555,13 +767,28 @@ func (st *K2RStep) build(c rueidis.Client) {
 		prefix = []string{"MAXLEN", "~", strconv.FormatInt(st.opt.MaxLen, 10)}
 	}
 	st.xadds = make([]rueidis.Commands, len(st.writes))
+	st.gens = make([]int, len(st.writes))
 	for i, w := range st.writes {
-		xadds := make(rueidis.Commands, len(w.starts))
+		xadds := make(rueidis.Commands, 0, w.toWrite())
 		for j := range w.starts {
-			xadds[j] = c.B().Arbitrary("XADD").Keys(w.Stream).Args(prefix...).Args(w.entry(j)...).Build()
+			if w.class == nil || w.class[j] == IDNew {
+				xadds = append(xadds, c.B().Arbitrary("XADD").Keys(w.Stream).Args(prefix...).Args(w.entry(j)...).Build())
+			}
 		}
 		st.xadds[i] = xadds
+		st.gens[i] = w.gen
 	}
+}
+
+// stale reports whether a write changed (Expect, Truncate) since its
+// XADDs were built.
+func (st *K2RStep) stale() bool {
+	for i, w := range st.writes {
+		if st.gens[i] != w.gen {
+			return true
+		}
+	}
+	return false
 }
 
 // appendWrite appends w's transaction (see ApplyK2R) around its xadds.
@@ -585,21 +812,62 @@ func (st *K2RStep) appendWrite(c rueidis.Client, cmds rueidis.Commands, w *K2RWr
 		before = before.Field(field)
 		positions = positions.FieldValue(field, to)
 	}
+	watch := []string{key, guard}
+	if opt.PreserveIDs {
+		// The check found each ID new, present or below the top: no
+		// other client's XADD may change that before EXEC.
+		watch = append(watch, w.Stream)
+		check = check.Arg(idArgs(w)...)
+	}
 	cmds = append(cmds,
-		c.B().Watch().Key(key, guard).Build(),
+		c.B().Watch().Key(watch...).Build(),
 		check.Build(),
 		c.B().Multi().Build(),
 		before.Build())
 	cmds = append(cmds, xadds...)
 	return append(cmds,
 		positions.Build(),
-		c.B().Hincrby().Key(key).Field(fieldEntries).Increment(int64(len(w.starts))).Build(),
+		c.B().Hincrby().Key(key).Field(fieldEntries).Increment(int64(len(xadds))).Build(),
 		c.B().Hincrby().Key(key).Field(fieldBytes).Increment(w.Bytes).Build(),
 		// Only a write that creates the checkpoint (every partition
 		// NoPosition, without InitK2RPartitions) lacks the list; the
 		// next InitK2RPartitions lists the partitions it wrote.
 		c.B().Hsetnx().Key(key).Field(fieldK2RPartitions).Value("").Build(),
 		c.B().Exec().Build())
+}
+
+// idArgs are the check's arguments for w's entry IDs (see
+// k2rCheckScript): the first alone while w expects every entry new and its
+// IDs increase, else every ID with what it is expected to be.
+func idArgs(w *K2RWrite) []string {
+	switch {
+	case len(w.starts) == 0:
+		return []string{"0"}
+	case w.class == nil && !w.listIDs && w.increasing():
+		return []string{"1", "", w.ID(0)}
+	}
+	expect := w.class
+	if expect == nil {
+		expect = bytes.Repeat([]byte{IDNew}, len(w.starts))
+	}
+	args := make([]string, 0, 2+2*len(w.starts))
+	args = append(args, strconv.Itoa(len(w.starts)), string(expect))
+	for i := range w.starts {
+		args = append(args, w.ID(i), w.digest(i))
+	}
+	return args
+}
+
+// digest is the check's digest of entry i's fields (see k2rCheckScript).
+func (w *K2RWrite) digest(i int) string {
+	h := sha1.New()
+	var n [20]byte
+	for _, a := range w.entry(i)[1:] {
+		h.Write(strconv.AppendInt(n[:0], int64(len(a)), 10))
+		h.Write([]byte{':'})
+		h.Write([]byte(a))
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // CheckK2RAccess makes sure the server lets this mirror run its atomic
@@ -745,6 +1013,15 @@ func k2rResult(replies []rueidis.RedisResult, opt K2ROptions, w *K2RWrite, res *
 			return fmt.Errorf("checkpoint %q: %s: %w; delete it or choose another --name", key, str(1), ErrCorrupt)
 		case "wrongtype":
 			return fmt.Errorf("stream %q: WRONGTYPE the key holds a %s, not a stream; choose another --stream or delete the key", stream, str(1))
+		case "ids":
+			e := &IDCheckError{Stream: stream, LastID: str(1)}
+			if len(check) > 2 {
+				e.Classes = []byte(str(2))
+				if len(e.Classes) != len(w.starts) {
+					return fmt.Errorf("write stream %q: the check classified %d entry IDs of %d", stream, len(e.Classes), len(w.starts))
+				}
+			}
+			return e
 		}
 		return fmt.Errorf("write stream %q: checking checkpoint %q failed: %s %s", stream, key, status, str(1))
 	}
@@ -761,8 +1038,12 @@ func k2rResult(replies []rueidis.RedisResult, opt K2ROptions, w *K2RWrite, res *
 		}
 		// The checkpoint changed between the check and EXEC: another
 		// process, a user, or (early) the call this one follows.
-		// Checking again tells which.
-		return fmt.Errorf("write stream %q: checkpoint %q changed while the batch was being written: %w", stream, key, ErrCheckpointChanged)
+		// Checking again tells which. (PreserveIDs: or the stream did.)
+		what := fmt.Sprintf("checkpoint %q", key)
+		if opt.PreserveIDs {
+			what += " or the stream"
+		}
+		return fmt.Errorf("write stream %q: %s changed while the batch was being written: %w", stream, what, ErrCheckpointChanged)
 	case execErr != nil:
 		// Refused as a whole: nothing was written.
 		if checkErr == nil && status != "ok" {
@@ -784,8 +1065,9 @@ func k2rResult(replies []rueidis.RedisResult, opt K2ROptions, w *K2RWrite, res *
 
 	// Applied. Whatever the check said, the positions the transaction
 	// found tell whether it was right to apply it.
-	if len(applied) != len(w.starts)+5 {
-		return fmt.Errorf("write stream %q: EXEC returned %d replies for %d commands", stream, len(applied), len(w.starts)+5)
+	nx := w.toWrite()
+	if len(applied) != nx+5 {
+		return fmt.Errorf("write stream %q: EXEC returned %d replies for %d commands", stream, len(applied), nx+5)
 	}
 	before, err := applied[0].ToArray()
 	if err != nil || len(before) != len(w.Moves)+1 {
@@ -801,26 +1083,32 @@ func k2rResult(replies []rueidis.RedisResult, opt K2ROptions, w *K2RWrite, res *
 				stream, checkErr, &ConflictError{Key: key, Name: opt.Name, Partition: m.Partition, Stored: found, Expected: m.From})
 		}
 	}
+	x := 0
 	for i := range w.starts {
-		err := applied[1+i].Error()
-		switch {
-		case err == nil:
-			res.Added++
-		case opt.PreserveIDs && strings.Contains(err.Error(), "equal or smaller"):
-			res.Present++
-		default:
-			// XADD fails only on what was checked before (the key's
-			// type, the ID's form), unless the key changed type in
-			// between: the entry is reported, never passed over.
-			var moved []string
-			for _, m := range w.Moves {
-				moved = append(moved, fmt.Sprintf("%s from %d to %d", formatTopicPartition(m.Partition), m.From, m.To))
+		if w.class != nil && w.class[i] != IDNew {
+			if w.class[i] == IDPresent {
+				res.Present++
 			}
-			return fmt.Errorf("stream %q: entry %d of a batch was not written (%v) but the batch's positions were checkpointed (%s in %q); to mirror the batch again, set those fields back to their start (HSET) and run again, which writes the rest of the batch a second time",
-				stream, i, err, strings.Join(moved, ", "), key)
+			continue
 		}
+		err := applied[1+x].Error()
+		x++
+		if err == nil {
+			res.Added++
+			continue
+		}
+		// XADD fails only on what was checked before (the key's type,
+		// the ID's form and, PreserveIDs, its place above the last ID),
+		// unless the check could not run: the entry is reported, never
+		// passed over.
+		var moved []string
+		for _, m := range w.Moves {
+			moved = append(moved, fmt.Sprintf("%s from %d to %d", formatTopicPartition(m.Partition), m.From, m.To))
+		}
+		return fmt.Errorf("stream %q: entry %d (ID %s) of a batch was not written (%v) but the batch's positions were checkpointed (%s in %q); to mirror the batch again, set those fields back to their start (HSET) and run again, which writes the rest of the batch a second time",
+			stream, i, w.ID(i), err, strings.Join(moved, ", "), key)
 	}
-	for _, r := range applied[1+len(w.starts):] {
+	for _, r := range applied[1+nx:] {
 		if err := r.Error(); err != nil {
 			return fmt.Errorf("write stream %q: moving checkpoint %q: %w", stream, key, err)
 		}
