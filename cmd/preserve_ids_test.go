@@ -162,7 +162,6 @@ func TestPreserveIDsBesideAnotherWriterLosesNothing(t *testing.T) {
 			lettered[e.FieldValues["header.xmirror.id"]] = e.FieldValues["value"]
 		}
 		if len(written)+len(lettered) >= n || time.Now().After(deadline) {
-			t.Logf("after %s: %d written, %d dead-lettered", time.Since(deadline.Add(-time.Minute)), len(written), len(lettered))
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
