@@ -185,10 +185,14 @@ type K2RWrite struct {
 	class []byte
 	// listIDs: the check is given every ID even though class is nil.
 	listIDs bool
+	// state is the stream's state class was found in (IDCheckError).
+	state string
 	// sorted caches whether the IDs increase: 0 not known, 1 yes, 2 no.
 	sorted int8
 	// gen counts changes that make built XADDs stale.
 	gen int
+	// digests caches the check's digest of each entry ("" not yet).
+	digests []string
 }
 
 // What the atomic step's check finds of an entry ID under PreserveIDs.
@@ -252,17 +256,24 @@ func (w *K2RWrite) EntryBytes(i int) int64 {
 // entries are written, and the check refuses the write again unless it
 // finds every entry as expected. Expect(nil) expects every entry new but
 // has the check look at each one, so that a refusal says what it found.
-func (w *K2RWrite) Expect(classes []byte) {
+//
+// state is the IDCheckError's State the classes come from: the check
+// takes them as they are while the stream stays in that state.
+func (w *K2RWrite) Expect(classes []byte, state string) {
 	if classes != nil && len(classes) != len(w.starts) {
 		panic(fmt.Sprintf("checkpoint: %d classes for %d entries", len(classes), len(w.starts)))
 	}
 	w.class = append([]byte(nil), classes...)
+	w.state = state
 	if classes == nil {
-		w.class = nil
+		w.class, w.state = nil, ""
 	}
 	w.listIDs = true
 	w.gen++
 }
+
+// Classes are what Expect last set (nil: every entry new).
+func (w *K2RWrite) Classes() []byte { return w.class }
 
 // Truncate drops the entries from n on (their records are to be mirrored
 // again: the caller moves the write's positions back to the first of
@@ -273,6 +284,7 @@ func (w *K2RWrite) Truncate(n int) {
 	}
 	w.args = w.args[:w.starts[n]]
 	w.starts = w.starts[:n]
+	w.digests = w.digests[:min(n, len(w.digests))]
 	if w.class != nil {
 		w.class = w.class[:n]
 	}
@@ -280,11 +292,23 @@ func (w *K2RWrite) Truncate(n int) {
 }
 
 // toWrite is the number of entries w's transaction XADDs.
-func (w *K2RWrite) toWrite() int {
-	if w.class == nil {
+func (w *K2RWrite) toWrite(opt K2ROptions) int {
+	switch {
+	case opt.PreserveIDs && w.classifyOnly():
+		return 0
+	case w.class == nil:
 		return len(w.starts)
 	}
 	return bytes.Count(w.class, []byte{IDNew})
+}
+
+// classifyOnly (PreserveIDs) is a write whose entries are not expected
+// to be all new (Expect(nil), or IDs not increasing) and not yet
+// classified: its check only says what they are. Its transaction carries
+// no XADD and can never apply (see appendWrite), so that nothing is built
+// and sent for entries the check is about to refuse.
+func (w *K2RWrite) classifyOnly() bool {
+	return w.class == nil && len(w.starts) > 0 && (w.listIDs || !w.increasing())
 }
 
 // increasing reports whether the entry IDs go strictly up, so that, when
@@ -303,6 +327,13 @@ func (w *K2RWrite) increasing() bool {
 		}
 	}
 	return w.sorted == 1
+}
+
+// idLess orders explicit entry IDs.
+func idLess(a, b string) bool {
+	am, as, _ := parseStreamID(a)
+	bm, bs, _ := parseStreamID(b)
+	return am < bm || am == bm && as < bs
 }
 
 // parseStreamID reads an explicit <ms>-<seq> entry ID.
@@ -355,6 +386,8 @@ type IDCheckError struct {
 	// entries would be applied in order; nil when the write was checked
 	// by its first ID only (its IDs increase): Expect(nil) lists them.
 	Classes []byte
+	// State is the stream's state the classes were found in, for Expect.
+	State string
 }
 
 func (e *IDCheckError) Error() string {
@@ -422,18 +455,23 @@ func K2RGuardKey(name, stream string) string {
 // position from to up to last means this write was applied already, by an
 // attempt whose reply was lost (and maybe writes after it too).
 //
-// Then nids, expect and nids (ID, digest) pairs (PreserveIDs; nids 0 or
-// absent otherwise): with expect "" the IDs increase and only the first is
-// given (without digest), which must be above the stream's last ID; else
-// expect has a class per ID (IDNew, IDPresent, IDTaken, IDBelowTop) and
-// each ID must be found so, in order: new when above the last ID and the
-// new IDs before it; present when the stream (or a new entry before it)
-// holds that ID with the same fields (the digest: SHA-1 of each name and
-// value as <length>:<bytes>); taken when it holds another entry there;
-// else below the top.
+// Then nids, expect, state, lo, hi and nids (ID, digest) pairs
+// (PreserveIDs; nids 0 or absent otherwise): with expect "" the IDs
+// increase and only the first is given (nothing after it), which must be
+// above the stream's last ID; else expect has a class per ID (IDNew,
+// IDPresent, IDTaken, IDBelowTop) and each ID must be found so, in order:
+// new when above the last ID and the new IDs before it; present when the
+// stream (or a new entry before it) holds that ID with the same fields
+// (the digest: SHA-1 of each name and value as <length>:<bytes>); taken
+// when it holds another entry there; else below the top. lo and hi are
+// the least and greatest ID, so that one XRANGE finds the entries there.
+// state, when not "", is the stream's state the classes were found in
+// (last ID, entries added, greatest deleted ID, length, from XINFO STREAM):
+// a stream still in that state has had no entry added, deleted or trimmed
+// since, and the classes still hold without looking again.
 //
 // Replies: {"ok"}, {"replayed"}, {"conflict", field, stored, expected},
-// {"ids", last ID[, classes found]}, {"corrupt", why}, {"wrongtype",
+// {"ids", last ID[, classes found, state]}, {"corrupt", why}, {"wrongtype",
 // type} or {"error", message}.
 const k2rCheckScript = `
 local stream, ck, guard = KEYS[1], KEYS[2], KEYS[3]
@@ -449,41 +487,53 @@ local function checkids(at)
   local nids = tonumber(ARGV[at] or '0')
   if nids == 0 then return nil end
   local expect = ARGV[at+1]
-  local last = '0-0'
+  local last, state = '0-0', ''
   if redis.call('EXISTS', stream) == 1 then
-    local info = redis.call('XINFO', 'STREAM', stream)
-    last = nil
-    for k = 1, #info, 2 do
-      if info[k] == 'last-generated-id' then last = info[k+1] end
-    end
+    local info, f = redis.call('XINFO', 'STREAM', stream), {}
+    for k = 1, #info, 2 do f[info[k]] = info[k+1] end
+    last = f['last-generated-id']
     if not last then error('XINFO STREAM gave no last-generated-id') end
+    if f['entries-added'] and f['max-deleted-entry-id'] then
+      state = last .. ' ' .. f['entries-added'] .. ' ' .. f['max-deleted-entry-id'] .. ' ' .. f['length']
+    end
   end
   if expect == '' then
     if above(ARGV[at+2], last) then return nil end
     return {'ids', last}
   end
+  -- Classes found in a stream that has not changed since still hold.
+  if state ~= '' and ARGV[at+2] == state then return nil end
+  local lo, hi, base = ARGV[at+3], ARGV[at+4], at + 3
+  -- The entries in the write's span, in one call when they are not many.
+  local span, limit = {}, 2 * nids + 16
+  local found = redis.call('XRANGE', stream, lo, hi, 'COUNT', limit)
+  local whole = #found < limit
+  for _, e in ipairs(found) do span[e[1]] = e[2] end
+  local function digest(id)
+    local fields = span[id]
+    if not fields and not whole then
+      local e = redis.call('XRANGE', stream, id, id)
+      if #e > 0 then fields = e[1][2] end
+    end
+    if not fields then return nil end
+    local parts = {}
+    for _, f in ipairs(fields) do parts[#parts+1] = #f .. ':' .. f end
+    return redis.sha1hex(table.concat(parts))
+  end
   local top, mine, got, differ = last, {}, {}, false
   for k = 1, nids do
-    local id, sum, c = ARGV[at+2*k], ARGV[at+2*k+1], 'b'
+    local id, sum, c = ARGV[base+2*k], ARGV[base+2*k+1], 'b'
     if above(id, top) then
       c, top = 'w', id
       mine[id] = sum
     else
-      local there = mine[id]
-      if not there then
-        local e = redis.call('XRANGE', stream, id, id)
-        if #e > 0 then
-          local parts = {}
-          for _, f in ipairs(e[1][2]) do parts[#parts+1] = #f .. ':' .. f end
-          there = redis.sha1hex(table.concat(parts))
-        end
-      end
+      local there = mine[id] or digest(id)
       if there == sum then c = 'p' elseif there then c = 't' end
     end
     got[k] = c
     if c ~= string.sub(expect, k, k) then differ = true end
   end
-  if differ then return {'ids', last, table.concat(got)} end
+  if differ then return {'ids', last, table.concat(got), state} end
   return nil
 end
 local function check()
@@ -722,7 +772,7 @@ func ApplyK2RInOrder(ctx context.Context, c rueidis.Client, order K2ROrder, step
 	}
 	for _, st := range steps {
 		for _, w := range st.writes {
-			size := w.toWrite() + writeOverhead
+			size := w.toWrite(st.opt) + writeOverhead
 			var res K2RResult
 			res.Err = k2rResult(replies[at:at+size], st.opt, w, &res, early)
 			if res.Err != nil && first == nil {
@@ -769,9 +819,10 @@ func (st *K2RStep) build(c rueidis.Client) {
 	st.xadds = make([]rueidis.Commands, len(st.writes))
 	st.gens = make([]int, len(st.writes))
 	for i, w := range st.writes {
-		xadds := make(rueidis.Commands, 0, w.toWrite())
+		n := w.toWrite(st.opt)
+		xadds := make(rueidis.Commands, 0, n)
 		for j := range w.starts {
-			if w.class == nil || w.class[j] == IDNew {
+			if len(xadds) < n && (w.class == nil || w.class[j] == IDNew) {
 				xadds = append(xadds, c.B().Arbitrary("XADD").Keys(w.Stream).Args(prefix...).Args(w.entry(j)...).Build())
 			}
 		}
@@ -825,8 +876,15 @@ func (st *K2RStep) appendWrite(c rueidis.Client, cmds rueidis.Commands, w *K2RWr
 		c.B().Multi().Build(),
 		before.Build())
 	cmds = append(cmds, xadds...)
+	move := positions.Build()
+	if opt.PreserveIDs && w.classifyOnly() {
+		// Never applied, even if the check could not run: an XADD
+		// without arguments is refused as it is queued, and EXEC
+		// then discards the whole transaction (EXECABORT).
+		move = c.B().Arbitrary("XADD").Keys(w.Stream).Build()
+	}
 	return append(cmds,
-		positions.Build(),
+		move,
 		c.B().Hincrby().Key(key).Field(fieldEntries).Increment(int64(len(xadds))).Build(),
 		c.B().Hincrby().Key(key).Field(fieldBytes).Increment(w.Bytes).Build(),
 		// Only a write that creates the checkpoint (every partition
@@ -846,20 +904,41 @@ func idArgs(w *K2RWrite) []string {
 	case w.class == nil && !w.listIDs && w.increasing():
 		return []string{"1", "", w.ID(0)}
 	}
-	expect := w.class
+	expect, state := w.class, w.state
 	if expect == nil {
-		expect = bytes.Repeat([]byte{IDNew}, len(w.starts))
+		// classifyOnly: no class matches '?', so the check says what
+		// each entry is.
+		expect, state = bytes.Repeat([]byte{'?'}, len(w.starts)), ""
 	}
-	args := make([]string, 0, 2+2*len(w.starts))
-	args = append(args, strconv.Itoa(len(w.starts)), string(expect))
+	lo, hi := w.ID(0), w.ID(0)
+	for i := range w.starts {
+		if id := w.ID(i); idLess(id, lo) {
+			lo = id
+		} else if idLess(hi, id) {
+			hi = id
+		}
+	}
+	args := make([]string, 0, 5+2*len(w.starts))
+	args = append(args, strconv.Itoa(len(w.starts)), string(expect), state, lo, hi)
 	for i := range w.starts {
 		args = append(args, w.ID(i), w.digest(i))
 	}
 	return args
 }
 
-// digest is the check's digest of entry i's fields (see k2rCheckScript).
+// digest is the check's digest of entry i's fields (see k2rCheckScript),
+// computed once.
 func (w *K2RWrite) digest(i int) string {
+	if len(w.digests) < len(w.starts) {
+		w.digests = append(w.digests, make([]string, len(w.starts)-len(w.digests))...)
+	}
+	if w.digests[i] == "" {
+		w.digests[i] = w.computeDigest(i)
+	}
+	return w.digests[i]
+}
+
+func (w *K2RWrite) computeDigest(i int) string {
 	h := sha1.New()
 	var n [20]byte
 	for _, a := range w.entry(i)[1:] {
@@ -1016,7 +1095,7 @@ func k2rResult(replies []rueidis.RedisResult, opt K2ROptions, w *K2RWrite, res *
 		case "ids":
 			e := &IDCheckError{Stream: stream, LastID: str(1)}
 			if len(check) > 2 {
-				e.Classes = []byte(str(2))
+				e.Classes, e.State = []byte(str(2)), str(3)
 				if len(e.Classes) != len(w.starts) {
 					return fmt.Errorf("write stream %q: the check classified %d entry IDs of %d", stream, len(e.Classes), len(w.starts))
 				}
@@ -1049,6 +1128,9 @@ func k2rResult(replies []rueidis.RedisResult, opt K2ROptions, w *K2RWrite, res *
 		if checkErr == nil && status != "ok" {
 			return refused()
 		}
+		if opt.PreserveIDs && w.classifyOnly() {
+			return fmt.Errorf("write stream %q: checking the entry IDs: the check did not classify them (%v, %s); nothing was written", stream, checkErr, status)
+		}
 		// EXECABORT says only that a command was refused while queued;
 		// that refusal says why (LOADING after a restart, OOM, NOPERM),
 		// which tells whether to try again.
@@ -1065,7 +1147,7 @@ func k2rResult(replies []rueidis.RedisResult, opt K2ROptions, w *K2RWrite, res *
 
 	// Applied. Whatever the check said, the positions the transaction
 	// found tell whether it was right to apply it.
-	nx := w.toWrite()
+	nx := w.toWrite(opt)
 	if len(applied) != nx+5 {
 		return fmt.Errorf("write stream %q: EXEC returned %d replies for %d commands", stream, len(applied), nx+5)
 	}

@@ -171,7 +171,7 @@ func TestApplyK2RPreservedIDsAreLookedUpNotComparedWithTheTop(t *testing.T) {
 		t.Fatal("a refused write moved the checkpoint")
 	}
 	// Told what to expect, it writes the new entry only.
-	w.Expect(ids.Classes)
+	w.Expect(ids.Classes, ids.State)
 	res, err = ApplyK2R(ctx, c, step)
 	if err != nil || res[0].Added != 1 || res[0].Present != 2 {
 		t.Fatalf("ApplyK2R = %+v, %v", res, err)
@@ -212,7 +212,7 @@ func TestApplyK2RPreservedIDsInOrderAreCheckedByTheFirst(t *testing.T) {
 	if !errors.As(err, &ids) || ids.LastID != "6-1" || ids.Classes != nil {
 		t.Fatalf("err = %v; want the first ID found not above 6-1", err)
 	}
-	w.Expect(nil)
+	w.Expect(nil, "")
 	if _, err = ApplyK2R(ctx, c, step); !errors.As(err, &ids) || string(ids.Classes) != "bw" {
 		t.Fatalf("err = %v; want the classes bw", err)
 	}

@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -54,6 +55,11 @@ type RedisSink struct {
 	seq       uint64 // of the last order token
 
 	present atomic.Int64
+	// listIDs (--preserve-ids) holds the streams whose last write was
+	// not all new: the next one has the check classify its entries at
+	// once, rather than first try them all as new (a replay is then two
+	// round trips a batch, not three).
+	listIDs sync.Map
 }
 
 type sinkJob struct {
@@ -87,6 +93,13 @@ func (s *RedisSink) Write(ctx context.Context, b *K2RBatch, done func(error)) {
 	// Built here, on the engine's writer goroutine, while the sink's
 	// goroutine waits for Redis to apply the batches before.
 	j := sinkJob{ctx: ctx, b: b, done: done}
+	if s.opt.PreserveIDs {
+		for _, w := range b.writes {
+			if _, ok := s.listIDs.Load(w.Stream); ok {
+				w.Expect(nil, "")
+			}
+		}
+	}
 	if len(b.writes) > 0 {
 		j.step = checkpoint.NewK2RStep(s.c, s.opt, b.writes, time.Now())
 	}
@@ -346,10 +359,10 @@ func (s *RedisSink) Present() int64 { return s.present.Load() }
 var errIDsChecked = errors.New("entry IDs checked")
 
 // maxIDRounds bounds how often a write alone is applied again at once
-// because the check found its entry IDs otherwise than expected. Two
-// rounds settle a write (one to learn what each entry is, one to apply
-// it); more mean another client keeps writing to the stream, and the
-// write is retried with backoff.
+// because the check found its entry IDs otherwise than expected. Up to
+// three rounds settle a write (one finds its first ID not above the top,
+// one learns what each entry is, one applies it); more mean another client
+// keeps writing to the stream, and the write is retried with backoff.
 const maxIDRounds = 4
 
 // write applies the group's batches in one pipeline and returns the index
@@ -358,11 +371,29 @@ const maxIDRounds = 4
 // (no order); chained to others, the call fails and settle applies it
 // again with the calls after it.
 func (s *RedisSink) write(ctx context.Context, group []sinkJob, order checkpoint.K2ROrder) (failedAt int, err error) {
-	for round := 1; ; round++ {
-		n, err := s.writeOnce(ctx, group[failedAt:], order)
+	// alone: the batch at failedAt goes by itself, as the writes after it
+	// can only conflict until it is applied. rounds: since one was.
+	alone, rounds := false, 0
+	for {
+		end := len(group)
+		if alone {
+			end = failedAt + 1
+		}
+		n, err := s.writeOnce(ctx, group[failedAt:end], order)
 		failedAt += n
-		if !errors.Is(err, errIDsChecked) || order != (checkpoint.K2ROrder{}) || round == maxIDRounds {
+		if n > 0 {
+			rounds = 0
+		}
+		switch {
+		case errors.Is(err, errIDsChecked) && order == (checkpoint.K2ROrder{}):
+			if rounds++; rounds == maxIDRounds {
+				return failedAt, err
+			}
+			alone = true
+		case err != nil || failedAt == len(group):
 			return failedAt, err
+		default:
+			alone = false
 		}
 	}
 }
@@ -428,9 +459,12 @@ func (s *RedisSink) writeOnce(ctx context.Context, group []sinkJob, order checkp
 		}
 		// Applied; a write cut before an entry below the top
 		// (--on-error fail) now stops the run.
-		for _, p := range j.b.preserved {
+		for k, p := range j.b.preserved {
 			if p.failure != nil {
 				return i, p.failure
+			}
+			if w := j.b.writes[k]; !bytes.ContainsFunc(w.Classes(), func(c rune) bool { return c != rune(checkpoint.IDNew) }) {
+				s.listIDs.Delete(w.Stream) // all new
 			}
 		}
 		at += n
@@ -450,8 +484,11 @@ func (s *RedisSink) writeOnce(ctx context.Context, group []sinkJob, order checkp
 // it; dead-letter stores it first. The write then expects exactly that.
 func (s *RedisSink) resolve(b *K2RBatch, wi int, e *checkpoint.IDCheckError) {
 	w := b.writes[wi]
+	if e.Classes == nil || bytes.ContainsFunc(e.Classes, func(c rune) bool { return c != rune(checkpoint.IDNew) }) {
+		s.listIDs.Store(w.Stream, true)
+	}
 	if e.Classes == nil {
-		w.Expect(nil)
+		w.Expect(nil, "")
 		return
 	}
 	p := b.preserved[wi]
@@ -508,7 +545,7 @@ func (s *RedisSink) resolve(b *K2RBatch, wi int, e *checkpoint.IDCheckError) {
 		}
 		p.handled[i] = true
 	}
-	w.Expect(classes)
+	w.Expect(classes, e.State)
 	b.entries -= p.skipped + p.dead
 	b.skipped += p.skipped
 	b.deadLettered += p.dead
