@@ -76,10 +76,10 @@ Mapping (the inverse of redis-to-kafka):
   The first xmirror.stream and xmirror.id headers (lineage) never become
   fields.
   Entry IDs are chosen by Redis, or with --preserve-ids taken from xmirror.id:
-  an ID found in the stream is already present and not written again; one
-  not in it but at or below the stream's last ID cannot be added by Redis
-  (it arrived out of order, or another client writes to the stream) and
-  goes to --on-error.
+  an ID the stream holds with the same fields is already present and not
+  written again; one not in it (or held by another entry) but at or below
+  the stream's last ID cannot be added by Redis (it arrived out of order, or
+  another client writes to the stream) and goes to --on-error.
 
 A record that cannot become an entry (not a JSON object, a null value in json,
 no fields at all, more fields than --max-fields (default 1000000), no
