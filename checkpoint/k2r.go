@@ -1,7 +1,10 @@
 package checkpoint
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -198,7 +201,38 @@ type K2RWrite struct {
 
 	args   []string // id, name, value, ... for each entry
 	starts []int    // where each entry begins in args
+
+	// PreserveIDs: what the check is to find of each entry (IDNew,
+	// IDPresent, IDBelowTop), nil until a check refused the write
+	// (Expect); only IDNew entries are written.
+	class []byte
+	// listIDs: the check is given every ID even though class is nil.
+	listIDs bool
+	// state is the stream's state class was found in (IDCheckError).
+	state string
+	// sorted caches whether the IDs increase: 0 not known, 1 yes, 2 no.
+	sorted int8
+	// gen counts changes that make built XADDs stale.
+	gen int
+	// digests caches the check's digest of each entry ("" not yet).
+	digests []string
 }
+
+// What the atomic step's check finds of an entry ID under PreserveIDs.
+const (
+	// IDNew is above the stream's last ID (and the IDs written before
+	// it in the write): XADD adds it.
+	IDNew byte = 'w'
+	// IDPresent is in the stream already, with the same fields (or
+	// written earlier in the same write): it is not written again.
+	IDPresent byte = 'p'
+	// IDTaken is below the top, and the stream holds another entry
+	// (other fields) under that ID: it cannot be written either.
+	IDTaken byte = 't'
+	// IDBelowTop is not in the stream but at or below its last ID:
+	// Redis refuses to add it (XADD takes only IDs above the last one).
+	IDBelowTop byte = 'b'
+)
 
 // Reserve makes room for about entries more entries of nfields fields, so
 // a batch's arguments are allocated once rather than grown by doubling.
@@ -228,6 +262,114 @@ func (w *K2RWrite) AddField(name, value string) {
 // Entries is the number of entries added.
 func (w *K2RWrite) Entries() int { return len(w.starts) }
 
+// ID is the ID given to entry i.
+func (w *K2RWrite) ID(i int) string { return w.args[w.starts[i]] }
+
+// EntryBytes is the size of entry i's field names and values.
+func (w *K2RWrite) EntryBytes(i int) int64 {
+	n := 0
+	for _, a := range w.entry(i)[1:] {
+		n += len(a)
+	}
+	return int64(n)
+}
+
+// Expect sets, under PreserveIDs, what the next check is to find of each
+// entry (see IDNew), as an *IDCheckError's Classes told it: only the IDNew
+// entries are written, and the check refuses the write again unless it
+// finds every entry as expected. Expect(nil) expects every entry new but
+// has the check look at each one, so that a refusal says what it found.
+//
+// state is the IDCheckError's State the classes come from: the check
+// takes them as they are while the stream stays in that state.
+func (w *K2RWrite) Expect(classes []byte, state string) {
+	if classes != nil && len(classes) != len(w.starts) {
+		panic(fmt.Sprintf("checkpoint: %d classes for %d entries", len(classes), len(w.starts)))
+	}
+	w.class = append([]byte(nil), classes...)
+	w.state = state
+	if classes == nil {
+		w.class, w.state = nil, ""
+	}
+	w.listIDs = true
+	w.gen++
+}
+
+// Classes are what Expect last set (nil: every entry new).
+func (w *K2RWrite) Classes() []byte { return w.class }
+
+// Truncate drops the entries from n on (their records are to be mirrored
+// again: the caller moves the write's positions back to the first of
+// them).
+func (w *K2RWrite) Truncate(n int) {
+	if n >= len(w.starts) {
+		return
+	}
+	w.args = w.args[:w.starts[n]]
+	w.starts = w.starts[:n]
+	w.digests = w.digests[:min(n, len(w.digests))]
+	if w.class != nil {
+		w.class = w.class[:n]
+	}
+	w.gen++
+}
+
+// toWrite is the number of entries w's transaction XADDs.
+func (w *K2RWrite) toWrite(opt K2ROptions) int {
+	switch {
+	case opt.PreserveIDs && w.classifyOnly():
+		return 0
+	case w.class == nil:
+		return len(w.starts)
+	}
+	return bytes.Count(w.class, []byte{IDNew})
+}
+
+// classifyOnly (PreserveIDs) is a write whose entries are not expected
+// to be all new (Expect(nil), or IDs not increasing) and not yet
+// classified: its check only says what they are. Its transaction carries
+// no XADD and can never apply (see appendWrite), so that nothing is built
+// and sent for entries the check is about to refuse.
+func (w *K2RWrite) classifyOnly() bool {
+	return w.class == nil && len(w.starts) > 0 && (w.listIDs || !w.increasing())
+}
+
+// increasing reports whether the entry IDs go strictly up, so that, when
+// the first is above the stream's last ID, every one is.
+func (w *K2RWrite) increasing() bool {
+	if w.sorted == 0 {
+		w.sorted = 1
+		var pm, ps uint64
+		for i := range w.starts {
+			ms, seq, ok := parseStreamID(w.ID(i))
+			if !ok || i > 0 && (ms < pm || ms == pm && seq <= ps) {
+				w.sorted = 2
+				break
+			}
+			pm, ps = ms, seq
+		}
+	}
+	return w.sorted == 1
+}
+
+// idLess orders explicit entry IDs.
+func idLess(a, b string) bool {
+	am, as, _ := parseStreamID(a)
+	bm, bs, _ := parseStreamID(b)
+	return am < bm || am == bm && as < bs
+}
+
+// parseStreamID reads an explicit <ms>-<seq> entry ID.
+func parseStreamID(id string) (ms, seq uint64, ok bool) {
+	a, b, found := strings.Cut(id, "-")
+	if !found {
+		return 0, 0, false
+	}
+	ms, err1 := strconv.ParseUint(a, 10, 64)
+	seq, err2 := strconv.ParseUint(b, 10, 64)
+	return ms, seq, err1 == nil && err2 == nil
+}
+
 // entry is the id and fields of entry i.
 func (w *K2RWrite) entry(i int) []string {
 	end := len(w.args)
@@ -244,8 +386,13 @@ type K2ROptions struct {
 	// MaxLen, when positive, trims each stream to about that many entries
 	// (XADD MAXLEN ~).
 	MaxLen int64
-	// PreserveIDs: the entry IDs given are explicit; an ID at or below the
-	// stream's top entry is counted as already present instead of failing.
+	// PreserveIDs: the entry IDs given are explicit (canonical
+	// <ms>-<seq>). The check looks at them in the same atomic step: a
+	// write whose entries are not all new (above the stream's last ID)
+	// is refused with an *IDCheckError saying what each one is, until
+	// the caller decided (Expect) and applies it again. The stream is
+	// watched too, so no other client's XADD can come between the check
+	// and the entries.
 	PreserveIDs bool
 
 	// afterCheck, set by tests only, runs between the first write's check
@@ -254,9 +401,35 @@ type K2ROptions struct {
 	afterCheck func()
 }
 
+// IDCheckError is the Err of a PreserveIDs write whose entries the check
+// did not find as the write expected (every one new, until Expect said
+// otherwise): nothing of it was applied. Apply it again once Expect was
+// given Classes (or nil, when the check did not classify the entries).
+type IDCheckError struct {
+	Stream string
+	// LastID is the stream's last ID when checked ("0-0": no stream):
+	// XADD refuses IDs at or below it.
+	LastID string
+	// Classes has, per entry, IDNew, IDPresent, IDTaken or IDBelowTop, as the
+	// entries would be applied in order; nil when the write was checked
+	// by its first ID only (its IDs increase): Expect(nil) lists them.
+	Classes []byte
+	// State is the stream's state the classes were found in, for Expect.
+	State string
+}
+
+func (e *IDCheckError) Error() string {
+	if e.Classes == nil {
+		return fmt.Sprintf("stream %q: the first entry ID is not above the stream's last ID %s; nothing was written", e.Stream, e.LastID)
+	}
+	return fmt.Sprintf("stream %q: entry IDs not all above the stream's last ID %s (%d present, %d taken by other entries, %d below it); nothing was written",
+		e.Stream, e.LastID, bytes.Count(e.Classes, []byte{IDPresent}), bytes.Count(e.Classes, []byte{IDTaken}), bytes.Count(e.Classes, []byte{IDBelowTop}))
+}
+
 // K2RResult is what the step did to one stream.
 type K2RResult struct {
-	// Added entries and Present ones (PreserveIDs: ID already there).
+	// Added entries and Present ones (PreserveIDs: the check found the
+	// ID in the stream, and it was not written again).
 	Added, Present int64
 	// Replayed is true when the checkpoint already held the batch's end
 	// positions: the batch had been applied (a retry after a lost reply)
@@ -376,10 +549,87 @@ func K2RGuardKey(name, stream string) string {
 // position from to up to last means this write was applied already, by an
 // attempt whose reply was lost (and maybe writes after it too).
 //
+// Then nids, expect, state, lo, hi and nids (ID, digest) pairs
+// (PreserveIDs; nids 0 or absent otherwise): with expect "" the IDs
+// increase and only the first is given (nothing after it), which must be
+// above the stream's last ID; else expect has a class per ID (IDNew,
+// IDPresent, IDTaken, IDBelowTop) and each ID must be found so, in order:
+// new when above the last ID and the new IDs before it; present when the
+// stream (or a new entry before it) holds that ID with the same fields
+// (the digest: SHA-1 of each name and value as <length>:<bytes>); taken
+// when it holds another entry there; else below the top. lo and hi are
+// the least and greatest ID, so that one XRANGE finds the entries there.
+// state, when not "", is the stream's state the classes were found in
+// (last ID, entries added, greatest deleted ID, length, from XINFO STREAM):
+// a stream still in that state has had no entry added, deleted or trimmed
+// since, and the classes still hold without looking again.
+//
 // Replies: {"ok"}, {"replayed"}, {"conflict", field, stored, expected},
-// {"corrupt", why}, {"wrongtype", type} or {"error", message}.
+// {"ids", last ID[, classes found, state]}, {"corrupt", why}, {"wrongtype",
+// type} or {"error", message}.
 const k2rCheckScript = `
 local stream, ck, guard = KEYS[1], KEYS[2], KEYS[3]
+local function above(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  if #am ~= #bm then return #am > #bm end
+  if am ~= bm then return am > bm end
+  if #as ~= #bs then return #as > #bs end
+  return as > bs
+end
+local function checkids(at)
+  local nids = tonumber(ARGV[at] or '0')
+  if nids == 0 then return nil end
+  local expect = ARGV[at+1]
+  local last, state = '0-0', ''
+  if redis.call('EXISTS', stream) == 1 then
+    local info, f = redis.call('XINFO', 'STREAM', stream), {}
+    for k = 1, #info, 2 do f[info[k]] = info[k+1] end
+    last = f['last-generated-id']
+    if not last then error('XINFO STREAM gave no last-generated-id') end
+    if f['entries-added'] and f['max-deleted-entry-id'] then
+      state = last .. ' ' .. f['entries-added'] .. ' ' .. f['max-deleted-entry-id'] .. ' ' .. f['length']
+    end
+  end
+  if expect == '' then
+    if above(ARGV[at+2], last) then return nil end
+    return {'ids', last}
+  end
+  -- Classes found in a stream that has not changed since still hold.
+  if state ~= '' and ARGV[at+2] == state then return nil end
+  local lo, hi, base = ARGV[at+3], ARGV[at+4], at + 3
+  -- The entries in the write's span, in one call when they are not many.
+  local span, limit = {}, 2 * nids + 16
+  local found = redis.call('XRANGE', stream, lo, hi, 'COUNT', limit)
+  local whole = #found < limit
+  for _, e in ipairs(found) do span[e[1]] = e[2] end
+  local function digest(id)
+    local fields = span[id]
+    if not fields and not whole then
+      local e = redis.call('XRANGE', stream, id, id)
+      if #e > 0 then fields = e[1][2] end
+    end
+    if not fields then return nil end
+    local parts = {}
+    for _, f in ipairs(fields) do parts[#parts+1] = #f .. ':' .. f end
+    return redis.sha1hex(table.concat(parts))
+  end
+  local top, mine, got, differ = last, {}, {}, false
+  for k = 1, nids do
+    local id, sum, c = ARGV[base+2*k], ARGV[base+2*k+1], 'b'
+    if above(id, top) then
+      c, top = 'w', id
+      mine[id] = sum
+    else
+      local there = mine[id] or digest(id)
+      if there == sum then c = 'p' elseif there then c = 't' end
+    end
+    got[k] = c
+    if c ~= string.sub(expect, k, k) then differ = true end
+  end
+  if differ then return {'ids', last, table.concat(got), state} end
+  return nil
+end
 local function check()
   local st = redis.call('TYPE', stream).ok
   if st ~= 'none' and st ~= 'stream' then return {'wrongtype', st} end
@@ -404,7 +654,8 @@ local function check()
     i = i + 4
   end
   if nmoves > 0 and replayed == nmoves then return {'replayed'} end
-  return first or {'ok'}
+  if first then return first end
+  return checkids(i) or {'ok'}
 end
 local done, res = pcall(check)
 if not done then res = {'error', tostring(res)} end
@@ -452,11 +703,12 @@ return {'ok'}
 // checkpoint holds the positions the write starts from. Every write's
 // commands go in one pipeline, one round trip in all:
 //
-//	WATCH checkpoint guard
-//	EVAL check        (touches the guard unless the positions match)
+//	WATCH checkpoint guard [stream]
+//	EVAL check        (touches the guard unless the positions match and,
+//	                  PreserveIDs, each entry ID is as the write expects)
 //	MULTI
 //	HMGET checkpoint  (the positions right before, to verify them after)
-//	XADD ...          (one per entry: native, not from a script)
+//	XADD ...          (one per entry to write: native, not from a script)
 //	EVAL positions    (the positions, version, kind, updated_ms, totals,
 //	                   only if the stream is still a stream)
 //	EXEC              (aborted if the guard or the checkpoint changed)
@@ -471,9 +723,18 @@ return {'ok'}
 // ran is checked against the positions it found. The positions script
 // makes the positions conditional on the XADDs (see k2rPositionsScript).
 //
+// PreserveIDs: the check also reads the stream's last ID and looks each
+// entry ID up (XRANGE id id) where the write is not known to be all new,
+// inside Redis, in the same atomic step; a write that is not as it expects
+// fails with an *IDCheckError that says what each entry is. The stream is
+// watched, so another client's XADD between the check and EXEC aborts the
+// write (ErrCheckpointChanged) rather than have an entry refused while its
+// position moves.
+//
 // It returns a result per write, in the order of the steps and their
-// writes; err is the first failure (a *ConflictError, an ErrCorrupt, a
-// Redis or connection error), and each result's Err its own. Writes other
+// writes; err is the first failure (a *ConflictError, an *IDCheckError,
+// an ErrCorrupt, a Redis or connection error), and each result's Err its
+// own. Writes other
 // than the failed ones may have been applied, those after a failure too:
 // calling ApplyK2R again with the same steps is safe, applied ones come
 // back Replayed.
@@ -606,7 +867,7 @@ func ApplyK2RInOrder(ctx context.Context, c rueidis.Client, order K2ROrder, step
 	var afterCheck func()
 	split := len(cmds) + 2 // after the first write's WATCH and check
 	for _, st := range steps {
-		if st.xadds == nil {
+		if st.xadds == nil || st.stale() {
 			st.build(c)
 		}
 		for i, w := range st.writes {
@@ -653,7 +914,7 @@ func ApplyK2RInOrder(ctx context.Context, c rueidis.Client, order K2ROrder, step
 	}
 	for _, st := range steps {
 		for _, w := range st.writes {
-			size := len(w.starts) + writeOverhead
+			size := w.toWrite(st.opt) + writeOverhead
 			var res K2RResult
 			res.Err = k2rResult(replies[at:at+size], st.opt, w, &res, early)
 			if res.Err != nil && first == nil {
@@ -678,6 +939,7 @@ type K2RStep struct {
 	writes []*K2RWrite
 	now    time.Time
 	xadds  []rueidis.Commands // per write; nil once sent
+	gens   []int              // each write's gen when its xadds were built
 }
 
 // NewK2RStep builds the XADDs of writes; now is the checkpoint's
@@ -697,13 +959,29 @@ func (st *K2RStep) build(c rueidis.Client) {
 		prefix = []string{"MAXLEN", "~", strconv.FormatInt(st.opt.MaxLen, 10)}
 	}
 	st.xadds = make([]rueidis.Commands, len(st.writes))
+	st.gens = make([]int, len(st.writes))
 	for i, w := range st.writes {
-		xadds := make(rueidis.Commands, len(w.starts))
+		n := w.toWrite(st.opt)
+		xadds := make(rueidis.Commands, 0, n)
 		for j := range w.starts {
-			xadds[j] = c.B().Arbitrary("XADD").Keys(w.Stream).Args(prefix...).Args(w.entry(j)...).Build()
+			if len(xadds) < n && (w.class == nil || w.class[j] == IDNew) {
+				xadds = append(xadds, c.B().Arbitrary("XADD").Keys(w.Stream).Args(prefix...).Args(w.entry(j)...).Build())
+			}
 		}
 		st.xadds[i] = xadds
+		st.gens[i] = w.gen
 	}
+}
+
+// stale reports whether a write changed (Expect, Truncate) since its
+// XADDs were built.
+func (st *K2RStep) stale() bool {
+	for i, w := range st.writes {
+		if st.gens[i] != w.gen {
+			return true
+		}
+	}
+	return false
 }
 
 // appendWrite appends w's transaction (see ApplyK2R) around its xadds.
@@ -715,7 +993,7 @@ func (st *K2RStep) appendWrite(c rueidis.Client, cmds rueidis.Commands, w *K2RWr
 		Arg(version, KindKafkaToRedis, strconv.Itoa(len(w.Moves)))
 	before := c.B().Hmget().Key(key).Field(fieldVersion)
 	positions := c.B().Eval().Script(k2rPositionsScript).Numkeys(2).Key(w.Stream, key).
-		Arg(strconv.Itoa(len(w.starts)), strconv.FormatInt(w.Bytes, 10),
+		Arg(strconv.Itoa(len(xadds)), strconv.FormatInt(w.Bytes, 10),
 			fieldVersion, version, fieldKind, KindKafkaToRedis,
 			fieldUpdated, strconv.FormatInt(st.now.UnixMilli(), 10))
 	for _, m := range w.Moves {
@@ -728,13 +1006,82 @@ func (st *K2RStep) appendWrite(c rueidis.Client, cmds rueidis.Commands, w *K2RWr
 		before = before.Field(field)
 		positions = positions.Arg(field, to)
 	}
+	watch := []string{key, guard}
+	if opt.PreserveIDs {
+		// The check found each ID new, present or below the top: no
+		// other client's XADD may change that before EXEC.
+		watch = append(watch, w.Stream)
+		check = check.Arg(idArgs(w)...)
+	}
 	cmds = append(cmds,
-		c.B().Watch().Key(key, guard).Build(),
+		c.B().Watch().Key(watch...).Build(),
 		check.Build(),
 		c.B().Multi().Build(),
 		before.Build())
 	cmds = append(cmds, xadds...)
-	return append(cmds, positions.Build(), c.B().Exec().Build())
+	move := positions.Build()
+	if opt.PreserveIDs && w.classifyOnly() {
+		// Never applied, even if the check could not run: an XADD
+		// without arguments is refused as it is queued, and EXEC
+		// then discards the whole transaction (EXECABORT).
+		move = c.B().Arbitrary("XADD").Keys(w.Stream).Build()
+	}
+	return append(cmds, move, c.B().Exec().Build())
+}
+
+// idArgs are the check's arguments for w's entry IDs (see
+// k2rCheckScript): the first alone while w expects every entry new and its
+// IDs increase, else every ID with what it is expected to be.
+func idArgs(w *K2RWrite) []string {
+	switch {
+	case len(w.starts) == 0:
+		return []string{"0"}
+	case w.class == nil && !w.listIDs && w.increasing():
+		return []string{"1", "", w.ID(0)}
+	}
+	expect, state := w.class, w.state
+	if expect == nil {
+		// classifyOnly: no class matches '?', so the check says what
+		// each entry is.
+		expect, state = bytes.Repeat([]byte{'?'}, len(w.starts)), ""
+	}
+	lo, hi := w.ID(0), w.ID(0)
+	for i := range w.starts {
+		if id := w.ID(i); idLess(id, lo) {
+			lo = id
+		} else if idLess(hi, id) {
+			hi = id
+		}
+	}
+	args := make([]string, 0, 5+2*len(w.starts))
+	args = append(args, strconv.Itoa(len(w.starts)), string(expect), state, lo, hi)
+	for i := range w.starts {
+		args = append(args, w.ID(i), w.digest(i))
+	}
+	return args
+}
+
+// digest is the check's digest of entry i's fields (see k2rCheckScript),
+// computed once.
+func (w *K2RWrite) digest(i int) string {
+	if len(w.digests) < len(w.starts) {
+		w.digests = append(w.digests, make([]string, len(w.starts)-len(w.digests))...)
+	}
+	if w.digests[i] == "" {
+		w.digests[i] = w.computeDigest(i)
+	}
+	return w.digests[i]
+}
+
+func (w *K2RWrite) computeDigest(i int) string {
+	h := sha1.New()
+	var n [20]byte
+	for _, a := range w.entry(i)[1:] {
+		h.Write(strconv.AppendInt(n[:0], int64(len(a)), 10))
+		h.Write([]byte{':'})
+		h.Write([]byte(a))
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // CheckK2RAccess makes sure the server lets this mirror run its atomic
@@ -936,6 +1283,15 @@ func k2rResult(replies []rueidis.RedisResult, opt K2ROptions, w *K2RWrite, res *
 			return fmt.Errorf("checkpoint %q: %s: %w; delete it or choose another --name", key, str(1), ErrCorrupt)
 		case "wrongtype":
 			return fmt.Errorf("stream %q: WRONGTYPE the key holds a %s, not a stream: %w; choose another --stream or delete the key", stream, str(1), ErrWrongType)
+		case "ids":
+			e := &IDCheckError{Stream: stream, LastID: str(1)}
+			if len(check) > 2 {
+				e.Classes, e.State = []byte(str(2)), str(3)
+				if len(e.Classes) != len(w.starts) {
+					return fmt.Errorf("write stream %q: the check classified %d entry IDs of %d", stream, len(e.Classes), len(w.starts))
+				}
+			}
+			return e
 		}
 		return fmt.Errorf("write stream %q: checking checkpoint %q failed: %s %s", stream, key, status, str(1))
 	}
@@ -952,12 +1308,19 @@ func k2rResult(replies []rueidis.RedisResult, opt K2ROptions, w *K2RWrite, res *
 		}
 		// The checkpoint changed between the check and EXEC: another
 		// process, a user, or (early) the call this one follows.
-		// Checking again tells which.
-		return fmt.Errorf("write stream %q: checkpoint %q changed while the batch was being written: %w", stream, key, ErrCheckpointChanged)
+		// Checking again tells which. (PreserveIDs: or the stream did.)
+		what := fmt.Sprintf("checkpoint %q", key)
+		if opt.PreserveIDs {
+			what += " or the stream"
+		}
+		return fmt.Errorf("write stream %q: %s changed while the batch was being written: %w", stream, what, ErrCheckpointChanged)
 	case execErr != nil:
 		// Refused as a whole: nothing was written.
 		if checkErr == nil && status != "ok" {
 			return refused()
+		}
+		if opt.PreserveIDs && w.classifyOnly() {
+			return fmt.Errorf("write stream %q: checking the entry IDs: the check did not classify them (%v, %s); nothing was written", stream, checkErr, status)
 		}
 		// EXECABORT says only that a command was refused while queued;
 		// that refusal says why (LOADING after a restart, OOM, NOPERM),
@@ -975,8 +1338,9 @@ func k2rResult(replies []rueidis.RedisResult, opt K2ROptions, w *K2RWrite, res *
 
 	// Applied. Whatever the check said, the positions the transaction
 	// found tell whether it was right to apply it.
-	if len(applied) != len(w.starts)+2 {
-		return fmt.Errorf("write stream %q: EXEC returned %d replies for %d commands", stream, len(applied), len(w.starts)+2)
+	nx := w.toWrite(opt)
+	if len(applied) != nx+2 {
+		return fmt.Errorf("write stream %q: EXEC returned %d replies for %d commands", stream, len(applied), nx+2)
 	}
 	// The positions script first: it says whether the positions moved.
 	pos, err := applied[len(applied)-1].AsStrSlice()
@@ -1003,33 +1367,37 @@ func k2rResult(replies []rueidis.RedisResult, opt K2ROptions, w *K2RWrite, res *
 				stream, checkErr, &ConflictError{Key: key, Name: opt.Name, Partition: m.Partition, Stored: found, Expected: m.From})
 		}
 	}
-	last := -1
+	last := -1 // index in applied of the last entry added
 	defer func() {
 		if last >= 0 {
-			res.LastID, _ = applied[1+last].ToString()
+			res.LastID, _ = applied[last].ToString()
 		}
 	}()
+	x := 0
 	for i := range w.starts {
-		err := applied[1+i].Error()
-		switch {
-		case err == nil:
-			res.Added++
-			last = i
-		case opt.PreserveIDs && strings.Contains(err.Error(), "equal or smaller"):
-			res.Present++
-		default:
-			// XADD fails only on what was checked before (the key's
-			// type, the ID's form); a type changed since is caught by
-			// the positions script. What is left (a stream whose top
-			// is the largest ID there is) is reported, never passed
-			// over.
-			var moved []string
-			for _, m := range w.Moves {
-				moved = append(moved, fmt.Sprintf("%s from %d to %d", formatTopicPartition(m.Partition), m.From, m.To))
+		if w.class != nil && w.class[i] != IDNew {
+			if w.class[i] == IDPresent {
+				res.Present++
 			}
-			return fmt.Errorf("stream %q: entry %d of a batch was not written (%v) but the batch's positions were checkpointed (%s in %q); to mirror the batch again, set those fields back to their start (HSET) and run again, which writes the rest of the batch a second time",
-				stream, i, err, strings.Join(moved, ", "), key)
+			continue
 		}
+		err := applied[1+x].Error()
+		x++
+		if err == nil {
+			res.Added++
+			last = x
+			continue
+		}
+		// XADD fails only on what was checked before (the key's type,
+		// the ID's form and, PreserveIDs, its place above the last ID),
+		// unless the check could not run: the entry is reported, never
+		// passed over.
+		var moved []string
+		for _, m := range w.Moves {
+			moved = append(moved, fmt.Sprintf("%s from %d to %d", formatTopicPartition(m.Partition), m.From, m.To))
+		}
+		return fmt.Errorf("stream %q: entry %d (ID %s) of a batch was not written (%v) but the batch's positions were checkpointed (%s in %q); to mirror the batch again, set those fields back to their start (HSET) and run again, which writes the rest of the batch a second time",
+			stream, i, w.ID(i), err, strings.Join(moved, ", "), key)
 	}
 	return nil
 }

@@ -142,19 +142,79 @@ func TestInitK2RPartitionsListsPartitionsAndRefusesAHole(t *testing.T) {
 	}
 }
 
-func TestApplyK2RPreservedIDsAlreadyPresent(t *testing.T) {
+func TestApplyK2RPreservedIDsAreLookedUpNotComparedWithTheTop(t *testing.T) {
 	c := testenv.Redis(t)
 	ctx := context.Background()
 	stream, name := k2rTarget(t, c)
-	c.Do(ctx, c.B().Xadd().Key(stream).Id("5-0").FieldValue().FieldValue("f", "old").Build())
-	w := &K2RWrite{Stream: stream, Moves: []K2RMove{{Partition: TopicPartition{Topic: "t"}, From: NoPosition, To: 3}}}
-	for _, id := range []string{"4-0", "5-0", "6-0"} {
+	c.Do(ctx, c.B().Xadd().Key(stream).Id("3-0").FieldValue().FieldValue("f", "another").Build())
+	c.Do(ctx, c.B().Xadd().Key(stream).Id("5-0").FieldValue().FieldValue("f", "5-0").Build())
+	key := K2RKey(name, stream)
+	opt := K2ROptions{Name: name, PreserveIDs: true}
+	// 3-0 is there, but another entry: taken. 4-0 is below the top 5-0
+	// but not there: not present. 5-0 is. 6-0 is new, and 6-0 again
+	// present once the first is written.
+	w := &K2RWrite{Stream: stream, Moves: []K2RMove{{Partition: TopicPartition{Topic: "t"}, From: NoPosition, To: 4}}}
+	for _, id := range []string{"3-0", "4-0", "5-0", "6-0", "6-0"} {
 		w.AddEntry(id)
 		w.AddField("f", id)
 	}
-	res, err := ApplyK2R(ctx, c, NewK2RStep(c, K2ROptions{Name: name, PreserveIDs: true}, []*K2RWrite{w}, time.Now()))
+	step := NewK2RStep(c, opt, []*K2RWrite{w}, time.Now())
+	res, err := ApplyK2R(ctx, c, step)
+	var ids *IDCheckError
+	if !errors.As(err, &ids) || !errors.As(res[0].Err, &ids) || ids.LastID != "5-0" || string(ids.Classes) != "tbpwp" {
+		t.Fatalf("ApplyK2R = %+v, %v; want the classes tbpwp against 5-0", res, err)
+	}
+	if n, _ := c.Do(ctx, c.B().Xlen().Key(stream).Build()).AsInt64(); n != 2 {
+		t.Fatalf("a refused write added entries: %d", n)
+	}
+	if n, _ := c.Do(ctx, c.B().Exists().Key(key).Build()).AsInt64(); n != 0 {
+		t.Fatal("a refused write moved the checkpoint")
+	}
+	// Told what to expect, it writes the new entry only.
+	w.Expect(ids.Classes, ids.State)
+	res, err = ApplyK2R(ctx, c, step)
 	if err != nil || res[0].Added != 1 || res[0].Present != 2 {
 		t.Fatalf("ApplyK2R = %+v, %v", res, err)
+	}
+	got, _ := c.Do(ctx, c.B().Xrange().Key(stream).Start("-").End("+").Build()).AsXRange()
+	if len(got) != 3 || got[2].ID != "6-0" || got[0].FieldValues["f"] != "another" {
+		t.Fatalf("stream: %+v", got)
+	}
+	if v, _ := c.Do(ctx, c.B().Hget().Key(key).Field("t:0").Build()).ToString(); v != "4" {
+		t.Fatalf("position %q", v)
+	}
+}
+
+func TestApplyK2RPreservedIDsInOrderAreCheckedByTheFirst(t *testing.T) {
+	c := testenv.Redis(t)
+	ctx := context.Background()
+	stream, name := k2rTarget(t, c)
+	opt := K2ROptions{Name: name, PreserveIDs: true}
+	tp := TopicPartition{Topic: "t"}
+	write := func(from, to int64, ids ...string) *K2RWrite {
+		w := &K2RWrite{Stream: stream, Moves: []K2RMove{{Partition: tp, From: from, To: to}}}
+		for _, id := range ids {
+			w.AddEntry(id)
+			w.AddField("f", id)
+		}
+		return w
+	}
+	if _, err := ApplyK2R(ctx, c, NewK2RStep(c, opt, []*K2RWrite{write(NoPosition, 3, "4-1", "5-1", "6-1")}, time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	// Deleted entries leave the last ID where it was: 6-1 is not there,
+	// and still Redis cannot add it.
+	c.Do(ctx, c.B().Xdel().Key(stream).Id("6-1").Build())
+	w := write(3, 5, "6-1", "7-1")
+	step := NewK2RStep(c, opt, []*K2RWrite{w}, time.Now())
+	_, err := ApplyK2R(ctx, c, step)
+	var ids *IDCheckError
+	if !errors.As(err, &ids) || ids.LastID != "6-1" || ids.Classes != nil {
+		t.Fatalf("err = %v; want the first ID found not above 6-1", err)
+	}
+	w.Expect(nil, "")
+	if _, err = ApplyK2R(ctx, c, step); !errors.As(err, &ids) || string(ids.Classes) != "bw" {
+		t.Fatalf("err = %v; want the classes bw", err)
 	}
 }
 

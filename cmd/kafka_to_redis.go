@@ -81,12 +81,16 @@ Mapping (the inverse of redis-to-kafka):
                  are kept as duplicate fields.
   The first xmirror.stream and xmirror.id headers (lineage) never become
   fields.
-  Entry IDs are chosen by Redis, or with --preserve-ids taken from xmirror.id
-  (an ID at or below the stream's top counts as already present).
+  Entry IDs are chosen by Redis, or with --preserve-ids taken from xmirror.id:
+  an ID the stream holds with the same fields is already present and not
+  written again; one not in it (or held by another entry) but at or below
+  the stream's last ID cannot be added by Redis (it arrived out of order, or
+  another client writes to the stream) and goes to --on-error.
 
 A record that cannot become an entry (not a JSON object, a null value in json,
 no fields at all, more fields than --max-fields (default 1000000), no
-xmirror.id with --preserve-ids) is handled by --on-error:
+xmirror.id with --preserve-ids, an ID Redis cannot add with --preserve-ids)
+is handled by --on-error:
 fail (stop; what came before it is written), skip (log and count it) or
 dead-letter (copy it to --dead-letter-stream, at least once).`,
 		Example: `  # copy the topic "orders" into the stream "orders", once
@@ -112,7 +116,7 @@ dead-letter (copy it to --dead-letter-stream, at least once).`,
 	fs.IntVar(&o.maxFields, "max-fields", mirror.DefaultMaxFields, "the most fields one entry may have: a record that maps to more is handled by --on-error (redis-to-kafka warns of such entries)")
 	fs.Int64Var(&o.maxLen, "maxlen", 0, "trim each stream to about this many entries (XADD MAXLEN ~); 0 keeps everything")
 	fs.StringVar(&o.start, "start", "earliest", "where a partition without a checkpoint starts: earliest or latest")
-	fs.StringVar(&o.onError, "on-error", mirror.OnErrorFail, "a record that cannot be decoded: fail, skip or dead-letter")
+	fs.StringVar(&o.onError, "on-error", mirror.OnErrorFail, "a record that cannot be decoded (or, with --preserve-ids, whose ID Redis cannot add): fail, skip or dead-letter")
 	fs.StringVar(&o.onGap, "on-gap", mirror.OnGapFail, "a checkpoint below the log start (records deleted before they were mirrored): fail or skip")
 	fs.StringVar(&o.onRecreated, "on-topic-recreated", mirror.OnTopicRecreatedFail, "a topic deleted and created again since the checkpoint was written (another topic ID): fail, or restart to mirror the new topic from its start")
 	fs.StringVar(&o.deadLetter, "dead-letter-stream", "", "with --on-error dead-letter: the stream receiving undecodable records")

@@ -187,6 +187,7 @@ func NewK2R(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg K2RCo
 	sink := &RedisSink{
 		c:          rc,
 		opt:        checkpoint.K2ROptions{Name: cfg.Name, MaxLen: cfg.MaxLen, PreserveIDs: cfg.PreserveIDs},
+		onError:    cfg.OnError,
 		deadStream: cfg.DeadLetterStream,
 		retryFor:   cfg.RetryFor,
 		log:        log,

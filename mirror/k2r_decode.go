@@ -55,9 +55,9 @@ func (m *recordMapping) decode(r *kgo.Record, dst []Field) ([]Field, string, err
 	si, ii := lineageIndex(r.Headers)
 	lineage := si >= 0 || ii >= 0
 	if m.preserveIDs && ii >= 0 {
-		id = string(r.Headers[ii].Value)
-		if !validStreamID(id) {
-			return dst, "", fmt.Errorf("--preserve-ids: header %s holds %q, not an entry ID above 0-0", HeaderID, id)
+		var ok bool
+		if id, ok = canonicalStreamID(string(r.Headers[ii].Value)); !ok {
+			return dst, "", fmt.Errorf("--preserve-ids: header %s holds %q, not an entry ID above 0-0", HeaderID, r.Headers[ii].Value)
 		}
 	}
 	if m.preserveIDs && id == "*" {
@@ -125,13 +125,22 @@ func appendHeaderFields(dst []Field, headers []kgo.RecordHeader, si, ii int) []F
 	return dst
 }
 
-// validStreamID accepts <ms>-<seq> above 0-0, as XADD takes it.
-func validStreamID(id string) bool {
+// canonicalStreamID accepts <ms>-<seq> above 0-0, as XADD takes it, and
+// returns it as Redis stores it (no leading zeros), the form the atomic
+// step's check compares.
+func canonicalStreamID(id string) (string, bool) {
 	ms, seq, ok := strings.Cut(id, "-")
 	if !ok || ms == "" || seq == "" || ms[0] == '+' || seq[0] == '+' {
-		return false
+		return "", false
 	}
 	a, err1 := strconv.ParseUint(ms, 10, 64)
 	b, err2 := strconv.ParseUint(seq, 10, 64)
-	return err1 == nil && err2 == nil && (a > 0 || b > 0)
+	if err1 != nil || err2 != nil || a == 0 && b == 0 {
+		return "", false
+	}
+	canonical := func(part string) bool { return part == "0" || part[0] != '0' }
+	if canonical(ms) && canonical(seq) {
+		return id, true // as Redis stores it: no allocation
+	}
+	return strconv.FormatUint(a, 10) + "-" + strconv.FormatUint(b, 10), true
 }

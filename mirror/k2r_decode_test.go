@@ -2,7 +2,9 @@ package mirror
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -108,6 +110,12 @@ func TestRecordMapping(t *testing.T) {
 		{name: "preserve ids", m: preserve,
 			rec:  kgo.Record{Value: []byte("V"), Headers: lineage},
 			want: []Field{{"value", "V"}}, wantID: "1700000000000-3"},
+		{name: "preserve ids as Redis stores them, without leading zeros", m: preserve,
+			rec:  kgo.Record{Value: []byte("V"), Headers: hdr(HeaderID, "0017-00")},
+			want: []Field{{"value", "V"}}, wantID: "17-0"},
+		{name: "preserve ids of ms 0", m: preserve,
+			rec:  kgo.Record{Value: []byte("V"), Headers: hdr(HeaderID, "0-5")},
+			want: []Field{{"value", "V"}}, wantID: "0-5"},
 		{name: "preserve ids without header", m: preserve, rec: kgo.Record{Value: []byte("V")}, err: "no xmirror.id"},
 		{name: "preserve ids bad header", m: preserve,
 			rec: kgo.Record{Value: []byte("V"), Headers: hdr(HeaderID, "0-0")}, err: "not an entry ID"},
@@ -194,8 +202,13 @@ func FuzzK2RDecodeRaw(f *testing.F) {
 		if !reflect.DeepEqual(fields, want) || id == "" {
 			t.Fatalf("decoded %q id %q, want %q", fields, id, want)
 		}
-		if preserve && (hkey != HeaderID || id != string(hval)) {
-			t.Fatalf("--preserve-ids took id %q from header %q", id, hkey)
+		if preserve {
+			ms, seq, _ := strings.Cut(string(hval), "-")
+			a, _ := strconv.ParseUint(ms, 10, 64)
+			b, _ := strconv.ParseUint(seq, 10, 64)
+			if hkey != HeaderID || id != fmt.Sprintf("%d-%d", a, b) {
+				t.Fatalf("--preserve-ids took id %q from header %q %q", id, hkey, hval)
+			}
 		}
 	})
 }

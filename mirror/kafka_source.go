@@ -23,9 +23,13 @@ import (
 // the entries and the partition positions they bring, and the records
 // bound for the dead-letter stream.
 type K2RBatch struct {
-	writes       []*checkpoint.K2RWrite
-	dead         []deadLetter
-	deadWritten  bool
+	writes []*checkpoint.K2RWrite
+	// preserved (--preserve-ids) has, per write, what the sink needs to
+	// handle entries whose ID the check finds present or below the top.
+	preserved []*preservedWrite
+	dead      []deadLetter
+	// deadDone is how many of dead are in the dead-letter stream.
+	deadDone     int
 	entries      int
 	skipped      int
 	deadLettered int
@@ -39,6 +43,23 @@ func (b *K2RBatch) Len() int { return b.entries + b.skipped + b.deadLettered }
 
 // Bytes is the payload of the entries written to the streams.
 func (b *K2RBatch) Bytes() int { return b.bytes }
+
+// preservedWrite is, under --preserve-ids, what a write's entries came
+// from and how the sink handled those the check did not find new.
+type preservedWrite struct {
+	recs []*kgo.Record // the record of each entry
+	// handled marks the entries below the top already logged (and
+	// dead-lettered), so that a write checked again does not repeat it.
+	handled []bool
+	// skipped and dead count the write's entries below the top under
+	// --on-error skip and dead-letter, as last classified; unwritten is
+	// the size of the entries not written.
+	skipped, dead int
+	unwritten     int64
+	// failure (--on-error fail) is an entry below the top: the write
+	// was cut before it and fails once applied.
+	failure error
+}
 
 // deadLetter is a record the format could not decode, bound for the
 // dead-letter stream.
@@ -61,6 +82,32 @@ func (e *BadRecordError) Error() string {
 		e.Topic, e.Partition, e.Offset, e.Format, e.Err)
 }
 func (e *BadRecordError) Unwrap() error { return e.Err }
+
+// IDBelowTopError is, under --preserve-ids, an entry whose ID is not in
+// its stream (or, Taken, holds another entry there) but at or below the
+// stream's last ID, which Redis refuses to add: it arrived out of order
+// (taken over from another consumer, or from another stream sharing the
+// partition), or another client writes to the stream.
+type IDBelowTopError struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+	ID        string
+	Stream    string
+	// Top is the stream's last ID when the entry was to be written.
+	Top string
+	// Taken: the stream holds another entry (other fields) under ID.
+	Taken bool
+}
+
+func (e *IDBelowTopError) Error() string {
+	if e.Taken {
+		return fmt.Sprintf("topic %q partition %d offset %d: --preserve-ids: stream %q holds another entry (other fields) under entry ID %s, at or below its last ID %s, so this one cannot be added (another client writes to the stream); use --on-error skip or --on-error dead-letter to go past it",
+			e.Topic, e.Partition, e.Offset, e.Stream, e.ID, e.Top)
+	}
+	return fmt.Sprintf("topic %q partition %d offset %d: --preserve-ids: entry ID %s is not in stream %q but not above its last ID %s, so Redis cannot add it (it arrived out of order, or another client writes to the stream); use --on-error skip or --on-error dead-letter to go past it",
+		e.Topic, e.Partition, e.Offset, e.ID, e.Stream, e.Top)
+}
 
 // partState is where one partition stands.
 type partState struct {
@@ -516,6 +563,10 @@ func (s *KafkaSource) fetchError(ctx context.Context, t string, p int32, err err
 func (s *KafkaSource) build(fetches kgo.Fetches) *K2RBatch {
 	b := &K2RBatch{}
 	writes := make([]*checkpoint.K2RWrite, len(s.streams))
+	var preserved []*preservedWrite
+	if s.mapping.preserveIDs {
+		preserved = make([]*preservedWrite, len(s.streams))
+	}
 	s.touched = s.touched[:0]
 	var pause map[string][]int32
 	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
@@ -570,6 +621,14 @@ func (s *KafkaSource) build(fetches kgo.Fetches) *K2RBatch {
 				w.Reserve(len(fp.Records), len(fields))
 			}
 			w.AddEntry(id)
+			if preserved != nil {
+				p := preserved[st.stream]
+				if p == nil {
+					p = &preservedWrite{}
+					preserved[st.stream] = p
+				}
+				p.recs = append(p.recs, r)
+			}
 			n := 0
 			for _, f := range fields {
 				w.AddField(f.Name, f.Value)
@@ -603,9 +662,17 @@ func (s *KafkaSource) build(fetches kgo.Fetches) *K2RBatch {
 		st.stored = st.next
 		st.move = 0
 	}
-	for _, w := range writes {
-		if w != nil {
-			b.writes = append(b.writes, w)
+	for i, w := range writes {
+		if w == nil {
+			continue
+		}
+		b.writes = append(b.writes, w)
+		if preserved != nil {
+			p := preserved[i]
+			if p == nil {
+				p = &preservedWrite{} // only records skipped by --on-error
+			}
+			b.preserved = append(b.preserved, p)
 		}
 	}
 	return b

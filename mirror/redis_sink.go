@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -30,8 +31,11 @@ import (
 // together with every call after it: the compare-and-set makes a retry of
 // an applied write a no-op.
 type RedisSink struct {
-	c          rueidis.Client
-	opt        checkpoint.K2ROptions
+	c   rueidis.Client
+	opt checkpoint.K2ROptions
+	// onError handles, under --preserve-ids, an entry whose ID is below
+	// the stream's top and not in it, as a record that cannot be decoded.
+	onError    string
 	deadStream string
 	retryFor   time.Duration
 	log        *slog.Logger
@@ -58,6 +62,11 @@ type RedisSink struct {
 	// its stream (Redis lost writes) from one moved back alone.
 	lastMu  sync.Mutex
 	lastIDs map[string]string
+	// listIDs (--preserve-ids) holds the streams whose last write was
+	// not all new: the next one has the check classify its entries at
+	// once, rather than first try them all as new (a replay is then two
+	// round trips a batch, not three).
+	listIDs sync.Map
 }
 
 type sinkJob struct {
@@ -91,6 +100,13 @@ func (s *RedisSink) Write(ctx context.Context, b *K2RBatch, done func(error)) {
 	// Built here, on the engine's writer goroutine, while the sink's
 	// goroutine waits for Redis to apply the batches before.
 	j := sinkJob{ctx: ctx, b: b, done: done}
+	if s.opt.PreserveIDs {
+		for _, w := range b.writes {
+			if _, ok := s.listIDs.Load(w.Stream); ok {
+				w.Expect(nil, "")
+			}
+		}
+	}
 	if len(b.writes) > 0 {
 		j.step = checkpoint.NewK2RStep(s.c, s.opt, b.writes, time.Now())
 	}
@@ -178,7 +194,7 @@ func (s *RedisSink) loop() {
 
 func hasDeadLetters(group []sinkJob) bool {
 	for _, j := range group {
-		if len(j.b.dead) > 0 && !j.b.deadWritten {
+		if len(j.b.dead) > j.b.deadDone {
 			return true
 		}
 	}
@@ -253,7 +269,13 @@ func (s *RedisSink) settle(inflight []*sinkCall) []*sinkCall {
 		return inflight[1:]
 	}
 	ctx := c.jobs[0].ctx
-	if ctx.Err() == nil {
+	switch {
+	case ctx.Err() != nil:
+	case errors.Is(c.err, errIDsChecked), errors.As(c.err, new(*IDBelowTopError)):
+		// Not a failure: the calls after it went out before it was
+		// known that it must be applied again.
+		s.log.Debug("applying a write again as its entry IDs were found, with the writes after it", "batches", len(c.jobs)-c.failedAt, "err", c.err)
+	default:
 		s.log.Warn("write failed; applying it again with the writes after it", "batches", len(c.jobs)-c.failedAt, "err", c.err)
 	}
 	var tokens []string
@@ -334,22 +356,67 @@ func (s *RedisSink) Close(ctx context.Context) {
 }
 
 // Present is how many entries --preserve-ids found already in their
-// streams (an ID at or below the top) and did not write again.
+// streams (their ID is there: the check looked it up) and did not write
+// again.
 func (s *RedisSink) Present() int64 { return s.present.Load() }
 
+// errIDsChecked marks a write refused because its entry IDs were not all
+// new (--preserve-ids): the check said what each one is, the write was
+// set to expect that, and applying it again is right.
+var errIDsChecked = errors.New("entry IDs checked")
+
+// maxIDRounds bounds how often a write alone is applied again at once
+// because the check found its entry IDs otherwise than expected. Up to
+// three rounds settle a write (one finds its first ID not above the top,
+// one learns what each entry is, one applies it); more mean another client
+// keeps writing to the stream, and the write is retried with backoff.
+const maxIDRounds = 4
+
 // write applies the group's batches in one pipeline and returns the index
-// of the first batch that failed with its error.
+// of the first batch that failed with its error. A batch refused as its
+// entry IDs were checked is applied again at once when the call is alone
+// (no order); chained to others, the call fails and settle applies it
+// again with the calls after it.
 func (s *RedisSink) write(ctx context.Context, group []sinkJob, order checkpoint.K2ROrder) (failedAt int, err error) {
+	// alone: the batch at failedAt goes by itself, as the writes after it
+	// can only conflict until it is applied. rounds: since one was.
+	alone, rounds := false, 0
+	for {
+		end := len(group)
+		if alone {
+			end = failedAt + 1
+		}
+		n, err := s.writeOnce(ctx, group[failedAt:end], order)
+		failedAt += n
+		if n > 0 {
+			rounds = 0
+		}
+		switch {
+		case errors.Is(err, errIDsChecked) && order == (checkpoint.K2ROrder{}):
+			if rounds++; rounds == maxIDRounds {
+				return failedAt, err
+			}
+			alone = true
+		case err != nil || failedAt == len(group):
+			return failedAt, err
+		default:
+			alone = false
+		}
+	}
+}
+
+// writeOnce is one attempt of write.
+func (s *RedisSink) writeOnce(ctx context.Context, group []sinkJob, order checkpoint.K2ROrder) (failedAt int, err error) {
 	// Dead letters go first, in their own round trip: if the step below
 	// then fails or the process dies, they are written again on the retry
 	// or restart (at least once), but never lost.
 	for _, j := range group {
-		if b := j.b; len(b.dead) > 0 && !b.deadWritten {
-			if err := s.writeDead(ctx, b.dead); err != nil {
+		if b := j.b; len(b.dead) > b.deadDone {
+			if err := s.writeDead(ctx, b.dead[b.deadDone:]); err != nil {
 				// No batch of the group was written yet.
 				return 0, err
 			}
-			b.deadWritten = true
+			b.deadDone = len(b.dead)
 		}
 	}
 	var steps []*checkpoint.K2RStep
@@ -368,20 +435,35 @@ func (s *RedisSink) write(ctx context.Context, group []sinkJob, order checkpoint
 		s.present.Add(r.Present)
 	}
 	s.noteLastIDs(steps, results)
-	if err == nil {
-		return len(group), nil
-	}
+	// Every write refused for its IDs learns what they are, so that the
+	// next attempt applies them all.
 	at := 0
+	for _, j := range group {
+		if j.step == nil {
+			continue
+		}
+		for k := range j.step.Writes() {
+			var ids *checkpoint.IDCheckError
+			if at+k < len(results) && errors.As(results[at+k].Err, &ids) {
+				s.resolve(j.b, k, ids)
+			}
+		}
+		at += len(j.step.Writes())
+	}
+	at = 0
 	for i, j := range group {
 		if j.step == nil {
 			continue
 		}
 		n := len(j.step.Writes())
-		for k, r := range results[at : at+n] {
-			if r.Err == nil {
+		for k, r := range results[at:min(at+n, len(results))] {
+			var ids *checkpoint.IDCheckError
+			switch {
+			case r.Err == nil:
 				continue
-			}
-			if order.After != "" {
+			case errors.As(r.Err, &ids):
+				return i, Transient(fmt.Errorf("%w: %v", errIDsChecked, r.Err))
+			case order.After != "":
 				// It may have run before the call it waited for: a
 				// position behind it may be about to move. Alone, it
 				// tells (see settle).
@@ -389,9 +471,100 @@ func (s *RedisSink) write(ctx context.Context, group []sinkJob, order checkpoint
 			}
 			return i, s.classify(ctx, s.wentBack(ctx, j.step.Writes()[k].Stream, r.Err))
 		}
+		// Applied; a write cut before an entry below the top
+		// (--on-error fail) now stops the run.
+		for k, p := range j.b.preserved {
+			if p.failure != nil {
+				return i, p.failure
+			}
+			if w := j.b.writes[k]; !bytes.ContainsFunc(w.Classes(), func(c rune) bool { return c != rune(checkpoint.IDNew) }) {
+				s.listIDs.Delete(w.Stream) // all new
+			}
+		}
 		at += n
 	}
-	return 0, s.classify(ctx, err)
+	if err != nil {
+		return 0, s.classify(ctx, err)
+	}
+	return len(group), nil
+}
+
+// resolve handles what the check found of write wi of b (--preserve-ids):
+// present entries are not written again; one below the top (not in the
+// stream, or another entry there under its ID, and Redis refuses an ID at
+// or below the last one) goes by
+// --on-error: fail cuts the write before it, so the entries before it are
+// written and checkpointed and the batch then fails naming it; skip counts
+// it; dead-letter stores it first. The write then expects exactly that.
+func (s *RedisSink) resolve(b *K2RBatch, wi int, e *checkpoint.IDCheckError) {
+	w := b.writes[wi]
+	if e.Classes == nil || bytes.ContainsFunc(e.Classes, func(c rune) bool { return c != rune(checkpoint.IDNew) }) {
+		s.listIDs.Store(w.Stream, true)
+	}
+	if e.Classes == nil {
+		w.Expect(nil, "")
+		return
+	}
+	p := b.preserved[wi]
+	if p.handled == nil {
+		p.handled = make([]bool, len(p.recs))
+	}
+	// What an earlier classification of this write counted is counted
+	// anew.
+	b.entries += p.skipped + p.dead
+	b.skipped -= p.skipped
+	b.deadLettered -= p.dead
+	b.bytes += int(p.unwritten)
+	w.Bytes += p.unwritten
+	p.skipped, p.dead, p.unwritten = 0, 0, 0
+
+	classes := e.Classes
+	top := e.LastID
+	for i, c := range classes {
+		switch c {
+		case checkpoint.IDNew:
+			top = w.ID(i)
+			continue
+		case checkpoint.IDPresent:
+			p.unwritten += w.EntryBytes(i)
+			continue
+		}
+		r := p.recs[i]
+		bad := &IDBelowTopError{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, ID: w.ID(i), Stream: w.Stream, Top: top,
+			Taken: c == checkpoint.IDTaken}
+		if s.onError != OnErrorSkip && s.onError != OnErrorDeadLetter {
+			// Entries from it on are mirrored again by the next run,
+			// which stops at it again.
+			classes = classes[:i]
+			w.Truncate(i)
+			for m := range w.Moves {
+				w.Moves[m].To = r.Offset
+			}
+			p.recs, p.handled = p.recs[:i], p.handled[:i]
+			p.failure = bad
+			break
+		}
+		p.unwritten += w.EntryBytes(i)
+		if s.onError == OnErrorSkip {
+			p.skipped++
+			if !p.handled[i] {
+				s.log.Warn("skipping an entry that Redis cannot add (--on-error skip)", "err", bad)
+			}
+		} else {
+			p.dead++
+			if !p.handled[i] {
+				s.log.Warn("dead-lettering an entry that Redis cannot add", "err", bad)
+				b.dead = append(b.dead, deadLetter{rec: r, reason: bad.Error()})
+			}
+		}
+		p.handled[i] = true
+	}
+	w.Expect(classes, e.State)
+	b.entries -= p.skipped + p.dead
+	b.skipped += p.skipped
+	b.deadLettered += p.dead
+	b.bytes -= int(p.unwritten)
+	w.Bytes -= p.unwritten
 }
 
 func (s *RedisSink) writeDead(ctx context.Context, dead []deadLetter) error {

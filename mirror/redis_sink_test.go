@@ -425,3 +425,62 @@ func TestRedisSinkAppliesAgainAWriteThatRanBeforeItsPartitionMoved(t *testing.T)
 		}
 	}
 }
+
+// Batches in flight together, --preserve-ids: one holds entries below the
+// top, one a duplicate. Each entry is written with its ID, found present
+// (the duplicate) or skipped and counted, and every batch is confirmed.
+func TestRedisSinkPreservedIDsBelowTheTopAreSkippedAndCounted(t *testing.T) {
+	c := testenv.Redis(t)
+	ctx := context.Background()
+	stream, name := sinkTarget(t, c)
+	s := &RedisSink{c: c, opt: checkpoint.K2ROptions{Name: name, PreserveIDs: true}, onError: OnErrorSkip, ordered: true,
+		retryFor: 5 * time.Second, log: slog.New(slog.DiscardHandler), redisName: "test"}
+	tp := checkpoint.TopicPartition{Topic: "t"}
+	offset := int64(0)
+	batch := func(seqs ...int) *K2RBatch {
+		w := &checkpoint.K2RWrite{Stream: stream, Moves: []checkpoint.K2RMove{{Partition: tp, From: offset, To: offset + int64(len(seqs))}}}
+		p := &preservedWrite{}
+		for _, n := range seqs {
+			id := "100-" + strconv.Itoa(n)
+			w.AddEntry(id)
+			w.AddField("v", id)
+			p.recs = append(p.recs, &kgo.Record{Topic: "t", Offset: offset})
+			offset++
+		}
+		return &K2RBatch{writes: []*checkpoint.K2RWrite{w}, preserved: []*preservedWrite{p}, entries: len(seqs)}
+	}
+	batches := []*K2RBatch{batch(4, 5, 6), batch(1, 2, 3), batch(7, 8), batch(8, 9), batch(10)}
+	if err := checkpoint.InitK2RPartitions(ctx, c, name, map[string]checkpoint.K2RInit{stream: {Starts: map[checkpoint.TopicPartition]int64{tp: 0}}}); err != nil {
+		t.Fatal(err)
+	}
+	errs := make([]error, len(batches))
+	var wg sync.WaitGroup
+	for i, b := range batches {
+		wg.Add(1)
+		s.Write(ctx, b, func(err error) { errs[i] = err; wg.Done() })
+	}
+	wg.Wait()
+	s.Close(ctx)
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("batch %d: %v", i, err)
+		}
+	}
+	es, err := c.Do(ctx, c.B().Xrange().Key(stream).Start("-").End("+").Build()).AsXRange()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, e := range es {
+		ids = append(ids, e.ID)
+	}
+	if got := strings.Join(ids, ","); got != "100-4,100-5,100-6,100-7,100-8,100-9,100-10" {
+		t.Fatalf("stream holds %s", got)
+	}
+	if batches[1].skipped != 3 || batches[1].entries != 0 || s.Present() != 1 {
+		t.Fatalf("skipped %d, entries %d, present %d: want 3 skipped, 1 present", batches[1].skipped, batches[1].entries, s.Present())
+	}
+	if pos, _ := c.Do(ctx, c.B().Hget().Key(checkpoint.K2RKey(name, stream)).Field("t:0").Build()).ToString(); pos != "11" {
+		t.Fatalf("checkpoint at %s, want 11", pos)
+	}
+}
