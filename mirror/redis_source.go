@@ -170,7 +170,11 @@ type RedisSourceConfig struct {
 	// DeadLetterStream, when set, receives the entries the sink set aside
 	// (Kafka refused them), each before its batch is acknowledged.
 	DeadLetterStream string
-	Logger           *slog.Logger
+	// OnGap is what entries trimmed from a stream before they were
+	// mirrored do: OnGapFail (the default) stops with a *GapError,
+	// OnGapSkip logs and counts them (Lost) and goes on.
+	OnGap  string
+	Logger *slog.Logger
 }
 
 // DefaultBlock is short enough that a stopping follow run notices at once
@@ -193,6 +197,9 @@ type RedisSource struct {
 	count int
 
 	trimmed atomic.Int64
+	// gapped counts entries trimmed from the head of a stream before the
+	// group delivered them, skipped under OnGapSkip.
+	gapped  atomic.Int64
 	skipped atomic.Int64
 	// refusedSkipped and deadLettered count the committed entries Kafka
 	// refused, skipped or copied to the dead-letter stream.
@@ -203,6 +210,7 @@ type RedisSource struct {
 type streamState struct {
 	name     string
 	ready    bool   // the group exists on the stream
+	fresh    bool   // this run created the group
 	inPEL    bool   // still re-reading this consumer's pending entries
 	cursor   string // PEL read position
 	snapshot string // one-shot: last generated ID at start
@@ -265,6 +273,11 @@ func NewRedisSource(ctx context.Context, cfg RedisSourceConfig) (*RedisSource, e
 		}
 	}
 	if err := s.checkDeadLetterStream(ctx); err != nil {
+		return nil, err
+	}
+	// Before anything is read: a gap stops a run at start, as
+	// kafka-to-redis's does, and leaves the group where it was.
+	if err := s.checkGaps(ctx, s.streams); err != nil {
 		return nil, err
 	}
 	if err := s.claim(ctx); err != nil {
@@ -365,6 +378,7 @@ func (s *RedisSource) claimOthers(ctx context.Context) (*EntryBatch, error) {
 		if err != nil {
 			return nil, classifyRedis(fmt.Errorf("take over idle pending entries of stream %q (XCLAIM): %w", st.name, err))
 		}
+		trimmed, firstTrimmed := 0, ""
 		for _, raw := range claimed {
 			if raw.IsNil() {
 				continue
@@ -378,11 +392,18 @@ func (s *RedisSource) claimOthers(ctx context.Context) (*EntryBatch, error) {
 			st.noteDelivered(e.ID)
 			if e.Fields == nil {
 				e.skip = skipTrimmed
+				if trimmed == 0 {
+					firstTrimmed = e.ID
+				}
+				trimmed++
 			} else {
 				b.written++
 				b.size += entrySize(e)
 			}
 			b.Entries = append(b.Entries, e)
+		}
+		if err := s.trimmedPending(st.name, firstTrimmed, trimmed); err != nil {
+			return nil, err
 		}
 		s.log.Info("took over idle pending entries of other consumers", "stream", st.name, "count", len(claimed), "idle", s.cfg.ClaimIdle)
 	}
@@ -421,10 +442,10 @@ func (s *RedisSource) prepare(ctx context.Context, streams []*streamState, start
 		err := r.Error()
 		switch {
 		case err == nil:
-			st.ready = true
+			st.ready, st.fresh = true, true
 			s.log.Debug("consumer group created", "stream", st.name, "group", s.cfg.Group, "at", start)
 		case isRedisErrPrefix(err, "BUSYGROUP"):
-			st.ready = true
+			st.ready, st.fresh = true, false
 			existing = append(existing, st)
 			s.log.Debug("consumer group exists; reading on from its position", "stream", st.name, "group", s.cfg.Group)
 		case isRedisErrPrefix(err, "WRONGTYPE"):
@@ -649,6 +670,11 @@ func (s *RedisSource) SkipWritten(keys map[string]struct{}) { s.alreadyWritten =
 func (s *RedisSource) Trimmed() int64 { return s.trimmed.Load() }
 func (s *RedisSource) Skipped() int64 { return s.skipped.Load() }
 
+// Lost counts the entries trimmed from their streams before they were
+// mirrored and passed over under OnGapSkip: never delivered to the group
+// (as far as Redis can count them), or pending with their bodies gone.
+func (s *RedisSource) Lost() int64 { return s.gapped.Load() + s.trimmed.Load() }
+
 // Refused counts the entries Kafka refused (or would refuse) that were
 // acknowledged without a record: skipped, or copied to the dead-letter
 // stream.
@@ -736,8 +762,14 @@ func (s *RedisSource) readPending(ctx context.Context) (*EntryBatch, error) {
 	return b, nil
 }
 
-// readNew reads entries never delivered to the group.
+// readNew reads entries never delivered to the group, once checkGaps
+// found none trimmed before it could: a read delivers the entries after
+// the group's position that the stream still holds, silently passing
+// over those trimmed.
 func (s *RedisSource) readNew(ctx context.Context, active []*streamState) (*EntryBatch, error) {
+	if err := s.checkGaps(ctx, active); err != nil {
+		return nil, err
+	}
 	names := make([]string, len(active))
 	ids := make([]string, len(active))
 	for i, st := range active {
@@ -825,18 +857,23 @@ func (s *RedisSource) read(ctx context.Context, cmd rueidis.Completed, pending b
 		counts[stream] += len(list)
 		b.Entries = slices.Grow(b.Entries, len(list))
 		size, written := 0, 0
+		trimmed, firstTrimmed := 0, ""
 		for _, raw := range list {
 			e, err := parseEntry(stream, raw)
 			if err != nil {
 				return err
 			}
-			switch {
-			case pending && e.Fields == nil:
-				e.skip = skipTrimmed
-			case pending && s.alreadyWritten != nil:
+			if pending && s.alreadyWritten != nil {
 				if _, ok := s.alreadyWritten[e.Stream+"\x00"+e.ID]; ok {
-					e.skip = skipWritten
+					e.skip = skipWritten // in Kafka already, trimmed or not
 				}
+			}
+			if pending && e.Fields == nil && e.skip == skipNone {
+				e.skip = skipTrimmed
+				if trimmed == 0 {
+					firstTrimmed = e.ID
+				}
+				trimmed++
 			}
 			if e.skip == skipNone {
 				n := entrySize(e)
@@ -846,6 +883,9 @@ func (s *RedisSource) read(ctx context.Context, cmd rueidis.Completed, pending b
 				size += n
 			}
 			b.Entries = append(b.Entries, e)
+		}
+		if err := s.trimmedPending(stream, firstTrimmed, trimmed); err != nil {
+			return err
 		}
 		if written > 0 {
 			largest = max(largest, size/written)
