@@ -3,6 +3,7 @@ package mirror
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/redis/rueidis"
 )
@@ -188,7 +189,7 @@ func (s *RedisSource) checkGaps(ctx context.Context, streams []*streamState) err
 		if s.cfg.OnGap != OnGapSkip {
 			return ge
 		}
-		if err := s.skipGap(ctx, ge, g, h); err != nil {
+		if err := s.skipGap(ctx, st, ge, g, h); err != nil {
 			return err
 		}
 	}
@@ -200,22 +201,34 @@ func (s *RedisSource) checkGaps(ctx context.Context, streams []*streamState) err
 // entries been read (XGROUP SETID at the same ID), so that Redis's lag
 // and the next checks count from the stream as it is. Without exact
 // counters the group is left alone: its first read moves it past the gap.
-func (s *RedisSource) skipGap(ctx context.Context, ge *GapError, g groupPosition, h streamHead) error {
+func (s *RedisSource) skipGap(ctx context.Context, st *streamState, ge *GapError, g groupPosition, h streamHead) error {
+	// A read that failed after the check is tried again, and checks
+	// again: the same gap is reported and counted once.
+	seen := ge.LastDelivered + " " + ge.FirstEntry + " " + ge.LastGenerated
+	if st.gapSeen == seen {
+		return nil
+	}
+	if ge.Lost > 0 && !ge.AtMost {
+		c := s.cfg.Client
+		// Entries added before the stream's first one: had they been
+		// read, the group's counter would stand there. Trimmed again
+		// meanwhile, the next check sees the new gap (this value is
+		// not above it).
+		err := c.Do(ctx, c.B().XgroupSetid().Key(ge.Stream).Group(ge.Group).Id(g.last).Entriesread(h.added-h.length).Build()).Error()
+		switch {
+		case isRefusal(err):
+			// Only the counter is left behind: a stream trimmed past
+			// the group again is still found, by its first entry.
+			s.log.Warn("cannot set the consumer group's entries-read past the trimmed entries; later reads may cost an XINFO STREAM more", "stream", ge.Stream, "group", ge.Group, "err", err)
+		case err != nil:
+			return classifyRedis(fmt.Errorf("stream %q: set the entries-read of consumer group %q past the trimmed entries (XGROUP SETID): %w", ge.Stream, ge.Group, err))
+		}
+	}
+	st.gapSeen = seen
 	s.log.Warn("entries were trimmed from the stream before this mirror read them; skipping them (--on-gap skip)",
 		"stream", ge.Stream, "group", ge.Group, "last_delivered", ge.LastDelivered, "first_entry", ge.FirstEntry, "lost", lostText(ge))
 	if ge.Lost > 0 {
 		s.gapped.Add(ge.Lost)
-	}
-	if ge.Lost <= 0 || ge.AtMost {
-		return nil
-	}
-	c := s.cfg.Client
-	// Entries added before the stream's first one: had they been read,
-	// the group's counter would stand there. Trimmed again meanwhile,
-	// the next check sees the new gap (this value is not above it).
-	err := c.Do(ctx, c.B().XgroupSetid().Key(ge.Stream).Group(ge.Group).Id(g.last).Entriesread(h.added-h.length).Build()).Error()
-	if err != nil {
-		return classifyRedis(fmt.Errorf("stream %q: set the entries-read of consumer group %q past the trimmed entries (XGROUP SETID): %w", ge.Stream, ge.Group, err))
 	}
 	return nil
 }
@@ -297,4 +310,56 @@ func parseStreamHead(info map[string]rueidis.RedisMessage) streamHead {
 		}
 	}
 	return h
+}
+
+// probeCommands are the counters read right after each read of new
+// entries, in its round trip: XINFO GROUPS and XLEN per stream.
+func (s *RedisSource) probeCommands(streams []*streamState) rueidis.Commands {
+	c := s.cfg.Client
+	cmds := make(rueidis.Commands, 0, 2*len(streams))
+	for _, st := range streams {
+		cmds = append(cmds, c.B().XinfoGroups().Key(st.name).Build(), c.B().Xlen().Key(st.name).Build())
+	}
+	return cmds
+}
+
+// probeFresh is how long the counters read with a read (noteProbes) stand
+// for the stream: from the moment that read was sent, so that a read that
+// waited for entries, or a reply that waited for a process paused or short
+// of CPU, has the next read checked in its own round trip.
+const probeFresh = 2 * time.Millisecond
+
+// noteProbes reads the counters taken right after a read sent at sent. A
+// stream is left unchecked before its next read, if it comes within
+// probeFresh of sent, when they show that it still holds
+// every entry added after the group's position (lag at most its length),
+// with, ahead of those, at least min(COUNT, half the stream) entries the
+// group had read: trimming would have to remove all of those, between
+// this read and the next, to reach an entry not read yet. Anything else
+// (a stream close to losing unread entries, counters Redis does not have,
+// an error) has the next read checked first (checkGaps), in its own round
+// trip.
+func (s *RedisSource) noteProbes(streams []*streamState, sent time.Time, after []rueidis.RedisResult) {
+	for i, st := range streams {
+		st.probed, st.probedAt = false, sent
+		if len(after) < 2*(i+1) {
+			continue
+		}
+		groups, err := after[2*i].ToArray()
+		if err != nil {
+			continue
+		}
+		n, err := after[2*i+1].AsInt64()
+		if err != nil {
+			continue
+		}
+		g := findGroup(groups, s.cfg.Group)
+		st.probed = g.found && probeSafe(g, n, int64(s.count))
+	}
+}
+
+// probeSafe is the rule of noteProbes for a group g on a stream of length
+// entries, read count entries at a time.
+func probeSafe(g groupPosition, length, count int64) bool {
+	return g.lagOK && g.lag <= length && length-g.lag >= min(count, length/2)
 }

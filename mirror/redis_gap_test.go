@@ -59,3 +59,27 @@ func TestGapCleanNeedsALagTheStreamCovers(t *testing.T) {
 		}
 	}
 }
+
+func TestProbeSafeWantsReadEntriesAheadOfTheUnreadOnes(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		g             groupPosition
+		length, count int64
+		safe          bool
+	}{
+		{"caught up on a capped stream", groupPosition{lag: 0, lagOK: true}, 1000, 2000, true},
+		{"a backlog with a batch read ahead of it", groupPosition{lag: 998000, lagOK: true}, 1000000, 2000, true},
+		{"a backlog the mirror has just started on", groupPosition{lag: 999000, lagOK: true}, 1000000, 2000, false},
+		{"every entry of the stream unread", groupPosition{lag: 3, lagOK: true}, 3, 2000, false},
+		{"a tiny stream, caught up", groupPosition{lag: 0, lagOK: true}, 3, 2000, true},
+		{"a tiny stream, one unread of three", groupPosition{lag: 1, lagOK: true}, 3, 2000, true},
+		{"a tiny stream, two unread of three", groupPosition{lag: 2, lagOK: true}, 3, 2000, true},
+		{"an empty stream, nothing unread", groupPosition{lag: 0, lagOK: true}, 0, 2000, true},
+		{"entries lost already", groupPosition{lag: 10, lagOK: true}, 3, 2000, false},
+		{"no lag (Redis 6.2, entries deleted after the position)", groupPosition{}, 1000, 2000, false},
+	} {
+		if got := probeSafe(tc.g, tc.length, tc.count); got != tc.safe {
+			t.Errorf("%s: probeSafe = %v, want %v", tc.name, got, tc.safe)
+		}
+	}
+}

@@ -208,9 +208,15 @@ type RedisSource struct {
 }
 
 type streamState struct {
-	name     string
-	ready    bool   // the group exists on the stream
-	fresh    bool   // this run created the group
+	name    string
+	ready   bool   // the group exists on the stream
+	fresh   bool   // this run created the group
+	gapSeen string // the last gap skipped (OnGapSkip), reported once
+	// probed says the counters read right after the last read showed
+	// nothing trimmed unread and room to spare (see noteProbes): the
+	// next read needs no check of its own.
+	probed   bool
+	probedAt time.Time
 	inPEL    bool   // still re-reading this consumer's pending entries
 	cursor   string // PEL read position
 	snapshot string // one-shot: last generated ID at start
@@ -741,7 +747,7 @@ func (s *RedisSource) readPending(ctx context.Context) (*EntryBatch, error) {
 	}
 	c := s.cfg.Client
 	cmd := c.B().Xreadgroup().Group(s.cfg.Group, s.cfg.Consumer).Count(int64(s.count)).Streams().Key(names...).Id(ids...).Build()
-	b, counts, err := s.read(ctx, cmd, true)
+	b, counts, _, err := s.read(ctx, cmd, true)
 	if err != nil {
 		return nil, err
 	}
@@ -767,7 +773,13 @@ func (s *RedisSource) readPending(ctx context.Context) (*EntryBatch, error) {
 // the group's position that the stream still holds, silently passing
 // over those trimmed.
 func (s *RedisSource) readNew(ctx context.Context, active []*streamState) (*EntryBatch, error) {
-	if err := s.checkGaps(ctx, active); err != nil {
+	var unsure []*streamState
+	for _, st := range active {
+		if !st.probed || time.Since(st.probedAt) > probeFresh {
+			unsure = append(unsure, st)
+		}
+	}
+	if err := s.checkGaps(ctx, unsure); err != nil {
 		return nil, err
 	}
 	names := make([]string, len(active))
@@ -782,7 +794,9 @@ func (s *RedisSource) readNew(ctx context.Context, active []*streamState) (*Entr
 	} else {
 		cmd = c.B().Xreadgroup().Group(s.cfg.Group, s.cfg.Consumer).Count(int64(s.count)).Streams().Key(names...).Id(ids...).Build()
 	}
-	b, counts, err := s.read(ctx, cmd, false)
+	sent := time.Now()
+	b, counts, after, err := s.read(ctx, cmd, false, s.probeCommands(active)...)
+	s.noteProbes(active, sent, after)
 	if err != nil {
 		if ctx.Err() == nil {
 			// Redis may have delivered entries before the reply was
@@ -822,26 +836,35 @@ func (s *RedisSource) readNew(ctx context.Context, active []*streamState) (*Entr
 }
 
 // read runs one XREADGROUP and turns its reply into a batch; counts has
-// the number of entries per stream.
-func (s *RedisSource) read(ctx context.Context, cmd rueidis.Completed, pending bool) (*EntryBatch, map[string]int, error) {
+// the number of entries per stream. The probe commands, when given, go in
+// the same round trip, right after the read, and their replies are after.
+func (s *RedisSource) read(ctx context.Context, cmd rueidis.Completed, pending bool, probe ...rueidis.Completed) (*EntryBatch, map[string]int, []rueidis.RedisResult, error) {
 	c := s.cfg.Client
-	msg, err := c.Do(ctx, cmd).ToMessage()
+	var res rueidis.RedisResult
+	var after []rueidis.RedisResult
+	if len(probe) == 0 {
+		res = c.Do(ctx, cmd)
+	} else {
+		all := c.DoMulti(ctx, append(rueidis.Commands{cmd}, probe...)...)
+		res, after = all[0], all[1:]
+	}
+	msg, err := res.ToMessage()
 	if err != nil {
 		if rueidis.IsRedisNil(err) {
-			return nil, nil, nil
+			return nil, nil, after, nil
 		}
 		if ctx.Err() != nil {
-			return nil, nil, ctx.Err()
+			return nil, nil, nil, ctx.Err()
 		}
 		// A blocked read on a stream that was deleted is UNBLOCKED; the next
 		// read finds no group (NOGROUP).
 		if isRedisErrPrefix(err, "NOGROUP") || isRedisErrPrefix(err, "UNBLOCKED") {
-			return nil, nil, s.groupLost(ctx, err)
+			return nil, nil, nil, s.groupLost(ctx, err)
 		}
 		if isRedisErrPrefix(err, "WRONGTYPE") {
-			return nil, nil, fmt.Errorf("a key being read is no longer a stream: %w", err)
+			return nil, nil, nil, fmt.Errorf("a key being read is no longer a stream: %w", err)
 		}
-		return nil, nil, classifyRedis(fmt.Errorf("read streams (XREADGROUP): %w", err))
+		return nil, nil, nil, classifyRedis(fmt.Errorf("read streams (XREADGROUP): %w", err))
 	}
 	counts := map[string]int{}
 	b := &EntryBatch{}
@@ -895,36 +918,36 @@ func (s *RedisSource) read(ctx context.Context, cmd rueidis.Completed, pending b
 	if msg.IsMap() {
 		m, err := msg.ToMap()
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		// Keep the order the streams were given in.
 		for _, st := range s.streams {
 			if entries, ok := m[st.name]; ok {
 				if err := add(st.name, entries); err != nil {
-					return nil, nil, err
+					return nil, nil, nil, err
 				}
 			}
 		}
 	} else {
 		arr, err := msg.ToArray()
 		if err != nil {
-			return nil, nil, fmt.Errorf("unexpected XREADGROUP reply: %w", err)
+			return nil, nil, nil, fmt.Errorf("unexpected XREADGROUP reply: %w", err)
 		}
 		for _, pair := range arr {
 			kv, err := pair.ToArray()
 			if err != nil || len(kv) != 2 {
-				return nil, nil, fmt.Errorf("unexpected XREADGROUP reply: %v", err)
+				return nil, nil, nil, fmt.Errorf("unexpected XREADGROUP reply: %v", err)
 			}
 			name, _ := kv[0].ToString()
 			if err := add(name, kv[1]); err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 		}
 	}
 	if s.cfg.BatchBytes > 0 && largest >= 0 {
 		s.count = readCount(s.cfg.BatchSize, s.cfg.BatchBytes, largest)
 	}
-	return b, counts, nil
+	return b, counts, after, nil
 }
 
 // groupLost handles a stream that lost the consumer group: it was deleted,
@@ -965,6 +988,7 @@ func (s *RedisSource) groupLost(ctx context.Context, cause error) error {
 	s.log.Warn("streams lost the consumer group (deleted?); mirroring them again from their first entry once they exist", "streams", names, "group", s.cfg.Group)
 	for _, st := range lost {
 		st.ready, st.inPEL, st.cursor, st.delivered = false, false, "0", ""
+		st.probed = false
 	}
 	if err := s.prepare(ctx, lost, "0"); err != nil {
 		return err
