@@ -55,7 +55,7 @@ func TestSecondProcessUnderOneNameIsRefusedWhileTheFirstRuns(t *testing.T) {
 	mustMirror(t, args...)
 }
 
-func TestTrimmedPendingEntriesAreReportedAndAcknowledged(t *testing.T) {
+func TestTrimmedPendingEntriesStopTheRunOrAreCountedLost(t *testing.T) {
 	rc := testenv.Redis(t)
 	kc := testenv.Kafka(t)
 	ctx := context.Background()
@@ -71,9 +71,23 @@ func TestTrimmedPendingEntriesAreReportedAndAcknowledged(t *testing.T) {
 	must(t, rc.Do(ctx, rc.B().Xtrim().Key(stream).Maxlen().Threshold("40").Build()).Error())
 	more := addEntries(t, rc, stream, 100, 10, func(i int) []string { return []string{"value", strconv.Itoa(i)} })
 
-	r := mustMirror(t, "r2k", "--stream", stream, "--topic", topic, "--name", name, "--output", "json")
-	if !strings.Contains(r.stdout, `"entries":50`) || !strings.Contains(r.stdout, `"skipped":60`) {
-		t.Fatalf("summary %s: want 50 entries mirrored (40 pending + 10 new) and 60 trimmed skipped", r.stdout)
+	// They are a gap like entries trimmed before they were read:
+	// --on-gap fail (the default) stops, naming them, and leaves them
+	// pending, so a rerun stops there again.
+	args := []string{"r2k", "--stream", stream, "--topic", topic, "--name", name, "--output", "json"}
+	for try := 0; try < 2; try++ {
+		r := xmirror(t, args...)
+		if r.code != 1 || !strings.Contains(r.stderr, strconv.Quote(stream)) || !strings.Contains(r.stderr, "60 pending entries") || !strings.Contains(r.stderr, "--on-gap skip") {
+			t.Fatalf("run %d: exit %d, stderr %q: want exit 1 naming the stream, the 60 trimmed pending entries and --on-gap skip", try+1, r.code, r.stderr)
+		}
+	}
+	if n := len(readTopic(t, topic)); n != 0 {
+		t.Fatalf("%d records after the refused runs, want 0", n)
+	}
+
+	r := mustMirror(t, append(args, "--on-gap", "skip")...)
+	if !strings.Contains(r.stdout, `"entries":50`) || !strings.Contains(r.stdout, `"lost":60`) || strings.Contains(r.stdout, "skipped") {
+		t.Fatalf("summary %s: want 50 entries mirrored (40 pending + 10 new) and 60 trimmed lost", r.stdout)
 	}
 	if !strings.Contains(r.stderr, "trimmed") {
 		t.Errorf("the trimmed entries are not reported: %q", r.stderr)

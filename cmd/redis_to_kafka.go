@@ -64,6 +64,7 @@ type redisToKafkaOptions struct {
 	deadLetter   string
 	timestamp    string
 	maxFields    int
+	onGap        string
 }
 
 func newRedisToKafkaCmd(a *app) *cobra.Command {
@@ -100,7 +101,14 @@ max.message.bytes, a timestamp outside its message.timestamp.after.max.ms or
 before.max.ms, checked a minute early for clock differences), is handled by
 --on-error: fail (stop; the entries before it are mirrored), skip (log and
 count it) or dead-letter (XADD it to --dead-letter-stream in the source Redis,
-at least once, then acknowledge it).`,
+at least once, then acknowledge it).
+
+Entries trimmed from a stream (XADD MAXLEN/MINID, XTRIM) before the mirror
+read them are a gap, found at start and before each read: --on-gap fail
+(default) stops naming the stream, the group's last delivered ID, the
+stream's first entry and how many were lost; skip logs them, counts them as
+lost in the summary and goes on. Pending entries of an interrupted run whose
+bodies were trimmed are handled the same way.`,
 		Example: `  # copy the stream "orders" into the topic "orders", once
   xmirror redis-to-kafka --stream orders --create-topic
 
@@ -131,6 +139,7 @@ at least once, then acknowledge it).`,
 	fs.StringVar(&o.onError, "on-error", mirror.OnErrorFail, "an entry Kafka refuses (too large, timestamp out of range): fail, skip or dead-letter")
 	fs.StringVar(&o.deadLetter, "dead-letter-stream", "", "with --on-error dead-letter: the stream (in the source Redis) receiving refused entries")
 	fs.StringVar(&o.timestamp, "timestamp", string(mirror.TimestampID), "record timestamp: id (the entry ID's milliseconds) or now (the time it is produced)")
+	fs.StringVar(&o.onGap, "on-gap", mirror.OnGapFail, "entries trimmed from a stream before they were mirrored: fail, or skip to count them as lost and go on")
 	return c
 }
 
@@ -247,6 +256,9 @@ func (o *redisToKafkaOptions) validate() (mirror.Template, map[string]string, mi
 	if _, err := mirror.ParseTimestampSource(o.timestamp); err != nil {
 		problems = append(problems, err.Error())
 	}
+	if o.onGap != mirror.OnGapFail && o.onGap != mirror.OnGapSkip {
+		problems = append(problems, fmt.Sprintf("--on-gap must be fail or skip, got %q", o.onGap))
+	}
 	return tmpl, topics, format, start, problemsError(problems)
 }
 
@@ -346,6 +358,7 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 		AllowMissing: o.allowMissing,
 		ClaimIdle:    o.claimIdle,
 		Mirror:       name,
+		OnGap:        o.onGap,
 		Logger:       log,
 
 		DeadLetterStream: o.deadLetter,
@@ -471,9 +484,11 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 		ee.CreateTopic = o.createTopic // for the hint of a topic deleted during the run
 	}
 	refusedSkipped, deadLettered := src.Refused()
-	s := summary{Mirror: name, Direction: "redis-to-kafka", Skipped: src.Skipped() + src.Trimmed() + refusedSkipped + deadLettered}
-	if t := src.Trimmed(); t > 0 {
-		log.Warn("pending entries were trimmed from their streams before they could be mirrored; acknowledged without a record", "count", t)
+	// Entries trimmed before they were mirrored are lost, not skipped:
+	// Kafka never had them.
+	s := summary{Mirror: name, Direction: "redis-to-kafka", Skipped: src.Skipped() + refusedSkipped + deadLettered, Lost: src.Lost()}
+	if t := src.Lost(); t > 0 {
+		log.Warn("entries were trimmed from their streams before they could be mirrored (--on-gap skip); they are lost to the mirror", "count", t)
 	}
 	if refusedSkipped > 0 {
 		log.Warn("skipped entries Kafka refuses (--on-error skip)", "count", refusedSkipped)

@@ -264,7 +264,10 @@ type summary struct {
 	Seconds   float64 `json:"seconds"`
 	Rate      float64 `json:"entries_per_second"`
 	Skipped   int64   `json:"skipped,omitempty"`
-	Stopped   string  `json:"stopped"`
+	// Lost counts entries the source lost before they were mirrored and
+	// the run went past (redis-to-kafka --on-gap skip).
+	Lost    int64  `json:"lost,omitempty"`
+	Stopped string `json:"stopped"`
 }
 
 // finish prints the summary of a run and turns its error into the command's.
@@ -298,6 +301,9 @@ func finish(a *app, c *cobra.Command, f *runFlags, s summary, stats mirror.Stats
 			line := fmt.Sprintf("%s: mirrored %d entries (%s) in %.2fs, %.0f entries/s", s.Mirror, s.Entries, humanBytes(s.Bytes), s.Seconds, s.Rate)
 			if s.Skipped > 0 {
 				line += fmt.Sprintf(", %d skipped", s.Skipped)
+			}
+			if s.Lost > 0 {
+				line += fmt.Sprintf(", %d lost", s.Lost)
 			}
 			if s.Stopped != "done" {
 				line += "; stopped: " + s.Stopped

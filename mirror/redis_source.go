@@ -171,7 +171,11 @@ type RedisSourceConfig struct {
 	// DeadLetterStream, when set, receives the entries the sink set aside
 	// (Kafka refused them), each before its batch is acknowledged.
 	DeadLetterStream string
-	Logger           *slog.Logger
+	// OnGap is what entries trimmed from a stream before they were
+	// mirrored do: OnGapFail (the default) stops with a *GapError,
+	// OnGapSkip logs and counts them (Lost) and goes on.
+	OnGap  string
+	Logger *slog.Logger
 }
 
 // DefaultBlock is short enough that a stopping follow run notices at once
@@ -194,6 +198,9 @@ type RedisSource struct {
 	count int
 
 	trimmed atomic.Int64
+	// gapped counts entries trimmed from the head of a stream before the
+	// group delivered them, skipped under OnGapSkip.
+	gapped  atomic.Int64
 	skipped atomic.Int64
 	// refusedSkipped and deadLettered count the committed entries Kafka
 	// refused, skipped or copied to the dead-letter stream.
@@ -202,8 +209,15 @@ type RedisSource struct {
 }
 
 type streamState struct {
-	name     string
-	ready    bool   // the group exists on the stream
+	name    string
+	ready   bool   // the group exists on the stream
+	fresh   bool   // this run created the group
+	gapSeen string // the last gap skipped (OnGapSkip), reported once
+	// probed says the counters read right after the last read showed
+	// nothing trimmed unread and room to spare (see noteProbes): the
+	// next read needs no check of its own.
+	probed   bool
+	probedAt time.Time
 	inPEL    bool   // still re-reading this consumer's pending entries
 	cursor   string // PEL read position
 	snapshot string // one-shot: last generated ID at start
@@ -266,6 +280,11 @@ func NewRedisSource(ctx context.Context, cfg RedisSourceConfig) (*RedisSource, e
 		}
 	}
 	if err := s.checkDeadLetterStream(ctx); err != nil {
+		return nil, err
+	}
+	// Before anything is read: a gap stops a run at start, as
+	// kafka-to-redis's does, and leaves the group where it was.
+	if err := s.checkGaps(ctx, s.streams); err != nil {
 		return nil, err
 	}
 	if err := s.claim(ctx); err != nil {
@@ -366,6 +385,7 @@ func (s *RedisSource) claimOthers(ctx context.Context) (*EntryBatch, error) {
 		if err != nil {
 			return nil, classifyRedis(fmt.Errorf("take over idle pending entries of stream %q (XCLAIM): %w", st.name, err))
 		}
+		trimmed, firstTrimmed := 0, ""
 		for _, raw := range claimed {
 			if raw.IsNil() {
 				continue
@@ -379,11 +399,18 @@ func (s *RedisSource) claimOthers(ctx context.Context) (*EntryBatch, error) {
 			st.noteDelivered(e.ID)
 			if e.Fields == nil {
 				e.skip = skipTrimmed
+				if trimmed == 0 {
+					firstTrimmed = e.ID
+				}
+				trimmed++
 			} else {
 				b.written++
 				b.size += entrySize(e)
 			}
 			b.Entries = append(b.Entries, e)
+		}
+		if err := s.trimmedPending(st.name, firstTrimmed, trimmed); err != nil {
+			return nil, err
 		}
 		s.log.Info("took over idle pending entries of other consumers", "stream", st.name, "count", len(claimed), "idle", s.cfg.ClaimIdle)
 	}
@@ -422,10 +449,10 @@ func (s *RedisSource) prepare(ctx context.Context, streams []*streamState, start
 		err := r.Error()
 		switch {
 		case err == nil:
-			st.ready = true
+			st.ready, st.fresh = true, true
 			s.log.Debug("consumer group created", "stream", st.name, "group", s.cfg.Group, "at", start)
 		case isRedisErrPrefix(err, "BUSYGROUP"):
-			st.ready = true
+			st.ready, st.fresh = true, false
 			existing = append(existing, st)
 			s.log.Debug("consumer group exists; reading on from its position", "stream", st.name, "group", s.cfg.Group)
 		case isRedisErrPrefix(err, "WRONGTYPE"):
@@ -650,6 +677,11 @@ func (s *RedisSource) SkipWritten(keys map[string]struct{}) { s.alreadyWritten =
 func (s *RedisSource) Trimmed() int64 { return s.trimmed.Load() }
 func (s *RedisSource) Skipped() int64 { return s.skipped.Load() }
 
+// Lost counts the entries trimmed from their streams before they were
+// mirrored and passed over under OnGapSkip: never delivered to the group
+// (as far as Redis can count them), or pending with their bodies gone.
+func (s *RedisSource) Lost() int64 { return s.gapped.Load() + s.trimmed.Load() }
+
 // Refused counts the entries Kafka refused (or would refuse) that were
 // acknowledged without a record: skipped, or copied to the dead-letter
 // stream.
@@ -716,7 +748,7 @@ func (s *RedisSource) readPending(ctx context.Context) (*EntryBatch, error) {
 	}
 	c := s.cfg.Client
 	cmd := c.B().Xreadgroup().Group(s.cfg.Group, s.cfg.Consumer).Count(int64(s.count)).Streams().Key(names...).Id(ids...).Build()
-	b, counts, err := s.read(ctx, cmd, true)
+	b, counts, _, err := s.read(ctx, cmd, true)
 	if err != nil {
 		return nil, err
 	}
@@ -737,8 +769,20 @@ func (s *RedisSource) readPending(ctx context.Context) (*EntryBatch, error) {
 	return b, nil
 }
 
-// readNew reads entries never delivered to the group.
+// readNew reads entries never delivered to the group, once checkGaps
+// found none trimmed before it could: a read delivers the entries after
+// the group's position that the stream still holds, silently passing
+// over those trimmed.
 func (s *RedisSource) readNew(ctx context.Context, active []*streamState) (*EntryBatch, error) {
+	var unsure []*streamState
+	for _, st := range active {
+		if !st.probed || time.Since(st.probedAt) > probeFresh {
+			unsure = append(unsure, st)
+		}
+	}
+	if err := s.checkGaps(ctx, unsure); err != nil {
+		return nil, err
+	}
 	names := make([]string, len(active))
 	ids := make([]string, len(active))
 	for i, st := range active {
@@ -751,7 +795,9 @@ func (s *RedisSource) readNew(ctx context.Context, active []*streamState) (*Entr
 	} else {
 		cmd = c.B().Xreadgroup().Group(s.cfg.Group, s.cfg.Consumer).Count(int64(s.count)).Streams().Key(names...).Id(ids...).Build()
 	}
-	b, counts, err := s.read(ctx, cmd, false)
+	sent := time.Now()
+	b, counts, after, err := s.read(ctx, cmd, false, s.probeCommands(active)...)
+	s.noteProbes(active, sent, after)
 	if err != nil {
 		if ctx.Err() == nil {
 			// Redis may have delivered entries before the reply was
@@ -791,26 +837,35 @@ func (s *RedisSource) readNew(ctx context.Context, active []*streamState) (*Entr
 }
 
 // read runs one XREADGROUP and turns its reply into a batch; counts has
-// the number of entries per stream.
-func (s *RedisSource) read(ctx context.Context, cmd rueidis.Completed, pending bool) (*EntryBatch, map[string]int, error) {
+// the number of entries per stream. The probe commands, when given, go in
+// the same round trip, right after the read, and their replies are after.
+func (s *RedisSource) read(ctx context.Context, cmd rueidis.Completed, pending bool, probe ...rueidis.Completed) (*EntryBatch, map[string]int, []rueidis.RedisResult, error) {
 	c := s.cfg.Client
-	msg, err := c.Do(ctx, cmd).ToMessage()
+	var res rueidis.RedisResult
+	var after []rueidis.RedisResult
+	if len(probe) == 0 {
+		res = c.Do(ctx, cmd)
+	} else {
+		all := c.DoMulti(ctx, append(rueidis.Commands{cmd}, probe...)...)
+		res, after = all[0], all[1:]
+	}
+	msg, err := res.ToMessage()
 	if err != nil {
 		if rueidis.IsRedisNil(err) {
-			return nil, nil, nil
+			return nil, nil, after, nil
 		}
 		if ctx.Err() != nil {
-			return nil, nil, ctx.Err()
+			return nil, nil, nil, ctx.Err()
 		}
 		// A blocked read on a stream that was deleted is UNBLOCKED; the next
 		// read finds no group (NOGROUP).
 		if isRedisErrPrefix(err, "NOGROUP") || isRedisErrPrefix(err, "UNBLOCKED") {
-			return nil, nil, s.groupLost(ctx, err)
+			return nil, nil, nil, s.groupLost(ctx, err)
 		}
 		if isRedisErrPrefix(err, "WRONGTYPE") {
-			return nil, nil, fmt.Errorf("a key being read is no longer a stream: %w", err)
+			return nil, nil, nil, fmt.Errorf("a key being read is no longer a stream: %w", err)
 		}
-		return nil, nil, classifyRedis(fmt.Errorf("read streams (XREADGROUP): %w", err))
+		return nil, nil, nil, classifyRedis(fmt.Errorf("read streams (XREADGROUP): %w", err))
 	}
 	counts := map[string]int{}
 	b := &EntryBatch{}
@@ -826,18 +881,23 @@ func (s *RedisSource) read(ctx context.Context, cmd rueidis.Completed, pending b
 		counts[stream] += len(list)
 		b.Entries = slices.Grow(b.Entries, len(list))
 		size, written := 0, 0
+		trimmed, firstTrimmed := 0, ""
 		for _, raw := range list {
 			e, err := parseEntry(stream, raw)
 			if err != nil {
 				return err
 			}
-			switch {
-			case pending && e.Fields == nil:
-				e.skip = skipTrimmed
-			case pending && s.alreadyWritten != nil:
+			if pending && s.alreadyWritten != nil {
 				if _, ok := s.alreadyWritten[e.Stream+"\x00"+e.ID]; ok {
-					e.skip = skipWritten
+					e.skip = skipWritten // in Kafka already, trimmed or not
 				}
+			}
+			if pending && e.Fields == nil && e.skip == skipNone {
+				e.skip = skipTrimmed
+				if trimmed == 0 {
+					firstTrimmed = e.ID
+				}
+				trimmed++
 			}
 			if e.skip == skipNone {
 				n := entrySize(e)
@@ -848,6 +908,9 @@ func (s *RedisSource) read(ctx context.Context, cmd rueidis.Completed, pending b
 			}
 			b.Entries = append(b.Entries, e)
 		}
+		if err := s.trimmedPending(stream, firstTrimmed, trimmed); err != nil {
+			return err
+		}
 		if written > 0 {
 			largest = max(largest, size/written)
 		}
@@ -856,36 +919,36 @@ func (s *RedisSource) read(ctx context.Context, cmd rueidis.Completed, pending b
 	if msg.IsMap() {
 		m, err := msg.ToMap()
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		// Keep the order the streams were given in.
 		for _, st := range s.streams {
 			if entries, ok := m[st.name]; ok {
 				if err := add(st.name, entries); err != nil {
-					return nil, nil, err
+					return nil, nil, nil, err
 				}
 			}
 		}
 	} else {
 		arr, err := msg.ToArray()
 		if err != nil {
-			return nil, nil, fmt.Errorf("unexpected XREADGROUP reply: %w", err)
+			return nil, nil, nil, fmt.Errorf("unexpected XREADGROUP reply: %w", err)
 		}
 		for _, pair := range arr {
 			kv, err := pair.ToArray()
 			if err != nil || len(kv) != 2 {
-				return nil, nil, fmt.Errorf("unexpected XREADGROUP reply: %v", err)
+				return nil, nil, nil, fmt.Errorf("unexpected XREADGROUP reply: %v", err)
 			}
 			name, _ := kv[0].ToString()
 			if err := add(name, kv[1]); err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 		}
 	}
 	if s.cfg.BatchBytes > 0 && largest >= 0 {
 		s.count = readCount(s.cfg.BatchSize, s.cfg.BatchBytes, largest)
 	}
-	return b, counts, nil
+	return b, counts, after, nil
 }
 
 // groupLost handles a stream that lost the consumer group: it was deleted,
@@ -926,6 +989,7 @@ func (s *RedisSource) groupLost(ctx context.Context, cause error) error {
 	s.log.Warn("streams lost the consumer group (deleted?); mirroring them again from their first entry once they exist", "streams", names, "group", s.cfg.Group)
 	for _, st := range lost {
 		st.ready, st.inPEL, st.cursor, st.delivered = false, false, "0", ""
+		st.probed = false
 	}
 	if err := s.prepare(ctx, lost, "0"); err != nil {
 		return err
