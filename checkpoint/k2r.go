@@ -667,8 +667,10 @@ return res
 `
 
 // k2rPositionsScript moves a write's positions, queued in its transaction
-// right after the XADDs. The stream is not WATCHed, so its key can change
-// type between the check and EXEC (another client's DEL and SET), and EXEC
+// right after the XADDs. The stream is not WATCHed (except under
+// PreserveIDs, where the check's view of the IDs must hold until EXEC), so
+// its key can change type between the check and EXEC (another client's DEL
+// and SET), and EXEC
 // does not roll back: the XADDs would fail and the positions still move,
 // checkpointing the batch without its entries. Nothing runs between the
 // XADDs and this script inside EXEC, so it sees the key as they saw it and
