@@ -145,3 +145,38 @@ func TestK2ROneShotRunResumesAfterRedisLostWrites(t *testing.T) {
 	}
 	checkOnceInOrder(t, readStream(t, rc, stream), n)
 }
+
+// With --start latest, a partition whose position Redis lost altogether
+// (a snapshot from before the mirror wrote it) would start again at the
+// partition's end and skip what was lost: the run stops instead, saying
+// where the partition was.
+func TestK2RLostPositionUnderStartLatestStopsInsteadOfSkipping(t *testing.T) {
+	rc := testenv.Redis(t)
+	topic := testenv.Topic(t, testenv.Kafka(t), 1)
+	stream, name := testenv.Stream(t, rc), testenv.Name(t, "m")
+	key := checkpoint.K2RKey(name, stream)
+	delKeys(t, rc, key)
+	xlen := func() int64 {
+		n, _ := rc.Do(context.Background(), rc.B().Xlen().Key(stream).Build()).AsInt64()
+		return n
+	}
+	p := startXmirror(t, "k2r", "--topic", topic, "--stream", stream, "--name", name, "--follow", "--start", "latest")
+	testenv.Wait(t, 30*time.Second, "the start position stored", func() bool { return hget(t, rc, key, topic+":0") == "0" })
+	produce(t, topic, numbered(0, 50, 1))
+	testenv.Wait(t, 30*time.Second, "50 entries", func() bool { return xlen() == 50 })
+	// Redis back to a copy from before the mirror ran: neither the stream
+	// nor its checkpoint.
+	if err := rc.Do(context.Background(), rc.B().Del().Key(key, stream).Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	produce(t, topic, numbered(50, 50, 1))
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		m, _ := rc.Do(context.Background(), rc.B().Hgetall().Key(key).Build()).AsStrMap()
+		t.Fatalf("the run went on after Redis lost the partition's position (stream holds %d entries, checkpoint %v); stderr:\n%s", xlen(), m, p.stderr.String())
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(p.stderr.String(), "Redis lost writes") || !strings.Contains(p.stderr.String(), "offset 50") {
+		t.Fatalf("exit %d, stderr:\n%s\nwant exit 1 saying Redis lost the position at offset 50", code, p.stderr.String())
+	}
+}

@@ -527,6 +527,10 @@ func (m *K2R) startOver(err error) bool {
 	var lost *checkpoint.LostWritesError
 	var recreated *checkpoint.TopicRecreatedError
 	switch {
+	case errors.As(err, &lost) && lost.To == checkpoint.NoPosition && m.cfg.StartLatest:
+		// Set up again, the partition would start at its end and skip
+		// what Redis lost: stop, with the error saying where it was.
+		return false
 	case errors.As(err, &lost):
 		m.log.Warn(lost.Error())
 		return true
