@@ -505,7 +505,7 @@ func (e *LostWritesError) Error() string {
 		where += fmt.Sprintf(", which lost entry %s written after them", e.Lost)
 	}
 	if e.To == NoPosition {
-		return fmt.Sprintf("Redis lost writes: the position of %s is gone (it was offset %d; %s); mirroring it again as a partition without a checkpoint (--start; with --start latest the run stops instead, as it would skip what was lost: HSET the field to the offset to mirror from, and run again)",
+		return fmt.Sprintf("Redis lost writes: the position of %s is gone (it was offset %d; %s); mirroring it again as a partition without a checkpoint (--start; with --start latest the run stops instead, as it would skip what was lost: set the field (HSET) to the first offset the stream lacks, and run again)",
 			e.Partition, e.From, where)
 	}
 	return fmt.Sprintf("Redis lost writes: positions of %s went back from %d to %d (%s); mirroring again from %d",
