@@ -53,7 +53,15 @@ type EntryBatch struct {
 	// again.
 	refused     []refusal
 	deadWritten bool
+	// floors are, per stream read, the ID at or below which every entry
+	// was handled when the batch was read (see useBound): its commit
+	// never records a lower stream:<s>, as acknowledging entries a group
+	// moved back delivers again would otherwise do, and a restart in the
+	// middle would take the lower position for what Kafka holds.
+	floors []floor
 }
+
+type floor struct{ stream, id string }
 
 // refusal is an entry of a batch set aside, the topic it was for and why.
 type refusal struct {
@@ -98,7 +106,7 @@ func (b *EntryBatch) lastOfEachStream() []Entry {
 // Prefix is the batch cut to its first n entries, for committing what the
 // sink confirmed before a failure.
 func (b *EntryBatch) Prefix(n int) *EntryBatch {
-	p := &EntryBatch{Entries: b.Entries[:n]}
+	p := &EntryBatch{Entries: b.Entries[:n], floors: b.floors}
 	if len(b.records) >= n {
 		p.records = b.records[:n]
 	}
@@ -994,6 +1002,9 @@ func (s *RedisSource) read(ctx context.Context, cmd rueidis.Completed, pending b
 		if st := s.byName[stream]; st != nil && s.useBound() && (!pending || st.boundPEL) {
 			handled = st.handled()
 		}
+		if handled != "" {
+			b.floors = append(b.floors, floor{stream, handled})
+		}
 		for _, raw := range list {
 			e, err := parseEntry(stream, raw)
 			if err != nil {
@@ -1458,6 +1469,13 @@ func (s *RedisSource) CommitMany(ctx context.Context, batches []*EntryBatch) err
 	endPartition()
 	if len(order) == 0 {
 		return nil
+	}
+	for _, b := range batches {
+		for _, f := range b.floors {
+			if last, ok := u.Streams[f.stream]; ok && compareIDs(f.id, last) > 0 {
+				u.Streams[f.stream] = f.id
+			}
+		}
 	}
 	// The acks and the checkpoint in one atomic step: a checkpoint moved
 	// past records whose entries stay pending would make the read-back
