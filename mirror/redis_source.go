@@ -376,6 +376,14 @@ func NewRedisSource(ctx context.Context, cfg RedisSourceConfig) (*RedisSource, e
 	if err := s.claim(ctx); err != nil {
 		return nil, err
 	}
+	if cfg.Follow {
+		// The Redis this run started with: a follow run that sees
+		// another (restarted) reads Kafka back again (checkRunID).
+		c := cfg.Client
+		if _, err := s.checkRunID(ctx, c.Do(ctx, c.B().Info().Section("server").Build())); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
@@ -901,9 +909,10 @@ func (s *RedisSource) readNew(ctx context.Context, active []*streamState) (*Entr
 	b, counts, after, err := s.read(ctx, cmd, false, probe...)
 	s.noteProbes(active, sent, after)
 	if err == nil && askRunID && len(after) == len(probe) {
-		err = s.checkRunID(ctx, after[len(after)-1])
-		if err == nil && b != nil && len(b.Entries) > 0 {
-			// A resync may have found entries of this very read.
+		var restarted bool
+		restarted, err = s.checkRunID(ctx, after[len(after)-1])
+		if err == nil && restarted && b != nil {
+			// The read-back may have found entries of this very read.
 			s.remark(b, s.handledByStream(false))
 		}
 	}
@@ -915,8 +924,10 @@ func (s *RedisSource) readNew(ctx context.Context, active []*streamState) (*Entr
 			// Redis may have delivered entries before the reply was
 			// lost (a crash, a broken connection): look for them in the
 			// pending list before reading new ones.
+			// Those at or below what is handled are skipped as they
+			// would have been in the reply (see useBound).
 			for _, st := range active {
-				st.inPEL, st.cursor = true, st.delivered
+				st.inPEL, st.cursor, st.boundPEL = true, st.delivered, true
 				if st.cursor == "" {
 					st.cursor = "0"
 				}
@@ -1093,20 +1104,20 @@ func (s *RedisSource) handledByStream(pending bool) map[string]string {
 // one seen before: a new one means Redis restarted, perhaps from an older
 // copy of its data that lost acknowledgements, checkpoints and the group's
 // position, and the mirror resyncs before going on.
-func (s *RedisSource) checkRunID(ctx context.Context, r rueidis.RedisResult) error {
+func (s *RedisSource) checkRunID(ctx context.Context, r rueidis.RedisResult) (restarted bool, err error) {
 	s.lastRunIDAt = time.Now()
 	info, err := r.ToString()
 	if err != nil {
-		return nil // a Redis that does not say is looked at again later
+		return false, nil // a Redis that does not say is looked at again later
 	}
 	id := parseRunID(info)
 	if id == "" {
-		return nil
+		return false, nil
 	}
 	prev := s.runID
 	s.runID = id
 	if prev == "" || prev == id {
-		return nil
+		return false, nil
 	}
 	var ready []*streamState
 	for _, st := range s.streams {
@@ -1114,7 +1125,7 @@ func (s *RedisSource) checkRunID(ctx context.Context, r rueidis.RedisResult) err
 			ready = append(ready, st)
 		}
 	}
-	return s.resync(ctx, "Redis restarted (its run_id changed) and may have lost what it knew of this mirror", ready)
+	return true, s.resync(ctx, "Redis restarted (its run_id changed) and may have lost what it knew of this mirror", ready)
 }
 
 // checkMovedBack looks at a read of new entries (not yet noted as
