@@ -35,6 +35,9 @@ const (
 	skipTrimmed            // pending, but its body was trimmed from the stream
 	skipWritten            // already in Kafka: found by the read-back, or at or below what Kafka confirmed
 	skipRefused            // refused by Kafka (or it would be), and --on-error goes past it
+	// skipAgain: pending again, re-read after Redis may have lost acks;
+	// this process handled it before, and counted it then
+	skipAgain
 )
 
 // EntryBatch is a batch of stream entries. The sink records where each
@@ -1009,9 +1012,9 @@ func (s *RedisSource) read(ctx context.Context, cmd rueidis.Completed, pending b
 		// Entries at or below handled are in Kafka already (see
 		// useBound): delivered again by a read of new entries, or
 		// pending again after Redis lost acks.
-		handled := ""
+		handled, boundPEL := "", false
 		if st := s.byName[stream]; st != nil && s.useBound() && (!pending || st.boundPEL) {
-			handled = st.handled()
+			handled, boundPEL = st.handled(), st.boundPEL
 		}
 		if handled != "" {
 			b.floors = append(b.floors, floor{stream, handled})
@@ -1025,6 +1028,9 @@ func (s *RedisSource) read(ctx context.Context, cmd rueidis.Completed, pending b
 				handled = "" // the reply is in ID order: none after it either
 			}
 			s.markWritten(&e, handled)
+			if e.skip == skipWritten && pending && boundPEL {
+				e.skip = skipAgain
+			}
 			if pending && e.Fields == nil && e.skip == skipNone {
 				e.skip = skipTrimmed
 				if trimmed == 0 {
