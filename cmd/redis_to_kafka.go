@@ -396,7 +396,13 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	if err != nil {
 		return err
 	}
-	initial, err := startingOffsets(ctx, adm, ends, ck, found)
+	// Entries read but not acknowledged by an earlier run may already be
+	// in Kafka.
+	pending, err := src.Pending(ctx)
+	if err != nil {
+		return err
+	}
+	initial, err := startingOffsets(ctx, adm, ends, ck, found, pending > 0)
 	if err != nil {
 		return kafkaEP.Explain(err)
 	}
@@ -417,10 +423,6 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	// older copy of its data, or the group was moved back or made again.
 	// The read-back runs at every start, pending entries or not; after a
 	// clean stop it starts at the end of every partition and reads nothing.
-	pending, err := src.Pending(ctx)
-	if err != nil {
-		return err
-	}
 	streamSet := map[string]bool{}
 	for _, s := range o.streams {
 		streamSet[s] = true
@@ -543,17 +545,19 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 // and the partitions it covers have positions from then. A checkpoint
 // written before partition counts were kept adopts the topic's current
 // count, and an earlier version may have written to any of its
-// partitions, added ones included, without a position: those start at
-// the partition's log start, so that a run stopped during its read-back
-// leaves the next one the whole partition to read back, not its end.
-func startingOffsets(ctx context.Context, adm *kadm.Client, ends map[checkpoint.TopicPartition]int64, ck checkpoint.R2K, found bool) (map[checkpoint.TopicPartition]int64, error) {
-	if !found {
+// partitions, added ones included, without a position; so may a mirror
+// whose checkpoint is gone but whose entries are pending (pending). Those
+// partitions start at their log start, so that a run stopped during its
+// read-back leaves the next one the whole partition to read back, not
+// its end.
+func startingOffsets(ctx context.Context, adm *kadm.Client, ends map[checkpoint.TopicPartition]int64, ck checkpoint.R2K, found, pending bool) (map[checkpoint.TopicPartition]int64, error) {
+	if !found && !pending {
 		return ends, nil
 	}
 	var old []string
 	seen := map[string]bool{}
 	for tp := range ends {
-		if _, ok := ck.PartitionCounts[tp.Topic]; !ok && !seen[tp.Topic] {
+		if _, ok := ck.PartitionCounts[tp.Topic]; (!found || !ok) && !seen[tp.Topic] {
 			seen[tp.Topic] = true
 			old = append(old, tp.Topic)
 		}
