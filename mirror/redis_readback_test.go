@@ -1,8 +1,12 @@
 package mirror
 
 import (
+	"context"
 	"testing"
 	"time"
+
+	"github.com/xmirror/xmirror/checkpoint"
+	"github.com/xmirror/xmirror/internal/testenv"
 )
 
 func TestParseRunID(t *testing.T) {
@@ -98,5 +102,51 @@ func TestRemarkUpdatesTheBatchCounts(t *testing.T) {
 		if b.Entries[i].skip != want {
 			t.Errorf("entry %s: skip %d, want %d", b.Entries[i].ID, b.Entries[i].skip, want)
 		}
+	}
+}
+
+// A group moved back delivers entries again that are acknowledged without
+// records; their commit must not record a lower stream position than the
+// one Kafka confirmed, or a restart in the middle of the catch-up would
+// take the lower one for what Kafka holds and send the rest again.
+func TestCommitOfEntriesDeliveredAgainKeepsTheStreamPosition(t *testing.T) {
+	c := testenv.Redis(t)
+	ctx := context.Background()
+	stream := testenv.Stream(t, c)
+	name := testenv.Name(t, "m")
+	key := checkpoint.R2KKey(name)
+	t.Cleanup(func() { c.Do(context.Background(), c.B().Del().Key(key).Build()) })
+	var ids []string
+	for i := 0; i < 10; i++ {
+		id, err := c.Do(ctx, c.B().Xadd().Key(stream).Id("*").FieldValue().FieldValue("v", "x").Build()).ToString()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	// Kafka confirmed all ten; the group was then moved back to the start.
+	src, err := NewRedisSource(ctx, RedisSourceConfig{
+		Client: c, Streams: []string{stream}, Group: "g", Consumer: name, Start: "0", BatchSize: 4,
+		Mirror: name, Confirmed: map[string]string{stream: ids[9]},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := src.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Len() != 0 || len(b.Entries) != 4 {
+		t.Fatalf("first batch: %d of %d entries to write, want 0 of 4", b.Len(), len(b.Entries))
+	}
+	if err := src.Commit(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Do(ctx, c.B().Hget().Key(key).Field("stream:"+stream).Build()).ToString()
+	if err != nil || got != ids[9] {
+		t.Fatalf("stream position after the first batch: %q (%v), want %s", got, err, ids[9])
+	}
+	if src.Skipped() != 4 {
+		t.Fatalf("%d skipped, want 4", src.Skipped())
 	}
 }
