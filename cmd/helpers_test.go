@@ -73,7 +73,12 @@ type started struct {
 
 func startXmirror(t *testing.T, args ...string) *started {
 	t.Helper()
-	cmd := xmirrorCmd(t, args...)
+	return startXmirrorCmd(t, xmirrorCmd(t, args...))
+}
+
+// startXmirrorCmd starts a prepared command of the binary.
+func startXmirrorCmd(t *testing.T, cmd *exec.Cmd) *started {
+	t.Helper()
 	errb := &syncBuffer{}
 	cmd.Stderr = errb
 	if err := cmd.Start(); err != nil {

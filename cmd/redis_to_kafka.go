@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sort"
 	"strings"
 	"sync"
@@ -359,6 +360,7 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 		ClaimIdle:    o.claimIdle,
 		Mirror:       name,
 		OnGap:        o.onGap,
+		Confirmed:    ck.Streams,
 		Logger:       log,
 
 		DeadLetterStream: o.deadLetter,
@@ -394,7 +396,17 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := checkpoint.InitR2KPartitions(ctx, rc, name, ends); err != nil {
+	// Entries read but not acknowledged by an earlier run may already be
+	// in Kafka.
+	pending, err := src.Pending(ctx)
+	if err != nil {
+		return err
+	}
+	initial, err := startingOffsets(ctx, adm, ends, ck, found, pending > 0)
+	if err != nil {
+		return kafkaEP.Explain(err)
+	}
+	if err := checkpoint.InitR2KPartitions(ctx, rc, name, initial); err != nil {
 		return err
 	}
 
@@ -405,33 +417,56 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 		return kafkaEP.Explain(err)
 	}
 
-	// Entries read but not acknowledged by an earlier run may already be
-	// in Kafka: find them, so they are acknowledged, not written twice.
-	pending, err := src.Pending(ctx)
-	if err != nil {
-		return err
+	// What this mirror wrote after its checkpoint may be in Kafka while
+	// Redis no longer knows it was read: entries pending from an
+	// interrupted run, or delivered again because Redis restarted from an
+	// older copy of its data, or the group was moved back or made again.
+	// The read-back runs at every start, pending entries or not; after a
+	// clean stop it starts at the end of every partition and reads nothing.
+	streamSet := map[string]bool{}
+	for _, s := range o.streams {
+		streamSet[s] = true
 	}
-	if pending > 0 {
-		streamSet := map[string]bool{}
-		for _, s := range o.streams {
-			streamSet[s] = true
-		}
+	scanOpts := append(kafkaEP.ClientOpts(), kgo.BrokerMaxReadBytes(mirror.ConsumerReadBytes(limits.Largest())))
+	readBack := func(ctx context.Context, from map[checkpoint.TopicPartition]int64) (map[string]struct{}, error) {
 		// The read-back is bounded like any one-shot step, in both modes:
 		// nothing may be produced before it completes.
 		scanCtx, cancel := context.WithTimeout(ctx, o.run.timeout)
-		written, err := mirror.ScanWritten(scanCtx, append(kafkaEP.ClientOpts(), kgo.BrokerMaxReadBytes(mirror.ConsumerReadBytes(limits.Largest()))), adm, topics, ck.Partitions, streamSet)
-		cancel()
+		defer cancel()
+		written, err := mirror.ScanWritten(scanCtx, scanOpts, adm, topics, from, streamSet)
 		if err != nil {
 			if scanCtx.Err() != nil && ctx.Err() == nil {
-				return fmt.Errorf("kafka %s: reading back topics %v to find what an interrupted run already wrote took longer than --timeout %s; is the broker reachable?", kafkaEP, topics, o.run.timeout)
+				return nil, fmt.Errorf("kafka %s: reading back topics %v to find what this mirror already wrote took longer than --timeout %s; is the broker reachable?", kafkaEP, topics, o.run.timeout)
 			}
-			return kafkaEP.Explain(err)
+			return nil, kafkaEP.Explain(err)
 		}
-		log.Info("resuming an interrupted run", "pending", pending, "already_in_kafka", len(written))
-		src.SkipWritten(written)
-	} else {
-		log.Debug("no entries pending from an earlier run: nothing to read back from Kafka")
+		return written, nil
 	}
+	// From where the checkpoint stands now: its positions, and for
+	// partitions it had none for, those just recorded.
+	from := make(map[checkpoint.TopicPartition]int64, len(initial))
+	maps.Copy(from, initial)
+	maps.Copy(from, ck.Partitions)
+	written, err := readBack(ctx, from)
+	if err != nil {
+		return err
+	}
+	if pending > 0 || len(written) > 0 {
+		log.Info("resuming an interrupted run", "pending", pending, "already_in_kafka", len(written))
+	} else {
+		log.Debug("nothing pending from an earlier run, and nothing in Kafka after the checkpoint")
+	}
+	src.SkipWritten(written)
+	// A follow run that sees Redis restart, or its group go back or
+	// vanish, does the same again from the checkpoint as it is then.
+	src.OnReadBack(func(ctx context.Context) (map[string]string, map[string]struct{}, error) {
+		ck, _, err := checkpoint.LoadR2K(ctx, rc, name)
+		if err != nil {
+			return nil, nil, err
+		}
+		written, err := readBack(ctx, ck.Partitions)
+		return ck.Streams, written, err
+	})
 
 	timestamps, err := mirror.TimestampPolicies(ctx, adm, topics)
 	if err != nil {
@@ -483,6 +518,9 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	if ee := (*mirror.EntryError)(nil); errors.As(runErr, &ee) {
 		ee.CreateTopic = o.createTopic // for the hint of a topic deleted during the run
 	}
+	if n := src.Skipped(); n > 0 {
+		log.Info("acknowledged entries already in Kafka without sending them again", "already_in_kafka", n)
+	}
 	refusedSkipped, deadLettered := src.Refused()
 	// Entries trimmed before they were mirrored are lost, not skipped:
 	// Kafka never had them.
@@ -497,6 +535,52 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 		log.Warn("copied entries Kafka refuses to the dead-letter stream (--on-error dead-letter)", "count", deadLettered, "stream", o.deadLetter)
 	}
 	return finish(a, c, &o.run, s, stats, leaseError(ctx, runErr))
+}
+
+// startingOffsets is where the checkpoint starts each partition it has
+// no position for yet, before anything is produced: the partition's end
+// (ends), where this mirror cannot have written before. That holds for a
+// new mirror, and for a topic whose partition count the checkpoint
+// records: records are hashed over that count from the first write on,
+// and the partitions it covers have positions from then. A checkpoint
+// written before partition counts were kept adopts the topic's current
+// count, and an earlier version may have written to any of its
+// partitions, added ones included, without a position; so may a mirror
+// whose checkpoint is gone but whose entries are pending (pending). Those
+// partitions start at their log start, so that a run stopped during its
+// read-back leaves the next one the whole partition to read back, not
+// its end.
+func startingOffsets(ctx context.Context, adm *kadm.Client, ends map[checkpoint.TopicPartition]int64, ck checkpoint.R2K, found, pending bool) (map[checkpoint.TopicPartition]int64, error) {
+	if !found && !pending {
+		return ends, nil
+	}
+	var old []string
+	seen := map[string]bool{}
+	for tp := range ends {
+		if _, ok := ck.PartitionCounts[tp.Topic]; (!found || !ok) && !seen[tp.Topic] {
+			seen[tp.Topic] = true
+			old = append(old, tp.Topic)
+		}
+	}
+	if len(old) == 0 {
+		return ends, nil
+	}
+	starts, err := adm.ListStartOffsets(ctx, old...)
+	if err != nil {
+		return nil, mirror.Transient(fmt.Errorf("list start offsets of %v: %w", old, err))
+	}
+	out := make(map[checkpoint.TopicPartition]int64, len(ends))
+	for tp, end := range ends {
+		out[tp] = end
+		if !seen[tp.Topic] {
+			continue
+		}
+		out[tp] = 0
+		if s, ok := starts.Lookup(tp.Topic, tp.Partition); ok && s.Err == nil {
+			out[tp] = s.Offset
+		}
+	}
+	return out, nil
 }
 
 // consumerGroup finds the group mirror name reads through; a mirror whose

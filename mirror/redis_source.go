@@ -33,8 +33,11 @@ type skipReason uint8
 const (
 	skipNone    skipReason = iota
 	skipTrimmed            // pending, but its body was trimmed from the stream
-	skipWritten            // pending, but already in Kafka from an interrupted run
+	skipWritten            // already in Kafka: found by the read-back, or at or below what Kafka confirmed
 	skipRefused            // refused by Kafka (or it would be), and --on-error goes past it
+	// skipAgain: pending again, re-read after Redis may have lost acks;
+	// this process handled it before, and counted it then
+	skipAgain
 )
 
 // EntryBatch is a batch of stream entries. The sink records where each
@@ -53,7 +56,15 @@ type EntryBatch struct {
 	// again.
 	refused     []refusal
 	deadWritten bool
+	// floors are, per stream read, the ID at or below which every entry
+	// was handled when the batch was read (see useBound): its commit
+	// never records a lower stream:<s>, as acknowledging entries a group
+	// moved back delivers again would otherwise do, and a restart in the
+	// middle would take the lower position for what Kafka holds.
+	floors []floor
 }
+
+type floor struct{ stream, id string }
 
 // refusal is an entry of a batch set aside, the topic it was for and why.
 type refusal struct {
@@ -98,7 +109,7 @@ func (b *EntryBatch) lastOfEachStream() []Entry {
 // Prefix is the batch cut to its first n entries, for committing what the
 // sink confirmed before a failure.
 func (b *EntryBatch) Prefix(n int) *EntryBatch {
-	p := &EntryBatch{Entries: b.Entries[:n]}
+	p := &EntryBatch{Entries: b.Entries[:n], floors: b.floors}
 	if len(b.records) >= n {
 		p.records = b.records[:n]
 	}
@@ -174,8 +185,20 @@ type RedisSourceConfig struct {
 	// OnGap is what entries trimmed from a stream before they were
 	// mirrored do: OnGapFail (the default) stops with a *GapError,
 	// OnGapSkip logs and counts them (Lost) and goes on.
-	OnGap  string
-	Logger *slog.Logger
+	OnGap string
+	// Confirmed is the checkpoint's last entry ID Kafka confirmed, per
+	// stream (stream:<s>). Without ClaimIdle, entries a read of new
+	// entries (">") delivers at or below it, or at or below what this
+	// process already read, are acknowledged without being written: the
+	// group was moved back (XGROUP SETID), deleted and made again, or
+	// Redis restored from an older copy. See bound.
+	Confirmed map[string]string
+	// ReadBack, when set, reloads the checkpoint and reads Kafka back
+	// from its partition offsets (as at start). A follow run calls it when
+	// it sees the group moved back or lost, or Redis restarted, before it
+	// goes on; what it returns joins what is skipped.
+	ReadBack func(ctx context.Context) (confirmed map[string]string, written map[string]struct{}, err error)
+	Logger   *slog.Logger
 }
 
 // DefaultBlock is short enough that a stopping follow run notices at once
@@ -190,10 +213,16 @@ type RedisSource struct {
 	log     *slog.Logger
 	streams []*streamState
 	byName  map[string]*streamState
-	// alreadyWritten holds "stream\x00id" of pending entries found in Kafka.
+	// alreadyWritten holds "stream\x00id" of entries the read-back found
+	// in Kafka: whatever read delivers them, they are not written again.
 	alreadyWritten map[string]struct{}
-	lastWaitCheck  time.Time
-	lastClaim      time.Time
+	// runID is Redis's run_id when last looked at (INFO server), at most
+	// once per runIDEvery: a new one means Redis restarted, perhaps from
+	// an older copy of its data.
+	runID         string
+	lastRunIDAt   time.Time
+	lastWaitCheck time.Time
+	lastClaim     time.Time
 	// count is the COUNT of the next read (see BatchBytes).
 	count int
 
@@ -222,6 +251,21 @@ type streamState struct {
 	cursor   string // PEL read position
 	snapshot string // one-shot: last generated ID at start
 	done     bool   // one-shot: reached the snapshot
+	// bound is the highest entry ID at or below which every entry of the
+	// stream is known to be handled: confirmed by Kafka (the checkpoint's
+	// stream:<s>) or read by this process (and so confirmed, in flight,
+	// or the run fails). "" when unknown, and always "" under ClaimIdle
+	// (see useBound).
+	bound string
+	// boundPEL says the pending entries being re-read are looked at
+	// against bound too (after Redis restarted or the group moved back:
+	// acks may have been lost with Redis's data).
+	boundPEL bool
+	// lastNew is the last ID the previous read of new entries delivered:
+	// a read of new entries starting at or below it means the group went
+	// back. warned says that was reported since.
+	lastNew string
+	warned  bool
 	// delivered is the highest entry ID this process has read from the
 	// stream. A read whose reply was lost may still have delivered
 	// entries (they are pending for this consumer): re-reading the
@@ -236,6 +280,48 @@ func (st *streamState) noteDelivered(id string) {
 		st.delivered = id
 	}
 }
+
+// handled is the ID at or below which every entry of the stream is
+// handled (see useBound): the larger of bound and delivered.
+func (st *streamState) handled() string {
+	if st.delivered != "" && (st.bound == "" || compareIDs(st.delivered, st.bound) > 0) {
+		return st.delivered
+	}
+	return st.bound
+}
+
+// raiseBound raises bound to id.
+func (st *streamState) raiseBound(id string) {
+	if id != "" && (st.bound == "" || compareIDs(id, st.bound) > 0) {
+		st.bound = id
+	}
+}
+
+// useBound says whether entries at or below a stream's bound are taken as
+// handled. Why that holds, and why not under ClaimIdle:
+//
+// Without ClaimIdle the group has no consumer but this mirror's (a group
+// read by another is refused at start). Redis delivers a stream's entries
+// to a group in ID order, the engine commits batches in the order they
+// were read, and a commit names, per stream, the last ID of its batches.
+// So when the checkpoint says stream:<s> = X, every entry up to X was
+// delivered to this mirror and committed (written to Kafka, or set aside
+// as trimmed or refused, as --on-gap and --on-error say), and an entry
+// this process read is confirmed, in flight, or the run stops. A read of
+// new entries (">") that delivers an ID at or below that bound can only
+// mean the group went back (XGROUP SETID, XGROUP DESTROY and a new
+// group, Redis restored from an older copy): the entry is acknowledged,
+// not written again.
+//
+// With ClaimIdle the group may be shared: entries below this mirror's
+// position may have been delivered to another consumer and never reached
+// Kafka (the ones --claim-idle exists to take over). A group moved back
+// would deliver them again through ">", and an ID rule would drop them;
+// and entries claimed from others are committed after newer ones, so
+// stream:<s> is not a bound of what this mirror confirmed. Claimed
+// entries are never skipped by ID: under ClaimIdle only the read-back's
+// lineage (what Kafka holds) counts.
+func (s *RedisSource) useBound() bool { return s.cfg.ClaimIdle <= 0 }
 
 // NewRedisSource checks each stream, creates the consumer group where it is
 // missing and, for a one-shot run, takes the snapshot it stops at.
@@ -259,6 +345,9 @@ func NewRedisSource(ctx context.Context, cfg RedisSourceConfig) (*RedisSource, e
 	}
 	for _, name := range cfg.Streams {
 		st := &streamState{name: name, inPEL: true, cursor: "0"}
+		if s.useBound() {
+			st.bound = cfg.Confirmed[name]
+		}
 		s.streams = append(s.streams, st)
 		s.byName[name] = st
 	}
@@ -289,6 +378,14 @@ func NewRedisSource(ctx context.Context, cfg RedisSourceConfig) (*RedisSource, e
 	}
 	if err := s.claim(ctx); err != nil {
 		return nil, err
+	}
+	if cfg.Follow {
+		// The Redis this run started with: a follow run that sees
+		// another (restarted) reads Kafka back again (checkRunID).
+		c := cfg.Client
+		if _, err := s.checkRunID(ctx, c.Do(ctx, c.B().Info().Section("server").Build())); err != nil {
+			return nil, err
+		}
 	}
 	return s, nil
 }
@@ -397,13 +494,16 @@ func (s *RedisSource) claimOthers(ctx context.Context) (*EntryBatch, error) {
 			// Claimed entries are in flight like the others: a re-read
 			// of the pending list after a failed read must not see them.
 			st.noteDelivered(e.ID)
-			if e.Fields == nil {
+			s.markWritten(&e, "") // never by ID: see useBound
+			switch {
+			case e.skip == skipWritten:
+			case e.Fields == nil:
 				e.skip = skipTrimmed
 				if trimmed == 0 {
 					firstTrimmed = e.ID
 				}
 				trimmed++
-			} else {
+			default:
 				b.written++
 				b.size += entrySize(e)
 			}
@@ -668,9 +768,17 @@ func (s *RedisSource) Pending(ctx context.Context) (int64, error) {
 	return total, nil
 }
 
-// SkipWritten tells the source which pending entries are already in Kafka,
-// as "stream\x00id" keys: they are acknowledged without being written again.
+// SkipWritten tells the source which entries are already in Kafka, as
+// "stream\x00id" keys: whatever read delivers them (pending entries, new
+// entries of a group that went back), they are acknowledged without being
+// written again.
 func (s *RedisSource) SkipWritten(keys map[string]struct{}) { s.alreadyWritten = keys }
+
+// OnReadBack sets the read-back a follow run does when Redis may have
+// forgotten what was mirrored (see RedisSourceConfig.ReadBack).
+func (s *RedisSource) OnReadBack(fn func(ctx context.Context) (confirmed map[string]string, written map[string]struct{}, err error)) {
+	s.cfg.ReadBack = fn
+}
 
 // Trimmed counts pending entries found trimmed from their stream and
 // acknowledged; Skipped counts pending entries found already in Kafka.
@@ -755,7 +863,7 @@ func (s *RedisSource) readPending(ctx context.Context) (*EntryBatch, error) {
 	for _, name := range names {
 		st := s.byName[name]
 		if counts[name] == 0 {
-			st.inPEL = false
+			st.inPEL, st.boundPEL = false, false
 		}
 	}
 	if b == nil || len(b.Entries) == 0 {
@@ -795,16 +903,34 @@ func (s *RedisSource) readNew(ctx context.Context, active []*streamState) (*Entr
 	} else {
 		cmd = c.B().Xreadgroup().Group(s.cfg.Group, s.cfg.Consumer).Count(int64(s.count)).Streams().Key(names...).Id(ids...).Build()
 	}
+	probe := s.probeCommands(active)
+	askRunID := s.cfg.Follow && time.Since(s.lastRunIDAt) >= runIDEvery
+	if askRunID {
+		probe = append(probe, c.B().Info().Section("server").Build())
+	}
 	sent := time.Now()
-	b, counts, after, err := s.read(ctx, cmd, false, s.probeCommands(active)...)
+	b, counts, after, err := s.read(ctx, cmd, false, probe...)
 	s.noteProbes(active, sent, after)
+	if err == nil && askRunID && len(after) == len(probe) {
+		var restarted bool
+		restarted, err = s.checkRunID(ctx, after[len(after)-1])
+		if err == nil && restarted && b != nil {
+			// The read-back may have found entries of this very read.
+			s.remark(b, s.handledByStream(false))
+		}
+	}
+	if err == nil && b != nil {
+		err = s.checkMovedBack(ctx, b)
+	}
 	if err != nil {
 		if ctx.Err() == nil {
 			// Redis may have delivered entries before the reply was
 			// lost (a crash, a broken connection): look for them in the
 			// pending list before reading new ones.
+			// Those at or below what is handled are skipped as they
+			// would have been in the reply (see useBound).
 			for _, st := range active {
-				st.inPEL, st.cursor = true, st.delivered
+				st.inPEL, st.cursor, st.boundPEL = true, st.delivered, true
 				if st.cursor == "" {
 					st.cursor = "0"
 				}
@@ -825,6 +951,7 @@ func (s *RedisSource) readNew(ctx context.Context, active []*streamState) (*Entr
 		for _, e := range b.lastOfEachStream() {
 			st := s.byName[e.Stream]
 			st.noteDelivered(e.ID)
+			st.lastNew = e.ID
 			if !s.cfg.Follow && compareIDs(e.ID, st.snapshot) >= 0 {
 				st.done = true
 			}
@@ -882,15 +1009,27 @@ func (s *RedisSource) read(ctx context.Context, cmd rueidis.Completed, pending b
 		b.Entries = slices.Grow(b.Entries, len(list))
 		size, written := 0, 0
 		trimmed, firstTrimmed := 0, ""
+		// Entries at or below handled are in Kafka already (see
+		// useBound): delivered again by a read of new entries, or
+		// pending again after Redis lost acks.
+		handled, boundPEL := "", false
+		if st := s.byName[stream]; st != nil && s.useBound() && (!pending || st.boundPEL) {
+			handled, boundPEL = st.handled(), st.boundPEL
+		}
+		if handled != "" {
+			b.floors = append(b.floors, floor{stream, handled})
+		}
 		for _, raw := range list {
 			e, err := parseEntry(stream, raw)
 			if err != nil {
 				return err
 			}
-			if pending && s.alreadyWritten != nil {
-				if _, ok := s.alreadyWritten[e.Stream+"\x00"+e.ID]; ok {
-					e.skip = skipWritten // in Kafka already, trimmed or not
-				}
+			if handled != "" && compareIDs(e.ID, handled) > 0 {
+				handled = "" // the reply is in ID order: none after it either
+			}
+			s.markWritten(&e, handled)
+			if e.skip == skipWritten && pending && boundPEL {
+				e.skip = skipAgain
 			}
 			if pending && e.Fields == nil && e.skip == skipNone {
 				e.skip = skipTrimmed
@@ -951,6 +1090,184 @@ func (s *RedisSource) read(ctx context.Context, cmd rueidis.Completed, pending b
 	return b, counts, after, nil
 }
 
+// handledByStream is each stream's handled ID where entries at or below
+// it are skipped (see useBound); pending says for a read of pending
+// entries.
+func (s *RedisSource) handledByStream(pending bool) map[string]string {
+	m := map[string]string{}
+	if !s.useBound() {
+		return m
+	}
+	for _, st := range s.streams {
+		if !pending || st.boundPEL {
+			m[st.name] = st.handled()
+		}
+	}
+	return m
+}
+
+// checkRunID compares Redis's run_id, from an INFO server reply, with the
+// one seen before: a new one means Redis restarted, perhaps from an older
+// copy of its data that lost acknowledgements, checkpoints and the group's
+// position, and the mirror resyncs before going on.
+func (s *RedisSource) checkRunID(ctx context.Context, r rueidis.RedisResult) (restarted bool, err error) {
+	s.lastRunIDAt = time.Now()
+	info, err := r.ToString()
+	if err != nil {
+		return false, nil // a Redis that does not say is looked at again later
+	}
+	id := parseRunID(info)
+	if id == "" {
+		return false, nil
+	}
+	prev := s.runID
+	s.runID = id
+	if prev == "" || prev == id {
+		return false, nil
+	}
+	var ready []*streamState
+	for _, st := range s.streams {
+		if st.ready {
+			ready = append(ready, st)
+		}
+	}
+	return true, s.resync(ctx, "Redis restarted (its run_id changed) and may have lost what it knew of this mirror", ready)
+}
+
+// checkMovedBack looks at a read of new entries (not yet noted as
+// delivered) for streams whose group went back: entries delivered again
+// that this process or the checkpoint already had. Under useBound they
+// were marked by read; a follow run then resyncs (reads Kafka back from
+// the checkpoint again), which may mark more of the batch.
+func (s *RedisSource) checkMovedBack(ctx context.Context, b *EntryBatch) error {
+	var back []*streamState
+	skipped := map[string]int{}
+	for i, e := range b.Entries {
+		st := s.byName[e.Stream]
+		if st == nil {
+			continue
+		}
+		if e.skip == skipWritten {
+			skipped[e.Stream]++
+		}
+		first := i == 0 || b.Entries[i-1].Stream != e.Stream
+		if first && st.lastNew != "" && compareIDs(e.ID, st.lastNew) <= 0 {
+			back = append(back, st)
+		}
+	}
+	if len(back) > 0 && s.cfg.Follow {
+		for _, st := range back {
+			st.warned = false
+		}
+		if err := s.resync(ctx, "the consumer group went back (XGROUP SETID, or Redis restored from an older copy) and delivers entries again", back); err != nil {
+			return err
+		}
+		s.remark(b, s.handledByStream(false))
+		clear(skipped)
+		for _, e := range b.Entries {
+			if e.skip == skipWritten {
+				skipped[e.Stream]++
+			}
+		}
+	}
+	for _, st := range s.streams {
+		if n := skipped[st.name]; n > 0 && !st.warned {
+			st.warned = true
+			s.log.Warn("the consumer group delivered entries again that are already in Kafka (group moved back, deleted and made again, or Redis restored from an older copy); acknowledging them without sending them again",
+				"stream", st.name, "group", s.cfg.Group, "mirrored_up_to", st.handled(), "already_in_kafka", n)
+		}
+	}
+	return nil
+}
+
+// markWritten marks an entry the read-back found in Kafka, or one at or
+// below handled (when not ""), as written already: trimmed or not, it is
+// acknowledged without a record.
+func (s *RedisSource) markWritten(e *Entry, handled string) {
+	if e.skip != skipNone {
+		return
+	}
+	if handled != "" && compareIDs(e.ID, handled) <= 0 {
+		e.skip = skipWritten
+		return
+	}
+	if len(s.alreadyWritten) > 0 {
+		if _, ok := s.alreadyWritten[e.Stream+"\x00"+e.ID]; ok {
+			e.skip = skipWritten
+		}
+	}
+}
+
+// remark applies markWritten again to a batch's entries still to be
+// written, after a read-back found more in Kafka, with handled per stream.
+func (s *RedisSource) remark(b *EntryBatch, handled map[string]string) {
+	for i := range b.Entries {
+		e := &b.Entries[i]
+		if e.skip != skipNone {
+			continue
+		}
+		s.markWritten(e, handled[e.Stream])
+		if e.skip != skipNone {
+			b.written--
+			b.size -= entrySize(*e)
+		}
+	}
+}
+
+// runIDEvery is how often a follow run asks Redis for its run_id, in the
+// round trip of a read: a restart (from a snapshot, an AOF, or a replica
+// promoted) may have lost acknowledgements and checkpoints.
+const runIDEvery = time.Second
+
+// parseRunID finds run_id in an INFO server reply.
+func parseRunID(info string) string {
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(line, "run_id:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// resync is what a follow run does when Redis may have forgotten what was
+// mirrored (it restarted, the group moved back or was lost): it reloads
+// the checkpoint and reads Kafka back from its partition offsets, as a run
+// does at start, so that what Kafka holds is skipped whatever read
+// delivers it; and, for the streams given, it re-reads this consumer's
+// pending entries (acks may have been lost) against the streams' bounds.
+func (s *RedisSource) resync(ctx context.Context, why string, streams []*streamState) error {
+	var names []string
+	for _, st := range streams {
+		names = append(names, st.name)
+	}
+	if s.cfg.ReadBack == nil {
+		s.log.Warn(why+"; entries at or below what this mirror already mirrored are acknowledged, not sent again", "streams", names, "group", s.cfg.Group)
+		return nil
+	}
+	confirmed, written, err := s.cfg.ReadBack(ctx)
+	if err != nil {
+		return fmt.Errorf("%s; reading back what is already in Kafka: %w", why, err)
+	}
+	if s.alreadyWritten == nil {
+		s.alreadyWritten = map[string]struct{}{}
+	}
+	for k := range written {
+		s.alreadyWritten[k] = struct{}{}
+	}
+	if s.useBound() {
+		for _, st := range s.streams {
+			st.raiseBound(confirmed[st.name])
+		}
+		for _, st := range streams {
+			if st.ready && !st.done {
+				st.inPEL, st.cursor, st.boundPEL = true, "0", true
+			}
+		}
+	}
+	s.log.Warn(why+"; read the checkpoint and Kafka back again: entries already in Kafka are acknowledged, not sent again", "streams", names, "group", s.cfg.Group, "already_in_kafka", len(written))
+	return nil
+}
+
 // groupLost handles a stream that lost the consumer group: it was deleted,
 // and perhaps created again. A follow run keeps going: the group is made
 // again on a new stream (from its first entry, all of it being new) and a
@@ -962,11 +1279,13 @@ func (s *RedisSource) groupLost(ctx context.Context, cause error) error {
 		cmds = append(cmds, c.B().XinfoGroups().Key(st.name).Build())
 	}
 	var lost []*streamState
+	gone := map[*streamState]bool{}
 	for i, r := range c.DoMulti(ctx, cmds...) {
 		groups, err := r.ToArray()
 		if err != nil && !isRedisErrContaining(err, "no such key") {
 			return classifyRedis(fmt.Errorf("stream %q: XINFO GROUPS: %w", s.streams[i].name, err))
 		}
+		gone[s.streams[i]] = err != nil
 		found := false
 		for _, g := range groups {
 			info, _ := g.AsMap()
@@ -983,16 +1302,51 @@ func (s *RedisSource) groupLost(ctx context.Context, cause error) error {
 	for _, st := range lost {
 		names = append(names, st.name)
 	}
+	if s.cfg.Follow && len(lost) == 0 {
+		// Every stream has the group: a stream key was replaced under
+		// a blocked read (RESTORE, RENAME over it), with a group that
+		// may stand anywhere.
+		var ready []*streamState
+		for _, st := range s.streams {
+			if st.ready {
+				ready = append(ready, st)
+			}
+		}
+		if err := s.resync(ctx, "a stream key was replaced while being read (RESTORE?), its consumer group perhaps behind", ready); err != nil {
+			return err
+		}
+		return Transient(fmt.Errorf("a stream key was replaced while being read: %w", cause))
+	}
 	if !s.cfg.Follow || len(lost) == 0 {
 		return fmt.Errorf("streams %q lost consumer group %q while being read (deleted?); run again to start over on them: %w", names, s.cfg.Group, cause)
 	}
-	s.log.Warn("streams lost the consumer group (deleted?); mirroring them again from their first entry once they exist", "streams", names, "group", s.cfg.Group)
+	var kept []*streamState
 	for _, st := range lost {
-		st.ready, st.inPEL, st.cursor, st.delivered = false, false, "0", ""
+		if gone[st] {
+			// The stream itself was deleted: whatever is added to
+			// it from now on is new, whatever its IDs.
+			st.bound = ""
+		} else {
+			// The group was deleted (XGROUP DESTROY), the stream
+			// kept: what this process read stays handled.
+			st.raiseBound(st.delivered)
+			kept = append(kept, st)
+		}
+		st.ready, st.inPEL, st.cursor, st.delivered, st.lastNew, st.warned = false, false, "0", "", "", false
 		st.probed = false
 	}
 	if err := s.prepare(ctx, lost, "0"); err != nil {
 		return err
+	}
+	if len(kept) > 0 {
+		// Made again from the stream's first entry: those already in
+		// Kafka are found and acknowledged, not sent again.
+		if err := s.resync(ctx, "streams lost the consumer group (XGROUP DESTROY?); made it again from their first entry", kept); err != nil {
+			return err
+		}
+	}
+	if len(kept) < len(lost) {
+		s.log.Warn("streams lost the consumer group: they were deleted; mirroring them again from their first entry once they exist", "streams", names, "group", s.cfg.Group)
 	}
 	// Retried by the engine: the next read starts afresh, without taking
 	// this empty result for the end of any stream's pending entries.
@@ -1132,6 +1486,13 @@ func (s *RedisSource) CommitMany(ctx context.Context, batches []*EntryBatch) err
 	endPartition()
 	if len(order) == 0 {
 		return nil
+	}
+	for _, b := range batches {
+		for _, f := range b.floors {
+			if last, ok := u.Streams[f.stream]; ok && compareIDs(f.id, last) > 0 {
+				u.Streams[f.stream] = f.id
+			}
+		}
 	}
 	// The acks and the checkpoint in one atomic step: a checkpoint moved
 	// past records whose entries stay pending would make the read-back
