@@ -37,7 +37,7 @@ func TestVerboseLogsEachStepOfAFreshRun(t *testing.T) {
 			`msg="no checkpoint yet: a new mirror"`,
 			`msg="consumer group" group=xmirror:` + r2kName,
 			`msg="consumer group created" stream=` + stream + ` group=xmirror:` + r2kName + ` at=0`,
-			`msg="no entries pending from an earlier run: nothing to read back from Kafka"`,
+			`msg="nothing pending from an earlier run, and nothing in Kafka after the checkpoint"`,
 			`msg=mirroring streams=[` + stream + `]`,
 			`msg=stopped mirror=` + r2kName + ` reason=done`,
 		}},
