@@ -12,16 +12,21 @@ import (
 )
 
 // ScanWritten reads back what an interrupted redis-to-kafka run may have
-// written after its last checkpoint: every record from the checkpointed
-// offset of each partition (from) to the partition's current end. It
+// written after its last checkpoint: every committed record from the
+// checkpointed offset of each partition (from) to the partition's last
+// stable offset, read_committed. It
 // returns the lineage of the records that came from one of streams, as
 // "stream\x00id" keys. A partition missing from from (never checkpointed)
 // is read from its start.
 //
 // This is what makes a restart exactly once: a pending entry found here was
-// confirmed by Kafka before the crash and is acknowledged, not written again.
+// committed to Kafka before the crash and is acknowledged, not written
+// again. It must run after the mirror's transactional producer was
+// initialised (InitProducer): that fenced every earlier run and aborted
+// its open transaction, so no record of theirs can still become visible
+// after the scan, and none of an aborted transaction is taken as written.
 func ScanWritten(ctx context.Context, clientOpts []kgo.Opt, adm *kadm.Client, topics []string, from map[checkpoint.TopicPartition]int64, streams map[string]bool) (map[string]struct{}, error) {
-	ends, err := EndOffsets(ctx, adm, topics)
+	ends, err := stableOffsets(ctx, adm, topics)
 	if err != nil {
 		return nil, err
 	}
@@ -52,9 +57,9 @@ func ScanWritten(ctx context.Context, clientOpts []kgo.Opt, adm *kadm.Client, to
 	if len(remaining) == 0 {
 		return found, nil
 	}
-	// Control records (transaction markers of other producers) are kept so
-	// that a partition ending with one is seen to be read to its end.
-	cl, err := kgo.NewClient(append(clientOpts, kgo.ConsumePartitions(assign), kgo.FetchMaxWait(100*time.Millisecond), kgo.KeepControlRecords())...)
+	// Control records (transaction markers) are kept so that a partition
+	// ending with one is seen to be read to its end.
+	cl, err := kgo.NewClient(append(clientOpts, kgo.ConsumePartitions(assign), kgo.FetchMaxWait(100*time.Millisecond), kgo.KeepControlRecords(), kgo.FetchIsolationLevel(kgo.ReadCommitted()))...)
 	if err != nil {
 		return nil, err
 	}
@@ -96,4 +101,25 @@ func ScanWritten(ctx context.Context, clientOpts []kgo.Opt, adm *kadm.Client, to
 		})
 	}
 	return found, nil
+}
+
+// stableOffsets are the last stable offsets of the topics' partitions:
+// below them every transaction has ended, committed or aborted.
+func stableOffsets(ctx context.Context, adm *kadm.Client, topics []string) (map[checkpoint.TopicPartition]int64, error) {
+	listed, err := adm.ListCommittedOffsets(ctx, topics...)
+	if err != nil {
+		return nil, Transient(fmt.Errorf("list last stable offsets of %v: %w", topics, err))
+	}
+	ends := map[checkpoint.TopicPartition]int64{}
+	var firstErr error
+	listed.Each(func(o kadm.ListedOffset) {
+		if o.Err != nil {
+			if firstErr == nil {
+				firstErr = fmt.Errorf("last stable offset of %s/%d: %w", o.Topic, o.Partition, o.Err)
+			}
+			return
+		}
+		ends[checkpoint.TopicPartition{Topic: o.Topic, Partition: o.Partition}] = o.Offset
+	})
+	return ends, firstErr
 }

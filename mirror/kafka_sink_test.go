@@ -141,7 +141,7 @@ func TestBrokerRefusedBatchStopsTheRunWhateverOnError(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			producer := testenv.Kafka(t, opts...)
+			producer := testenv.Kafka(t, append(opts, kgo.TransactionalID(testenv.Name(t, "txn")))...)
 			a, c := testenv.Name(t, "a"), testenv.Name(t, "c")
 			sink := NewKafkaSink(KafkaSinkConfig{Client: producer, Topics: map[string]string{a: topic, c: topic}, Format: FormatJSON, OnError: mode})
 			first := batch(a, now-3000, now-2000, ahead, now-1000)
@@ -176,33 +176,40 @@ func TestBrokerRefusedBatchStopsTheRunWhateverOnError(t *testing.T) {
 	}
 }
 
-// readTopicRecords reads a one-partition topic to its end with a plain
-// consumer.
+// readTopicRecords reads the committed records of a one-partition topic,
+// read_committed to its last stable offset, with a plain consumer.
 func readTopicRecords(t *testing.T, kc *kgo.Client, topic string) []*kgo.Record {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	ends, err := kadm.NewClient(kc).ListEndOffsets(ctx, topic)
+	ends, err := kadm.NewClient(kc).ListCommittedOffsets(ctx, topic)
 	if err != nil {
 		t.Fatal(err)
 	}
 	end, _ := ends.Lookup(topic, 0)
-	cl := testenv.Kafka(t, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().AtStart()}}))
+	cl := testenv.Kafka(t, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().AtStart()}}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
 	var recs []*kgo.Record
-	for int64(len(recs)) < end.Offset {
+	for at := int64(0); at < end.Offset; {
 		f := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
-			t.Fatalf("read %d of the %d records of %s", len(recs), end.Offset, topic)
+			t.Fatalf("read to offset %d of the %d of %s", at, end.Offset, topic)
 		}
-		f.EachRecord(func(r *kgo.Record) { recs = append(recs, r) })
+		f.EachRecord(func(r *kgo.Record) {
+			at = r.Offset + 1
+			if !r.Attrs.IsControl() {
+				recs = append(recs, r)
+			}
+		})
 	}
 	return recs
 }
 
 // TestBrokerRefusedLargeBatchLandsNothingTwiceNorOutOfOrder: a batch
 // larger than one produce request, refused by the broker in its middle,
-// fails confirming only what precedes the refused records; whatever of it
-// landed is in batch order and once, so a rerun's read-back finds it.
+// fails confirming nothing: the transaction holding it is aborted, so
+// nothing of it is committed (read_committed sees none of it), and a rerun
+// sends it whole.
 func TestBrokerRefusedLargeBatchLandsNothingTwiceNorOutOfOrder(t *testing.T) {
 	kc := testenv.Kafka(t)
 	topic := testenv.Topic(t, kc, 1)
@@ -210,7 +217,7 @@ func TestBrokerRefusedLargeBatchLandsNothingTwiceNorOutOfOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	producer := testenv.Kafka(t, opts...)
+	producer := testenv.Kafka(t, append(opts, kgo.TransactionalID(testenv.Name(t, "txn")))...)
 	a, c := testenv.Name(t, "a"), testenv.Name(t, "c")
 	now := time.Now().UnixMilli()
 	b := &EntryBatch{}
@@ -237,8 +244,8 @@ func TestBrokerRefusedLargeBatchLandsNothingTwiceNorOutOfOrder(t *testing.T) {
 		t.Fatal("the batch was not answered within 60s")
 	}
 	var partial *PartialError
-	if !errors.As(werr, &partial) || partial.Confirmed > 1000 || !errors.Is(werr, kerr.InvalidTimestamp) {
-		t.Fatalf("err %v; want a PartialError confirming at most the 1000 entries before the refused one", werr)
+	if !errors.As(werr, &partial) || partial.Confirmed != 0 || !errors.Is(werr, kerr.InvalidTimestamp) {
+		t.Fatalf("err %v; want a PartialError confirming nothing: the transaction is aborted", werr)
 	}
 	index := map[string]int{}
 	for i, e := range b.Entries {
@@ -256,10 +263,8 @@ func TestBrokerRefusedLargeBatchLandsNothingTwiceNorOutOfOrder(t *testing.T) {
 		if !ok || i <= last {
 			t.Fatalf("record %d is entry %q (index %d) after index %d: want each entry once, in batch order", n, id, i, last)
 		}
-		if n < partial.Confirmed && i != n {
-			t.Fatalf("record %d is entry %d, want the confirmed entries first and whole", n, i)
-		}
 		last = i
+		t.Fatalf("record %d (entry %d) is committed, want nothing of the aborted transaction", n, i)
 	}
 }
 
