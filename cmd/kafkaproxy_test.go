@@ -34,8 +34,8 @@ type kafkaProxy struct {
 	closed bool
 	// held counts the requests, by API key, read from clients while
 	// frozen and not forwarded yet.
-	held map[int16]int
-	conns  []net.Conn
+	held  map[int16]int
+	conns []net.Conn
 }
 
 // startKafkaProxy listens on a free local port, forwarding to the first
