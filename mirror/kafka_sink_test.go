@@ -247,24 +247,8 @@ func TestBrokerRefusedLargeBatchLandsNothingTwiceNorOutOfOrder(t *testing.T) {
 	if !errors.As(werr, &partial) || partial.Confirmed != 0 || !errors.Is(werr, kerr.InvalidTimestamp) {
 		t.Fatalf("err %v; want a PartialError confirming nothing: the transaction is aborted", werr)
 	}
-	index := map[string]int{}
-	for i, e := range b.Entries {
-		index[e.ID] = i
-	}
-	last := -1
-	for n, r := range readTopicRecords(t, kc, topic) {
-		var id string
-		for _, h := range r.Headers {
-			if h.Key == HeaderID {
-				id = string(h.Value)
-			}
-		}
-		i, ok := index[id]
-		if !ok || i <= last {
-			t.Fatalf("record %d is entry %q (index %d) after index %d: want each entry once, in batch order", n, id, i, last)
-		}
-		last = i
-		t.Fatalf("record %d (entry %d) is committed, want nothing of the aborted transaction", n, i)
+	if recs := readTopicRecords(t, kc, topic); len(recs) != 0 {
+		t.Fatalf("%d records of the aborted transaction are committed, want none", len(recs))
 	}
 }
 

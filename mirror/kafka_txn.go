@@ -151,6 +151,11 @@ func (k *KafkaSink) added(ctx context.Context) {
 		return
 	}
 	gen := t.gen
+	if k.idle != nil {
+		// Idle counts from the last batch. A timer already firing
+		// waits for the sem and commits early, which is harmless.
+		k.idle.Stop()
+	}
 	k.idle = time.AfterFunc(k.cfg.TxnIdle, func() {
 		if k.txnWait(ctx) != nil {
 			return // the run stops; the batches fail with its cause
