@@ -479,9 +479,11 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 		return kafkaEP.Explain(err)
 	}
 	sinkCfg := mirror.KafkaSinkConfig{
-		Client:     producer,
-		Mirror:     name,
-		TxnBatches: o.run.maxInFlight,
+		Client: producer,
+		Mirror: name,
+		// Half the batches in flight: the others are read, and wait to
+		// be produced, while a transaction commits.
+		TxnBatches: max(1, o.run.maxInFlight/2),
 		Topics:     topicOf,
 		Format:     format,
 		ValueField: o.valueField,

@@ -47,8 +47,8 @@ type KafkaSinkConfig struct {
 	// Mirror is the mirror's name, for the error of a fenced producer.
 	Mirror string
 	// TxnBatches is the most batches one transaction holds (default
-	// DefaultMaxInFlight): the engine's in-flight limit, since no more
-	// batches come before some are confirmed.
+	// DefaultMaxInFlight): at most the engine's in-flight limit, since no
+	// more batches come before some are confirmed.
 	TxnBatches int
 	// TxnBytes commits a transaction once it holds that much payload
 	// (default DefaultTxnBytes).
