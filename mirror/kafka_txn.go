@@ -41,7 +41,7 @@ const (
 	// txnAbortTime bounds an abort on the way out: a stopping run leaves
 	// a transaction it cannot abort in time to the next run, whose
 	// InitProducerID aborts it.
-	txnAbortTime = 500 * time.Millisecond
+	txnAbortTime = 250 * time.Millisecond
 )
 
 // FencedError stops a run whose transactional producer Kafka fenced:
@@ -54,7 +54,7 @@ type FencedError struct {
 }
 
 func (e *FencedError) Error() string {
-	return fmt.Sprintf("another run of mirror %q started (Kafka fenced this run's transactional producer %s%s); this one stops, and what it had not committed is aborted and left to that run: %v", e.Mirror, TransactionalIDPrefix, e.Mirror, e.Err)
+	return fmt.Sprintf("another run of mirror %q started (Kafka fenced this run's transactional producer %s%s, as it also does when a transaction stays open past the transaction timeout, 40s); this one stops, and what it had not committed is aborted and left to that run: %v", e.Mirror, TransactionalIDPrefix, e.Mirror, e.Err)
 }
 
 func (e *FencedError) Unwrap() error { return e.Err }
