@@ -214,6 +214,9 @@ func (k *KafkaSink) end(ctx context.Context) {
 	if err == nil {
 		err = refused
 	}
+	// The run stops at this transaction's first batch: a later one
+	// produced and committed meanwhile would land ahead of it.
+	k.halted.Store(true)
 	if k.fatal == nil || !errors.As(k.fatal, new(*FencedError)) {
 		// Abort, so the next transaction starts clean; bounded, and
 		// also on the way out (ctx done): a transaction left open is
