@@ -209,6 +209,20 @@ type ProducerTuning struct {
 // topic during a follow run are noticed, and reported, within it.
 const producerMetadataMaxAge = 10 * time.Second
 
+// producerRetryBackoff retries quickly at first: the first produce of a
+// transaction is refused (CONCURRENT_TRANSACTIONS) until the markers of
+// the one before are written, a few milliseconds, and franz-go's default
+// backoff (250 ms and up) would add 100 ms or more to every transaction.
+// After ten quick tries it backs off as usual, from 20 ms up to a second,
+// so a broker that is down is not asked in a tight loop.
+func producerRetryBackoff(fails int) time.Duration {
+	const quick, quickTries = 2 * time.Millisecond, 10
+	if fails <= quickTries {
+		return quick
+	}
+	return min(20*time.Millisecond<<min(fails-quickTries-1, 6), time.Second)
+}
+
 // ProducerOpts are the kgo options of xmirror's producer: idempotent with
 // acks=all (franz-go's defaults, stated so they cannot drift), entries of a
 // stream kept in order, and the tuning given. redis-to-kafka adds a
@@ -219,6 +233,7 @@ func ProducerOpts(t ProducerTuning) ([]kgo.Opt, error) {
 		kgo.RecordPartitioner(streamPartitioner(t.KeptPartitions, t.PartitionsAdded)),
 		kgo.MetadataMaxAge(producerMetadataMaxAge),
 		kgo.ProducerLinger(t.Linger),
+		kgo.RetryBackoffFn(producerRetryBackoff),
 	}
 	// Let a partition's batch grow as large as its topic accepts: a
 	// one-shot run drains a backlog as fast as Kafka takes it, and a

@@ -320,3 +320,76 @@ func TestTooLargeNamesTheSettingAndHowToRaiseIt(t *testing.T) {
 		}
 	}
 }
+
+// TestNewProducerFencesAnOpenTransaction: a sink whose transaction is open
+// (its records produced, not committed) when another producer of the same
+// transactional ID initialises (a new run of the mirror) commits nothing:
+// its batch fails with a FencedError, so it is never acknowledged, a later
+// batch too, and a read_committed reader sees none of its records.
+func TestNewProducerFencesAnOpenTransaction(t *testing.T) {
+	kc := testenv.Kafka(t)
+	topic := testenv.Topic(t, kc, 1)
+	txnID := testenv.Name(t, "txn")
+	opts, err := ProducerOpts(ProducerTuning{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := testenv.Kafka(t, append(opts, kgo.TransactionalID(txnID))...)
+	stream := testenv.Name(t, "s")
+	// Nothing commits the transaction but the test.
+	sink := NewKafkaSink(KafkaSinkConfig{Client: old, Mirror: "m", Topics: map[string]string{stream: topic}, Format: FormatJSON, TxnBatches: 100, TxnIdle: time.Hour})
+	b := &EntryBatch{}
+	for i := range 10 {
+		e := Entry{Stream: stream, ID: "1-" + strconv.Itoa(i), Fields: []Field{{Name: "v", Value: strconv.Itoa(i)}}}
+		b.Entries = append(b.Entries, e)
+		b.written++
+		b.size += entrySize(e)
+	}
+	got := make(chan error, 2)
+	ctx := context.Background()
+	sink.Write(ctx, b, func(err error) { got <- err })
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(sink.txnWait(ctx))
+	tb := sink.txn.batches[0]
+	sink.txnRelease()
+	select {
+	case <-tb.answered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the records were not answered within 30s")
+	}
+	if tb.refused != nil {
+		t.Fatalf("produced records refused: %v", tb.refused)
+	}
+
+	// A new run initialises its producer: the old one is fenced.
+	fresh := testenv.Kafka(t, append(opts, kgo.TransactionalID(txnID))...)
+	initCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	must(InitProducer(initCtx, fresh, "m"))
+	cancel()
+
+	must(sink.txnWait(ctx))
+	sink.end(ctx)
+	sink.txnRelease()
+	var werr error
+	select {
+	case werr = <-got:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the batch was not answered within 30s")
+	}
+	var fencedErr *FencedError
+	if !errors.As(werr, &fencedErr) || !strings.Contains(werr.Error(), `another run of mirror "m" started`) {
+		t.Fatalf("batch: err %v; want a FencedError", werr)
+	}
+	sink.Write(ctx, b, func(err error) { got <- err })
+	if werr := <-got; !errors.As(werr, &fencedErr) && !errors.Is(werr, errHalted) {
+		t.Fatalf("a batch after the fence: err %v; want it refused", werr)
+	}
+	if recs := readTopicRecords(t, kc, topic); len(recs) != 0 {
+		t.Fatalf("%d records of the fenced transaction are committed, want none", len(recs))
+	}
+}
