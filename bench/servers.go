@@ -132,14 +132,15 @@ func (e *env) createTopic(ctx context.Context, topic string) error {
 }
 
 // topicRecords is the number of committed records in a topic, counted by
-// reading it read_committed to its last stable offsets: xmirror r2k writes
-// in transactions, whose markers take offsets too.
+// reading it read_committed to its end offsets: xmirror r2k writes in
+// transactions, whose markers take offsets too, and are written just after
+// the commit returned (read_committed waits for them).
 func (e *env) topicRecords(ctx context.Context, topic string) (int64, error) {
 	starts, err := e.adm.ListStartOffsets(ctx, topic)
 	if err != nil {
 		return 0, fmt.Errorf("list start offsets of topic %q: %w", topic, err)
 	}
-	ends, err := e.adm.ListCommittedOffsets(ctx, topic)
+	ends, err := e.adm.ListEndOffsets(ctx, topic)
 	if err != nil {
 		return 0, fmt.Errorf("list last stable offsets of topic %q: %w", topic, err)
 	}

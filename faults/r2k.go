@@ -263,11 +263,11 @@ func topicEnd(ctx context.Context, adm *kadm.Client, topic string) int64 {
 
 // readTopic hands every committed record of the topic, partition by
 // partition in offset order, to fn, with a plain consumer that shares
-// nothing with xmirror: read_committed to the last stable offsets, as
+// nothing with xmirror: read_committed to the end offsets, as
 // xmirror's redis-to-kafka writes in transactions (whose markers take
 // offsets but are no records).
 func readTopic(ctx context.Context, e *env, topic string, fn func(*kgo.Record)) error {
-	ends, err := e.adm.ListCommittedOffsets(ctx, topic)
+	ends, err := e.adm.ListEndOffsets(ctx, topic)
 	if err == nil {
 		err = ends.Error()
 	}

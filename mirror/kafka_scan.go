@@ -13,8 +13,8 @@ import (
 
 // ScanWritten reads back what an interrupted redis-to-kafka run may have
 // written after its last checkpoint: every committed record from the
-// checkpointed offset of each partition (from) to the partition's last
-// stable offset, read_committed. It
+// checkpointed offset of each partition (from) to the partition's end as
+// listed when it starts, read_committed. It
 // returns the lineage of the records that came from one of streams, as
 // "stream\x00id" keys. A partition missing from from (never checkpointed)
 // is read from its start.
@@ -25,8 +25,12 @@ import (
 // initialised (InitProducer): that fenced every earlier run and aborted
 // its open transaction, so no record of theirs can still become visible
 // after the scan, and none of an aborted transaction is taken as written.
+// It reads to the end, not to the last stable offset: a transaction of
+// another producer still open below the end is waited for (bounded by
+// ctx), since records of this mirror's committed after it would otherwise
+// be missed and sent again.
 func ScanWritten(ctx context.Context, clientOpts []kgo.Opt, adm *kadm.Client, topics []string, from map[checkpoint.TopicPartition]int64, streams map[string]bool) (map[string]struct{}, error) {
-	ends, err := stableOffsets(ctx, adm, topics)
+	ends, err := EndOffsets(ctx, adm, topics)
 	if err != nil {
 		return nil, err
 	}
@@ -101,25 +105,4 @@ func ScanWritten(ctx context.Context, clientOpts []kgo.Opt, adm *kadm.Client, to
 		})
 	}
 	return found, nil
-}
-
-// stableOffsets are the last stable offsets of the topics' partitions:
-// below them every transaction has ended, committed or aborted.
-func stableOffsets(ctx context.Context, adm *kadm.Client, topics []string) (map[checkpoint.TopicPartition]int64, error) {
-	listed, err := adm.ListCommittedOffsets(ctx, topics...)
-	if err != nil {
-		return nil, Transient(fmt.Errorf("list last stable offsets of %v: %w", topics, err))
-	}
-	ends := map[checkpoint.TopicPartition]int64{}
-	var firstErr error
-	listed.Each(func(o kadm.ListedOffset) {
-		if o.Err != nil {
-			if firstErr == nil {
-				firstErr = fmt.Errorf("last stable offset of %s/%d: %w", o.Topic, o.Partition, o.Err)
-			}
-			return
-		}
-		ends[checkpoint.TopicPartition{Topic: o.Topic, Partition: o.Partition}] = o.Offset
-	})
-	return ends, firstErr
 }

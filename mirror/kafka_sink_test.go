@@ -177,12 +177,13 @@ func TestBrokerRefusedBatchStopsTheRunWhateverOnError(t *testing.T) {
 }
 
 // readTopicRecords reads the committed records of a one-partition topic,
-// read_committed to its last stable offset, with a plain consumer.
+// read_committed to its end offset (waiting for the markers of the last
+// transaction), with a plain consumer.
 func readTopicRecords(t *testing.T, kc *kgo.Client, topic string) []*kgo.Record {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	ends, err := kadm.NewClient(kc).ListCommittedOffsets(ctx, topic)
+	ends, err := kadm.NewClient(kc).ListEndOffsets(ctx, topic)
 	if err != nil {
 		t.Fatal(err)
 	}
