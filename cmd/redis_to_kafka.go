@@ -387,9 +387,6 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := checkpoint.InitR2KPartitionCounts(ctx, rc, name, freshCounts); err != nil {
-		return err
-	}
 	grown := newGrownTopics(log, name)
 	for _, t := range topics {
 		if counts[t] > kept[t] {
@@ -455,6 +452,13 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 		return kafkaEP.Explain(err)
 	}
 	if err := checkpoint.InitR2KPartitions(ctx, rc, name, initial); err != nil {
+		return err
+	}
+	// The partition counts are stored only now: a checkpoint holding
+	// them is taken to have its partitions' positions too (see
+	// startingOffsets), so a run that stops before its positions are
+	// stored must not leave the counts.
+	if err := checkpoint.InitR2KPartitionCounts(ctx, rc, name, freshCounts); err != nil {
 		return err
 	}
 
