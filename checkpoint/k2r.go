@@ -397,8 +397,9 @@ type K2ROptions struct {
 
 	// afterCheck, set by tests only, runs between the first write's check
 	// and the rest of its transaction, which then go in two round trips
-	// on one connection: what another client does in that window.
-	afterCheck func()
+	// on one connection (dc): what another client, or the server, does in
+	// that window.
+	afterCheck func(dc rueidis.DedicatedClient)
 }
 
 // IDCheckError is the Err of a PreserveIDs write whose entries the check
@@ -567,7 +568,7 @@ func K2RGuardKey(name, stream string) string {
 // Replies: {"ok"}, {"replayed"}, {"conflict", field, stored, expected},
 // {"ids", last ID[, classes found, state]}, {"corrupt", why}, {"wrongtype",
 // type} or {"error", message}.
-const k2rCheckScript = `
+const k2rCheckScript = k2rStartsLua + `
 local stream, ck, guard = KEYS[1], KEYS[2], KEYS[3]
 local function above(a, b)
   local am, as = string.match(a, '^(%d+)-(%d+)$')
@@ -633,6 +634,27 @@ end
 local function check()
   local st = redis.call('TYPE', stream).ok
   if st ~= 'none' and st ~= 'stream' then return {'wrongtype', st} end
+  local refused, i = starts(ck)
+  if refused then return refused end
+  return checkids(i) or {'ok'}
+end
+local done, res = pcall(check)
+if not done then res = {'error', tostring(res)} end
+if res[1] ~= 'ok' then
+  redis.call('SET', guard, '1')
+  redis.call('DEL', guard)
+end
+return res
+`
+
+// k2rStartsLua defines starts(ck), shared by the check and the begin
+// script: whether checkpoint ck is one of ours and holds the positions a
+// write starts from. ARGV: version, kind, nmoves, then nmoves x (field,
+// from, to, last) (see k2rCheckScript). It returns nil and the index of
+// the ARGV after the moves when it does, else the refusal: {"replayed"},
+// {"conflict", field, stored, expected} or {"corrupt", why}.
+const k2rStartsLua = `
+local function starts(ck)
   local ct = redis.call('TYPE', ck).ok
   if ct ~= 'none' then
     if ct ~= 'hash' then return {'corrupt', 'it holds a ' .. ct .. ', not a hash'} end
@@ -655,14 +677,42 @@ local function check()
   end
   if nmoves > 0 and replayed == nmoves then return {'replayed'} end
   if first then return first end
-  return checkids(i) or {'ok'}
+  return nil, i
 end
-local done, res = pcall(check)
+`
+
+// k2rBeginScript is the first command inside a write's transaction: the
+// compare-and-set again, where nothing can come between it and the
+// XADDs. The check before MULTI makes EXEC abort when the positions are
+// not the write's start, but only if it ran: a server that refused it for
+// a moment (-LOADING as a restarted Redis finishes loading its AOF,
+// -BUSY) and accepted the commands after it runs the transaction without
+// any check. Then this script finds the positions wrong and records the
+// stream's state before the XADDs (last ID and entries added, or "none"
+// when there is no stream) in the mark key, and the
+// positions script at the end of the same EXEC takes the XADDs back (see
+// k2rPositionsScript): the transaction applies nothing, and no reader,
+// replica or AOF ever sees the entries. A write whose positions are right
+// writes no mark: the common case costs a few reads.
+//
+// KEYS: stream, checkpoint, mark. ARGV: as k2rStartsLua's. Replies: as
+// the check's, but never "ids" or "wrongtype".
+const k2rBeginScript = k2rStartsLua + `
+local stream, ck, mark = KEYS[1], KEYS[2], KEYS[3]
+local done, res = pcall(starts, ck)
+if done and not res then return {'ok'} end
 if not done then res = {'error', tostring(res)} end
-if res[1] ~= 'ok' then
-  redis.call('SET', guard, '1')
-  redis.call('DEL', guard)
+local state = 'none'
+local st = redis.call('TYPE', stream).ok
+if st == 'stream' then
+  local info, f = redis.call('XINFO', 'STREAM', stream), {}
+  for k = 1, #info, 2 do f[info[k]] = info[k+1] end
+  state = f['last-generated-id'] .. ' ' .. f['entries-added']
+elseif st ~= 'none' then
+  -- The XADDs fail on it: nothing to take back.
+  state = 'kept'
 end
+redis.call('SET', mark, state)
 return res
 `
 
@@ -684,13 +734,57 @@ return res
 // NOSCRIPT (a script cache flushed, a failover) would fail at EXEC, after
 // the XADDs.
 //
-// KEYS: stream, checkpoint. ARGV: entries, bytes, then the checkpoint's
-// field/value pairs. Replies: {"ok"} or {"wrongtype", type}.
+// It first takes the XADDs back when the begin script found the write's
+// start wrong (a mark is there): the entries after the recorded last ID
+// are deleted and the stream's last ID and entries-added counter set back
+// (XSETID), or the stream, which did not exist, is deleted. What MAXLEN
+// trimmed to make room for them stays trimmed, and the stream's greatest
+// deleted ID stays theirs (XSETID cannot lower it). Without a mark it verifies the start once
+// more (the begin script may have been unable to run) and moves nothing
+// if it is wrong.
+//
+// KEYS: stream, checkpoint, mark. ARGV: entries, bytes, nmoves, nmoves x
+// (field, from, to), then the checkpoint's other field/value pairs.
+// Replies: {"ok"}, {"wrongtype", type}, {"undone", entries taken back} or
+// {"unchecked", field, stored, expected}.
 const k2rPositionsScript = `
-local t = redis.call('TYPE', KEYS[1]).ok
+local stream, ck, mark = KEYS[1], KEYS[2], KEYS[3]
+local state = redis.call('GET', mark)
+if state then
+  redis.call('DEL', mark)
+  local n = 0
+  if state == 'none' then
+    if redis.call('TYPE', stream).ok == 'stream' then
+      n = redis.call('XLEN', stream)
+      redis.call('DEL', stream)
+    end
+  elseif state ~= 'kept' then
+    local last, added = string.match(state, '^(%S+) (%S+)$')
+    local ids = {}
+    for _, e in ipairs(redis.call('XRANGE', stream, '(' .. last, '+')) do
+      ids[#ids+1] = e[1]
+      if #ids == 1000 then
+        redis.call('XDEL', stream, unpack(ids))
+        n, ids = n + #ids, {}
+      end
+    end
+    if #ids > 0 then redis.call('XDEL', stream, unpack(ids)) end
+    n = n + #ids
+    redis.call('XSETID', stream, last, 'ENTRIESADDED', added)
+  end
+  return {'undone', tostring(n)}
+end
+local t = redis.call('TYPE', stream).ok
 if t ~= 'stream' and t ~= 'none' then return {'wrongtype', t} end
-local ck = KEYS[2]
-redis.call('HSET', ck, unpack(ARGV, 3))
+local nmoves, moves = tonumber(ARGV[3]), {}
+for m = 0, nmoves - 1 do
+  local field, from = ARGV[4+3*m], ARGV[5+3*m]
+  local cur = redis.call('HGET', ck, field) or ''
+  if cur ~= from then return {'unchecked', field, cur, from} end
+  moves[#moves+1], moves[#moves+2] = field, ARGV[6+3*m]
+end
+if nmoves > 0 then redis.call('HSET', ck, unpack(moves)) end
+redis.call('HSET', ck, unpack(ARGV, 4+3*nmoves))
 redis.call('HINCRBY', ck, 'entries', ARGV[1])
 redis.call('HINCRBY', ck, 'bytes', ARGV[2])
 -- Only a write that creates the checkpoint (every partition NoPosition,
@@ -709,10 +803,11 @@ return {'ok'}
 //	EVAL check        (touches the guard unless the positions match and,
 //	                  PreserveIDs, each entry ID is as the write expects)
 //	MULTI
-//	HMGET checkpoint  (the positions right before, to verify them after)
+//	EVAL begin        (the compare-and-set again, inside the transaction)
 //	XADD ...          (one per entry to write: native, not from a script)
 //	EVAL positions    (the positions, version, kind, updated_ms, totals,
-//	                   only if the stream is still a stream)
+//	                   only if the stream is still a stream; the XADDs
+//	                   taken back if the begin script found the start wrong)
 //	EXEC              (aborted if the guard or the checkpoint changed)
 //
 // The entries are added by Redis's own XADD rather than from a script:
@@ -720,10 +815,12 @@ return {'ok'}
 // pipelined XADDs. A connection shared with other commands is fine: the
 // commands of one DoMulti are written contiguously, so nothing else runs
 // between MULTI and EXEC on it, and EXEC or a dropped connection clears
-// the watches. The HMGET makes the step verifiable even if the check could
-// not run (a server refusing the script for a moment): a transaction that
-// ran is checked against the positions it found. The positions script
-// makes the positions conditional on the XADDs (see k2rPositionsScript).
+// the watches. The check keeps a wrong write from costing Redis its XADDs;
+// the begin and positions scripts make the transaction itself
+// conditional, so that a write applies nothing when its start is wrong
+// even if the check could not run (a server refusing the script for a
+// moment, see k2rBeginScript), and the positions move only with the XADDs
+// (see k2rPositionsScript).
 //
 // PreserveIDs: the check also reads the stream's last ID and looks each
 // entry ID up (XRANGE id id) where the write is not known to be all new,
@@ -866,7 +963,7 @@ func ApplyK2RInOrder(ctx context.Context, c rueidis.Client, order K2ROrder, step
 	if order.After != "" {
 		cmds = append(cmds, c.B().Blpop().Key(order.After).Timeout(orderWait).Build())
 	}
-	var afterCheck func()
+	var afterCheck func(rueidis.DedicatedClient)
 	split := len(cmds) + 2 // after the first write's WATCH and check
 	for _, st := range steps {
 		if st.xadds == nil || st.stale() {
@@ -890,7 +987,7 @@ func ApplyK2RInOrder(ctx context.Context, c rueidis.Client, order K2ROrder, step
 	} else {
 		c.Dedicated(func(dc rueidis.DedicatedClient) error {
 			replies = dc.DoMulti(ctx, cmds[:split]...)
-			afterCheck()
+			afterCheck(dc)
 			replies = append(replies, dc.DoMulti(ctx, cmds[split:]...)...)
 			return nil
 		})
@@ -991,23 +1088,26 @@ func (st *K2RStep) appendWrite(c rueidis.Client, cmds rueidis.Commands, w *K2RWr
 	opt := st.opt
 	version := strconv.Itoa(K2RVersion)
 	key, guard := K2RKey(opt.Name, w.Stream), K2RGuardKey(opt.Name, w.Stream)
-	check := c.B().Eval().Script(k2rCheckScript).Numkeys(3).Key(w.Stream, key, guard).
-		Arg(version, KindKafkaToRedis, strconv.Itoa(len(w.Moves)))
-	before := c.B().Hmget().Key(key).Field(fieldVersion)
-	positions := c.B().Eval().Script(k2rPositionsScript).Numkeys(2).Key(w.Stream, key).
-		Arg(strconv.Itoa(len(xadds)), strconv.FormatInt(w.Bytes, 10),
-			fieldVersion, version, fieldKind, KindKafkaToRedis,
-			fieldUpdated, strconv.FormatInt(st.now.UnixMilli(), 10))
+	starts := []string{version, KindKafkaToRedis, strconv.Itoa(len(w.Moves))}
+	moves := []string{strconv.Itoa(len(xadds)), strconv.FormatInt(w.Bytes, 10), strconv.Itoa(len(w.Moves))}
 	for _, m := range w.Moves {
 		from := ""
 		if m.From != NoPosition {
 			from = strconv.FormatInt(m.From, 10)
 		}
 		field, to := formatTopicPartition(m.Partition), strconv.FormatInt(m.To, 10)
-		check = check.Arg(field, from, to, last[w.Stream+"\x00"+field])
-		before = before.Field(field)
-		positions = positions.Arg(field, to)
+		starts = append(starts, field, from, to, last[w.Stream+"\x00"+field])
+		moves = append(moves, field, from, to)
 	}
+	check := c.B().Eval().Script(k2rCheckScript).Numkeys(3).Key(w.Stream, key, guard).Arg(starts...)
+	// The guard is the begin script's mark too: it exists only inside
+	// the EXEC of a write taken back, and another call's transaction
+	// watching it then aborts, to be checked again.
+	begin := c.B().Eval().Script(k2rBeginScript).Numkeys(3).Key(w.Stream, key, guard).Arg(starts...)
+	positions := c.B().Eval().Script(k2rPositionsScript).Numkeys(3).Key(w.Stream, key, guard).
+		Arg(moves...).
+		Arg(fieldVersion, version, fieldKind, KindKafkaToRedis,
+			fieldUpdated, strconv.FormatInt(st.now.UnixMilli(), 10))
 	watch := []string{key, guard}
 	if opt.PreserveIDs {
 		// The check found each ID new, present or below the top: no
@@ -1019,7 +1119,7 @@ func (st *K2RStep) appendWrite(c rueidis.Client, cmds rueidis.Commands, w *K2RWr
 		c.B().Watch().Key(watch...).Build(),
 		check.Build(),
 		c.B().Multi().Build(),
-		before.Build())
+		begin.Build())
 	cmds = append(cmds, xadds...)
 	move := positions.Build()
 	if opt.PreserveIDs && w.classifyOnly() {
@@ -1338,8 +1438,8 @@ func k2rResult(replies []rueidis.RedisResult, opt K2ROptions, w *K2RWrite, res *
 		return fmt.Errorf("write stream %q: %w", stream, execErr)
 	}
 
-	// Applied. Whatever the check said, the positions the transaction
-	// found tell whether it was right to apply it.
+	// Applied. Whatever the check said, the begin script's compare-and-set
+	// inside the transaction decided what it did.
 	nx := w.toWrite(opt)
 	if len(applied) != nx+2 {
 		return fmt.Errorf("write stream %q: EXEC returned %d replies for %d commands", stream, len(applied), nx+2)
@@ -1352,22 +1452,27 @@ func k2rResult(replies []rueidis.RedisResult, opt K2ROptions, w *K2RWrite, res *
 	case len(pos) == 2 && pos[0] == "wrongtype":
 		return fmt.Errorf("stream %q: WRONGTYPE the key became a %s while the batch was being written: %w; nothing of the batch was written and checkpoint %q did not move: choose another --stream or delete the key, and run again",
 			stream, pos[1], ErrWrongType, key)
+	case len(pos) == 2 && pos[0] == "undone":
+		// The begin script found the start wrong and the XADDs were
+		// taken back: nothing was applied, as if the check had
+		// refused it, which its reply says.
+		check, err = applied[0].ToArray()
+		if err != nil {
+			return fmt.Errorf("write stream %q: the transaction was taken back, but its start check answered %w", stream, err)
+		}
+		status = str(0)
+		if status == "ok" {
+			return fmt.Errorf("write stream %q: the transaction was taken back although its start check passed", stream)
+		}
+		return refused()
+	case len(pos) == 4 && pos[0] == "unchecked":
+		// The begin script could not run and the start is wrong:
+		// the entries were added, nothing records them.
+		tp, _ := parseTopicPartition(pos[1])
+		return fmt.Errorf("stream %q: %w (its check could not run: %v): %w; its entries may be in the stream twice",
+			stream, ErrWrittenUnchecked, applied[0].Error(), &ConflictError{Key: key, Name: opt.Name, Partition: tp, Stored: parsePosition(pos[2]), Expected: parsePosition(pos[3])})
 	case len(pos) != 1 || pos[0] != "ok":
 		return fmt.Errorf("write stream %q: moving checkpoint %q: unexpected reply %q", stream, key, pos)
-	}
-	before, err := applied[0].ToArray()
-	if err != nil || len(before) != len(w.Moves)+1 {
-		return fmt.Errorf("write stream %q: unexpected positions in EXEC's reply (%v); check checkpoint %q", stream, err, key)
-	}
-	for i, m := range w.Moves {
-		found := int64(NoPosition)
-		if s, err := before[i+1].ToString(); err == nil {
-			found = parsePosition(s)
-		}
-		if found != m.From {
-			return fmt.Errorf("stream %q: a batch was written although the checkpoint did not hold its start (the check could not run: %v): %w; its entries may be in the stream twice",
-				stream, checkErr, &ConflictError{Key: key, Name: opt.Name, Partition: m.Partition, Stored: found, Expected: m.From})
-		}
 	}
 	last := -1 // index in applied of the last entry added
 	defer func() {
@@ -1416,6 +1521,12 @@ func parsePosition(s string) int64 {
 	}
 	return n
 }
+
+// ErrWrittenUnchecked is wrapped by the error of a write whose entries were
+// added although the checkpoint did not hold its start: neither its check
+// nor the one inside its transaction could run. Applying it again cannot
+// take them back; the run must stop and say so.
+var ErrWrittenUnchecked = errors.New("a batch was written although the checkpoint did not hold its start")
 
 // ErrCheckpointChanged is wrapped by an ApplyK2R error when a checkpoint
 // changed between the check of a write and its transaction; nothing of the

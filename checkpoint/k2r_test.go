@@ -3,6 +3,7 @@ package checkpoint
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -435,7 +436,7 @@ func TestStreamTypeChangedBetweenCheckAndExecMovesNoPosition(t *testing.T) {
 	if _, err := ApplyK2R(ctx, c, NewK2RStep(c, K2ROptions{Name: name}, []*K2RWrite{testWrite(stream, tp, NoPosition, 3, 3)}, time.Now())); err != nil {
 		t.Fatal(err)
 	}
-	opt := K2ROptions{Name: name, afterCheck: func() {
+	opt := K2ROptions{Name: name, afterCheck: func(rueidis.DedicatedClient) {
 		for _, r := range c.DoMulti(ctx, c.B().Del().Key(stream).Build(), c.B().Set().Key(stream).Value("x").Build()) {
 			if err := r.Error(); err != nil {
 				t.Error(err)
@@ -466,6 +467,110 @@ func TestStreamTypeChangedBetweenCheckAndExecMovesNoPosition(t *testing.T) {
 	}
 	if got, _ := c.Do(ctx, c.B().Hmget().Key(key).Field("t:0", "entries").Build()).AsStrSlice(); strings.Join(got, " ") != "6 6" {
 		t.Fatalf("position and entries %q after the rerun, want 6 6", got)
+	}
+}
+
+// streamState is what XINFO STREAM says of a stream's history (its last
+// ID, entries added) and its length, or "none". (Its greatest deleted ID
+// cannot be set back: XSETID takes only a greater one.)
+func streamState(t *testing.T, c rueidis.Client, stream string) string {
+	t.Helper()
+	ctx := context.Background()
+	if n, _ := c.Do(ctx, c.B().Exists().Key(stream).Build()).AsInt64(); n == 0 {
+		return "none"
+	}
+	info, err := c.Do(ctx, c.B().XinfoStream().Key(stream).Build()).ToMap()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var parts []string
+	for _, f := range []string{"last-generated-id", "entries-added", "length"} {
+		m := info[f]
+		v, _ := m.ToString()
+		if n, err := m.AsInt64(); err == nil {
+			v = strconv.FormatInt(n, 10)
+		}
+		parts = append(parts, f+"="+v)
+	}
+	return strings.Join(parts, " ")
+}
+
+// A transaction that runs without its check (the server refused the
+// check's script for a moment: -LOADING as a restarted Redis finishes
+// loading, -BUSY; here the watch is dropped after the check refused the
+// write) applies nothing when the checkpoint does not hold its start: the
+// XADDs are taken back in the same EXEC, the stream's history and the
+// checkpoint stay as they were, and the result is what the check would
+// have said.
+func TestApplyK2RWhoseCheckCouldNotRunAppliesNothingFromAWrongStart(t *testing.T) {
+	tp := TopicPartition{Topic: "t", Partition: 0}
+	for _, tc := range []struct {
+		name        string
+		deleteFirst bool  // the stream deleted after the first write
+		from, to    int64 // the second write's move
+		replayed    bool
+		conflict    bool
+	}{
+		{name: "a write already applied, retried", from: NoPosition, to: 3, replayed: true},
+		{name: "a start behind the checkpoint", from: 1, to: 4, conflict: true},
+		{name: "a start ahead of the checkpoint", from: 5, to: 8, conflict: true},
+		{name: "a stream that is not there", deleteFirst: true, from: 1, to: 4, conflict: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := testenv.Redis(t)
+			ctx := context.Background()
+			stream, name := k2rTarget(t, c)
+			if _, err := ApplyK2R(ctx, c, NewK2RStep(c, K2ROptions{Name: name}, []*K2RWrite{testWrite(stream, tp, NoPosition, 3, 3)}, time.Now())); err != nil {
+				t.Fatal(err)
+			}
+			if tc.deleteFirst {
+				c.Do(ctx, c.B().Del().Key(stream).Build())
+			}
+			before := streamState(t, c, stream)
+			ckBefore, _ := c.Do(ctx, c.B().Hgetall().Key(K2RKey(name, stream)).Build()).AsStrMap()
+			opt := K2ROptions{Name: name, afterCheck: func(dc rueidis.DedicatedClient) {
+				// The check refused the write and touched the guard;
+				// without the watch, EXEC runs as if it never had.
+				if err := dc.Do(ctx, dc.B().Unwatch().Build()).Error(); err != nil {
+					t.Error(err)
+				}
+			}}
+			res, err := ApplyK2R(ctx, c, NewK2RStep(c, opt, []*K2RWrite{testWrite(stream, tp, tc.from, tc.to, 3)}, time.Now()))
+			var conflict *ConflictError
+			switch {
+			case tc.replayed && (err != nil || !res[0].Replayed):
+				t.Fatalf("replayed write: %+v, %v; want a replay", res, err)
+			case tc.conflict && !errors.As(err, &conflict):
+				t.Fatalf("write from a wrong start: %v, want a *ConflictError", err)
+			case tc.conflict && strings.Contains(err.Error(), "twice"):
+				t.Fatalf("write from a wrong start: %v; it must not have been applied", err)
+			}
+			if after := streamState(t, c, stream); after != before {
+				t.Fatalf("stream after a write from a wrong start: %s, want it as before: %s", after, before)
+			}
+			ckAfter, _ := c.Do(ctx, c.B().Hgetall().Key(K2RKey(name, stream)).Build()).AsStrMap()
+			delete(ckBefore, "updated_ms")
+			delete(ckAfter, "updated_ms")
+			if fmt.Sprint(ckAfter) != fmt.Sprint(ckBefore) {
+				t.Fatalf("checkpoint after a write from a wrong start: %v, want %v", ckAfter, ckBefore)
+			}
+			if n, _ := c.Do(ctx, c.B().Exists().Key(K2RGuardKey(name, stream)).Build()).AsInt64(); n != 0 {
+				t.Fatalf("the guard key outlived the write")
+			}
+			// The right start still writes, once, after the entries
+			// taken back.
+			from := int64(3)
+			if _, err := ApplyK2R(ctx, c, NewK2RStep(c, K2ROptions{Name: name}, []*K2RWrite{testWrite(stream, tp, from, 6, 3)}, time.Now())); err != nil {
+				t.Fatal(err)
+			}
+			want := int64(6)
+			if tc.deleteFirst {
+				want = 3
+			}
+			if n, _ := c.Do(ctx, c.B().Xlen().Key(stream).Build()).AsInt64(); n != want {
+				t.Fatalf("XLEN = %d after the right write, want %d", n, want)
+			}
+		})
 	}
 }
 

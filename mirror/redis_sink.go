@@ -297,9 +297,25 @@ func (s *RedisSink) settle(inflight []*sinkCall) []*sinkCall {
 		}
 		rest = append(rest, j)
 	}
+	var unchecked error
+	if errors.Is(c.err, checkpoint.ErrWrittenUnchecked) {
+		unchecked = c.err
+	}
 	for _, later := range inflight[1:] {
 		<-later.finished
 		rest = append(rest, later.jobs...)
+		if unchecked == nil && errors.Is(later.err, checkpoint.ErrWrittenUnchecked) {
+			unchecked = later.err
+		}
+	}
+	if unchecked != nil {
+		// Applying it again would find it a replay and say nothing of
+		// the entries it may have added twice.
+		s.failure = unchecked
+		for _, j := range rest {
+			j.done(unchecked)
+		}
+		return nil
 	}
 	// Applied again even when the failure looks final: a call sent while
 	// others were in flight may have run before one of them (its
