@@ -67,6 +67,17 @@ func TestPreserveIDsEntriesOutOfOrderAreReportedNotDropped(t *testing.T) {
 		if pos := hget(t, rc, checkpoint.K2RKey(name, stream), topic+":0"); pos != "3" {
 			t.Fatalf("run %d: checkpoint at %s, want 3 (the first entry not written)", run, pos)
 		}
+		// The totals count what was written, not the entries cut.
+		written := 0
+		for _, e := range readStream(t, rc, stream) {
+			for k, v := range e.FieldValues {
+				written += len(k) + len(v)
+			}
+		}
+		key := checkpoint.K2RKey(name, stream)
+		if n, b := hget(t, rc, key, "entries"), hget(t, rc, key, "bytes"); n != "3" || b != strconv.Itoa(written) {
+			t.Fatalf("run %d: checkpoint totals %s entries, %s bytes; want 3 entries, %d bytes (4, 5 and 6)", run, n, b, written)
+		}
 	}
 
 	// skip: goes past them, counted.

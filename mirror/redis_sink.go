@@ -550,7 +550,15 @@ func (s *RedisSink) resolve(b *K2RBatch, wi int, e *checkpoint.IDCheckError) {
 			Taken: c == checkpoint.IDTaken}
 		if s.onError != OnErrorSkip && s.onError != OnErrorDeadLetter {
 			// Entries from it on are mirrored again by the next run,
-			// which stops at it again.
+			// which stops at it again; they are not written, nor
+			// counted.
+			var cut int64
+			for j := i; j < w.Entries(); j++ {
+				cut += w.EntryBytes(j)
+			}
+			w.Bytes -= cut
+			b.bytes -= int(cut)
+			b.entries -= w.Entries() - i
 			classes = classes[:i]
 			w.Truncate(i)
 			for m := range w.Moves {
