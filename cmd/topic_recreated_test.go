@@ -169,3 +169,65 @@ func TestK2RFollowRunMeetsARecreatedTopic(t *testing.T) {
 	}
 	checkOnceInOrder(t, readStream(t, rc, stream), 1100)
 }
+
+// A follow run with --on-topic-recreated restart whose topic is deleted
+// and created again only later waits for it (it used to exit 1 at the
+// first fetch after the deletion), then mirrors the new topic from its
+// start; SIGTERM while it waits stops it at once.
+func TestK2RFollowRunWithRestartWaitsForADeletedTopic(t *testing.T) {
+	rc := testenv.Redis(t)
+	kc := testenv.Kafka(t)
+	adm := kadm.NewClient(kc)
+	topic := testenv.Topic(t, kc, 1)
+	stream, name := testenv.Stream(t, rc), testenv.Name(t, "m")
+	delKeys(t, rc, checkpoint.K2RKey(name, stream))
+	xlen := func() int64 {
+		n, _ := rc.Do(context.Background(), rc.B().Xlen().Key(stream).Build()).AsInt64()
+		return n
+	}
+	args := []string{"k2r", "--topic", topic, "--stream", stream, "--name", name, "--follow", "--on-topic-recreated", "restart"}
+	produce(t, topic, numbered(0, 50, 1))
+	p := startXmirror(t, args...)
+	testenv.Wait(t, 30*time.Second, "50 entries", func() bool { return xlen() == 50 })
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := adm.DeleteTopics(ctx, topic); err != nil {
+		t.Fatalf("delete topic %s: %v", topic, err)
+	}
+	testenv.Wait(t, 60*time.Second, "the run waiting for the topic", func() bool {
+		return strings.Contains(p.stderr.String(), "waiting for it to be created again")
+	})
+	select {
+	case <-p.done:
+		t.Fatalf("the follow run exited while its topic was deleted: %s", p.stderr.String())
+	case <-time.After(2 * time.Second):
+	}
+	testenv.Wait(t, time.Minute, "topic "+topic+" created again", func() bool {
+		resp, err := adm.CreateTopic(ctx, 1, 1, nil, topic)
+		if err == nil {
+			err = resp.Err
+		}
+		return err == nil
+	})
+	produce(t, topic, numbered(50, 20, 1))
+	testenv.Wait(t, 60*time.Second, "the new topic's 20 records", func() bool { return xlen() >= 70 })
+	if code, _ := p.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {
+		t.Fatalf("exit %d: %s", code, p.stderr.String())
+	}
+	checkOnceInOrder(t, readStream(t, rc, stream), 70)
+
+	// SIGTERM while it waits: exit 0, promptly.
+	p = startXmirror(t, args...)
+	produce(t, topic, numbered(70, 1, 1))
+	testenv.Wait(t, 30*time.Second, "the run following", func() bool { return xlen() == 71 })
+	if _, err := adm.DeleteTopics(ctx, topic); err != nil {
+		t.Fatalf("delete topic %s: %v", topic, err)
+	}
+	testenv.Wait(t, 60*time.Second, "the run waiting for the topic", func() bool {
+		return strings.Contains(p.stderr.String(), "waiting for it to be created again")
+	})
+	if code, _ := p.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {
+		t.Fatalf("SIGTERM while waiting for the topic: exit %d: %s", code, p.stderr.String())
+	}
+}

@@ -533,6 +533,28 @@ func topicIDs(ctx context.Context, admin *kgo.Client, topics []string) (map[stri
 	return ids, nil
 }
 
+// awaitTopic waits, until ctx ends, for topic to exist again after it was
+// deleted during a follow run, looking every second.
+func (s *KafkaSource) awaitTopic(ctx context.Context, topic string) (id string, found bool, err error) {
+	s.log.Warn("the topic was deleted during the run; waiting for it to be created again (--on-topic-recreated restart), then mirroring it from its start", "kafka", s.kafkaName, "topic", topic)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return "", false, ctx.Err()
+		case <-tick.C:
+		}
+		id, found, err = s.lookupTopicID(ctx, topic)
+		switch {
+		case err != nil:
+			s.log.Debug("looking for a deleted topic", "topic", topic, "err", err)
+		case found:
+			return id, true, nil
+		}
+	}
+}
+
 func (s *KafkaSource) fetchError(ctx context.Context, t string, p int32, err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
@@ -540,7 +562,16 @@ func (s *KafkaSource) fetchError(ctx context.Context, t string, p int32, err err
 	if s.admin != nil && (errors.Is(err, kerr.UnknownTopicID) || errors.Is(err, kerr.UnknownTopicOrPartition)) {
 		// Deleted, or deleted and created again: the topic's ID now
 		// tells which.
-		if id, found, lerr := s.lookupTopicID(ctx, t); lerr == nil && found {
+		id, found, lerr := s.lookupTopicID(ctx, t)
+		if lerr == nil && !found && s.follow && s.setup.cfg.OnTopicRecreated == OnTopicRecreatedRestart {
+			// Deleted, to be created again (or not yet): a follow run
+			// that restarts recreated topics waits for it.
+			id, found, lerr = s.awaitTopic(ctx, t)
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+		}
+		if lerr == nil && found {
 			if rerr := s.checkTopicID(t, id); rerr != nil {
 				return rerr
 			}
