@@ -1192,13 +1192,16 @@ func (w *K2RWrite) computeDigest(i int) string {
 // changes nothing.
 func CheckK2RAccess(ctx context.Context, c rueidis.Client, name, stream string) error {
 	key, guard := K2RKey(name, stream), K2RGuardKey(name, stream)
+	// An empty transaction too: were MULTI refused, the commands queued
+	// after it would run one by one, outside any transaction.
 	replies := c.DoMulti(ctx,
 		c.B().Watch().Key(key, guard).Build(),
 		c.B().Eval().Script(k2rCheckScript).Numkeys(3).Key(stream, key, guard).Arg(strconv.Itoa(K2RVersion), KindKafkaToRedis, "0").Build(),
-		c.B().Unwatch().Build())
+		c.B().Multi().Build(),
+		c.B().Exec().Build())
 	for _, r := range replies {
-		if err := r.Error(); err != nil {
-			return fmt.Errorf("stream %q: the server refuses the commands of the atomic write (WATCH, EVAL, on keys %q and %q): %w; grant this user those commands and keys (an ACL key pattern such as xmirror:*)", stream, key, guard, err)
+		if err := r.Error(); err != nil && !rueidis.IsRedisNil(err) {
+			return fmt.Errorf("stream %q: the server refuses the commands of the atomic write (WATCH, EVAL, MULTI, EXEC, on keys %q and %q): %w; grant this user those commands and keys (an ACL key pattern such as xmirror:*)", stream, key, guard, err)
 		}
 	}
 	return nil
@@ -1398,6 +1401,14 @@ func k2rResult(replies []rueidis.RedisResult, opt K2ROptions, w *K2RWrite, res *
 		return fmt.Errorf("write stream %q: checking checkpoint %q failed: %s %s", stream, key, status, str(1))
 	}
 
+	if err := replies[2].Error(); err != nil {
+		// MULTI refused: what was to be queued ran command by command
+		// (the XADDs and the positions too, if they were allowed).
+		if errors.As(err, new(*rueidis.RedisError)) {
+			return fmt.Errorf("stream %q: %w: the server refused MULTI (%w), so its commands ran one by one: its entries may have been written without checkpoint %q moving, or twice; grant this user MULTI and EXEC, check the stream's last entries against the checkpoint, and run again", stream, ErrWrittenUnchecked, err, key)
+		}
+		return fmt.Errorf("write stream %q: %w", stream, err)
+	}
 	applied, execErr := replies[len(replies)-1].ToArray()
 	switch {
 	case rueidis.IsRedisNil(execErr):
@@ -1523,10 +1534,11 @@ func parsePosition(s string) int64 {
 }
 
 // ErrWrittenUnchecked is wrapped by the error of a write whose entries were
-// added although the checkpoint did not hold its start: neither its check
-// nor the one inside its transaction could run. Applying it again cannot
-// take them back; the run must stop and say so.
-var ErrWrittenUnchecked = errors.New("a batch was written although the checkpoint did not hold its start")
+// added although the checkpoint did not hold its start (neither its check
+// nor the one inside its transaction could run), or may have been (MULTI
+// was refused: the commands ran one by one). Applying it again cannot take
+// them back; the run must stop and say so.
+var ErrWrittenUnchecked = errors.New("a batch was written outside its compare-and-set")
 
 // ErrCheckpointChanged is wrapped by an ApplyK2R error when a checkpoint
 // changed between the check of a write and its transaction; nothing of the

@@ -405,6 +405,38 @@ func TestApplyK2RWithoutTheCheckIsRefusedAndVerified(t *testing.T) {
 	}
 }
 
+// A user that may not run MULTI would have the commands queued after it
+// run one by one, outside any transaction: the access check at start
+// refuses it, naming MULTI.
+func TestCheckK2RAccessRefusesAUserWithoutMulti(t *testing.T) {
+	admin := testenv.Redis(t)
+	ctx := context.Background()
+	stream := testenv.Stream(t, admin)
+	name := testenv.Name(t, "m")
+	user := "xmirror-test-" + name
+	if err := admin.Do(ctx, admin.B().AclSetuser().Username(user).Rule("on", ">pw", "~*", "&*", "+@all", "-multi").Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Do(context.Background(), admin.B().AclDeluser().Username(user).Build()) })
+	opt, err := rueidis.ParseURL(testenv.RedisURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt.Username, opt.Password, opt.DisableCache = user, "pw", true
+	c, err := rueidis.NewClient(opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	err = CheckK2RAccess(ctx, c, name, stream)
+	if err == nil || !strings.Contains(err.Error(), "NOPERM") || !strings.Contains(err.Error(), "MULTI") {
+		t.Fatalf("CheckK2RAccess without MULTI: %v, want NOPERM naming MULTI", err)
+	}
+	if err := CheckK2RAccess(ctx, admin, name, stream); err != nil {
+		t.Fatalf("CheckK2RAccess with every command: %v", err)
+	}
+}
+
 // k2rTarget is a new stream and mirror name, whose checkpoint is deleted
 // after the test.
 func k2rTarget(t *testing.T, c rueidis.Client) (stream, name string) {
