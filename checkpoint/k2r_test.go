@@ -373,30 +373,15 @@ func TestApplyK2RWithoutTheCheckIsRefusedAndVerified(t *testing.T) {
 	stream := testenv.Stream(t, admin)
 	name := testenv.Name(t, "m")
 	user := "xmirror-test-" + name
-	if err := admin.Do(ctx, admin.B().AclSetuser().Username(user).Rule("on", ">pw", "~*", "&*", "+@all", "-@scripting").Build()).Error(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		admin.Do(context.Background(), admin.B().AclDeluser().Username(user).Build())
-		admin.Do(context.Background(), admin.B().Del().Key(K2RKey(name, stream)).Build())
-	})
-	opt, err := rueidis.ParseURL(testenv.RedisURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	opt.Username, opt.Password, opt.DisableCache = user, "pw", true
-	c, err := rueidis.NewClient(opt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	t.Cleanup(func() { admin.Do(context.Background(), admin.B().Del().Key(K2RKey(name, stream)).Build()) })
+	c := testenv.RedisUser(t, admin, user, "-@scripting")
 
 	if err := CheckK2RAccess(ctx, c, name, stream); err == nil || !strings.Contains(err.Error(), "NOPERM") {
 		t.Fatalf("CheckK2RAccess without scripting: %v, want NOPERM", err)
 	}
 	tp := TopicPartition{Topic: "t", Partition: 0}
 	w := testWrite(stream, tp, 5, 6, 1)
-	_, err = ApplyK2R(ctx, c, NewK2RStep(c, K2ROptions{Name: name}, []*K2RWrite{w}, time.Now()))
+	_, err := ApplyK2R(ctx, c, NewK2RStep(c, K2ROptions{Name: name}, []*K2RWrite{w}, time.Now()))
 	if err == nil || !strings.Contains(err.Error(), "NOPERM") {
 		t.Fatalf("write without scripting: %v, want NOPERM", err)
 	}
@@ -414,21 +399,8 @@ func TestCheckK2RAccessRefusesAUserWithoutMulti(t *testing.T) {
 	stream := testenv.Stream(t, admin)
 	name := testenv.Name(t, "m")
 	user := "xmirror-test-" + name
-	if err := admin.Do(ctx, admin.B().AclSetuser().Username(user).Rule("on", ">pw", "~*", "&*", "+@all", "-multi").Build()).Error(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { admin.Do(context.Background(), admin.B().AclDeluser().Username(user).Build()) })
-	opt, err := rueidis.ParseURL(testenv.RedisURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	opt.Username, opt.Password, opt.DisableCache = user, "pw", true
-	c, err := rueidis.NewClient(opt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	err = CheckK2RAccess(ctx, c, name, stream)
+	c := testenv.RedisUser(t, admin, user, "-multi")
+	err := CheckK2RAccess(ctx, c, name, stream)
 	if err == nil || !strings.Contains(err.Error(), "NOPERM") || !strings.Contains(err.Error(), "MULTI") {
 		t.Fatalf("CheckK2RAccess without MULTI: %v, want NOPERM naming MULTI", err)
 	}

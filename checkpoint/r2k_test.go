@@ -255,20 +255,7 @@ func TestCommitR2KRefusedAckMovesNothing(t *testing.T) {
 	t.Run("XACK forbidden", func(t *testing.T) {
 		name, acks, u := setup(t)
 		user := "xmirror-test-" + name
-		if err := admin.Do(ctx, admin.B().AclSetuser().Username(user).Rule("on", ">pw", "~*", "&*", "+@all", "-xack").Build()).Error(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { admin.Do(context.Background(), admin.B().AclDeluser().Username(user).Build()) })
-		opt, err := rueidis.ParseURL(testenv.RedisURL())
-		if err != nil {
-			t.Fatal(err)
-		}
-		opt.Username, opt.Password, opt.DisableCache = user, "pw", true
-		c, err := rueidis.NewClient(opt)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
+		c := testenv.RedisUser(t, admin, user, "-xack")
 		unchanged(t, name, acks, CommitR2K(ctx, c, name, group, acks, u, time.Now()), "NOPERM")
 		// The user may XACK again: the same commit applies whole.
 		if err := admin.Do(ctx, admin.B().AclSetuser().Username(user).Rule("+xack").Build()).Error(); err != nil {
@@ -283,21 +270,11 @@ func TestCommitR2KRefusedAckMovesNothing(t *testing.T) {
 		name, acks, u := setup(t)
 		acks, u.Streams = acks[1:], map[string]string{acks[1].Stream: u.Streams[acks[1].Stream]}
 		user := "xmirror-test-" + name
-		if err := admin.Do(ctx, admin.B().AclSetuser().Username(user).Rule("on", ">pw", "~*", "&*", "+@all").Build()).Error(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { admin.Do(context.Background(), admin.B().AclDeluser().Username(user).Build()) })
-		opt, err := rueidis.ParseURL(testenv.RedisURL())
-		if err != nil {
-			t.Fatal(err)
-		}
-		opt.Username, opt.Password, opt.DisableCache = user, "pw", true
-		c, err := rueidis.NewClient(opt)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		var applied []rueidis.RedisMessage
+		c := testenv.RedisUser(t, admin, user)
+		var (
+			applied []rueidis.RedisMessage
+			err     error
+		)
 		c.Dedicated(func(dc rueidis.DedicatedClient) error {
 			dc.Do(ctx, dc.B().Multi().Build())
 			dc.Do(ctx, dc.B().Xack().Key(acks[0].Stream).Group(group).Id(acks[0].IDs...).Build())

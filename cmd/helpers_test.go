@@ -250,3 +250,12 @@ func onlyGroup(t *testing.T, rc rueidis.Client, stream string) string {
 	}
 	return info["name"]
 }
+
+// streamLen returns a function that reads stream's XLEN with rc (0 when it
+// cannot), for tests that wait for entries to arrive.
+func streamLen(rc rueidis.Client, stream string) func() int64 {
+	return func() int64 {
+		n, _ := rc.Do(context.Background(), rc.B().Xlen().Key(stream).Build()).AsInt64()
+		return n
+	}
+}

@@ -169,10 +169,7 @@ func TestK2RKillNineLeavesEachRecordOnce(t *testing.T) {
 	const n = 100000
 	produce(t, topic, numbered(0, n, 3))
 	args := []string{"k2r", "--topic", topic, "--stream", stream, "--name", name, "--follow", "--batch-size", "500", "--lease-ttl", "1s"}
-	xlen := func() int64 {
-		v, _ := rc.Do(context.Background(), rc.B().Xlen().Key(stream).Build()).AsInt64()
-		return v
-	}
+	xlen := streamLen(rc, stream)
 	for i, at := range []int64{1, 12000, 30000, 55000, 80000} {
 		p := startXmirror(t, args...)
 		testenv.Wait(t, time.Minute, fmt.Sprintf("kill %d: %d entries", i, at), func() bool { return xlen() >= at })

@@ -156,10 +156,7 @@ func TestK2RRestartRightAfterKillNineRunsAtOnceAndLosesNothing(t *testing.T) {
 		}
 		n += 20
 	})
-	xlen := func() int64 {
-		v, _ := rc.Do(context.Background(), rc.B().Xlen().Key(stream).Build()).AsInt64()
-		return v
-	}
+	xlen := streamLen(rc, stream)
 	args := []string{"k2r", "--topic", topic, "--stream", stream, "--name", name, "--follow", "--batch-size", "50"}
 	p := killNineAndRestart(t, rc, "kafka-to-redis", name, args, 5, xlen)
 	stop()

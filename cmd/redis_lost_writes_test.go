@@ -66,10 +66,7 @@ func TestK2RFollowRunResumesAfterRedisLostWrites(t *testing.T) {
 	stream, name := testenv.Stream(t, rc), testenv.Name(t, "m")
 	key := checkpoint.K2RKey(name, stream)
 	delKeys(t, rc, key)
-	xlen := func() int64 {
-		n, _ := rc.Do(context.Background(), rc.B().Xlen().Key(stream).Build()).AsInt64()
-		return n
-	}
+	xlen := streamLen(rc, stream)
 	produce(t, topic, numbered(0, 1000, 2))
 	p := startXmirror(t, "k2r", "--topic", topic, "--stream", stream, "--name", name, "--follow", "--batch-size", "100")
 	t.Cleanup(func() {
@@ -116,10 +113,7 @@ func TestK2ROneShotRunResumesAfterRedisLostWrites(t *testing.T) {
 	stream, name := testenv.Stream(t, rc), testenv.Name(t, "m")
 	key := checkpoint.K2RKey(name, stream)
 	delKeys(t, rc, key)
-	xlen := func() int64 {
-		n, _ := rc.Do(context.Background(), rc.B().Xlen().Key(stream).Build()).AsInt64()
-		return n
-	}
+	xlen := streamLen(rc, stream)
 	const n = 30000
 	produce(t, topic, numbered(0, n, 1))
 	p := startXmirror(t, "k2r", "--topic", topic, "--stream", stream, "--name", name, "--batch-size", "5", "--max-in-flight", "1")
@@ -156,10 +150,7 @@ func TestK2RLostPositionUnderStartLatestStopsInsteadOfSkipping(t *testing.T) {
 	stream, name := testenv.Stream(t, rc), testenv.Name(t, "m")
 	key := checkpoint.K2RKey(name, stream)
 	delKeys(t, rc, key)
-	xlen := func() int64 {
-		n, _ := rc.Do(context.Background(), rc.B().Xlen().Key(stream).Build()).AsInt64()
-		return n
-	}
+	xlen := streamLen(rc, stream)
 	p := startXmirror(t, "k2r", "--topic", topic, "--stream", stream, "--name", name, "--follow", "--start", "latest")
 	testenv.Wait(t, 30*time.Second, "the start position stored", func() bool { return hget(t, rc, key, topic+":0") == "0" })
 	produce(t, topic, numbered(0, 50, 1))

@@ -121,10 +121,7 @@ func TestK2RFollowRunMeetsARecreatedTopic(t *testing.T) {
 	stream, name := testenv.Stream(t, rc), testenv.Name(t, "m")
 	key := checkpoint.K2RKey(name, stream)
 	delKeys(t, rc, key)
-	xlen := func() int64 {
-		n, _ := rc.Do(context.Background(), rc.B().Xlen().Key(stream).Build()).AsInt64()
-		return n
-	}
+	xlen := streamLen(rc, stream)
 	args := []string{"k2r", "--topic", topic, "--stream", stream, "--name", name, "--follow", "--partition-check", "1s"}
 	produce(t, topic, numbered(0, 500, 1))
 
@@ -181,10 +178,7 @@ func TestK2RFollowRunWithRestartWaitsForADeletedTopic(t *testing.T) {
 	topic := testenv.Topic(t, kc, 1)
 	stream, name := testenv.Stream(t, rc), testenv.Name(t, "m")
 	delKeys(t, rc, checkpoint.K2RKey(name, stream))
-	xlen := func() int64 {
-		n, _ := rc.Do(context.Background(), rc.B().Xlen().Key(stream).Build()).AsInt64()
-		return n
-	}
+	xlen := streamLen(rc, stream)
 	args := []string{"k2r", "--topic", topic, "--stream", stream, "--name", name, "--follow", "--on-topic-recreated", "restart"}
 	produce(t, topic, numbered(0, 50, 1))
 	p := startXmirror(t, args...)

@@ -172,3 +172,28 @@ func Wait(tb testing.TB, d time.Duration, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// RedisUser creates the ACL user name on admin's server, allowed every key,
+// channel and command and then what rules add or take away (e.g. "-multi"),
+// and returns a client logged in as that user. The user is deleted and the
+// client closed when the test ends.
+func RedisUser(tb testing.TB, admin rueidis.Client, name string, rules ...string) rueidis.Client {
+	tb.Helper()
+	ctx := context.Background()
+	all := append([]string{"on", ">pw", "~*", "&*", "+@all"}, rules...)
+	if err := admin.Do(ctx, admin.B().AclSetuser().Username(name).Rule(all...).Build()).Error(); err != nil {
+		tb.Fatalf("ACL SETUSER %s: %v", name, err)
+	}
+	tb.Cleanup(func() { admin.Do(context.Background(), admin.B().AclDeluser().Username(name).Build()) })
+	opt, err := rueidis.ParseURL(RedisURL())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	opt.Username, opt.Password, opt.DisableCache = name, "pw", true
+	c, err := rueidis.NewClient(opt)
+	if err != nil {
+		tb.Fatalf("connect as %s: %v", name, err)
+	}
+	tb.Cleanup(c.Close)
+	return c
+}
