@@ -707,7 +707,8 @@ local st = redis.call('TYPE', stream).ok
 if st == 'stream' then
   local info, f = redis.call('XINFO', 'STREAM', stream), {}
   for k = 1, #info, 2 do f[info[k]] = info[k+1] end
-  state = f['last-generated-id'] .. ' ' .. f['entries-added']
+  -- Redis before 7.0 keeps no entries-added counter.
+  state = f['last-generated-id'] .. ' ' .. (f['entries-added'] or '-')
 elseif st ~= 'none' then
   -- The XADDs fail on it: nothing to take back.
   state = 'kept'
@@ -770,7 +771,11 @@ if state then
     end
     if #ids > 0 then redis.call('XDEL', stream, unpack(ids)) end
     n = n + #ids
-    redis.call('XSETID', stream, last, 'ENTRIESADDED', added)
+    if added == '-' then
+      redis.call('XSETID', stream, last)
+    else
+      redis.call('XSETID', stream, last, 'ENTRIESADDED', added)
+    end
   end
   return {'undone', tostring(n)}
 end
