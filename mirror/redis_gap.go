@@ -2,8 +2,11 @@ package mirror
 
 import (
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
+	"errors"
 	"fmt"
-	"time"
+	"strconv"
 
 	"github.com/redis/rueidis"
 )
@@ -61,15 +64,14 @@ func (e *GapError) Error() string {
 		e.Stream, what, note, e.Group, e.LastDelivered, where, from)
 }
 
-// groupPosition is a consumer group's entry of XINFO GROUPS.
+// groupPosition is what XINFO GROUPS says of the consumer group.
 type groupPosition struct {
-	found bool
-	last  string // last-delivered-id
+	last string // last-delivered-id
 	// read is entries-read, the logical number of the last delivered
-	// entry in the stream's history; lag is entries-added minus it.
-	// Both are Redis 7.0+, and nil when Redis cannot tell.
-	read, lag     int64
-	readOK, lagOK bool
+	// entry in the stream's history (Redis 7.0+); readOK is false when
+	// Redis cannot tell.
+	read   int64
+	readOK bool
 }
 
 // streamHead is what XINFO STREAM says about a stream's start.
@@ -81,16 +83,6 @@ type streamHead struct {
 	addedOK  bool
 	maxDel   string // max-deleted-entry-id, Redis 7.0+
 	deletedK bool   // maxDel was reported
-}
-
-// gapClean says, from the counters alone, that no entry after the group's
-// position is missing: lag counts the entries added after the last
-// delivered one, and when the stream holds at least that many none of
-// them can have been trimmed. Only growing, never a false "clean": a lag
-// Redis overcounts (its entries-read falls behind when a read jumps
-// trimmed entries) only sends the check to XINFO STREAM.
-func gapClean(g groupPosition, length int64) bool {
-	return g.lagOK && g.lag <= length
 }
 
 // headGap says whether the stream's head was trimmed past the group's
@@ -120,117 +112,328 @@ func headGap(g groupPosition, h streamHead) (gap bool, lost int64, atMost bool) 
 	return true, lost, tombstones
 }
 
-// checkGaps looks, before entries are read past them, for entries trimmed
-// from the head of streams before the group delivered them, and handles
-// them by OnGap. One round trip (XINFO GROUPS and XLEN per stream) when
-// the counters show nothing missing, which is every read of a mirror
-// that keeps up; XINFO STREAM only for the streams they do not clear.
-func (s *RedisSource) checkGaps(ctx context.Context, streams []*streamState) error {
+// gapToken is a stream's state that the mirror looked at and found no gap
+// in (or accepted one under OnGapSkip): the group's last delivered ID, the
+// stream's first entry and, for an empty stream, its last generated ID.
+// While Redis still shows exactly that, nothing was trimmed since, and
+// gapScript reads without sending the counters back again.
+type gapToken struct{ last, first, lastGen string }
+
+// gapScript is the check and the read of new entries in one step that
+// Redis runs atomically, so that no trim lands between them: an entry the
+// read passes over was trimmed before the check saw it, and is counted.
+// Per stream (KEYS), the stream is clean when:
+//
+//   - ARGV says to trust it (a group this run created and has not read
+//     from: what the stream lost before holds nothing it was to read);
+//   - the group's entries-read is known and its lag (entries added after
+//     its position) is no more than the stream's length: every entry
+//     added after the position is still there (XINFO GROUPS, XLEN);
+//   - or, from XINFO STREAM, nothing was added after the position, or the
+//     stream's first entry is at or before it (trimming removes entries
+//     from the head: all it removed were delivered), or the state is the
+//     one the mirror already cleared (the stream's gapToken).
+//
+// Any other stream is in doubt, and its state is sent back: {last
+// delivered ID, entries-read, length, first entry ID, last generated ID,
+// entries-added, max-deleted-entry-id, setid}, for the mirror to count
+// the gap (headGap) or clear the state. Under OnGapFail a doubt stops the
+// script before anything is read: {"check", {per stream: nil or its
+// state}}. Under OnGapSkip the read goes on past the gap, and the group's
+// entries-read is first set to what it would be had the trimmed entries
+// been read (XGROUP SETID at its position with ENTRIESREAD entries-added
+// minus length, when Redis counts the loss exactly), so that the read's
+// own counting, Redis's lag and the next checks start from the stream as
+// it is; setid is "ok", the refusal, or nil when not tried.
+//
+// When ARGV says to read, XREADGROUP ... > then reads every stream (BLOCK
+// is not allowed in scripts: a follow run waits with a plain XREAD first,
+// which delivers nothing). The reply is {"read", <XREADGROUP reply or
+// nil>, {each stream's last delivered ID before the read}, {per stream:
+// nil or its state}}.
+//
+// ARGV: group, consumer, COUNT, "1" to read, "1" to skip gaps; then per
+// stream: "1" to trust it, and its gapToken (last, first, lastGen; empty
+// for none). IDs are compared part by part as decimal strings, exactly.
+var gapScript = `local function parts(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  if not ms then return id, '' end
+  return ms, seq
+end
+local function cmp(a, b)
+  local am, as = parts(a)
+  local bm, bs = parts(b)
+  if #am ~= #bm then return #am < #bm and -1 or 1 end
+  if am ~= bm then return am < bm and -1 or 1 end
+  if #as ~= #bs then return #as < #bs and -1 or 1 end
+  if as ~= bs then return as < bs and -1 or 1 end
+  return 0
+end
+local function hash(flat)
+  local m = {}
+  for i = 1, #flat, 2 do m[flat[i]] = flat[i + 1] end
+  return m
+end
+local group, consumer, count = ARGV[1], ARGV[2], ARGV[3]
+local read, skip = ARGV[4] == '1', ARGV[5] == '1'
+local last, doubt, unsure = {}, {}, false
+for i, key in ipairs(KEYS) do
+  local a = 1 + 4 * i
+  local trust, clearL, clearF, clearG = ARGV[a + 1] == '1', ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  last[i], doubt[i] = false, false
+  local groups = redis.pcall('XINFO', 'GROUPS', key)
+  local g
+  if type(groups) == 'table' and not groups.err then
+    for _, raw in ipairs(groups) do
+      local m = hash(raw)
+      if m['name'] == group then g = m break end
+    end
+  end
+  -- Without the stream or the group, the read reports it.
+  if g then
+    local L, rd = g['last-delivered-id'], g['entries-read']
+    last[i] = L
+    local clean = trust
+    if not clean and rd and g['lag'] then
+      clean = g['lag'] <= redis.call('XLEN', key)
+    end
+    if not clean then
+      local h = hash(redis.call('XINFO', 'STREAM', key))
+      local n, added, maxDel = h['length'], h['entries-added'], h['max-deleted-entry-id']
+      local first = ''
+      if n > 0 and h['first-entry'] then first = h['first-entry'][1] end
+      local gen = h['last-generated-id']
+      clean = cmp(L, gen) >= 0 or (first ~= '' and cmp(L, first) >= 0)
+        or (L == clearL and first == clearF and (first ~= '' or gen == clearG))
+      if not clean then
+        unsure = true
+        local set = false
+        if skip and rd and added and added - n > rd
+            and not (first ~= '' and maxDel and maxDel ~= '0-0' and cmp(maxDel, first) >= 0) then
+          local r = redis.pcall('XGROUP', 'SETID', key, group, L, 'ENTRIESREAD', string.format('%d', added - n))
+          if type(r) == 'table' and r.err then set = r.err else set = 'ok' end
+        end
+        doubt[i] = {L, rd or false, n, first, gen, added or false, maxDel or false, set}
+      end
+    end
+  end
+end
+if unsure and not skip then return {'check', doubt} end
+if not read then return {'read', false, last, doubt} end
+local args = {'XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'STREAMS'}
+for _, key in ipairs(KEYS) do args[#args + 1] = key end
+for _ = 1, #KEYS do args[#args + 1] = '>' end
+local r = redis.pcall(unpack(args))
+if type(r) == 'table' and r.err then return r end
+return {'read', r, last, doubt}
+`
+
+// gapScriptSHA is gapScript's SHA1, for EVALSHA.
+var gapScriptSHA = func() string {
+	sum := sha1.Sum([]byte(gapScript))
+	return hex.EncodeToString(sum[:])
+}()
+
+// gapRetries bounds how many times in a row checkedRead clears a state
+// that changed again before it could read: each time means trimming past
+// the group's position between two round trips.
+const gapRetries = 16
+
+// checkedRead runs gapScript on streams: it checks them for entries
+// trimmed before the group delivered them and, when read is set and none
+// is found, reads new entries in the same atomic step. A gap found stops
+// with a *GapError (OnGapFail) before anything is read past it, or is
+// counted and accepted (OnGapSkip) and read past in that step; a state
+// the mirror clears of doubt is checked and read again. extra
+// commands go in the round trip of the first try, after the script; their
+// replies are after. The reply is that of XREADGROUP (nil when nothing
+// was read); each stream's lastRead is the group's position before it.
+func (s *RedisSource) checkedRead(ctx context.Context, streams []*streamState, read bool, extra ...rueidis.Completed) (reply rueidis.RedisMessage, after []rueidis.RedisResult, err error) {
+	c := s.cfg.Client
+	flag := func(b bool) string {
+		if b {
+			return "1"
+		}
+		return "0"
+	}
+	keys := make([]string, len(streams))
+	args := make([]string, 0, 5+4*len(streams))
+	args = append(args, s.cfg.Group, s.cfg.Consumer, strconv.Itoa(s.count), flag(read), flag(s.cfg.OnGap == OnGapSkip))
+	for i, st := range streams {
+		keys[i] = st.name
+		args = append(args, flag(st.fresh && st.delivered == ""), st.clear.last, st.clear.first, st.clear.lastGen)
+	}
+	eval := false
+	for try := 0; ; try++ {
+		var cmd rueidis.Completed
+		if eval {
+			cmd = c.B().Eval().Script(gapScript).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build()
+		} else {
+			cmd = c.B().Evalsha().Sha1(gapScriptSHA).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build()
+		}
+		var res rueidis.RedisResult
+		if try == 0 && len(extra) > 0 {
+			all := c.DoMulti(ctx, append(rueidis.Commands{cmd}, extra...)...)
+			res, after = all[0], all[1:]
+		} else {
+			res = c.Do(ctx, cmd)
+		}
+		if !eval && isRedisErrPrefix(res.Error(), "NOSCRIPT") {
+			eval = true // not cached (a new or restarted Redis): nothing ran
+			continue
+		}
+		parts, err := res.ToArray()
+		if err != nil {
+			return rueidis.RedisMessage{}, after, err
+		}
+		var status string
+		if len(parts) > 0 {
+			status, _ = parts[0].ToString()
+		}
+		var doubts []rueidis.RedisMessage
+		switch {
+		case status == "read" && len(parts) == 4:
+			doubts, err = parts[3].ToArray()
+		case status == "check" && len(parts) == 2:
+			doubts, err = parts[1].ToArray()
+		default:
+			err = fmt.Errorf("%q in %d parts", status, len(parts))
+		}
+		if err != nil {
+			return rueidis.RedisMessage{}, after, fmt.Errorf("look for entries trimmed before they were read: unexpected reply of the check: %w", err)
+		}
+		for i, d := range doubts {
+			if i >= len(streams) || d.IsNil() {
+				continue
+			}
+			g, h, setid, err := parseDoubt(d)
+			if err != nil {
+				return rueidis.RedisMessage{}, after, fmt.Errorf("stream %q: look for entries trimmed before they were read: %w", streams[i].name, err)
+			}
+			if err := s.handleGap(streams[i], g, h, setid); err != nil {
+				return rueidis.RedisMessage{}, after, err
+			}
+			args[5+4*i+1], args[5+4*i+2], args[5+4*i+3] = streams[i].clear.last, streams[i].clear.first, streams[i].clear.lastGen
+		}
+		if status == "read" {
+			if pos, err := parts[2].ToArray(); err == nil {
+				for i, p := range pos {
+					if i < len(streams) && !p.IsNil() {
+						streams[i].lastRead, _ = p.ToString()
+					}
+				}
+			}
+			return parts[1], after, nil
+		}
+		if try >= gapRetries {
+			return rueidis.RedisMessage{}, after, Transient(fmt.Errorf("streams %q: the stream's head moved at every look for entries trimmed before they were read; trying again", keys))
+		}
+	}
+}
+
+// parseDoubt reads a stream's state in gapScript's reply; setid is what
+// setting the group's entries-read past a gap gave ("ok", a refusal, or
+// "" when not tried).
+func parseDoubt(d rueidis.RedisMessage) (g groupPosition, h streamHead, setid string, err error) {
+	f, err := d.ToArray()
+	if err != nil || len(f) != 8 {
+		return g, h, "", fmt.Errorf("unexpected reply of the check")
+	}
+	g.last, _ = f[0].ToString()
+	if !f[1].IsNil() {
+		g.read, err = f[1].AsInt64()
+		g.readOK = err == nil
+	}
+	h.length, _ = f[2].AsInt64()
+	h.first, _ = f[3].ToString()
+	h.lastGen, _ = f[4].ToString()
+	if !f[5].IsNil() {
+		h.added, err = f[5].AsInt64()
+		h.addedOK = err == nil
+	}
+	if !f[6].IsNil() {
+		h.maxDel, _ = f[6].ToString()
+		h.deletedK = h.maxDel != ""
+	}
+	if !f[7].IsNil() {
+		setid, _ = f[7].ToString()
+	}
+	return g, h, setid, nil
+}
+
+// handleGap decides on a stream gapScript could not clear: no gap (the
+// state is cleared), or a gap, handled by OnGap.
+func (s *RedisSource) handleGap(st *streamState, g groupPosition, h streamHead, setid string) error {
+	gap, lost, atMost := headGap(g, h)
+	if gap {
+		ge := &GapError{Stream: st.name, Group: s.cfg.Group, LastDelivered: g.last, FirstEntry: h.first, LastGenerated: h.lastGen, Lost: lost, AtMost: atMost}
+		if s.cfg.OnGap != OnGapSkip {
+			return ge
+		}
+		s.skipGap(st, ge, setid)
+	}
+	st.clear = gapToken{last: g.last, first: h.first, lastGen: h.lastGen}
+	return nil
+}
+
+// checkGaps looks, before anything is read, for entries trimmed from the
+// head of streams before the group delivered them, and handles them by
+// OnGap (see checkedRead): a gap stops a run at start, as
+// kafka-to-redis's does, and leaves the group where it was.
+func (s *RedisSource) checkGaps(ctx context.Context) error {
 	var check []*streamState
-	for _, st := range streams {
-		// A group this run created has delivered nothing: what its
-		// stream lost before holds nothing it was to read.
-		if st.ready && !st.done && !(st.fresh && st.delivered == "") {
+	for _, st := range s.streams {
+		if st.ready && !st.done {
 			check = append(check, st)
 		}
 	}
 	if len(check) == 0 {
 		return nil
 	}
-	c := s.cfg.Client
-	cmds := make(rueidis.Commands, 0, 2*len(check))
-	for _, st := range check {
-		cmds = append(cmds, c.B().XinfoGroups().Key(st.name).Build(), c.B().Xlen().Key(st.name).Build())
-	}
-	replies := c.DoMulti(ctx, cmds...)
-	var doubt []*streamState
-	var doubtPos []groupPosition
-	for i, st := range check {
-		groups, err := replies[2*i].ToArray()
-		if err != nil {
-			if isRedisErrContaining(err, "no such key") || isRedisErrPrefix(err, "WRONGTYPE") {
-				continue // the read reports it
-			}
-			return classifyRedis(fmt.Errorf("stream %q: look for entries trimmed before they were read (XINFO GROUPS): %w", st.name, err))
-		}
-		n, err := replies[2*i+1].AsInt64()
-		if err != nil {
-			return classifyRedis(fmt.Errorf("stream %q: look for entries trimmed before they were read (XLEN): %w", st.name, err))
-		}
-		g := findGroup(groups, s.cfg.Group)
-		if !g.found || gapClean(g, n) {
-			continue // a lost group is the read's to report
-		}
-		doubt = append(doubt, st)
-		doubtPos = append(doubtPos, g)
-	}
-	if len(doubt) == 0 {
-		return nil
-	}
-	cmds = cmds[:0]
-	for _, st := range doubt {
-		cmds = append(cmds, c.B().XinfoStream().Key(st.name).Build())
-	}
-	for i, r := range c.DoMulti(ctx, cmds...) {
-		st, g := doubt[i], doubtPos[i]
-		info, err := r.AsMap()
-		if err != nil {
-			if isRedisErrContaining(err, "no such key") {
-				continue
-			}
-			return classifyRedis(fmt.Errorf("stream %q: look for entries trimmed before they were read (XINFO STREAM): %w", st.name, err))
-		}
-		h := parseStreamHead(info)
-		gap, lost, atMost := headGap(g, h)
-		if !gap {
-			continue
-		}
-		ge := &GapError{Stream: st.name, Group: s.cfg.Group, LastDelivered: g.last, FirstEntry: h.first, LastGenerated: h.lastGen, Lost: lost, AtMost: atMost}
-		if s.cfg.OnGap != OnGapSkip {
-			return ge
-		}
-		if err := s.skipGap(ctx, st, ge, g, h); err != nil {
+	if _, _, err := s.checkedRead(ctx, check, false); err != nil {
+		var ge *GapError
+		if errors.As(err, &ge) || IsTransient(err) {
 			return err
 		}
+		return classifyRedis(fmt.Errorf("look for entries trimmed before they were read: %w", err))
 	}
 	return nil
 }
 
-// skipGap accepts a gap (OnGapSkip): it is logged and counted, and the
-// group's entries-read set to what it would have been had the trimmed
-// entries been read (XGROUP SETID at the same ID), so that Redis's lag
-// and the next checks count from the stream as it is. Without exact
-// counters the group is left alone: its first read moves it past the gap.
-func (s *RedisSource) skipGap(ctx context.Context, st *streamState, ge *GapError, g groupPosition, h streamHead) error {
-	// A read that failed after the check is tried again, and checks
-	// again: the same gap is reported and counted once.
-	seen := ge.LastDelivered + " " + ge.FirstEntry + " " + ge.LastGenerated
-	if st.gapSeen == seen {
-		return nil
+// skipGap accepts a gap (OnGapSkip): it is logged and counted. gapScript
+// has set the group's entries-read to what it would have been had the
+// trimmed entries been read (setid "ok"), so that Redis's lag and the
+// next checks count from the stream as it is; without exact counters the
+// group is left alone, and its read moves it past the gap. A gap counted
+// at the group's position with the counter left behind comes back, in
+// full, while the group stays there: only what was not counted yet is
+// added.
+func (s *RedisSource) skipGap(st *streamState, ge *GapError, setid string) {
+	var counted int64
+	if st.gapAt == ge.LastDelivered {
+		counted = st.gapCounted
+	} else if ge.Lost < 0 {
+		counted = -1 // logged once per position
 	}
-	if ge.Lost > 0 && !ge.AtMost {
-		c := s.cfg.Client
-		// Entries added before the stream's first one: had they been
-		// read, the group's counter would stand there. Trimmed again
-		// meanwhile, the next check sees the new gap (this value is
-		// not above it).
-		err := c.Do(ctx, c.B().XgroupSetid().Key(ge.Stream).Group(ge.Group).Id(g.last).Entriesread(h.added-h.length).Build()).Error()
-		switch {
-		case isRefusal(err):
-			// Only the counter is left behind: a stream trimmed past
-			// the group again is still found, by its first entry.
-			s.log.Warn("cannot set the consumer group's entries-read past the trimmed entries; later reads may cost an XINFO STREAM more", "stream", ge.Stream, "group", ge.Group, "err", err)
-		case err != nil:
-			return classifyRedis(fmt.Errorf("stream %q: set the entries-read of consumer group %q past the trimmed entries (XGROUP SETID): %w", ge.Stream, ge.Group, err))
+	if setid != "" && setid != "ok" && st.gapAt != ge.LastDelivered {
+		// Only the counter is left behind: a stream trimmed past the
+		// group again is still found, by its first entry.
+		s.log.Warn("cannot set the consumer group's entries-read past the trimmed entries; later reads may cost an XINFO STREAM more", "stream", ge.Stream, "group", ge.Group, "err", setid)
+	}
+	if ge.Lost < 0 && counted < 0 || ge.Lost > counted {
+		add := *ge
+		if ge.Lost > 0 {
+			add.Lost = ge.Lost - max(counted, 0)
+			s.gapped.Add(add.Lost)
 		}
+		s.log.Warn("entries were trimmed from the stream before this mirror read them; skipping them (--on-gap skip)",
+			"stream", ge.Stream, "group", ge.Group, "last_delivered", ge.LastDelivered, "first_entry", ge.FirstEntry, "lost", lostText(&add))
 	}
-	st.gapSeen = seen
-	s.log.Warn("entries were trimmed from the stream before this mirror read them; skipping them (--on-gap skip)",
-		"stream", ge.Stream, "group", ge.Group, "last_delivered", ge.LastDelivered, "first_entry", ge.FirstEntry, "lost", lostText(ge))
-	if ge.Lost > 0 {
-		s.gapped.Add(ge.Lost)
+	if setid == "ok" {
+		st.gapAt, st.gapCounted = "", 0
+	} else {
+		st.gapAt, st.gapCounted = ge.LastDelivered, max(ge.Lost, 0)
 	}
-	return nil
 }
 
 func lostText(ge *GapError) string {
@@ -251,115 +454,4 @@ func (s *RedisSource) trimmedPending(stream, first string, count int) error {
 		return nil
 	}
 	return &GapError{Stream: stream, Group: s.cfg.Group, Pending: true, FirstPending: first, Lost: int64(count)}
-}
-
-// findGroup reads group's entry of an XINFO GROUPS reply.
-func findGroup(groups []rueidis.RedisMessage, group string) groupPosition {
-	for _, raw := range groups {
-		info, err := raw.AsMap()
-		if err != nil {
-			continue
-		}
-		nameMsg := info["name"]
-		if name, _ := nameMsg.ToString(); name != group {
-			continue
-		}
-		g := groupPosition{found: true}
-		lastMsg := info["last-delivered-id"]
-		g.last, _ = lastMsg.ToString()
-		if m, ok := info["entries-read"]; ok && !m.IsNil() {
-			g.read, err = m.AsInt64()
-			g.readOK = err == nil
-		}
-		if m, ok := info["lag"]; ok && !m.IsNil() {
-			g.lag, err = m.AsInt64()
-			g.lagOK = err == nil
-		}
-		return g
-	}
-	return groupPosition{}
-}
-
-// parseStreamHead reads the fields of XINFO STREAM that say where the
-// stream starts; those of Redis 7.0 are missing before it.
-func parseStreamHead(info map[string]rueidis.RedisMessage) streamHead {
-	var h streamHead
-	if m, ok := info["length"]; ok {
-		h.length, _ = m.AsInt64()
-	}
-	if m, ok := info["last-generated-id"]; ok {
-		h.lastGen, _ = m.ToString()
-	}
-	if m, ok := info["entries-added"]; ok && !m.IsNil() {
-		var err error
-		h.added, err = m.AsInt64()
-		h.addedOK = err == nil
-	}
-	if m, ok := info["max-deleted-entry-id"]; ok && !m.IsNil() {
-		h.maxDel, _ = m.ToString()
-		h.deletedK = h.maxDel != ""
-	}
-	if h.length > 0 {
-		if m, ok := info["first-entry"]; ok && !m.IsNil() {
-			if parts, err := m.ToArray(); err == nil && len(parts) > 0 {
-				h.first, _ = parts[0].ToString()
-			}
-		}
-		if m, ok := info["recorded-first-entry-id"]; ok && h.first == "" {
-			h.first, _ = m.ToString()
-		}
-	}
-	return h
-}
-
-// probeCommands are the counters read right after each read of new
-// entries, in its round trip: XINFO GROUPS and XLEN per stream.
-func (s *RedisSource) probeCommands(streams []*streamState) rueidis.Commands {
-	c := s.cfg.Client
-	cmds := make(rueidis.Commands, 0, 2*len(streams))
-	for _, st := range streams {
-		cmds = append(cmds, c.B().XinfoGroups().Key(st.name).Build(), c.B().Xlen().Key(st.name).Build())
-	}
-	return cmds
-}
-
-// probeFresh is how long the counters read with a read (noteProbes) stand
-// for the stream: from the moment that read was sent, so that a read that
-// waited for entries, or a reply that waited for a process paused or short
-// of CPU, has the next read checked in its own round trip.
-const probeFresh = 2 * time.Millisecond
-
-// noteProbes reads the counters taken right after a read sent at sent. A
-// stream is left unchecked before its next read, if it comes within
-// probeFresh of sent, when they show that it still holds
-// every entry added after the group's position (lag at most its length),
-// with, ahead of those, at least min(COUNT, half the stream) entries the
-// group had read: trimming would have to remove all of those, between
-// this read and the next, to reach an entry not read yet. Anything else
-// (a stream close to losing unread entries, counters Redis does not have,
-// an error) has the next read checked first (checkGaps), in its own round
-// trip.
-func (s *RedisSource) noteProbes(streams []*streamState, sent time.Time, after []rueidis.RedisResult) {
-	for i, st := range streams {
-		st.probed, st.probedAt = false, sent
-		if len(after) < 2*(i+1) {
-			continue
-		}
-		groups, err := after[2*i].ToArray()
-		if err != nil {
-			continue
-		}
-		n, err := after[2*i+1].AsInt64()
-		if err != nil {
-			continue
-		}
-		g := findGroup(groups, s.cfg.Group)
-		st.probed = g.found && probeSafe(g, n, int64(s.count))
-	}
-}
-
-// probeSafe is the rule of noteProbes for a group g on a stream of length
-// entries, read count entries at a time.
-func probeSafe(g groupPosition, length, count int64) bool {
-	return g.lagOK && g.lag <= length && length-g.lag >= min(count, length/2)
 }

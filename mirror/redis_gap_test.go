@@ -4,7 +4,7 @@ import "testing"
 
 func TestHeadGapCountsOnlyUndeliveredEntriesTrimmedFromTheHead(t *testing.T) {
 	redis7 := func(last string, read int64) groupPosition {
-		return groupPosition{found: true, last: last, read: read, readOK: true}
+		return groupPosition{last: last, read: read, readOK: true}
 	}
 	head := func(length int64, first, lastGen string, added int64, maxDel string) streamHead {
 		return streamHead{length: length, first: first, lastGen: lastGen, added: added, addedOK: true, maxDel: maxDel, deletedK: true}
@@ -28,9 +28,9 @@ func TestHeadGapCountsOnlyUndeliveredEntriesTrimmedFromTheHead(t *testing.T) {
 		{"deleted entries inside the stream: an upper bound", redis7("10-0", 10), head(2, "18-0", "20-0", 20, "19-0"), true, 8, true},
 		{"stream emptied (XTRIM MAXLEN 0) after the group read all", redis7("20-0", 20), head(0, "", "20-0", 20, "20-0"), false, 0, false},
 		{"stream emptied with 5 undelivered", redis7("15-0", 15), head(0, "", "20-0", 20, "0-0"), true, 5, false},
-		{"Redis 6.2: head past the position, no counters", groupPosition{found: true, last: "10-0"}, streamHead{length: 3, first: "18-0", lastGen: "20-0"}, true, -1, false},
-		{"Redis 6.2: position inside the stream", groupPosition{found: true, last: "19-0"}, streamHead{length: 3, first: "18-0", lastGen: "20-0"}, false, 0, false},
-		{"entries-read unknown, head past the position", groupPosition{found: true, last: "10-0"}, head(3, "18-0", "20-0", 20, "0-0"), true, -1, false},
+		{"Redis 6.2: head past the position, no counters", groupPosition{last: "10-0"}, streamHead{length: 3, first: "18-0", lastGen: "20-0"}, true, -1, false},
+		{"Redis 6.2: position inside the stream", groupPosition{last: "19-0"}, streamHead{length: 3, first: "18-0", lastGen: "20-0"}, false, 0, false},
+		{"entries-read unknown, head past the position", groupPosition{last: "10-0"}, head(3, "18-0", "20-0", 20, "0-0"), true, -1, false},
 		{"IDs compare as numbers, not text", redis7("9-0", 9), head(3, "10-0", "12-0", 12, "0-0"), false, 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -39,47 +39,5 @@ func TestHeadGapCountsOnlyUndeliveredEntriesTrimmedFromTheHead(t *testing.T) {
 				t.Fatalf("headGap = %v, %d, %v; want %v, %d, %v", gap, lost, atMost, tc.gap, tc.lost, tc.atMost)
 			}
 		})
-	}
-}
-
-func TestGapCleanNeedsALagTheStreamCovers(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		g      groupPosition
-		length int64
-		clean  bool
-	}{
-		{"caught up", groupPosition{lag: 0, lagOK: true}, 3, true},
-		{"every entry after the position still there", groupPosition{lag: 3, lagOK: true}, 3, true},
-		{"more added after the position than the stream holds", groupPosition{lag: 4, lagOK: true}, 3, false},
-		{"lag unknown (entries deleted after the position)", groupPosition{}, 3, false},
-	} {
-		if got := gapClean(tc.g, tc.length); got != tc.clean {
-			t.Errorf("%s: gapClean = %v, want %v", tc.name, got, tc.clean)
-		}
-	}
-}
-
-func TestProbeSafeWantsReadEntriesAheadOfTheUnreadOnes(t *testing.T) {
-	for _, tc := range []struct {
-		name          string
-		g             groupPosition
-		length, count int64
-		safe          bool
-	}{
-		{"caught up on a capped stream", groupPosition{lag: 0, lagOK: true}, 1000, 2000, true},
-		{"a backlog with a batch read ahead of it", groupPosition{lag: 998000, lagOK: true}, 1000000, 2000, true},
-		{"a backlog the mirror has just started on", groupPosition{lag: 999000, lagOK: true}, 1000000, 2000, false},
-		{"every entry of the stream unread", groupPosition{lag: 3, lagOK: true}, 3, 2000, false},
-		{"a tiny stream, caught up", groupPosition{lag: 0, lagOK: true}, 3, 2000, true},
-		{"a tiny stream, one unread of three", groupPosition{lag: 1, lagOK: true}, 3, 2000, true},
-		{"a tiny stream, two unread of three", groupPosition{lag: 2, lagOK: true}, 3, 2000, true},
-		{"an empty stream, nothing unread", groupPosition{lag: 0, lagOK: true}, 0, 2000, true},
-		{"entries lost already", groupPosition{lag: 10, lagOK: true}, 3, 2000, false},
-		{"no lag (Redis 6.2, entries deleted after the position)", groupPosition{}, 1000, 2000, false},
-	} {
-		if got := probeSafe(tc.g, tc.length, tc.count); got != tc.safe {
-			t.Errorf("%s: probeSafe = %v, want %v", tc.name, got, tc.safe)
-		}
 	}
 }

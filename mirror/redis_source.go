@@ -225,6 +225,9 @@ type RedisSource struct {
 	lastClaim     time.Time
 	// count is the COUNT of the next read (see BatchBytes).
 	count int
+	// idle says the last read of new entries filled no stream's COUNT: a
+	// follow run waits for entries before it reads again.
+	idle bool
 
 	trimmed atomic.Int64
 	// gapped counts entries trimmed from the head of a stream before the
@@ -238,15 +241,19 @@ type RedisSource struct {
 }
 
 type streamState struct {
-	name    string
-	ready   bool   // the group exists on the stream
-	fresh   bool   // this run created the group
-	gapSeen string // the last gap skipped (OnGapSkip), reported once
-	// probed says the counters read right after the last read showed
-	// nothing trimmed unread and room to spare (see noteProbes): the
-	// next read needs no check of its own.
-	probed   bool
-	probedAt time.Time
+	name  string
+	ready bool // the group exists on the stream
+	fresh bool // this run created the group
+	// clear is the last state checked for a gap and found clean, or
+	// whose gap was accepted (see gapToken); gapAt and gapCounted are
+	// the group's position at the last gap accepted and what was counted
+	// of it, for a gap trimmed further before the read (see skipGap).
+	clear      gapToken
+	gapAt      string
+	gapCounted int64
+	// lastRead is the group's last delivered ID after the last read of
+	// new entries: where a follow run waits for more (see waitForEntries).
+	lastRead string
 	inPEL    bool   // still re-reading this consumer's pending entries
 	cursor   string // PEL read position
 	snapshot string // one-shot: last generated ID at start
@@ -373,7 +380,7 @@ func NewRedisSource(ctx context.Context, cfg RedisSourceConfig) (*RedisSource, e
 	}
 	// Before anything is read: a gap stops a run at start, as
 	// kafka-to-redis's does, and leaves the group where it was.
-	if err := s.checkGaps(ctx, s.streams); err != nil {
+	if err := s.checkGaps(ctx); err != nil {
 		return nil, err
 	}
 	if err := s.claim(ctx); err != nil {
@@ -856,7 +863,7 @@ func (s *RedisSource) readPending(ctx context.Context) (*EntryBatch, error) {
 	}
 	c := s.cfg.Client
 	cmd := c.B().Xreadgroup().Group(s.cfg.Group, s.cfg.Consumer).Count(int64(s.count)).Streams().Key(names...).Id(ids...).Build()
-	b, counts, _, err := s.read(ctx, cmd, true)
+	b, counts, err := s.read(ctx, cmd, true)
 	if err != nil {
 		return nil, err
 	}
@@ -877,41 +884,34 @@ func (s *RedisSource) readPending(ctx context.Context) (*EntryBatch, error) {
 	return b, nil
 }
 
-// readNew reads entries never delivered to the group, once checkGaps
-// found none trimmed before it could: a read delivers the entries after
-// the group's position that the stream still holds, silently passing
-// over those trimmed.
+// readNew reads entries never delivered to the group, in the same atomic
+// step as the check for entries trimmed before it could (checkedRead): a
+// read delivers the entries after the group's position that the stream
+// still holds, silently passing over those trimmed. A follow run whose
+// last read filled no stream's COUNT waits for entries first.
 func (s *RedisSource) readNew(ctx context.Context, active []*streamState) (*EntryBatch, error) {
-	var unsure []*streamState
-	for _, st := range active {
-		if !st.probed || time.Since(st.probedAt) > probeFresh {
-			unsure = append(unsure, st)
+	c := s.cfg.Client
+	if s.cfg.Follow && s.idle {
+		if err := s.waitForEntries(ctx, active); err != nil {
+			return nil, err
 		}
 	}
-	if err := s.checkGaps(ctx, unsure); err != nil {
-		return nil, err
-	}
-	names := make([]string, len(active))
-	ids := make([]string, len(active))
-	for i, st := range active {
-		names[i], ids[i] = st.name, ">"
-	}
-	c := s.cfg.Client
-	var cmd rueidis.Completed
-	if s.cfg.Follow {
-		cmd = c.B().Xreadgroup().Group(s.cfg.Group, s.cfg.Consumer).Count(int64(s.count)).Block(s.cfg.Block.Milliseconds()).Streams().Key(names...).Id(ids...).Build()
-	} else {
-		cmd = c.B().Xreadgroup().Group(s.cfg.Group, s.cfg.Consumer).Count(int64(s.count)).Streams().Key(names...).Id(ids...).Build()
-	}
-	probe := s.probeCommands(active)
+	var extra rueidis.Commands
 	askRunID := s.cfg.Follow && time.Since(s.lastRunIDAt) >= runIDEvery
 	if askRunID {
-		probe = append(probe, c.B().Info().Section("server").Build())
+		extra = append(extra, c.B().Info().Section("server").Build())
 	}
-	sent := time.Now()
-	b, counts, after, err := s.read(ctx, cmd, false, probe...)
-	s.noteProbes(active, sent, after)
-	if err == nil && askRunID && len(after) == len(probe) {
+	count := s.count
+	reply, after, err := s.checkedRead(ctx, active, true, extra...)
+	var b *EntryBatch
+	var counts map[string]int
+	switch {
+	case err == nil:
+		b, counts, err = s.parseRead(reply, false)
+	case !errors.As(err, new(*GapError)) && !IsTransient(err):
+		err = s.readError(ctx, err)
+	}
+	if err == nil && askRunID && len(after) == len(extra) {
 		var restarted bool
 		restarted, err = s.checkRunID(ctx, after[len(after)-1])
 		if err == nil && restarted && b != nil {
@@ -923,6 +923,7 @@ func (s *RedisSource) readNew(ctx context.Context, active []*streamState) (*Entr
 		err = s.checkMovedBack(ctx, b)
 	}
 	if err != nil {
+		s.idle = false
 		if ctx.Err() == nil {
 			// Redis may have delivered entries before the reply was
 			// lost (a crash, a broken connection): look for them in the
@@ -938,6 +939,12 @@ func (s *RedisSource) readNew(ctx context.Context, active []*streamState) (*Entr
 		}
 		return nil, err
 	}
+	s.idle = true
+	for _, st := range active {
+		if counts[st.name] >= count {
+			s.idle = false
+		}
+	}
 	if !s.cfg.Follow {
 		for _, st := range active {
 			if counts[st.name] == 0 {
@@ -952,6 +959,7 @@ func (s *RedisSource) readNew(ctx context.Context, active []*streamState) (*Entr
 			st := s.byName[e.Stream]
 			st.noteDelivered(e.ID)
 			st.lastNew = e.ID
+			st.lastRead = e.ID
 			if !s.cfg.Follow && compareIDs(e.ID, st.snapshot) >= 0 {
 				st.done = true
 			}
@@ -963,36 +971,67 @@ func (s *RedisSource) readNew(ctx context.Context, active []*streamState) (*Entr
 	return b, nil
 }
 
-// read runs one XREADGROUP and turns its reply into a batch; counts has
-// the number of entries per stream. The probe commands, when given, go in
-// the same round trip, right after the read, and their replies are after.
-func (s *RedisSource) read(ctx context.Context, cmd rueidis.Completed, pending bool, probe ...rueidis.Completed) (*EntryBatch, map[string]int, []rueidis.RedisResult, error) {
-	c := s.cfg.Client
-	var res rueidis.RedisResult
-	var after []rueidis.RedisResult
-	if len(probe) == 0 {
-		res = c.Do(ctx, cmd)
-	} else {
-		all := c.DoMulti(ctx, append(rueidis.Commands{cmd}, probe...)...)
-		res, after = all[0], all[1:]
+// waitForEntries waits, up to Block, for entries after the group's
+// position on any of the streams, with a plain XREAD: it delivers nothing
+// to the group, so what it sees is read, and checked, by the next
+// checkedRead. A wait that ends with nothing still goes on to that read,
+// which also looks at the group and the stream (deleted, moved).
+func (s *RedisSource) waitForEntries(ctx context.Context, active []*streamState) error {
+	names := make([]string, len(active))
+	ids := make([]string, len(active))
+	for i, st := range active {
+		if st.lastRead == "" {
+			return nil // not read yet: nothing to wait from
+		}
+		names[i], ids[i] = st.name, st.lastRead
 	}
-	msg, err := res.ToMessage()
+	c := s.cfg.Client
+	err := c.Do(ctx, c.B().Xread().Count(1).Block(s.cfg.Block.Milliseconds()).Streams().Key(names...).Id(ids...).Build()).Error()
+	switch {
+	case err == nil || rueidis.IsRedisNil(err):
+		return nil
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case isRedisErrPrefix(err, "WRONGTYPE"):
+		return fmt.Errorf("a key being read is no longer a stream: %w", err)
+	}
+	return classifyRedis(fmt.Errorf("wait for new entries (XREAD): %w", err))
+}
+
+// read runs one XREADGROUP and turns its reply into a batch (parseRead).
+func (s *RedisSource) read(ctx context.Context, cmd rueidis.Completed, pending bool) (*EntryBatch, map[string]int, error) {
+	msg, err := s.cfg.Client.Do(ctx, cmd).ToMessage()
 	if err != nil {
-		if rueidis.IsRedisNil(err) {
-			return nil, nil, after, nil
-		}
-		if ctx.Err() != nil {
-			return nil, nil, nil, ctx.Err()
-		}
-		// A blocked read on a stream that was deleted is UNBLOCKED; the next
-		// read finds no group (NOGROUP).
-		if isRedisErrPrefix(err, "NOGROUP") || isRedisErrPrefix(err, "UNBLOCKED") {
-			return nil, nil, nil, s.groupLost(ctx, err)
-		}
-		if isRedisErrPrefix(err, "WRONGTYPE") {
-			return nil, nil, nil, fmt.Errorf("a key being read is no longer a stream: %w", err)
-		}
-		return nil, nil, nil, classifyRedis(fmt.Errorf("read streams (XREADGROUP): %w", err))
+		return nil, nil, s.readError(ctx, err)
+	}
+	return s.parseRead(msg, pending)
+}
+
+// readError is what a failed read means: nothing to read (nil), the group
+// lost, a key no longer a stream, or a failure of Redis.
+func (s *RedisSource) readError(ctx context.Context, err error) error {
+	if rueidis.IsRedisNil(err) {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	// A blocked read on a stream that was deleted is UNBLOCKED; the next
+	// read finds no group (NOGROUP).
+	if isRedisErrPrefix(err, "NOGROUP") || isRedisErrPrefix(err, "UNBLOCKED") {
+		return s.groupLost(ctx, err)
+	}
+	if isRedisErrPrefix(err, "WRONGTYPE") {
+		return fmt.Errorf("a key being read is no longer a stream: %w", err)
+	}
+	return classifyRedis(fmt.Errorf("read streams (XREADGROUP): %w", err))
+}
+
+// parseRead turns an XREADGROUP reply into a batch; counts has the number
+// of entries per stream. A nil reply is no batch.
+func (s *RedisSource) parseRead(msg rueidis.RedisMessage, pending bool) (*EntryBatch, map[string]int, error) {
+	if msg.IsNil() {
+		return nil, nil, nil
 	}
 	counts := map[string]int{}
 	b := &EntryBatch{}
@@ -1058,36 +1097,36 @@ func (s *RedisSource) read(ctx context.Context, cmd rueidis.Completed, pending b
 	if msg.IsMap() {
 		m, err := msg.ToMap()
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, nil, err
 		}
 		// Keep the order the streams were given in.
 		for _, st := range s.streams {
 			if entries, ok := m[st.name]; ok {
 				if err := add(st.name, entries); err != nil {
-					return nil, nil, nil, err
+					return nil, nil, err
 				}
 			}
 		}
 	} else {
 		arr, err := msg.ToArray()
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("unexpected XREADGROUP reply: %w", err)
+			return nil, nil, fmt.Errorf("unexpected XREADGROUP reply: %w", err)
 		}
 		for _, pair := range arr {
 			kv, err := pair.ToArray()
 			if err != nil || len(kv) != 2 {
-				return nil, nil, nil, fmt.Errorf("unexpected XREADGROUP reply: %v", err)
+				return nil, nil, fmt.Errorf("unexpected XREADGROUP reply: %v", err)
 			}
 			name, _ := kv[0].ToString()
 			if err := add(name, kv[1]); err != nil {
-				return nil, nil, nil, err
+				return nil, nil, err
 			}
 		}
 	}
 	if s.cfg.BatchBytes > 0 && largest >= 0 {
 		s.count = readCount(s.cfg.BatchSize, s.cfg.BatchBytes, largest)
 	}
-	return b, counts, after, nil
+	return b, counts, nil
 }
 
 // handledByStream is each stream's handled ID where entries at or below
@@ -1333,7 +1372,7 @@ func (s *RedisSource) groupLost(ctx context.Context, cause error) error {
 			kept = append(kept, st)
 		}
 		st.ready, st.inPEL, st.cursor, st.delivered, st.lastNew, st.warned = false, false, "0", "", "", false
-		st.probed = false
+		st.clear, st.gapAt, st.gapCounted, st.lastRead = gapToken{}, "", 0, ""
 	}
 	if err := s.prepare(ctx, lost, "0"); err != nil {
 		return err
