@@ -161,6 +161,25 @@ func TestFollowRunThatFellBehindATrimStopsNamingTheGap(t *testing.T) {
 			t.Fatalf("stderr %q does not say %q", out, want)
 		}
 	}
+	// Nothing was read past the gap: the group is where it stood, so a
+	// rerun stops there again, and nothing of the hold is left behind.
+	ids := recordIDs(t, topic)
+	groups, err := rc.Do(context.Background(), rc.B().XinfoGroups().Key(stream).Build()).ToArray()
+	must(t, err)
+	g, err := groups[0].AsMap()
+	must(t, err)
+	lastMsg, pendingMsg := g["last-delivered-id"], g["pending"]
+	last, _ := lastMsg.ToString()
+	pending, _ := pendingMsg.AsInt64()
+	if last != ids[len(ids)-1] || pending != 0 {
+		t.Fatalf("after the gap the group stands at %s with %d pending; want %s, the last entry mirrored, and none", last, pending, ids[len(ids)-1])
+	}
+	if n, err := rc.Do(context.Background(), rc.B().Exists().Key("xmirror:r2k:"+name+":gap-hold").Build()).AsInt64(); err != nil || n != 0 {
+		t.Fatalf("hold key left behind: %d, %v", n, err)
+	}
+	if r := xmirror(t, "r2k", "--stream", stream, "--topic", topic, "--name", name); r.code != 1 || !strings.Contains(r.stderr, fmt.Sprintf("%d entries were trimmed", lost)) {
+		t.Fatalf("rerun: exit %d, %q; want the same gap", r.code, r.stderr)
+	}
 }
 
 func TestTrimmingWhatTheMirrorAlreadyReadIsNoGap(t *testing.T) {

@@ -2,13 +2,12 @@ package mirror
 
 import (
 	"context"
-	"crypto/sha1"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"strconv"
 
 	"github.com/redis/rueidis"
+
+	"github.com/xmirror/xmirror/checkpoint"
 )
 
 // GapError is a stream that lost entries before this mirror read them:
@@ -112,17 +111,16 @@ func headGap(g groupPosition, h streamHead) (gap bool, lost int64, atMost bool) 
 	return true, lost, tombstones
 }
 
-// gapToken is a stream's state that the mirror looked at and found no gap
-// in (or accepted one under OnGapSkip): the group's last delivered ID, the
-// stream's first entry and, for an empty stream, its last generated ID.
-// While Redis still shows exactly that, nothing was trimmed since, and
-// gapScript reads without sending the counters back again.
-type gapToken struct{ last, first, lastGen string }
-
-// gapScript is the check and the read of new entries in one step that
-// Redis runs atomically, so that no trim lands between them: an entry the
-// read passes over was trimmed before the check saw it, and is counted.
-// Per stream (KEYS), the stream is clean when:
+// gapCheckScript checks streams for entries trimmed before the consumer
+// group delivered them. It runs in a transaction (MULTI) right before the
+// XREADGROUP it clears and gapHoldScript, so that no trim lands between
+// the check and the read: an entry the read passes over was trimmed
+// before the check saw it, and is counted. A script cannot hold the read
+// itself cheaply (every entry would be copied into Lua and back), nor
+// block (BLOCK is refused in scripts: a follow run waits with a plain
+// XREAD first, which delivers nothing).
+//
+// Per stream (KEYS but the last), nothing is missing when:
 //
 //   - ARGV says to trust it (a group this run created and has not read
 //     from: what the stream lost before holds nothing it was to read);
@@ -131,31 +129,32 @@ type gapToken struct{ last, first, lastGen string }
 //     added after the position is still there (XINFO GROUPS, XLEN);
 //   - or, from XINFO STREAM, nothing was added after the position, or the
 //     stream's first entry is at or before it (trimming removes entries
-//     from the head: all it removed were delivered), or the state is the
-//     one the mirror already cleared (the stream's gapToken).
+//     from the head: all it removed were delivered), or, counted with
+//     Redis 7's counters, entries-added - length - entries-read <= 0 (the
+//     entries trimmed were all delivered); headGap is the same rule.
 //
-// Any other stream is in doubt, and its state is sent back: {last
-// delivered ID, entries-read, length, first entry ID, last generated ID,
-// entries-added, max-deleted-entry-id, setid}, for the mirror to count
-// the gap (headGap) or clear the state. Under OnGapFail a doubt stops the
-// script before anything is read: {"check", {per stream: nil or its
-// state}}. Under OnGapSkip the read goes on past the gap, and the group's
-// entries-read is first set to what it would be had the trimmed entries
-// been read (XGROUP SETID at its position with ENTRIESREAD entries-added
-// minus length, when Redis counts the loss exactly), so that the read's
-// own counting, Redis's lag and the next checks start from the stream as
-// it is; setid is "ok", the refusal, or nil when not tried.
+// Any other stream has a gap, and its state is sent back: {last delivered
+// ID, entries-read, length, first entry ID, last generated ID,
+// entries-added, max-deleted-entry-id, setid}. Under OnGapSkip the read
+// goes on past it, and the group's entries-read is first set to what it
+// would be had the trimmed entries been read (XGROUP SETID at its
+// position with ENTRIESREAD entries-added - length, when the loss is
+// counted exactly), so that the read's own counting, Redis's lag and the
+// next checks start from the stream as it is; setid is "ok", the refusal,
+// or nil when not tried. Under OnGapFail, and when ARGV says a read
+// follows, the read is held: every group is moved to its stream's end
+// (XGROUP SETID $), so the read delivers nothing, its position and
+// entries-read kept in the hold key (the last KEY), and gapHoldScript puts
+// them back after the read, in the same transaction; setid then says
+// whether the hold took.
 //
-// When ARGV says to read, XREADGROUP ... > then reads every stream (BLOCK
-// is not allowed in scripts: a follow run waits with a plain XREAD first,
-// which delivers nothing). The reply is {"read", <XREADGROUP reply or
-// nil>, {each stream's last delivered ID before the read}, {per stream:
-// nil or its state}}.
+// The reply is {"gap" or "ok", {each stream's last delivered ID}, {per
+// stream: nil or its state}}; "gap" says the read was held.
 //
-// ARGV: group, consumer, COUNT, "1" to read, "1" to skip gaps; then per
-// stream: "1" to trust it, and its gapToken (last, first, lastGen; empty
-// for none). IDs are compared part by part as decimal strings, exactly.
-var gapScript = `local function parts(id)
+// ARGV: group, "1" when a read follows, "1" to skip gaps; then per
+// stream "1" to trust it. IDs are compared part by part as decimal
+// strings, exactly; counters are exact below 2^53.
+const gapCheckScript = `local function parts(id)
   local ms, seq = string.match(id, '^(%d+)-(%d+)$')
   if not ms then return id, '' end
   return ms, seq
@@ -174,13 +173,12 @@ local function hash(flat)
   for i = 1, #flat, 2 do m[flat[i]] = flat[i + 1] end
   return m
 end
-local group, consumer, count = ARGV[1], ARGV[2], ARGV[3]
-local read, skip = ARGV[4] == '1', ARGV[5] == '1'
-local last, doubt, unsure = {}, {}, false
-for i, key in ipairs(KEYS) do
-  local a = 1 + 4 * i
-  local trust, clearL, clearF, clearG = ARGV[a + 1] == '1', ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
-  last[i], doubt[i] = false, false
+local group, read, skip = ARGV[1], ARGV[2] == '1', ARGV[3] == '1'
+local hold = KEYS[#KEYS]
+local last, gaps, found, gap = {}, {}, {}, false
+for i = 1, #KEYS - 1 do
+  local key = KEYS[i]
+  last[i], gaps[i] = false, false
   local groups = redis.pcall('XINFO', 'GROUPS', key)
   local g
   if type(groups) == 'table' and not groups.err then
@@ -192,8 +190,8 @@ for i, key in ipairs(KEYS) do
   -- Without the stream or the group, the read reports it.
   if g then
     local L, rd = g['last-delivered-id'], g['entries-read']
-    last[i] = L
-    local clean = trust
+    last[i], found[i] = L, {L, rd}
+    local clean = ARGV[3 + i] == '1'
     if not clean and rd and g['lag'] then
       clean = g['lag'] <= redis.call('XLEN', key)
     end
@@ -203,51 +201,74 @@ for i, key in ipairs(KEYS) do
       local first = ''
       if n > 0 and h['first-entry'] then first = h['first-entry'][1] end
       local gen = h['last-generated-id']
-      clean = cmp(L, gen) >= 0 or (first ~= '' and cmp(L, first) >= 0)
-        or (L == clearL and first == clearF and (first ~= '' or gen == clearG))
+      local exact = rd and added
+      if cmp(L, gen) >= 0 or (first ~= '' and cmp(L, first) >= 0) then
+        clean = true
+      elseif exact then
+        clean = added - n - rd <= 0
+      end
       if not clean then
-        unsure = true
+        gap = true
         local set = false
-        if skip and rd and added and added - n > rd
-            and not (first ~= '' and maxDel and maxDel ~= '0-0' and cmp(maxDel, first) >= 0) then
+        local tombstones = first ~= '' and maxDel and maxDel ~= '0-0' and cmp(maxDel, first) >= 0
+        if skip and exact and not tombstones then
           local r = redis.pcall('XGROUP', 'SETID', key, group, L, 'ENTRIESREAD', string.format('%d', added - n))
           if type(r) == 'table' and r.err then set = r.err else set = 'ok' end
         end
-        doubt[i] = {L, rd or false, n, first, gen, added or false, maxDel or false, set}
+        gaps[i] = {L, rd or false, n, first, gen, added or false, maxDel or false, set}
       end
     end
   end
 end
-if unsure and not skip then return {'check', doubt} end
-if not read then return {'read', false, last, doubt} end
-local args = {'XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'STREAMS'}
-for _, key in ipairs(KEYS) do args[#args + 1] = key end
-for _ = 1, #KEYS do args[#args + 1] = '>' end
-local r = redis.pcall(unpack(args))
-if type(r) == 'table' and r.err then return r end
-return {'read', r, last, doubt}
+if not gap or skip or not read then return {'ok', last, gaps} end
+for i = 1, #KEYS - 1 do
+  if found[i] then
+    local pos = found[i][1] .. ' '
+    if found[i][2] then pos = pos .. string.format('%d', found[i][2]) end
+    redis.call('HSET', hold, KEYS[i], pos)
+    local r = redis.pcall('XGROUP', 'SETID', KEYS[i], group, '$')
+    if gaps[i] then
+      if type(r) == 'table' and r.err then gaps[i][8] = r.err else gaps[i][8] = 'ok' end
+    end
+  end
+end
+return {'gap', last, gaps}
 `
 
-// gapScriptSHA is gapScript's SHA1, for EVALSHA.
-var gapScriptSHA = func() string {
-	sum := sha1.Sum([]byte(gapScript))
-	return hex.EncodeToString(sum[:])
-}()
+// gapHoldScript puts back, after the read gapCheckScript held, each
+// group where it was (XGROUP SETID, with its entries-read when it had
+// one), and deletes the hold key (KEYS[1]). With no hold key it does
+// nothing. ARGV: group.
+const gapHoldScript = `if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local saved = redis.call('HGETALL', KEYS[1])
+for i = 1, #saved, 2 do
+  local L, rd = string.match(saved[i + 1], '^(%S+) (%S*)$')
+  if rd ~= '' then
+    redis.call('XGROUP', 'SETID', saved[i], ARGV[1], L, 'ENTRIESREAD', rd)
+  else
+    redis.call('XGROUP', 'SETID', saved[i], ARGV[1], L)
+  end
+end
+redis.call('DEL', KEYS[1])
+return 1
+`
 
-// gapRetries bounds how many times in a row checkedRead clears a state
-// that changed again before it could read: each time means trimming past
-// the group's position between two round trips.
-const gapRetries = 16
+// gapHoldKey is where gapCheckScript keeps the groups' positions while it
+// holds a read: only ever inside one transaction, never seen outside it.
+func (s *RedisSource) gapHoldKey() string {
+	return checkpoint.R2KKey(s.cfg.Mirror) + ":gap-hold"
+}
 
-// checkedRead runs gapScript on streams: it checks them for entries
-// trimmed before the group delivered them and, when read is set and none
-// is found, reads new entries in the same atomic step. A gap found stops
-// with a *GapError (OnGapFail) before anything is read past it, or is
-// counted and accepted (OnGapSkip) and read past in that step; a state
-// the mirror clears of doubt is checked and read again. extra
-// commands go in the round trip of the first try, after the script; their
-// replies are after. The reply is that of XREADGROUP (nil when nothing
-// was read); each stream's lastRead is the group's position before it.
+// checkedRead checks streams for entries trimmed before the group
+// delivered them and, when read is set, reads new entries, in one
+// transaction (gapCheckScript, XREADGROUP, gapHoldScript), so that the
+// check sees exactly what the read passes over. A gap stops with a
+// *GapError (OnGapFail) and nothing is read past it: the group stays
+// where it was, so a rerun stops there again. Under OnGapSkip it is
+// counted and the read goes past it. extra commands go in the same round
+// trip, after the transaction; their replies are after. The reply is that
+// of XREADGROUP (nil when nothing was read); each stream's lastRead is
+// the group's position before it.
 func (s *RedisSource) checkedRead(ctx context.Context, streams []*streamState, read bool, extra ...rueidis.Completed) (reply rueidis.RedisMessage, after []rueidis.RedisResult, err error) {
 	c := s.cfg.Client
 	flag := func(b bool) string {
@@ -256,85 +277,132 @@ func (s *RedisSource) checkedRead(ctx context.Context, streams []*streamState, r
 		}
 		return "0"
 	}
-	keys := make([]string, len(streams))
-	args := make([]string, 0, 5+4*len(streams))
-	args = append(args, s.cfg.Group, s.cfg.Consumer, strconv.Itoa(s.count), flag(read), flag(s.cfg.OnGap == OnGapSkip))
+	hold := s.gapHoldKey()
+	names := make([]string, len(streams))
+	keys := make([]string, 0, len(streams)+1)
+	args := make([]string, 0, 3+len(streams))
+	args = append(args, s.cfg.Group, flag(read), flag(s.cfg.OnGap == OnGapSkip))
 	for i, st := range streams {
-		keys[i] = st.name
-		args = append(args, flag(st.fresh && st.delivered == ""), st.clear.last, st.clear.first, st.clear.lastGen)
+		names[i] = st.name
+		args = append(args, flag(st.fresh && st.delivered == ""))
 	}
-	eval := false
-	for try := 0; ; try++ {
-		var cmd rueidis.Completed
-		if eval {
-			cmd = c.B().Eval().Script(gapScript).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build()
-		} else {
-			cmd = c.B().Evalsha().Sha1(gapScriptSHA).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build()
+	keys = append(append(keys, names...), hold)
+	check := c.B().Eval().Script(gapCheckScript).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build()
+	var cmds rueidis.Commands
+	if read {
+		ids := make([]string, len(streams))
+		for i := range ids {
+			ids[i] = ">"
 		}
-		var res rueidis.RedisResult
-		if try == 0 && len(extra) > 0 {
-			all := c.DoMulti(ctx, append(rueidis.Commands{cmd}, extra...)...)
-			res, after = all[0], all[1:]
-		} else {
-			res = c.Do(ctx, cmd)
+		cmds = rueidis.Commands{
+			c.B().Multi().Build(),
+			check,
+			c.B().Xreadgroup().Group(s.cfg.Group, s.cfg.Consumer).Count(int64(s.count)).Streams().Key(names...).Id(ids...).Build(),
+			c.B().Eval().Script(gapHoldScript).Numkeys(int64(1 + len(names))).Key(append([]string{hold}, names...)...).Arg(s.cfg.Group).Build(),
+			c.B().Exec().Build(),
 		}
-		if !eval && isRedisErrPrefix(res.Error(), "NOSCRIPT") {
-			eval = true // not cached (a new or restarted Redis): nothing ran
+	} else {
+		cmds = rueidis.Commands{check}
+	}
+	all := c.DoMulti(ctx, append(cmds, extra...)...)
+	replies, after := all[:len(cmds)], all[len(cmds):]
+	var checked, readMsg rueidis.RedisMessage
+	var checkErr error
+	if read {
+		for i, r := range replies[:len(cmds)-1] {
+			if err := r.Error(); err != nil {
+				if i == 0 {
+					return rueidis.RedisMessage{}, after, classifyRedis(fmt.Errorf("start the transaction of the read (MULTI): %w", err))
+				}
+				// Refused while queued: EXEC discards the whole
+				// transaction, nothing ran.
+				return rueidis.RedisMessage{}, after, s.readError(ctx, err)
+			}
+		}
+		exec, err := replies[len(cmds)-1].ToArray()
+		if err != nil {
+			return rueidis.RedisMessage{}, after, s.readError(ctx, err)
+		}
+		if len(exec) != 3 {
+			return rueidis.RedisMessage{}, after, fmt.Errorf("read streams: EXEC returned %d replies for 3 commands", len(exec))
+		}
+		checked, readMsg = exec[0], exec[1]
+		checkErr = checked.Error()
+		if err := exec[2].Error(); err != nil {
+			return rueidis.RedisMessage{}, after, fmt.Errorf("put the consumer group back after a gap held the read: %w", err)
+		}
+	} else {
+		checked, checkErr = replies[0].ToMessage()
+	}
+	var parts []rueidis.RedisMessage
+	if checkErr == nil {
+		parts, checkErr = checked.ToArray()
+	}
+	if checkErr != nil {
+		// The check failed inside the transaction, and the read did
+		// not wait for it: what it delivered is pending, and re-read.
+		return rueidis.RedisMessage{}, after, classifyRedis(fmt.Errorf("look for entries trimmed before they were read: %w", checkErr))
+	}
+	var status string
+	var pos, gaps []rueidis.RedisMessage
+	if len(parts) == 3 {
+		status, _ = parts[0].ToString()
+		pos, _ = parts[1].ToArray()
+		gaps, err = parts[2].ToArray()
+	}
+	if err != nil || (status != "ok" && status != "gap") {
+		return rueidis.RedisMessage{}, after, fmt.Errorf("look for entries trimmed before they were read: unexpected reply of the check")
+	}
+	for i, p := range pos {
+		if i < len(streams) && !p.IsNil() {
+			streams[i].lastRead, _ = p.ToString()
+		}
+	}
+	var first *GapError
+	for i, d := range gaps {
+		if i >= len(streams) || d.IsNil() {
 			continue
 		}
-		parts, err := res.ToArray()
+		g, h, setid, err := parseGap(d)
 		if err != nil {
-			return rueidis.RedisMessage{}, after, err
+			return rueidis.RedisMessage{}, after, fmt.Errorf("stream %q: look for entries trimmed before they were read: %w", streams[i].name, err)
 		}
-		var status string
-		if len(parts) > 0 {
-			status, _ = parts[0].ToString()
+		gap, lost, atMost := headGap(g, h)
+		if !gap {
+			continue // only counters above 2^53 could make the script see one
 		}
-		var doubts []rueidis.RedisMessage
-		switch {
-		case status == "read" && len(parts) == 4:
-			doubts, err = parts[3].ToArray()
-		case status == "check" && len(parts) == 2:
-			doubts, err = parts[1].ToArray()
-		default:
-			err = fmt.Errorf("%q in %d parts", status, len(parts))
+		ge := &GapError{Stream: streams[i].name, Group: s.cfg.Group, LastDelivered: g.last, FirstEntry: h.first, LastGenerated: h.lastGen, Lost: lost, AtMost: atMost}
+		if s.cfg.OnGap == OnGapSkip {
+			s.skipGap(streams[i], ge, setid)
+			continue
 		}
-		if err != nil {
-			return rueidis.RedisMessage{}, after, fmt.Errorf("look for entries trimmed before they were read: unexpected reply of the check: %w", err)
+		if read && setid != "ok" {
+			// The read could not be held: it went past the gap, which a
+			// rerun will not see again.
+			s.log.Warn("could not hold the consumer group before the gap (XGROUP SETID refused); what the read delivered past it stays pending", "stream", ge.Stream, "group", ge.Group, "err", setid)
 		}
-		for i, d := range doubts {
-			if i >= len(streams) || d.IsNil() {
-				continue
-			}
-			g, h, setid, err := parseDoubt(d)
-			if err != nil {
-				return rueidis.RedisMessage{}, after, fmt.Errorf("stream %q: look for entries trimmed before they were read: %w", streams[i].name, err)
-			}
-			if err := s.handleGap(streams[i], g, h, setid); err != nil {
-				return rueidis.RedisMessage{}, after, err
-			}
-			args[5+4*i+1], args[5+4*i+2], args[5+4*i+3] = streams[i].clear.last, streams[i].clear.first, streams[i].clear.lastGen
-		}
-		if status == "read" {
-			if pos, err := parts[2].ToArray(); err == nil {
-				for i, p := range pos {
-					if i < len(streams) && !p.IsNil() {
-						streams[i].lastRead, _ = p.ToString()
-					}
-				}
-			}
-			return parts[1], after, nil
-		}
-		if try >= gapRetries {
-			return rueidis.RedisMessage{}, after, Transient(fmt.Errorf("streams %q: the stream's head moved at every look for entries trimmed before they were read; trying again", keys))
+		if first == nil {
+			first = ge
 		}
 	}
+	if first != nil {
+		return rueidis.RedisMessage{}, after, first
+	}
+	if status == "gap" {
+		return rueidis.RedisMessage{}, after, Transient(fmt.Errorf("streams %q: the read was held for a gap the counters do not show; reading again", names))
+	}
+	if !read {
+		return rueidis.RedisMessage{}, after, nil
+	}
+	if err := readMsg.Error(); err != nil && !rueidis.IsRedisNil(err) {
+		return rueidis.RedisMessage{}, after, s.readError(ctx, err)
+	}
+	return readMsg, after, nil
 }
 
-// parseDoubt reads a stream's state in gapScript's reply; setid is what
-// setting the group's entries-read past a gap gave ("ok", a refusal, or
-// "" when not tried).
-func parseDoubt(d rueidis.RedisMessage) (g groupPosition, h streamHead, setid string, err error) {
+// parseGap reads a stream's state in gapCheckScript's reply; setid is what
+// XGROUP SETID gave ("ok", a refusal, or "" when not tried).
+func parseGap(d rueidis.RedisMessage) (g groupPosition, h streamHead, setid string, err error) {
 	f, err := d.ToArray()
 	if err != nil || len(f) != 8 {
 		return g, h, "", fmt.Errorf("unexpected reply of the check")
@@ -361,21 +429,6 @@ func parseDoubt(d rueidis.RedisMessage) (g groupPosition, h streamHead, setid st
 	return g, h, setid, nil
 }
 
-// handleGap decides on a stream gapScript could not clear: no gap (the
-// state is cleared), or a gap, handled by OnGap.
-func (s *RedisSource) handleGap(st *streamState, g groupPosition, h streamHead, setid string) error {
-	gap, lost, atMost := headGap(g, h)
-	if gap {
-		ge := &GapError{Stream: st.name, Group: s.cfg.Group, LastDelivered: g.last, FirstEntry: h.first, LastGenerated: h.lastGen, Lost: lost, AtMost: atMost}
-		if s.cfg.OnGap != OnGapSkip {
-			return ge
-		}
-		s.skipGap(st, ge, setid)
-	}
-	st.clear = gapToken{last: g.last, first: h.first, lastGen: h.lastGen}
-	return nil
-}
-
 // checkGaps looks, before anything is read, for entries trimmed from the
 // head of streams before the group delivered them, and handles them by
 // OnGap (see checkedRead): a gap stops a run at start, as
@@ -400,7 +453,7 @@ func (s *RedisSource) checkGaps(ctx context.Context) error {
 	return nil
 }
 
-// skipGap accepts a gap (OnGapSkip): it is logged and counted. gapScript
+// skipGap accepts a gap (OnGapSkip): it is logged and counted. gapCheckScript
 // has set the group's entries-read to what it would have been had the
 // trimmed entries been read (setid "ok"), so that Redis's lag and the
 // next checks count from the stream as it is; without exact counters the

@@ -244,11 +244,9 @@ type streamState struct {
 	name  string
 	ready bool // the group exists on the stream
 	fresh bool // this run created the group
-	// clear is the last state checked for a gap and found clean, or
-	// whose gap was accepted (see gapToken); gapAt and gapCounted are
-	// the group's position at the last gap accepted and what was counted
-	// of it, for a gap trimmed further before the read (see skipGap).
-	clear      gapToken
+	// gapAt and gapCounted are the group's position at the last gap
+	// accepted and what was counted of it, for a gap seen again before
+	// the group moves (see skipGap).
 	gapAt      string
 	gapCounted int64
 	// lastRead is the group's last delivered ID after the last read of
@@ -905,11 +903,8 @@ func (s *RedisSource) readNew(ctx context.Context, active []*streamState) (*Entr
 	reply, after, err := s.checkedRead(ctx, active, true, extra...)
 	var b *EntryBatch
 	var counts map[string]int
-	switch {
-	case err == nil:
+	if err == nil {
 		b, counts, err = s.parseRead(reply, false)
-	case !errors.As(err, new(*GapError)) && !IsTransient(err):
-		err = s.readError(ctx, err)
 	}
 	if err == nil && askRunID && len(after) == len(extra) {
 		var restarted bool
@@ -1372,7 +1367,7 @@ func (s *RedisSource) groupLost(ctx context.Context, cause error) error {
 			kept = append(kept, st)
 		}
 		st.ready, st.inPEL, st.cursor, st.delivered, st.lastNew, st.warned = false, false, "0", "", "", false
-		st.clear, st.gapAt, st.gapCounted, st.lastRead = gapToken{}, "", 0, ""
+		st.gapAt, st.gapCounted, st.lastRead = "", 0, ""
 	}
 	if err := s.prepare(ctx, lost, "0"); err != nil {
 		return err
