@@ -785,9 +785,19 @@ func (s *RedisSource) OnReadBack(fn func(ctx context.Context) (confirmed map[str
 	s.cfg.ReadBack = fn
 }
 
-// Trimmed counts pending entries found trimmed from their stream and
-// acknowledged; Skipped counts pending entries found already in Kafka.
-func (s *RedisSource) Trimmed() int64 { return s.trimmed.Load() }
+// idListMax is how many IDs a warning names before it counts the rest.
+const idListMax = 20
+
+// idList names ids for a log line: all of them, or the first idListMax
+// and how many more.
+func idList(ids []string) string {
+	if len(ids) <= idListMax {
+		return strings.Join(ids, ",")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(ids[:idListMax], ","), len(ids)-idListMax)
+}
+
+// Skipped counts pending entries found already in Kafka.
 func (s *RedisSource) Skipped() int64 { return s.skipped.Load() }
 
 // Lost counts the entries trimmed from their streams before they were
@@ -1457,6 +1467,9 @@ func (s *RedisSource) CommitMany(ctx context.Context, batches []*EntryBatch) err
 	ids := map[string][]string{}
 	var order []string
 	var trimmed, skipped, refused int64
+	// trimmedIDs are the IDs of pending entries whose bodies were trimmed,
+	// per stream, for the one warning that names them.
+	var trimmedIDs map[string][]string
 	// Dead letters go first, in a round trip of their own: an entry is
 	// acknowledged only once its copy is in the dead-letter stream (at
 	// least once: a retried commit may write it again).
@@ -1500,6 +1513,10 @@ func (s *RedisSource) CommitMany(ctx context.Context, batches []*EntryBatch) err
 			switch e.skip {
 			case skipTrimmed:
 				trimmed++
+				if trimmedIDs == nil {
+					trimmedIDs = map[string][]string{}
+				}
+				trimmedIDs[e.Stream] = append(trimmedIDs[e.Stream], e.ID)
 			case skipWritten:
 				skipped++
 			case skipRefused:
@@ -1541,8 +1558,11 @@ func (s *RedisSource) CommitMany(ctx context.Context, batches []*EntryBatch) err
 		}
 		return classifyRedis(err)
 	}
-	if trimmed > 0 {
-		s.log.Warn("acknowledged pending entries that were trimmed from their stream before they could be mirrored", "count", trimmed)
+	for _, stream := range order {
+		if ids := trimmedIDs[stream]; len(ids) > 0 {
+			s.log.Warn("acknowledged pending entries whose bodies were trimmed from the stream before they could be mirrored (--on-gap skip); they are lost to the mirror",
+				"stream", stream, "count", len(ids), "ids", idList(ids))
+		}
 	}
 	s.trimmed.Add(trimmed)
 	s.skipped.Add(skipped)
