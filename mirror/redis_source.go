@@ -342,6 +342,11 @@ func NewRedisSource(ctx context.Context, cfg RedisSourceConfig) (*RedisSource, e
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &RedisSource{cfg: cfg, log: log, byName: map[string]*streamState{}, count: cfg.BatchSize}
+	// Reads and commits are transactions: an ACL that refuses them stops
+	// the run now, before anything is read or produced.
+	if err := checkpoint.CheckTransactions(ctx, cfg.Client, "redis-to-kafka"); err != nil {
+		return nil, classifyRedis(err)
+	}
 	if cfg.BatchBytes > 0 {
 		// Nothing is known of the entries' size yet: a first read of a
 		// full batch of large entries could hold far more than
