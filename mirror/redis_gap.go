@@ -91,12 +91,21 @@ type streamHead struct {
 // after it); entries deleted one by one with XDEL inside the stream are
 // not a gap. Without counters (Redis before 7.0, an unknown entries-read)
 // Redis cannot tell whether entries lay between: lost is then -1.
-func headGap(g groupPosition, h streamHead) (gap bool, lost int64, atMost bool) {
-	if h.lastGen != "" && compareIDs(g.last, h.lastGen) >= 0 {
+// handled, when above the group's position, stands for it in the IDs:
+// every entry up to it was mirrored (see useBound).
+func headGap(g groupPosition, h streamHead, handled string) (gap bool, lost int64, atMost bool) {
+	pos := g.last
+	if handled != "" && compareIDs(handled, pos) > 0 {
+		pos = handled
+	}
+	if h.lastGen != "" && compareIDs(pos, h.lastGen) >= 0 {
 		return false, 0, false // nothing was ever added after it
 	}
-	if h.first != "" && compareIDs(g.last, h.first) >= 0 {
+	if h.first != "" && compareIDs(pos, h.first) >= 0 {
 		return false, 0, false // the head is at or before the position
+	}
+	if h.addedOK && h.added-h.length <= 0 {
+		return false, 0, false // nothing was ever removed from the stream
 	}
 	if !g.readOK || !h.addedOK {
 		return true, -1, false
@@ -129,7 +138,8 @@ func headGap(g groupPosition, h streamHead) (gap bool, lost int64, atMost bool) 
 //     added after the position is still there (XINFO GROUPS, XLEN);
 //   - or, from XINFO STREAM, nothing was added after the position, or the
 //     stream's first entry is at or before it (trimming removes entries
-//     from the head: all it removed were delivered), or, counted with
+//     from the head: all it removed were delivered), or nothing was ever
+//     removed from the stream (entries-added = length), or, counted with
 //     Redis 7's counters, entries-added - length - entries-read <= 0 (the
 //     entries trimmed were all delivered); headGap is the same rule.
 //
@@ -152,7 +162,10 @@ func headGap(g groupPosition, h streamHead) (gap bool, lost int64, atMost bool) 
 // stream: nil or its state}}; "gap" says the read was held.
 //
 // ARGV: group, "1" when a read follows, "1" to skip gaps; then per
-// stream "1" to trust it. IDs are compared part by part as decimal
+// stream "1" to trust it and the ID at or below which this mirror has
+// handled every entry (see useBound; empty when unknown), which counts
+// as the group's position for the IDs when it is above it (a group moved
+// back delivers again what was mirrored, and finds no gap there). IDs are compared part by part as decimal
 // strings, exactly; counters are exact below 2^53.
 const gapCheckScript = `local function parts(id)
   local ms, seq = string.match(id, '^(%d+)-(%d+)$')
@@ -191,7 +204,11 @@ for i = 1, #KEYS - 1 do
   if g then
     local L, rd = g['last-delivered-id'], g['entries-read']
     last[i], found[i] = L, {L, rd}
-    local clean = ARGV[3 + i] == '1'
+    local clean = ARGV[2 + 2 * i] == '1'
+    -- Entries at or below what this mirror already handled were
+    -- mirrored: trimming them loses nothing, wherever the group stands.
+    local P, handled = L, ARGV[3 + 2 * i]
+    if handled ~= '' and cmp(handled, L) > 0 then P = handled end
     if not clean and rd and g['lag'] then
       clean = g['lag'] <= redis.call('XLEN', key)
     end
@@ -202,8 +219,10 @@ for i = 1, #KEYS - 1 do
       if n > 0 and h['first-entry'] then first = h['first-entry'][1] end
       local gen = h['last-generated-id']
       local exact = rd and added
-      if cmp(L, gen) >= 0 or (first ~= '' and cmp(L, first) >= 0) then
+      if cmp(P, gen) >= 0 or (first ~= '' and cmp(P, first) >= 0) then
         clean = true
+      elseif added and added - n <= 0 then
+        clean = true -- nothing was ever removed from the stream
       elseif exact then
         clean = added - n - rd <= 0
       end
@@ -280,11 +299,15 @@ func (s *RedisSource) checkedRead(ctx context.Context, streams []*streamState, r
 	hold := s.gapHoldKey()
 	names := make([]string, len(streams))
 	keys := make([]string, 0, len(streams)+1)
-	args := make([]string, 0, 3+len(streams))
+	args := make([]string, 0, 3+2*len(streams))
 	args = append(args, s.cfg.Group, flag(read), flag(s.cfg.OnGap == OnGapSkip))
 	for i, st := range streams {
 		names[i] = st.name
-		args = append(args, flag(st.fresh && st.delivered == ""))
+		handled := ""
+		if s.useBound() {
+			handled = st.handled()
+		}
+		args = append(args, flag(st.fresh && st.delivered == ""), handled)
 	}
 	keys = append(append(keys, names...), hold)
 	check := c.B().Eval().Script(gapCheckScript).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build()
@@ -367,7 +390,11 @@ func (s *RedisSource) checkedRead(ctx context.Context, streams []*streamState, r
 		if err != nil {
 			return rueidis.RedisMessage{}, after, fmt.Errorf("stream %q: look for entries trimmed before they were read: %w", streams[i].name, err)
 		}
-		gap, lost, atMost := headGap(g, h)
+		handled := ""
+		if s.useBound() {
+			handled = streams[i].handled()
+		}
+		gap, lost, atMost := headGap(g, h, handled)
 		if !gap {
 			continue // only counters above 2^53 could make the script see one
 		}

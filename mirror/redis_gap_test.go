@@ -10,31 +10,37 @@ func TestHeadGapCountsOnlyUndeliveredEntriesTrimmedFromTheHead(t *testing.T) {
 		return streamHead{length: length, first: first, lastGen: lastGen, added: added, addedOK: true, maxDel: maxDel, deletedK: true}
 	}
 	for _, tc := range []struct {
-		name   string
-		g      groupPosition
-		h      streamHead
-		gap    bool
-		lost   int64
-		atMost bool
+		name    string
+		g       groupPosition
+		h       streamHead
+		gap     bool
+		lost    int64
+		atMost  bool
+		handled string
 	}{
 		// 20 entries 1-0..20-0 added, MAXLEN 3 keeps 18..20.
-		{"group delivered 3, the next 14 trimmed before it read them", redis7("3-0", 3), head(3, "18-0", "20-0", 20, "0-0"), true, 14, false},
-		{"group delivered 10, the next 7 trimmed", redis7("10-0", 10), head(3, "18-0", "20-0", 20, "0-0"), true, 7, false},
-		{"group delivered 17: everything it had read was trimmed, nothing else", redis7("17-0", 17), head(3, "18-0", "20-0", 20, "0-0"), false, 0, false},
-		{"group caught up, trimming behind it", redis7("20-0", 20), head(3, "18-0", "20-0", 20, "0-0"), false, 0, false},
-		{"group inside the stream", redis7("19-0", 19), head(3, "18-0", "20-0", 20, "0-0"), false, 0, false},
-		{"inside the stream with entries deleted after it (XDEL): not a gap", redis7("18-0", 18), head(1, "18-0", "20-0", 20, "19-0"), false, 0, false},
-		{"deleted entries before the head only: exact", redis7("10-0", 10), head(3, "18-0", "20-0", 20, "12-0"), true, 7, false},
-		{"deleted entries inside the stream: an upper bound", redis7("10-0", 10), head(2, "18-0", "20-0", 20, "19-0"), true, 8, true},
-		{"stream emptied (XTRIM MAXLEN 0) after the group read all", redis7("20-0", 20), head(0, "", "20-0", 20, "20-0"), false, 0, false},
-		{"stream emptied with 5 undelivered", redis7("15-0", 15), head(0, "", "20-0", 20, "0-0"), true, 5, false},
-		{"Redis 6.2: head past the position, no counters", groupPosition{last: "10-0"}, streamHead{length: 3, first: "18-0", lastGen: "20-0"}, true, -1, false},
-		{"Redis 6.2: position inside the stream", groupPosition{last: "19-0"}, streamHead{length: 3, first: "18-0", lastGen: "20-0"}, false, 0, false},
-		{"entries-read unknown, head past the position", groupPosition{last: "10-0"}, head(3, "18-0", "20-0", 20, "0-0"), true, -1, false},
-		{"IDs compare as numbers, not text", redis7("9-0", 9), head(3, "10-0", "12-0", 12, "0-0"), false, 0, false},
+		{"group delivered 3, the next 14 trimmed before it read them", redis7("3-0", 3), head(3, "18-0", "20-0", 20, "0-0"), true, 14, false, ""},
+		{"group delivered 10, the next 7 trimmed", redis7("10-0", 10), head(3, "18-0", "20-0", 20, "0-0"), true, 7, false, ""},
+		{"group delivered 17: everything it had read was trimmed, nothing else", redis7("17-0", 17), head(3, "18-0", "20-0", 20, "0-0"), false, 0, false, ""},
+		{"group caught up, trimming behind it", redis7("20-0", 20), head(3, "18-0", "20-0", 20, "0-0"), false, 0, false, ""},
+		{"group inside the stream", redis7("19-0", 19), head(3, "18-0", "20-0", 20, "0-0"), false, 0, false, ""},
+		{"inside the stream with entries deleted after it (XDEL): not a gap", redis7("18-0", 18), head(1, "18-0", "20-0", 20, "19-0"), false, 0, false, ""},
+		{"deleted entries before the head only: exact", redis7("10-0", 10), head(3, "18-0", "20-0", 20, "12-0"), true, 7, false, ""},
+		{"deleted entries inside the stream: an upper bound", redis7("10-0", 10), head(2, "18-0", "20-0", 20, "19-0"), true, 8, true, ""},
+		{"stream emptied (XTRIM MAXLEN 0) after the group read all", redis7("20-0", 20), head(0, "", "20-0", 20, "20-0"), false, 0, false, ""},
+		{"stream emptied with 5 undelivered", redis7("15-0", 15), head(0, "", "20-0", 20, "0-0"), true, 5, false, ""},
+		{"Redis 6.2: head past the position, no counters", groupPosition{last: "10-0"}, streamHead{length: 3, first: "18-0", lastGen: "20-0"}, true, -1, false, ""},
+		{"Redis 6.2: position inside the stream", groupPosition{last: "19-0"}, streamHead{length: 3, first: "18-0", lastGen: "20-0"}, false, 0, false, ""},
+		{"entries-read unknown, head past the position", groupPosition{last: "10-0"}, head(3, "18-0", "20-0", 20, "0-0"), true, -1, false, ""},
+		{"IDs compare as numbers, not text", redis7("9-0", 9), head(3, "10-0", "12-0", 12, "0-0"), false, 0, false, ""},
+		{"entries-read unknown but nothing ever removed", groupPosition{last: "0-0"}, head(20, "1-0", "20-0", 20, "0-0"), false, 0, false, ""},
+		{"group moved back below what the mirror handled, head inside that", groupPosition{last: "0-0"}, head(3, "18-0", "20-0", 20, "0-0"), false, 0, false, "19-0"},
+		// Counted from the group's own counter: what it delivered before it
+		// was moved back is in the count too.
+		{"group moved back, head above what the mirror handled", redis7("5-0", 5), head(3, "18-0", "20-0", 20, "0-0"), true, 12, false, "10-0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			gap, lost, atMost := headGap(tc.g, tc.h)
+			gap, lost, atMost := headGap(tc.g, tc.h, tc.handled)
 			if gap != tc.gap || lost != tc.lost || atMost != tc.atMost {
 				t.Fatalf("headGap = %v, %d, %v; want %v, %d, %v", gap, lost, atMost, tc.gap, tc.lost, tc.atMost)
 			}
