@@ -56,6 +56,12 @@ var ErrCorrupt = errors.New("checkpoint is damaged")
 // R2KKey is the key of a redis-to-kafka mirror's checkpoint hash.
 func R2KKey(name string) string { return "xmirror:r2k:" + name }
 
+// R2KGapHoldKey is where redis-to-kafka keeps its consumer group's
+// positions while a gap holds a read: written and deleted inside one
+// transaction, never seen outside it. Its prefix is not R2KKey's, so no
+// mirror's name can make it another mirror's checkpoint.
+func R2KGapHoldKey(name string) string { return "xmirror:r2k-gap-hold:" + name }
+
 // TopicPartition names one partition of a topic.
 type TopicPartition struct {
 	Topic     string

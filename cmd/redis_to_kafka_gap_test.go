@@ -14,6 +14,7 @@ import (
 	"github.com/redis/rueidis"
 	"github.com/twmb/franz-go/pkg/kadm"
 
+	"github.com/xmirror/xmirror/checkpoint"
 	"github.com/xmirror/xmirror/internal/testenv"
 )
 
@@ -174,7 +175,7 @@ func TestFollowRunThatFellBehindATrimStopsNamingTheGap(t *testing.T) {
 	if last != ids[len(ids)-1] || pending != 0 {
 		t.Fatalf("after the gap the group stands at %s with %d pending; want %s, the last entry mirrored, and none", last, pending, ids[len(ids)-1])
 	}
-	if n, err := rc.Do(context.Background(), rc.B().Exists().Key("xmirror:r2k:"+name+":gap-hold").Build()).AsInt64(); err != nil || n != 0 {
+	if n, err := rc.Do(context.Background(), rc.B().Exists().Key(checkpoint.R2KGapHoldKey(name)).Build()).AsInt64(); err != nil || n != 0 {
 		t.Fatalf("hold key left behind: %d, %v", n, err)
 	}
 	if r := xmirror(t, "r2k", "--stream", stream, "--topic", topic, "--name", name); r.code != 1 || !strings.Contains(r.stderr, fmt.Sprintf("%d entries were trimmed", lost)) {

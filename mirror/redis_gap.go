@@ -275,7 +275,7 @@ return 1
 // gapHoldKey is where gapCheckScript keeps the groups' positions while it
 // holds a read: only ever inside one transaction, never seen outside it.
 func (s *RedisSource) gapHoldKey() string {
-	return checkpoint.R2KKey(s.cfg.Mirror) + ":gap-hold"
+	return checkpoint.R2KGapHoldKey(s.cfg.Mirror)
 }
 
 // checkedRead checks streams for entries trimmed before the group
