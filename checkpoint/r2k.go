@@ -56,6 +56,12 @@ var ErrCorrupt = errors.New("checkpoint is damaged")
 // R2KKey is the key of a redis-to-kafka mirror's checkpoint hash.
 func R2KKey(name string) string { return "xmirror:r2k:" + name }
 
+// R2KGapHoldKey is where redis-to-kafka keeps its consumer group's
+// positions while a gap holds a read: written and deleted inside one
+// transaction, never seen outside it. Its prefix is not R2KKey's, so no
+// mirror's name can make it another mirror's checkpoint.
+func R2KGapHoldKey(name string) string { return "xmirror:r2k-gap-hold:" + name }
+
 // TopicPartition names one partition of a topic.
 type TopicPartition struct {
 	Topic     string
@@ -211,6 +217,50 @@ if ARGV[3] ~= '0' then redis.call('HINCRBY', ck, 'bytes', ARGV[3]) end
 return {'ok'}
 `
 
+// CheckTransactions makes sure, changing nothing, that the server runs
+// MULTI/EXEC for this client (an empty transaction): redis-to-kafka
+// acknowledges entries and moves its checkpoint in one, and reads in one,
+// and an ACL that refuses them would otherwise show only once entries
+// are in Kafka. what names the run, for the error.
+func CheckTransactions(ctx context.Context, c rueidis.Client, what string) error {
+	replies := c.DoMulti(ctx, c.B().Multi().Build(), c.B().Exec().Build())
+	if err := transactionRefused(replies[0], what); err != nil {
+		return err
+	}
+	if err := replies[1].Error(); err != nil {
+		if isNoPerm(err) {
+			return transactionRefusedErr(what, err)
+		}
+		return fmt.Errorf("%s: run a transaction (MULTI/EXEC): %w", what, err)
+	}
+	return nil
+}
+
+// transactionRefused is the error of a MULTI reply other than OK.
+func transactionRefused(r rueidis.RedisResult, what string) error {
+	reply, err := r.ToString()
+	switch {
+	case isNoPerm(err):
+		return transactionRefusedErr(what, err)
+	case err != nil:
+		return fmt.Errorf("%s: start a transaction (MULTI): %w", what, err)
+	case reply != "OK":
+		return fmt.Errorf("%s: start a transaction (MULTI): unexpected reply %q", what, reply)
+	}
+	return nil
+}
+
+func transactionRefusedErr(what string, err error) error {
+	return fmt.Errorf("%s: the server refuses MULTI/EXEC for this user (%w): grant them (ACL SETUSER <user> +multi +exec), as redis-to-kafka reads, acknowledges entries and moves its checkpoint in transactions", what, err)
+}
+
+// isNoPerm reports an ACL refusal: NOPERM, or an EXEC discarded for one
+// ("EXECABORT Transaction discarded because of: NOPERM ...").
+func isNoPerm(err error) bool {
+	re, ok := rueidis.IsRedisErr(err)
+	return ok && (strings.HasPrefix(re.Error(), "NOPERM") || strings.HasPrefix(re.Error(), "EXECABORT") && strings.Contains(re.Error(), "NOPERM"))
+}
+
 // CommitR2K acknowledges acks through group and applies u to the
 // checkpoint in one MULTI/EXEC, one round trip: the XACKs, then
 // r2kCommitScript, which moves the checkpoint only if the XACKs could not
@@ -249,6 +299,15 @@ func CommitR2K(ctx context.Context, c rueidis.Client, name, group string, acks [
 		c.B().Eval().Script(r2kCommitScript).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build(),
 		c.B().Exec().Build())
 	replies := c.DoMulti(ctx, cmds...)
+	if err := transactionRefused(replies[0], "acknowledge entries and update checkpoint "+strconv.Quote(key)); err != nil {
+		// Refused, MULTI left the commands after it to run one by one:
+		// whatever they did, the checkpoint may have moved without
+		// its acks, and only an operator can make that right.
+		return fmt.Errorf("%w (the acknowledgements and the checkpoint update ran outside a transaction): %w", err, ErrCommitRefused)
+	}
+	if err := replies[len(replies)-1].Error(); isNoPerm(err) {
+		return fmt.Errorf("%w; nothing was acknowledged and the checkpoint did not move: %w", transactionRefusedErr("acknowledge entries and update checkpoint "+strconv.Quote(key), err), ErrCommitRefused)
+	}
 	// what names the command of reply i.
 	what := func(i int) string {
 		switch {

@@ -316,3 +316,41 @@ func TestCommitR2KRefusedAckMovesNothing(t *testing.T) {
 		unchanged(t, name, nil, err, "WRONGTYPE the key holds a string")
 	})
 }
+
+// A commit whose MULTI or EXEC an ACL refuses says so, and what to grant,
+// rather than a misleading EXEC error; refused, it is not retried.
+func TestCommitR2KSaysTheServerRefusesTransactions(t *testing.T) {
+	c := testenv.Redis(t)
+	ctx := context.Background()
+	for _, denied := range []string{"-multi", "-exec"} {
+		t.Run(denied, func(t *testing.T) {
+			user := testenv.Name(t, "u")
+			if err := c.Do(ctx, c.B().AclSetuser().Username(user).Rule("on", ">pw", "~*", "&*", "+@all", denied).Build()).Error(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Do(context.Background(), c.B().AclDeluser().Username(user).Build()) })
+			opt, err := rueidis.ParseURL(testenv.RedisURL())
+			if err != nil {
+				t.Fatal(err)
+			}
+			opt.Username, opt.Password, opt.DisableCache = user, "pw", true
+			uc, err := rueidis.NewClient(opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(uc.Close)
+			name := testenv.Name(t, "m")
+			stream := testenv.Name(t, "s")
+			t.Cleanup(func() { c.Do(context.Background(), c.B().Del().Key(R2KKey(name), stream).Build()) })
+
+			if err := CheckTransactions(ctx, uc, "redis-to-kafka"); err == nil || !strings.Contains(err.Error(), "the server refuses MULTI/EXEC for this user") || !strings.Contains(err.Error(), "+multi +exec") {
+				t.Fatalf("CheckTransactions: %v; want the refusal and what to grant", err)
+			}
+			u := R2KUpdate{Streams: map[string]string{stream: "1-0"}, Partitions: map[TopicPartition]int64{{Topic: "t", Partition: 0}: 1}, Entries: 1}
+			err = CommitR2K(ctx, uc, name, "g", []R2KAck{{Stream: stream, IDs: []string{"1-0"}}}, u, time.Now())
+			if !errors.Is(err, ErrCommitRefused) || !strings.Contains(err.Error(), "the server refuses MULTI/EXEC for this user") {
+				t.Fatalf("CommitR2K: %v; want a refusal saying the server refuses MULTI/EXEC", err)
+			}
+		})
+	}
+}

@@ -529,9 +529,6 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	// Entries trimmed before they were mirrored are lost, not skipped:
 	// Kafka never had them.
 	s := summary{Mirror: name, Direction: "redis-to-kafka", Skipped: src.Skipped() + refusedSkipped + deadLettered, Lost: src.Lost()}
-	if t := src.Lost(); t > 0 {
-		log.Warn("entries were trimmed from their streams before they could be mirrored (--on-gap skip); they are lost to the mirror", "count", t)
-	}
 	if refusedSkipped > 0 {
 		log.Warn("skipped entries Kafka refuses (--on-error skip)", "count", refusedSkipped)
 	}

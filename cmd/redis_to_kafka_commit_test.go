@@ -72,3 +72,42 @@ func TestRefusedAckMovesNoCheckpointAndTheRerunDoublesNothing(t *testing.T) {
 		t.Fatalf("%d entries pending after the rerun, want 0", n)
 	}
 }
+
+// An ACL that lets a user acknowledge entries and write hashes but not run
+// transactions (MULTI/EXEC) stops redis-to-kafka at start, saying so and
+// what to grant, before anything is read or produced.
+func TestUserWithoutTransactionsIsRefusedBeforeAnythingIsMirrored(t *testing.T) {
+	rc := testenv.Redis(t)
+	kc := testenv.Kafka(t)
+	ctx := context.Background()
+	addr := strings.TrimPrefix(testenv.RedisURL(), "redis://")
+	for _, denied := range []string{"-multi", "-exec"} {
+		t.Run(denied, func(t *testing.T) {
+			stream := testenv.Stream(t, rc)
+			topic := testenv.Topic(t, kc, 1)
+			name := testenv.Name(t, "m")
+			t.Cleanup(func() { rc.Do(context.Background(), rc.B().Del().Key("xmirror:r2k:"+name).Build()) })
+			addEntries(t, rc, stream, 0, 10, func(i int) []string { return []string{"value", strconv.Itoa(i)} })
+			user := testenv.Name(t, "u")
+			must(t, rc.Do(ctx, rc.B().AclSetuser().Username(user).Rule("on", ">pw", "~*", "&*", "+@all", denied).Build()).Error())
+			t.Cleanup(func() { rc.Do(context.Background(), rc.B().AclDeluser().Username(user).Build()) })
+
+			r := xmirror(t, "r2k", "--stream", stream, "--topic", topic, "--name", name, "--timeout", "20s", "--redis", "redis://"+user+":pw@"+addr)
+			if r.code != 1 || !strings.Contains(r.stderr, "the server refuses MULTI/EXEC for this user") || !strings.Contains(r.stderr, "+multi +exec") {
+				t.Fatalf("exit %d, stderr %q; want exit 1 saying the server refuses MULTI/EXEC and what to grant", r.code, r.stderr)
+			}
+			if n := len(readTopic(t, topic)); n != 0 {
+				t.Fatalf("%d records produced before the refusal, want none", n)
+			}
+			groups, err := rc.Do(ctx, rc.B().XinfoGroups().Key(stream).Build()).ToArray()
+			must(t, err)
+			for _, g := range groups {
+				info, _ := g.AsMap()
+				pendingMsg := info["pending"]
+				if n, _ := pendingMsg.AsInt64(); n != 0 {
+					t.Fatalf("%d entries read before the refusal, want none", n)
+				}
+			}
+		})
+	}
+}

@@ -3,8 +3,10 @@ package cmd_test
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"github.com/redis/rueidis"
 	"github.com/twmb/franz-go/pkg/kadm"
 
+	"github.com/xmirror/xmirror/checkpoint"
 	"github.com/xmirror/xmirror/internal/testenv"
 )
 
@@ -159,6 +162,25 @@ func TestFollowRunThatFellBehindATrimStopsNamingTheGap(t *testing.T) {
 			t.Fatalf("stderr %q does not say %q", out, want)
 		}
 	}
+	// Nothing was read past the gap: the group is where it stood, so a
+	// rerun stops there again, and nothing of the hold is left behind.
+	ids := recordIDs(t, topic)
+	groups, err := rc.Do(context.Background(), rc.B().XinfoGroups().Key(stream).Build()).ToArray()
+	must(t, err)
+	g, err := groups[0].AsMap()
+	must(t, err)
+	lastMsg, pendingMsg := g["last-delivered-id"], g["pending"]
+	last, _ := lastMsg.ToString()
+	pending, _ := pendingMsg.AsInt64()
+	if last != ids[len(ids)-1] || pending != 0 {
+		t.Fatalf("after the gap the group stands at %s with %d pending; want %s, the last entry mirrored, and none", last, pending, ids[len(ids)-1])
+	}
+	if n, err := rc.Do(context.Background(), rc.B().Exists().Key(checkpoint.R2KGapHoldKey(name)).Build()).AsInt64(); err != nil || n != 0 {
+		t.Fatalf("hold key left behind: %d, %v", n, err)
+	}
+	if r := xmirror(t, "r2k", "--stream", stream, "--topic", topic, "--name", name); r.code != 1 || !strings.Contains(r.stderr, fmt.Sprintf("%d entries were trimmed", lost)) {
+		t.Fatalf("rerun: exit %d, %q; want the same gap", r.code, r.stderr)
+	}
 }
 
 func TestTrimmingWhatTheMirrorAlreadyReadIsNoGap(t *testing.T) {
@@ -208,5 +230,186 @@ func TestTrimmingWhatTheMirrorAlreadyReadIsNoGap(t *testing.T) {
 	}
 	if got := recordIDs(t, topic); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("topic holds %d records %v, want %d %v", len(got), got, len(want), want)
+	}
+}
+
+// groupCaughtUp says whether the stream's only consumer group has
+// delivered its last entry and has nothing pending: all a mirror read is
+// committed.
+func groupCaughtUp(t *testing.T, rc rueidis.Client, stream string) bool {
+	t.Helper()
+	ctx := context.Background()
+	info, err := rc.Do(ctx, rc.B().XinfoStream().Key(stream).Build()).AsMap()
+	if err != nil {
+		t.Fatalf("XINFO STREAM %s: %v", stream, err)
+	}
+	lastGenMsg := info["last-generated-id"]
+	lastGen, _ := lastGenMsg.ToString()
+	groups, err := rc.Do(ctx, rc.B().XinfoGroups().Key(stream).Build()).ToArray()
+	if err != nil || len(groups) != 1 {
+		t.Fatalf("XINFO GROUPS %s: %d groups, %v", stream, len(groups), err)
+	}
+	g, err := groups[0].AsMap()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lastMsg, pendingMsg := g["last-delivered-id"], g["pending"]
+	last, _ := lastMsg.ToString()
+	pending, _ := pendingMsg.AsInt64()
+	return last == lastGen && pending == 0
+}
+
+// lostInSummary is the count of the summary's "N lost", 0 when it has none.
+func lostInSummary(t *testing.T, stderr string) int {
+	t.Helper()
+	m := regexp.MustCompile(`, (\d+) lost`).FindStringSubmatch(stderr)
+	if m == nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
+
+// TestTrimmingRacingTheReadsIsCountedExactly pins that the check for
+// entries trimmed before they were read and the read itself are one step:
+// an application capping its stream (XADD MAXLEN 10) from several
+// connections in tight loops, far faster than a mirror reading 5 entries
+// at a time, trims between any two commands the mirror sends. Every entry
+// must end up mirrored once or counted lost, and lost must be exactly the
+// entries Redis trimmed unread.
+func TestTrimmingRacingTheReadsIsCountedExactly(t *testing.T) {
+	rc := testenv.Redis(t)
+	kc := testenv.Kafka(t)
+	stream := testenv.Stream(t, rc)
+	topic := testenv.Topic(t, kc, 1)
+	name := testenv.Name(t, "gaprace")
+	const writers, each, maxlen = 4, 4000, 10
+
+	addTrimmed(t, rc, stream, 0, 1, maxlen)
+	p := startXmirror(t, "r2k", "--stream", stream, "--topic", topic, "--name", name, "--follow", "--on-gap", "skip", "--batch-size", "5")
+	testenv.Wait(t, 30*time.Second, "the first record", func() bool { return len(recordIDs(t, topic)) == 1 })
+
+	added := make([][]string, writers)
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx := context.Background()
+			for i := range each {
+				id, err := rc.Do(ctx, rc.B().Xadd().Key(stream).Maxlen().Exact().Threshold(strconv.Itoa(maxlen)).Id("*").FieldValue().FieldValue("value", fmt.Sprintf("%d-%d", w, i)).Build()).ToString()
+				if err != nil {
+					t.Errorf("XADD MAXLEN %d: %v", maxlen, err)
+					return
+				}
+				added[w] = append(added[w], id)
+			}
+		}()
+	}
+	wg.Wait()
+	testenv.Wait(t, 60*time.Second, "the mirror to read the stream's last entry", func() bool { return groupCaughtUp(t, rc, stream) })
+	if code, _ := p.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {
+		t.Fatalf("follow run: exit %d: %s", code, p.stderr.String())
+	}
+	total := 1 + writers*each
+	all := map[string]bool{}
+	for _, ids := range added {
+		for _, id := range ids {
+			all[id] = true
+		}
+	}
+	mirrored := map[string]bool{}
+	for _, id := range recordIDs(t, topic) {
+		if mirrored[id] {
+			t.Fatalf("entry %s mirrored twice", id)
+		}
+		mirrored[id] = true
+	}
+	// Redis's own view: what the stream still holds was all read (the
+	// group caught up); every other entry mirrored or not was trimmed.
+	left, err := rc.Do(context.Background(), rc.B().Xrange().Key(stream).Start("-").End("+").Build()).AsXRange()
+	must(t, err)
+	for _, e := range left {
+		if !mirrored[e.ID] {
+			t.Fatalf("entry %s is still in the stream but was not mirrored", e.ID)
+		}
+	}
+	trimmedUnread := total - len(mirrored)
+	lost := lostInSummary(t, p.stderr.String())
+	t.Logf("%d entries added, %d mirrored, %d trimmed unread, %d counted lost", total, len(mirrored), trimmedUnread, lost)
+	if trimmedUnread == 0 {
+		t.Fatalf("the mirror kept up with every entry: the test did not race trimming with reads")
+	}
+	if lost != trimmedUnread {
+		t.Fatalf("%d entries were trimmed unread, the mirror counted %d lost; stderr:\n%s", trimmedUnread, lost, p.stderr.String())
+	}
+}
+
+// TestTrimmingRightBehindTheReadsIsNoGap pins the other side: an
+// application that trims everything the mirror's group has delivered
+// (XTRIM MINID just above its last delivered ID), in a tight loop while it
+// adds entries, leaves the stream starting right after the mirror's
+// position time and again, and nothing unread is ever trimmed: a follow
+// run with --on-gap fail mirrors every entry once and reports no gap.
+func TestTrimmingRightBehindTheReadsIsNoGap(t *testing.T) {
+	rc := testenv.Redis(t)
+	kc := testenv.Kafka(t)
+	stream := testenv.Stream(t, rc)
+	topic := testenv.Topic(t, kc, 1)
+	name := testenv.Name(t, "gapnone")
+	const total = 3000
+
+	first := addTrimmed(t, rc, stream, 0, 1, 1000)
+	p := startXmirror(t, "r2k", "--stream", stream, "--topic", topic, "--name", name, "--follow", "--batch-size", "5")
+	testenv.Wait(t, 30*time.Second, "the first record", func() bool { return len(recordIDs(t, topic)) == 1 })
+	group := onlyGroup(t, rc, stream)
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	var trims int
+	go func() {
+		defer wg.Done()
+		ctx := context.Background()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			groups, err := rc.Do(ctx, rc.B().XinfoGroups().Key(stream).Build()).ToArray()
+			if err != nil || len(groups) != 1 {
+				t.Errorf("XINFO GROUPS: %v", err)
+				return
+			}
+			g, _ := groups[0].AsStrMap()
+			last := g["last-delivered-id"]
+			ms, seq, _ := strings.Cut(last, "-")
+			n, _ := strconv.ParseUint(seq, 10, 64)
+			if err := rc.Do(ctx, rc.B().Xtrim().Key(stream).Minid().Threshold(ms+"-"+strconv.FormatUint(n+1, 10)).Build()).Error(); err != nil {
+				t.Errorf("XTRIM MINID: %v", err)
+				return
+			}
+			trims++
+		}
+	}()
+	want := append([]string{}, first...)
+	ctx := context.Background()
+	for i := range total {
+		id, err := rc.Do(ctx, rc.B().Xadd().Key(stream).Id("*").FieldValue().FieldValue("value", strconv.Itoa(i)).Build()).ToString()
+		must(t, err)
+		want = append(want, id)
+	}
+	testenv.Wait(t, 60*time.Second, "the mirror to read the stream's last entry", func() bool { return groupCaughtUp(t, rc, stream) })
+	close(stop)
+	wg.Wait()
+	if code, _ := p.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {
+		t.Fatalf("follow run: exit %d: %s", code, p.stderr.String())
+	}
+	if out := p.stderr.String(); strings.Contains(out, "trimmed") || strings.Contains(out, "lost") {
+		t.Fatalf("a gap reported where nothing unread was trimmed (group %s, %d trims): %s", group, trims, out)
+	}
+	if got := recordIDs(t, topic); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("topic holds %d records, want the %d entries added, in order", len(got), len(want))
 	}
 }

@@ -68,149 +68,162 @@ func caughtUp(t *testing.T, rc rueidis.Client, name, group, stream, last string)
 
 func value(i int) []string { return []string{"value", strconv.Itoa(i)} }
 
-// Redis restarted from an older snapshot (RDB, AOF everysec, a replica
-// promoted) holds the group and the checkpoint as they were before a run
-// that mirrored 10 entries: nothing is pending, the group is before them.
-// The next run reads Kafka back all the same and sends none of them again.
-func TestOneShotAfterRedisRestoredFromAnOlderSnapshotSendsNothingAgain(t *testing.T) {
-	rc := testenv.Redis(t)
-	kc := testenv.Kafka(t)
-	stream := testenv.Stream(t, rc)
-	topic := testenv.Topic(t, kc, 1)
-	name := testenv.Name(t, "m")
-	t.Cleanup(func() { rc.Do(context.Background(), rc.B().Del().Key(checkpoint.R2KKey(name)).Build()) })
-	args := []string{"r2k", "--stream", stream, "--topic", topic, "--name", name}
-
-	ids := addEntries(t, rc, stream, 0, 5, value)
-	mustMirror(t, args...)
-	ids = append(ids, addEntries(t, rc, stream, 5, 10, value)...)
-	snap := takeSnapshot(t, rc, stream, checkpoint.R2KKey(name))
-	mustMirror(t, args...)
-	onceEach(t, topic, ids)
-
-	snap.restore(t, rc)
-	r := mustMirror(t, append(args, "--output", "json")...)
-	onceEach(t, topic, ids)
-	if s := parseSummary(t, r.stdout); s.Entries != 0 || s.Skipped != 10 {
-		t.Errorf("summary %s: want 0 entries sent and 10 skipped", r.stdout)
-	}
-	if !strings.Contains(r.stderr, "already_in_kafka=10") {
-		t.Errorf("the entries found in Kafka are not reported: %s", r.stderr)
-	}
-	// And the run after it has nothing to do.
-	mustMirror(t, args...)
-	onceEach(t, topic, ids)
+// rollback is one test's mirror, stream and what it did to them.
+type rollback struct {
+	rc                  rueidis.Client
+	stream, name, topic string
+	ids                 []string
+	snap                snapshot
 }
 
-// The same rollback under a follow run that stays up across it.
-func TestFollowAcrossRedisRestoredFromAnOlderSnapshotSendsNothingAgain(t *testing.T) {
-	rc := testenv.Redis(t)
-	kc := testenv.Kafka(t)
-	stream := testenv.Stream(t, rc)
-	topic := testenv.Topic(t, kc, 1)
-	name := testenv.Name(t, "m")
-	group := "xmirror:" + name
-	t.Cleanup(func() { rc.Do(context.Background(), rc.B().Del().Key(checkpoint.R2KKey(name)).Build()) })
-	args := []string{"r2k", "--stream", stream, "--topic", topic, "--name", name}
-
-	ids := addEntries(t, rc, stream, 0, 5, value)
-	mustMirror(t, args...)
-	ids = append(ids, addEntries(t, rc, stream, 5, 10, value)...)
-	snap := takeSnapshot(t, rc, stream, checkpoint.R2KKey(name))
-
-	m := startXmirror(t, append(args, "--follow")...)
-	caughtUp(t, rc, name, group, stream, ids[len(ids)-1])
-	snap.restore(t, rc)
-	ids = append(ids, addEntries(t, rc, stream, 15, 5, value)...)
-	caughtUp(t, rc, name, group, stream, ids[len(ids)-1])
-	if code, _ := m.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {
-		t.Fatalf("exit %d: %s", code, m.stderr)
-	}
-	onceEach(t, topic, ids)
-	if !strings.Contains(m.stderr.String(), "read the checkpoint and Kafka back again") {
-		t.Errorf("the rollback is not reported: %s", m.stderr)
-	}
+// mirror runs the test's one-shot mirror to completion.
+func (r *rollback) mirror(t *testing.T) result {
+	t.Helper()
+	return mustMirror(t, "r2k", "--stream", r.stream, "--topic", r.topic, "--name", r.name, "--output", "json")
 }
 
-// XGROUP DESTROY behind a follow run's back: it makes the group again
-// from the stream's first entry, says so, and sends nothing twice.
-func TestFollowSendsNothingAgainWhenItsGroupIsDestroyed(t *testing.T) {
-	rc := testenv.Redis(t)
-	kc := testenv.Kafka(t)
-	ctx := context.Background()
-	stream := testenv.Stream(t, rc)
-	topic := testenv.Topic(t, kc, 1)
-	name := testenv.Name(t, "m")
-	group := "xmirror:" + name
-	t.Cleanup(func() { rc.Do(context.Background(), rc.B().Del().Key(checkpoint.R2KKey(name)).Build()) })
+// group is the mirror's consumer group, once a run has made it.
+func (r *rollback) group(t *testing.T) string {
+	t.Helper()
+	testenv.Wait(t, 30*time.Second, "the mirror's consumer group", func() bool {
+		groups, err := r.rc.Do(context.Background(), r.rc.B().XinfoGroups().Key(r.stream).Build()).ToArray()
+		return err == nil && len(groups) == 1
+	})
+	return onlyGroup(t, r.rc, r.stream)
+}
 
-	ids := addEntries(t, rc, stream, 0, 100, value)
-	m := startXmirror(t, "r2k", "--stream", stream, "--topic", topic, "--name", name, "--follow")
-	caughtUp(t, rc, name, group, stream, ids[len(ids)-1])
-	must(t, rc.Do(ctx, rc.B().XgroupDestroy().Key(stream).Group(group).Build()).Error())
-	ids = append(ids, addEntries(t, rc, stream, 100, 10, value)...)
-	caughtUp(t, rc, name, group, stream, ids[len(ids)-1])
-	if code, _ := m.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {
-		t.Fatalf("exit %d: %s", code, m.stderr)
-	}
-	onceEach(t, topic, ids)
-	if !strings.Contains(m.stderr.String(), "lost the consumer group") {
-		t.Errorf("the lost group is not reported: %s", m.stderr)
+// Redis or the consumer group forgetting what a one-shot run mirrored:
+// the next run reads Kafka back all the same and sends none of it again.
+func TestOneShotAfterRedisForgotWhatWasMirroredSendsNothingAgain(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// forget runs after a first run mirrored the first entries:
+		// it may mirror more, then makes Redis forget, and returns the
+		// entries the next run is to find (sent or skipped).
+		first            int
+		forget           func(t *testing.T, r *rollback) []string
+		entries, skipped int
+		report           string
+	}{
+		// Redis restarted from an older snapshot (RDB, AOF everysec, a
+		// replica promoted) holds the group and the checkpoint as they
+		// were before a run that mirrored 10 entries: nothing is
+		// pending, the group is before them.
+		{"Redis restored from an older snapshot", 5, func(t *testing.T, r *rollback) []string {
+			ids := addEntries(t, r.rc, r.stream, 5, 10, value)
+			snap := takeSnapshot(t, r.rc, r.stream, checkpoint.R2KKey(r.name))
+			r.mirror(t)
+			snap.restore(t, r.rc)
+			return ids
+		}, 0, 10, "already_in_kafka=10"},
+		// XGROUP DESTROY between two one-shot runs: the second makes
+		// the group again from the stream's first entry and sends only
+		// what is new.
+		{"group destroyed", 10, func(t *testing.T, r *rollback) []string {
+			must(t, r.rc.Do(context.Background(), r.rc.B().XgroupDestroy().Key(r.stream).Group(r.group(t)).Build()).Error())
+			return addEntries(t, r.rc, r.stream, 10, 5, value)
+		}, 5, 10, "already in Kafka"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rc := testenv.Redis(t)
+			kc := testenv.Kafka(t)
+			r := &rollback{rc: rc, stream: testenv.Stream(t, rc), topic: testenv.Topic(t, kc, 1), name: testenv.Name(t, "m")}
+			t.Cleanup(func() { rc.Do(context.Background(), rc.B().Del().Key(checkpoint.R2KKey(r.name)).Build()) })
+			topic := r.topic
+
+			ids := addEntries(t, rc, r.stream, 0, tc.first, value)
+			r.mirror(t)
+			ids = append(ids, tc.forget(t, r)...)
+			res := r.mirror(t)
+			onceEach(t, topic, ids)
+			if s := parseSummary(t, res.stdout); s.Entries != tc.entries || s.Skipped != tc.skipped {
+				t.Errorf("summary %s: want %d entries sent and %d skipped", res.stdout, tc.entries, tc.skipped)
+			}
+			if !strings.Contains(res.stderr, tc.report) {
+				t.Errorf("stderr does not say %q: %s", tc.report, res.stderr)
+			}
+			// And the run after it has nothing to do.
+			if s := parseSummary(t, r.mirror(t).stdout); s.Entries != 0 || s.Skipped != 0 {
+				t.Errorf("the run after: %+v, want nothing to do", s)
+			}
+			onceEach(t, topic, ids)
+		})
 	}
 }
 
-// XGROUP DESTROY between two one-shot runs: the second makes the group
-// again from the stream's first entry and sends only what is new.
-func TestOneShotSendsNothingAgainAfterItsGroupWasDestroyed(t *testing.T) {
-	rc := testenv.Redis(t)
-	kc := testenv.Kafka(t)
-	ctx := context.Background()
-	stream := testenv.Stream(t, rc)
-	topic := testenv.Topic(t, kc, 1)
-	name := testenv.Name(t, "m")
-	t.Cleanup(func() { rc.Do(context.Background(), rc.B().Del().Key(checkpoint.R2KKey(name)).Build()) })
-	args := []string{"r2k", "--stream", stream, "--topic", topic, "--name", name, "--output", "json"}
+// Redis or the consumer group forgetting what a follow run mirrored while
+// it runs: it notices, says so, reads back and sends nothing twice.
+func TestFollowSendsNothingAgainWhenRedisForgetsWhatWasMirrored(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// before adds the entries there before the follow run starts
+		// (and may mirror some of them, one-shot, first).
+		before func(t *testing.T, r *rollback) []string
+		args   []string
+		// forget is each thing done behind the run's back; after each,
+		// more entries are added, and the run must catch up.
+		forget  []func(t *testing.T, r *rollback, group string)
+		more    int
+		report  string
+		reports int
+	}{
+		// The rollback of Redis restored from an older snapshot, under
+		// a follow run that stays up across it.
+		{"Redis restored from an older snapshot", func(t *testing.T, r *rollback) []string {
+			ids := addEntries(t, r.rc, r.stream, 0, 5, value)
+			r.mirror(t)
+			ids = append(ids, addEntries(t, r.rc, r.stream, 5, 10, value)...)
+			r.snap = takeSnapshot(t, r.rc, r.stream, checkpoint.R2KKey(r.name))
+			return ids
+		}, nil, []func(*testing.T, *rollback, string){
+			func(t *testing.T, r *rollback, _ string) { r.snap.restore(t, r.rc) },
+		}, 5, "read the checkpoint and Kafka back again", 1},
+		// XGROUP DESTROY: the run makes the group again from the
+		// stream's first entry.
+		{"group destroyed", func(t *testing.T, r *rollback) []string {
+			return addEntries(t, r.rc, r.stream, 0, 100, value)
+		}, nil, []func(*testing.T, *rollback, string){
+			func(t *testing.T, r *rollback, group string) {
+				must(t, r.rc.Do(context.Background(), r.rc.B().XgroupDestroy().Key(r.stream).Group(group).Build()).Error())
+			},
+		}, 10, "lost the consumer group", 1},
+		// XGROUP SETID back to the start, then to an entry in the
+		// middle: what the group delivers again is acknowledged.
+		{"group moved back", func(t *testing.T, r *rollback) []string {
+			return addEntries(t, r.rc, r.stream, 0, 150, value)
+		}, []string{"--batch-size", "20"}, []func(*testing.T, *rollback, string){
+			func(t *testing.T, r *rollback, group string) {
+				must(t, r.rc.Do(context.Background(), r.rc.B().XgroupSetid().Key(r.stream).Group(group).Id("0").Build()).Error())
+			},
+			func(t *testing.T, r *rollback, group string) {
+				must(t, r.rc.Do(context.Background(), r.rc.B().XgroupSetid().Key(r.stream).Group(group).Id(r.ids[49]).Build()).Error())
+			},
+		}, 10, "the consumer group went back", 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rc := testenv.Redis(t)
+			kc := testenv.Kafka(t)
+			r := &rollback{rc: rc, stream: testenv.Stream(t, rc), topic: testenv.Topic(t, kc, 1), name: testenv.Name(t, "m")}
+			t.Cleanup(func() { rc.Do(context.Background(), rc.B().Del().Key(checkpoint.R2KKey(r.name)).Build()) })
+			topic := r.topic
 
-	ids := addEntries(t, rc, stream, 0, 10, value)
-	mustMirror(t, args...)
-	must(t, rc.Do(ctx, rc.B().XgroupDestroy().Key(stream).Group("xmirror:"+name).Build()).Error())
-	ids = append(ids, addEntries(t, rc, stream, 10, 5, value)...)
-	r := mustMirror(t, args...)
-	onceEach(t, topic, ids)
-	if s := parseSummary(t, r.stdout); s.Entries != 5 || s.Skipped != 10 {
-		t.Errorf("summary %s: want 5 entries sent and 10 skipped", r.stdout)
-	}
-	if !strings.Contains(r.stderr, "already in Kafka") {
-		t.Errorf("the entries delivered again are not reported: %s", r.stderr)
-	}
-}
-
-// XGROUP SETID back to the start, then to an entry in the middle, during
-// a follow run: what the group delivers again is acknowledged, not sent.
-func TestFollowSendsNothingAgainWhenItsGroupIsMovedBack(t *testing.T) {
-	rc := testenv.Redis(t)
-	kc := testenv.Kafka(t)
-	ctx := context.Background()
-	stream := testenv.Stream(t, rc)
-	topic := testenv.Topic(t, kc, 1)
-	name := testenv.Name(t, "m")
-	group := "xmirror:" + name
-	t.Cleanup(func() { rc.Do(context.Background(), rc.B().Del().Key(checkpoint.R2KKey(name)).Build()) })
-
-	ids := addEntries(t, rc, stream, 0, 150, value)
-	m := startXmirror(t, "r2k", "--stream", stream, "--topic", topic, "--name", name, "--follow", "--batch-size", "20")
-	caughtUp(t, rc, name, group, stream, ids[len(ids)-1])
-	for i, to := range []string{"0", ids[49]} {
-		must(t, rc.Do(ctx, rc.B().XgroupSetid().Key(stream).Group(group).Id(to).Build()).Error())
-		ids = append(ids, addEntries(t, rc, stream, 150+10*i, 10, value)...)
-		caughtUp(t, rc, name, group, stream, ids[len(ids)-1])
-	}
-	if code, _ := m.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {
-		t.Fatalf("exit %d: %s", code, m.stderr)
-	}
-	onceEach(t, topic, ids)
-	if n := strings.Count(m.stderr.String(), "the consumer group went back"); n < 2 {
-		t.Errorf("%d reports of the group moved back, want 2: %s", n, m.stderr)
+			r.ids = tc.before(t, r)
+			m := startXmirror(t, append([]string{"r2k", "--stream", r.stream, "--topic", topic, "--name", r.name, "--follow"}, tc.args...)...)
+			group := r.group(t)
+			caughtUp(t, rc, r.name, group, r.stream, r.ids[len(r.ids)-1])
+			for _, forget := range tc.forget {
+				forget(t, r, group)
+				r.ids = append(r.ids, addEntries(t, rc, r.stream, len(r.ids), tc.more, value)...)
+				caughtUp(t, rc, r.name, group, r.stream, r.ids[len(r.ids)-1])
+			}
+			if code, _ := m.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {
+				t.Fatalf("exit %d: %s", code, m.stderr)
+			}
+			onceEach(t, topic, r.ids)
+			if n := strings.Count(m.stderr.String(), tc.report); n < tc.reports {
+				t.Errorf("%d reports of %q, want %d: %s", n, tc.report, tc.reports, m.stderr)
+			}
+		})
 	}
 }
 
@@ -231,6 +244,8 @@ func TestRunStoppedDuringItsReadBackLeavesPartitionsAddedBeforeCountsWereKeptToR
 	name := testenv.Name(t, "m")
 	key := checkpoint.R2KKey(name)
 	t.Cleanup(func() { rc.Do(context.Background(), rc.B().Del().Key(key).Build()) })
+	// The group the old run read through, made here before any run: the
+	// name xmirror gives a mirror's group.
 	group := "xmirror:" + name
 
 	// The old run: its checkpoint knows partition 0 only, no counts;

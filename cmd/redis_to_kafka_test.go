@@ -327,7 +327,7 @@ func TestTooLargeEntryStopsTheMirrorRightBeforeIt(t *testing.T) {
 		t.Fatalf("the %d entries before the large one should be in Kafka; found %d records", 2, len(recs))
 	}
 	// Everything from the large entry on is still pending, nothing before.
-	pending, err := rc.Do(context.Background(), rc.B().Xpending().Key(stream).Group("xmirror:"+name).Start("-").End("+").Count(10).Build()).ToArray()
+	pending, err := rc.Do(context.Background(), rc.B().Xpending().Key(stream).Group(onlyGroup(t, rc, stream)).Start("-").End("+").Count(10).Build()).ToArray()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,10 +2,12 @@ package mirror
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"time"
 
 	"github.com/redis/rueidis"
+
+	"github.com/xmirror/xmirror/checkpoint"
 )
 
 // GapError is a stream that lost entries before this mirror read them:
@@ -61,15 +63,14 @@ func (e *GapError) Error() string {
 		e.Stream, what, note, e.Group, e.LastDelivered, where, from)
 }
 
-// groupPosition is a consumer group's entry of XINFO GROUPS.
+// groupPosition is what XINFO GROUPS says of the consumer group.
 type groupPosition struct {
-	found bool
-	last  string // last-delivered-id
+	last string // last-delivered-id
 	// read is entries-read, the logical number of the last delivered
-	// entry in the stream's history; lag is entries-added minus it.
-	// Both are Redis 7.0+, and nil when Redis cannot tell.
-	read, lag     int64
-	readOK, lagOK bool
+	// entry in the stream's history (Redis 7.0+); readOK is false when
+	// Redis cannot tell.
+	read   int64
+	readOK bool
 }
 
 // streamHead is what XINFO STREAM says about a stream's start.
@@ -83,16 +84,6 @@ type streamHead struct {
 	deletedK bool   // maxDel was reported
 }
 
-// gapClean says, from the counters alone, that no entry after the group's
-// position is missing: lag counts the entries added after the last
-// delivered one, and when the stream holds at least that many none of
-// them can have been trimmed. Only growing, never a false "clean": a lag
-// Redis overcounts (its entries-read falls behind when a read jumps
-// trimmed entries) only sends the check to XINFO STREAM.
-func gapClean(g groupPosition, length int64) bool {
-	return g.lagOK && g.lag <= length
-}
-
 // headGap says whether the stream's head was trimmed past the group's
 // position, and how many entries that took. Trimming removes entries
 // from the head, so it lost undelivered entries only if the stream now
@@ -100,12 +91,21 @@ func gapClean(g groupPosition, length int64) bool {
 // after it); entries deleted one by one with XDEL inside the stream are
 // not a gap. Without counters (Redis before 7.0, an unknown entries-read)
 // Redis cannot tell whether entries lay between: lost is then -1.
-func headGap(g groupPosition, h streamHead) (gap bool, lost int64, atMost bool) {
-	if h.lastGen != "" && compareIDs(g.last, h.lastGen) >= 0 {
+// handled, when above the group's position, stands for it in the IDs:
+// every entry up to it was mirrored (see useBound).
+func headGap(g groupPosition, h streamHead, handled string) (gap bool, lost int64, atMost bool) {
+	pos := g.last
+	if handled != "" && compareIDs(handled, pos) > 0 {
+		pos = handled
+	}
+	if h.lastGen != "" && compareIDs(pos, h.lastGen) >= 0 {
 		return false, 0, false // nothing was ever added after it
 	}
-	if h.first != "" && compareIDs(g.last, h.first) >= 0 {
+	if h.first != "" && compareIDs(pos, h.first) >= 0 {
 		return false, 0, false // the head is at or before the position
+	}
+	if h.addedOK && h.added-h.length <= 0 {
+		return false, 0, false // nothing was ever removed from the stream
 	}
 	if !g.readOK || !h.addedOK {
 		return true, -1, false
@@ -120,117 +120,400 @@ func headGap(g groupPosition, h streamHead) (gap bool, lost int64, atMost bool) 
 	return true, lost, tombstones
 }
 
-// checkGaps looks, before entries are read past them, for entries trimmed
-// from the head of streams before the group delivered them, and handles
-// them by OnGap. One round trip (XINFO GROUPS and XLEN per stream) when
-// the counters show nothing missing, which is every read of a mirror
-// that keeps up; XINFO STREAM only for the streams they do not clear.
-func (s *RedisSource) checkGaps(ctx context.Context, streams []*streamState) error {
+// gapCheckScript checks streams for entries trimmed before the consumer
+// group delivered them. It runs in a transaction (MULTI) right before the
+// XREADGROUP it clears and gapHoldScript, so that no trim lands between
+// the check and the read: an entry the read passes over was trimmed
+// before the check saw it, and is counted. A script cannot hold the read
+// itself cheaply (every entry would be copied into Lua and back), nor
+// block (BLOCK is refused in scripts: a follow run waits with a plain
+// XREAD first, which delivers nothing).
+//
+// Per stream (KEYS but the last), nothing is missing when:
+//
+//   - ARGV says to trust it (a group this run created and has not read
+//     from: what the stream lost before holds nothing it was to read);
+//   - the group's entries-read is known and its lag (entries added after
+//     its position) is no more than the stream's length: every entry
+//     added after the position is still there (XINFO GROUPS, XLEN);
+//   - or, from XINFO STREAM, nothing was added after the position, or the
+//     stream's first entry is at or before it (trimming removes entries
+//     from the head: all it removed were delivered), or nothing was ever
+//     removed from the stream (entries-added = length), or, counted with
+//     Redis 7's counters, entries-added - length - entries-read <= 0 (the
+//     entries trimmed were all delivered); headGap is the same rule.
+//
+// Any other stream has a gap, and its state is sent back: {last delivered
+// ID, entries-read, length, first entry ID, last generated ID,
+// entries-added, max-deleted-entry-id, setid}. Under OnGapSkip the read
+// goes on past it, and the group's entries-read is first set to what it
+// would be had the trimmed entries been read (XGROUP SETID at its
+// position with ENTRIESREAD entries-added - length, when the loss is
+// counted exactly), so that the read's own counting, Redis's lag and the
+// next checks start from the stream as it is; setid is "ok", the refusal,
+// or nil when not tried. Under OnGapFail, and when ARGV says a read
+// follows, the read is held: every group is moved to its stream's end
+// (XGROUP SETID $), so the read delivers nothing, its position and
+// entries-read kept in the hold key (the last KEY), and gapHoldScript puts
+// them back after the read, in the same transaction; setid then says
+// whether the hold took.
+//
+// The reply is {"gap" or "ok", {each stream's last delivered ID}, {per
+// stream: nil or its state}}; "gap" says the read was held.
+//
+// ARGV: group, "1" when a read follows, "1" to skip gaps; then per
+// stream "1" to trust it and the ID at or below which this mirror has
+// handled every entry (see useBound; empty when unknown), which counts
+// as the group's position for the IDs when it is above it (a group moved
+// back delivers again what was mirrored, and finds no gap there). IDs are compared part by part as decimal
+// strings, exactly; counters are exact below 2^53.
+const gapCheckScript = `local function parts(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  if not ms then return id, '' end
+  return ms, seq
+end
+local function cmp(a, b)
+  local am, as = parts(a)
+  local bm, bs = parts(b)
+  if #am ~= #bm then return #am < #bm and -1 or 1 end
+  if am ~= bm then return am < bm and -1 or 1 end
+  if #as ~= #bs then return #as < #bs and -1 or 1 end
+  if as ~= bs then return as < bs and -1 or 1 end
+  return 0
+end
+local function hash(flat)
+  local m = {}
+  for i = 1, #flat, 2 do m[flat[i]] = flat[i + 1] end
+  return m
+end
+local group, read, skip = ARGV[1], ARGV[2] == '1', ARGV[3] == '1'
+local hold = KEYS[#KEYS]
+local last, gaps, found, gap = {}, {}, {}, false
+for i = 1, #KEYS - 1 do
+  local key = KEYS[i]
+  last[i], gaps[i] = false, false
+  local groups = redis.pcall('XINFO', 'GROUPS', key)
+  local g
+  if type(groups) == 'table' and not groups.err then
+    for _, raw in ipairs(groups) do
+      local m = hash(raw)
+      if m['name'] == group then g = m break end
+    end
+  end
+  -- Without the stream or the group, the read reports it.
+  if g then
+    local L, rd = g['last-delivered-id'], g['entries-read']
+    last[i], found[i] = L, {L, rd}
+    local clean = ARGV[2 + 2 * i] == '1'
+    -- Entries at or below what this mirror already handled were
+    -- mirrored: trimming them loses nothing, wherever the group stands.
+    local P, handled = L, ARGV[3 + 2 * i]
+    if handled ~= '' and cmp(handled, L) > 0 then P = handled end
+    if not clean and rd and g['lag'] then
+      clean = g['lag'] <= redis.call('XLEN', key)
+    end
+    if not clean then
+      local h = hash(redis.call('XINFO', 'STREAM', key))
+      local n, added, maxDel = h['length'], h['entries-added'], h['max-deleted-entry-id']
+      local first = ''
+      if n > 0 and h['first-entry'] then first = h['first-entry'][1] end
+      local gen = h['last-generated-id']
+      local exact = rd and added
+      if cmp(P, gen) >= 0 or (first ~= '' and cmp(P, first) >= 0) then
+        clean = true
+      elseif added and added - n <= 0 then
+        clean = true -- nothing was ever removed from the stream
+      elseif exact then
+        clean = added - n - rd <= 0
+      end
+      if not clean then
+        gap = true
+        local set = false
+        local tombstones = first ~= '' and maxDel and maxDel ~= '0-0' and cmp(maxDel, first) >= 0
+        if skip and exact and not tombstones then
+          local r = redis.pcall('XGROUP', 'SETID', key, group, L, 'ENTRIESREAD', string.format('%d', added - n))
+          if type(r) == 'table' and r.err then set = r.err else set = 'ok' end
+        end
+        gaps[i] = {L, rd or false, n, first, gen, added or false, maxDel or false, set}
+      end
+    end
+  end
+end
+if not gap or skip or not read then return {'ok', last, gaps} end
+for i = 1, #KEYS - 1 do
+  if found[i] then
+    local pos = found[i][1] .. ' '
+    if found[i][2] then pos = pos .. string.format('%d', found[i][2]) end
+    redis.call('HSET', hold, KEYS[i], pos)
+    local r = redis.pcall('XGROUP', 'SETID', KEYS[i], group, '$')
+    if gaps[i] then
+      if type(r) == 'table' and r.err then gaps[i][8] = r.err else gaps[i][8] = 'ok' end
+    end
+  end
+end
+return {'gap', last, gaps}
+`
+
+// gapHoldScript puts back, after the read gapCheckScript held, each
+// group where it was (XGROUP SETID, with its entries-read when it had
+// one), and deletes the hold key (KEYS[1]). With no hold key it does
+// nothing. ARGV: group.
+const gapHoldScript = `if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local saved = redis.call('HGETALL', KEYS[1])
+for i = 1, #saved, 2 do
+  local L, rd = string.match(saved[i + 1], '^(%S+) (%S*)$')
+  if rd ~= '' then
+    redis.call('XGROUP', 'SETID', saved[i], ARGV[1], L, 'ENTRIESREAD', rd)
+  else
+    redis.call('XGROUP', 'SETID', saved[i], ARGV[1], L)
+  end
+end
+redis.call('DEL', KEYS[1])
+return 1
+`
+
+// gapHoldKey is where gapCheckScript keeps the groups' positions while it
+// holds a read: only ever inside one transaction, never seen outside it.
+func (s *RedisSource) gapHoldKey() string {
+	return checkpoint.R2KGapHoldKey(s.cfg.Mirror)
+}
+
+// checkedRead checks streams for entries trimmed before the group
+// delivered them and, when read is set, reads new entries, in one
+// transaction (gapCheckScript, XREADGROUP, gapHoldScript), so that the
+// check sees exactly what the read passes over. A gap stops with a
+// *GapError (OnGapFail) and nothing is read past it: the group stays
+// where it was, so a rerun stops there again. Under OnGapSkip it is
+// counted and the read goes past it. extra commands go in the same round
+// trip, after the transaction; their replies are after. The reply is that
+// of XREADGROUP (nil when nothing was read); each stream's lastRead is
+// the group's position before it.
+func (s *RedisSource) checkedRead(ctx context.Context, streams []*streamState, read bool, extra ...rueidis.Completed) (reply rueidis.RedisMessage, after []rueidis.RedisResult, err error) {
+	c := s.cfg.Client
+	flag := func(b bool) string {
+		if b {
+			return "1"
+		}
+		return "0"
+	}
+	hold := s.gapHoldKey()
+	names := make([]string, len(streams))
+	keys := make([]string, 0, len(streams)+1)
+	args := make([]string, 0, 3+2*len(streams))
+	args = append(args, s.cfg.Group, flag(read), flag(s.cfg.OnGap == OnGapSkip))
+	for i, st := range streams {
+		names[i] = st.name
+		handled := ""
+		if s.useBound() {
+			handled = st.handled()
+		}
+		args = append(args, flag(st.fresh && st.delivered == ""), handled)
+	}
+	keys = append(append(keys, names...), hold)
+	check := c.B().Eval().Script(gapCheckScript).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build()
+	var cmds rueidis.Commands
+	if read {
+		ids := make([]string, len(streams))
+		for i := range ids {
+			ids[i] = ">"
+		}
+		cmds = rueidis.Commands{
+			c.B().Multi().Build(),
+			check,
+			c.B().Xreadgroup().Group(s.cfg.Group, s.cfg.Consumer).Count(int64(s.count)).Streams().Key(names...).Id(ids...).Build(),
+			c.B().Eval().Script(gapHoldScript).Numkeys(int64(1 + len(names))).Key(append([]string{hold}, names...)...).Arg(s.cfg.Group).Build(),
+			c.B().Exec().Build(),
+		}
+	} else {
+		cmds = rueidis.Commands{check}
+	}
+	all := c.DoMulti(ctx, append(cmds, extra...)...)
+	replies, after := all[:len(cmds)], all[len(cmds):]
+	var checked, readMsg rueidis.RedisMessage
+	var checkErr error
+	if read {
+		for i, r := range replies[:len(cmds)-1] {
+			if err := r.Error(); err != nil {
+				if i == 0 {
+					return rueidis.RedisMessage{}, after, classifyRedis(fmt.Errorf("start the transaction of the read (MULTI): %w", err))
+				}
+				// Refused while queued: EXEC discards the whole
+				// transaction, nothing ran.
+				return rueidis.RedisMessage{}, after, s.readError(ctx, err)
+			}
+		}
+		exec, err := replies[len(cmds)-1].ToArray()
+		if err != nil {
+			return rueidis.RedisMessage{}, after, s.readError(ctx, err)
+		}
+		if len(exec) != 3 {
+			return rueidis.RedisMessage{}, after, fmt.Errorf("read streams: EXEC returned %d replies for 3 commands", len(exec))
+		}
+		checked, readMsg = exec[0], exec[1]
+		checkErr = checked.Error()
+		if err := exec[2].Error(); err != nil {
+			return rueidis.RedisMessage{}, after, fmt.Errorf("put the consumer group back after a gap held the read: %w", err)
+		}
+	} else {
+		checked, checkErr = replies[0].ToMessage()
+	}
+	var parts []rueidis.RedisMessage
+	if checkErr == nil {
+		parts, checkErr = checked.ToArray()
+	}
+	if checkErr != nil {
+		// The check failed inside the transaction, and the read did
+		// not wait for it: what it delivered is pending, and re-read.
+		return rueidis.RedisMessage{}, after, classifyRedis(fmt.Errorf("look for entries trimmed before they were read: %w", checkErr))
+	}
+	var status string
+	var pos, gaps []rueidis.RedisMessage
+	if len(parts) == 3 {
+		status, _ = parts[0].ToString()
+		pos, _ = parts[1].ToArray()
+		gaps, err = parts[2].ToArray()
+	}
+	if err != nil || (status != "ok" && status != "gap") {
+		return rueidis.RedisMessage{}, after, fmt.Errorf("look for entries trimmed before they were read: unexpected reply of the check")
+	}
+	for i, p := range pos {
+		if i < len(streams) && !p.IsNil() {
+			streams[i].lastRead, _ = p.ToString()
+		}
+	}
+	var first *GapError
+	for i, d := range gaps {
+		if i >= len(streams) || d.IsNil() {
+			continue
+		}
+		g, h, setid, err := parseGap(d)
+		if err != nil {
+			return rueidis.RedisMessage{}, after, fmt.Errorf("stream %q: look for entries trimmed before they were read: %w", streams[i].name, err)
+		}
+		handled := ""
+		if s.useBound() {
+			handled = streams[i].handled()
+		}
+		gap, lost, atMost := headGap(g, h, handled)
+		if !gap {
+			continue // only counters above 2^53 could make the script see one
+		}
+		ge := &GapError{Stream: streams[i].name, Group: s.cfg.Group, LastDelivered: g.last, FirstEntry: h.first, LastGenerated: h.lastGen, Lost: lost, AtMost: atMost}
+		if s.cfg.OnGap == OnGapSkip {
+			s.skipGap(streams[i], ge, setid)
+			continue
+		}
+		if read && setid != "ok" {
+			// The read could not be held: it went past the gap, which a
+			// rerun will not see again.
+			s.log.Warn("could not hold the consumer group before the gap (XGROUP SETID refused); what the read delivered past it stays pending", "stream", ge.Stream, "group", ge.Group, "err", setid)
+		}
+		if first == nil {
+			first = ge
+		}
+	}
+	if first != nil {
+		return rueidis.RedisMessage{}, after, first
+	}
+	if status == "gap" {
+		return rueidis.RedisMessage{}, after, Transient(fmt.Errorf("streams %q: the read was held for a gap the counters do not show; reading again", names))
+	}
+	if !read {
+		return rueidis.RedisMessage{}, after, nil
+	}
+	if err := readMsg.Error(); err != nil && !rueidis.IsRedisNil(err) {
+		return rueidis.RedisMessage{}, after, s.readError(ctx, err)
+	}
+	return readMsg, after, nil
+}
+
+// parseGap reads a stream's state in gapCheckScript's reply; setid is what
+// XGROUP SETID gave ("ok", a refusal, or "" when not tried).
+func parseGap(d rueidis.RedisMessage) (g groupPosition, h streamHead, setid string, err error) {
+	f, err := d.ToArray()
+	if err != nil || len(f) != 8 {
+		return g, h, "", fmt.Errorf("unexpected reply of the check")
+	}
+	g.last, _ = f[0].ToString()
+	if !f[1].IsNil() {
+		g.read, err = f[1].AsInt64()
+		g.readOK = err == nil
+	}
+	h.length, _ = f[2].AsInt64()
+	h.first, _ = f[3].ToString()
+	h.lastGen, _ = f[4].ToString()
+	if !f[5].IsNil() {
+		h.added, err = f[5].AsInt64()
+		h.addedOK = err == nil
+	}
+	if !f[6].IsNil() {
+		h.maxDel, _ = f[6].ToString()
+		h.deletedK = h.maxDel != ""
+	}
+	if !f[7].IsNil() {
+		setid, _ = f[7].ToString()
+	}
+	return g, h, setid, nil
+}
+
+// checkGaps looks, before anything is read, for entries trimmed from the
+// head of streams before the group delivered them, and handles them by
+// OnGap (see checkedRead): a gap stops a run at start, as
+// kafka-to-redis's does, and leaves the group where it was.
+func (s *RedisSource) checkGaps(ctx context.Context) error {
 	var check []*streamState
-	for _, st := range streams {
-		// A group this run created has delivered nothing: what its
-		// stream lost before holds nothing it was to read.
-		if st.ready && !st.done && !(st.fresh && st.delivered == "") {
+	for _, st := range s.streams {
+		if st.ready && !st.done {
 			check = append(check, st)
 		}
 	}
 	if len(check) == 0 {
 		return nil
 	}
-	c := s.cfg.Client
-	cmds := make(rueidis.Commands, 0, 2*len(check))
-	for _, st := range check {
-		cmds = append(cmds, c.B().XinfoGroups().Key(st.name).Build(), c.B().Xlen().Key(st.name).Build())
-	}
-	replies := c.DoMulti(ctx, cmds...)
-	var doubt []*streamState
-	var doubtPos []groupPosition
-	for i, st := range check {
-		groups, err := replies[2*i].ToArray()
-		if err != nil {
-			if isRedisErrContaining(err, "no such key") || isRedisErrPrefix(err, "WRONGTYPE") {
-				continue // the read reports it
-			}
-			return classifyRedis(fmt.Errorf("stream %q: look for entries trimmed before they were read (XINFO GROUPS): %w", st.name, err))
-		}
-		n, err := replies[2*i+1].AsInt64()
-		if err != nil {
-			return classifyRedis(fmt.Errorf("stream %q: look for entries trimmed before they were read (XLEN): %w", st.name, err))
-		}
-		g := findGroup(groups, s.cfg.Group)
-		if !g.found || gapClean(g, n) {
-			continue // a lost group is the read's to report
-		}
-		doubt = append(doubt, st)
-		doubtPos = append(doubtPos, g)
-	}
-	if len(doubt) == 0 {
-		return nil
-	}
-	cmds = cmds[:0]
-	for _, st := range doubt {
-		cmds = append(cmds, c.B().XinfoStream().Key(st.name).Build())
-	}
-	for i, r := range c.DoMulti(ctx, cmds...) {
-		st, g := doubt[i], doubtPos[i]
-		info, err := r.AsMap()
-		if err != nil {
-			if isRedisErrContaining(err, "no such key") {
-				continue
-			}
-			return classifyRedis(fmt.Errorf("stream %q: look for entries trimmed before they were read (XINFO STREAM): %w", st.name, err))
-		}
-		h := parseStreamHead(info)
-		gap, lost, atMost := headGap(g, h)
-		if !gap {
-			continue
-		}
-		ge := &GapError{Stream: st.name, Group: s.cfg.Group, LastDelivered: g.last, FirstEntry: h.first, LastGenerated: h.lastGen, Lost: lost, AtMost: atMost}
-		if s.cfg.OnGap != OnGapSkip {
-			return ge
-		}
-		if err := s.skipGap(ctx, st, ge, g, h); err != nil {
+	if _, _, err := s.checkedRead(ctx, check, false); err != nil {
+		var ge *GapError
+		if errors.As(err, &ge) || IsTransient(err) {
 			return err
 		}
+		return classifyRedis(fmt.Errorf("look for entries trimmed before they were read: %w", err))
 	}
 	return nil
 }
 
-// skipGap accepts a gap (OnGapSkip): it is logged and counted, and the
-// group's entries-read set to what it would have been had the trimmed
-// entries been read (XGROUP SETID at the same ID), so that Redis's lag
-// and the next checks count from the stream as it is. Without exact
-// counters the group is left alone: its first read moves it past the gap.
-func (s *RedisSource) skipGap(ctx context.Context, st *streamState, ge *GapError, g groupPosition, h streamHead) error {
-	// A read that failed after the check is tried again, and checks
-	// again: the same gap is reported and counted once.
-	seen := ge.LastDelivered + " " + ge.FirstEntry + " " + ge.LastGenerated
-	if st.gapSeen == seen {
-		return nil
+// skipGap accepts a gap (OnGapSkip): it is logged and counted. gapCheckScript
+// has set the group's entries-read to what it would have been had the
+// trimmed entries been read (setid "ok"), so that Redis's lag and the
+// next checks count from the stream as it is; without exact counters the
+// group is left alone, and its read moves it past the gap. A gap counted
+// at the group's position with the counter left behind comes back, in
+// full, while the group stays there: only what was not counted yet is
+// added.
+func (s *RedisSource) skipGap(st *streamState, ge *GapError, setid string) {
+	var counted int64
+	if st.gapAt == ge.LastDelivered {
+		counted = st.gapCounted
+	} else if ge.Lost < 0 {
+		counted = -1 // logged once per position
 	}
-	if ge.Lost > 0 && !ge.AtMost {
-		c := s.cfg.Client
-		// Entries added before the stream's first one: had they been
-		// read, the group's counter would stand there. Trimmed again
-		// meanwhile, the next check sees the new gap (this value is
-		// not above it).
-		err := c.Do(ctx, c.B().XgroupSetid().Key(ge.Stream).Group(ge.Group).Id(g.last).Entriesread(h.added-h.length).Build()).Error()
-		switch {
-		case isRefusal(err):
-			// Only the counter is left behind: a stream trimmed past
-			// the group again is still found, by its first entry.
-			s.log.Warn("cannot set the consumer group's entries-read past the trimmed entries; later reads may cost an XINFO STREAM more", "stream", ge.Stream, "group", ge.Group, "err", err)
-		case err != nil:
-			return classifyRedis(fmt.Errorf("stream %q: set the entries-read of consumer group %q past the trimmed entries (XGROUP SETID): %w", ge.Stream, ge.Group, err))
+	if setid != "" && setid != "ok" && st.gapAt != ge.LastDelivered {
+		// Only the counter is left behind: a stream trimmed past the
+		// group again is still found, by its first entry.
+		s.log.Warn("cannot set the consumer group's entries-read past the trimmed entries; later reads may cost an XINFO STREAM more", "stream", ge.Stream, "group", ge.Group, "err", setid)
+	}
+	if ge.Lost < 0 && counted < 0 || ge.Lost > counted {
+		add := *ge
+		if ge.Lost > 0 {
+			add.Lost = ge.Lost - max(counted, 0)
+			s.gapped.Add(add.Lost)
 		}
+		s.log.Warn("entries were trimmed from the stream before this mirror read them; skipping them (--on-gap skip)",
+			"stream", ge.Stream, "group", ge.Group, "last_delivered", ge.LastDelivered, "first_entry", ge.FirstEntry, "lost", lostText(&add))
 	}
-	st.gapSeen = seen
-	s.log.Warn("entries were trimmed from the stream before this mirror read them; skipping them (--on-gap skip)",
-		"stream", ge.Stream, "group", ge.Group, "last_delivered", ge.LastDelivered, "first_entry", ge.FirstEntry, "lost", lostText(ge))
-	if ge.Lost > 0 {
-		s.gapped.Add(ge.Lost)
+	if setid == "ok" {
+		st.gapAt, st.gapCounted = "", 0
+	} else {
+		st.gapAt, st.gapCounted = ge.LastDelivered, max(ge.Lost, 0)
 	}
-	return nil
 }
 
 func lostText(ge *GapError) string {
@@ -251,115 +534,4 @@ func (s *RedisSource) trimmedPending(stream, first string, count int) error {
 		return nil
 	}
 	return &GapError{Stream: stream, Group: s.cfg.Group, Pending: true, FirstPending: first, Lost: int64(count)}
-}
-
-// findGroup reads group's entry of an XINFO GROUPS reply.
-func findGroup(groups []rueidis.RedisMessage, group string) groupPosition {
-	for _, raw := range groups {
-		info, err := raw.AsMap()
-		if err != nil {
-			continue
-		}
-		nameMsg := info["name"]
-		if name, _ := nameMsg.ToString(); name != group {
-			continue
-		}
-		g := groupPosition{found: true}
-		lastMsg := info["last-delivered-id"]
-		g.last, _ = lastMsg.ToString()
-		if m, ok := info["entries-read"]; ok && !m.IsNil() {
-			g.read, err = m.AsInt64()
-			g.readOK = err == nil
-		}
-		if m, ok := info["lag"]; ok && !m.IsNil() {
-			g.lag, err = m.AsInt64()
-			g.lagOK = err == nil
-		}
-		return g
-	}
-	return groupPosition{}
-}
-
-// parseStreamHead reads the fields of XINFO STREAM that say where the
-// stream starts; those of Redis 7.0 are missing before it.
-func parseStreamHead(info map[string]rueidis.RedisMessage) streamHead {
-	var h streamHead
-	if m, ok := info["length"]; ok {
-		h.length, _ = m.AsInt64()
-	}
-	if m, ok := info["last-generated-id"]; ok {
-		h.lastGen, _ = m.ToString()
-	}
-	if m, ok := info["entries-added"]; ok && !m.IsNil() {
-		var err error
-		h.added, err = m.AsInt64()
-		h.addedOK = err == nil
-	}
-	if m, ok := info["max-deleted-entry-id"]; ok && !m.IsNil() {
-		h.maxDel, _ = m.ToString()
-		h.deletedK = h.maxDel != ""
-	}
-	if h.length > 0 {
-		if m, ok := info["first-entry"]; ok && !m.IsNil() {
-			if parts, err := m.ToArray(); err == nil && len(parts) > 0 {
-				h.first, _ = parts[0].ToString()
-			}
-		}
-		if m, ok := info["recorded-first-entry-id"]; ok && h.first == "" {
-			h.first, _ = m.ToString()
-		}
-	}
-	return h
-}
-
-// probeCommands are the counters read right after each read of new
-// entries, in its round trip: XINFO GROUPS and XLEN per stream.
-func (s *RedisSource) probeCommands(streams []*streamState) rueidis.Commands {
-	c := s.cfg.Client
-	cmds := make(rueidis.Commands, 0, 2*len(streams))
-	for _, st := range streams {
-		cmds = append(cmds, c.B().XinfoGroups().Key(st.name).Build(), c.B().Xlen().Key(st.name).Build())
-	}
-	return cmds
-}
-
-// probeFresh is how long the counters read with a read (noteProbes) stand
-// for the stream: from the moment that read was sent, so that a read that
-// waited for entries, or a reply that waited for a process paused or short
-// of CPU, has the next read checked in its own round trip.
-const probeFresh = 2 * time.Millisecond
-
-// noteProbes reads the counters taken right after a read sent at sent. A
-// stream is left unchecked before its next read, if it comes within
-// probeFresh of sent, when they show that it still holds
-// every entry added after the group's position (lag at most its length),
-// with, ahead of those, at least min(COUNT, half the stream) entries the
-// group had read: trimming would have to remove all of those, between
-// this read and the next, to reach an entry not read yet. Anything else
-// (a stream close to losing unread entries, counters Redis does not have,
-// an error) has the next read checked first (checkGaps), in its own round
-// trip.
-func (s *RedisSource) noteProbes(streams []*streamState, sent time.Time, after []rueidis.RedisResult) {
-	for i, st := range streams {
-		st.probed, st.probedAt = false, sent
-		if len(after) < 2*(i+1) {
-			continue
-		}
-		groups, err := after[2*i].ToArray()
-		if err != nil {
-			continue
-		}
-		n, err := after[2*i+1].AsInt64()
-		if err != nil {
-			continue
-		}
-		g := findGroup(groups, s.cfg.Group)
-		st.probed = g.found && probeSafe(g, n, int64(s.count))
-	}
-}
-
-// probeSafe is the rule of noteProbes for a group g on a stream of length
-// entries, read count entries at a time.
-func probeSafe(g groupPosition, length, count int64) bool {
-	return g.lagOK && g.lag <= length && length-g.lag >= min(count, length/2)
 }

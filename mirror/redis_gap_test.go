@@ -4,82 +4,46 @@ import "testing"
 
 func TestHeadGapCountsOnlyUndeliveredEntriesTrimmedFromTheHead(t *testing.T) {
 	redis7 := func(last string, read int64) groupPosition {
-		return groupPosition{found: true, last: last, read: read, readOK: true}
+		return groupPosition{last: last, read: read, readOK: true}
 	}
 	head := func(length int64, first, lastGen string, added int64, maxDel string) streamHead {
 		return streamHead{length: length, first: first, lastGen: lastGen, added: added, addedOK: true, maxDel: maxDel, deletedK: true}
 	}
 	for _, tc := range []struct {
-		name   string
-		g      groupPosition
-		h      streamHead
-		gap    bool
-		lost   int64
-		atMost bool
+		name    string
+		g       groupPosition
+		h       streamHead
+		gap     bool
+		lost    int64
+		atMost  bool
+		handled string
 	}{
 		// 20 entries 1-0..20-0 added, MAXLEN 3 keeps 18..20.
-		{"group delivered 3, the next 14 trimmed before it read them", redis7("3-0", 3), head(3, "18-0", "20-0", 20, "0-0"), true, 14, false},
-		{"group delivered 10, the next 7 trimmed", redis7("10-0", 10), head(3, "18-0", "20-0", 20, "0-0"), true, 7, false},
-		{"group delivered 17: everything it had read was trimmed, nothing else", redis7("17-0", 17), head(3, "18-0", "20-0", 20, "0-0"), false, 0, false},
-		{"group caught up, trimming behind it", redis7("20-0", 20), head(3, "18-0", "20-0", 20, "0-0"), false, 0, false},
-		{"group inside the stream", redis7("19-0", 19), head(3, "18-0", "20-0", 20, "0-0"), false, 0, false},
-		{"inside the stream with entries deleted after it (XDEL): not a gap", redis7("18-0", 18), head(1, "18-0", "20-0", 20, "19-0"), false, 0, false},
-		{"deleted entries before the head only: exact", redis7("10-0", 10), head(3, "18-0", "20-0", 20, "12-0"), true, 7, false},
-		{"deleted entries inside the stream: an upper bound", redis7("10-0", 10), head(2, "18-0", "20-0", 20, "19-0"), true, 8, true},
-		{"stream emptied (XTRIM MAXLEN 0) after the group read all", redis7("20-0", 20), head(0, "", "20-0", 20, "20-0"), false, 0, false},
-		{"stream emptied with 5 undelivered", redis7("15-0", 15), head(0, "", "20-0", 20, "0-0"), true, 5, false},
-		{"Redis 6.2: head past the position, no counters", groupPosition{found: true, last: "10-0"}, streamHead{length: 3, first: "18-0", lastGen: "20-0"}, true, -1, false},
-		{"Redis 6.2: position inside the stream", groupPosition{found: true, last: "19-0"}, streamHead{length: 3, first: "18-0", lastGen: "20-0"}, false, 0, false},
-		{"entries-read unknown, head past the position", groupPosition{found: true, last: "10-0"}, head(3, "18-0", "20-0", 20, "0-0"), true, -1, false},
-		{"IDs compare as numbers, not text", redis7("9-0", 9), head(3, "10-0", "12-0", 12, "0-0"), false, 0, false},
+		{"group delivered 3, the next 14 trimmed before it read them", redis7("3-0", 3), head(3, "18-0", "20-0", 20, "0-0"), true, 14, false, ""},
+		{"group delivered 10, the next 7 trimmed", redis7("10-0", 10), head(3, "18-0", "20-0", 20, "0-0"), true, 7, false, ""},
+		{"group delivered 17: everything it had read was trimmed, nothing else", redis7("17-0", 17), head(3, "18-0", "20-0", 20, "0-0"), false, 0, false, ""},
+		{"group caught up, trimming behind it", redis7("20-0", 20), head(3, "18-0", "20-0", 20, "0-0"), false, 0, false, ""},
+		{"group inside the stream", redis7("19-0", 19), head(3, "18-0", "20-0", 20, "0-0"), false, 0, false, ""},
+		{"inside the stream with entries deleted after it (XDEL): not a gap", redis7("18-0", 18), head(1, "18-0", "20-0", 20, "19-0"), false, 0, false, ""},
+		{"deleted entries before the head only: exact", redis7("10-0", 10), head(3, "18-0", "20-0", 20, "12-0"), true, 7, false, ""},
+		{"deleted entries inside the stream: an upper bound", redis7("10-0", 10), head(2, "18-0", "20-0", 20, "19-0"), true, 8, true, ""},
+		{"stream emptied (XTRIM MAXLEN 0) after the group read all", redis7("20-0", 20), head(0, "", "20-0", 20, "20-0"), false, 0, false, ""},
+		{"stream emptied with 5 undelivered", redis7("15-0", 15), head(0, "", "20-0", 20, "0-0"), true, 5, false, ""},
+		{"Redis 6.2: head past the position, no counters", groupPosition{last: "10-0"}, streamHead{length: 3, first: "18-0", lastGen: "20-0"}, true, -1, false, ""},
+		{"Redis 6.2: position inside the stream", groupPosition{last: "19-0"}, streamHead{length: 3, first: "18-0", lastGen: "20-0"}, false, 0, false, ""},
+		{"entries-read unknown, head past the position", groupPosition{last: "10-0"}, head(3, "18-0", "20-0", 20, "0-0"), true, -1, false, ""},
+		{"IDs compare as numbers, not text", redis7("9-0", 9), head(3, "10-0", "12-0", 12, "0-0"), false, 0, false, ""},
+		{"entries-read unknown but nothing ever removed", groupPosition{last: "0-0"}, head(20, "1-0", "20-0", 20, "0-0"), false, 0, false, ""},
+		{"group moved back below what the mirror handled, head inside that", groupPosition{last: "0-0"}, head(3, "18-0", "20-0", 20, "0-0"), false, 0, false, "19-0"},
+		// Counted from the group's own counter: what it delivered before it
+		// was moved back is in the count too.
+		{"group moved back, head above what the mirror handled", redis7("5-0", 5), head(3, "18-0", "20-0", 20, "0-0"), true, 12, false, "10-0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			gap, lost, atMost := headGap(tc.g, tc.h)
+			gap, lost, atMost := headGap(tc.g, tc.h, tc.handled)
 			if gap != tc.gap || lost != tc.lost || atMost != tc.atMost {
 				t.Fatalf("headGap = %v, %d, %v; want %v, %d, %v", gap, lost, atMost, tc.gap, tc.lost, tc.atMost)
 			}
 		})
-	}
-}
-
-func TestGapCleanNeedsALagTheStreamCovers(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		g      groupPosition
-		length int64
-		clean  bool
-	}{
-		{"caught up", groupPosition{lag: 0, lagOK: true}, 3, true},
-		{"every entry after the position still there", groupPosition{lag: 3, lagOK: true}, 3, true},
-		{"more added after the position than the stream holds", groupPosition{lag: 4, lagOK: true}, 3, false},
-		{"lag unknown (entries deleted after the position)", groupPosition{}, 3, false},
-	} {
-		if got := gapClean(tc.g, tc.length); got != tc.clean {
-			t.Errorf("%s: gapClean = %v, want %v", tc.name, got, tc.clean)
-		}
-	}
-}
-
-func TestProbeSafeWantsReadEntriesAheadOfTheUnreadOnes(t *testing.T) {
-	for _, tc := range []struct {
-		name          string
-		g             groupPosition
-		length, count int64
-		safe          bool
-	}{
-		{"caught up on a capped stream", groupPosition{lag: 0, lagOK: true}, 1000, 2000, true},
-		{"a backlog with a batch read ahead of it", groupPosition{lag: 998000, lagOK: true}, 1000000, 2000, true},
-		{"a backlog the mirror has just started on", groupPosition{lag: 999000, lagOK: true}, 1000000, 2000, false},
-		{"every entry of the stream unread", groupPosition{lag: 3, lagOK: true}, 3, 2000, false},
-		{"a tiny stream, caught up", groupPosition{lag: 0, lagOK: true}, 3, 2000, true},
-		{"a tiny stream, one unread of three", groupPosition{lag: 1, lagOK: true}, 3, 2000, true},
-		{"a tiny stream, two unread of three", groupPosition{lag: 2, lagOK: true}, 3, 2000, true},
-		{"an empty stream, nothing unread", groupPosition{lag: 0, lagOK: true}, 0, 2000, true},
-		{"entries lost already", groupPosition{lag: 10, lagOK: true}, 3, 2000, false},
-		{"no lag (Redis 6.2, entries deleted after the position)", groupPosition{}, 1000, 2000, false},
-	} {
-		if got := probeSafe(tc.g, tc.length, tc.count); got != tc.safe {
-			t.Errorf("%s: probeSafe = %v, want %v", tc.name, got, tc.safe)
-		}
 	}
 }

@@ -225,6 +225,9 @@ type RedisSource struct {
 	lastClaim     time.Time
 	// count is the COUNT of the next read (see BatchBytes).
 	count int
+	// idle says the last read of new entries filled no stream's COUNT: a
+	// follow run waits for entries before it reads again.
+	idle bool
 
 	trimmed atomic.Int64
 	// gapped counts entries trimmed from the head of a stream before the
@@ -238,15 +241,17 @@ type RedisSource struct {
 }
 
 type streamState struct {
-	name    string
-	ready   bool   // the group exists on the stream
-	fresh   bool   // this run created the group
-	gapSeen string // the last gap skipped (OnGapSkip), reported once
-	// probed says the counters read right after the last read showed
-	// nothing trimmed unread and room to spare (see noteProbes): the
-	// next read needs no check of its own.
-	probed   bool
-	probedAt time.Time
+	name  string
+	ready bool // the group exists on the stream
+	fresh bool // this run created the group
+	// gapAt and gapCounted are the group's position at the last gap
+	// accepted and what was counted of it, for a gap seen again before
+	// the group moves (see skipGap).
+	gapAt      string
+	gapCounted int64
+	// lastRead is the group's last delivered ID after the last read of
+	// new entries: where a follow run waits for more (see waitForEntries).
+	lastRead string
 	inPEL    bool   // still re-reading this consumer's pending entries
 	cursor   string // PEL read position
 	snapshot string // one-shot: last generated ID at start
@@ -337,6 +342,11 @@ func NewRedisSource(ctx context.Context, cfg RedisSourceConfig) (*RedisSource, e
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &RedisSource{cfg: cfg, log: log, byName: map[string]*streamState{}, count: cfg.BatchSize}
+	// Reads and commits are transactions: an ACL that refuses them stops
+	// the run now, before anything is read or produced.
+	if err := checkpoint.CheckTransactions(ctx, cfg.Client, "redis-to-kafka"); err != nil {
+		return nil, classifyRedis(err)
+	}
 	if cfg.BatchBytes > 0 {
 		// Nothing is known of the entries' size yet: a first read of a
 		// full batch of large entries could hold far more than
@@ -373,7 +383,7 @@ func NewRedisSource(ctx context.Context, cfg RedisSourceConfig) (*RedisSource, e
 	}
 	// Before anything is read: a gap stops a run at start, as
 	// kafka-to-redis's does, and leaves the group where it was.
-	if err := s.checkGaps(ctx, s.streams); err != nil {
+	if err := s.checkGaps(ctx); err != nil {
 		return nil, err
 	}
 	if err := s.claim(ctx); err != nil {
@@ -780,9 +790,19 @@ func (s *RedisSource) OnReadBack(fn func(ctx context.Context) (confirmed map[str
 	s.cfg.ReadBack = fn
 }
 
-// Trimmed counts pending entries found trimmed from their stream and
-// acknowledged; Skipped counts pending entries found already in Kafka.
-func (s *RedisSource) Trimmed() int64 { return s.trimmed.Load() }
+// idListMax is how many IDs a warning names before it counts the rest.
+const idListMax = 20
+
+// idList names ids for a log line: all of them, or the first idListMax
+// and how many more.
+func idList(ids []string) string {
+	if len(ids) <= idListMax {
+		return strings.Join(ids, ",")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(ids[:idListMax], ","), len(ids)-idListMax)
+}
+
+// Skipped counts pending entries found already in Kafka.
 func (s *RedisSource) Skipped() int64 { return s.skipped.Load() }
 
 // Lost counts the entries trimmed from their streams before they were
@@ -856,7 +876,7 @@ func (s *RedisSource) readPending(ctx context.Context) (*EntryBatch, error) {
 	}
 	c := s.cfg.Client
 	cmd := c.B().Xreadgroup().Group(s.cfg.Group, s.cfg.Consumer).Count(int64(s.count)).Streams().Key(names...).Id(ids...).Build()
-	b, counts, _, err := s.read(ctx, cmd, true)
+	b, counts, err := s.read(ctx, cmd, true)
 	if err != nil {
 		return nil, err
 	}
@@ -877,41 +897,31 @@ func (s *RedisSource) readPending(ctx context.Context) (*EntryBatch, error) {
 	return b, nil
 }
 
-// readNew reads entries never delivered to the group, once checkGaps
-// found none trimmed before it could: a read delivers the entries after
-// the group's position that the stream still holds, silently passing
-// over those trimmed.
+// readNew reads entries never delivered to the group, in the same atomic
+// step as the check for entries trimmed before it could (checkedRead): a
+// read delivers the entries after the group's position that the stream
+// still holds, silently passing over those trimmed. A follow run whose
+// last read filled no stream's COUNT waits for entries first.
 func (s *RedisSource) readNew(ctx context.Context, active []*streamState) (*EntryBatch, error) {
-	var unsure []*streamState
-	for _, st := range active {
-		if !st.probed || time.Since(st.probedAt) > probeFresh {
-			unsure = append(unsure, st)
+	c := s.cfg.Client
+	if s.cfg.Follow && s.idle {
+		if err := s.waitForEntries(ctx, active); err != nil {
+			return nil, err
 		}
 	}
-	if err := s.checkGaps(ctx, unsure); err != nil {
-		return nil, err
-	}
-	names := make([]string, len(active))
-	ids := make([]string, len(active))
-	for i, st := range active {
-		names[i], ids[i] = st.name, ">"
-	}
-	c := s.cfg.Client
-	var cmd rueidis.Completed
-	if s.cfg.Follow {
-		cmd = c.B().Xreadgroup().Group(s.cfg.Group, s.cfg.Consumer).Count(int64(s.count)).Block(s.cfg.Block.Milliseconds()).Streams().Key(names...).Id(ids...).Build()
-	} else {
-		cmd = c.B().Xreadgroup().Group(s.cfg.Group, s.cfg.Consumer).Count(int64(s.count)).Streams().Key(names...).Id(ids...).Build()
-	}
-	probe := s.probeCommands(active)
+	var extra rueidis.Commands
 	askRunID := s.cfg.Follow && time.Since(s.lastRunIDAt) >= runIDEvery
 	if askRunID {
-		probe = append(probe, c.B().Info().Section("server").Build())
+		extra = append(extra, c.B().Info().Section("server").Build())
 	}
-	sent := time.Now()
-	b, counts, after, err := s.read(ctx, cmd, false, probe...)
-	s.noteProbes(active, sent, after)
-	if err == nil && askRunID && len(after) == len(probe) {
+	count := s.count
+	reply, after, err := s.checkedRead(ctx, active, true, extra...)
+	var b *EntryBatch
+	var counts map[string]int
+	if err == nil {
+		b, counts, err = s.parseRead(reply, false)
+	}
+	if err == nil && askRunID && len(after) == len(extra) {
 		var restarted bool
 		restarted, err = s.checkRunID(ctx, after[len(after)-1])
 		if err == nil && restarted && b != nil {
@@ -923,6 +933,7 @@ func (s *RedisSource) readNew(ctx context.Context, active []*streamState) (*Entr
 		err = s.checkMovedBack(ctx, b)
 	}
 	if err != nil {
+		s.idle = false
 		if ctx.Err() == nil {
 			// Redis may have delivered entries before the reply was
 			// lost (a crash, a broken connection): look for them in the
@@ -938,6 +949,12 @@ func (s *RedisSource) readNew(ctx context.Context, active []*streamState) (*Entr
 		}
 		return nil, err
 	}
+	s.idle = true
+	for _, st := range active {
+		if counts[st.name] >= count {
+			s.idle = false
+		}
+	}
 	if !s.cfg.Follow {
 		for _, st := range active {
 			if counts[st.name] == 0 {
@@ -952,6 +969,7 @@ func (s *RedisSource) readNew(ctx context.Context, active []*streamState) (*Entr
 			st := s.byName[e.Stream]
 			st.noteDelivered(e.ID)
 			st.lastNew = e.ID
+			st.lastRead = e.ID
 			if !s.cfg.Follow && compareIDs(e.ID, st.snapshot) >= 0 {
 				st.done = true
 			}
@@ -963,36 +981,67 @@ func (s *RedisSource) readNew(ctx context.Context, active []*streamState) (*Entr
 	return b, nil
 }
 
-// read runs one XREADGROUP and turns its reply into a batch; counts has
-// the number of entries per stream. The probe commands, when given, go in
-// the same round trip, right after the read, and their replies are after.
-func (s *RedisSource) read(ctx context.Context, cmd rueidis.Completed, pending bool, probe ...rueidis.Completed) (*EntryBatch, map[string]int, []rueidis.RedisResult, error) {
-	c := s.cfg.Client
-	var res rueidis.RedisResult
-	var after []rueidis.RedisResult
-	if len(probe) == 0 {
-		res = c.Do(ctx, cmd)
-	} else {
-		all := c.DoMulti(ctx, append(rueidis.Commands{cmd}, probe...)...)
-		res, after = all[0], all[1:]
+// waitForEntries waits, up to Block, for entries after the group's
+// position on any of the streams, with a plain XREAD: it delivers nothing
+// to the group, so what it sees is read, and checked, by the next
+// checkedRead. A wait that ends with nothing still goes on to that read,
+// which also looks at the group and the stream (deleted, moved).
+func (s *RedisSource) waitForEntries(ctx context.Context, active []*streamState) error {
+	names := make([]string, len(active))
+	ids := make([]string, len(active))
+	for i, st := range active {
+		if st.lastRead == "" {
+			return nil // not read yet: nothing to wait from
+		}
+		names[i], ids[i] = st.name, st.lastRead
 	}
-	msg, err := res.ToMessage()
+	c := s.cfg.Client
+	err := c.Do(ctx, c.B().Xread().Count(1).Block(s.cfg.Block.Milliseconds()).Streams().Key(names...).Id(ids...).Build()).Error()
+	switch {
+	case err == nil || rueidis.IsRedisNil(err):
+		return nil
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case isRedisErrPrefix(err, "WRONGTYPE"):
+		return fmt.Errorf("a key being read is no longer a stream: %w", err)
+	}
+	return classifyRedis(fmt.Errorf("wait for new entries (XREAD): %w", err))
+}
+
+// read runs one XREADGROUP and turns its reply into a batch (parseRead).
+func (s *RedisSource) read(ctx context.Context, cmd rueidis.Completed, pending bool) (*EntryBatch, map[string]int, error) {
+	msg, err := s.cfg.Client.Do(ctx, cmd).ToMessage()
 	if err != nil {
-		if rueidis.IsRedisNil(err) {
-			return nil, nil, after, nil
-		}
-		if ctx.Err() != nil {
-			return nil, nil, nil, ctx.Err()
-		}
-		// A blocked read on a stream that was deleted is UNBLOCKED; the next
-		// read finds no group (NOGROUP).
-		if isRedisErrPrefix(err, "NOGROUP") || isRedisErrPrefix(err, "UNBLOCKED") {
-			return nil, nil, nil, s.groupLost(ctx, err)
-		}
-		if isRedisErrPrefix(err, "WRONGTYPE") {
-			return nil, nil, nil, fmt.Errorf("a key being read is no longer a stream: %w", err)
-		}
-		return nil, nil, nil, classifyRedis(fmt.Errorf("read streams (XREADGROUP): %w", err))
+		return nil, nil, s.readError(ctx, err)
+	}
+	return s.parseRead(msg, pending)
+}
+
+// readError is what a failed read means: nothing to read (nil), the group
+// lost, a key no longer a stream, or a failure of Redis.
+func (s *RedisSource) readError(ctx context.Context, err error) error {
+	if rueidis.IsRedisNil(err) {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	// A blocked read on a stream that was deleted is UNBLOCKED; the next
+	// read finds no group (NOGROUP).
+	if isRedisErrPrefix(err, "NOGROUP") || isRedisErrPrefix(err, "UNBLOCKED") {
+		return s.groupLost(ctx, err)
+	}
+	if isRedisErrPrefix(err, "WRONGTYPE") {
+		return fmt.Errorf("a key being read is no longer a stream: %w", err)
+	}
+	return classifyRedis(fmt.Errorf("read streams (XREADGROUP): %w", err))
+}
+
+// parseRead turns an XREADGROUP reply into a batch; counts has the number
+// of entries per stream. A nil reply is no batch.
+func (s *RedisSource) parseRead(msg rueidis.RedisMessage, pending bool) (*EntryBatch, map[string]int, error) {
+	if msg.IsNil() {
+		return nil, nil, nil
 	}
 	counts := map[string]int{}
 	b := &EntryBatch{}
@@ -1058,36 +1107,36 @@ func (s *RedisSource) read(ctx context.Context, cmd rueidis.Completed, pending b
 	if msg.IsMap() {
 		m, err := msg.ToMap()
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, nil, err
 		}
 		// Keep the order the streams were given in.
 		for _, st := range s.streams {
 			if entries, ok := m[st.name]; ok {
 				if err := add(st.name, entries); err != nil {
-					return nil, nil, nil, err
+					return nil, nil, err
 				}
 			}
 		}
 	} else {
 		arr, err := msg.ToArray()
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("unexpected XREADGROUP reply: %w", err)
+			return nil, nil, fmt.Errorf("unexpected XREADGROUP reply: %w", err)
 		}
 		for _, pair := range arr {
 			kv, err := pair.ToArray()
 			if err != nil || len(kv) != 2 {
-				return nil, nil, nil, fmt.Errorf("unexpected XREADGROUP reply: %v", err)
+				return nil, nil, fmt.Errorf("unexpected XREADGROUP reply: %v", err)
 			}
 			name, _ := kv[0].ToString()
 			if err := add(name, kv[1]); err != nil {
-				return nil, nil, nil, err
+				return nil, nil, err
 			}
 		}
 	}
 	if s.cfg.BatchBytes > 0 && largest >= 0 {
 		s.count = readCount(s.cfg.BatchSize, s.cfg.BatchBytes, largest)
 	}
-	return b, counts, after, nil
+	return b, counts, nil
 }
 
 // handledByStream is each stream's handled ID where entries at or below
@@ -1333,7 +1382,7 @@ func (s *RedisSource) groupLost(ctx context.Context, cause error) error {
 			kept = append(kept, st)
 		}
 		st.ready, st.inPEL, st.cursor, st.delivered, st.lastNew, st.warned = false, false, "0", "", "", false
-		st.probed = false
+		st.gapAt, st.gapCounted, st.lastRead = "", 0, ""
 	}
 	if err := s.prepare(ctx, lost, "0"); err != nil {
 		return err
@@ -1423,6 +1472,9 @@ func (s *RedisSource) CommitMany(ctx context.Context, batches []*EntryBatch) err
 	ids := map[string][]string{}
 	var order []string
 	var trimmed, skipped, refused int64
+	// trimmedIDs are the IDs of pending entries whose bodies were trimmed,
+	// per stream, for the one warning that names them.
+	var trimmedIDs map[string][]string
 	// Dead letters go first, in a round trip of their own: an entry is
 	// acknowledged only once its copy is in the dead-letter stream (at
 	// least once: a retried commit may write it again).
@@ -1466,6 +1518,10 @@ func (s *RedisSource) CommitMany(ctx context.Context, batches []*EntryBatch) err
 			switch e.skip {
 			case skipTrimmed:
 				trimmed++
+				if trimmedIDs == nil {
+					trimmedIDs = map[string][]string{}
+				}
+				trimmedIDs[e.Stream] = append(trimmedIDs[e.Stream], e.ID)
 			case skipWritten:
 				skipped++
 			case skipRefused:
@@ -1507,8 +1563,11 @@ func (s *RedisSource) CommitMany(ctx context.Context, batches []*EntryBatch) err
 		}
 		return classifyRedis(err)
 	}
-	if trimmed > 0 {
-		s.log.Warn("acknowledged pending entries that were trimmed from their stream before they could be mirrored", "count", trimmed)
+	for _, stream := range order {
+		if ids := trimmedIDs[stream]; len(ids) > 0 {
+			s.log.Warn("acknowledged pending entries whose bodies were trimmed from the stream before they could be mirrored (--on-gap skip); they are lost to the mirror",
+				"stream", stream, "count", len(ids), "ids", idList(ids))
+		}
 	}
 	s.trimmed.Add(trimmed)
 	s.skipped.Add(skipped)
