@@ -75,8 +75,10 @@ func newRedisToKafkaCmd(a *app) *cobra.Command {
 		Aliases: []string{"r2k"},
 		Short:   "Mirror Redis streams into Kafka topics",
 		Long: `Reads entries from Redis streams through a consumer group and produces them
-to Kafka with an idempotent producer (acks=all). An entry is acknowledged
-(XACK) and checkpointed only after Kafka confirmed it.
+to Kafka with a transactional producer (acks=all; transactional ID
+xmirror-r2k:<name>). An entry is acknowledged (XACK) and checkpointed only
+after the Kafka transaction holding it committed; a new run fences every
+earlier run of the mirror. Read the topics read_committed.
 
 One-shot (default): mirrors everything up to each stream's last entry as of
 the start, prints a summary and exits; run again, it mirrors only what was
@@ -293,6 +295,10 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	ctx := c.Context()
 	log := a.logger()
 	name := o.mirrorName()
+	txnID, err := mirror.TransactionalID(name)
+	if err != nil {
+		return usageError(err)
+	}
 
 	rc, err := redisEP.Connect(ctx, defaultConnectTime)
 	if err != nil {
@@ -387,6 +393,48 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 			grown.warn(t, int(counts[t]), int(kept[t]))
 		}
 	}
+	// What the topics accept sizes the producer, and the read-back below
+	// must be able to read records of that size.
+	limits, err := mirror.ReadTopicLimits(ctx, adm, topics)
+	if err != nil {
+		return kafkaEP.Explain(err)
+	}
+
+	tuning := mirror.ProducerTuning{
+		Linger:      o.linger,
+		Compression: o.compression,
+		// A batch holds up to --batch-size entries per stream; room for
+		// every batch in flight keeps Write from blocking on the buffer.
+		MaxBufferedRecords: o.run.batchSize * len(o.streams) * (o.run.maxInFlight + 1),
+		Limits:             limits,
+
+		KeptPartitions:  kept,
+		PartitionsAdded: grown.warn,
+	}
+	popts, err := mirror.ProducerOpts(tuning)
+	if err != nil {
+		return usageError(err)
+	}
+	popts = append(popts, kgo.TransactionalID(txnID))
+	producer, err := kgo.NewClient(append(kafkaEP.ClientOpts(), popts...)...)
+	if err != nil {
+		return kafkaEP.Explain(err)
+	}
+	defer sd.spawn("close the Kafka producer", producer.Close)
+	// The producer's InitProducerID fences every earlier run of this
+	// mirror and aborts the transaction one left open, before anything
+	// is read back or recorded: nothing of theirs can land after it.
+	initCtx, cancelInit := context.WithTimeout(ctx, o.run.timeout)
+	err = mirror.InitProducer(initCtx, producer, name)
+	cancelInit()
+	if err != nil {
+		if initCtx.Err() != nil && ctx.Err() == nil {
+			return fmt.Errorf("kafka %s: initialising the transactional producer %s took longer than --timeout %s; is the broker reachable, and does it allow transactions (transaction.state.log.* settings)?", kafkaEP, txnID, o.run.timeout)
+		}
+		return kafkaEP.Explain(err)
+	}
+	log.Debug("transactional producer ready; earlier runs are fenced", "transactional_id", txnID)
+
 	// Record where each partition stands before producing anything, so a
 	// crash of this very run leaves the restart a bound to read back from.
 	ends, err := mirror.EndOffsets(ctx, adm, topics)
@@ -412,13 +460,6 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	// stored must not leave the counts.
 	if err := checkpoint.InitR2KPartitionCounts(ctx, rc, name, freshCounts); err != nil {
 		return err
-	}
-
-	// What the topics accept sizes the producer, and the read-back below
-	// must be able to read records of that size.
-	limits, err := mirror.ReadTopicLimits(ctx, adm, topics)
-	if err != nil {
-		return kafkaEP.Explain(err)
 	}
 
 	// What this mirror wrote after its checkpoint may be in Kafka while
@@ -476,28 +517,12 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	if err != nil {
 		return kafkaEP.Explain(err)
 	}
-	tuning := mirror.ProducerTuning{
-		Linger:      o.linger,
-		Compression: o.compression,
-		// A batch holds up to --batch-size entries per stream; room for
-		// every batch in flight keeps Write from blocking on the buffer.
-		MaxBufferedRecords: o.run.batchSize * len(o.streams) * (o.run.maxInFlight + 1),
-		Limits:             limits,
-
-		KeptPartitions:  kept,
-		PartitionsAdded: grown.warn,
-	}
-	popts, err := mirror.ProducerOpts(tuning)
-	if err != nil {
-		return usageError(err)
-	}
-	producer, err := kgo.NewClient(append(kafkaEP.ClientOpts(), popts...)...)
-	if err != nil {
-		return kafkaEP.Explain(err)
-	}
-	defer sd.spawn("close the Kafka producer", producer.Close)
 	sinkCfg := mirror.KafkaSinkConfig{
-		Client:     producer,
+		Client: producer,
+		Mirror: name,
+		// Half the batches in flight: the others are read, and wait to
+		// be produced, while a transaction commits.
+		TxnBatches: max(1, o.run.maxInFlight/2),
 		Topics:     topicOf,
 		Format:     format,
 		ValueField: o.valueField,

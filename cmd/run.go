@@ -235,8 +235,12 @@ type abandonCause struct{ error }
 func (a abandonCause) Is(target error) bool { return target == mirror.ErrAbandon }
 func (a abandonCause) Unwrap() error        { return a.error }
 
-// leaseError turns a run stopped by a lost lease into that error.
+// leaseError turns a run stopped by a lost lease into that error, unless
+// Kafka fenced the run, which says more precisely why it stops.
 func leaseError(runCtx context.Context, err error) error {
+	if errors.As(err, new(*mirror.FencedError)) {
+		return err
+	}
 	if cause := context.Cause(runCtx); err != nil && cause != nil && errors.Is(cause, checkpoint.ErrLeaseLost) {
 		return cause
 	}
