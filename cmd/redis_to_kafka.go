@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/xmirror/xmirror/checkpoint"
+	"github.com/xmirror/xmirror/internal/endpoint"
 	"github.com/xmirror/xmirror/mirror"
 )
 
@@ -313,17 +314,25 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 		return err
 	}
 	log.Debug("connected to redis", "url", redisEP.Redacted())
-	ctx, release, err := holdLease(ctx, rc, log, checkpoint.KindRedisToKafka, name, o.run.leaseTTL, sd)
-	if err != nil {
-		return err
-	}
-	defer release()
-	log.Debug("lease taken", "mirror", name, "key", checkpoint.LeaseKey(checkpoint.KindRedisToKafka, name), "ttl", o.run.leaseTTL)
+	opt := o.run.engineOptions(a)
+	res, runErr := runLeased(ctx, rc, log, checkpoint.KindRedisToKafka, name, &o.run, sd, func(ctx context.Context, cl *closers) (runResult, error) {
+		return o.runOnce(ctx, rc, kafkaEP, opt, name, txnID, topicOf, format, start, cl)
+	})
+	s := summary{Mirror: name, Direction: "redis-to-kafka", Skipped: res.skipped, Lost: res.lost}
+	return finish(a, c, &o.run, s, res.stats, runErr)
+}
+
+// runOnce sets the mirror up from its checkpoint, under its lease (ctx
+// ends when it is lost), and mirrors until the run ends. Every client it
+// opens is added to cl.
+func (o *redisToKafkaOptions) runOnce(ctx context.Context, rc rueidis.Client, kafkaEP endpoint.Kafka, opt mirror.Options, name, txnID string, topicOf map[string]string, format mirror.Format, start string, cl *closers) (runResult, error) {
+	var none runResult
+	log := opt.Logger
 	admCl, err := kafkaEP.Connect(ctx, defaultConnectTime)
 	if err != nil {
-		return err
+		return none, err
 	}
-	defer sd.spawn("close the Kafka admin connection", admCl.Close)
+	cl.add("close the Kafka admin connection", admCl.Close)
 	log.Debug("connected to kafka", "brokers", kafkaEP.String())
 	adm := kadm.NewClient(admCl)
 
@@ -335,13 +344,13 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	topics = compactSorted(topics)
 	counts, err := mirror.EnsureTopics(ctx, admCl, topics, mirror.TopicSpec{Create: o.createTopic, Partitions: o.partitions, ReplicationFactor: o.replication})
 	if err != nil {
-		return kafkaEP.Explain(err)
+		return none, kafkaEP.Explain(err)
 	}
 	log.Debug("topics ready", "partitions", counts, "create_missing", o.createTopic)
 
 	ck, found, err := checkpoint.LoadR2K(ctx, rc, name)
 	if err != nil {
-		return err
+		return none, err
 	}
 	if found {
 		log.Debug("resuming", "mirror", name, "checkpoint", checkpoint.R2KKey(name), "updated", ck.Updated)
@@ -350,7 +359,7 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	}
 	group, err := o.consumerGroup(ctx, rc, name, ck, found)
 	if err != nil {
-		return err
+		return none, err
 	}
 	log.Debug("consumer group", "group", group, "consumer", name)
 	src, err := mirror.NewRedisSource(ctx, mirror.RedisSourceConfig{
@@ -372,20 +381,20 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 		DeadLetterStream: o.deadLetter,
 	})
 	if err != nil {
-		return err
+		return none, err
 	}
 	// The group is recorded once the source accepted it (a group another
 	// mirror reads is refused there), and before anything else is stored:
 	// a checkpoint without it means a mirror from before groups were
 	// recorded.
 	if err := checkpoint.RecordR2KGroup(ctx, rc, name, group); err != nil {
-		return err
+		return none, err
 	}
 	// Records are hashed over the partition count each topic had when
 	// this mirror first wrote to it, stored before anything is produced.
 	kept, freshCounts, err := mirror.KeepPartitionCounts(ck.PartitionCounts, counts, checkpoint.R2KKey(name))
 	if err != nil {
-		return err
+		return none, err
 	}
 	grown := newGrownTopics(log, name)
 	for _, t := range topics {
@@ -397,7 +406,7 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	// must be able to read records of that size.
 	limits, err := mirror.ReadTopicLimits(ctx, adm, topics)
 	if err != nil {
-		return kafkaEP.Explain(err)
+		return none, kafkaEP.Explain(err)
 	}
 
 	tuning := mirror.ProducerTuning{
@@ -413,14 +422,14 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	}
 	popts, err := mirror.ProducerOpts(tuning)
 	if err != nil {
-		return usageError(err)
+		return none, usageError(err)
 	}
 	popts = append(popts, kgo.TransactionalID(txnID))
 	producer, err := kgo.NewClient(append(kafkaEP.ClientOpts(), popts...)...)
 	if err != nil {
-		return kafkaEP.Explain(err)
+		return none, kafkaEP.Explain(err)
 	}
-	defer sd.spawn("close the Kafka producer", producer.Close)
+	cl.add("close the Kafka producer", producer.Close)
 	// The producer's InitProducerID fences every earlier run of this
 	// mirror and aborts the transaction one left open, before anything
 	// is read back or recorded: nothing of theirs can land after it.
@@ -429,9 +438,9 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	cancelInit()
 	if err != nil {
 		if initCtx.Err() != nil && ctx.Err() == nil {
-			return fmt.Errorf("kafka %s: initialising the transactional producer %s took longer than --timeout %s; is the broker reachable, and does it allow transactions (transaction.state.log.* settings)?", kafkaEP, txnID, o.run.timeout)
+			return none, fmt.Errorf("kafka %s: initialising the transactional producer %s took longer than --timeout %s; is the broker reachable, and does it allow transactions (transaction.state.log.* settings)?", kafkaEP, txnID, o.run.timeout)
 		}
-		return kafkaEP.Explain(err)
+		return none, kafkaEP.Explain(err)
 	}
 	log.Debug("transactional producer ready; earlier runs are fenced", "transactional_id", txnID)
 
@@ -439,27 +448,27 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	// crash of this very run leaves the restart a bound to read back from.
 	ends, err := mirror.EndOffsets(ctx, adm, topics)
 	if err != nil {
-		return err
+		return none, err
 	}
 	// Entries read but not acknowledged by an earlier run may already be
 	// in Kafka.
 	pending, err := src.Pending(ctx)
 	if err != nil {
-		return err
+		return none, err
 	}
 	initial, err := startingOffsets(ctx, adm, ends, ck, found, pending > 0)
 	if err != nil {
-		return kafkaEP.Explain(err)
+		return none, kafkaEP.Explain(err)
 	}
 	if err := checkpoint.InitR2KPartitions(ctx, rc, name, initial); err != nil {
-		return err
+		return none, err
 	}
 	// The partition counts are stored only now: a checkpoint holding
 	// them is taken to have its partitions' positions too (see
 	// startingOffsets), so a run that stops before its positions are
 	// stored must not leave the counts.
 	if err := checkpoint.InitR2KPartitionCounts(ctx, rc, name, freshCounts); err != nil {
-		return err
+		return none, err
 	}
 
 	// What this mirror wrote after its checkpoint may be in Kafka while
@@ -494,7 +503,7 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	maps.Copy(from, ck.Partitions)
 	written, err := readBack(ctx, from)
 	if err != nil {
-		return err
+		return none, err
 	}
 	if pending > 0 || len(written) > 0 {
 		log.Info("resuming an interrupted run", "pending", pending, "already_in_kafka", len(written))
@@ -515,7 +524,7 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 
 	timestamps, err := mirror.TimestampPolicies(ctx, adm, topics)
 	if err != nil {
-		return kafkaEP.Explain(err)
+		return none, kafkaEP.Explain(err)
 	}
 	sinkCfg := mirror.KafkaSinkConfig{
 		Client: producer,
@@ -543,7 +552,10 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	sink := mirror.NewKafkaSink(sinkCfg)
 
 	log.Debug("mirroring", "streams", o.streams, "topics", topics, "follow", o.run.follow, "batch_size", o.run.batchSize, "max_in_flight", o.run.maxInFlight)
-	stats, runErr := mirror.Run(ctx, src, sink, o.run.engineOptions(a))
+	stats, runErr := mirror.Run(ctx, src, sink, opt)
+	// Nothing more is produced or committed by this producer, whatever
+	// ended the run; a transaction still open is aborted.
+	sink.Stop(context.WithoutCancel(ctx))
 	if ee := (*mirror.EntryError)(nil); errors.As(runErr, &ee) {
 		ee.CreateTopic = o.createTopic // for the hint of a topic deleted during the run
 	}
@@ -553,7 +565,7 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	refusedSkipped, deadLettered := src.Refused()
 	// Entries trimmed before they were mirrored are lost, not skipped:
 	// Kafka never had them.
-	s := summary{Mirror: name, Direction: "redis-to-kafka", Skipped: src.Skipped() + refusedSkipped + deadLettered, Lost: src.Lost()}
+	res := runResult{stats: stats, skipped: src.Skipped() + refusedSkipped + deadLettered, lost: src.Lost()}
 	if t := src.Lost(); t > 0 {
 		log.Warn("entries were trimmed from their streams before they could be mirrored (--on-gap skip); they are lost to the mirror", "count", t)
 	}
@@ -563,7 +575,7 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	if deadLettered > 0 {
 		log.Warn("copied entries Kafka refuses to the dead-letter stream (--on-error dead-letter)", "count", deadLettered, "stream", o.deadLetter)
 	}
-	return finish(a, c, &o.run, s, stats, leaseError(ctx, runErr))
+	return res, runErr
 }
 
 // startingOffsets is where the checkpoint starts each partition it has

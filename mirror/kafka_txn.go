@@ -256,3 +256,49 @@ func answered(b *txnBatch) bool {
 		return false
 	}
 }
+
+// errStopped fails a batch written after Stop.
+var errStopped = errors.New("not produced: the run stopped")
+
+// Stop ends the sink's use of its producer once a run ended, however it
+// ended (its lease lost, Kafka fenced it, a signal): no batch is produced
+// or committed after it, and the transaction still open, if any, is
+// aborted, its batches failed. The abort is bounded (txnAbortTime); one
+// that does not get through is done by the next run's InitProducerID.
+func (k *KafkaSink) Stop(ctx context.Context) {
+	// Write refuses every batch from now on, before the sem is free.
+	k.halted.Store(true)
+	wctx, cancel := context.WithTimeout(ctx, txnAbortTime)
+	defer cancel()
+	if k.txnWait(wctx) != nil {
+		return // a commit still holds it: it ends with the run's context
+	}
+	defer k.txnRelease()
+	if k.fatal == nil {
+		k.fatal = errStopped
+	}
+	t := k.txn
+	if t == nil {
+		return
+	}
+	k.txn = nil
+	if k.idle != nil {
+		k.idle.Stop()
+		k.idle = nil
+	}
+	if errors.As(k.fatal, new(*FencedError)) {
+		// A fenced producer cannot abort: the run that fenced it did.
+	} else {
+		cl := k.cfg.Client
+		aerr := cl.AbortBufferedRecords(wctx)
+		if aerr == nil {
+			aerr = cl.EndTransaction(wctx, kgo.TryAbort)
+		}
+		if aerr != nil {
+			k.log.Debug("the open Kafka transaction could not be aborted on the way out; the next run's InitProducerID aborts it", "err", aerr)
+		}
+	}
+	for _, b := range t.batches {
+		b.done(fmt.Errorf("not committed: the run stopped and aborted the Kafka transaction holding this batch"))
+	}
+}
