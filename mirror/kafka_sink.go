@@ -142,6 +142,8 @@ type KafkaSink struct {
 	gen uint64
 	// idle commits the open transaction when no batch follows in time.
 	idle *time.Timer
+	// committed is when the last transaction committed.
+	committed time.Time
 	// fatal fails every batch once the producer cannot go on (fenced).
 	fatal error
 }
@@ -223,6 +225,11 @@ func producerRetryBackoff(fails int) time.Duration {
 	return min(20*time.Millisecond<<min(fails-quickTries-1, 6), time.Second)
 }
 
+// txnConcurrentBackoff is how long the producer waits before asking
+// again when the broker is still writing the markers of the transaction
+// before (CONCURRENT_TRANSACTIONS): a few milliseconds.
+const txnConcurrentBackoff = 2 * time.Millisecond
+
 // ProducerOpts are the kgo options of xmirror's producer: idempotent with
 // acks=all (franz-go's defaults, stated so they cannot drift), entries of a
 // stream kept in order, and the tuning given. redis-to-kafka adds a
@@ -234,6 +241,11 @@ func ProducerOpts(t ProducerTuning) ([]kgo.Opt, error) {
 		kgo.MetadataMaxAge(producerMetadataMaxAge),
 		kgo.ProducerLinger(t.Linger),
 		kgo.RetryBackoffFn(producerRetryBackoff),
+		// The same for the transactional requests franz-go retries on
+		// CONCURRENT_TRANSACTIONS (AddPartitionsToTxn, EndTxn), whose
+		// own default is 20 ms; it backs off further by itself when the
+		// broker stays in that state for long.
+		kgo.ConcurrentTransactionsBackoff(txnConcurrentBackoff),
 	}
 	// Let a partition's batch grow as large as its topic accepts: a
 	// one-shot run drains a backlog as fast as Kafka takes it, and a
@@ -403,7 +415,7 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 		return
 	}
 	defer k.txnRelease()
-	if err := k.begin(); err != nil {
+	if err := k.begin(ctx); err != nil {
 		done(err)
 		return
 	}
