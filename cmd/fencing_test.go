@@ -185,6 +185,33 @@ func TestDeletedLeaseMakesAFollowRunTakeANewLease(t *testing.T) {
 	}
 }
 
+// TestSigtermWhileSettingUpAgainExitsPromptly: a follow run setting itself
+// up again after its lease was lost, against a broker that does not answer,
+// stops at SIGTERM within the 6 seconds a stop takes, exit 0.
+func TestSigtermWhileSettingUpAgainExitsPromptly(t *testing.T) {
+	rc := testenv.Redis(t)
+	kc := testenv.Kafka(t)
+	adm := kadm.NewClient(kc)
+	ctx := context.Background()
+	stream := testenv.Stream(t, rc)
+	topic := testenv.Topic(t, kc, 1)
+	name := testenv.Name(t, "m")
+	proxy := startKafkaProxy(t)
+	m := startXmirror(t, "r2k", "--stream", stream, "--topic", topic, "--name", name, "--lease-ttl", "3s", "--follow", "--brokers", proxy.addr())
+	addEntries(t, rc, stream, 0, 1, func(i int) []string { return []string{"value", strconv.Itoa(i)} })
+	testenv.Wait(t, 30*time.Second, "the run to mirror an entry", func() bool { return endOffset(t, adm, topic) == 1 })
+	proxy.freeze()
+	must(t, rc.Do(ctx, rc.B().Del().Key("xmirror:lease:redis-to-kafka:"+name).Build()).Error())
+	testenv.Wait(t, 10*time.Second, "the run to set itself up again", func() bool {
+		return strings.Contains(m.stderr.String(), "sets itself up again")
+	})
+	code, took := m.stop(t, syscall.SIGTERM, 10*time.Second)
+	if code != 0 || took > 6*time.Second {
+		t.Fatalf("SIGTERM while setting up again: exit %d after %s; want 0 within 6s; stderr:\n%s", code, took.Round(time.Millisecond), m.stderr)
+	}
+	t.Logf("stopped in %s", took.Round(time.Millisecond))
+}
+
 // TestDeletedLeaseStopsAOneShotRun: a one-shot run whose lease is lost
 // stops (exit 1), saying so and how to go on; it does not take the lease
 // again.

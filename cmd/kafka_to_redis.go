@@ -244,6 +244,9 @@ func (o *kafkaToRedisOptions) execute(a *app, c *cobra.Command) (err error) {
 	res, runErr := runLeased(ctx, rc, log, checkpoint.KindKafkaToRedis, name, &o.run, sd, func(ctx context.Context, cl *closers) (runResult, error) {
 		return o.runOnce(ctx, rc, redisEP, kafkaEP, opt, name, tmpl, format, cl)
 	})
+	if !res.ran {
+		return runErr
+	}
 	s := summary{Mirror: name, Direction: "kafka-to-redis", Skipped: res.skipped}
 	return finish(a, c, &o.run, s, res.stats, runErr)
 }
@@ -308,5 +311,5 @@ func (o *kafkaToRedisOptions) runOnce(ctx context.Context, rc rueidis.Client, re
 	if dead > 0 {
 		opt.Logger.Warn("records that could not be decoded were copied to the dead-letter stream", "count", dead, "stream", o.deadLetter)
 	}
-	return runResult{stats: stats, skipped: skipped + dead + present}, runErr
+	return runResult{stats: stats, skipped: skipped + dead + present, ran: true}, runErr
 }

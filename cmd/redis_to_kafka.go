@@ -318,6 +318,9 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	res, runErr := runLeased(ctx, rc, log, checkpoint.KindRedisToKafka, name, &o.run, sd, func(ctx context.Context, cl *closers) (runResult, error) {
 		return o.runOnce(ctx, rc, kafkaEP, opt, name, txnID, topicOf, format, start, cl)
 	})
+	if !res.ran {
+		return runErr
+	}
 	s := summary{Mirror: name, Direction: "redis-to-kafka", Skipped: res.skipped, Lost: res.lost}
 	return finish(a, c, &o.run, s, res.stats, runErr)
 }
@@ -565,7 +568,7 @@ func (o *redisToKafkaOptions) runOnce(ctx context.Context, rc rueidis.Client, ka
 	refusedSkipped, deadLettered := src.Refused()
 	// Entries trimmed before they were mirrored are lost, not skipped:
 	// Kafka never had them.
-	res := runResult{stats: stats, skipped: src.Skipped() + refusedSkipped + deadLettered, lost: src.Lost()}
+	res := runResult{stats: stats, skipped: src.Skipped() + refusedSkipped + deadLettered, lost: src.Lost(), ran: true}
 	if t := src.Lost(); t > 0 {
 		log.Warn("entries were trimmed from their streams before they could be mirrored (--on-gap skip); they are lost to the mirror", "count", t)
 	}

@@ -252,6 +252,9 @@ type runResult struct {
 	stats mirror.Stats
 	// skipped and lost as the summary counts them.
 	skipped, lost int64
+	// ran: the mirror was set up and ran; a run that failed in its
+	// set-up has no summary to print, only its error.
+	ran bool
 }
 
 func (r *runResult) add(o runResult) {
@@ -260,6 +263,7 @@ func (r *runResult) add(o runResult) {
 	r.stats.Batches += o.stats.Batches
 	r.skipped += o.skipped
 	r.lost += o.lost
+	r.ran = r.ran || o.ran
 }
 
 // closers are the clients a run opened after taking the lease, closed
@@ -353,10 +357,12 @@ func runLeased(ctx context.Context, rc rueidis.Client, log *slog.Logger, kind, n
 			}
 			return total, err
 		}
+		if lost {
+			log.Warn("the mirror's lease was lost (or Kafka fenced it): it stopped writing, and sets itself up again as a new start would", "mirror", name, "err", err)
+		}
 		cl.close(log)
 		held.drop()
 		if lost {
-			log.Warn("the mirror's lease was lost (or Kafka fenced it): it stopped writing, and sets itself up again as a new start would", "mirror", name, "err", err)
 			backoff = minSetUpBackoff
 		} else if err = setUpBackoff(ctx, log, &backoff, err); err != nil {
 			return total, err
