@@ -292,3 +292,31 @@ func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
 }
+
+// TestOneShotExitsOnceItsRecordsAreVisibleReadCommitted: a commit returns
+// before its transaction's markers are written; a one-shot run exits only
+// once they are, so that a read_committed reader started right after it
+// (kafka-to-redis's snapshot of the topic, which stops at the last stable
+// offset) sees every record it wrote.
+func TestOneShotExitsOnceItsRecordsAreVisibleReadCommitted(t *testing.T) {
+	rc := testenv.Redis(t)
+	kc := testenv.Kafka(t)
+	adm := kadm.NewClient(kc)
+	ctx := context.Background()
+	stream := testenv.Stream(t, rc)
+	topic := testenv.Topic(t, kc, 1)
+	name := testenv.Name(t, "m")
+	for round := 0; round < 10; round++ {
+		addEntries(t, rc, stream, round*5, 5, func(i int) []string { return []string{"value", strconv.Itoa(i)} })
+		mustMirror(t, "r2k", "--stream", stream, "--topic", topic, "--name", name)
+		stable, err := adm.ListCommittedOffsets(ctx, topic)
+		must(t, err)
+		ends, err := adm.ListEndOffsets(ctx, topic)
+		must(t, err)
+		s, _ := stable.Lookup(topic, 0)
+		e, _ := ends.Lookup(topic, 0)
+		if s.Offset != e.Offset {
+			t.Fatalf("round %d: right after the one-shot run exited, the last stable offset is %d and the end offset %d: a read_committed reader stops before its last transaction", round, s.Offset, e.Offset)
+		}
+	}
+}

@@ -40,6 +40,9 @@ const (
 	// batches of 2000 entries of 1 KiB made the collector run without
 	// pause in the 48 MiB the mirror aims at.
 	defaultBatchBytes = 1 << 20
+	// visibleWait bounds how long a one-shot run waits, before it exits,
+	// for its last transaction's markers: a few milliseconds normally.
+	visibleWait = 2 * time.Second
 )
 
 type redisToKafkaOptions struct {
@@ -559,6 +562,14 @@ func (o *redisToKafkaOptions) runOnce(ctx context.Context, rc rueidis.Client, ka
 	// Nothing more is produced or committed by this producer, whatever
 	// ended the run; a transaction still open is aborted.
 	sink.Stop(context.WithoutCancel(ctx))
+	if runErr == nil && !o.run.follow && stats.Entries > 0 {
+		// Exit once the records are visible to read_committed readers.
+		vctx, cancel := context.WithTimeout(ctx, visibleWait)
+		if !mirror.WaitVisible(vctx, adm, topics) {
+			log.Debug("the records' transaction markers were not all written yet at exit (another producer's transaction open, or a slow broker)", "waited", visibleWait)
+		}
+		cancel()
+	}
 	if ee := (*mirror.EntryError)(nil); errors.As(runErr, &ee) {
 		ee.CreateTopic = o.createTopic // for the hint of a topic deleted during the run
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -320,5 +321,43 @@ func (k *KafkaSink) Stop(ctx context.Context) {
 	}
 	for _, b := range t.batches {
 		b.done(fmt.Errorf("not committed: the run stopped and aborted the Kafka transaction holding this batch"))
+	}
+}
+
+// stablePoll is how often WaitVisible asks for the last stable offsets.
+const stablePoll = 5 * time.Millisecond
+
+// WaitVisible waits, until ctx is done, for what the transactions that
+// committed before it was called to be visible to read_committed readers:
+// a commit returns once the transaction is decided, and its markers are
+// written just after, so the topics' last stable offsets reach their end
+// offsets a moment later. A one-shot run calls it before it exits, so that
+// a reader started then (another mirror's snapshot of the topic) sees
+// every record it wrote. It returns false when ctx ended first (another
+// producer's transaction left open holds a partition back, or the broker
+// does not answer); that is no failure of the run.
+func WaitVisible(ctx context.Context, adm *kadm.Client, topics []string) bool {
+	ends, err := adm.ListEndOffsets(ctx, topics...)
+	if err != nil || ends.Error() != nil {
+		return false
+	}
+	for {
+		stable, err := adm.ListCommittedOffsets(ctx, topics...)
+		if err == nil && stable.Error() == nil {
+			behind := false
+			ends.Each(func(e kadm.ListedOffset) {
+				if s, ok := stable.Lookup(e.Topic, e.Partition); !ok || s.Offset < e.Offset {
+					behind = true
+				}
+			})
+			if !behind {
+				return true
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(stablePoll):
+		}
 	}
 }
