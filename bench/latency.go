@@ -125,7 +125,10 @@ func latencyR2K(ctx context.Context, cfg *config, e *env) (latencyResult, error)
 		return res, fmt.Errorf("XADD to %q: %w", stream, err)
 	}
 
-	cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	// read_committed, as the README says a consumer of the topic must
+	// read: a record counts once its transaction committed.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	if err != nil {
 		return res, err
 	}

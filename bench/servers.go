@@ -131,7 +131,10 @@ func (e *env) createTopic(ctx context.Context, topic string) error {
 	return nil
 }
 
-// topicRecords is the number of records in a topic, from its offsets.
+// topicRecords is the number of committed records in a topic, counted by
+// reading it read_committed to its end offsets: xmirror r2k writes in
+// transactions, whose markers take offsets too, and are written just after
+// the commit returned (read_committed waits for them).
 func (e *env) topicRecords(ctx context.Context, topic string) (int64, error) {
 	starts, err := e.adm.ListStartOffsets(ctx, topic)
 	if err != nil {
@@ -139,9 +142,10 @@ func (e *env) topicRecords(ctx context.Context, topic string) (int64, error) {
 	}
 	ends, err := e.adm.ListEndOffsets(ctx, topic)
 	if err != nil {
-		return 0, fmt.Errorf("list end offsets of topic %q: %w", topic, err)
+		return 0, fmt.Errorf("list last stable offsets of topic %q: %w", topic, err)
 	}
-	var n int64
+	assign := map[int32]kgo.Offset{}
+	want := map[int32]int64{}
 	var ferr error
 	ends.Each(func(o kadm.ListedOffset) {
 		if o.Err != nil {
@@ -149,10 +153,40 @@ func (e *env) topicRecords(ctx context.Context, topic string) (int64, error) {
 			return
 		}
 		s, _ := starts.Lookup(o.Topic, o.Partition)
-		n += o.Offset - s.Offset
+		if o.Offset > s.Offset {
+			assign[o.Partition] = kgo.NewOffset().At(s.Offset)
+			want[o.Partition] = o.Offset
+		}
 	})
 	if ferr != nil {
 		return 0, fmt.Errorf("offsets of topic %q: %w", topic, ferr)
+	}
+	if len(want) == 0 {
+		return 0, nil
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: assign}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords(), kgo.FetchMaxBytes(64<<20))
+	if err != nil {
+		return 0, err
+	}
+	defer cl.Close()
+	var n int64
+	for len(want) > 0 {
+		f := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return 0, fmt.Errorf("count the records of topic %q: %w", topic, err)
+		}
+		if errs := f.Errors(); len(errs) > 0 {
+			return 0, fmt.Errorf("count the records of topic %q: %w", topic, errs[0].Err)
+		}
+		f.EachRecord(func(r *kgo.Record) {
+			if !r.Attrs.IsControl() {
+				n++
+			}
+			if end, ok := want[r.Partition]; ok && r.Offset+1 >= end {
+				delete(want, r.Partition)
+			}
+		})
 	}
 	return n, nil
 }

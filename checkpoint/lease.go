@@ -47,13 +47,12 @@ type Lease struct {
 }
 
 var (
-	// renewScript extends the lease if this holder still owns it, and takes
-	// it again if it expired meanwhile (Redis was unreachable or paused
-	// longer than the TTL, and nobody else took it); it fails only when
-	// another process holds it.
-	renewScript = rueidis.NewLuaScript(`local h = redis.call("GET", KEYS[1])
-if h == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) end
-if not h then redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2]) return 1 end
+	// renewScript extends the lease if this holder still owns it. A key
+	// gone (expired while this process was paused or Redis unreachable,
+	// or deleted) is lost as surely as one another process holds: another
+	// run may have started, written and released it meanwhile, so it is
+	// never taken again.
+	renewScript = rueidis.NewLuaScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) end
 return 0`)
 	// takeOverScript replaces the lease of a holder that is gone, only if
 	// that holder (ARGV[1], exactly) still has it: of two runs taking
@@ -240,12 +239,19 @@ func (l *Lease) renew() {
 		ctx, cancel := context.WithTimeout(context.Background(), l.ttl/3)
 		n, err := renewScript.Exec(ctx, l.c, []string{l.key}, []string{l.holder, strconv.FormatInt(l.ttl.Milliseconds(), 10)}).AsInt64()
 		cancel()
-		// While Redis is unreachable the mirror cannot commit anything
-		// either, so renewal failures are retried, not fatal: the lease
-		// is lost only when another process holds it.
+		// A renewal that fails (Redis unreachable) is retried at the next
+		// tick: the mirror cannot commit anything meanwhile either. Once
+		// Redis answers, a key that is not this holder's any more, or
+		// gone, is lost at once.
 		if err == nil && n == 0 {
-			holder, _ := l.c.Do(context.Background(), l.c.B().Get().Key(l.key).Build()).ToString()
-			l.lost <- fmt.Errorf("%w: lease %s is now held by %s; stopping so that only one process writes", ErrLeaseLost, l.key, holder)
+			ctx, cancel := context.WithTimeout(context.Background(), l.ttl/3)
+			holder, herr := l.c.Do(ctx, l.c.B().Get().Key(l.key).Build()).ToString()
+			cancel()
+			who := "held by " + holder
+			if rueidis.IsRedisNil(herr) {
+				who = "gone (it expired while this process was paused or cut off from Redis, or was deleted), so another run may have started"
+			}
+			l.lost <- fmt.Errorf("%w: lease %s is %s; stopping so that only one process writes", ErrLeaseLost, l.key, who)
 			return
 		}
 	}

@@ -103,7 +103,10 @@ type checkReport struct {
 }
 
 // kafkaAPIs are the requests xmirror sends, with the lowest version it
-// relies on (idempotent production needs InitProducerID and Produce v3+).
+// relies on: redis-to-kafka's transactional production needs
+// InitProducerID, FindCoordinator v1+ (a transaction coordinator),
+// AddPartitionsToTxn, EndTxn and Produce v3+; its read_committed read-back
+// needs Fetch v4+ and ListOffsets v2+.
 var kafkaAPIs = []struct {
 	key kmsg.Key
 	min int16
@@ -111,8 +114,11 @@ var kafkaAPIs = []struct {
 	{kmsg.Metadata, 1},
 	{kmsg.Produce, 3},
 	{kmsg.Fetch, 4},
-	{kmsg.ListOffsets, 1},
+	{kmsg.ListOffsets, 2},
 	{kmsg.InitProducerID, 0},
+	{kmsg.FindCoordinator, 1},
+	{kmsg.AddPartitionsToTxn, 0},
+	{kmsg.EndTxn, 0},
 	{kmsg.CreateTopics, 0},
 }
 

@@ -138,14 +138,30 @@ func addEntries(t *testing.T, c rueidis.Client, stream string, from, n int, fiel
 	return ids
 }
 
-// readTopic reads every record of a topic, partition by partition, with a
-// plain franz-go consumer that shares no code with xmirror.
+// readTopic reads every committed record of a topic, read_committed to the
+// end offsets, with a plain franz-go consumer that shares no code with
+// xmirror. Transaction markers take offsets but are no records; they are
+// written just after a commit returns, and read_committed waits for them,
+// as it waits for a transaction still open (a killed run's, until the next
+// run aborts it): for a final count, not for progress (see endOffset).
 func readTopic(t *testing.T, topic string) []*kgo.Record {
+	t.Helper()
+	return readTopicTo(t, topic, false)
+}
+
+// readTopicTo reads the committed records of a topic to its end offsets,
+// or with stable to its last stable offsets (which never waits, and may
+// miss the records of a transaction whose markers are not written yet).
+func readTopicTo(t *testing.T, topic string, stable bool) []*kgo.Record {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	adm := kadm.NewClient(testenv.Kafka(t))
-	ends, err := adm.ListEndOffsets(ctx, topic)
+	list := adm.ListEndOffsets
+	if stable {
+		list = adm.ListCommittedOffsets
+	}
+	ends, err := list(ctx, topic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +176,8 @@ func readTopic(t *testing.T, topic string) []*kgo.Record {
 	if total == 0 {
 		return nil
 	}
-	cl := testenv.Kafka(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	cl := testenv.Kafka(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
 	var recs []*kgo.Record
 	for len(want) > 0 {
 		f := cl.PollFetches(ctx)
@@ -171,7 +188,9 @@ func readTopic(t *testing.T, topic string) []*kgo.Record {
 			t.Fatalf("reading topic %s: %v", topic, errs[0].Err)
 		}
 		f.EachRecord(func(r *kgo.Record) {
-			recs = append(recs, r)
+			if !r.Attrs.IsControl() {
+				recs = append(recs, r)
+			}
 			if end, ok := want[r.Partition]; ok && r.Offset+1 >= end {
 				delete(want, r.Partition)
 			}
@@ -190,18 +209,13 @@ func header(r *kgo.Record, key string) (string, bool) {
 	return "", false
 }
 
-// endOffset is the sum of a topic's end offsets: records written so far.
+// endOffset is how many committed records a topic holds, for progress:
+// its records as a read_committed consumer sees them to the last stable
+// offsets (transaction markers take offsets too, so the sum of the end
+// offsets is no count). It never waits for an open transaction.
 func endOffset(t *testing.T, adm *kadm.Client, topic string) int64 {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ends, err := adm.ListEndOffsets(ctx, topic)
-	if err != nil {
-		t.Fatalf("end offsets of %s: %v", topic, err)
-	}
-	var n int64
-	ends.Each(func(o kadm.ListedOffset) { n += o.Offset })
-	return n
+	return int64(len(readTopicTo(t, topic, true)))
 }
 
 // waitLeaseExpired waits for the lease of a killed mirror to run out, as a

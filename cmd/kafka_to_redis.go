@@ -1,15 +1,18 @@
 package cmd
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/redis/rueidis"
 	"github.com/spf13/cobra"
 
 	"github.com/xmirror/xmirror/checkpoint"
+	"github.com/xmirror/xmirror/internal/endpoint"
 	"github.com/xmirror/xmirror/mirror"
 )
 
@@ -238,17 +241,27 @@ func (o *kafkaToRedisOptions) execute(a *app, c *cobra.Command) (err error) {
 	opt := o.run.engineOptions(a)
 	log := opt.Logger
 	log.Debug("connected to redis", "url", redisEP.Redacted())
-	ctx, release, err := holdLease(ctx, rc, log, checkpoint.KindKafkaToRedis, name, o.run.leaseTTL, sd)
-	if err != nil {
-		return err
+	res, runErr := runLeased(ctx, rc, log, checkpoint.KindKafkaToRedis, name, &o.run, sd, func(ctx context.Context, cl *closers) (runResult, error) {
+		return o.runOnce(ctx, rc, redisEP, kafkaEP, opt, name, tmpl, format, cl)
+	})
+	if !res.ran {
+		return runErr
 	}
-	defer release()
-	log.Debug("lease taken", "mirror", name, "key", checkpoint.LeaseKey(checkpoint.KindKafkaToRedis, name), "ttl", o.run.leaseTTL)
+	s := summary{Mirror: name, Direction: "kafka-to-redis", Skipped: res.skipped}
+	return finish(a, c, &o.run, s, res.stats, runErr)
+}
+
+// runOnce sets the mirror up from its checkpoints, under its lease (ctx
+// ends when it is lost), and mirrors until the run ends. Every client it
+// opens is added to cl.
+func (o *kafkaToRedisOptions) runOnce(ctx context.Context, rc rueidis.Client, redisEP endpoint.Redis, kafkaEP endpoint.Kafka, opt mirror.Options, name string, tmpl mirror.StreamTemplate, format mirror.Format, cl *closers) (runResult, error) {
+	var none runResult
+	log := opt.Logger
 	admin, err := kafkaEP.Connect(ctx, defaultConnectTime)
 	if err != nil {
-		return err
+		return none, err
 	}
-	defer sd.spawn("close the Kafka admin connection", admin.Close)
+	cl.add("close the Kafka admin connection", admin.Close)
 	log.Debug("connected to kafka", "brokers", kafkaEP.String())
 	m, err := mirror.OpenK2R(ctx, rc, admin, mirror.K2RConfig{
 		Name:             name,
@@ -277,15 +290,17 @@ func (o *kafkaToRedisOptions) execute(a *app, c *cobra.Command) (err error) {
 	})
 	if err != nil {
 		if errors.Is(err, mirror.ErrConfig) {
-			return usageError(err)
+			return none, usageError(err)
 		}
-		return err
+		return none, err
 	}
-	defer sd.spawn("close the Kafka consumer", m.CloseSource)
+	cl.add("close the Kafka consumer", m.CloseSource)
 
 	log.Debug("mirroring", "topics", o.topics, "stream", o.stream, "follow", o.run.follow, "batch_size", o.run.batchSize, "max_in_flight", o.run.maxInFlight)
+	// The writes still in flight end before anything else is closed, or
+	// the lease released.
+	cl.addStep("finish the writes to Redis", m.CloseSink)
 	stats, runErr := m.Run(ctx, opt)
-	sd.step("finish the writes to Redis", m.CloseSink)
 	// The engine counts every record a batch accounts for; the summary
 	// shows entries written and, apart, the records skipped.
 	skipped, dead, present := m.Skipped(), m.DeadLettered(), m.Present()
@@ -296,6 +311,5 @@ func (o *kafkaToRedisOptions) execute(a *app, c *cobra.Command) (err error) {
 	if dead > 0 {
 		opt.Logger.Warn("records that could not be decoded were copied to the dead-letter stream", "count", dead, "stream", o.deadLetter)
 	}
-	s := summary{Mirror: name, Direction: "kafka-to-redis", Skipped: skipped + dead + present}
-	return finish(a, c, &o.run, s, stats, leaseError(ctx, runErr))
+	return runResult{stats: stats, skipped: skipped + dead + present, ran: true}, runErr
 }

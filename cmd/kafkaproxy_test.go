@@ -32,7 +32,10 @@ type kafkaProxy struct {
 	cond   *sync.Cond
 	frozen bool
 	closed bool
-	conns  []net.Conn
+	// held counts the requests, by API key, read from clients while
+	// frozen and not forwarded yet.
+	held  map[int16]int
+	conns []net.Conn
 }
 
 // startKafkaProxy listens on a free local port, forwarding to the first
@@ -64,6 +67,29 @@ func (p *kafkaProxy) set(frozen bool) {
 	p.frozen = frozen
 	p.mu.Unlock()
 	p.cond.Broadcast()
+}
+
+// hold counts a request of API key waiting at the gate (+1) or let
+// through (-1).
+func (p *kafkaProxy) hold(key int16, d int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.frozen || d < 0 {
+		if p.held == nil {
+			p.held = map[int16]int{}
+		}
+		p.held[key] += d
+		if p.held[key] < 0 {
+			p.held[key] = 0
+		}
+	}
+}
+
+// heldRequests is how many requests of API key are held at the gate.
+func (p *kafkaProxy) heldRequests(key int16) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.held[key]
 }
 
 // gate blocks while the proxy is frozen; false once it is closed.
@@ -133,10 +159,16 @@ func (p *kafkaProxy) serve(client net.Conn) {
 		defer broker.Close()
 		for {
 			frame, err := readFrame(client)
-			if err != nil || len(frame) < 8 || !p.gate() {
+			if err != nil || len(frame) < 8 {
 				return
 			}
 			key := int16(binary.BigEndian.Uint16(frame[0:]))
+			p.hold(key, 1)
+			ok := p.gate()
+			p.hold(key, -1)
+			if !ok {
+				return
+			}
 			version := int16(binary.BigEndian.Uint16(frame[2:]))
 			corr := int32(binary.BigEndian.Uint32(frame[4:]))
 			mu.Lock()

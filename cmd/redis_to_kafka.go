@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/xmirror/xmirror/checkpoint"
+	"github.com/xmirror/xmirror/internal/endpoint"
 	"github.com/xmirror/xmirror/mirror"
 )
 
@@ -39,6 +40,9 @@ const (
 	// batches of 2000 entries of 1 KiB made the collector run without
 	// pause in the 48 MiB the mirror aims at.
 	defaultBatchBytes = 1 << 20
+	// visibleWait bounds how long a one-shot run waits, before it exits,
+	// for its last transaction's markers: a few milliseconds normally.
+	visibleWait = 2 * time.Second
 )
 
 type redisToKafkaOptions struct {
@@ -75,8 +79,10 @@ func newRedisToKafkaCmd(a *app) *cobra.Command {
 		Aliases: []string{"r2k"},
 		Short:   "Mirror Redis streams into Kafka topics",
 		Long: `Reads entries from Redis streams through a consumer group and produces them
-to Kafka with an idempotent producer (acks=all). An entry is acknowledged
-(XACK) and checkpointed only after Kafka confirmed it.
+to Kafka with a transactional producer (acks=all; transactional ID
+xmirror-r2k:<name>). An entry is acknowledged (XACK) and checkpointed only
+after the Kafka transaction holding it committed; a new run fences every
+earlier run of the mirror. Read the topics read_committed.
 
 One-shot (default): mirrors everything up to each stream's last entry as of
 the start, prints a summary and exits; run again, it mirrors only what was
@@ -293,6 +299,10 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	ctx := c.Context()
 	log := a.logger()
 	name := o.mirrorName()
+	txnID, err := mirror.TransactionalID(name)
+	if err != nil {
+		return usageError(err)
+	}
 
 	rc, err := redisEP.Connect(ctx, defaultConnectTime)
 	if err != nil {
@@ -307,17 +317,28 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 		return err
 	}
 	log.Debug("connected to redis", "url", redisEP.Redacted())
-	ctx, release, err := holdLease(ctx, rc, log, checkpoint.KindRedisToKafka, name, o.run.leaseTTL, sd)
-	if err != nil {
-		return err
+	opt := o.run.engineOptions(a)
+	res, runErr := runLeased(ctx, rc, log, checkpoint.KindRedisToKafka, name, &o.run, sd, func(ctx context.Context, cl *closers) (runResult, error) {
+		return o.runOnce(ctx, rc, kafkaEP, opt, name, txnID, topicOf, format, start, cl)
+	})
+	if !res.ran {
+		return runErr
 	}
-	defer release()
-	log.Debug("lease taken", "mirror", name, "key", checkpoint.LeaseKey(checkpoint.KindRedisToKafka, name), "ttl", o.run.leaseTTL)
+	s := summary{Mirror: name, Direction: "redis-to-kafka", Skipped: res.skipped, Lost: res.lost}
+	return finish(a, c, &o.run, s, res.stats, runErr)
+}
+
+// runOnce sets the mirror up from its checkpoint, under its lease (ctx
+// ends when it is lost), and mirrors until the run ends. Every client it
+// opens is added to cl.
+func (o *redisToKafkaOptions) runOnce(ctx context.Context, rc rueidis.Client, kafkaEP endpoint.Kafka, opt mirror.Options, name, txnID string, topicOf map[string]string, format mirror.Format, start string, cl *closers) (runResult, error) {
+	var none runResult
+	log := opt.Logger
 	admCl, err := kafkaEP.Connect(ctx, defaultConnectTime)
 	if err != nil {
-		return err
+		return none, err
 	}
-	defer sd.spawn("close the Kafka admin connection", admCl.Close)
+	cl.add("close the Kafka admin connection", admCl.Close)
 	log.Debug("connected to kafka", "brokers", kafkaEP.String())
 	adm := kadm.NewClient(admCl)
 
@@ -329,13 +350,13 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	topics = compactSorted(topics)
 	counts, err := mirror.EnsureTopics(ctx, admCl, topics, mirror.TopicSpec{Create: o.createTopic, Partitions: o.partitions, ReplicationFactor: o.replication})
 	if err != nil {
-		return kafkaEP.Explain(err)
+		return none, kafkaEP.Explain(err)
 	}
 	log.Debug("topics ready", "partitions", counts, "create_missing", o.createTopic)
 
 	ck, found, err := checkpoint.LoadR2K(ctx, rc, name)
 	if err != nil {
-		return err
+		return none, err
 	}
 	if found {
 		log.Debug("resuming", "mirror", name, "checkpoint", checkpoint.R2KKey(name), "updated", ck.Updated)
@@ -344,7 +365,7 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	}
 	group, err := o.consumerGroup(ctx, rc, name, ck, found)
 	if err != nil {
-		return err
+		return none, err
 	}
 	log.Debug("consumer group", "group", group, "consumer", name)
 	src, err := mirror.NewRedisSource(ctx, mirror.RedisSourceConfig{
@@ -366,20 +387,20 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 		DeadLetterStream: o.deadLetter,
 	})
 	if err != nil {
-		return err
+		return none, err
 	}
 	// The group is recorded once the source accepted it (a group another
 	// mirror reads is refused there), and before anything else is stored:
 	// a checkpoint without it means a mirror from before groups were
 	// recorded.
 	if err := checkpoint.RecordR2KGroup(ctx, rc, name, group); err != nil {
-		return err
+		return none, err
 	}
 	// Records are hashed over the partition count each topic had when
 	// this mirror first wrote to it, stored before anything is produced.
 	kept, freshCounts, err := mirror.KeepPartitionCounts(ck.PartitionCounts, counts, checkpoint.R2KKey(name))
 	if err != nil {
-		return err
+		return none, err
 	}
 	grown := newGrownTopics(log, name)
 	for _, t := range topics {
@@ -387,38 +408,73 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 			grown.warn(t, int(counts[t]), int(kept[t]))
 		}
 	}
+	// What the topics accept sizes the producer, and the read-back below
+	// must be able to read records of that size.
+	limits, err := mirror.ReadTopicLimits(ctx, adm, topics)
+	if err != nil {
+		return none, kafkaEP.Explain(err)
+	}
+
+	tuning := mirror.ProducerTuning{
+		Linger:      o.linger,
+		Compression: o.compression,
+		// A batch holds up to --batch-size entries per stream; room for
+		// every batch in flight keeps Write from blocking on the buffer.
+		MaxBufferedRecords: o.run.batchSize * len(o.streams) * (o.run.maxInFlight + 1),
+		Limits:             limits,
+
+		KeptPartitions:  kept,
+		PartitionsAdded: grown.warn,
+	}
+	popts, err := mirror.ProducerOpts(tuning)
+	if err != nil {
+		return none, usageError(err)
+	}
+	popts = append(popts, kgo.TransactionalID(txnID))
+	producer, err := kgo.NewClient(append(kafkaEP.ClientOpts(), popts...)...)
+	if err != nil {
+		return none, kafkaEP.Explain(err)
+	}
+	cl.add("close the Kafka producer", producer.Close)
+	// The producer's InitProducerID fences every earlier run of this
+	// mirror and aborts the transaction one left open, before anything
+	// is read back or recorded: nothing of theirs can land after it.
+	initCtx, cancelInit := context.WithTimeout(ctx, o.run.timeout)
+	err = mirror.InitProducer(initCtx, producer, name)
+	cancelInit()
+	if err != nil {
+		if initCtx.Err() != nil && ctx.Err() == nil {
+			return none, fmt.Errorf("kafka %s: initialising the transactional producer %s took longer than --timeout %s; is the broker reachable, and does it allow transactions (transaction.state.log.* settings)?", kafkaEP, txnID, o.run.timeout)
+		}
+		return none, kafkaEP.Explain(err)
+	}
+	log.Debug("transactional producer ready; earlier runs are fenced", "transactional_id", txnID)
+
 	// Record where each partition stands before producing anything, so a
 	// crash of this very run leaves the restart a bound to read back from.
 	ends, err := mirror.EndOffsets(ctx, adm, topics)
 	if err != nil {
-		return err
+		return none, err
 	}
 	// Entries read but not acknowledged by an earlier run may already be
 	// in Kafka.
 	pending, err := src.Pending(ctx)
 	if err != nil {
-		return err
+		return none, err
 	}
 	initial, err := startingOffsets(ctx, adm, ends, ck, found, pending > 0)
 	if err != nil {
-		return kafkaEP.Explain(err)
+		return none, kafkaEP.Explain(err)
 	}
 	if err := checkpoint.InitR2KPartitions(ctx, rc, name, initial); err != nil {
-		return err
+		return none, err
 	}
 	// The partition counts are stored only now: a checkpoint holding
 	// them is taken to have its partitions' positions too (see
 	// startingOffsets), so a run that stops before its positions are
 	// stored must not leave the counts.
 	if err := checkpoint.InitR2KPartitionCounts(ctx, rc, name, freshCounts); err != nil {
-		return err
-	}
-
-	// What the topics accept sizes the producer, and the read-back below
-	// must be able to read records of that size.
-	limits, err := mirror.ReadTopicLimits(ctx, adm, topics)
-	if err != nil {
-		return kafkaEP.Explain(err)
+		return none, err
 	}
 
 	// What this mirror wrote after its checkpoint may be in Kafka while
@@ -453,7 +509,7 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	maps.Copy(from, ck.Partitions)
 	written, err := readBack(ctx, from)
 	if err != nil {
-		return err
+		return none, err
 	}
 	if pending > 0 || len(written) > 0 {
 		log.Info("resuming an interrupted run", "pending", pending, "already_in_kafka", len(written))
@@ -474,30 +530,14 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 
 	timestamps, err := mirror.TimestampPolicies(ctx, adm, topics)
 	if err != nil {
-		return kafkaEP.Explain(err)
+		return none, kafkaEP.Explain(err)
 	}
-	tuning := mirror.ProducerTuning{
-		Linger:      o.linger,
-		Compression: o.compression,
-		// A batch holds up to --batch-size entries per stream; room for
-		// every batch in flight keeps Write from blocking on the buffer.
-		MaxBufferedRecords: o.run.batchSize * len(o.streams) * (o.run.maxInFlight + 1),
-		Limits:             limits,
-
-		KeptPartitions:  kept,
-		PartitionsAdded: grown.warn,
-	}
-	popts, err := mirror.ProducerOpts(tuning)
-	if err != nil {
-		return usageError(err)
-	}
-	producer, err := kgo.NewClient(append(kafkaEP.ClientOpts(), popts...)...)
-	if err != nil {
-		return kafkaEP.Explain(err)
-	}
-	defer sd.spawn("close the Kafka producer", producer.Close)
 	sinkCfg := mirror.KafkaSinkConfig{
-		Client:     producer,
+		Client: producer,
+		Mirror: name,
+		// Half the batches in flight: the others are read, and wait to
+		// be produced, while a transaction commits.
+		TxnBatches: max(1, o.run.maxInFlight/2),
 		Topics:     topicOf,
 		Format:     format,
 		ValueField: o.valueField,
@@ -518,7 +558,18 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	sink := mirror.NewKafkaSink(sinkCfg)
 
 	log.Debug("mirroring", "streams", o.streams, "topics", topics, "follow", o.run.follow, "batch_size", o.run.batchSize, "max_in_flight", o.run.maxInFlight)
-	stats, runErr := mirror.Run(ctx, src, sink, o.run.engineOptions(a))
+	stats, runErr := mirror.Run(ctx, src, sink, opt)
+	// Nothing more is produced or committed by this producer, whatever
+	// ended the run; a transaction still open is aborted.
+	sink.Stop(context.WithoutCancel(ctx))
+	if runErr == nil && !o.run.follow && stats.Entries > 0 {
+		// Exit once the records are visible to read_committed readers.
+		vctx, cancel := context.WithTimeout(ctx, visibleWait)
+		if !mirror.WaitVisible(vctx, adm, topics) {
+			log.Debug("the records' transaction markers were not all written yet at exit (another producer's transaction open, or a slow broker)", "waited", visibleWait)
+		}
+		cancel()
+	}
 	if ee := (*mirror.EntryError)(nil); errors.As(runErr, &ee) {
 		ee.CreateTopic = o.createTopic // for the hint of a topic deleted during the run
 	}
@@ -528,14 +579,14 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) (err error) {
 	refusedSkipped, deadLettered := src.Refused()
 	// Entries trimmed before they were mirrored are lost, not skipped:
 	// Kafka never had them.
-	s := summary{Mirror: name, Direction: "redis-to-kafka", Skipped: src.Skipped() + refusedSkipped + deadLettered, Lost: src.Lost()}
+	res := runResult{stats: stats, skipped: src.Skipped() + refusedSkipped + deadLettered, lost: src.Lost(), ran: true}
 	if refusedSkipped > 0 {
 		log.Warn("skipped entries Kafka refuses (--on-error skip)", "count", refusedSkipped)
 	}
 	if deadLettered > 0 {
 		log.Warn("copied entries Kafka refuses to the dead-letter stream (--on-error dead-letter)", "count", deadLettered, "stream", o.deadLetter)
 	}
-	return finish(a, c, &o.run, s, stats, leaseError(ctx, runErr))
+	return res, runErr
 }
 
 // startingOffsets is where the checkpoint starts each partition it has

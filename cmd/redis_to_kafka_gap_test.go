@@ -151,7 +151,7 @@ func TestFollowRunThatFellBehindATrimStopsNamingTheGap(t *testing.T) {
 	}
 	// A read blocked when it froze may have been given the first entry
 	// added; every other entry but the last 3 was trimmed unread.
-	n := endOffset(t, adm, topic)
+	n := int64(len(readTopic(t, topic)))
 	lost := 7 - (n - 3)
 	out := p.stderr.String()
 	if code := p.cmd.ProcessState.ExitCode(); code != 1 || (n != 3 && n != 4) {

@@ -196,18 +196,25 @@ func (s *shutdown) wait() {
 	}
 }
 
-// holdLease takes the mirror's lease and returns a context that ends when
-// the lease is lost (then context.Cause says why) and a release function,
-// a step of sd: a lease it cannot release in time expires after ttl, as a
-// crashed mirror's does.
-func holdLease(ctx context.Context, c rueidis.Client, log *slog.Logger, kind, name string, ttl time.Duration, sd *shutdown) (context.Context, func(), error) {
+// heldLease is a mirror's lease while a run holds it: ctx ends when the
+// lease is lost (then context.Cause says why).
+type heldLease struct {
+	lease  *checkpoint.Lease
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+}
+
+// holdLease takes the mirror's lease (failing with checkpoint.ErrLeaseHeld
+// while another process holds it) and renews it until release or drop.
+func holdLease(ctx context.Context, c rueidis.Client, log *slog.Logger, kind, name string, ttl time.Duration) (*heldLease, error) {
 	lease, err := checkpoint.AcquireLease(ctx, c, kind, name, ttl)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if old := lease.TookOver(); old != "" {
 		log.Info("took over the lease of a process of this host that is gone", "lease", lease.Key(), "old_holder", old)
 	}
+	log.Debug("lease taken", "mirror", name, "key", lease.Key(), "ttl", ttl)
 	runCtx, cancel := context.WithCancelCause(ctx)
 	go func() {
 		select {
@@ -218,14 +225,162 @@ func holdLease(ctx context.Context, c rueidis.Client, log *slog.Logger, kind, na
 		case <-runCtx.Done():
 		}
 	}()
-	release := func() {
-		cancel(nil)
-		// Release first waits for a renewal in flight, which a stalled
-		// Redis holds for up to a third of ttl: the step's budget bounds
-		// both.
-		sd.step("release the lease", func(ctx context.Context) { lease.Release(ctx) })
+	return &heldLease{lease: lease, ctx: runCtx, cancel: cancel}, nil
+}
+
+// release stops renewing and deletes the lease if this process still
+// holds it, a step of sd: a lease it cannot release in time expires after
+// its TTL, as a crashed mirror's does.
+func (h *heldLease) release(sd *shutdown) {
+	h.cancel(nil)
+	// Release first waits for a renewal in flight, which a stalled Redis
+	// holds for up to a third of the TTL: the step's budget bounds both.
+	sd.step("release the lease", func(ctx context.Context) { h.lease.Release(ctx) })
+}
+
+// drop stops renewing a lease before the mirror is set up again, within
+// closeBudget; the lease is deleted only if it is still this process's.
+func (h *heldLease) drop() {
+	h.cancel(nil)
+	ctx, cancel := context.WithTimeout(context.Background(), closeBudget)
+	defer cancel()
+	h.lease.Release(ctx)
+}
+
+// runResult is what a run did; a follow run set up again adds its runs up.
+type runResult struct {
+	stats mirror.Stats
+	// skipped and lost as the summary counts them.
+	skipped, lost int64
+	// ran: the mirror was set up and ran; a run that failed in its
+	// set-up has no summary to print, only its error.
+	ran bool
+}
+
+func (r *runResult) add(o runResult) {
+	r.stats.Entries += o.stats.Entries
+	r.stats.Bytes += o.stats.Bytes
+	r.stats.Batches += o.stats.Batches
+	r.skipped += o.skipped
+	r.lost += o.lost
+	r.ran = r.ran || o.ran
+}
+
+// closers are the clients a run opened after taking the lease, closed
+// last added first: steps (waited for, in turn) and spawns (started at
+// once, then waited for together).
+type closers []closer
+
+type closer struct {
+	what  string
+	spawn func()
+	step  func(ctx context.Context)
+}
+
+func (c *closers) add(what string, fn func()) {
+	*c = append(*c, closer{what: what, spawn: fn})
+}
+
+// addStep adds fn, which the closers after it wait for.
+func (c *closers) addStep(what string, fn func(ctx context.Context)) {
+	*c = append(*c, closer{what: what, step: fn})
+}
+
+// hand runs them as steps of sd, on the way out.
+func (c closers) hand(sd *shutdown) {
+	for i := len(c) - 1; i >= 0; i-- {
+		if c[i].step != nil {
+			sd.step(c[i].what, c[i].step)
+		} else {
+			sd.spawn(c[i].what, c[i].spawn)
+		}
 	}
-	return runCtx, release, nil
+}
+
+// close runs them before the mirror is set up again, as a shutdown of its
+// own: within closeBudget, after which what is still closing is left.
+func (c closers) close(log *slog.Logger) {
+	sd := newShutdown(log)
+	c.hand(sd)
+	sd.wait()
+}
+
+// Backoff between two set-ups of a follow run that cannot be set up again
+// yet (a server unreachable).
+const (
+	minSetUpBackoff = 500 * time.Millisecond
+	maxSetUpBackoff = 10 * time.Second
+)
+
+// runLeased runs a mirror under its lease: it takes the lease and calls
+// run, which sets the mirror up from its checkpoint and mirrors, with a
+// context that ends when the lease is lost. Whatever run opened is added
+// to cl, and closed once it returned.
+//
+// A run whose lease is lost (it expired while Redis or this process was
+// paused, Redis restarted without it, or it was deleted) stops writing at
+// once: another process may have started meanwhile. So does a run that
+// Kafka fenced (another run of the mirror started). A one-shot run then
+// exits with that error. A follow run sets itself up again as a new start
+// does, logging it: it takes the lease anew with SET NX (and stops as a
+// second run does if another process holds it), and run sets the mirror
+// up again, fencing whatever the earlier run left behind. A follow run
+// set up again retries a server that does not answer, as a follow run
+// does, until ctx ends.
+func runLeased(ctx context.Context, rc rueidis.Client, log *slog.Logger, kind, name string, f *runFlags, sd *shutdown, run func(ctx context.Context, cl *closers) (runResult, error)) (runResult, error) {
+	var total runResult
+	start := time.Now()
+	again, backoff := false, minSetUpBackoff
+	for {
+		held, err := holdLease(ctx, rc, log, kind, name, f.leaseTTL)
+		if err != nil {
+			if again && ctx.Err() == nil && mirror.IsTransient(err) {
+				if err = setUpBackoff(ctx, log, &backoff, err); err == nil {
+					continue
+				}
+			}
+			total.stats.Elapsed = time.Since(start)
+			return total, err
+		}
+		var cl closers
+		res, err := run(held.ctx, &cl)
+		total.add(res)
+		total.stats.Elapsed = time.Since(start)
+		err = leaseError(held.ctx, err)
+		lost := errors.Is(err, checkpoint.ErrLeaseLost) || errors.As(err, new(*mirror.FencedError))
+		retryable := again && mirror.IsTransient(err)
+		if !f.follow || ctx.Err() != nil || !(lost || retryable) {
+			cl.hand(sd)
+			held.release(sd)
+			if lost && !f.follow && errors.Is(err, checkpoint.ErrLeaseLost) {
+				err = fmt.Errorf("%w; a one-shot run stops here: run it again to go on from its checkpoint", err)
+			}
+			return total, err
+		}
+		if lost {
+			log.Warn("the mirror's lease was lost (or Kafka fenced it): it stopped writing, and sets itself up again as a new start would", "mirror", name, "err", err)
+		}
+		cl.close(log)
+		held.drop()
+		if lost {
+			backoff = minSetUpBackoff
+		} else if err = setUpBackoff(ctx, log, &backoff, err); err != nil {
+			return total, err
+		}
+		again = true
+	}
+}
+
+// setUpBackoff waits before the next set-up, or returns ctx's error.
+func setUpBackoff(ctx context.Context, log *slog.Logger, backoff *time.Duration, err error) error {
+	log.Warn("retrying", "step", "set up again", "in", *backoff, "err", err)
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(*backoff):
+	}
+	*backoff = min(*backoff*2, maxSetUpBackoff)
+	return nil
 }
 
 // abandonCause stops a run without draining (mirror.ErrAbandon) and
@@ -235,8 +390,12 @@ type abandonCause struct{ error }
 func (a abandonCause) Is(target error) bool { return target == mirror.ErrAbandon }
 func (a abandonCause) Unwrap() error        { return a.error }
 
-// leaseError turns a run stopped by a lost lease into that error.
+// leaseError turns a run stopped by a lost lease into that error, unless
+// Kafka fenced the run, which says more precisely why it stops.
 func leaseError(runCtx context.Context, err error) error {
+	if errors.As(err, new(*mirror.FencedError)) {
+		return err
+	}
 	if cause := context.Cause(runCtx); err != nil && cause != nil && errors.Is(cause, checkpoint.ErrLeaseLost) {
 		return cause
 	}

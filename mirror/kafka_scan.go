@@ -12,14 +12,23 @@ import (
 )
 
 // ScanWritten reads back what an interrupted redis-to-kafka run may have
-// written after its last checkpoint: every record from the checkpointed
-// offset of each partition (from) to the partition's current end. It
+// written after its last checkpoint: every committed record from the
+// checkpointed offset of each partition (from) to the partition's end as
+// listed when it starts, read_committed. It
 // returns the lineage of the records that came from one of streams, as
 // "stream\x00id" keys. A partition missing from from (never checkpointed)
 // is read from its start.
 //
 // This is what makes a restart exactly once: a pending entry found here was
-// confirmed by Kafka before the crash and is acknowledged, not written again.
+// committed to Kafka before the crash and is acknowledged, not written
+// again. It must run after the mirror's transactional producer was
+// initialised (InitProducer): that fenced every earlier run and aborted
+// its open transaction, so no record of theirs can still become visible
+// after the scan, and none of an aborted transaction is taken as written.
+// It reads to the end, not to the last stable offset: a transaction of
+// another producer still open below the end is waited for (bounded by
+// ctx), since records of this mirror's committed after it would otherwise
+// be missed and sent again.
 func ScanWritten(ctx context.Context, clientOpts []kgo.Opt, adm *kadm.Client, topics []string, from map[checkpoint.TopicPartition]int64, streams map[string]bool) (map[string]struct{}, error) {
 	ends, err := EndOffsets(ctx, adm, topics)
 	if err != nil {
@@ -52,9 +61,9 @@ func ScanWritten(ctx context.Context, clientOpts []kgo.Opt, adm *kadm.Client, to
 	if len(remaining) == 0 {
 		return found, nil
 	}
-	// Control records (transaction markers of other producers) are kept so
-	// that a partition ending with one is seen to be read to its end.
-	cl, err := kgo.NewClient(append(clientOpts, kgo.ConsumePartitions(assign), kgo.FetchMaxWait(100*time.Millisecond), kgo.KeepControlRecords())...)
+	// Control records (transaction markers) are kept so that a partition
+	// ending with one is seen to be read to its end.
+	cl, err := kgo.NewClient(append(clientOpts, kgo.ConsumePartitions(assign), kgo.FetchMaxWait(100*time.Millisecond), kgo.KeepControlRecords(), kgo.FetchIsolationLevel(kgo.ReadCommitted()))...)
 	if err != nil {
 		return nil, err
 	}

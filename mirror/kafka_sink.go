@@ -40,8 +40,22 @@ func ParseFormat(s string) (Format, error) {
 
 // KafkaSinkConfig configures a KafkaSink.
 type KafkaSinkConfig struct {
-	// Client is a producer built with ProducerOpts.
+	// Client is a producer built with ProducerOpts and a transactional
+	// ID (see TransactionalID): every batch is produced in a transaction,
+	// and confirmed when that transaction committed.
 	Client *kgo.Client
+	// Mirror is the mirror's name, for the error of a fenced producer.
+	Mirror string
+	// TxnBatches is the most batches one transaction holds (default
+	// DefaultMaxInFlight): at most the engine's in-flight limit, since no
+	// more batches come before some are confirmed.
+	TxnBatches int
+	// TxnBytes commits a transaction once it holds that much payload
+	// (default DefaultTxnBytes).
+	TxnBytes int
+	// TxnIdle commits a transaction when no batch came for that long
+	// (default DefaultTxnIdle).
+	TxnIdle time.Duration
 	// Topics maps each stream to its destination topic.
 	Topics map[string]string
 	Format Format
@@ -101,8 +115,11 @@ func ParseTimestampSource(s string) (TimestampSource, error) {
 	return "", fmt.Errorf("--timestamp must be id or now, got %q", s)
 }
 
-// KafkaSink produces entries as records with franz-go's idempotent producer
-// (acks=all) and confirms a batch when Kafka acknowledged all of it.
+// KafkaSink produces entries as records with franz-go's transactional
+// producer (acks=all) and confirms a batch when the transaction holding it
+// committed. A transaction holds the batches that come while it is open:
+// it commits when it holds TxnBatches batches or TxnBytes of payload, or
+// when no batch came for TxnIdle; while it commits, the next Write waits.
 type KafkaSink struct {
 	cfg KafkaSinkConfig
 	log *slog.Logger
@@ -116,6 +133,19 @@ type KafkaSink struct {
 	mu sync.Mutex
 	// warnedWide: streams warned of an entry wider than WarnFields.
 	warnedWide map[string]bool
+
+	// sem (capacity 1) is held while producing into the transaction or
+	// ending it; what follows is guarded by it.
+	sem chan struct{}
+	// txn is the open transaction, nil between two.
+	txn *openTxn
+	gen uint64
+	// idle commits the open transaction when no batch follows in time.
+	idle *time.Timer
+	// committed is when the last transaction committed.
+	committed time.Time
+	// fatal fails every batch once the producer cannot go on (fenced).
+	fatal error
 }
 
 // errHalted fails the batches after one stopped at an entry Kafka refuses;
@@ -138,7 +168,16 @@ func NewKafkaSink(cfg KafkaSinkConfig) *KafkaSink {
 		log = slog.New(slog.DiscardHandler)
 	}
 	cfg.Logger = log
-	return &KafkaSink{cfg: cfg, log: log, warnedWide: map[string]bool{}}
+	if cfg.TxnBatches <= 0 {
+		cfg.TxnBatches = DefaultMaxInFlight
+	}
+	if cfg.TxnBytes <= 0 {
+		cfg.TxnBytes = DefaultTxnBytes
+	}
+	if cfg.TxnIdle <= 0 {
+		cfg.TxnIdle = DefaultTxnIdle
+	}
+	return &KafkaSink{cfg: cfg, log: log, warnedWide: map[string]bool{}, sem: make(chan struct{}, 1)}
 }
 
 // ProducerTuning are the knobs of the producer a user may reach for.
@@ -172,15 +211,41 @@ type ProducerTuning struct {
 // topic during a follow run are noticed, and reported, within it.
 const producerMetadataMaxAge = 10 * time.Second
 
+// producerRetryBackoff retries quickly at first: the first produce of a
+// transaction is refused (CONCURRENT_TRANSACTIONS) until the markers of
+// the one before are written, a few milliseconds, and franz-go's default
+// backoff (250 ms and up) would add 100 ms or more to every transaction.
+// After ten quick tries it backs off as usual, from 20 ms up to a second,
+// so a broker that is down is not asked in a tight loop.
+func producerRetryBackoff(fails int) time.Duration {
+	const quick, quickTries = 2 * time.Millisecond, 10
+	if fails <= quickTries {
+		return quick
+	}
+	return min(20*time.Millisecond<<min(fails-quickTries-1, 6), time.Second)
+}
+
+// txnConcurrentBackoff is how long the producer waits before asking
+// again when the broker is still writing the markers of the transaction
+// before (CONCURRENT_TRANSACTIONS): a few milliseconds.
+const txnConcurrentBackoff = 2 * time.Millisecond
+
 // ProducerOpts are the kgo options of xmirror's producer: idempotent with
 // acks=all (franz-go's defaults, stated so they cannot drift), entries of a
-// stream kept in order, and the tuning given.
+// stream kept in order, and the tuning given. redis-to-kafka adds a
+// kgo.TransactionalID (see TransactionalID) for the KafkaSink.
 func ProducerOpts(t ProducerTuning) ([]kgo.Opt, error) {
 	opts := []kgo.Opt{
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.RecordPartitioner(streamPartitioner(t.KeptPartitions, t.PartitionsAdded)),
 		kgo.MetadataMaxAge(producerMetadataMaxAge),
 		kgo.ProducerLinger(t.Linger),
+		kgo.RetryBackoffFn(producerRetryBackoff),
+		// The same for the transactional requests franz-go retries on
+		// CONCURRENT_TRANSACTIONS (AddPartitionsToTxn, EndTxn), whose
+		// own default is 20 ms; it backs off further by itself when the
+		// broker stays in that state for long.
+		kgo.ConcurrentTransactionsBackoff(txnConcurrentBackoff),
 	}
 	// Let a partition's batch grow as large as its topic accepts: a
 	// one-shot run drains a backlog as fast as Kafka takes it, and a
@@ -343,6 +408,18 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 		done(errHalted)
 		return
 	}
+	// One transaction at a time: while the last one commits, this batch
+	// waits (backpressure), bounded by ctx.
+	if err := k.txnWait(ctx); err != nil {
+		done(err)
+		return
+	}
+	defer k.txnRelease()
+	if err := k.begin(ctx); err != nil {
+		done(err)
+		return
+	}
+	tb := &txnBatch{answered: make(chan struct{})}
 	now := time.Now()
 	n := len(b.Entries)
 	b.records = make([]kgo.Record, n)
@@ -358,36 +435,43 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 		mu        sync.Mutex
 		firstErr  = n // index of the first failed entry
 		err       error
+		// failed: Kafka failed a record, so the transaction holding
+		// the batch cannot commit.
+		failed bool
 	)
 	// remaining counts the records produced and not yet answered, plus
 	// one held until every record of the batch is produced.
 	remaining.Store(1)
-	var (
-		once  sync.Once
-		timer *time.Timer
-	)
+	var timer *time.Timer
 	finish := func() {
 		if remaining.Add(-1) != 0 {
 			return
 		}
-		once.Do(func() {
+		mu.Lock()
+		switch {
+		case failed:
+			// Nothing of an aborted transaction is confirmed.
+			tb.refused = &PartialError{Confirmed: 0, Err: err}
+		case firstErr < n:
+			tb.result = &PartialError{Confirmed: firstErr, Err: err}
+		}
+		mu.Unlock()
+		close(tb.answered)
+	}
+	// done is called once: when the transaction holding the batch ended,
+	// or at ConfirmTimeout, whichever comes first.
+	var doneOnce sync.Once
+	tb.done = func(err error) {
+		doneOnce.Do(func() {
 			if timer != nil {
 				timer.Stop()
 			}
-			mu.Lock()
-			defer mu.Unlock()
-			if firstErr == n {
-				done(nil)
-				return
-			}
-			done(&PartialError{Confirmed: firstErr, Err: err})
+			done(err)
 		})
 	}
 	if k.cfg.ConfirmTimeout > 0 {
 		timer = time.AfterFunc(k.cfg.ConfirmTimeout, func() {
-			once.Do(func() {
-				done(fmt.Errorf("kafka did not confirm a batch of %d records within %s (--timeout); is the broker reachable? Nothing unconfirmed was acknowledged", b.written, k.cfg.ConfirmTimeout))
-			})
+			tb.done(fmt.Errorf("kafka did not confirm a batch of %d records within %s (--timeout); is the broker reachable? Nothing unconfirmed was acknowledged", b.written, k.cfg.ConfirmTimeout))
 		})
 	}
 	// One promise for every record: a failed record's index is its place
@@ -396,14 +480,19 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 	promise := func(r *kgo.Record, perr error) {
 		if perr != nil {
 			i := int((uintptr(unsafe.Pointer(r)) - base) / size)
+			// The transaction holding the batch is aborted: nothing
+			// more is produced.
+			k.halted.Store(true)
 			if brokerRefused(perr) {
 				// The check before producing missed it (a topic config
-				// changed since the start, clocks apart): nothing more is
-				// produced, as for an entry the check refuses.
-				k.halted.Store(true)
+				// changed since the start, clocks apart).
 				perr = &BrokerRefusedError{Err: perr}
 			}
+			if fenced(perr) {
+				perr = &FencedError{Mirror: k.cfg.Mirror, Err: perr}
+			}
 			mu.Lock()
+			failed = true
 			if i < firstErr {
 				firstErr = i
 				e := &b.Entries[i]
@@ -492,6 +581,9 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 		k.cfg.Client.Produce(ctx, r, promise)
 	}
 	finish()
+	k.txn.batches = append(k.txn.batches, tb)
+	k.txn.bytes += b.size
+	k.added(ctx)
 }
 
 // warnWide says, once per stream, that an entry is written whose record

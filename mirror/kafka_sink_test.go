@@ -141,7 +141,7 @@ func TestBrokerRefusedBatchStopsTheRunWhateverOnError(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			producer := testenv.Kafka(t, opts...)
+			producer := testenv.Kafka(t, append(opts, kgo.TransactionalID(testenv.Name(t, "txn")))...)
 			a, c := testenv.Name(t, "a"), testenv.Name(t, "c")
 			sink := NewKafkaSink(KafkaSinkConfig{Client: producer, Topics: map[string]string{a: topic, c: topic}, Format: FormatJSON, OnError: mode})
 			first := batch(a, now-3000, now-2000, ahead, now-1000)
@@ -176,8 +176,9 @@ func TestBrokerRefusedBatchStopsTheRunWhateverOnError(t *testing.T) {
 	}
 }
 
-// readTopicRecords reads a one-partition topic to its end with a plain
-// consumer.
+// readTopicRecords reads the committed records of a one-partition topic,
+// read_committed to its end offset (waiting for the markers of the last
+// transaction), with a plain consumer.
 func readTopicRecords(t *testing.T, kc *kgo.Client, topic string) []*kgo.Record {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -187,22 +188,29 @@ func readTopicRecords(t *testing.T, kc *kgo.Client, topic string) []*kgo.Record 
 		t.Fatal(err)
 	}
 	end, _ := ends.Lookup(topic, 0)
-	cl := testenv.Kafka(t, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().AtStart()}}))
+	cl := testenv.Kafka(t, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().AtStart()}}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
 	var recs []*kgo.Record
-	for int64(len(recs)) < end.Offset {
+	for at := int64(0); at < end.Offset; {
 		f := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
-			t.Fatalf("read %d of the %d records of %s", len(recs), end.Offset, topic)
+			t.Fatalf("read to offset %d of the %d of %s", at, end.Offset, topic)
 		}
-		f.EachRecord(func(r *kgo.Record) { recs = append(recs, r) })
+		f.EachRecord(func(r *kgo.Record) {
+			at = r.Offset + 1
+			if !r.Attrs.IsControl() {
+				recs = append(recs, r)
+			}
+		})
 	}
 	return recs
 }
 
 // TestBrokerRefusedLargeBatchLandsNothingTwiceNorOutOfOrder: a batch
 // larger than one produce request, refused by the broker in its middle,
-// fails confirming only what precedes the refused records; whatever of it
-// landed is in batch order and once, so a rerun's read-back finds it.
+// fails confirming nothing: the transaction holding it is aborted, so
+// nothing of it is committed (read_committed sees none of it), and a rerun
+// sends it whole.
 func TestBrokerRefusedLargeBatchLandsNothingTwiceNorOutOfOrder(t *testing.T) {
 	kc := testenv.Kafka(t)
 	topic := testenv.Topic(t, kc, 1)
@@ -210,7 +218,7 @@ func TestBrokerRefusedLargeBatchLandsNothingTwiceNorOutOfOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	producer := testenv.Kafka(t, opts...)
+	producer := testenv.Kafka(t, append(opts, kgo.TransactionalID(testenv.Name(t, "txn")))...)
 	a, c := testenv.Name(t, "a"), testenv.Name(t, "c")
 	now := time.Now().UnixMilli()
 	b := &EntryBatch{}
@@ -237,29 +245,11 @@ func TestBrokerRefusedLargeBatchLandsNothingTwiceNorOutOfOrder(t *testing.T) {
 		t.Fatal("the batch was not answered within 60s")
 	}
 	var partial *PartialError
-	if !errors.As(werr, &partial) || partial.Confirmed > 1000 || !errors.Is(werr, kerr.InvalidTimestamp) {
-		t.Fatalf("err %v; want a PartialError confirming at most the 1000 entries before the refused one", werr)
+	if !errors.As(werr, &partial) || partial.Confirmed != 0 || !errors.Is(werr, kerr.InvalidTimestamp) {
+		t.Fatalf("err %v; want a PartialError confirming nothing: the transaction is aborted", werr)
 	}
-	index := map[string]int{}
-	for i, e := range b.Entries {
-		index[e.ID] = i
-	}
-	last := -1
-	for n, r := range readTopicRecords(t, kc, topic) {
-		var id string
-		for _, h := range r.Headers {
-			if h.Key == HeaderID {
-				id = string(h.Value)
-			}
-		}
-		i, ok := index[id]
-		if !ok || i <= last {
-			t.Fatalf("record %d is entry %q (index %d) after index %d: want each entry once, in batch order", n, id, i, last)
-		}
-		if n < partial.Confirmed && i != n {
-			t.Fatalf("record %d is entry %d, want the confirmed entries first and whole", n, i)
-		}
-		last = i
+	if recs := readTopicRecords(t, kc, topic); len(recs) != 0 {
+		t.Fatalf("%d records of the aborted transaction are committed, want none", len(recs))
 	}
 }
 
@@ -329,5 +319,78 @@ func TestTooLargeNamesTheSettingAndHowToRaiseIt(t *testing.T) {
 		if k.tooLarge(&kgo.Record{Topic: "t", Value: []byte("small")}) != nil {
 			t.Errorf("%s: a small record refused", tc.limit.Setting)
 		}
+	}
+}
+
+// TestNewProducerFencesAnOpenTransaction: a sink whose transaction is open
+// (its records produced, not committed) when another producer of the same
+// transactional ID initialises (a new run of the mirror) commits nothing:
+// its batch fails with a FencedError, so it is never acknowledged, a later
+// batch too, and a read_committed reader sees none of its records.
+func TestNewProducerFencesAnOpenTransaction(t *testing.T) {
+	kc := testenv.Kafka(t)
+	topic := testenv.Topic(t, kc, 1)
+	txnID := testenv.Name(t, "txn")
+	opts, err := ProducerOpts(ProducerTuning{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := testenv.Kafka(t, append(opts, kgo.TransactionalID(txnID))...)
+	stream := testenv.Name(t, "s")
+	// Nothing commits the transaction but the test.
+	sink := NewKafkaSink(KafkaSinkConfig{Client: old, Mirror: "m", Topics: map[string]string{stream: topic}, Format: FormatJSON, TxnBatches: 100, TxnIdle: time.Hour})
+	b := &EntryBatch{}
+	for i := range 10 {
+		e := Entry{Stream: stream, ID: "1-" + strconv.Itoa(i), Fields: []Field{{Name: "v", Value: strconv.Itoa(i)}}}
+		b.Entries = append(b.Entries, e)
+		b.written++
+		b.size += entrySize(e)
+	}
+	got := make(chan error, 2)
+	ctx := context.Background()
+	sink.Write(ctx, b, func(err error) { got <- err })
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(sink.txnWait(ctx))
+	tb := sink.txn.batches[0]
+	sink.txnRelease()
+	select {
+	case <-tb.answered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the records were not answered within 30s")
+	}
+	if tb.refused != nil {
+		t.Fatalf("produced records refused: %v", tb.refused)
+	}
+
+	// A new run initialises its producer: the old one is fenced.
+	fresh := testenv.Kafka(t, append(opts, kgo.TransactionalID(txnID))...)
+	initCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	must(InitProducer(initCtx, fresh, "m"))
+	cancel()
+
+	must(sink.txnWait(ctx))
+	sink.end(ctx)
+	sink.txnRelease()
+	var werr error
+	select {
+	case werr = <-got:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the batch was not answered within 30s")
+	}
+	var fencedErr *FencedError
+	if !errors.As(werr, &fencedErr) || !strings.Contains(werr.Error(), `another run of mirror "m" started`) {
+		t.Fatalf("batch: err %v; want a FencedError", werr)
+	}
+	sink.Write(ctx, b, func(err error) { got <- err })
+	if werr := <-got; !errors.As(werr, &fencedErr) && !errors.Is(werr, errHalted) {
+		t.Fatalf("a batch after the fence: err %v; want it refused", werr)
+	}
+	if recs := readTopicRecords(t, kc, topic); len(recs) != 0 {
+		t.Fatalf("%d records of the fenced transaction are committed, want none", len(recs))
 	}
 }
