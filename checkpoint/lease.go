@@ -35,6 +35,8 @@ func LeaseKey(kind, name string) string { return "xmirror:lease:" + kind + ":" +
 // the holder is gone (see AcquireLease).
 type Lease struct {
 	c        rueidis.Client
+	kind     string
+	name     string
 	key      string
 	holder   string
 	ttl      time.Duration
@@ -75,12 +77,39 @@ return 0`)
 // then names it. A lease held by a running process, by another host, or
 // where this system cannot tell (no /proc) is refused as long as it lasts.
 func AcquireLease(ctx context.Context, c rueidis.Client, kind, name string, ttl time.Duration) (*Lease, error) {
+	return acquireLease(ctx, c, kind, name, ttl, "")
+}
+
+// Reacquire takes the lease l was, again, for a run set up again after it
+// lost l or stopped with it: as AcquireLease, and a key still holding l's
+// own value (its release failed, Redis unreachable) is taken over at
+// once, with a compare-and-set on that value, rather than refused as a
+// running process's. l must be released or lost first.
+func (l *Lease) Reacquire(ctx context.Context) (*Lease, error) {
+	return acquireLease(ctx, l.c, l.kind, l.name, l.ttl, l.holder)
+}
+
+// Held tells whether the key still holds this lease (one GET).
+func (l *Lease) Held(ctx context.Context) (bool, error) {
+	v, err := l.c.Do(ctx, l.c.B().Get().Key(l.key).Build()).ToString()
+	if rueidis.IsRedisNil(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read lease %s: %w", l.key, err)
+	}
+	return v == l.holder, nil
+}
+
+func acquireLease(ctx context.Context, c rueidis.Client, kind, name string, ttl time.Duration, previous string) (*Lease, error) {
 	if ttl <= 0 {
 		ttl = DefaultLeaseTTL
 	}
 	self := thisProcess()
 	l := &Lease{
 		c:      c,
+		kind:   kind,
+		name:   name,
 		key:    LeaseKey(kind, name),
 		holder: self.value(),
 		ttl:    ttl,
@@ -109,13 +138,18 @@ func AcquireLease(ctx context.Context, c rueidis.Client, kind, name string, ttl 
 			return nil, fmt.Errorf("read lease %s: %w", l.key, err)
 		}
 		why, gone := self.mayTakeOver(parseHolder(old), processGone)
+		if previous != "" && old == previous {
+			why, gone = "", true // this process's own, from before
+		}
 		if gone && round < 3 {
 			n, err := takeOverScript.Exec(ctx, c, []string{l.key}, []string{old, l.holder, px}).AsInt64()
 			if err != nil {
 				return nil, fmt.Errorf("take over lease %s from %s: %w", l.key, old, err)
 			}
 			if n == 1 {
-				l.tookOver = old
+				if old != previous {
+					l.tookOver = old
+				}
 				break
 			}
 			continue

@@ -179,3 +179,48 @@ func TestLeaseOfARunningProcessOrAnotherHostIsRefused(t *testing.T) {
 		})
 	}
 }
+
+// A run set up again after its lease was released (or lost) takes back a
+// key that still holds its own earlier value, left there because the
+// release failed while Redis was unreachable: a fresh AcquireLease refuses
+// it (the pid is this running process), Reacquire takes it over, and does
+// not report it as a gone process's.
+func TestReacquireTakesBackTheKeyOfItsOwnEarlierLease(t *testing.T) {
+	c := testenv.Redis(t)
+	ctx := context.Background()
+	if thisProcess().boot == "" {
+		t.Skip("no /proc")
+	}
+	name := testenv.Name(t, "m")
+	key := LeaseKey(KindKafkaToRedis, name)
+	t.Cleanup(func() { c.Do(context.Background(), c.B().Del().Key(key).Build()) })
+	first, err := AcquireLease(ctx, c, KindKafkaToRedis, name, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	value, _ := c.Do(ctx, c.B().Get().Key(key).Build()).ToString()
+	if err := first.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// As if the release had not reached Redis.
+	if err := c.Do(ctx, c.B().Set().Key(key).Value(value).Px(time.Minute).Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := AcquireLease(ctx, c, KindKafkaToRedis, name, time.Minute); !errors.Is(err, ErrLeaseHeld) {
+		t.Fatalf("a fresh AcquireLease of a key holding this process's earlier value: %v, want ErrLeaseHeld", err)
+	}
+	again, err := first.Reacquire(ctx)
+	if err != nil {
+		t.Fatalf("Reacquire: %v", err)
+	}
+	defer again.Release(ctx)
+	if again.TookOver() != "" {
+		t.Errorf("Reacquire reports taking over %q, its own earlier lease", again.TookOver())
+	}
+	if held, err := again.Held(ctx); err != nil || !held {
+		t.Fatalf("Held after Reacquire: %v %v", held, err)
+	}
+	if held, _ := first.Held(ctx); held {
+		t.Fatalf("the earlier lease still counts as held")
+	}
+}

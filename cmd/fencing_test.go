@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/xmirror/xmirror/checkpoint"
 	"github.com/xmirror/xmirror/internal/testenv"
 )
 
@@ -318,5 +319,67 @@ func TestOneShotExitsOnceItsRecordsAreVisibleReadCommitted(t *testing.T) {
 		if s.Offset != e.Offset {
 			t.Fatalf("round %d: right after the one-shot run exited, the last stable offset is %d and the end offset %d: a read_committed reader stops before its last transaction", round, s.Offset, e.Offset)
 		}
+	}
+}
+
+// Two follow runs of one mirror name whose checkpoints and leases are in
+// different Redis databases (or servers), producing to one Kafka cluster,
+// share its transactional ID: each set-up fences the other. Neither lease
+// is lost, so setting up again would go on for ever (it did, dozens of
+// times a second); the second time a run that still holds its lease is
+// fenced, it stops, exit 1, saying that the mirrors need names of their
+// own, and the other goes on.
+func TestMirrorsOfOneNameInTwoRedisDatabasesDoNotFenceEachOtherForEver(t *testing.T) {
+	rc := testenv.Redis(t)
+	kc := testenv.Kafka(t)
+	topic := testenv.Topic(t, kc, 1)
+	name := testenv.Name(t, "m")
+	url1 := strings.TrimSuffix(testenv.RedisURL(), "/0") + "/1"
+	opt, err := rueidis.ParseURL(url1)
+	must(t, err)
+	opt.DisableCache = true
+	rc1, err := rueidis.NewClient(opt)
+	must(t, err)
+	defer rc1.Close()
+	stream0, stream1 := testenv.Stream(t, rc), testenv.Name(t, "s")
+	t.Cleanup(func() {
+		rc1.Do(context.Background(), rc1.B().Del().Key(stream1, checkpoint.R2KKey(name), checkpoint.LeaseKey("r2k", name)).Build())
+	})
+	value := func(i int) []string { return []string{"value", strconv.Itoa(i)} }
+	addEntries(t, rc, stream0, 0, 5, value)
+	addEntries(t, rc1, stream1, 0, 5, value)
+
+	a := startXmirror(t, "r2k", "--stream", stream0, "--topic", topic, "--name", name, "--follow")
+	b := startXmirror(t, "r2k", "--redis", url1, "--stream", stream1, "--topic", topic, "--name", name, "--follow")
+	// Both keep producing: each produce of the fenced one meets the fence.
+	feed := make(chan struct{})
+	fed := make(chan struct{})
+	go func() {
+		defer close(fed)
+		for i := 5; ; i++ {
+			select {
+			case <-feed:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			rc.Do(context.Background(), rc.B().Xadd().Key(stream0).Id("*").FieldValue().FieldValue("value", strconv.Itoa(i)).Build())
+			rc1.Do(context.Background(), rc1.B().Xadd().Key(stream1).Id("*").FieldValue().FieldValue("value", strconv.Itoa(i)).Build())
+		}
+	}()
+	defer func() { close(feed); <-fed }()
+	var stopped, going *started
+	select {
+	case <-a.done:
+		stopped, going = a, b
+	case <-b.done:
+		stopped, going = b, a
+	case <-time.After(60 * time.Second):
+		t.Fatalf("both runs still going after 60s, fencing each other; stderr:\n%s\n---\n%s", a.stderr, b.stderr)
+	}
+	if code, stderr := stopped.cmd.ProcessState.ExitCode(), stopped.stderr.String(); code != 1 || !strings.Contains(stderr, "need names of their own (--name)") {
+		t.Fatalf("the run that stopped: exit %d; want 1, saying the mirrors need names of their own; stderr:\n%s", code, stderr)
+	}
+	if code, _ := going.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {
+		t.Fatalf("the other run, SIGTERM: exit %d; stderr:\n%s", code, going.stderr)
 	}
 }

@@ -207,7 +207,19 @@ type heldLease struct {
 // holdLease takes the mirror's lease (failing with checkpoint.ErrLeaseHeld
 // while another process holds it) and renews it until release or drop.
 func holdLease(ctx context.Context, c rueidis.Client, log *slog.Logger, kind, name string, ttl time.Duration) (*heldLease, error) {
-	lease, err := checkpoint.AcquireLease(ctx, c, kind, name, ttl)
+	return holdLeaseAfter(ctx, c, log, kind, name, ttl, nil)
+}
+
+// holdLeaseAfter is holdLease for a run set up again after prev (nil: a
+// first start), which may take over a key still holding prev's value.
+func holdLeaseAfter(ctx context.Context, c rueidis.Client, log *slog.Logger, kind, name string, ttl time.Duration, prev *checkpoint.Lease) (*heldLease, error) {
+	var lease *checkpoint.Lease
+	var err error
+	if prev != nil {
+		lease, err = prev.Reacquire(ctx)
+	} else {
+		lease, err = checkpoint.AcquireLease(ctx, c, kind, name, ttl)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -331,8 +343,10 @@ func runLeased(ctx context.Context, rc rueidis.Client, log *slog.Logger, kind, n
 	var total runResult
 	start := time.Now()
 	again, backoff := false, minSetUpBackoff
+	var prev *checkpoint.Lease // the lease of the run before, once set up again
+	var fencedHolding time.Time
 	for {
-		held, err := holdLease(ctx, rc, log, kind, name, f.leaseTTL)
+		held, err := holdLeaseAfter(ctx, rc, log, kind, name, f.leaseTTL, prev)
 		if err != nil {
 			if again && ctx.Err() == nil && mirror.IsTransient(err) {
 				if err = setUpBackoff(ctx, log, &backoff, err); err == nil {
@@ -347,7 +361,16 @@ func runLeased(ctx context.Context, rc rueidis.Client, log *slog.Logger, kind, n
 		total.add(res)
 		total.stats.Elapsed = time.Since(start)
 		err = leaseError(held.ctx, err)
-		lost := errors.Is(err, checkpoint.ErrLeaseLost) || errors.As(err, new(*mirror.FencedError))
+		fenced := errors.As(err, new(*mirror.FencedError))
+		if fenced && f.follow && ctx.Err() == nil && fencedAgain(held, &fencedHolding) {
+			// Kafka fenced this run twice in a short while although no
+			// other process took its lease in this Redis: the other
+			// producer's lease is elsewhere. Setting up again would
+			// fence it in turn, for ever.
+			err = fmt.Errorf("%w; this run still holds its lease %s, so the other run keeps its checkpoints in another Redis (or database): mirrors writing to one Kafka cluster need names of their own (--name)", err, held.lease.Key())
+			fenced = false
+		}
+		lost := errors.Is(err, checkpoint.ErrLeaseLost) || fenced
 		retryable := again && mirror.IsTransient(err)
 		if !f.follow || ctx.Err() != nil || !(lost || retryable) {
 			cl.hand(sd)
@@ -362,6 +385,7 @@ func runLeased(ctx context.Context, rc rueidis.Client, log *slog.Logger, kind, n
 		}
 		cl.close(log)
 		held.drop()
+		prev = held.lease
 		if lost {
 			backoff = minSetUpBackoff
 		} else if err = setUpBackoff(ctx, log, &backoff, err); err != nil {
@@ -369,6 +393,30 @@ func runLeased(ctx context.Context, rc rueidis.Client, log *slog.Logger, kind, n
 		}
 		again = true
 	}
+}
+
+// fencedHoldingWindow is how soon a second fence of a run that still holds
+// its lease stops the mirror rather than setting it up again.
+const fencedHoldingWindow = time.Minute
+
+// fencedAgain says, for a run Kafka fenced, whether it still holds its
+// lease and was fenced so before, less than fencedHoldingWindow ago; it
+// records the time of a first such fence in *since. A run whose own
+// transaction outlived Kafka's transaction timeout is fenced once and goes
+// on; two mirrors of one name whose leases are in different Redis servers
+// fence each other at every set-up.
+func fencedAgain(held *heldLease, since *time.Time) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), closeBudget)
+	defer cancel()
+	if ok, err := held.lease.Held(ctx); err != nil || !ok {
+		return false
+	}
+	now := time.Now()
+	if !since.IsZero() && now.Sub(*since) < fencedHoldingWindow {
+		return true
+	}
+	*since = now
+	return false
 }
 
 // setUpBackoff waits before the next set-up, or returns ctx's error.
