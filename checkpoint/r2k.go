@@ -299,11 +299,16 @@ func CommitR2K(ctx context.Context, c rueidis.Client, name, group string, acks [
 		c.B().Eval().Script(r2kCommitScript).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build(),
 		c.B().Exec().Build())
 	replies := c.DoMulti(ctx, cmds...)
-	if err := transactionRefused(replies[0], "acknowledge entries and update checkpoint "+strconv.Quote(key)); err != nil {
-		// Refused, MULTI left the commands after it to run one by one:
-		// whatever they did, the checkpoint may have moved without
-		// its acks, and only an operator can make that right.
-		return fmt.Errorf("%w (the acknowledgements and the checkpoint update ran outside a transaction): %w", err, ErrCommitRefused)
+	// A connection that failed fails every reply, MULTI's too: the
+	// transaction then ran whole or not at all (see EXEC's reply below).
+	// Only the server's own refusal of MULTI left the commands after it
+	// to run one by one.
+	if merr := replies[0].Error(); merr == nil || errors.As(merr, new(*rueidis.RedisError)) {
+		if err := transactionRefused(replies[0], "acknowledge entries and update checkpoint "+strconv.Quote(key)); err != nil {
+			// Whatever they did, the checkpoint may have moved without
+			// its acks, and only an operator can make that right.
+			return fmt.Errorf("%w (the acknowledgements and the checkpoint update ran outside a transaction): %w", err, ErrCommitRefused)
+		}
 	}
 	if err := replies[len(replies)-1].Error(); isNoPerm(err) {
 		return fmt.Errorf("%w; nothing was acknowledged and the checkpoint did not move: %w", transactionRefusedErr("acknowledge entries and update checkpoint "+strconv.Quote(key), err), ErrCommitRefused)
