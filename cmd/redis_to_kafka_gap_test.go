@@ -552,3 +552,64 @@ func TestEntriesDeletedBeforeATrimAreNoExactGap(t *testing.T) {
 		}
 	})
 }
+
+// TestOnGapFailWithoutXgroupSetidIsRefusedAtStart pins that --on-gap fail,
+// which holds a read at a gap with XGROUP SETID, is refused at start for a
+// user the server refuses XGROUP SETID, rather than passing a gap found
+// mid-run; --on-gap skip does not need it, and the check moves nothing.
+func TestOnGapFailWithoutXgroupSetidIsRefusedAtStart(t *testing.T) {
+	rc := testenv.Redis(t)
+	kc := testenv.Kafka(t)
+	ctx := context.Background()
+	stream := testenv.Stream(t, rc)
+	topic := testenv.Topic(t, kc, 1)
+	name := testenv.Name(t, "setid")
+	user := testenv.Name(t, "u")
+	testenv.RedisUser(t, rc, user, "-xgroup|setid")
+	addr := strings.TrimPrefix(testenv.RedisURL(), "redis://")
+	args := []string{"r2k", "--stream", stream, "--topic", topic, "--name", name, "--output", "json", "--redis", "redis://" + user + ":pw@" + addr}
+
+	ids := addEntries(t, rc, stream, 0, 10, func(i int) []string { return []string{"value", strconv.Itoa(i)} })
+	for _, extra := range [][]string{nil, {"--on-gap", "fail"}} {
+		r := xmirror(t, append(append([]string{}, args...), extra...)...)
+		if r.code != 1 {
+			t.Fatalf("%v: exit %d, stderr %q; want 1", extra, r.code, r.stderr)
+		}
+		for _, want := range []string{strconv.Quote(stream), "XGROUP SETID", "+xgroup|setid", "--on-gap skip"} {
+			if !strings.Contains(r.stderr, want) {
+				t.Fatalf("stderr %q does not say %q", r.stderr, want)
+			}
+		}
+		if lines := strings.Count(strings.TrimSpace(r.stderr), "\n"); lines > 0 {
+			t.Fatalf("want one line, got %q", r.stderr)
+		}
+	}
+	if n := len(readTopic(t, topic)); n != 0 {
+		t.Fatalf("%d records written by a refused run", n)
+	}
+	r := mustMirror(t, append(args, "--on-gap", "skip")...)
+	if !strings.Contains(r.stdout, `"entries":10,`) {
+		t.Fatalf("--on-gap skip: %s, want 10 entries", r.stdout)
+	}
+	// The check leaves the group as it stood, entries-read included.
+	before, err := rc.Do(ctx, rc.B().XinfoGroups().Key(stream).Build()).ToArray()
+	must(t, err)
+	r = xmirror(t, args[:len(args)-2]...) // as a user that may: passes the check
+	if r.code != 0 {
+		t.Fatalf("as the default user: exit %d, stderr %q", r.code, r.stderr)
+	}
+	after, err := rc.Do(ctx, rc.B().XinfoGroups().Key(stream).Build()).ToArray()
+	must(t, err)
+	b, _ := before[0].AsMap()
+	a, _ := after[0].AsMap()
+	for _, k := range []string{"last-delivered-id", "entries-read", "lag", "pending"} {
+		bm, am := b[k], a[k]
+		if bm.String() != am.String() {
+			t.Fatalf("%s moved across a run that read nothing: %v, then %v", k, bm.String(), am.String())
+		}
+	}
+	lastMsg := b["last-delivered-id"]
+	if last, _ := lastMsg.ToString(); last != ids[9] {
+		t.Fatalf("group at %s, want %s", last, ids[9])
+	}
+}

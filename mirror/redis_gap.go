@@ -588,3 +588,82 @@ func (s *RedisSource) trimmedPending(stream, first string, count int) error {
 	}
 	return &GapError{Stream: stream, Group: s.cfg.Group, Pending: true, FirstPending: first, Lost: int64(count)}
 }
+
+// setIDCheckScript tries XGROUP SETID on the consumer group (ARGV[1]) of
+// each stream (KEYS) without changing anything: the group is set to its
+// own last delivered ID and entries-read, read in the same script, so
+// nothing can move it in between, and its pending entries and consumers
+// are not touched. On a stream without the group, or a missing stream,
+// SETID is refused by the server after the permission check (NOGROUP, or
+// the key must exist), which moves nothing. The reply is 0, or {i, the
+// refusal} for the first stream refused.
+const setIDCheckScript = `local function hash(flat)
+  local m = {}
+  for i = 1, #flat, 2 do m[flat[i]] = flat[i + 1] end
+  return m
+end
+local group = ARGV[1]
+for i = 1, #KEYS do
+  local key = KEYS[i]
+  local groups = redis.pcall('XINFO', 'GROUPS', key)
+  local g, r, missing = nil, nil, false
+  if type(groups) == 'table' and groups.err then
+    if not string.find(groups.err, 'no such key', 1, true) then return {i, groups.err} end
+    missing = true
+  else
+    for _, raw in ipairs(groups) do
+      local m = hash(raw)
+      if m['name'] == group then g = m break end
+    end
+  end
+  if g then
+    local rd = g['entries-read']
+    if rd then
+      r = redis.pcall('XGROUP', 'SETID', key, group, g['last-delivered-id'], 'ENTRIESREAD', string.format('%d', rd))
+    else
+      r = redis.pcall('XGROUP', 'SETID', key, group, g['last-delivered-id'])
+    end
+    if type(r) == 'table' and r.err then return {i, r.err} end
+  else
+    r = redis.pcall('XGROUP', 'SETID', key, group, '$')
+    if type(r) ~= 'table' or not r.err then
+      return {i, 'XGROUP SETID on a stream without the group did not fail'}
+    end
+    local benign = string.find(r.err, 'NOGROUP', 1, true) == 1 or (missing and string.find(r.err, 'requires the key to exist', 1, true))
+    if not benign then return {i, r.err} end
+  end
+end
+return 0
+`
+
+// checkSetID refuses OnGapFail when the server refuses this user XGROUP
+// SETID on the mirror's consumer group: a gap found by a read is held
+// with it (gapCheckScript moves the group to the stream's end for the
+// read, gapHoldScript puts it back), and without it the read goes past
+// the gap, which a rerun then no longer sees. Like
+// checkpoint.CheckTransactions, it asks the server at start rather than
+// parsing ACL rules, and changes nothing (see setIDCheckScript).
+func (s *RedisSource) checkSetID(ctx context.Context) error {
+	if s.cfg.OnGap == OnGapSkip || len(s.streams) == 0 {
+		return nil
+	}
+	c := s.cfg.Client
+	res := c.Do(ctx, c.B().Eval().Script(setIDCheckScript).Numkeys(int64(len(s.cfg.Streams))).Key(s.cfg.Streams...).Arg(s.cfg.Group).Build())
+	if err := res.Error(); err != nil {
+		return classifyRedis(fmt.Errorf("check that XGROUP SETID is allowed on consumer group %q (needed by --on-gap fail): %w", s.cfg.Group, err))
+	}
+	if n, err := res.AsInt64(); err == nil && n == 0 {
+		return nil
+	}
+	reply, err := res.ToArray()
+	if err != nil || len(reply) != 2 {
+		return fmt.Errorf("check that XGROUP SETID is allowed on consumer group %q (needed by --on-gap fail): unexpected reply", s.cfg.Group)
+	}
+	i, _ := reply[0].AsInt64()
+	why, _ := reply[1].ToString()
+	stream := ""
+	if i >= 1 && int(i) <= len(s.cfg.Streams) {
+		stream = s.cfg.Streams[i-1]
+	}
+	return fmt.Errorf("stream %q: --on-gap fail needs XGROUP SETID on consumer group %q, and the server refuses it (%s): it keeps the group at entries trimmed before they were read, so that a read does not pass them; grant it (ACL SETUSER <user> +xgroup|setid, on the stream keys) or pass --on-gap skip to accept such gaps", stream, s.cfg.Group, why)
+}
