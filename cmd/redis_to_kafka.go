@@ -146,7 +146,7 @@ bodies were trimmed are handled the same way.`,
 	fs.StringVar(&o.onError, "on-error", mirror.OnErrorFail, "an entry Kafka refuses (too large, timestamp out of range): fail, skip or dead-letter")
 	fs.StringVar(&o.deadLetter, "dead-letter-stream", "", "with --on-error dead-letter: the stream (in the source Redis) receiving refused entries")
 	fs.StringVar(&o.timestamp, "timestamp", string(mirror.TimestampID), "record timestamp: id (the entry ID's milliseconds) or now (the time it is produced)")
-	fs.StringVar(&o.onGap, "on-gap", mirror.OnGapFail, "entries trimmed from a stream before they were mirrored: fail, or skip to count them as lost and go on")
+	fs.StringVar(&o.onGap, "on-gap", mirror.OnGapFail, "entries trimmed from a stream before they were mirrored: fail (needs XGROUP SETID on the streams, checked at start), or skip to count them as lost and go on")
 	return c
 }
 

@@ -413,3 +413,217 @@ func TestTrimmingRightBehindTheReadsIsNoGap(t *testing.T) {
 		t.Fatalf("topic holds %d records, want the %d entries added, in order", len(got), len(want))
 	}
 }
+
+// TestGroupMadeAgainAfterATrimPastWhatWasMirroredStopsNamingTheGap pins
+// that a consumer group this run creates is not trusted when the
+// checkpoint says the mirror had handled the stream before: the group was
+// deleted (XGROUP DESTROY) and the stream trimmed past what was mirrored,
+// so entries the mirror never read are gone.
+// With --claim-idle, where what the checkpoint says is not a bound of
+// everything mirrored, a group this run made is still checked against it.
+func TestGroupMadeAgainAfterATrimPastWhatWasMirroredStopsNamingTheGap(t *testing.T) {
+	for _, mode := range [][]string{nil, {"--claim-idle", "1m"}} {
+		t.Run(fmt.Sprint(mode), func(t *testing.T) { groupMadeAgainAfterATrim(t, mode) })
+	}
+}
+
+func groupMadeAgainAfterATrim(t *testing.T, mode []string) {
+	rc := testenv.Redis(t)
+	kc := testenv.Kafka(t)
+	ctx := context.Background()
+	stream := testenv.Stream(t, rc)
+	topic := testenv.Topic(t, kc, 1)
+	name := testenv.Name(t, "gapd")
+	args := append([]string{"r2k", "--stream", stream, "--topic", topic, "--name", name, "--output", "json"}, mode...)
+
+	first := addEntries(t, rc, stream, 0, 10, func(i int) []string { return []string{"value", strconv.Itoa(i)} })
+	mustMirror(t, args...)
+	added := addEntries(t, rc, stream, 10, 10, func(i int) []string { return []string{"value", strconv.Itoa(i)} })
+	must(t, rc.Do(ctx, rc.B().XgroupDestroy().Key(stream).Group("xmirror:"+name).Build()).Error())
+	must(t, rc.Do(ctx, rc.B().Xtrim().Key(stream).Maxlen().Exact().Threshold("5").Build()).Error())
+
+	for try := 0; try < 2; try++ { // the group this run made stops a rerun too
+		r := xmirror(t, args...)
+		if r.code != 1 {
+			t.Fatalf("run %d after the group was deleted and the stream trimmed: exit %d, stdout %q, stderr %q; want 1", try+1, r.code, r.stdout, r.stderr)
+		}
+		wants := []string{strconv.Quote(stream), "entries may have been trimmed", "starts at " + added[5], "--on-gap skip"}
+		if try == 0 || mode == nil {
+			// Under --claim-idle the group the first run made is one
+			// like any other to the next: checked from its own position.
+			wants = append(wants, "mirrored up to "+first[9])
+		}
+		for _, want := range wants {
+			if !strings.Contains(r.stderr, want) {
+				t.Fatalf("run %d: stderr %q does not say %q", try+1, r.stderr, want)
+			}
+		}
+	}
+	if ids := recordIDs(t, topic); fmt.Sprint(ids) != fmt.Sprint(first) {
+		t.Fatalf("after the refused runs the topic holds %v, want the 10 entries mirrored before", ids)
+	}
+	r := mustMirror(t, append(args, "--on-gap", "skip")...)
+	if !strings.Contains(r.stdout, `"entries":5,`) || !strings.Contains(r.stderr, "lost=unknown") {
+		t.Fatalf("with --on-gap skip: stdout %s, stderr %q; want the 5 entries left and a gap of unknown size logged", r.stdout, r.stderr)
+	}
+	want := append(append([]string{}, first...), added[5:]...)
+	if ids := recordIDs(t, topic); fmt.Sprint(ids) != fmt.Sprint(want) {
+		t.Fatalf("topic holds %v, want %v", ids, want)
+	}
+}
+
+// TestFollowRunThatLosesItsGroupToATrimStopsNamingTheGap pins the same for
+// a follow run: its group deleted, entries added and the stream trimmed
+// past what it mirrored, all in one step, it makes the group again and
+// stops at the gap rather than mirroring on from the stream's head.
+func TestFollowRunThatLosesItsGroupToATrimStopsNamingTheGap(t *testing.T) {
+	rc := testenv.Redis(t)
+	kc := testenv.Kafka(t)
+	adm := kadm.NewClient(kc)
+	ctx := context.Background()
+	stream := testenv.Stream(t, rc)
+	topic := testenv.Topic(t, kc, 1)
+	name := testenv.Name(t, "gapdf")
+
+	first := addEntries(t, rc, stream, 0, 10, func(i int) []string { return []string{"value", strconv.Itoa(i)} })
+	p := startXmirror(t, "r2k", "--stream", stream, "--topic", topic, "--name", name, "--follow", "--lease-ttl", "60s")
+	testenv.Wait(t, 30*time.Second, "10 records", func() bool { return endOffset(t, adm, topic) == 10 })
+	testenv.Wait(t, 30*time.Second, "the 10 entries committed", func() bool { return groupCaughtUp(t, rc, stream) })
+
+	cmds := rueidis.Commands{rc.B().Multi().Build(), rc.B().XgroupDestroy().Key(stream).Group("xmirror:" + name).Build()}
+	for i := 10; i < 20; i++ {
+		cmds = append(cmds, rc.B().Xadd().Key(stream).Id("*").FieldValue().FieldValue("value", strconv.Itoa(i)).Build())
+	}
+	cmds = append(cmds, rc.B().Xtrim().Key(stream).Maxlen().Exact().Threshold("5").Build(), rc.B().Exec().Build())
+	replies := rc.DoMulti(ctx, cmds...)
+	exec, err := replies[len(replies)-1].ToArray()
+	must(t, err)
+	var added []string
+	for _, m := range exec[1:11] {
+		id, err := m.ToString()
+		must(t, err)
+		added = append(added, id)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the follow run went on past the gap: %s", p.stderr.String())
+	}
+	out := p.stderr.String()
+	if code := p.cmd.ProcessState.ExitCode(); code != 1 {
+		t.Fatalf("exit %d; want 1; stderr %q", code, out)
+	}
+	for _, want := range []string{strconv.Quote(stream), "entries may have been trimmed", "mirrored up to " + first[9], "starts at " + added[5], "--on-gap skip"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("stderr %q does not say %q", out, want)
+		}
+	}
+	if ids := recordIDs(t, topic); fmt.Sprint(ids) != fmt.Sprint(first) {
+		t.Fatalf("topic holds %v, want only the 10 entries mirrored before the gap", ids)
+	}
+}
+
+// TestEntriesDeletedBeforeATrimAreNoExactGap pins that entries removed
+// with XDEL after the mirror's position are not counted as trimmed: one
+// inside the stream is known deleted (no gap), one below its head makes
+// the count an upper bound.
+func TestEntriesDeletedBeforeATrimAreNoExactGap(t *testing.T) {
+	rc := testenv.Redis(t)
+	kc := testenv.Kafka(t)
+	ctx := context.Background()
+	value := func(i int) []string { return []string{"value", strconv.Itoa(i)} }
+
+	t.Run("deleted inside the stream", func(t *testing.T) {
+		stream := testenv.Stream(t, rc)
+		topic := testenv.Topic(t, kc, 1)
+		args := []string{"r2k", "--stream", stream, "--topic", topic, "--name", testenv.Name(t, "xdel"), "--output", "json"}
+		first := addEntries(t, rc, stream, 0, 10, value)
+		mustMirror(t, args...)
+		added := addEntries(t, rc, stream, 10, 10, value)
+		must(t, rc.Do(ctx, rc.B().Xdel().Key(stream).Id(added[4]).Build()).Error())
+		must(t, rc.Do(ctx, rc.B().Xtrim().Key(stream).Minid().Threshold(added[0]).Build()).Error())
+		r := xmirror(t, args...)
+		if r.code != 0 || !strings.Contains(r.stdout, `"entries":9,`) {
+			t.Fatalf("exit %d, stdout %s, stderr %q; want the 9 entries left mirrored, no gap", r.code, r.stdout, r.stderr)
+		}
+		want := append(append(append([]string{}, first...), added[:4]...), added[5:]...)
+		if ids := recordIDs(t, topic); fmt.Sprint(ids) != fmt.Sprint(want) {
+			t.Fatalf("topic holds %v, want %v", ids, want)
+		}
+	})
+	t.Run("deleted below the head", func(t *testing.T) {
+		stream := testenv.Stream(t, rc)
+		topic := testenv.Topic(t, kc, 1)
+		args := []string{"r2k", "--stream", stream, "--topic", topic, "--name", testenv.Name(t, "xdelh"), "--output", "json"}
+		addEntries(t, rc, stream, 0, 10, value)
+		mustMirror(t, args...)
+		added := addEntries(t, rc, stream, 10, 10, value)
+		must(t, rc.Do(ctx, rc.B().Xdel().Key(stream).Id(added[0]).Build()).Error())
+		must(t, rc.Do(ctx, rc.B().Xtrim().Key(stream).Minid().Threshold(added[1]).Build()).Error())
+		r := xmirror(t, args...)
+		if r.code != 1 || !strings.Contains(r.stderr, "up to 1 entries were trimmed") || !strings.Contains(r.stderr, "deleted with XDEL") {
+			t.Fatalf("exit %d, stderr %q; want exit 1 with an upper bound of 1 that may be an XDEL", r.code, r.stderr)
+		}
+	})
+}
+
+// TestOnGapFailWithoutXgroupSetidIsRefusedAtStart pins that --on-gap fail,
+// which holds a read at a gap with XGROUP SETID, is refused at start for a
+// user the server refuses XGROUP SETID, rather than passing a gap found
+// mid-run; --on-gap skip does not need it, and the check moves nothing.
+func TestOnGapFailWithoutXgroupSetidIsRefusedAtStart(t *testing.T) {
+	rc := testenv.Redis(t)
+	kc := testenv.Kafka(t)
+	ctx := context.Background()
+	stream := testenv.Stream(t, rc)
+	topic := testenv.Topic(t, kc, 1)
+	name := testenv.Name(t, "setid")
+	user := testenv.Name(t, "u")
+	testenv.RedisUser(t, rc, user, "-xgroup|setid")
+	addr := strings.TrimPrefix(testenv.RedisURL(), "redis://")
+	args := []string{"r2k", "--stream", stream, "--topic", topic, "--name", name, "--output", "json", "--redis", "redis://" + user + ":pw@" + addr}
+
+	ids := addEntries(t, rc, stream, 0, 10, func(i int) []string { return []string{"value", strconv.Itoa(i)} })
+	for _, extra := range [][]string{nil, {"--on-gap", "fail"}} {
+		r := xmirror(t, append(append([]string{}, args...), extra...)...)
+		if r.code != 1 {
+			t.Fatalf("%v: exit %d, stderr %q; want 1", extra, r.code, r.stderr)
+		}
+		for _, want := range []string{strconv.Quote(stream), "XGROUP SETID", "+xgroup|setid", "--on-gap skip"} {
+			if !strings.Contains(r.stderr, want) {
+				t.Fatalf("stderr %q does not say %q", r.stderr, want)
+			}
+		}
+		if lines := strings.Count(strings.TrimSpace(r.stderr), "\n"); lines > 0 {
+			t.Fatalf("want one line, got %q", r.stderr)
+		}
+	}
+	if n := len(readTopic(t, topic)); n != 0 {
+		t.Fatalf("%d records written by a refused run", n)
+	}
+	r := mustMirror(t, append(args, "--on-gap", "skip")...)
+	if !strings.Contains(r.stdout, `"entries":10,`) {
+		t.Fatalf("--on-gap skip: %s, want 10 entries", r.stdout)
+	}
+	// The check leaves the group as it stood, entries-read included.
+	before, err := rc.Do(ctx, rc.B().XinfoGroups().Key(stream).Build()).ToArray()
+	must(t, err)
+	r = xmirror(t, args[:len(args)-2]...) // as a user that may: passes the check
+	if r.code != 0 {
+		t.Fatalf("as the default user: exit %d, stderr %q", r.code, r.stderr)
+	}
+	after, err := rc.Do(ctx, rc.B().XinfoGroups().Key(stream).Build()).ToArray()
+	must(t, err)
+	b, _ := before[0].AsMap()
+	a, _ := after[0].AsMap()
+	for _, k := range []string{"last-delivered-id", "entries-read", "lag", "pending"} {
+		bm, am := b[k], a[k]
+		if bm.String() != am.String() {
+			t.Fatalf("%s moved across a run that read nothing: %v, then %v", k, bm.String(), am.String())
+		}
+	}
+	lastMsg := b["last-delivered-id"]
+	if last, _ := lastMsg.ToString(); last != ids[9] {
+		t.Fatalf("group at %s, want %s", last, ids[9])
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/redis/rueidis"
 
@@ -21,10 +22,14 @@ type GapError struct {
 	// stream's first entry ID now ("" when the stream is empty, and then
 	// LastGenerated is its last entry ID).
 	LastDelivered, FirstEntry, LastGenerated string
+	// Handled, when set, is the ID up to which this mirror had mirrored
+	// the stream, above LastDelivered (the group was made again, or moved
+	// back): the position the gap is counted from.
+	Handled string
 	// Lost is how many entries were lost, -1 when Redis cannot count them
-	// (Redis before 7.0 keeps no counters, or the group's entries-read is
-	// unknown); AtMost says Lost is an upper bound (entries deleted with
-	// XDEL inside the stream are counted too).
+	// (Redis before 7.0 keeps no counters, the group's entries-read is
+	// unknown, or Handled is set); AtMost says Lost is an upper bound
+	// (entries deleted with XDEL after the position may be counted too).
 	Lost   int64
 	AtMost bool
 	// Pending says the entries were this consumer's pending entries, from
@@ -54,13 +59,19 @@ func (e *GapError) Error() string {
 	}
 	var note string
 	switch {
+	case e.Lost < 0 && e.Handled != "":
+		note = " (Redis keeps no count to tell how many, if any: the group's entries-read does not count from what this mirror mirrored)"
 	case e.Lost < 0:
 		note = " (Redis keeps no count to tell how many, if any: the group's entries-read is unknown, or Redis is older than 7.0)"
 	case e.AtMost:
-		note = " (entries deleted with XDEL inside the stream are in that count)"
+		note = " (entries deleted with XDEL after that position may be in that count)"
 	}
-	return fmt.Sprintf("stream %q: %s trimmed (XADD MAXLEN/MINID, XTRIM) before this mirror read them%s: consumer group %q last delivered %s and %s; they are lost to the mirror; pass --on-gap skip to accept the loss and mirror on from %s",
-		e.Stream, what, note, e.Group, e.LastDelivered, where, from)
+	pos := "consumer group " + strconv.Quote(e.Group) + " last delivered " + e.LastDelivered
+	if e.Handled != "" {
+		pos = "this mirror had mirrored up to " + e.Handled + " (consumer group " + strconv.Quote(e.Group) + " now stands at " + e.LastDelivered + ": made again, or moved back)"
+	}
+	return fmt.Sprintf("stream %q: %s trimmed (XADD MAXLEN/MINID, XTRIM) before this mirror read them%s: %s and %s; they are lost to the mirror; pass --on-gap skip to accept the loss and mirror on from %s",
+		e.Stream, what, note, pos, where, from)
 }
 
 // groupPosition is what XINFO GROUPS says of the consumer group.
@@ -84,19 +95,31 @@ type streamHead struct {
 	deletedK bool   // maxDel was reported
 }
 
-// headGap says whether the stream's head was trimmed past the group's
-// position, and how many entries that took. Trimming removes entries
-// from the head, so it lost undelivered entries only if the stream now
-// starts above the last delivered ID (or is empty and had entries added
-// after it); entries deleted one by one with XDEL inside the stream are
-// not a gap. Without counters (Redis before 7.0, an unknown entries-read)
-// Redis cannot tell whether entries lay between: lost is then -1.
-// handled, when above the group's position, stands for it in the IDs:
-// every entry up to it was mirrored (see useBound).
+// headGap says whether the stream's head was trimmed past the position P
+// (the group's last delivered ID, or handled when above it: every entry up
+// to handled was mirrored, see useBound), and how many entries that took.
+// Trimming removes entries from the head, so it lost undelivered entries
+// only if the stream now starts above P (or is empty and had entries
+// added after it).
+//
+// The count is entries-added - length - entries-read: the entries after
+// the group's position no longer in the stream, trimmed or deleted with
+// XDEL. It is exact when nothing was deleted with XDEL after P (Redis's
+// max-deleted-entry-id is at or below P). The entry at
+// max-deleted-entry-id, when it is after the group's position and inside
+// the stream (at or after its first entry), was deleted with XDEL, not
+// trimmed: it is taken off the count. Other entries deleted with XDEL
+// after P cannot be told from trimmed ones, so with max-deleted-entry-id
+// above P the count is an upper bound (atMost). Redis cannot count at all
+// (lost -1) before 7.0, with the group's entries-read unknown, or when P
+// is handled rather than the group's position (the group was made again,
+// or moved back: its entries-read says nothing of what lay between
+// handled and the head).
 func headGap(g groupPosition, h streamHead, handled string) (gap bool, lost int64, atMost bool) {
 	pos := g.last
+	ownCount := true // the group's entries-read counts from pos
 	if handled != "" && compareIDs(handled, pos) > 0 {
-		pos = handled
+		pos, ownCount = handled, false
 	}
 	if h.lastGen != "" && compareIDs(pos, h.lastGen) >= 0 {
 		return false, 0, false // nothing was ever added after it
@@ -110,14 +133,20 @@ func headGap(g groupPosition, h streamHead, handled string) (gap bool, lost int6
 	if !g.readOK || !h.addedOK {
 		return true, -1, false
 	}
-	// Entries added after the last delivered one, less those the stream
-	// holds (all of them lie after it).
+	deleted := h.deletedK && h.maxDel != "" && h.maxDel != "0-0"
+	// Entries added after the group's position, less those the stream
+	// holds (all of them lie after it), less the one known to be XDELed.
 	lost = h.added - h.length - g.read
+	if deleted && h.first != "" && compareIDs(h.maxDel, h.first) >= 0 && compareIDs(h.maxDel, g.last) > 0 {
+		lost--
+	}
 	if lost <= 0 {
 		return false, 0, false // the entries trimmed were all delivered
 	}
-	tombstones := h.first != "" && h.deletedK && h.maxDel != "0-0" && compareIDs(h.maxDel, h.first) >= 0
-	return true, lost, tombstones
+	if !ownCount {
+		return true, -1, false
+	}
+	return true, lost, deleted && compareIDs(h.maxDel, pos) > 0
 }
 
 // gapCheckScript checks streams for entries trimmed before the consumer
@@ -132,7 +161,10 @@ func headGap(g groupPosition, h streamHead, handled string) (gap bool, lost int6
 // Per stream (KEYS but the last), nothing is missing when:
 //
 //   - ARGV says to trust it (a group this run created and has not read
-//     from: what the stream lost before holds nothing it was to read);
+//     from, on a stream of which this mirror has handled nothing yet:
+//     what the stream lost before holds nothing it was to read; a group
+//     made again after this mirror handled entries of the stream is
+//     checked against what it handled, like any other);
 //   - the group's entries-read is known and its lag (entries added after
 //     its position) is no more than the stream's length: every entry
 //     added after the position is still there (XINFO GROUPS, XLEN);
@@ -140,8 +172,10 @@ func headGap(g groupPosition, h streamHead, handled string) (gap bool, lost int6
 //     stream's first entry is at or before it (trimming removes entries
 //     from the head: all it removed were delivered), or nothing was ever
 //     removed from the stream (entries-added = length), or, counted with
-//     Redis 7's counters, entries-added - length - entries-read <= 0 (the
-//     entries trimmed were all delivered); headGap is the same rule.
+//     Redis 7's counters, entries-added - length - entries-read <= 0, less
+//     one when the entry at max-deleted-entry-id is after the group's
+//     position and inside the stream (deleted with XDEL, not trimmed):
+//     the entries trimmed were all delivered; headGap is the same rule.
 //
 // Any other stream has a gap, and its state is sent back: {last delivered
 // ID, entries-read, length, first entry ID, last generated ID,
@@ -219,12 +253,16 @@ for i = 1, #KEYS - 1 do
       if n > 0 and h['first-entry'] then first = h['first-entry'][1] end
       local gen = h['last-generated-id']
       local exact = rd and added
+      -- The entry at max-deleted-entry-id, after the group's position
+      -- and inside the stream, was deleted with XDEL: no gap.
+      local xdeled = 0
+      if first ~= '' and maxDel and maxDel ~= '0-0' and cmp(maxDel, first) >= 0 and cmp(maxDel, L) > 0 then xdeled = 1 end
       if cmp(P, gen) >= 0 or (first ~= '' and cmp(P, first) >= 0) then
         clean = true
       elseif added and added - n <= 0 then
         clean = true -- nothing was ever removed from the stream
       elseif exact then
-        clean = added - n - rd <= 0
+        clean = added - n - rd - xdeled <= 0
       end
       if not clean then
         gap = true
@@ -278,6 +316,24 @@ func (s *RedisSource) gapHoldKey() string {
 	return checkpoint.R2KGapHoldKey(s.cfg.Mirror)
 }
 
+// gapBound is the ID up to which the gap check takes a stream's entries
+// as mirrored, above the group's position ("" when none): what this
+// mirror handled (see useBound). Under ClaimIdle that is not a bound of
+// what was mirrored, but for a group this run created and has not read
+// from, the checkpoint's stream:<s> (what Kafka confirmed) still stands
+// for a position the stream's trimming is checked against: the group was
+// made again (XGROUP DESTROY, Redis restored from before it existed), and
+// trusting it would pass any trim above that position silently.
+func (s *RedisSource) gapBound(st *streamState) string {
+	if s.useBound() {
+		return st.handled()
+	}
+	if st.fresh && st.delivered == "" {
+		return s.cfg.Confirmed[st.name]
+	}
+	return ""
+}
+
 // checkedRead checks streams for entries trimmed before the group
 // delivered them and, when read is set, reads new entries, in one
 // transaction (gapCheckScript, XREADGROUP, gapHoldScript), so that the
@@ -303,11 +359,8 @@ func (s *RedisSource) checkedRead(ctx context.Context, streams []*streamState, r
 	args = append(args, s.cfg.Group, flag(read), flag(s.cfg.OnGap == OnGapSkip))
 	for i, st := range streams {
 		names[i] = st.name
-		handled := ""
-		if s.useBound() {
-			handled = st.handled()
-		}
-		args = append(args, flag(st.fresh && st.delivered == ""), handled)
+		handled := s.gapBound(st)
+		args = append(args, flag(st.fresh && st.delivered == "" && handled == ""), handled)
 	}
 	keys = append(append(keys, names...), hold)
 	check := c.B().Eval().Script(gapCheckScript).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build()
@@ -390,15 +443,15 @@ func (s *RedisSource) checkedRead(ctx context.Context, streams []*streamState, r
 		if err != nil {
 			return rueidis.RedisMessage{}, after, fmt.Errorf("stream %q: look for entries trimmed before they were read: %w", streams[i].name, err)
 		}
-		handled := ""
-		if s.useBound() {
-			handled = streams[i].handled()
-		}
+		handled := s.gapBound(streams[i])
 		gap, lost, atMost := headGap(g, h, handled)
 		if !gap {
 			continue // only counters above 2^53 could make the script see one
 		}
 		ge := &GapError{Stream: streams[i].name, Group: s.cfg.Group, LastDelivered: g.last, FirstEntry: h.first, LastGenerated: h.lastGen, Lost: lost, AtMost: atMost}
+		if handled != "" && compareIDs(handled, g.last) > 0 {
+			ge.Handled = handled
+		}
 		if s.cfg.OnGap == OnGapSkip {
 			s.skipGap(streams[i], ge, setid)
 			continue
@@ -534,4 +587,83 @@ func (s *RedisSource) trimmedPending(stream, first string, count int) error {
 		return nil
 	}
 	return &GapError{Stream: stream, Group: s.cfg.Group, Pending: true, FirstPending: first, Lost: int64(count)}
+}
+
+// setIDCheckScript tries XGROUP SETID on the consumer group (ARGV[1]) of
+// each stream (KEYS) without changing anything: the group is set to its
+// own last delivered ID and entries-read, read in the same script, so
+// nothing can move it in between, and its pending entries and consumers
+// are not touched. On a stream without the group, or a missing stream,
+// SETID is refused by the server after the permission check (NOGROUP, or
+// the key must exist), which moves nothing. The reply is 0, or {i, the
+// refusal} for the first stream refused.
+const setIDCheckScript = `local function hash(flat)
+  local m = {}
+  for i = 1, #flat, 2 do m[flat[i]] = flat[i + 1] end
+  return m
+end
+local group = ARGV[1]
+for i = 1, #KEYS do
+  local key = KEYS[i]
+  local groups = redis.pcall('XINFO', 'GROUPS', key)
+  local g, r, missing = nil, nil, false
+  if type(groups) == 'table' and groups.err then
+    if not string.find(groups.err, 'no such key', 1, true) then return {i, groups.err} end
+    missing = true
+  else
+    for _, raw in ipairs(groups) do
+      local m = hash(raw)
+      if m['name'] == group then g = m break end
+    end
+  end
+  if g then
+    local rd = g['entries-read']
+    if rd then
+      r = redis.pcall('XGROUP', 'SETID', key, group, g['last-delivered-id'], 'ENTRIESREAD', string.format('%d', rd))
+    else
+      r = redis.pcall('XGROUP', 'SETID', key, group, g['last-delivered-id'])
+    end
+    if type(r) == 'table' and r.err then return {i, r.err} end
+  else
+    r = redis.pcall('XGROUP', 'SETID', key, group, '$')
+    if type(r) ~= 'table' or not r.err then
+      return {i, 'XGROUP SETID on a stream without the group did not fail'}
+    end
+    local benign = string.find(r.err, 'NOGROUP', 1, true) == 1 or (missing and string.find(r.err, 'requires the key to exist', 1, true))
+    if not benign then return {i, r.err} end
+  end
+end
+return 0
+`
+
+// checkSetID refuses OnGapFail when the server refuses this user XGROUP
+// SETID on the mirror's consumer group: a gap found by a read is held
+// with it (gapCheckScript moves the group to the stream's end for the
+// read, gapHoldScript puts it back), and without it the read goes past
+// the gap, which a rerun then no longer sees. Like
+// checkpoint.CheckTransactions, it asks the server at start rather than
+// parsing ACL rules, and changes nothing (see setIDCheckScript).
+func (s *RedisSource) checkSetID(ctx context.Context) error {
+	if s.cfg.OnGap == OnGapSkip || len(s.streams) == 0 {
+		return nil
+	}
+	c := s.cfg.Client
+	res := c.Do(ctx, c.B().Eval().Script(setIDCheckScript).Numkeys(int64(len(s.cfg.Streams))).Key(s.cfg.Streams...).Arg(s.cfg.Group).Build())
+	if err := res.Error(); err != nil {
+		return classifyRedis(fmt.Errorf("check that XGROUP SETID is allowed on consumer group %q (needed by --on-gap fail): %w", s.cfg.Group, err))
+	}
+	if n, err := res.AsInt64(); err == nil && n == 0 {
+		return nil
+	}
+	reply, err := res.ToArray()
+	if err != nil || len(reply) != 2 {
+		return fmt.Errorf("check that XGROUP SETID is allowed on consumer group %q (needed by --on-gap fail): unexpected reply", s.cfg.Group)
+	}
+	i, _ := reply[0].AsInt64()
+	why, _ := reply[1].ToString()
+	stream := ""
+	if i >= 1 && int(i) <= len(s.cfg.Streams) {
+		stream = s.cfg.Streams[i-1]
+	}
+	return fmt.Errorf("stream %q: --on-gap fail needs XGROUP SETID on consumer group %q, and the server refuses it (%s): it keeps the group at entries trimmed before they were read, so that a read does not pass them; grant it (ACL SETUSER <user> +xgroup|setid, on the stream keys) or pass --on-gap skip to accept such gaps", stream, s.cfg.Group, why)
 }

@@ -25,8 +25,17 @@ func TestHeadGapCountsOnlyUndeliveredEntriesTrimmedFromTheHead(t *testing.T) {
 		{"group caught up, trimming behind it", redis7("20-0", 20), head(3, "18-0", "20-0", 20, "0-0"), false, 0, false, ""},
 		{"group inside the stream", redis7("19-0", 19), head(3, "18-0", "20-0", 20, "0-0"), false, 0, false, ""},
 		{"inside the stream with entries deleted after it (XDEL): not a gap", redis7("18-0", 18), head(1, "18-0", "20-0", 20, "19-0"), false, 0, false, ""},
-		{"deleted entries before the head only: exact", redis7("10-0", 10), head(3, "18-0", "20-0", 20, "12-0"), true, 7, false, ""},
-		{"deleted entries inside the stream: an upper bound", redis7("10-0", 10), head(2, "18-0", "20-0", 20, "19-0"), true, 8, true, ""},
+		{"entries deleted before the group's position: exact", redis7("10-0", 10), head(3, "18-0", "20-0", 20, "5-0"), true, 7, false, ""},
+		// XDEL 12-0, then the head trimmed to 18-0: 11-0 and 13-0..17-0
+		// were trimmed unread, but Redis cannot tell 12-0 was not.
+		{"an entry deleted after the position, below the head: an upper bound", redis7("10-0", 10), head(3, "18-0", "20-0", 20, "12-0"), true, 7, true, ""},
+		// XDEL 12-0 and 19-0: 19-0 is known deleted, 12-0 is not.
+		{"the last entry deleted inside the stream is taken off, the others make an upper bound", redis7("10-0", 10), head(2, "18-0", "20-0", 20, "19-0"), true, 7, true, ""},
+		// 1-0..10-0 mirrored, 11-0..20-0 added, XDEL 15-0, XTRIM MINID 11-0.
+		{"an entry deleted inside the stream, nothing trimmed unread: no gap", redis7("10-0", 10), head(9, "11-0", "20-0", 20, "15-0"), false, 0, false, ""},
+		// XDEL 11-0, then XTRIM MINID 12-0: the entry removed was XDELed.
+		{"the one entry removed after the position was deleted, below the head: an upper bound", redis7("10-0", 10), head(9, "12-0", "20-0", 20, "11-0"), true, 1, true, ""},
+		{"the deleted entry is at or before the group's position: not taken off", redis7("10-0", 10), head(3, "18-0", "20-0", 20, "10-0"), true, 7, false, ""},
 		{"stream emptied (XTRIM MAXLEN 0) after the group read all", redis7("20-0", 20), head(0, "", "20-0", 20, "20-0"), false, 0, false, ""},
 		{"stream emptied with 5 undelivered", redis7("15-0", 15), head(0, "", "20-0", 20, "0-0"), true, 5, false, ""},
 		{"Redis 6.2: head past the position, no counters", groupPosition{last: "10-0"}, streamHead{length: 3, first: "18-0", lastGen: "20-0"}, true, -1, false, ""},
@@ -35,9 +44,16 @@ func TestHeadGapCountsOnlyUndeliveredEntriesTrimmedFromTheHead(t *testing.T) {
 		{"IDs compare as numbers, not text", redis7("9-0", 9), head(3, "10-0", "12-0", 12, "0-0"), false, 0, false, ""},
 		{"entries-read unknown but nothing ever removed", groupPosition{last: "0-0"}, head(20, "1-0", "20-0", 20, "0-0"), false, 0, false, ""},
 		{"group moved back below what the mirror handled, head inside that", groupPosition{last: "0-0"}, head(3, "18-0", "20-0", 20, "0-0"), false, 0, false, "19-0"},
-		// Counted from the group's own counter: what it delivered before it
-		// was moved back is in the count too.
-		{"group moved back, head above what the mirror handled", redis7("5-0", 5), head(3, "18-0", "20-0", 20, "0-0"), true, 12, false, "10-0"},
+		// The group's own counter counts from where it stands, not from
+		// what the mirror handled: the size is unknown.
+		{"group moved back, head above what the mirror handled", redis7("5-0", 5), head(3, "18-0", "20-0", 20, "0-0"), true, -1, false, "10-0"},
+		// Mirrored 1-0..10-0, 11-0..20-0 added, XGROUP DESTROY, XTRIM
+		// MAXLEN 5, and the group made again at 0-0 (entries-read unknown,
+		// or 0 when made with ENTRIESREAD).
+		{"group made again, head above what the mirror handled", groupPosition{last: "0-0"}, head(5, "16-0", "20-0", 20, "0-0"), true, -1, false, "10-0"},
+		{"group made again with a counter, head above what the mirror handled", redis7("0-0", 0), head(5, "16-0", "20-0", 20, "0-0"), true, -1, false, "10-0"},
+		{"group made again, head right after what the mirror handled", groupPosition{last: "0-0"}, head(10, "11-0", "20-0", 20, "0-0"), true, -1, false, "10-0"},
+		{"group made again, head inside what the mirror handled", groupPosition{last: "0-0"}, head(12, "9-0", "20-0", 20, "0-0"), false, 0, false, "10-0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			gap, lost, atMost := headGap(tc.g, tc.h, tc.handled)

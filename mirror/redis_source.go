@@ -381,6 +381,9 @@ func NewRedisSource(ctx context.Context, cfg RedisSourceConfig) (*RedisSource, e
 	if err := s.checkDeadLetterStream(ctx); err != nil {
 		return nil, err
 	}
+	if err := s.checkSetID(ctx); err != nil {
+		return nil, err
+	}
 	// Before anything is read: a gap stops a run at start, as
 	// kafka-to-redis's does, and leaves the group where it was.
 	if err := s.checkGaps(ctx); err != nil {
