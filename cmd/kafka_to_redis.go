@@ -194,9 +194,6 @@ func (o *kafkaToRedisOptions) validate(c *cobra.Command) (mirror.StreamTemplate,
 	if o.partitionCheck <= 0 {
 		problems = append(problems, fmt.Sprintf("--partition-check must be positive, got %s", o.partitionCheck))
 	}
-	if c.Flags().Changed("name") && o.run.name == "" {
-		problems = append(problems, "--name must not be empty")
-	}
 	return tmpl, format, problemsError(problems)
 }
 

@@ -335,6 +335,9 @@ func TestK2RBadInput(t *testing.T) {
 			t.Errorf("stderr lacks %q: %s", want, r.stderr)
 		}
 	}
+	if r := xmirror(t, "k2r", "--topic", topic, "--name", ""); r.code != 2 || !strings.Contains(r.stderr, "--name must not be empty") {
+		t.Errorf("--name given empty: exit %d: %s", r.code, r.stderr)
+	}
 	if r := xmirror(t, "k2r", "--topic", topic, "--topic", "other", "--stream", "p{partition}"); r.code != 2 {
 		t.Errorf("{partition} without {topic} for two topics: exit %d", r.code)
 	}

@@ -36,10 +36,13 @@ type runFlags struct {
 	timeout     time.Duration
 	output      string
 	leaseTTL    time.Duration
+
+	changed func(flag string) bool // tells a flag given empty from one not given
 }
 
 func (f *runFlags) bind(c *cobra.Command) {
 	fs := c.Flags()
+	f.changed = fs.Changed
 	fs.StringVar(&f.name, "name", "", "mirror name: keys its checkpoint and lease (default derived from the source and destination)")
 	fs.BoolVarP(&f.follow, "follow", "f", false, "keep mirroring new data until SIGINT/SIGTERM instead of stopping at what exists at start")
 	fs.IntVar(&f.batchSize, "batch-size", defaultBatchSize, "the most entries read, written and confirmed together")
@@ -66,6 +69,11 @@ func (f *runFlags) validate() []string {
 	}
 	if f.output != "text" && f.output != "json" {
 		problems = append(problems, fmt.Sprintf("--output must be text or json, got %q", f.output))
+	}
+	if f.changed != nil && f.changed("name") && f.name == "" {
+		// Not the default name: an empty one would be a mistake in a
+		// script (an unset variable), and keys every mirror alike.
+		problems = append(problems, "--name must not be empty")
 	}
 	return problems
 }
