@@ -38,14 +38,7 @@ func recreateTopic(t *testing.T, adm *kadm.Client, topic string, partitions int3
 	if _, err := adm.DeleteTopics(ctx, topic); err != nil {
 		t.Fatalf("delete topic %s: %v", topic, err)
 	}
-	// The deletion takes a moment; a create meanwhile is refused.
-	testenv.Wait(t, time.Minute, "topic "+topic+" created again", func() bool {
-		resp, err := adm.CreateTopic(ctx, partitions, 1, nil, topic)
-		if err == nil {
-			err = resp.Err
-		}
-		return err == nil
-	})
+	createAgain(t, adm, topic, partitions)
 	testenv.Wait(t, 30*time.Second, "the new topic "+topic+" in the metadata", func() bool {
 		c, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
@@ -55,6 +48,21 @@ func recreateTopic(t *testing.T, adm *kadm.Client, topic string, partitions int3
 		}
 		id := d[topic].ID
 		return base64.RawURLEncoding.EncodeToString(id[:]) != old
+	})
+}
+
+// createAgain creates a deleted topic under its name again, waiting out
+// the deletion (a create meanwhile is refused).
+func createAgain(t *testing.T, adm *kadm.Client, topic string, partitions int32) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	testenv.Wait(t, time.Minute, "topic "+topic+" created again", func() bool {
+		resp, err := adm.CreateTopic(ctx, partitions, 1, nil, topic)
+		if err == nil {
+			err = resp.Err
+		}
+		return err == nil
 	})
 }
 
@@ -197,13 +205,7 @@ func TestK2RFollowRunWithRestartWaitsForADeletedTopic(t *testing.T) {
 		t.Fatalf("the follow run exited while its topic was deleted: %s", p.stderr.String())
 	case <-time.After(2 * time.Second):
 	}
-	testenv.Wait(t, time.Minute, "topic "+topic+" created again", func() bool {
-		resp, err := adm.CreateTopic(ctx, 1, 1, nil, topic)
-		if err == nil {
-			err = resp.Err
-		}
-		return err == nil
-	})
+	createAgain(t, adm, topic, 1)
 	produce(t, topic, numbered(50, 20, 1))
 	testenv.Wait(t, 60*time.Second, "the new topic's 20 records", func() bool { return xlen() >= 70 })
 	if code, _ := p.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {
