@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
+	"github.com/xmirror/xmirror/mirror/mapping"
 )
 
 // K2RKey is the key of a kafka-to-redis mirror's checkpoint hash for one
@@ -341,7 +342,7 @@ func (w *K2RWrite) increasing() bool {
 		w.sorted = 1
 		var pm, ps uint64
 		for i := range w.starts {
-			ms, seq, ok := parseStreamID(w.ID(i))
+			ms, seq, ok := mapping.ParseID(w.ID(i))
 			if !ok || i > 0 && (ms < pm || ms == pm && seq <= ps) {
 				w.sorted = 2
 				break
@@ -350,24 +351,6 @@ func (w *K2RWrite) increasing() bool {
 		}
 	}
 	return w.sorted == 1
-}
-
-// idLess orders explicit entry IDs.
-func idLess(a, b string) bool {
-	am, as, _ := parseStreamID(a)
-	bm, bs, _ := parseStreamID(b)
-	return am < bm || am == bm && as < bs
-}
-
-// parseStreamID reads an explicit <ms>-<seq> entry ID.
-func parseStreamID(id string) (ms, seq uint64, ok bool) {
-	a, b, found := strings.Cut(id, "-")
-	if !found {
-		return 0, 0, false
-	}
-	ms, err1 := strconv.ParseUint(a, 10, 64)
-	seq, err2 := strconv.ParseUint(b, 10, 64)
-	return ms, seq, err1 == nil && err2 == nil
 }
 
 // entry is the id and fields of entry i.
@@ -1154,9 +1137,9 @@ func idArgs(w *K2RWrite) []string {
 	}
 	lo, hi := w.ID(0), w.ID(0)
 	for i := range w.starts {
-		if id := w.ID(i); idLess(id, lo) {
+		if id := w.ID(i); mapping.IDLess(id, lo) {
 			lo = id
-		} else if idLess(hi, id) {
+		} else if mapping.IDLess(hi, id) {
 			hi = id
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
+	"github.com/xmirror/xmirror/mirror/mapping"
 )
 
 // Version is the format version this package writes and reads.
@@ -120,7 +121,7 @@ func LoadR2K(ctx context.Context, c rueidis.Client, name string) (ck R2K, found 
 			}
 			covered[strings.TrimPrefix(f, r2kCoveredPrefix)] = n
 		case strings.HasPrefix(f, r2kStreamPrefix):
-			if !validEntryID(v) {
+			if !mapping.ValidID(v) {
 				return ck, false, fmt.Errorf("checkpoint %q field %q holds %q, not an entry ID: %w", key, f, v, ErrCorrupt)
 			}
 			ck.Streams[strings.TrimPrefix(f, r2kStreamPrefix)] = v
@@ -434,17 +435,6 @@ func parseTopicPartition(s string) (TopicPartition, error) {
 		return TopicPartition{}, fmt.Errorf("%q has no valid partition number", s)
 	}
 	return TopicPartition{Topic: s[:i], Partition: int32(p)}, nil
-}
-
-// validEntryID accepts <ms>-<seq> as Redis writes it.
-func validEntryID(id string) bool {
-	ms, seq, ok := strings.Cut(id, "-")
-	if !ok {
-		return false
-	}
-	_, err1 := strconv.ParseUint(ms, 10, 64)
-	_, err2 := strconv.ParseUint(seq, 10, 64)
-	return err1 == nil && err2 == nil
 }
 
 // r2kHoleError is the error for a partition the checkpoint covers but

@@ -14,6 +14,7 @@ import (
 	"github.com/xmirror/xmirror/checkpoint"
 	"github.com/xmirror/xmirror/internal/endpoint"
 	"github.com/xmirror/xmirror/mirror"
+	"github.com/xmirror/xmirror/mirror/mapping"
 )
 
 type kafkaToRedisOptions struct {
@@ -136,7 +137,7 @@ func (o *kafkaToRedisOptions) validate(c *cobra.Command) (mirror.StreamTemplate,
 	}
 	seen := map[string]bool{}
 	for _, t := range o.topics {
-		if err := mirror.ValidTopicName(t); err != nil {
+		if err := mapping.ValidTopicName(t); err != nil {
 			problems = append(problems, fmt.Sprintf("--topic %q: %v", t, err))
 		}
 		if seen[t] {

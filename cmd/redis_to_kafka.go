@@ -19,6 +19,7 @@ import (
 	"github.com/xmirror/xmirror/checkpoint"
 	"github.com/xmirror/xmirror/internal/endpoint"
 	"github.com/xmirror/xmirror/mirror"
+	"github.com/xmirror/xmirror/mirror/mapping"
 )
 
 // Defaults of redis-to-kafka.
@@ -158,30 +159,18 @@ func startID(s string) (string, error) {
 	case "latest":
 		return "$", nil
 	}
-	if ms, seq, ok := strings.Cut(s, "-"); ok && isDigits(ms) && isDigits(seq) {
+	if ms, seq, ok := strings.Cut(s, "-"); ok && mapping.IsDigits(ms) && mapping.IsDigits(seq) {
 		return s, nil
 	}
-	if isDigits(s) {
+	if mapping.IsDigits(s) {
 		return s, nil
 	}
 	return "", fmt.Errorf("--start must be earliest, latest or an entry ID such as 1700000000000-0, got %q", s)
 }
 
-func isDigits(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
-}
-
 // validate checks every flag and returns the parsed pieces; it reports all
 // problems at once.
-func (o *redisToKafkaOptions) validate() (mirror.Template, map[string]string, mirror.Format, string, error) {
+func (o *redisToKafkaOptions) validate() (mapping.Template, map[string]string, mirror.Format, string, error) {
 	problems := o.run.validate()
 	if len(o.streams) == 0 {
 		problems = append(problems, "--stream is required (repeat it for several streams)")
@@ -196,7 +185,7 @@ func (o *redisToKafkaOptions) validate() (mirror.Template, map[string]string, mi
 		}
 		seen[s] = true
 	}
-	tmpl, err := mirror.ParseTemplate(o.topic, "stream")
+	tmpl, err := mapping.ParseTemplate(o.topic, "stream")
 	if err != nil {
 		problems = append(problems, "--topic: "+err.Error())
 	}
@@ -204,7 +193,7 @@ func (o *redisToKafkaOptions) validate() (mirror.Template, map[string]string, mi
 	if err == nil {
 		for _, s := range o.streams {
 			t := tmpl.Expand(map[string]string{"stream": s})
-			if terr := mirror.ValidTopicName(t); terr != nil {
+			if terr := mapping.ValidTopicName(t); terr != nil {
 				problems = append(problems, fmt.Sprintf("stream %q maps to an invalid topic: %v; choose one with --topic", s, terr))
 			}
 			topics[s] = t

@@ -3,10 +3,9 @@ package mirror
 import (
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/xmirror/xmirror/mirror/mapping"
 )
 
 // Defaults of the raw format's field names, the same as redis-to-kafka's.
@@ -45,19 +44,19 @@ type recordMapping struct {
 var (
 	errNullValue   = errors.New("value is null (a tombstone), not a JSON object")
 	errNoFields    = errors.New("record maps to no fields, and a stream entry needs at least one")
-	errNoLineageID = errors.New("--preserve-ids: record has no " + HeaderID + " header to take the entry ID from")
+	errNoLineageID = errors.New("--preserve-ids: record has no " + mapping.HeaderID + " header to take the entry ID from")
 )
 
 // decode appends the fields of r's entry to dst and returns them with the
 // entry ID to write ("*": Redis chooses).
-func (m *recordMapping) decode(r *kgo.Record, dst []Field) ([]Field, string, error) {
+func (m *recordMapping) decode(r *kgo.Record, dst []mapping.Field) ([]mapping.Field, string, error) {
 	id := "*"
-	si, ii := lineageIndex(r.Headers)
+	si, ii := mapping.LineageIndex(r.Headers)
 	lineage := si >= 0 || ii >= 0
 	if m.preserveIDs && ii >= 0 {
 		var ok bool
-		if id, ok = canonicalStreamID(string(r.Headers[ii].Value)); !ok {
-			return dst, "", fmt.Errorf("--preserve-ids: header %s holds %q, not an entry ID above 0-0", HeaderID, r.Headers[ii].Value)
+		if id, ok = mapping.CanonicalID(string(r.Headers[ii].Value)); !ok {
+			return dst, "", fmt.Errorf("--preserve-ids: header %s holds %q, not an entry ID above 0-0", mapping.HeaderID, r.Headers[ii].Value)
 		}
 	}
 	if m.preserveIDs && id == "*" {
@@ -70,7 +69,7 @@ func (m *recordMapping) decode(r *kgo.Record, dst []Field) ([]Field, string, err
 		if r.Value == nil {
 			return dst, "", errNullValue
 		}
-		if dst, err = parseJSONObject(r.Value, dst); err != nil {
+		if dst, err = mapping.ParseJSONObject(r.Value, dst); err != nil {
 			return dst[:start], "", err
 		}
 		if m.headers {
@@ -78,12 +77,12 @@ func (m *recordMapping) decode(r *kgo.Record, dst []Field) ([]Field, string, err
 		}
 	case FormatRaw:
 		if r.Value != nil {
-			dst = append(dst, Field{Name: m.valueField, Value: string(r.Value)})
+			dst = append(dst, mapping.Field{Name: m.valueField, Value: string(r.Value)})
 		}
 		// redis-to-kafka's key is a copy of a field the entry already
 		// has: taking it again would add a field the source never had.
 		if r.Key != nil && !lineage {
-			dst = append(dst, Field{Name: m.keyField, Value: string(r.Key)})
+			dst = append(dst, mapping.Field{Name: m.keyField, Value: string(r.Key)})
 		}
 		dst = appendHeaderFields(dst, r.Headers, si, ii)
 	default:
@@ -115,32 +114,12 @@ func (e *TooManyFieldsError) Error() string {
 // appendHeaderFields adds every header but the lineage ones at si and ii
 // (see lineageIndex) as fields, in order, with the names redis-to-kafka
 // escaped given back (see fieldName).
-func appendHeaderFields(dst []Field, headers []kgo.RecordHeader, si, ii int) []Field {
+func appendHeaderFields(dst []mapping.Field, headers []kgo.RecordHeader, si, ii int) []mapping.Field {
 	for i, h := range headers {
 		if i == si || i == ii {
 			continue
 		}
-		dst = append(dst, Field{Name: fieldName(h.Key), Value: string(h.Value)})
+		dst = append(dst, mapping.Field{Name: mapping.FieldName(h.Key), Value: string(h.Value)})
 	}
 	return dst
-}
-
-// canonicalStreamID accepts <ms>-<seq> above 0-0, as XADD takes it, and
-// returns it as Redis stores it (no leading zeros), the form the atomic
-// step's check compares.
-func canonicalStreamID(id string) (string, bool) {
-	ms, seq, ok := strings.Cut(id, "-")
-	if !ok || ms == "" || seq == "" || ms[0] == '+' || seq[0] == '+' {
-		return "", false
-	}
-	a, err1 := strconv.ParseUint(ms, 10, 64)
-	b, err2 := strconv.ParseUint(seq, 10, 64)
-	if err1 != nil || err2 != nil || a == 0 && b == 0 {
-		return "", false
-	}
-	canonical := func(part string) bool { return part == "0" || part[0] != '0' }
-	if canonical(ms) && canonical(seq) {
-		return id, true // as Redis stores it: no allocation
-	}
-	return strconv.FormatUint(a, 10) + "-" + strconv.FormatUint(b, 10), true
 }

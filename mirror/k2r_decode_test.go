@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/xmirror/xmirror/mirror/mapping"
 )
 
 func hdr(kv ...string) []kgo.RecordHeader {
@@ -29,30 +30,30 @@ func TestRecordMapping(t *testing.T) {
 	preserve.preserveIDs = true
 	preservePayload := rawPayload
 	preservePayload.preserveIDs = true
-	lineage := hdr(HeaderStream, "orders", HeaderID, "1700000000000-3")
+	lineage := hdr(mapping.HeaderStream, "orders", mapping.HeaderID, "1700000000000-3")
 	tests := []struct {
 		name   string
 		m      recordMapping
 		rec    kgo.Record
-		want   []Field
+		want   []mapping.Field
 		wantID string
 		err    string
 	}{
 		{name: "json members in order, duplicates kept", m: json,
 			rec:  kgo.Record{Value: []byte(`{"b":"2","a":"1","b":"3"}`)},
-			want: []Field{{"b", "2"}, {"a", "1"}, {"b", "3"}}, wantID: "*"},
+			want: []mapping.Field{{Name: "b", Value: "2"}, {Name: "a", Value: "1"}, {Name: "b", Value: "3"}}, wantID: "*"},
 		{name: "json non-UTF-8 bytes verbatim", m: json,
 			rec:  kgo.Record{Value: []byte("{\"k\":\"\xff\xfe\"}")},
-			want: []Field{{"k", "\xff\xfe"}}, wantID: "*"},
+			want: []mapping.Field{{Name: "k", Value: "\xff\xfe"}}, wantID: "*"},
 		{name: "json ignores key and headers by default", m: json,
 			rec:  kgo.Record{Key: []byte("k"), Value: []byte(`{"a":"1"}`), Headers: hdr("h", "v")},
-			want: []Field{{"a", "1"}}, wantID: "*"},
+			want: []mapping.Field{{Name: "a", Value: "1"}}, wantID: "*"},
 		{name: "json --headers appends headers but not lineage", m: jsonHeaders,
 			rec:  kgo.Record{Value: []byte(`{"a":"1"}`), Headers: append(hdr("h", "v"), lineage...)},
-			want: []Field{{"a", "1"}, {"h", "v"}}, wantID: "*"},
+			want: []mapping.Field{{Name: "a", Value: "1"}, {Name: "h", Value: "v"}}, wantID: "*"},
 		{name: "json lineage never becomes a field", m: json,
 			rec:  kgo.Record{Value: []byte(`{"a":"1"}`), Headers: lineage},
-			want: []Field{{"a", "1"}}, wantID: "*"},
+			want: []mapping.Field{{Name: "a", Value: "1"}}, wantID: "*"},
 		{name: "json not an object", m: json, rec: kgo.Record{Value: []byte(`["a"]`)}, err: "not a JSON object"},
 		{name: "json number member", m: json, rec: kgo.Record{Value: []byte(`{"a":1}`)}, err: "not a JSON string"},
 		{name: "json null value", m: json, rec: kgo.Record{}, err: "tombstone"},
@@ -60,67 +61,67 @@ func TestRecordMapping(t *testing.T) {
 		{name: "json trailing data", m: json, rec: kgo.Record{Value: []byte(`{"a":"1"} x`)}, err: "after the JSON object"},
 		{name: "raw value key headers in order", m: raw,
 			rec:  kgo.Record{Key: []byte("K"), Value: []byte("V"), Headers: hdr("h1", "a", "h2", "b")},
-			want: []Field{{"value", "V"}, {"key", "K"}, {"h1", "a"}, {"h2", "b"}}, wantID: "*"},
+			want: []mapping.Field{{Name: "value", Value: "V"}, {Name: "key", Value: "K"}, {Name: "h1", Value: "a"}, {Name: "h2", Value: "b"}}, wantID: "*"},
 		{name: "raw empty value is a field, null is not", m: raw,
 			rec:  kgo.Record{Value: []byte{}, Headers: hdr("h", "")},
-			want: []Field{{"value", ""}, {"h", ""}}, wantID: "*"},
+			want: []mapping.Field{{Name: "value", Value: ""}, {Name: "h", Value: ""}}, wantID: "*"},
 		{name: "raw null value without key", m: raw,
 			rec:  kgo.Record{Headers: hdr("h", "x")},
-			want: []Field{{"h", "x"}}, wantID: "*"},
+			want: []mapping.Field{{Name: "h", Value: "x"}}, wantID: "*"},
 		{name: "raw with lineage skips the key, a copy of a field", m: raw,
 			rec:  kgo.Record{Key: []byte("c1"), Value: []byte("V"), Headers: append(hdr("customer", "c1"), lineage...)},
-			want: []Field{{"value", "V"}, {"customer", "c1"}}, wantID: "*"},
+			want: []mapping.Field{{Name: "value", Value: "V"}, {Name: "customer", Value: "c1"}}, wantID: "*"},
 		{name: "raw header named value collides and is kept", m: raw,
 			rec:  kgo.Record{Value: []byte("V"), Headers: hdr("value", "W")},
-			want: []Field{{"value", "V"}, {"value", "W"}}, wantID: "*"},
+			want: []mapping.Field{{Name: "value", Value: "V"}, {Name: "value", Value: "W"}}, wantID: "*"},
 		{name: "raw custom field names", m: rawPayload,
 			rec:  kgo.Record{Key: []byte("K"), Value: []byte("V")},
-			want: []Field{{"payload", "V"}, {"k", "K"}}, wantID: "*"},
+			want: []mapping.Field{{Name: "payload", Value: "V"}, {Name: "k", Value: "K"}}, wantID: "*"},
 		{name: "raw nothing at all", m: raw, rec: kgo.Record{}, err: "no fields"},
 		// Fields in xmirror's namespace, as redis-to-kafka escapes them.
 		{name: "raw escaped names come back, lineage stays the ID", m: preservePayload,
 			rec: kgo.Record{Value: []byte("b"), Headers: append(lineage[:2:2],
 				hdr("xmirror.xmirror.id", "9999999999999-0", "xmirror.xmirror.stream", "other",
 					"xmirror.xmirror.", "p", "xmirror.xmirror.xmirror.id", "q", "xmirror.xmirror.\xff", "r")...)},
-			want: []Field{{"payload", "b"}, {"xmirror.id", "9999999999999-0"}, {"xmirror.stream", "other"},
-				{"xmirror.", "p"}, {"xmirror.xmirror.id", "q"}, {"xmirror.\xff", "r"}},
+			want: []mapping.Field{{Name: "payload", Value: "b"}, {Name: "xmirror.id", Value: "9999999999999-0"}, {Name: "xmirror.stream", Value: "other"},
+				{Name: "xmirror.", Value: "p"}, {Name: "xmirror.xmirror.id", Value: "q"}, {Name: "xmirror.\xff", Value: "r"}},
 			wantID: "1700000000000-3"},
 		{name: "raw escaped names without preserve ids", m: rawPayload,
 			rec:  kgo.Record{Key: []byte("K"), Value: []byte("b"), Headers: append(lineage[:2:2], hdr("xmirror.xmirror.id", "x")...)},
-			want: []Field{{"payload", "b"}, {"xmirror.id", "x"}}, wantID: "*"},
+			want: []mapping.Field{{Name: "payload", Value: "b"}, {Name: "xmirror.id", Value: "x"}}, wantID: "*"},
 		{name: "raw names outside the namespace are not lineage", m: preservePayload,
 			rec:  kgo.Record{Value: []byte("b"), Headers: append(lineage[:2:2], hdr("XMIRROR.ID", "1-1", "", "e", "\xff", "f")...)},
-			want: []Field{{"payload", "b"}, {"XMIRROR.ID", "1-1"}, {"", "e"}, {"\xff", "f"}}, wantID: "1700000000000-3"},
+			want: []mapping.Field{{Name: "payload", Value: "b"}, {Name: "XMIRROR.ID", Value: "1-1"}, {Name: "", Value: "e"}, {Name: "\xff", Value: "f"}}, wantID: "1700000000000-3"},
 		{name: "raw headers of another producer in the namespace are copied as they are", m: raw,
 			rec:  kgo.Record{Value: []byte("V"), Headers: hdr("xmirror.trace", "t", "xmirror.", "u")},
-			want: []Field{{"value", "V"}, {"xmirror.trace", "t"}, {"xmirror.", "u"}}, wantID: "*"},
+			want: []mapping.Field{{Name: "value", Value: "V"}, {Name: "xmirror.trace", Value: "t"}, {Name: "xmirror.", Value: "u"}}, wantID: "*"},
 		// An earlier redis-to-kafka wrote a field named like a lineage
 		// header unescaped, after the lineage.
 		{name: "raw lineage header twice: the first is lineage, the second a field", m: preservePayload,
-			rec:  kgo.Record{Value: []byte("b"), Headers: append(lineage[:2:2], hdr(HeaderID, "9999999999999-0", HeaderStream, "other")...)},
-			want: []Field{{"payload", "b"}, {"xmirror.id", "9999999999999-0"}, {"xmirror.stream", "other"}}, wantID: "1700000000000-3"},
+			rec:  kgo.Record{Value: []byte("b"), Headers: append(lineage[:2:2], hdr(mapping.HeaderID, "9999999999999-0", mapping.HeaderStream, "other")...)},
+			want: []mapping.Field{{Name: "payload", Value: "b"}, {Name: "xmirror.id", Value: "9999999999999-0"}, {Name: "xmirror.stream", Value: "other"}}, wantID: "1700000000000-3"},
 		{name: "raw escaped id alone is no lineage", m: preserve,
 			rec: kgo.Record{Value: []byte("V"), Headers: hdr("xmirror.xmirror.id", "1-1")}, err: "no xmirror.id"},
 		{name: "json --headers gives escaped names back", m: jsonHeaders,
 			rec:  kgo.Record{Value: []byte(`{"xmirror.id":"1"}`), Headers: append(lineage[:2:2], hdr("xmirror.xmirror.id", "2", "xmirror.trace", "3")...)},
-			want: []Field{{"xmirror.id", "1"}, {"xmirror.id", "2"}, {"xmirror.trace", "3"}}, wantID: "*"},
+			want: []mapping.Field{{Name: "xmirror.id", Value: "1"}, {Name: "xmirror.id", Value: "2"}, {Name: "xmirror.trace", Value: "3"}}, wantID: "*"},
 		{name: "json members are never unescaped", m: json,
 			rec:  kgo.Record{Value: []byte(`{"xmirror.xmirror.id":"1","xmirror.id":"2"}`), Headers: lineage},
-			want: []Field{{"xmirror.xmirror.id", "1"}, {"xmirror.id", "2"}}, wantID: "*"},
+			want: []mapping.Field{{Name: "xmirror.xmirror.id", Value: "1"}, {Name: "xmirror.id", Value: "2"}}, wantID: "*"},
 		{name: "preserve ids", m: preserve,
 			rec:  kgo.Record{Value: []byte("V"), Headers: lineage},
-			want: []Field{{"value", "V"}}, wantID: "1700000000000-3"},
+			want: []mapping.Field{{Name: "value", Value: "V"}}, wantID: "1700000000000-3"},
 		{name: "preserve ids as Redis stores them, without leading zeros", m: preserve,
-			rec:  kgo.Record{Value: []byte("V"), Headers: hdr(HeaderID, "0017-00")},
-			want: []Field{{"value", "V"}}, wantID: "17-0"},
+			rec:  kgo.Record{Value: []byte("V"), Headers: hdr(mapping.HeaderID, "0017-00")},
+			want: []mapping.Field{{Name: "value", Value: "V"}}, wantID: "17-0"},
 		{name: "preserve ids of ms 0", m: preserve,
-			rec:  kgo.Record{Value: []byte("V"), Headers: hdr(HeaderID, "0-5")},
-			want: []Field{{"value", "V"}}, wantID: "0-5"},
+			rec:  kgo.Record{Value: []byte("V"), Headers: hdr(mapping.HeaderID, "0-5")},
+			want: []mapping.Field{{Name: "value", Value: "V"}}, wantID: "0-5"},
 		{name: "preserve ids without header", m: preserve, rec: kgo.Record{Value: []byte("V")}, err: "no xmirror.id"},
 		{name: "preserve ids bad header", m: preserve,
-			rec: kgo.Record{Value: []byte("V"), Headers: hdr(HeaderID, "0-0")}, err: "not an entry ID"},
+			rec: kgo.Record{Value: []byte("V"), Headers: hdr(mapping.HeaderID, "0-0")}, err: "not an entry ID"},
 		{name: "preserve ids header with star", m: preserve,
-			rec: kgo.Record{Value: []byte("V"), Headers: hdr(HeaderID, "5-*")}, err: "not an entry ID"},
+			rec: kgo.Record{Value: []byte("V"), Headers: hdr(mapping.HeaderID, "5-*")}, err: "not an entry ID"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -160,9 +161,9 @@ func FuzzK2RDecodeJSON(f *testing.F) {
 		if len(fields) == 0 {
 			t.Fatal("decoded an entry without fields")
 		}
-		again, _, err := m.decode(&kgo.Record{Value: appendJSONObject(nil, fields)}, nil)
+		again, _, err := m.decode(&kgo.Record{Value: mapping.AppendJSONObject(nil, fields)}, nil)
 		if err != nil {
-			t.Fatalf("re-decoding %q: %v", appendJSONObject(nil, fields), err)
+			t.Fatalf("re-decoding %q: %v", mapping.AppendJSONObject(nil, fields), err)
 		}
 		if !reflect.DeepEqual(again, fields) {
 			t.Fatalf("round trip changed %q into %q", fields, again)
@@ -176,7 +177,7 @@ func FuzzK2RDecodeJSON(f *testing.F) {
 func FuzzK2RDecodeRaw(f *testing.F) {
 	f.Add([]byte("v"), []byte("k"), "h", []byte("x"), false)
 	f.Add([]byte(nil), []byte(nil), "", []byte(nil), true)
-	f.Add([]byte("\xff"), []byte(nil), HeaderID, []byte("1-1"), true)
+	f.Add([]byte("\xff"), []byte(nil), mapping.HeaderID, []byte("1-1"), true)
 	f.Add([]byte("b"), []byte(nil), "xmirror.xmirror.id", []byte("9999999999999-0"), true)
 	f.Add([]byte("b"), []byte("k"), "xmirror.xmirror.", []byte("x"), false)
 	f.Add([]byte("b"), []byte(nil), "xmirror.", []byte("x"), false)
@@ -188,16 +189,16 @@ func FuzzK2RDecodeRaw(f *testing.F) {
 		if err != nil {
 			return
 		}
-		lineage := hkey == HeaderID || hkey == HeaderStream
-		var want []Field
+		lineage := hkey == mapping.HeaderID || hkey == mapping.HeaderStream
+		var want []mapping.Field
 		if value != nil {
-			want = append(want, Field{"value", string(value)})
+			want = append(want, mapping.Field{Name: "value", Value: string(value)})
 		}
 		if key != nil && !lineage {
-			want = append(want, Field{"key", string(key)})
+			want = append(want, mapping.Field{Name: "key", Value: string(key)})
 		}
 		if !lineage {
-			want = append(want, Field{fieldName(hkey), string(hval)})
+			want = append(want, mapping.Field{Name: mapping.FieldName(hkey), Value: string(hval)})
 		}
 		if !reflect.DeepEqual(fields, want) || id == "" {
 			t.Fatalf("decoded %q id %q, want %q", fields, id, want)
@@ -206,7 +207,7 @@ func FuzzK2RDecodeRaw(f *testing.F) {
 			ms, seq, _ := strings.Cut(string(hval), "-")
 			a, _ := strconv.ParseUint(ms, 10, 64)
 			b, _ := strconv.ParseUint(seq, 10, 64)
-			if hkey != HeaderID || id != fmt.Sprintf("%d-%d", a, b) {
+			if hkey != mapping.HeaderID || id != fmt.Sprintf("%d-%d", a, b) {
 				t.Fatalf("--preserve-ids took id %q from header %q %q", id, hkey, hval)
 			}
 		}

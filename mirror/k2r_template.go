@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+
+	"github.com/xmirror/xmirror/mirror/mapping"
 )
 
 // DefaultStreamTemplate names each destination stream after its topic.
@@ -14,7 +16,7 @@ const DefaultStreamTemplate = "{topic}"
 // are literal braces, so a Redis hash tag around the topic is
 // "{{{topic}}}").
 type StreamTemplate struct {
-	Template
+	mapping.Template
 }
 
 // ParseStreamTemplate parses a --stream value.
@@ -22,7 +24,7 @@ func ParseStreamTemplate(s string) (StreamTemplate, error) {
 	if s == "" {
 		return StreamTemplate{}, errors.New("stream template is empty")
 	}
-	t, err := ParseTemplate(s, "topic", "partition")
+	t, err := mapping.ParseTemplate(s, "topic", "partition")
 	if err != nil {
 		return StreamTemplate{}, err
 	}
@@ -40,7 +42,7 @@ func (t StreamTemplate) Stream(topic string, partition int32) string {
 // with neither placeholder merges all topics into one stream on purpose.
 func (t StreamTemplate) CheckTopics(topics []string) error {
 	if len(topics) > 1 && t.Uses("partition") && !t.Uses("topic") {
-		return fmt.Errorf("stream template %q has {partition} but not {topic}, so the same partition number of %d topics would share a stream; add {topic}", t.raw, len(topics))
+		return fmt.Errorf("stream template %q has {partition} but not {topic}, so the same partition number of %d topics would share a stream; add {topic}", t.String(), len(topics))
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/xmirror/xmirror/checkpoint"
+	"github.com/xmirror/xmirror/mirror/mapping"
 )
 
 // ScanWritten reads back what an interrupted redis-to-kafka run may have
@@ -93,7 +94,7 @@ func ScanWritten(ctx context.Context, clientOpts []kgo.Opt, adm *kadm.Client, to
 				}
 				// The exact names only, first occurrence: a user's field
 				// never counts (see lineageIndex).
-				si, ii := lineageIndex(r.Headers)
+				si, ii := mapping.LineageIndex(r.Headers)
 				if si < 0 || ii < 0 {
 					continue
 				}

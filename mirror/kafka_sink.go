@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
-	"math"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -16,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/xmirror/xmirror/mirror/mapping"
 )
 
 // Format is how an entry becomes a record value (and back).
@@ -100,7 +100,7 @@ type TimestampSource string
 // Timestamp sources.
 const (
 	// TimestampID: the millisecond part of the entry ID, clamped to
-	// maxTimestampMs.
+	// mapping.MaxTimestampMs.
 	TimestampID TimestampSource = "id"
 	// TimestampNow: the time the batch is produced.
 	TimestampNow TimestampSource = "now"
@@ -322,7 +322,7 @@ func streamPartitioner(kept map[string]int32, added func(topic string, partition
 			}
 			h := fnv.New32a()
 			for _, hd := range r.Headers {
-				if hd.Key == HeaderStream {
+				if hd.Key == mapping.HeaderStream {
 					h.Write(hd.Value)
 					break
 				}
@@ -519,7 +519,7 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 		}
 		r.Timestamp = k.timestamp(e.ID, now)
 		hstart := len(headers)
-		headers = append(headers, kgo.RecordHeader{Key: HeaderStream, Value: bytesOf(e.Stream)}, kgo.RecordHeader{Key: HeaderID, Value: bytesOf(e.ID)})
+		headers = append(headers, kgo.RecordHeader{Key: mapping.HeaderStream, Value: bytesOf(e.Stream)}, kgo.RecordHeader{Key: mapping.HeaderID, Value: bytesOf(e.ID)})
 		valueSet := false
 		for _, f := range e.Fields {
 			if k.cfg.KeyField != "" && r.Key == nil && f.Name == k.cfg.KeyField {
@@ -534,12 +534,12 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 				// A name in xmirror's namespace is escaped, so that no
 				// field can pass for lineage (see ReservedPrefix); only
 				// such a name costs an allocation.
-				headers = append(headers, kgo.RecordHeader{Key: headerKey(f.Name), Value: bytesOf(f.Value)})
+				headers = append(headers, kgo.RecordHeader{Key: mapping.HeaderKey(f.Name), Value: bytesOf(f.Value)})
 			}
 		}
 		if k.cfg.Format == FormatJSON {
 			start := len(arena)
-			arena = appendJSONObject(arena, e.Fields)
+			arena = mapping.AppendJSONObject(arena, e.Fields)
 			r.Value = arena[start:len(arena):len(arena)]
 		}
 		r.Headers = headers[hstart:len(headers):len(headers)]
@@ -674,31 +674,12 @@ func bytesOf(s string) []byte {
 	return unsafe.Slice(unsafe.StringData(s), len(s))
 }
 
-// maxTimestampMs is the largest timestamp the producer can write: franz-go
-// turns a time into milliseconds through UnixNano, which overflows after
-// 2262-04-11T23:47:16.854Z.
-const maxTimestampMs = math.MaxInt64 / int64(time.Millisecond/time.Nanosecond)
-
-// idMillis is the millisecond part of an entry ID, clamped to
-// maxTimestampMs (Redis allows up to 2^64-1).
-func idMillis(id string) int64 {
-	var ms int64
-	for i := 0; i < len(id) && id[i] != '-'; i++ {
-		d := int64(id[i] - '0')
-		if ms > (maxTimestampMs-d)/10 {
-			return maxTimestampMs
-		}
-		ms = ms*10 + d
-	}
-	return ms
-}
-
 // timestamp is the timestamp of the record of entry id, produced at now.
 func (k *KafkaSink) timestamp(id string, now time.Time) time.Time {
 	if k.cfg.Timestamp == TimestampNow {
 		return now
 	}
-	return time.UnixMilli(idMillis(id))
+	return time.UnixMilli(mapping.IDMillis(id))
 }
 
 // refusal is why Kafka would refuse r, produced at now: too large for the

@@ -13,31 +13,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/xmirror/xmirror/internal/testenv"
+	"github.com/xmirror/xmirror/mirror/mapping"
 )
-
-func TestEntryIDMillisecondsAreClampedToWhatTheProducerCanWrite(t *testing.T) {
-	tests := []struct {
-		id   string
-		want int64
-	}{
-		{"0-0", 0},
-		{"1700000000000-5", 1700000000000},
-		{"9223372036854-0", 9223372036854},
-		{"9223372036855-0", maxTimestampMs},
-		{"9999999999999-0", maxTimestampMs},
-		{"18446744073709551615-18446744073709551615", maxTimestampMs},
-	}
-	for _, tc := range tests {
-		got := idMillis(tc.id)
-		if got != tc.want {
-			t.Errorf("idMillis(%q) = %d, want %d", tc.id, got, tc.want)
-		}
-		// What franz-go writes: UnixNano / 1e6, never negative.
-		if ts := time.UnixMilli(got).UnixNano() / 1e6; ts != got || ts < 0 {
-			t.Errorf("%q: the producer would write %d", tc.id, ts)
-		}
-	}
-}
 
 func TestTimestampPolicyRefusesWhatTheTopicWouldWithAMargin(t *testing.T) {
 	const now = int64(1_800_000_000_000)
@@ -55,13 +32,13 @@ func TestTimestampPolicyRefusesWhatTheTopicWouldWithAMargin(t *testing.T) {
 		{"default, 58 min ahead", def, now + 58*minute, ""},
 		{"default, 59.5 min ahead: in the margin", def, now + 59*minute + 30_000, "ahead"},
 		{"default, 2 h ahead", def, now + 2*hour, "message.timestamp.after.max.ms=3600000"},
-		{"default, year 2262", def, maxTimestampMs, "ahead"},
+		{"default, year 2262", def, mapping.MaxTimestampMs, "ahead"},
 		{"before bound", timestampPolicy(map[string]string{"message.timestamp.before.max.ms": "86400000"}), now - 2*24*hour, "behind"},
 		{"before bound, within", timestampPolicy(map[string]string{"message.timestamp.before.max.ms": "86400000"}), now - hour, ""},
 		{"older brokers' difference bound", timestampPolicy(map[string]string{"message.timestamp.difference.max.ms": "3600000"}), now + 2*hour, "message.timestamp.difference.max.ms"},
 		{"zero after bound: a margin of zero", timestampPolicy(map[string]string{"message.timestamp.after.max.ms": "0"}), now - 1, ""},
-		{"log append time", timestampPolicy(map[string]string{"message.timestamp.type": "LogAppendTime", "message.timestamp.after.max.ms": "0"}), maxTimestampMs, ""},
-		{"unbounded", Unbounded(), maxTimestampMs, ""},
+		{"log append time", timestampPolicy(map[string]string{"message.timestamp.type": "LogAppendTime", "message.timestamp.after.max.ms": "0"}), mapping.MaxTimestampMs, ""},
+		{"unbounded", Unbounded(), mapping.MaxTimestampMs, ""},
 	}
 	for _, tc := range tests {
 		err := tc.p.check(tc.ts, now)
@@ -97,7 +74,7 @@ func TestPartitionerKeepsHashingOverTheKeptCount(t *testing.T) {
 	other := p.ForTopic("u")
 	for i := range 200 {
 		keyed := &kgo.Record{Key: []byte("key" + strconv.Itoa(i))}
-		unkeyed := &kgo.Record{Headers: []kgo.RecordHeader{{Key: HeaderStream, Value: []byte("stream" + strconv.Itoa(i))}}}
+		unkeyed := &kgo.Record{Headers: []kgo.RecordHeader{{Key: mapping.HeaderStream, Value: []byte("stream" + strconv.Itoa(i))}}}
 		for _, r := range []*kgo.Record{keyed, unkeyed} {
 			if a, b := kept.Partition(r, 2), kept.Partition(r, 7); a != b {
 				t.Fatalf("record %d: partition %d of 2, %d of 7; want the same", i, a, b)
@@ -125,7 +102,7 @@ func TestBrokerRefusedBatchStopsTheRunWhateverOnError(t *testing.T) {
 	batch := func(stream string, ms ...int64) *EntryBatch {
 		b := &EntryBatch{}
 		for i, m := range ms {
-			e := Entry{Stream: stream, ID: strconv.FormatInt(m, 10) + "-" + strconv.Itoa(i), Fields: []Field{{Name: "v", Value: strconv.Itoa(i)}}}
+			e := Entry{Stream: stream, ID: strconv.FormatInt(m, 10) + "-" + strconv.Itoa(i), Fields: []mapping.Field{{Name: "v", Value: strconv.Itoa(i)}}}
 			b.Entries = append(b.Entries, e)
 			b.written++
 			b.size += entrySize(e)
@@ -234,7 +211,7 @@ func TestBrokerRefusedLargeBatchLandsNothingTwiceNorOutOfOrder(t *testing.T) {
 	now := time.Now().UnixMilli()
 	b := &EntryBatch{}
 	add := func(stream string, ms int64, seq int) {
-		e := Entry{Stream: stream, ID: strconv.FormatInt(ms, 10) + "-" + strconv.Itoa(seq), Fields: []Field{{Name: "v", Value: strings.Repeat("x", 100)}}}
+		e := Entry{Stream: stream, ID: strconv.FormatInt(ms, 10) + "-" + strconv.Itoa(seq), Fields: []mapping.Field{{Name: "v", Value: strings.Repeat("x", 100)}}}
 		b.Entries = append(b.Entries, e)
 		b.written++
 		b.size += entrySize(e)
@@ -278,7 +255,7 @@ func TestBatchSizeIsWhereTheProducerDrawsTheLine(t *testing.T) {
 	}
 	records := map[string]*kgo.Record{
 		"empty":          {},
-		"small":          {Key: []byte("k"), Value: []byte("v"), Headers: []kgo.RecordHeader{{Key: HeaderStream, Value: []byte("s")}}},
+		"small":          {Key: []byte("k"), Value: []byte("v"), Headers: []kgo.RecordHeader{{Key: mapping.HeaderStream, Value: []byte("s")}}},
 		"large value":    {Value: make([]byte, 300000)},
 		"many headers":   {Value: []byte("x"), Headers: wide},
 		"long header":    {Headers: []kgo.RecordHeader{{Key: strings.Repeat("n", 70000), Value: make([]byte, 20000)}}},
@@ -352,7 +329,7 @@ func TestNewProducerFencesAnOpenTransaction(t *testing.T) {
 	sink := NewKafkaSink(KafkaSinkConfig{Client: old, Mirror: "m", Topics: map[string]string{stream: topic}, Format: FormatJSON, TxnBatches: 100, TxnIdle: time.Hour})
 	b := &EntryBatch{}
 	for i := range 10 {
-		e := Entry{Stream: stream, ID: "1-" + strconv.Itoa(i), Fields: []Field{{Name: "v", Value: strconv.Itoa(i)}}}
+		e := Entry{Stream: stream, ID: "1-" + strconv.Itoa(i), Fields: []mapping.Field{{Name: "v", Value: strconv.Itoa(i)}}}
 		b.Entries = append(b.Entries, e)
 		b.written++
 		b.size += entrySize(e)

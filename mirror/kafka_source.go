@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/xmirror/xmirror/checkpoint"
+	"github.com/xmirror/xmirror/mirror/mapping"
 )
 
 // K2RBatch is what kafka-to-redis moves in one step: per destination stream
@@ -149,7 +150,7 @@ type KafkaSource struct {
 	lastPartitionCheck, lastProbe, lastStallWarn               time.Time
 	progressed                                                 bool // set by build and by probes
 
-	fields  []Field // reused for every record
+	fields  []mapping.Field // reused for every record
 	touched []*partState
 	failure error // a bad record under --on-error fail, returned by the next Next
 

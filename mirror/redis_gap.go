@@ -9,6 +9,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/xmirror/xmirror/checkpoint"
+	"github.com/xmirror/xmirror/mirror/mapping"
 )
 
 // GapError is a stream that lost entries before this mirror read them:
@@ -118,13 +119,13 @@ type streamHead struct {
 func headGap(g groupPosition, h streamHead, handled string) (gap bool, lost int64, atMost bool) {
 	pos := g.last
 	ownCount := true // the group's entries-read counts from pos
-	if handled != "" && compareIDs(handled, pos) > 0 {
+	if handled != "" && mapping.CompareIDs(handled, pos) > 0 {
 		pos, ownCount = handled, false
 	}
-	if h.lastGen != "" && compareIDs(pos, h.lastGen) >= 0 {
+	if h.lastGen != "" && mapping.CompareIDs(pos, h.lastGen) >= 0 {
 		return false, 0, false // nothing was ever added after it
 	}
-	if h.first != "" && compareIDs(pos, h.first) >= 0 {
+	if h.first != "" && mapping.CompareIDs(pos, h.first) >= 0 {
 		return false, 0, false // the head is at or before the position
 	}
 	if h.addedOK && h.added-h.length <= 0 {
@@ -137,7 +138,7 @@ func headGap(g groupPosition, h streamHead, handled string) (gap bool, lost int6
 	// Entries added after the group's position, less those the stream
 	// holds (all of them lie after it), less the one known to be XDELed.
 	lost = h.added - h.length - g.read
-	if deleted && h.first != "" && compareIDs(h.maxDel, h.first) >= 0 && compareIDs(h.maxDel, g.last) > 0 {
+	if deleted && h.first != "" && mapping.CompareIDs(h.maxDel, h.first) >= 0 && mapping.CompareIDs(h.maxDel, g.last) > 0 {
 		lost--
 	}
 	if lost <= 0 {
@@ -146,7 +147,7 @@ func headGap(g groupPosition, h streamHead, handled string) (gap bool, lost int6
 	if !ownCount {
 		return true, -1, false
 	}
-	return true, lost, deleted && compareIDs(h.maxDel, pos) > 0
+	return true, lost, deleted && mapping.CompareIDs(h.maxDel, pos) > 0
 }
 
 // gapCheckScript checks streams for entries trimmed before the consumer
@@ -449,7 +450,7 @@ func (s *RedisSource) checkedRead(ctx context.Context, streams []*streamState, r
 			continue // only counters above 2^53 could make the script see one
 		}
 		ge := &GapError{Stream: streams[i].name, Group: s.cfg.Group, LastDelivered: g.last, FirstEntry: h.first, LastGenerated: h.lastGen, Lost: lost, AtMost: atMost}
-		if handled != "" && compareIDs(handled, g.last) > 0 {
+		if handled != "" && mapping.CompareIDs(handled, g.last) > 0 {
 			ge.Handled = handled
 		}
 		if s.cfg.OnGap == OnGapSkip {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/xmirror/xmirror/checkpoint"
 	"github.com/xmirror/xmirror/internal/testenv"
+	"github.com/xmirror/xmirror/mirror/mapping"
 )
 
 func TestParseRunID(t *testing.T) {
@@ -89,7 +90,7 @@ func TestRemarkUpdatesTheBatchCounts(t *testing.T) {
 	s := &RedisSource{alreadyWritten: map[string]struct{}{"a\x003-0": {}}}
 	b := &EntryBatch{}
 	for _, id := range []string{"1-0", "2-0", "3-0", "4-0"} {
-		e := Entry{Stream: "a", ID: id, Fields: []Field{{Name: "v", Value: "xx"}}}
+		e := Entry{Stream: "a", ID: id, Fields: []mapping.Field{{Name: "v", Value: "xx"}}}
 		b.Entries = append(b.Entries, e)
 		b.written++
 		b.size += entrySize(e)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/xmirror/xmirror/checkpoint"
+	"github.com/xmirror/xmirror/mirror/mapping"
 )
 
 // RedisSink writes kafka-to-redis batches: per destination stream, the
@@ -631,26 +631,13 @@ func (s *RedisSink) noteLastIDs(steps []*checkpoint.K2RStep, results []checkpoin
 				if s.lastIDs == nil {
 					s.lastIDs = map[string]string{}
 				}
-				if old, ok := s.lastIDs[w.Stream]; !ok || entryIDLess(old, results[i].LastID) {
+				if old, ok := s.lastIDs[w.Stream]; !ok || mapping.IDLess(old, results[i].LastID) {
 					s.lastIDs[w.Stream] = results[i].LastID
 				}
 			}
 			i++
 		}
 	}
-}
-
-// entryIDLess compares two entry IDs (<ms>-<seq>) as Redis orders them.
-func entryIDLess(a, b string) bool {
-	num := func(id string) (uint64, uint64) {
-		ms, seq, _ := strings.Cut(id, "-")
-		m, _ := strconv.ParseUint(ms, 10, 64)
-		n, _ := strconv.ParseUint(seq, 10, 64)
-		return m, n
-	}
-	am, as := num(a)
-	bm, bs := num(b)
-	return am < bm || am == bm && as < bs
 }
 
 // wentBack turns a conflict whose position went back into what it is: a

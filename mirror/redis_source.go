@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/xmirror/xmirror/checkpoint"
+	"github.com/xmirror/xmirror/mirror/mapping"
 )
 
 // Entry is one stream entry on its way to Kafka.
@@ -23,7 +24,7 @@ type Entry struct {
 	Stream string
 	ID     string
 	// Fields are the entry's fields in order, duplicates kept.
-	Fields []Field
+	Fields []mapping.Field
 	// skip says why the entry is acknowledged without being written.
 	skip skipReason
 }
@@ -281,7 +282,7 @@ type streamState struct {
 
 // noteDelivered raises the highest entry ID read to id.
 func (st *streamState) noteDelivered(id string) {
-	if st.delivered == "" || compareIDs(id, st.delivered) > 0 {
+	if st.delivered == "" || mapping.CompareIDs(id, st.delivered) > 0 {
 		st.delivered = id
 	}
 }
@@ -289,7 +290,7 @@ func (st *streamState) noteDelivered(id string) {
 // handled is the ID at or below which every entry of the stream is
 // handled (see useBound): the larger of bound and delivered.
 func (st *streamState) handled() string {
-	if st.delivered != "" && (st.bound == "" || compareIDs(st.delivered, st.bound) > 0) {
+	if st.delivered != "" && (st.bound == "" || mapping.CompareIDs(st.delivered, st.bound) > 0) {
 		return st.delivered
 	}
 	return st.bound
@@ -297,7 +298,7 @@ func (st *streamState) handled() string {
 
 // raiseBound raises bound to id.
 func (st *streamState) raiseBound(id string) {
-	if id != "" && (st.bound == "" || compareIDs(id, st.bound) > 0) {
+	if id != "" && (st.bound == "" || mapping.CompareIDs(id, st.bound) > 0) {
 		st.bound = id
 	}
 }
@@ -645,7 +646,7 @@ func (s *RedisSource) checkStart(ctx context.Context, streams []*streamState, st
 		if err != nil {
 			return fmt.Errorf("stream %q: last-generated-id: %w", st.name, err)
 		}
-		if compareIDs(start, last) > 0 {
+		if mapping.CompareIDs(start, last) > 0 {
 			return fmt.Errorf("--start %s is above the last entry ID of stream %q (%s): the new consumer group %q would skip every entry added until the clock passes it; use an ID at or below %s, or --start latest for only new entries", start, st.name, last, s.cfg.Group, last)
 		}
 	}
@@ -973,7 +974,7 @@ func (s *RedisSource) readNew(ctx context.Context, active []*streamState) (*Entr
 			st.noteDelivered(e.ID)
 			st.lastNew = e.ID
 			st.lastRead = e.ID
-			if !s.cfg.Follow && compareIDs(e.ID, st.snapshot) >= 0 {
+			if !s.cfg.Follow && mapping.CompareIDs(e.ID, st.snapshot) >= 0 {
 				st.done = true
 			}
 		}
@@ -1076,7 +1077,7 @@ func (s *RedisSource) parseRead(msg rueidis.RedisMessage, pending bool) (*EntryB
 			if err != nil {
 				return err
 			}
-			if handled != "" && compareIDs(e.ID, handled) > 0 {
+			if handled != "" && mapping.CompareIDs(e.ID, handled) > 0 {
 				handled = "" // the reply is in ID order: none after it either
 			}
 			s.markWritten(&e, handled)
@@ -1203,7 +1204,7 @@ func (s *RedisSource) checkMovedBack(ctx context.Context, b *EntryBatch) error {
 			skipped[e.Stream]++
 		}
 		first := i == 0 || b.Entries[i-1].Stream != e.Stream
-		if first && st.lastNew != "" && compareIDs(e.ID, st.lastNew) <= 0 {
+		if first && st.lastNew != "" && mapping.CompareIDs(e.ID, st.lastNew) <= 0 {
 			back = append(back, st)
 		}
 	}
@@ -1239,7 +1240,7 @@ func (s *RedisSource) markWritten(e *Entry, handled string) {
 	if e.skip != skipNone {
 		return
 	}
-	if handled != "" && compareIDs(e.ID, handled) <= 0 {
+	if handled != "" && mapping.CompareIDs(e.ID, handled) <= 0 {
 		e.skip = skipWritten
 		return
 	}
@@ -1424,7 +1425,7 @@ func parseEntry(stream string, raw rueidis.RedisMessage) (Entry, error) {
 	if err != nil {
 		return Entry{}, fmt.Errorf("stream %q entry %s: unexpected fields: %w", stream, id, err)
 	}
-	e.Fields = make([]Field, len(kv)/2)
+	e.Fields = make([]mapping.Field, len(kv)/2)
 	for i := range e.Fields {
 		e.Fields[i].Name, _ = kv[2*i].ToString()
 		e.Fields[i].Value, _ = kv[2*i+1].ToString()
@@ -1548,7 +1549,7 @@ func (s *RedisSource) CommitMany(ctx context.Context, batches []*EntryBatch) err
 	}
 	for _, b := range batches {
 		for _, f := range b.floors {
-			if last, ok := u.Streams[f.stream]; ok && compareIDs(f.id, last) > 0 {
+			if last, ok := u.Streams[f.stream]; ok && mapping.CompareIDs(f.id, last) > 0 {
 				u.Streams[f.stream] = f.id
 			}
 		}
@@ -1621,28 +1622,4 @@ func (s *RedisSource) writeDeadLetters(ctx context.Context, batches []*EntryBatc
 		b.deadWritten = true
 	}
 	return nil
-}
-
-// compareIDs orders two entry IDs <ms>-<seq> numerically.
-func compareIDs(a, b string) int {
-	am, as := splitID(a)
-	bm, bs := splitID(b)
-	switch {
-	case am < bm:
-		return -1
-	case am > bm:
-		return 1
-	case as < bs:
-		return -1
-	case as > bs:
-		return 1
-	}
-	return 0
-}
-
-func splitID(id string) (ms, seq uint64) {
-	m, sq, _ := strings.Cut(id, "-")
-	ms, _ = strconv.ParseUint(m, 10, 64)
-	seq, _ = strconv.ParseUint(sq, 10, 64)
-	return ms, seq
 }

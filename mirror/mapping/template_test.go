@@ -1,4 +1,4 @@
-package mirror
+package mapping
 
 import (
 	"strings"
@@ -50,23 +50,6 @@ func TestTopicNames(t *testing.T) {
 	} {
 		if err := ValidTopicName(name); (err == nil) != ok {
 			t.Errorf("ValidTopicName(%q) = %v, want ok=%v", name, err, ok)
-		}
-	}
-}
-
-func TestCompareIDs(t *testing.T) {
-	cases := []struct {
-		a, b string
-		want int
-	}{
-		{"1-0", "1-0", 0},
-		{"1-0", "1-1", -1},
-		{"2-0", "10-0", -1},
-		{"10-5", "9-99", 1},
-	}
-	for _, tc := range cases {
-		if got := compareIDs(tc.a, tc.b); got != tc.want {
-			t.Errorf("compareIDs(%s, %s) = %d, want %d", tc.a, tc.b, got, tc.want)
 		}
 	}
 }

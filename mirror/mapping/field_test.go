@@ -1,4 +1,4 @@
-package mirror
+package mapping
 
 import (
 	"encoding/json"
@@ -25,11 +25,11 @@ func TestJSONObjectEncoding(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got := string(appendJSONObject(nil, tc.fields))
+			got := string(AppendJSONObject(nil, tc.fields))
 			if got != tc.want {
 				t.Fatalf("got %q, want %q", got, tc.want)
 			}
-			back, err := parseJSONObject([]byte(got), nil)
+			back, err := ParseJSONObject([]byte(got), nil)
 			if err != nil {
 				t.Fatalf("parse back: %v", err)
 			}
@@ -65,7 +65,7 @@ func TestJSONObjectParsing(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := parseJSONObject([]byte(tc.in), nil)
+			got, err := ParseJSONObject([]byte(tc.in), nil)
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("err = %v, want error: %v", err, tc.wantErr)
 			}
@@ -84,15 +84,15 @@ func FuzzJSONObjectRoundTrip(f *testing.F) {
 	f.Add("", "", "", "")
 	f.Fuzz(func(t *testing.T, n1, v1, n2, v2 string) {
 		fields := []Field{{n1, v1}, {n2, v2}}
-		enc := appendJSONObject(nil, fields)
-		got, err := parseJSONObject(enc, nil)
+		enc := AppendJSONObject(nil, fields)
+		got, err := ParseJSONObject(enc, nil)
 		if err != nil {
 			t.Fatalf("decode %q: %v", enc, err)
 		}
 		if !reflect.DeepEqual(got, fields) {
 			t.Fatalf("round trip of %q gave %q", fields, got)
 		}
-		parseJSONObject([]byte(n1+v1), nil)
+		ParseJSONObject([]byte(n1+v1), nil)
 	})
 }
 

@@ -1,4 +1,4 @@
-package mirror
+package mapping
 
 import (
 	"errors"
@@ -26,8 +26,8 @@ type Field struct {
 
 const hexDigits = "0123456789abcdef"
 
-// appendJSONObject appends fields as a JSON object to dst.
-func appendJSONObject(dst []byte, fields []Field) []byte {
+// AppendJSONObject appends fields as a JSON object to dst.
+func AppendJSONObject(dst []byte, fields []Field) []byte {
 	dst = append(dst, '{')
 	for i, f := range fields {
 		if i > 0 {
@@ -77,11 +77,11 @@ var (
 	errUnterminate = errors.New("JSON ends too early")
 )
 
-// parseJSONObject reads a JSON object of string members into fields,
+// ParseJSONObject reads a JSON object of string members into fields,
 // appending to dst, keeping member order and duplicates. String contents
 // are unescaped; bytes that are not valid UTF-8 are kept as they are, the
 // inverse of appendJSONObject.
-func parseJSONObject(src []byte, dst []Field) ([]Field, error) {
+func ParseJSONObject(src []byte, dst []Field) ([]Field, error) {
 	i := skipSpace(src, 0)
 	if i >= len(src) || src[i] != '{' {
 		return dst, errNotObject

@@ -1,8 +1,10 @@
-package mirror
+package mapping
 
 import (
 	"strings"
 	"testing"
+
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 func TestFieldNamesInTheReservedNamespaceAreEscaped(t *testing.T) {
@@ -24,11 +26,11 @@ func TestFieldNamesInTheReservedNamespaceAreEscaped(t *testing.T) {
 		{"xmirror-id", "xmirror-id"},
 	}
 	for _, tt := range tests {
-		got := headerKey(tt.field)
+		got := HeaderKey(tt.field)
 		if got != tt.header {
 			t.Errorf("headerKey(%q) = %q, want %q", tt.field, got, tt.header)
 		}
-		if back := fieldName(got); back != tt.field {
+		if back := FieldName(got); back != tt.field {
 			t.Errorf("fieldName(%q) = %q, want the field %q back", got, back, tt.field)
 		}
 		if got == HeaderID || got == HeaderStream {
@@ -41,7 +43,7 @@ func TestHeadersOfOtherProducersKeepTheirNames(t *testing.T) {
 	// Headers redis-to-kafka never writes: only a doubled prefix is
 	// taken for an escape.
 	for _, h := range []string{"trace", "", "xmirror.", "xmirror.trace", "xmirror.xmirror", "XMIRROR.XMIRROR.id"} {
-		if got := fieldName(h); got != h {
+		if got := FieldName(h); got != h {
 			t.Errorf("fieldName(%q) = %q, want it unchanged", h, got)
 		}
 	}
@@ -66,7 +68,7 @@ func TestLineageIsTheFirstHeaderOfEachExactName(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, i := lineageIndex(hdr(tt.headers...))
+			s, i := LineageIndex(hdr(tt.headers...))
 			if s != tt.stream || i != tt.id {
 				t.Errorf("lineageIndex = %d, %d, want %d, %d", s, i, tt.stream, tt.id)
 			}
@@ -80,12 +82,12 @@ func FuzzFieldNameRoundTrip(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, field string) {
-		h := headerKey(field)
+		h := HeaderKey(field)
 		if h == HeaderID || h == HeaderStream {
 			t.Fatalf("field %q is written as lineage", field)
 		}
-		if fieldName(h) != field {
-			t.Fatalf("field %q written as %q comes back as %q", field, h, fieldName(h))
+		if FieldName(h) != field {
+			t.Fatalf("field %q written as %q comes back as %q", field, h, FieldName(h))
 		}
 		if strings.HasPrefix(field, ReservedPrefix) != (h != field) {
 			t.Fatalf("field %q: escaped %v", field, h != field)
@@ -100,10 +102,18 @@ func BenchmarkHeaderKey(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			b.ReportAllocs()
 			for i := 0; i < b.N; i++ {
-				benchSink = headerKey(name)
+				benchSink = HeaderKey(name)
 			}
 		})
 	}
 }
 
 var benchSink string
+
+func hdr(kv ...string) []kgo.RecordHeader {
+	var h []kgo.RecordHeader
+	for i := 0; i+1 < len(kv); i += 2 {
+		h = append(h, kgo.RecordHeader{Key: kv[i], Value: []byte(kv[i+1])})
+	}
+	return h
+}

@@ -1,4 +1,4 @@
-package mirror
+package mapping
 
 import (
 	"strings"
@@ -28,32 +28,32 @@ const (
 // as Kafka's and Redis's are.
 const ReservedPrefix = "xmirror."
 
-// headerKey is the header name a field becomes in the raw format. It costs
+// HeaderKey is the header name a field becomes in the raw format. It costs
 // a prefix compare, and allocates only for a name in xmirror's namespace.
-func headerKey(field string) string {
+func HeaderKey(field string) string {
 	if strings.HasPrefix(field, ReservedPrefix) {
 		return ReservedPrefix + field
 	}
 	return field
 }
 
-// fieldName is the field a header other than lineage becomes: the inverse
+// FieldName is the field a header other than lineage becomes: the inverse
 // of headerKey. A header in the namespace that headerKey never writes (from
 // another producer, say xmirror.trace) is copied as it is, not dropped.
-func fieldName(header string) string {
+func FieldName(header string) string {
 	if strings.HasPrefix(header, ReservedPrefix+ReservedPrefix) {
 		return header[len(ReservedPrefix):]
 	}
 	return header
 }
 
-// lineageIndex returns the positions of a record's lineage headers, -1 for
+// LineageIndex returns the positions of a record's lineage headers, -1 for
 // one that is absent. Only the exact names count, and only their first
 // occurrence: redis-to-kafka writes them first and once, and before names
 // in the namespace were escaped, a field of that name followed them as a
 // second header, which stays a field. Both directions read lineage through
 // this function, so the crash read-back and kafka-to-redis always agree.
-func lineageIndex(headers []kgo.RecordHeader) (stream, id int) {
+func LineageIndex(headers []kgo.RecordHeader) (stream, id int) {
 	stream, id = -1, -1
 	for i := range headers {
 		switch headers[i].Key {
