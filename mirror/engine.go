@@ -12,10 +12,49 @@ import (
 
 // A Batch is a group of entries read together and confirmed together.
 type Batch interface {
-	// Len is the number of entries in the batch.
+	// Len is the number of entries the batch writes to the destination,
+	// once the sink confirmed it (an entry the sink found already there
+	// counts in Unwritten instead).
 	Len() int
-	// Bytes is the payload size of the batch, for statistics.
+	// Bytes is the payload size of the entries written, for statistics.
 	Bytes() int
+	// Unwritten counts the entries the batch acknowledges without writing
+	// them, once the sink confirmed it.
+	Unwritten() Unwritten
+	// Empty says the sink has nothing to do for the batch: the engine
+	// commits it without a Write (a source reporting entries it found
+	// already mirrored, say).
+	Empty() bool
+}
+
+// Unwritten counts entries acknowledged without being written, by reason.
+type Unwritten struct {
+	// Skipped entries were refused by the destination, or could not be
+	// decoded, and the run's error policy goes past them.
+	Skipped int64
+	// DeadLettered entries were copied to the dead-letter stream instead.
+	DeadLettered int64
+	// Present entries were already at the destination: written by an
+	// earlier run that stopped before its checkpoint (found by a
+	// read-back, or kept entry IDs).
+	Present int64
+	// Lost entries were gone from the source before they could be
+	// mirrored (trimmed, deleted by retention), and the run's gap policy
+	// goes past them.
+	Lost int64
+}
+
+func (u *Unwritten) add(o Unwritten) {
+	u.Skipped += o.Skipped
+	u.DeadLettered += o.DeadLettered
+	u.Present += o.Present
+	u.Lost += o.Lost
+}
+
+// A positioner is a batch that says where it leaves each stream or
+// partition it touched; the observer's Committed gets them.
+type positioner interface {
+	Positions() []Position
 }
 
 // A Source yields batches and learns when they are safe to forget.
@@ -64,9 +103,9 @@ type Options struct {
 	RetryFor time.Duration
 	// Logger receives retries and stops. Nil logs nothing.
 	Logger *slog.Logger
-	// OnCommit, when set, is called after each committed batch with the
-	// running totals, for progress output.
-	OnCommit func(Stats)
+	// Observer watches the run's commits and retries; nil watches
+	// nothing.
+	Observer *Observer
 }
 
 // Defaults for Options fields left zero.
@@ -81,10 +120,22 @@ const (
 
 // Stats are the running totals of a run: committed entries only.
 type Stats struct {
+	// Entries written to the destination, and their payload.
 	Entries int64
 	Bytes   int64
+	// Unwritten counts the entries acknowledged without being written.
+	Unwritten
 	Batches int64
 	Elapsed time.Duration
+}
+
+// Add adds o's counts to s; the elapsed time is the longer of the two.
+func (s *Stats) Add(o Stats) {
+	s.Entries += o.Entries
+	s.Bytes += o.Bytes
+	s.Unwritten.add(o.Unwritten)
+	s.Batches += o.Batches
+	s.Elapsed = max(s.Elapsed, o.Elapsed)
 }
 
 // Rate is entries per second over the run.
@@ -156,18 +207,27 @@ func Run[B Batch](ctx context.Context, src Source[B], sink Sink[B], opt Options)
 		}
 	}()
 
-	count := func(b B) {
-		statsMu.Lock()
-		stats.Entries += int64(b.Len())
-		stats.Bytes += int64(b.Bytes())
-		stats.Batches++
-		stats.Elapsed = time.Since(start)
-		snapshot := stats
-		statsMu.Unlock()
-		if opt.OnCommit != nil {
-			opt.OnCommit(snapshot)
+	observe := opt.Observer != nil && opt.Observer.Committed != nil
+	count := func(group ...B) {
+		var c Commit
+		for _, b := range group {
+			c.Batch.Entries += int64(b.Len())
+			c.Batch.Bytes += int64(b.Bytes())
+			c.Batch.Unwritten.add(b.Unwritten())
+			c.Batch.Batches++
+			if p, ok := any(b).(positioner); ok && observe {
+				c.Positions = mergePositions(c.Positions, p.Positions())
+			}
 		}
+		statsMu.Lock()
+		stats.Add(c.Batch)
+		stats.Elapsed = time.Since(start)
+		c.Totals = stats
+		statsMu.Unlock()
+		c.Batch.Elapsed = 0
+		opt.Observer.committed(c)
 	}
+	retrier := Retrier{For: opt.RetryFor, Logger: log, Observer: opt.Observer}
 
 	committed := make(chan struct{})
 
@@ -222,7 +282,7 @@ func Run[B Batch](ctx context.Context, src Source[B], sink Sink[B], opt Options)
 				if errors.As(err, &partial) && partial.Confirmed > 0 {
 					if pb, ok := any(p.batch).(interface{ Prefix(int) B }); ok {
 						prefix := pb.Prefix(partial.Confirmed)
-						if cerr := retry(work, opt.RetryFor, log, "commit", func() error { return src.Commit(work, prefix) }); cerr != nil {
+						if cerr := retrier.Do(work, "commit", func() error { return src.Commit(work, prefix) }); cerr != nil {
 							log.Error("could not commit the confirmed part of a failed batch", "err", cerr)
 						} else {
 							count(prefix)
@@ -264,15 +324,13 @@ func Run[B Batch](ctx context.Context, src Source[B], sink Sink[B], opt Options)
 			if len(group) > 1 {
 				commit = func() error { return many.CommitMany(work, group) }
 			}
-			if err := retry(work, opt.RetryFor, log, "commit", commit); err != nil {
+			if err := retrier.Do(work, "commit", commit); err != nil {
 				fail(err)
 				for range inflight {
 				}
 				return
 			}
-			for _, b := range group {
-				count(b)
-			}
+			count(group...)
 		}
 	}()
 
@@ -300,7 +358,7 @@ func Run[B Batch](ctx context.Context, src Source[B], sink Sink[B], opt Options)
 	var readErr error
 	for {
 		var b B
-		err := retry(reading, opt.RetryFor, log, "read", func() error {
+		err := retrier.Do(reading, "read", func() error {
 			var err error
 			b, err = src.Next(reading)
 			return err
@@ -318,7 +376,7 @@ func Run[B Batch](ctx context.Context, src Source[B], sink Sink[B], opt Options)
 		if readErr != nil {
 			break
 		}
-		if b.Len() == 0 {
+		if b.Empty() {
 			p.ack <- nil
 			continue
 		}
@@ -398,9 +456,25 @@ const (
 	maxBackoff = 5 * time.Second
 )
 
-// retry calls fn until it succeeds, fails for good, ctx ends, or a
-// transient failure lasted longer than limit (0: no limit).
-func retry(ctx context.Context, limit time.Duration, log *slog.Logger, what string, fn func() error) error {
+// A Retrier retries transient failures (see Transient) with backoff.
+type Retrier struct {
+	// For is how long a transient failure is retried before the step
+	// fails with it; zero retries until ctx ends.
+	For time.Duration
+	// Logger logs each retry; nil logs nothing.
+	Logger *slog.Logger
+	// Observer is told of each retry; nil tells nobody.
+	Observer *Observer
+}
+
+// Do calls fn until it succeeds, fails for good, ctx ends, or a transient
+// failure lasted longer than r.For. step names what fn does ("read",
+// "write", "commit") in the log and to the observer.
+func (r Retrier) Do(ctx context.Context, step string, fn func() error) error {
+	limit, log := r.For, r.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	var first time.Time
 	backoff := minBackoff
 	for {
@@ -417,7 +491,8 @@ func retry(ctx context.Context, limit time.Duration, log *slog.Logger, what stri
 		if limit > 0 && time.Since(first) >= limit {
 			return fmt.Errorf("gave up after retrying for %s: %w", limit.Round(time.Second), err)
 		}
-		log.Warn("retrying", "step", what, "in", backoff, "err", err)
+		log.Warn("retrying", "step", step, "in", backoff, "err", err)
+		r.Observer.retrying(Retry{Step: step, Wait: backoff, Err: err})
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -425,4 +500,23 @@ func retry(ctx context.Context, limit time.Duration, log *slog.Logger, what stri
 		}
 		backoff = min(backoff*2, maxBackoff)
 	}
+}
+
+// mergePositions adds next to positions, a later position of a stream or
+// partition replacing an earlier one.
+func mergePositions(positions, next []Position) []Position {
+	for _, p := range next {
+		replaced := false
+		for i := range positions {
+			q := &positions[i]
+			if q.Stream == p.Stream && q.Topic == p.Topic && q.Partition == p.Partition {
+				*q, replaced = p, true
+				break
+			}
+		}
+		if !replaced {
+			positions = append(positions, p)
+		}
+	}
+	return positions
 }

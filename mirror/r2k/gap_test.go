@@ -1,4 +1,4 @@
-package mirror
+package r2k
 
 import "testing"
 

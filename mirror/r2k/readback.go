@@ -1,4 +1,4 @@
-package mirror
+package r2k
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/xmirror/xmirror/checkpoint"
+	"github.com/xmirror/xmirror/mirror"
+	"github.com/xmirror/xmirror/mirror/kafkatopic"
 	"github.com/xmirror/xmirror/mirror/mapping"
 )
 
@@ -31,13 +33,13 @@ import (
 // ctx), since records of this mirror's committed after it would otherwise
 // be missed and sent again.
 func ScanWritten(ctx context.Context, clientOpts []kgo.Opt, adm *kadm.Client, topics []string, from map[checkpoint.TopicPartition]int64, streams map[string]bool) (map[string]struct{}, error) {
-	ends, err := EndOffsets(ctx, adm, topics)
+	ends, err := kafkatopic.EndOffsets(ctx, adm, topics)
 	if err != nil {
 		return nil, err
 	}
 	starts, err := adm.ListStartOffsets(ctx, topics...)
 	if err != nil {
-		return nil, Transient(fmt.Errorf("list start offsets of %v: %w", topics, err))
+		return nil, mirror.Transient(fmt.Errorf("list start offsets of %v: %w", topics, err))
 	}
 	assign := map[string]map[int32]kgo.Offset{}
 	remaining := map[checkpoint.TopicPartition]int64{} // partition -> end
@@ -81,7 +83,7 @@ func ScanWritten(ctx context.Context, clientOpts []kgo.Opt, adm *kadm.Client, to
 			}
 		})
 		if ferr != nil {
-			return nil, Transient(ferr)
+			return nil, mirror.Transient(ferr)
 		}
 		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 			tp := checkpoint.TopicPartition{Topic: fp.Topic, Partition: fp.Partition}

@@ -1,4 +1,4 @@
-package mirror
+package k2r
 
 import (
 	"context"
@@ -14,19 +14,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/xmirror/xmirror/checkpoint"
-)
-
-// What kafka-to-redis does with a record its format cannot decode.
-const (
-	OnErrorFail       = "fail"        // stop; nothing from that record on is checkpointed
-	OnErrorSkip       = "skip"        // log it, count it, go on
-	OnErrorDeadLetter = "dead-letter" // copy it into the dead-letter stream, go on
-)
-
-// What kafka-to-redis does when its checkpoint points below the log start.
-const (
-	OnGapFail = "fail" // refuse to start
-	OnGapSkip = "skip" // warn and continue from the log start
+	"github.com/xmirror/xmirror/mirror"
+	"github.com/xmirror/xmirror/mirror/kafkatopic"
+	"github.com/xmirror/xmirror/mirror/mapping"
 )
 
 // What kafka-to-redis does with a topic deleted and created again since its
@@ -48,7 +38,7 @@ type K2RConfig struct {
 	// Format is FormatJSON or FormatRaw; Headers (json) copies headers as
 	// fields; ValueField and KeyField (raw) name the fields of the value
 	// and key.
-	Format               Format
+	Format               mapping.Format
 	Headers              bool
 	ValueField, KeyField string
 	PreserveIDs          bool
@@ -104,7 +94,7 @@ func NewK2R(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg K2RCo
 	adm := kadm.NewClient(admin)
 	details, err := adm.ListTopics(ctx, cfg.Topics...)
 	if err != nil {
-		return nil, nil, Transient(fmt.Errorf("kafka %s: list topics: %w", cfg.KafkaName, err))
+		return nil, nil, mirror.Transient(fmt.Errorf("kafka %s: list topics: %w", cfg.KafkaName, err))
 	}
 	src := &KafkaSource{
 		mapping: recordMapping{format: cfg.Format, headers: cfg.Headers, valueField: cfg.ValueField,
@@ -130,7 +120,7 @@ func NewK2R(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg K2RCo
 	// run set up again after its topic was recreated must see the new one.
 	ids, err := topicIDs(ctx, admin, cfg.Topics)
 	if err != nil {
-		return nil, nil, Transient(fmt.Errorf("kafka %s: topic IDs: %w", cfg.KafkaName, err))
+		return nil, nil, mirror.Transient(fmt.Errorf("kafka %s: topic IDs: %w", cfg.KafkaName, err))
 	}
 	var tps []checkpoint.TopicPartition
 	for _, t := range cfg.Topics {
@@ -147,7 +137,7 @@ func NewK2R(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg K2RCo
 			tps = append(tps, checkpoint.TopicPartition{Topic: t, Partition: p})
 		}
 	}
-	if cfg.OnError == OnErrorDeadLetter {
+	if cfg.OnError == mirror.OnErrorDeadLetter {
 		if err := src.setup.checkStream(ctx, cfg.DeadLetterStream); err != nil {
 			return nil, nil, err
 		}
@@ -163,9 +153,9 @@ func NewK2R(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg K2RCo
 	// allow are read; the response must fit what the client reads. Without
 	// the right to read the configs, the default fits records up to about
 	// 50 MiB.
-	readBytes := ConsumerReadBytes(defaultMessageMaxBytes)
-	if limits, err := ReadTopicLimits(ctx, adm, cfg.Topics); err == nil {
-		readBytes = ConsumerReadBytes(limits.Largest())
+	readBytes := kafkatopic.ConsumerReadBytes(kafkatopic.DefaultMessageMaxBytes)
+	if limits, err := kafkatopic.ReadLimits(ctx, adm, cfg.Topics); err == nil {
+		readBytes = kafkatopic.ConsumerReadBytes(limits.Largest())
 	} else {
 		log.Debug("cannot read the topics' record size limits; assuming Kafka's defaults", "err", err)
 	}
@@ -196,11 +186,11 @@ func NewK2R(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg K2RCo
 	switch err := checkpoint.CheckK2ROrderAccess(ctx, rc, cfg.Name); {
 	case err == nil:
 		sink.ordered = true
-	case isRefusal(err):
+	case mirror.IsRefusal(err):
 		log.Warn("keeping one write in flight at a time, which is slower: the server refuses the commands that keep several in flight in order; grant BLPOP, LPUSH and PEXPIRE on keys xmirror:*", "err", err)
 	default:
 		src.Close()
-		return nil, nil, classifyRedis(fmt.Errorf("redis %s: %w", cfg.RedisName, err))
+		return nil, nil, mirror.ClassifyRedis(fmt.Errorf("redis %s: %w", cfg.RedisName, err))
 	}
 	return src, sink, nil
 }
@@ -220,7 +210,7 @@ type k2rSetup struct {
 func (k *k2rSetup) checkStream(ctx context.Context, s string) error {
 	typ, err := k.rc.Do(ctx, k.rc.B().Type().Key(s).Build()).ToString()
 	if err != nil {
-		return Transient(fmt.Errorf("redis %s: type of %q: %w", k.cfg.RedisName, s, err))
+		return mirror.Transient(fmt.Errorf("redis %s: type of %q: %w", k.cfg.RedisName, s, err))
 	}
 	if typ != "none" && typ != "stream" {
 		return fmt.Errorf("redis %s: key %q holds a %s, not a stream; choose another --stream or delete it", k.cfg.RedisName, s, typ)
@@ -281,7 +271,7 @@ func (k *k2rSetup) add(ctx context.Context, src *KafkaSource, tps []checkpoint.T
 			return nil, err
 		}
 		if err := checkpoint.CheckK2RAccess(ctx, k.rc, cfg.Name, s); err != nil {
-			return nil, classifyRedis(fmt.Errorf("redis %s: %w", cfg.RedisName, err))
+			return nil, mirror.ClassifyRedis(fmt.Errorf("redis %s: %w", cfg.RedisName, err))
 		}
 	}
 	stored := map[checkpoint.TopicPartition]int64{}
@@ -290,7 +280,7 @@ func (k *k2rSetup) add(ctx context.Context, src *KafkaSource, tps []checkpoint.T
 		ck, found, err := checkpoint.LoadK2R(ctx, k.rc, cfg.Name, s)
 		if err != nil {
 			if !errors.Is(err, checkpoint.ErrCorrupt) {
-				err = Transient(err)
+				err = mirror.Transient(err)
 			}
 			return nil, err
 		}
@@ -332,14 +322,14 @@ func (k *k2rSetup) add(ctx context.Context, src *KafkaSource, tps []checkpoint.T
 		err = starts.Error()
 	}
 	if err != nil {
-		return nil, Transient(fmt.Errorf("kafka %s: list start offsets: %w", cfg.KafkaName, err))
+		return nil, mirror.Transient(fmt.Errorf("kafka %s: list start offsets: %w", cfg.KafkaName, err))
 	}
 	ends, err := k.adm.ListEndOffsets(ctx, topics...)
 	if err == nil {
 		err = ends.Error()
 	}
 	if err != nil {
-		return nil, Transient(fmt.Errorf("kafka %s: list end offsets: %w", cfg.KafkaName, err))
+		return nil, mirror.Transient(fmt.Errorf("kafka %s: list end offsets: %w", cfg.KafkaName, err))
 	}
 	// The last stable offset: with transactions, records past it may
 	// still be aborted, and read_committed consumption stops there.
@@ -348,7 +338,7 @@ func (k *k2rSetup) add(ctx context.Context, src *KafkaSource, tps []checkpoint.T
 		err = stable.Error()
 	}
 	if err != nil {
-		return nil, Transient(fmt.Errorf("kafka %s: list stable offsets: %w", cfg.KafkaName, err))
+		return nil, mirror.Transient(fmt.Errorf("kafka %s: list stable offsets: %w", cfg.KafkaName, err))
 	}
 
 	// Every partition taken on, with where it stands: InitK2RPartitions
@@ -364,7 +354,7 @@ func (k *k2rSetup) add(ctx context.Context, src *KafkaSource, tps []checkpoint.T
 			st.stored = pos
 			st.next = pos
 			switch {
-			case pos < logStart.Offset && cfg.OnGap == OnGapSkip:
+			case pos < logStart.Offset && cfg.OnGap == mirror.OnGapSkip:
 				k.log.Warn("checkpoint is below the log start: records were deleted before they were mirrored; skipping them (--on-gap skip)",
 					"topic", t, "partition", p, "checkpoint", pos, "log_start", logStart.Offset, "lost", logStart.Offset-pos)
 				st.next = logStart.Offset
@@ -410,7 +400,7 @@ func (k *k2rSetup) add(ctx context.Context, src *KafkaSource, tps []checkpoint.T
 		if errors.Is(err, checkpoint.ErrCorrupt) || errors.As(err, &recreated) {
 			return nil, err
 		}
-		return nil, Transient(fmt.Errorf("redis %s: %w", cfg.RedisName, err))
+		return nil, mirror.Transient(fmt.Errorf("redis %s: %w", cfg.RedisName, err))
 	}
 
 	// Only now does src learn of them.
@@ -465,8 +455,6 @@ type K2R struct {
 	log   *slog.Logger
 	src   *KafkaSource
 	sink  *RedisSink
-	// Counts of the runs before the current one.
-	skipped, deadLettered, present int64
 }
 
 // OpenK2R sets the mirror up (see NewK2R). The caller closes it with
@@ -487,14 +475,12 @@ func OpenK2R(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg K2RC
 // waits for its writes to end, sets the mirror up again from what the
 // checkpoints hold (retrying a transient failure for opt.RetryFor, or for
 // ever when zero) and goes on. The stats add up every run.
-func (m *K2R) Run(ctx context.Context, opt Options) (Stats, error) {
+func (m *K2R) Run(ctx context.Context, opt mirror.Options) (mirror.Stats, error) {
 	start := time.Now()
-	var total Stats
+	var total mirror.Stats
 	for {
-		stats, err := Run(ctx, m.src, m.sink, opt)
-		total.Entries += stats.Entries
-		total.Bytes += stats.Bytes
-		total.Batches += stats.Batches
+		stats, err := mirror.Run(ctx, m.src, m.sink, opt)
+		total.Add(stats)
 		total.Elapsed = time.Since(start)
 		if err == nil || ctx.Err() != nil || !m.startOver(err) {
 			return total, err
@@ -503,12 +489,9 @@ func (m *K2R) Run(ctx context.Context, opt Options) (Stats, error) {
 		// write still in flight could not move the positions after
 		// they were read.
 		m.sink.Close(ctx)
-		m.skipped += m.src.Skipped()
-		m.deadLettered += m.src.DeadLettered()
-		m.present += m.sink.Present()
 		m.src.Close()
 		m.src, m.sink = nil, nil
-		err = retry(ctx, opt.RetryFor, m.log, "set up again", func() error {
+		err = mirror.Retrier{For: opt.RetryFor, Logger: m.log, Observer: opt.Observer}.Do(ctx, "set up again", func() error {
 			src, sink, err := NewK2R(ctx, m.rc, m.admin, m.cfg)
 			if err == nil {
 				m.src, m.sink = src, sink
@@ -554,28 +537,4 @@ func (m *K2R) CloseSource() {
 	if m.src != nil {
 		m.src.Close()
 	}
-}
-
-// Skipped, DeadLettered and Present count, over every run, the records
-// skipped, dead-lettered, and found already in their streams
-// (--preserve-ids).
-func (m *K2R) Skipped() int64 {
-	if m.src == nil {
-		return m.skipped
-	}
-	return m.skipped + m.src.Skipped()
-}
-
-func (m *K2R) DeadLettered() int64 {
-	if m.src == nil {
-		return m.deadLettered
-	}
-	return m.deadLettered + m.src.DeadLettered()
-}
-
-func (m *K2R) Present() int64 {
-	if m.sink == nil {
-		return m.present
-	}
-	return m.present + m.sink.Present()
 }

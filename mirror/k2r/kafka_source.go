@@ -1,4 +1,4 @@
-package mirror
+package k2r
 
 import (
 	"context"
@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"sort"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -17,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/xmirror/xmirror/checkpoint"
+	"github.com/xmirror/xmirror/mirror"
 	"github.com/xmirror/xmirror/mirror/mapping"
 )
 
@@ -30,17 +30,47 @@ type K2RBatch struct {
 	preserved []*preservedWrite
 	dead      []deadLetter
 	// deadDone is how many of dead are in the dead-letter stream.
-	deadDone     int
+	deadDone int
+	// entries are the entries of the writes, present ones (which the
+	// sink finds already in their streams) included; skipped and
+	// deadLettered count the records set aside.
 	entries      int
 	skipped      int
 	deadLettered int
+	present      int64
 	bytes        int
+	// lastIDs are, per write, the last entry ID it added (once applied).
+	lastIDs []string
 }
 
-// Len counts every record the batch accounts for, skipped and
-// dead-lettered ones too: a batch of only those must still reach the sink
-// to move the checkpoint past them.
-func (b *K2RBatch) Len() int { return b.entries + b.skipped + b.deadLettered }
+// Len counts the entries the batch writes to its streams.
+func (b *K2RBatch) Len() int { return b.entries - int(b.present) }
+
+// Empty says the batch accounts for no record at all: a batch of only
+// skipped or dead-lettered records still reaches the sink, which moves
+// the checkpoint past them.
+func (b *K2RBatch) Empty() bool { return b.entries+b.skipped+b.deadLettered == 0 }
+
+// Unwritten counts the records the batch acknowledges without writing an
+// entry.
+func (b *K2RBatch) Unwritten() mirror.Unwritten {
+	return mirror.Unwritten{Skipped: int64(b.skipped), DeadLettered: int64(b.deadLettered), Present: b.present}
+}
+
+// Positions are, per partition, the next offset after the batch and, per
+// stream it wrote to, the last entry ID it added.
+func (b *K2RBatch) Positions() []mirror.Position {
+	var ps []mirror.Position
+	for i, w := range b.writes {
+		for _, m := range w.Moves {
+			ps = append(ps, mirror.Position{Topic: m.Partition.Topic, Partition: m.Partition.Partition, Offset: m.To})
+		}
+		if i < len(b.lastIDs) && b.lastIDs[i] != "" {
+			ps = append(ps, mirror.Position{Stream: w.Stream, ID: b.lastIDs[i]})
+		}
+	}
+	return ps
+}
 
 // Bytes is the payload of the entries written to the streams.
 func (b *K2RBatch) Bytes() int { return b.bytes }
@@ -74,7 +104,7 @@ type BadRecordError struct {
 	Topic     string
 	Partition int32
 	Offset    int64
-	Format    Format
+	Format    mapping.Format
 	Err       error
 }
 
@@ -154,7 +184,6 @@ type KafkaSource struct {
 	touched []*partState
 	failure error // a bad record under --on-error fail, returned by the next Next
 
-	skipped, deadLettered atomic.Int64 // committed
 }
 
 // Timer defaults of the source.
@@ -464,7 +493,7 @@ func (s *KafkaSource) checkPartitions(ctx context.Context) error {
 	}
 	consume, err := s.setup.add(lookup, s, added, false, ids)
 	if err != nil {
-		if IsTransient(err) || ctx.Err() != nil {
+		if mirror.IsTransient(err) || ctx.Err() != nil {
 			s.log.Warn("partitions were added to the topics but cannot be set up yet; trying again later", "partitions", len(added), "err", err)
 			return nil
 		}
@@ -629,10 +658,10 @@ func (s *KafkaSource) build(fetches kgo.Fetches) *K2RBatch {
 			if err != nil {
 				bad := &BadRecordError{Topic: fp.Topic, Partition: fp.Partition, Offset: r.Offset, Format: s.mapping.format, Err: err}
 				switch s.onError {
-				case OnErrorSkip:
+				case mirror.OnErrorSkip:
 					s.log.Warn("skipping a record that cannot be decoded (--on-error skip)", "topic", fp.Topic, "partition", fp.Partition, "offset", r.Offset, "err", err)
 					b.skipped++
-				case OnErrorDeadLetter:
+				case mirror.OnErrorDeadLetter:
 					s.log.Warn("dead-lettering a record that cannot be decoded", "topic", fp.Topic, "partition", fp.Partition, "offset", r.Offset, "err", err)
 					b.dead = append(b.dead, deadLetter{rec: r, reason: err.Error()})
 					b.deadLettered++
@@ -725,18 +754,11 @@ func (s *KafkaSource) moveFor(b *K2RBatch, writes []*checkpoint.K2RWrite, st *pa
 	return w
 }
 
-// Commit counts what the batch skipped; the positions were already moved
-// by the sink, in the same step as the entries.
-func (s *KafkaSource) Commit(_ context.Context, b *K2RBatch) error {
-	s.skipped.Add(int64(b.skipped))
-	s.deadLettered.Add(int64(b.deadLettered))
+// Commit has nothing to do: the positions were already moved by the sink,
+// in the same step as the entries.
+func (s *KafkaSource) Commit(context.Context, *K2RBatch) error {
 	return nil
 }
-
-// Skipped and DeadLettered count the undecodable records of committed
-// batches.
-func (s *KafkaSource) Skipped() int64      { return s.skipped.Load() }
-func (s *KafkaSource) DeadLettered() int64 { return s.deadLettered.Load() }
 
 // Close stops consuming.
 func (s *KafkaSource) Close() {

@@ -1,8 +1,7 @@
-package mirror
+package k2r
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"testing"
 
@@ -10,9 +9,6 @@ import (
 )
 
 func TestKafkaErrorHintsSayWhatHappenedToTheTopic(t *testing.T) {
-	entry := func(err error, create bool) string {
-		return (&EntryError{Stream: "s", ID: "1-0", Topic: "t", Err: err, CreateTopic: create}).Error()
-	}
 	fetch := func(err error) string { return (&KafkaSource{}).fetchError(context.Background(), "t", 3, err).Error() }
 	cases := []struct {
 		name    string
@@ -20,13 +16,6 @@ func TestKafkaErrorHintsSayWhatHappenedToTheTopic(t *testing.T) {
 		want    []string
 		notWant []string
 	}{
-		{"r2k deleted, --create-topic given", entry(kerr.UnknownTopicOrPartition, true),
-			[]string{"deleted during the run", "--create-topic creates it again"}, []string{"pass --create-topic", "(--create-topic creates it)"}},
-		{"r2k deleted, no --create-topic", entry(kerr.UnknownTopicOrPartition, false),
-			[]string{"deleted during the run", "pass --create-topic"}, nil},
-		{"r2k deleted and recreated", entry(fmt.Errorf("produce: %w", kerr.UnknownTopicID), true),
-			[]string{"UNKNOWN_TOPIC_ID", "deleted and created again during the run", "run again"}, nil},
-		{"r2k too large", entry(kerr.MessageTooLarge, false), []string{"max.message.bytes"}, nil},
 		{"k2r deleted and recreated", fetch(kerr.UnknownTopicID),
 			[]string{`topic "t" partition 3`, "deleted and created again during the run", "run again"}, nil},
 		{"k2r deleted", fetch(kerr.UnknownTopicOrPartition),

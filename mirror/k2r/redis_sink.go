@@ -1,4 +1,4 @@
-package mirror
+package k2r
 
 import (
 	"bytes"
@@ -8,12 +8,12 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/rueidis"
 
 	"github.com/xmirror/xmirror/checkpoint"
+	"github.com/xmirror/xmirror/mirror"
 	"github.com/xmirror/xmirror/mirror/mapping"
 )
 
@@ -54,8 +54,6 @@ type RedisSink struct {
 	failure   error  // owned by the writer goroutine
 	run       string // tells this run's order tokens apart
 	seq       uint64 // of the last order token
-
-	present atomic.Int64
 
 	// lastIDs holds, per stream, the highest entry ID this sink added:
 	// whether Redis still has it tells a checkpoint that went back with
@@ -330,7 +328,7 @@ func (s *RedisSink) settle(inflight []*sinkCall) []*sinkCall {
 func (s *RedisSink) apply(group []sinkJob) {
 	ctx := group[0].ctx
 	var failedAt int
-	err := retry(ctx, s.retryFor, s.log, "write", func() error {
+	err := mirror.Retrier{For: s.retryFor, Logger: s.log}.Do(ctx, "write", func() error {
 		var err error
 		failedAt, err = s.write(ctx, group, checkpoint.K2ROrder{})
 		return err
@@ -370,11 +368,6 @@ func (s *RedisSink) Close(ctx context.Context) {
 	case <-ctx.Done():
 	}
 }
-
-// Present is how many entries --preserve-ids found already in their
-// streams (their ID is there: the check looked it up) and did not write
-// again.
-func (s *RedisSink) Present() int64 { return s.present.Load() }
 
 // errIDsChecked marks a write refused because its entry IDs were not all
 // new (--preserve-ids): the check said what each one is, the write was
@@ -447,8 +440,26 @@ func (s *RedisSink) writeOnce(ctx context.Context, group []sinkJob, order checkp
 	results, err := checkpoint.ApplyK2RInOrder(ctx, s.c, order, steps...)
 	// Count what was applied even if another write failed: a retry
 	// reports those as replayed.
-	for _, r := range results {
-		s.present.Add(r.Present)
+	ri := 0
+	for _, j := range group {
+		if j.step == nil {
+			continue
+		}
+		for wi := range j.step.Writes() {
+			if ri < len(results) {
+				r := results[ri]
+				j.b.present += r.Present
+				if r.Err == nil && r.LastID != "" {
+					if j.b.lastIDs == nil {
+						j.b.lastIDs = make([]string, len(j.b.writes))
+					}
+					if wi < len(j.b.lastIDs) {
+						j.b.lastIDs[wi] = r.LastID
+					}
+				}
+			}
+			ri++
+		}
 	}
 	s.noteLastIDs(steps, results)
 	// Every write refused for its IDs learns what they are, so that the
@@ -478,7 +489,7 @@ func (s *RedisSink) writeOnce(ctx context.Context, group []sinkJob, order checkp
 			case r.Err == nil:
 				continue
 			case errors.As(r.Err, &ids):
-				return i, Transient(fmt.Errorf("%w: %v", errIDsChecked, r.Err))
+				return i, mirror.Transient(fmt.Errorf("%w: %v", errIDsChecked, r.Err))
 			case order.After != "":
 				// It may have run before the call it waited for: a
 				// position behind it may be about to move. Alone, it
@@ -548,7 +559,7 @@ func (s *RedisSink) resolve(b *K2RBatch, wi int, e *checkpoint.IDCheckError) {
 		r := p.recs[i]
 		bad := &IDBelowTopError{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, ID: w.ID(i), Stream: w.Stream, Top: top,
 			Taken: c == checkpoint.IDTaken}
-		if s.onError != OnErrorSkip && s.onError != OnErrorDeadLetter {
+		if s.onError != mirror.OnErrorSkip && s.onError != mirror.OnErrorDeadLetter {
 			// Entries from it on are mirrored again by the next run,
 			// which stops at it again; they are not written, nor
 			// counted.
@@ -569,7 +580,7 @@ func (s *RedisSink) resolve(b *K2RBatch, wi int, e *checkpoint.IDCheckError) {
 			break
 		}
 		p.unwritten += w.EntryBytes(i)
-		if s.onError == OnErrorSkip {
+		if s.onError == mirror.OnErrorSkip {
 			p.skipped++
 			if !p.handled[i] {
 				s.log.Warn("skipping an entry that Redis cannot add (--on-error skip)", "err", bad)
@@ -658,7 +669,7 @@ func (s *RedisSink) wentBack(ctx context.Context, stream string, err error) erro
 		es, xerr := s.c.Do(ctx, s.c.B().Xrange().Key(stream).Start(last).End(last).Count(1).Build()).AsXRange()
 		if xerr != nil {
 			// Nothing was written: the retry checks it all again.
-			return Transient(fmt.Errorf("redis %s: checkpoint %q went back; looking for entry %s in stream %q: %w", s.redisName, conflict.Key, last, stream, xerr))
+			return mirror.Transient(fmt.Errorf("redis %s: checkpoint %q went back; looking for entry %s in stream %q: %w", s.redisName, conflict.Key, last, stream, xerr))
 		}
 		if len(es) > 0 {
 			conflict.Stream, conflict.Kept = stream, last
@@ -684,12 +695,12 @@ func (s *RedisSink) classify(ctx context.Context, err error) error {
 	if errors.Is(err, checkpoint.ErrCheckpointChanged) || errors.Is(err, checkpoint.ErrOutOfOrder) {
 		// Nothing was written; the retry checks again and tells a
 		// conflict from a touch that meant nothing.
-		return Transient(err)
+		return mirror.Transient(err)
 	}
 	var reply *rueidis.RedisError
 	if !errors.As(err, &reply) {
 		// A connection failure: name the server it is about.
 		err = fmt.Errorf("redis %s: %w", s.redisName, err)
 	}
-	return classifyRedis(err)
+	return mirror.ClassifyRedis(err)
 }

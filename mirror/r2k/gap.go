@@ -1,4 +1,4 @@
-package mirror
+package r2k
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/xmirror/xmirror/checkpoint"
+	"github.com/xmirror/xmirror/mirror"
 	"github.com/xmirror/xmirror/mirror/mapping"
 )
 
@@ -357,7 +358,7 @@ func (s *RedisSource) checkedRead(ctx context.Context, streams []*streamState, r
 	names := make([]string, len(streams))
 	keys := make([]string, 0, len(streams)+1)
 	args := make([]string, 0, 3+2*len(streams))
-	args = append(args, s.cfg.Group, flag(read), flag(s.cfg.OnGap == OnGapSkip))
+	args = append(args, s.cfg.Group, flag(read), flag(s.cfg.OnGap == mirror.OnGapSkip))
 	for i, st := range streams {
 		names[i] = st.name
 		handled := s.gapBound(st)
@@ -389,7 +390,7 @@ func (s *RedisSource) checkedRead(ctx context.Context, streams []*streamState, r
 		for i, r := range replies[:len(cmds)-1] {
 			if err := r.Error(); err != nil {
 				if i == 0 {
-					return rueidis.RedisMessage{}, after, classifyRedis(fmt.Errorf("start the transaction of the read (MULTI): %w", err))
+					return rueidis.RedisMessage{}, after, mirror.ClassifyRedis(fmt.Errorf("start the transaction of the read (MULTI): %w", err))
 				}
 				// Refused while queued: EXEC discards the whole
 				// transaction, nothing ran.
@@ -418,7 +419,7 @@ func (s *RedisSource) checkedRead(ctx context.Context, streams []*streamState, r
 	if checkErr != nil {
 		// The check failed inside the transaction, and the read did
 		// not wait for it: what it delivered is pending, and re-read.
-		return rueidis.RedisMessage{}, after, classifyRedis(fmt.Errorf("look for entries trimmed before they were read: %w", checkErr))
+		return rueidis.RedisMessage{}, after, mirror.ClassifyRedis(fmt.Errorf("look for entries trimmed before they were read: %w", checkErr))
 	}
 	var status string
 	var pos, gaps []rueidis.RedisMessage
@@ -453,7 +454,7 @@ func (s *RedisSource) checkedRead(ctx context.Context, streams []*streamState, r
 		if handled != "" && mapping.CompareIDs(handled, g.last) > 0 {
 			ge.Handled = handled
 		}
-		if s.cfg.OnGap == OnGapSkip {
+		if s.cfg.OnGap == mirror.OnGapSkip {
 			s.skipGap(streams[i], ge, setid)
 			continue
 		}
@@ -470,7 +471,7 @@ func (s *RedisSource) checkedRead(ctx context.Context, streams []*streamState, r
 		return rueidis.RedisMessage{}, after, first
 	}
 	if status == "gap" {
-		return rueidis.RedisMessage{}, after, Transient(fmt.Errorf("streams %q: the read was held for a gap the counters do not show; reading again", names))
+		return rueidis.RedisMessage{}, after, mirror.Transient(fmt.Errorf("streams %q: the read was held for a gap the counters do not show; reading again", names))
 	}
 	if !read {
 		return rueidis.RedisMessage{}, after, nil
@@ -526,10 +527,10 @@ func (s *RedisSource) checkGaps(ctx context.Context) error {
 	}
 	if _, _, err := s.checkedRead(ctx, check, false); err != nil {
 		var ge *GapError
-		if errors.As(err, &ge) || IsTransient(err) {
+		if errors.As(err, &ge) || mirror.IsTransient(err) {
 			return err
 		}
-		return classifyRedis(fmt.Errorf("look for entries trimmed before they were read: %w", err))
+		return mirror.ClassifyRedis(fmt.Errorf("look for entries trimmed before they were read: %w", err))
 	}
 	return nil
 }
@@ -558,7 +559,7 @@ func (s *RedisSource) skipGap(st *streamState, ge *GapError, setid string) {
 		add := *ge
 		if ge.Lost > 0 {
 			add.Lost = ge.Lost - max(counted, 0)
-			s.gapped.Add(add.Lost)
+			s.gapLost.Add(add.Lost)
 		}
 		s.log.Warn("entries were trimmed from the stream before this mirror read them; skipping them (--on-gap skip)",
 			"stream", ge.Stream, "group", ge.Group, "last_delivered", ge.LastDelivered, "first_entry", ge.FirstEntry, "lost", lostText(&add))
@@ -584,7 +585,7 @@ func lostText(ge *GapError) string {
 // trimmed (count of them, from first on) by OnGap: an error under
 // OnGapFail, else nil (they are acknowledged and counted as trimmed).
 func (s *RedisSource) trimmedPending(stream, first string, count int) error {
-	if count == 0 || s.cfg.OnGap == OnGapSkip {
+	if count == 0 || s.cfg.OnGap == mirror.OnGapSkip {
 		return nil
 	}
 	return &GapError{Stream: stream, Group: s.cfg.Group, Pending: true, FirstPending: first, Lost: int64(count)}
@@ -645,13 +646,13 @@ return 0
 // checkpoint.CheckTransactions, it asks the server at start rather than
 // parsing ACL rules, and changes nothing (see setIDCheckScript).
 func (s *RedisSource) checkSetID(ctx context.Context) error {
-	if s.cfg.OnGap == OnGapSkip || len(s.streams) == 0 {
+	if s.cfg.OnGap == mirror.OnGapSkip || len(s.streams) == 0 {
 		return nil
 	}
 	c := s.cfg.Client
 	res := c.Do(ctx, c.B().Eval().Script(setIDCheckScript).Numkeys(int64(len(s.cfg.Streams))).Key(s.cfg.Streams...).Arg(s.cfg.Group).Build())
 	if err := res.Error(); err != nil {
-		return classifyRedis(fmt.Errorf("check that XGROUP SETID is allowed on consumer group %q (needed by --on-gap fail): %w", s.cfg.Group, err))
+		return mirror.ClassifyRedis(fmt.Errorf("check that XGROUP SETID is allowed on consumer group %q (needed by --on-gap fail): %w", s.cfg.Group, err))
 	}
 	if n, err := res.AsInt64(); err == nil && n == 0 {
 		return nil

@@ -1,4 +1,4 @@
-package mirror
+package k2r
 
 import (
 	"errors"
@@ -21,11 +21,11 @@ func hdr(kv ...string) []kgo.RecordHeader {
 }
 
 func TestRecordMapping(t *testing.T) {
-	json := recordMapping{format: FormatJSON, valueField: "value", keyField: "key"}
+	json := recordMapping{format: mapping.FormatJSON, valueField: "value", keyField: "key"}
 	jsonHeaders := json
 	jsonHeaders.headers = true
-	raw := recordMapping{format: FormatRaw, valueField: "value", keyField: "key"}
-	rawPayload := recordMapping{format: FormatRaw, valueField: "payload", keyField: "k"}
+	raw := recordMapping{format: mapping.FormatRaw, valueField: "value", keyField: "key"}
+	rawPayload := recordMapping{format: mapping.FormatRaw, valueField: "payload", keyField: "k"}
 	preserve := raw
 	preserve.preserveIDs = true
 	preservePayload := rawPayload
@@ -152,7 +152,7 @@ func FuzzK2RDecodeJSON(f *testing.F) {
 	f.Add([]byte(`{"a":"\ud800"}`))
 	f.Add([]byte(`{"a":1}`))
 	f.Add([]byte(`[`))
-	m := recordMapping{format: FormatJSON}
+	m := recordMapping{format: mapping.FormatJSON}
 	f.Fuzz(func(t *testing.T, value []byte) {
 		fields, _, err := m.decode(&kgo.Record{Value: value}, nil)
 		if err != nil {
@@ -183,7 +183,7 @@ func FuzzK2RDecodeRaw(f *testing.F) {
 	f.Add([]byte("b"), []byte(nil), "xmirror.", []byte("x"), false)
 	f.Add([]byte("b"), []byte(nil), "XMIRROR.ID", []byte("1-1"), true)
 	f.Fuzz(func(t *testing.T, value, key []byte, hkey string, hval []byte, preserve bool) {
-		m := recordMapping{format: FormatRaw, valueField: "value", keyField: "key", preserveIDs: preserve}
+		m := recordMapping{format: mapping.FormatRaw, valueField: "value", keyField: "key", preserveIDs: preserve}
 		rec := &kgo.Record{Value: value, Key: key, Headers: []kgo.RecordHeader{{Key: hkey, Value: hval}}}
 		fields, id, err := m.decode(rec, nil)
 		if err != nil {
@@ -230,10 +230,10 @@ func TestDecodeRefusesOnlyRecordsWiderThanMaxFields(t *testing.T) {
 		{3, 4, true},
 		{1, 1, false},
 		{0, 100000, false}, // the default takes what redis-to-kafka writes of a wide entry
-		{0, DefaultMaxFields, false},
-		{0, DefaultMaxFields + 1, true},
+		{0, mapping.DefaultMaxFields, false},
+		{0, mapping.DefaultMaxFields + 1, true},
 	} {
-		m := recordMapping{format: FormatRaw, valueField: "value", keyField: "key", maxFields: tc.maxFields}
+		m := recordMapping{format: mapping.FormatRaw, valueField: "value", keyField: "key", maxFields: tc.maxFields}
 		// A value and fields-1 headers.
 		fields, _, err := m.decode(&kgo.Record{Value: []byte("v"), Headers: headers(tc.fields - 1)}, nil)
 		var tooMany *TooManyFieldsError

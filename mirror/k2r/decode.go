@@ -1,4 +1,4 @@
-package mirror
+package k2r
 
 import (
 	"errors"
@@ -8,26 +8,9 @@ import (
 	"github.com/xmirror/xmirror/mirror/mapping"
 )
 
-// Defaults of the raw format's field names, the same as redis-to-kafka's.
-const (
-	DefaultValueField = "value"
-	DefaultKeyField   = "key"
-)
-
-// DefaultMaxFields is the most fields kafka-to-redis makes one entry of
-// (--max-fields), and above which redis-to-kafka warns. Redis itself sets
-// no such bound: XADD takes up to 2^31 arguments, and a batch's XADDs go
-// through MULTI/EXEC, not a script's argument list (which is what an
-// earlier bound of 3,000 was sized for). What is left to bound is memory:
-// a record is decoded whole, and its fields become XADD arguments, about
-// 200 bytes per field in all (an entry of a million one-byte fields
-// peaked at 220 MiB), so a hostile record cannot take much more than that.
-// redis-to-kafka reading such an entry costs about as much.
-const DefaultMaxFields = 1_000_000
-
 // recordMapping turns Kafka records into stream entries.
 type recordMapping struct {
-	format Format
+	format mapping.Format
 	// headers (json): copy headers other than lineage as fields, after
 	// the value's members.
 	headers bool
@@ -65,7 +48,7 @@ func (m *recordMapping) decode(r *kgo.Record, dst []mapping.Field) ([]mapping.Fi
 	start := len(dst)
 	var err error
 	switch m.format {
-	case FormatJSON:
+	case mapping.FormatJSON:
 		if r.Value == nil {
 			return dst, "", errNullValue
 		}
@@ -75,7 +58,7 @@ func (m *recordMapping) decode(r *kgo.Record, dst []mapping.Field) ([]mapping.Fi
 		if m.headers {
 			dst = appendHeaderFields(dst, r.Headers, si, ii)
 		}
-	case FormatRaw:
+	case mapping.FormatRaw:
 		if r.Value != nil {
 			dst = append(dst, mapping.Field{Name: m.valueField, Value: string(r.Value)})
 		}
@@ -90,7 +73,7 @@ func (m *recordMapping) decode(r *kgo.Record, dst []mapping.Field) ([]mapping.Fi
 	}
 	limit := m.maxFields
 	if limit <= 0 {
-		limit = DefaultMaxFields
+		limit = mapping.DefaultMaxFields
 	}
 	switch n := len(dst) - start; {
 	case n == 0:

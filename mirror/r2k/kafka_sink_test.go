@@ -1,4 +1,4 @@
-package mirror
+package r2k
 
 import (
 	"context"
@@ -13,6 +13,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/xmirror/xmirror/internal/testenv"
+	"github.com/xmirror/xmirror/mirror"
+	"github.com/xmirror/xmirror/mirror/kafkatopic"
 	"github.com/xmirror/xmirror/mirror/mapping"
 )
 
@@ -110,7 +112,7 @@ func TestBrokerRefusedBatchStopsTheRunWhateverOnError(t *testing.T) {
 		return b
 	}
 	ahead := now + 2*time.Hour.Milliseconds()
-	for _, mode := range []string{OnErrorFail, OnErrorSkip, OnErrorDeadLetter} {
+	for _, mode := range []string{mirror.OnErrorFail, mirror.OnErrorSkip, mirror.OnErrorDeadLetter} {
 		t.Run(mode, func(t *testing.T) {
 			topic := testenv.Topic(t, kc, 1)
 			// A linger puts the whole batch in one record batch.
@@ -120,7 +122,7 @@ func TestBrokerRefusedBatchStopsTheRunWhateverOnError(t *testing.T) {
 			}
 			producer := testenv.Kafka(t, append(opts, kgo.TransactionalID(testenv.Name(t, "txn")))...)
 			a, c := testenv.Name(t, "a"), testenv.Name(t, "c")
-			sink := NewKafkaSink(KafkaSinkConfig{Client: producer, Topics: map[string]string{a: topic, c: topic}, Format: FormatJSON, OnError: mode})
+			sink := NewKafkaSink(KafkaSinkConfig{Client: producer, Topics: map[string]string{a: topic, c: topic}, Format: mapping.FormatJSON, OnError: mode})
 			first := batch(a, now-3000, now-2000, ahead, now-1000)
 			got := make(chan error, 1)
 			sink.Write(context.Background(), first, func(err error) { got <- err })
@@ -130,7 +132,7 @@ func TestBrokerRefusedBatchStopsTheRunWhateverOnError(t *testing.T) {
 			case <-time.After(30 * time.Second):
 				t.Fatal("the batch was not answered within 30s")
 			}
-			var partial *PartialError
+			var partial *mirror.PartialError
 			var refused *BrokerRefusedError
 			if !errors.As(werr, &partial) || partial.Confirmed != 0 || !errors.As(werr, &refused) || !errors.Is(werr, kerr.InvalidTimestamp) ||
 				!strings.Contains(werr.Error(), "--timestamp now") {
@@ -202,7 +204,7 @@ func readTopicRecords(t *testing.T, kc *kgo.Client, topic string) []*kgo.Record 
 func TestBrokerRefusedLargeBatchLandsNothingTwiceNorOutOfOrder(t *testing.T) {
 	kc := testenv.Kafka(t)
 	topic := testenv.Topic(t, kc, 1)
-	opts, err := ProducerOpts(ProducerTuning{Limits: TopicLimits{Topics: map[string]RecordLimit{topic: {Topic: topic, Bytes: 16 << 10}}}})
+	opts, err := ProducerOpts(ProducerTuning{Limits: kafkatopic.Limits{Topics: map[string]kafkatopic.RecordLimit{topic: {Topic: topic, Bytes: 16 << 10}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +225,7 @@ func TestBrokerRefusedLargeBatchLandsNothingTwiceNorOutOfOrder(t *testing.T) {
 	for i := range 29000 {
 		add(c, now-4000, i)
 	}
-	sink := NewKafkaSink(KafkaSinkConfig{Client: producer, Topics: map[string]string{a: topic, c: topic}, Format: FormatJSON, OnError: OnErrorSkip})
+	sink := NewKafkaSink(KafkaSinkConfig{Client: producer, Topics: map[string]string{a: topic, c: topic}, Format: mapping.FormatJSON, OnError: mirror.OnErrorSkip})
 	got := make(chan error, 1)
 	sink.Write(context.Background(), b, func(err error) { got <- err })
 	var werr error
@@ -232,7 +234,7 @@ func TestBrokerRefusedLargeBatchLandsNothingTwiceNorOutOfOrder(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatal("the batch was not answered within 60s")
 	}
-	var partial *PartialError
+	var partial *mirror.PartialError
 	if !errors.As(werr, &partial) || partial.Confirmed != 0 || !errors.Is(werr, kerr.InvalidTimestamp) {
 		t.Fatalf("err %v; want a PartialError confirming nothing: the transaction is aborted", werr)
 	}
@@ -286,14 +288,14 @@ func TestBatchSizeIsWhereTheProducerDrawsTheLine(t *testing.T) {
 func TestTooLargeNamesTheSettingAndHowToRaiseIt(t *testing.T) {
 	r := &kgo.Record{Topic: "t", Value: make([]byte, 5<<20)}
 	for _, tc := range []struct {
-		limit RecordLimit
+		limit kafkatopic.RecordLimit
 		want  []string
 	}{
-		{RecordLimit{Topic: "t", Bytes: 3 << 20, Setting: SettingTopic}, []string{"its max.message.bytes", "raise the topic's max.message.bytes", "--entity-name t --add-config max.message.bytes=6291456"}},
-		{RecordLimit{Topic: "t", Bytes: 1048588, Setting: SettingBroker}, []string{"the broker's message.max.bytes", "no max.message.bytes of its own", "--add-config max.message.bytes=6291456"}},
-		{RecordLimit{Topic: "t", Bytes: 4 << 20, Setting: SettingRequest}, []string{"the broker's socket.request.max.bytes", "raise the broker's socket.request.max.bytes"}},
+		{kafkatopic.RecordLimit{Topic: "t", Bytes: 3 << 20, Setting: kafkatopic.SettingTopic}, []string{"its max.message.bytes", "raise the topic's max.message.bytes", "--entity-name t --add-config max.message.bytes=6291456"}},
+		{kafkatopic.RecordLimit{Topic: "t", Bytes: 1048588, Setting: kafkatopic.SettingBroker}, []string{"the broker's message.max.bytes", "no max.message.bytes of its own", "--add-config max.message.bytes=6291456"}},
+		{kafkatopic.RecordLimit{Topic: "t", Bytes: 4 << 20, Setting: kafkatopic.SettingRequest}, []string{"the broker's socket.request.max.bytes", "raise the broker's socket.request.max.bytes"}},
 	} {
-		k := &KafkaSink{cfg: KafkaSinkConfig{Limits: map[string]RecordLimit{"t": tc.limit}}}
+		k := &KafkaSink{cfg: KafkaSinkConfig{Limits: map[string]kafkatopic.RecordLimit{"t": tc.limit}}}
 		err := k.tooLarge(r)
 		if !errors.Is(err, kerr.MessageTooLarge) {
 			t.Fatalf("%s: %v, want a MESSAGE_TOO_LARGE", tc.limit.Setting, err)
@@ -326,7 +328,7 @@ func TestNewProducerFencesAnOpenTransaction(t *testing.T) {
 	old := testenv.Kafka(t, append(opts, kgo.TransactionalID(txnID))...)
 	stream := testenv.Name(t, "s")
 	// Nothing commits the transaction but the test.
-	sink := NewKafkaSink(KafkaSinkConfig{Client: old, Mirror: "m", Topics: map[string]string{stream: topic}, Format: FormatJSON, TxnBatches: 100, TxnIdle: time.Hour})
+	sink := NewKafkaSink(KafkaSinkConfig{Client: old, Mirror: "m", Topics: map[string]string{stream: topic}, Format: mapping.FormatJSON, TxnBatches: 100, TxnIdle: time.Hour})
 	b := &EntryBatch{}
 	for i := range 10 {
 		e := Entry{Stream: stream, ID: "1-" + strconv.Itoa(i), Fields: []mapping.Field{{Name: "v", Value: strconv.Itoa(i)}}}

@@ -1,4 +1,4 @@
-package mirror
+package k2r
 
 import (
 	"strings"

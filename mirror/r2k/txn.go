@@ -1,4 +1,4 @@
-package mirror
+package r2k
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/xmirror/xmirror/mirror"
 )
 
 // TransactionalIDPrefix starts the transactional ID of every
@@ -80,12 +81,12 @@ func fenced(err error) bool {
 // transactional ID and aborts the transaction one left open. The
 // read-back of an interrupted run must come after it: only then can
 // nothing of an earlier run still become visible in the topics.
-func InitProducer(ctx context.Context, cl *kgo.Client, mirror string) error {
+func InitProducer(ctx context.Context, cl *kgo.Client, name string) error {
 	if _, _, err := cl.ProducerID(ctx); err != nil {
 		if errors.Is(err, kerr.TransactionalIDAuthorizationFailed) {
-			return fmt.Errorf("init the transactional producer %s%s: %w; the Kafka user needs WRITE and DESCRIBE on the TransactionalId resource %s%s", TransactionalIDPrefix, mirror, err, TransactionalIDPrefix, mirror)
+			return fmt.Errorf("init the transactional producer %s%s: %w; the Kafka user needs WRITE and DESCRIBE on the TransactionalId resource %s%s", TransactionalIDPrefix, name, err, TransactionalIDPrefix, name)
 		}
-		return Transient(fmt.Errorf("init the transactional producer %s%s: %w", TransactionalIDPrefix, mirror, err))
+		return mirror.Transient(fmt.Errorf("init the transactional producer %s%s: %w", TransactionalIDPrefix, name, err))
 	}
 	return nil
 }

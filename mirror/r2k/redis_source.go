@@ -1,4 +1,4 @@
-package mirror
+package r2k
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/xmirror/xmirror/checkpoint"
+	"github.com/xmirror/xmirror/mirror"
 	"github.com/xmirror/xmirror/mirror/mapping"
 )
 
@@ -63,6 +64,12 @@ type EntryBatch struct {
 	// moved back delivers again would otherwise do, and a restart in the
 	// middle would take the lower position for what Kafka holds.
 	floors []floor
+	// lost counts entries trimmed before they were read that the source
+	// went past (--on-gap skip) since the batch before; deadLetter says
+	// refused entries go to the dead-letter stream (else they are
+	// skipped).
+	lost       int64
+	deadLetter bool
 }
 
 type floor struct{ stream, id string }
@@ -94,6 +101,56 @@ func (b *EntryBatch) Len() int { return b.written }
 // Bytes is the payload size of the entries written.
 func (b *EntryBatch) Bytes() int { return b.size }
 
+// Empty says there is nothing to produce: the batch only acknowledges
+// entries (already in Kafka, trimmed, refused before they were sent).
+func (b *EntryBatch) Empty() bool { return b.written == 0 }
+
+// Unwritten counts the entries the batch acknowledges without a record.
+func (b *EntryBatch) Unwritten() mirror.Unwritten {
+	u := mirror.Unwritten{Lost: b.lost}
+	for i := range b.Entries {
+		switch b.Entries[i].skip {
+		case skipTrimmed:
+			u.Lost++
+		case skipWritten:
+			u.Present++
+		case skipRefused:
+			if b.deadLetter {
+				u.DeadLettered++
+			} else {
+				u.Skipped++
+			}
+		}
+	}
+	return u
+}
+
+// Positions are, per stream, the last entry the batch handled and, per
+// partition it wrote to, the offset after its last record.
+func (b *EntryBatch) Positions() []mirror.Position {
+	var ps []mirror.Position
+	for _, e := range b.lastOfEachStream() {
+		ps = append(ps, mirror.Position{Stream: e.Stream, ID: e.ID})
+	}
+	for i := range b.records {
+		r := &b.records[i]
+		if r.Topic == "" || b.Entries[i].skip != skipNone {
+			continue
+		}
+		found := false
+		for j := range ps {
+			if p := &ps[j]; p.Stream == "" && p.Topic == r.Topic && p.Partition == r.Partition {
+				p.Offset, found = max(p.Offset, r.Offset+1), true
+				break
+			}
+		}
+		if !found {
+			ps = append(ps, mirror.Position{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset + 1})
+		}
+	}
+	return ps
+}
+
 // lastOfEachStream is the last entry of each stream in the batch. A read's
 // reply holds each stream's entries together and in ID order, so these are
 // the highest IDs read, found without comparing every entry's ID.
@@ -110,7 +167,7 @@ func (b *EntryBatch) lastOfEachStream() []Entry {
 // Prefix is the batch cut to its first n entries, for committing what the
 // sink confirmed before a failure.
 func (b *EntryBatch) Prefix(n int) *EntryBatch {
-	p := &EntryBatch{Entries: b.Entries[:n], floors: b.floors}
+	p := &EntryBatch{Entries: b.Entries[:n], floors: b.floors, lost: b.lost, deadLetter: b.deadLetter}
 	if len(b.records) >= n {
 		p.records = b.records[:n]
 	}
@@ -230,15 +287,10 @@ type RedisSource struct {
 	// follow run waits for entries before it reads again.
 	idle bool
 
-	trimmed atomic.Int64
-	// gapped counts entries trimmed from the head of a stream before the
-	// group delivered them, skipped under OnGapSkip.
-	gapped  atomic.Int64
-	skipped atomic.Int64
-	// refusedSkipped and deadLettered count the committed entries Kafka
-	// refused, skipped or copied to the dead-letter stream.
-	refusedSkipped atomic.Int64
-	deadLettered   atomic.Int64
+	// gapLost counts entries trimmed from the head of a stream before the
+	// group delivered them, passed over under OnGapSkip, until the next
+	// batch carries them to the stats (see Next).
+	gapLost atomic.Int64
 }
 
 type streamState struct {
@@ -346,7 +398,7 @@ func NewRedisSource(ctx context.Context, cfg RedisSourceConfig) (*RedisSource, e
 	// Reads and commits are transactions: an ACL that refuses them stops
 	// the run now, before anything is read or produced.
 	if err := checkpoint.CheckTransactions(ctx, cfg.Client, "redis-to-kafka"); err != nil {
-		return nil, classifyRedis(err)
+		return nil, mirror.ClassifyRedis(err)
 	}
 	if cfg.BatchBytes > 0 {
 		// Nothing is known of the entries' size yet: a first read of a
@@ -413,7 +465,7 @@ func (s *RedisSource) checkDeadLetterStream(ctx context.Context) error {
 	c := s.cfg.Client
 	typ, err := c.Do(ctx, c.B().Type().Key(s.cfg.DeadLetterStream).Build()).ToString()
 	if err != nil {
-		return classifyRedis(fmt.Errorf("check dead-letter stream %q (TYPE): %w", s.cfg.DeadLetterStream, err))
+		return mirror.ClassifyRedis(fmt.Errorf("check dead-letter stream %q (TYPE): %w", s.cfg.DeadLetterStream, err))
 	}
 	if typ != "stream" && typ != "none" {
 		return fmt.Errorf("dead-letter key %q is a %s, not a stream; check --dead-letter-stream", s.cfg.DeadLetterStream, typ)
@@ -441,7 +493,7 @@ func (s *RedisSource) claim(ctx context.Context) error {
 			cmd := c.B().Xautoclaim().Key(st.name).Group(s.cfg.Group).Consumer(s.cfg.Consumer).MinIdleTime(strconv.FormatInt(s.cfg.ClaimIdle.Milliseconds(), 10)).Start(cursor).Count(int64(s.cfg.BatchSize)).Justid().Build()
 			reply, err := c.Do(ctx, cmd).ToArray()
 			if err != nil {
-				return classifyRedis(fmt.Errorf("take over idle pending entries of stream %q (XAUTOCLAIM): %w", st.name, err))
+				return mirror.ClassifyRedis(fmt.Errorf("take over idle pending entries of stream %q (XAUTOCLAIM): %w", st.name, err))
 			}
 			if len(reply) < 2 {
 				return fmt.Errorf("stream %q: unexpected XAUTOCLAIM reply", st.name)
@@ -476,7 +528,7 @@ func (s *RedisSource) claimOthers(ctx context.Context) (*EntryBatch, error) {
 		}
 		pending, err := c.Do(ctx, c.B().Xpending().Key(st.name).Group(s.cfg.Group).Idle(idle).Start("-").End("+").Count(int64(s.cfg.BatchSize)).Build()).ToArray()
 		if err != nil {
-			return nil, classifyRedis(fmt.Errorf("list idle pending entries of stream %q (XPENDING): %w", st.name, err))
+			return nil, mirror.ClassifyRedis(fmt.Errorf("list idle pending entries of stream %q (XPENDING): %w", st.name, err))
 		}
 		var ids []string
 		for _, p := range pending {
@@ -494,7 +546,7 @@ func (s *RedisSource) claimOthers(ctx context.Context) (*EntryBatch, error) {
 		}
 		claimed, err := c.Do(ctx, c.B().Xclaim().Key(st.name).Group(s.cfg.Group).Consumer(s.cfg.Consumer).MinIdleTime(strconv.FormatInt(idle, 10)).Id(ids...).Build()).ToArray()
 		if err != nil {
-			return nil, classifyRedis(fmt.Errorf("take over idle pending entries of stream %q (XCLAIM): %w", st.name, err))
+			return nil, mirror.ClassifyRedis(fmt.Errorf("take over idle pending entries of stream %q (XCLAIM): %w", st.name, err))
 		}
 		trimmed, firstTrimmed := 0, ""
 		for _, raw := range claimed {
@@ -565,18 +617,18 @@ func (s *RedisSource) prepare(ctx context.Context, streams []*streamState, start
 		case err == nil:
 			st.ready, st.fresh = true, true
 			s.log.Debug("consumer group created", "stream", st.name, "group", s.cfg.Group, "at", start)
-		case isRedisErrPrefix(err, "BUSYGROUP"):
+		case mirror.IsRedisErrPrefix(err, "BUSYGROUP"):
 			st.ready, st.fresh = true, false
 			existing = append(existing, st)
 			s.log.Debug("consumer group exists; reading on from its position", "stream", st.name, "group", s.cfg.Group)
-		case isRedisErrPrefix(err, "WRONGTYPE"):
+		case mirror.IsRedisErrPrefix(err, "WRONGTYPE"):
 			return fmt.Errorf("key %q is not a stream (WRONGTYPE); check --stream", st.name)
-		case isRedisErrContaining(err, "requires the key to exist"):
+		case mirror.IsRedisErrContaining(err, "requires the key to exist"):
 			st.ready = false
-		case isRedisErrContaining(err, "Invalid stream ID"):
+		case mirror.IsRedisErrContaining(err, "Invalid stream ID"):
 			return fmt.Errorf("--start %q is not an entry ID (use earliest, latest or <ms>-<seq>)", s.cfg.Start)
 		default:
-			return classifyRedis(fmt.Errorf("create consumer group %q on stream %q: %w", s.cfg.Group, st.name, err))
+			return mirror.ClassifyRedis(fmt.Errorf("create consumer group %q on stream %q: %w", s.cfg.Group, st.name, err))
 		}
 	}
 	if err := s.checkShared(ctx, existing); err != nil {
@@ -597,7 +649,7 @@ func (s *RedisSource) prepare(ctx context.Context, streams []*streamState, start
 		st := asked[i]
 		info, err := r.AsMap()
 		if err != nil {
-			return classifyRedis(fmt.Errorf("read the last entry ID of stream %q (XINFO STREAM): %w", st.name, err))
+			return mirror.ClassifyRedis(fmt.Errorf("read the last entry ID of stream %q (XINFO STREAM): %w", st.name, err))
 		}
 		last, ok := info["last-generated-id"]
 		if !ok {
@@ -626,14 +678,14 @@ func (s *RedisSource) checkStart(ctx context.Context, streams []*streamState, st
 	for i, st := range streams {
 		info, err := replies[2*i].AsMap()
 		if err != nil {
-			if isRedisErrContaining(err, "no such key") || isRedisErrPrefix(err, "WRONGTYPE") {
+			if mirror.IsRedisErrContaining(err, "no such key") || mirror.IsRedisErrPrefix(err, "WRONGTYPE") {
 				continue // not there yet, or reported by XGROUP CREATE
 			}
-			return classifyRedis(fmt.Errorf("read the last entry ID of stream %q (XINFO STREAM): %w", st.name, err))
+			return mirror.ClassifyRedis(fmt.Errorf("read the last entry ID of stream %q (XINFO STREAM): %w", st.name, err))
 		}
 		groups, err := replies[2*i+1].ToArray()
 		if err != nil {
-			return classifyRedis(fmt.Errorf("stream %q: XINFO GROUPS: %w", st.name, err))
+			return mirror.ClassifyRedis(fmt.Errorf("stream %q: XINFO GROUPS: %w", st.name, err))
 		}
 		if hasGroup(groups, s.cfg.Group) {
 			continue
@@ -682,7 +734,7 @@ func (s *RedisSource) checkShared(ctx context.Context, streams []*streamState) e
 		st := streams[i]
 		consumers, err := r.ToArray()
 		if err != nil {
-			return classifyRedis(fmt.Errorf("list the consumers of group %q on stream %q (XINFO CONSUMERS): %w", s.cfg.Group, st.name, err))
+			return mirror.ClassifyRedis(fmt.Errorf("list the consumers of group %q on stream %q (XINFO CONSUMERS): %w", s.cfg.Group, st.name, err))
 		}
 		var others []string
 		var pending int64
@@ -710,7 +762,7 @@ func (s *RedisSource) checkShared(ctx context.Context, streams []*streamState) e
 		for j, lr := range c.DoMulti(ctx, leases...) {
 			n, err := lr.AsInt64()
 			if err != nil {
-				return classifyRedis(fmt.Errorf("look for the lease of mirror %q: %w", others[j], err))
+				return mirror.ClassifyRedis(fmt.Errorf("look for the lease of mirror %q: %w", others[j], err))
 			}
 			if n > 0 {
 				return fmt.Errorf("stream %q: consumer group %q is also read by mirror %q, which is running now (lease %s); mirrors sharing a group split the stream between them: give this mirror a group of its own (--group)", st.name, s.cfg.Group, others[j], checkpoint.LeaseKey(checkpoint.KindRedisToKafka, others[j]))
@@ -732,10 +784,10 @@ func ConsumerInGroup(ctx context.Context, c rueidis.Client, streams []string, gr
 	for i, r := range c.DoMulti(ctx, cmds...) {
 		consumers, err := r.ToArray()
 		if err != nil {
-			if isRedisErrPrefix(err, "NOGROUP") || isRedisErrContaining(err, "no such key") || isRedisErrPrefix(err, "WRONGTYPE") {
+			if mirror.IsRedisErrPrefix(err, "NOGROUP") || mirror.IsRedisErrContaining(err, "no such key") || mirror.IsRedisErrPrefix(err, "WRONGTYPE") {
 				continue
 			}
-			return false, classifyRedis(fmt.Errorf("list the consumers of group %q on stream %q (XINFO CONSUMERS): %w", group, streams[i], err))
+			return false, mirror.ClassifyRedis(fmt.Errorf("list the consumers of group %q on stream %q (XINFO CONSUMERS): %w", group, streams[i], err))
 		}
 		for _, cons := range consumers {
 			info, _ := cons.AsMap()
@@ -761,7 +813,7 @@ func (s *RedisSource) Pending(ctx context.Context) (int64, error) {
 		// matters.
 		summary, err := c.Do(ctx, c.B().Xpending().Key(st.name).Group(s.cfg.Group).Build()).ToArray()
 		if err != nil {
-			return 0, classifyRedis(fmt.Errorf("read pending entries of stream %q: %w", st.name, err))
+			return 0, mirror.ClassifyRedis(fmt.Errorf("read pending entries of stream %q: %w", st.name, err))
 		}
 		if len(summary) < 4 {
 			continue
@@ -806,23 +858,22 @@ func idList(ids []string) string {
 	return fmt.Sprintf("%s and %d more", strings.Join(ids[:idListMax], ","), len(ids)-idListMax)
 }
 
-// Skipped counts pending entries found already in Kafka.
-func (s *RedisSource) Skipped() int64 { return s.skipped.Load() }
-
-// Lost counts the entries trimmed from their streams before they were
-// mirrored and passed over under OnGapSkip: never delivered to the group
-// (as far as Redis can count them), or pending with their bodies gone.
-func (s *RedisSource) Lost() int64 { return s.gapped.Load() + s.trimmed.Load() }
-
-// Refused counts the entries Kafka refused (or would refuse) that were
-// acknowledged without a record: skipped, or copied to the dead-letter
-// stream.
-func (s *RedisSource) Refused() (skipped, deadLettered int64) {
-	return s.refusedSkipped.Load(), s.deadLettered.Load()
-}
-
 // Next returns the next batch: pending entries first, then new ones.
 func (s *RedisSource) Next(ctx context.Context) (*EntryBatch, error) {
+	b, err := s.next(ctx)
+	if err == nil {
+		b.deadLetter = s.cfg.DeadLetterStream != ""
+		b.lost += s.gapLost.Swap(0)
+		return b, nil
+	}
+	if errors.Is(err, io.EOF) && s.gapLost.Load() > 0 {
+		// The last entries went past are counted before the end.
+		return &EntryBatch{lost: s.gapLost.Swap(0)}, nil
+	}
+	return nil, err
+}
+
+func (s *RedisSource) next(ctx context.Context) (*EntryBatch, error) {
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -1006,10 +1057,10 @@ func (s *RedisSource) waitForEntries(ctx context.Context, active []*streamState)
 		return nil
 	case ctx.Err() != nil:
 		return ctx.Err()
-	case isRedisErrPrefix(err, "WRONGTYPE"):
+	case mirror.IsRedisErrPrefix(err, "WRONGTYPE"):
 		return fmt.Errorf("a key being read is no longer a stream: %w", err)
 	}
-	return classifyRedis(fmt.Errorf("wait for new entries (XREAD): %w", err))
+	return mirror.ClassifyRedis(fmt.Errorf("wait for new entries (XREAD): %w", err))
 }
 
 // read runs one XREADGROUP and turns its reply into a batch (parseRead).
@@ -1032,13 +1083,13 @@ func (s *RedisSource) readError(ctx context.Context, err error) error {
 	}
 	// A blocked read on a stream that was deleted is UNBLOCKED; the next
 	// read finds no group (NOGROUP).
-	if isRedisErrPrefix(err, "NOGROUP") || isRedisErrPrefix(err, "UNBLOCKED") {
+	if mirror.IsRedisErrPrefix(err, "NOGROUP") || mirror.IsRedisErrPrefix(err, "UNBLOCKED") {
 		return s.groupLost(ctx, err)
 	}
-	if isRedisErrPrefix(err, "WRONGTYPE") {
+	if mirror.IsRedisErrPrefix(err, "WRONGTYPE") {
 		return fmt.Errorf("a key being read is no longer a stream: %w", err)
 	}
-	return classifyRedis(fmt.Errorf("read streams (XREADGROUP): %w", err))
+	return mirror.ClassifyRedis(fmt.Errorf("read streams (XREADGROUP): %w", err))
 }
 
 // parseRead turns an XREADGROUP reply into a batch; counts has the number
@@ -1335,8 +1386,8 @@ func (s *RedisSource) groupLost(ctx context.Context, cause error) error {
 	gone := map[*streamState]bool{}
 	for i, r := range c.DoMulti(ctx, cmds...) {
 		groups, err := r.ToArray()
-		if err != nil && !isRedisErrContaining(err, "no such key") {
-			return classifyRedis(fmt.Errorf("stream %q: XINFO GROUPS: %w", s.streams[i].name, err))
+		if err != nil && !mirror.IsRedisErrContaining(err, "no such key") {
+			return mirror.ClassifyRedis(fmt.Errorf("stream %q: XINFO GROUPS: %w", s.streams[i].name, err))
 		}
 		gone[s.streams[i]] = err != nil
 		found := false
@@ -1368,7 +1419,7 @@ func (s *RedisSource) groupLost(ctx context.Context, cause error) error {
 		if err := s.resync(ctx, "a stream key was replaced while being read (RESTORE?), its consumer group perhaps behind", ready); err != nil {
 			return err
 		}
-		return Transient(fmt.Errorf("a stream key was replaced while being read: %w", cause))
+		return mirror.Transient(fmt.Errorf("a stream key was replaced while being read: %w", cause))
 	}
 	if !s.cfg.Follow || len(lost) == 0 {
 		return fmt.Errorf("streams %q lost consumer group %q while being read (deleted?); run again to start over on them: %w", names, s.cfg.Group, cause)
@@ -1403,7 +1454,7 @@ func (s *RedisSource) groupLost(ctx context.Context, cause error) error {
 	}
 	// Retried by the engine: the next read starts afresh, without taking
 	// this empty result for the end of any stream's pending entries.
-	return Transient(fmt.Errorf("streams %q lost consumer group %q; mirroring them again from their first entry once they exist", names, s.cfg.Group))
+	return mirror.Transient(fmt.Errorf("streams %q lost consumer group %q; mirroring them again from their first entry once they exist", names, s.cfg.Group))
 }
 
 // parseEntry reads [id, [field, value, ...]] keeping order and duplicates;
@@ -1475,7 +1526,6 @@ func (s *RedisSource) CommitMany(ctx context.Context, batches []*EntryBatch) err
 	}
 	ids := map[string][]string{}
 	var order []string
-	var trimmed, skipped, refused int64
 	// trimmedIDs are the IDs of pending entries whose bodies were trimmed,
 	// per stream, for the one warning that names them.
 	var trimmedIDs map[string][]string
@@ -1521,15 +1571,10 @@ func (s *RedisSource) CommitMany(ctx context.Context, batches []*EntryBatch) err
 			streamIDs = append(streamIDs, e.ID)
 			switch e.skip {
 			case skipTrimmed:
-				trimmed++
 				if trimmedIDs == nil {
 					trimmedIDs = map[string][]string{}
 				}
 				trimmedIDs[e.Stream] = append(trimmedIDs[e.Stream], e.ID)
-			case skipWritten:
-				skipped++
-			case skipRefused:
-				refused++
 			case skipNone:
 				if i < len(b.records) {
 					r := &b.records[i]
@@ -1565,20 +1610,13 @@ func (s *RedisSource) CommitMany(ctx context.Context, batches []*EntryBatch) err
 		if errors.Is(err, checkpoint.ErrCommitRefused) {
 			return err
 		}
-		return classifyRedis(err)
+		return mirror.ClassifyRedis(err)
 	}
 	for _, stream := range order {
 		if ids := trimmedIDs[stream]; len(ids) > 0 {
 			s.log.Warn("acknowledged pending entries whose bodies were trimmed from the stream before they could be mirrored (--on-gap skip); they are lost to the mirror",
 				"stream", stream, "count", len(ids), "ids", idList(ids))
 		}
-	}
-	s.trimmed.Add(trimmed)
-	s.skipped.Add(skipped)
-	if s.cfg.DeadLetterStream != "" {
-		s.deadLettered.Add(refused)
-	} else {
-		s.refusedSkipped.Add(refused)
 	}
 	return nil
 }
@@ -1614,7 +1652,7 @@ func (s *RedisSource) writeDeadLetters(ctx context.Context, batches []*EntryBatc
 	if len(cmds) > 0 {
 		for _, r := range c.DoMulti(ctx, cmds...) {
 			if err := r.Error(); err != nil {
-				return classifyRedis(fmt.Errorf("write dead-letter stream %q: %w", s.cfg.DeadLetterStream, err))
+				return mirror.ClassifyRedis(fmt.Errorf("write dead-letter stream %q: %w", s.cfg.DeadLetterStream, err))
 			}
 		}
 	}

@@ -1,4 +1,4 @@
-package mirror
+package r2k
 
 import (
 	"context"
@@ -15,28 +15,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/xmirror/xmirror/mirror"
+	"github.com/xmirror/xmirror/mirror/kafkatopic"
 	"github.com/xmirror/xmirror/mirror/mapping"
 )
-
-// Format is how an entry becomes a record value (and back).
-type Format string
-
-// Formats.
-const (
-	// FormatJSON: the value is a JSON object of the entry's fields.
-	FormatJSON Format = "json"
-	// FormatRaw: the value is one field's bytes, the other fields headers.
-	FormatRaw Format = "raw"
-)
-
-// ParseFormat accepts "json" or "raw".
-func ParseFormat(s string) (Format, error) {
-	switch f := Format(s); f {
-	case FormatJSON, FormatRaw:
-		return f, nil
-	}
-	return "", fmt.Errorf("--format must be json or raw, got %q", s)
-}
 
 // KafkaSinkConfig configures a KafkaSink.
 type KafkaSinkConfig struct {
@@ -47,7 +29,7 @@ type KafkaSinkConfig struct {
 	// Mirror is the mirror's name, for the error of a fenced producer.
 	Mirror string
 	// TxnBatches is the most batches one transaction holds (default
-	// DefaultMaxInFlight): at most the engine's in-flight limit, since no
+	// mirror.DefaultMaxInFlight): at most the engine's in-flight limit, since no
 	// more batches come before some are confirmed.
 	TxnBatches int
 	// TxnBytes commits a transaction once it holds that much payload
@@ -58,7 +40,7 @@ type KafkaSinkConfig struct {
 	TxnIdle time.Duration
 	// Topics maps each stream to its destination topic.
 	Topics map[string]string
-	Format Format
+	Format mapping.Format
 	// ValueField is the field that becomes the value in FormatRaw.
 	ValueField string
 	// KeyField, when set, is the field whose value becomes the record key.
@@ -66,7 +48,7 @@ type KafkaSinkConfig struct {
 	// Limits, when set, are the record batch limits of the topics (see
 	// ReadTopicLimits): an entry whose record cannot fit its topic's
 	// fails before it is produced, and the batch stops right before it.
-	Limits map[string]RecordLimit
+	Limits map[string]kafkatopic.RecordLimit
 	// WarnFields, when set, is kafka-to-redis's --max-fields: an entry
 	// with more fields is written all the same, and a warning says, once
 	// per stream, that the reverse direction would refuse its record.
@@ -161,7 +143,7 @@ func NewKafkaSink(cfg KafkaSinkConfig) *KafkaSink {
 		cfg.Timestamp = TimestampID
 	}
 	if cfg.OnError == "" {
-		cfg.OnError = OnErrorFail
+		cfg.OnError = mirror.OnErrorFail
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -169,7 +151,7 @@ func NewKafkaSink(cfg KafkaSinkConfig) *KafkaSink {
 	}
 	cfg.Logger = log
 	if cfg.TxnBatches <= 0 {
-		cfg.TxnBatches = DefaultMaxInFlight
+		cfg.TxnBatches = mirror.DefaultMaxInFlight
 	}
 	if cfg.TxnBytes <= 0 {
 		cfg.TxnBytes = DefaultTxnBytes
@@ -194,7 +176,7 @@ type ProducerTuning struct {
 	// Limits are what the topics and brokers accept (ReadTopicLimits):
 	// a partition's batch may grow to its topic's limit, and requests to
 	// the brokers' request limit. Without them, Kafka's defaults.
-	Limits TopicLimits
+	Limits kafkatopic.Limits
 
 	// KeptPartitions maps topics to the partition count their records
 	// are hashed over (the count when the mirror first wrote them; see
@@ -254,9 +236,9 @@ func ProducerOpts(t ProducerTuning) ([]kgo.Opt, error) {
 	// holds stays bounded by MaxBufferedRecords, not by this limit.
 	request := t.Limits.RequestBytes
 	if request <= 0 {
-		request = defaultSocketRequestMaxBytes
+		request = kafkatopic.DefaultSocketRequestMaxBytes
 	}
-	fallback := min(int32(defaultMessageMaxBytes), request-produceRequestOverhead)
+	fallback := min(int32(kafkatopic.DefaultMessageMaxBytes), request-kafkatopic.ProduceRequestOverhead)
 	topics := t.Limits.Topics
 	opts = append(opts,
 		kgo.BrokerMaxWriteBytes(request),
@@ -426,7 +408,7 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 	records := b.records
 	headers := make([]kgo.RecordHeader, 0, k.headerCount(b))
 	var arena []byte
-	if k.cfg.Format == FormatJSON {
+	if k.cfg.Format == mapping.FormatJSON {
 		arena = make([]byte, 0, b.size+n*16)
 	}
 
@@ -451,9 +433,9 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 		switch {
 		case failed:
 			// Nothing of an aborted transaction is confirmed.
-			tb.refused = &PartialError{Confirmed: 0, Err: err}
+			tb.refused = &mirror.PartialError{Confirmed: 0, Err: err}
 		case firstErr < n:
-			tb.result = &PartialError{Confirmed: firstErr, Err: err}
+			tb.result = &mirror.PartialError{Confirmed: firstErr, Err: err}
 		}
 		mu.Unlock()
 		close(tb.answered)
@@ -525,7 +507,7 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 			if k.cfg.KeyField != "" && r.Key == nil && f.Name == k.cfg.KeyField {
 				r.Key = bytesOf(f.Value)
 			}
-			if k.cfg.Format == FormatRaw {
+			if k.cfg.Format == mapping.FormatRaw {
 				if !valueSet && f.Name == k.cfg.ValueField {
 					r.Value = bytesOf(f.Value)
 					valueSet = true
@@ -537,7 +519,7 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 				headers = append(headers, kgo.RecordHeader{Key: mapping.HeaderKey(f.Name), Value: bytesOf(f.Value)})
 			}
 		}
-		if k.cfg.Format == FormatJSON {
+		if k.cfg.Format == mapping.FormatJSON {
 			start := len(arena)
 			arena = mapping.AppendJSONObject(arena, e.Fields)
 			r.Value = arena[start:len(arena):len(arena)]
@@ -554,7 +536,7 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 			// whole record batch with it). With fail, the entries after
 			// it are not produced, so the stream's order holds when it
 			// is retried; otherwise the batch goes on without it.
-			if k.cfg.OnError != OnErrorFail {
+			if k.cfg.OnError != mirror.OnErrorFail {
 				k.setAside(b, i, r.Topic, rerr)
 				continue
 			}
@@ -603,12 +585,12 @@ func (k *KafkaSink) warnWide(e *Entry, topic string) {
 // RecordTooLargeError refuses a record larger than its topic accepts.
 type RecordTooLargeError struct {
 	Size  int // the record batch it would take, in bytes
-	Limit RecordLimit
+	Limit kafkatopic.RecordLimit
 }
 
 func (e *RecordTooLargeError) Error() string {
-	setting := "its " + SettingTopic
-	if e.Limit.Setting != SettingTopic {
+	setting := "its " + kafkatopic.SettingTopic
+	if e.Limit.Setting != kafkatopic.SettingTopic {
 		setting = "the broker's " + e.Limit.Setting
 	}
 	return fmt.Sprintf("%v: the record takes %d bytes, more than the %d the topic accepts (%s)", kerr.MessageTooLarge, e.Size, e.Limit.Bytes, setting)
@@ -655,7 +637,7 @@ func batchSize(r *kgo.Record) int {
 // headerCount is how many headers the batch's records need in all.
 func (k *KafkaSink) headerCount(b *EntryBatch) int {
 	n := 2 * len(b.Entries)
-	if k.cfg.Format == FormatRaw {
+	if k.cfg.Format == mapping.FormatRaw {
 		for _, e := range b.Entries {
 			n += len(e.Fields)
 		}
@@ -702,7 +684,7 @@ func (k *KafkaSink) refusal(r *kgo.Record, now time.Time, p TimestampPolicy, has
 func (k *KafkaSink) setAside(b *EntryBatch, i int, topic string, err error) {
 	e := &b.Entries[i]
 	what := "skipping"
-	if k.cfg.OnError == OnErrorDeadLetter {
+	if k.cfg.OnError == mirror.OnErrorDeadLetter {
 		what = "dead-lettering"
 	}
 	k.log.Warn(what+" an entry Kafka refuses", "stream", e.Stream, "id", e.ID, "topic", topic, "err", err)

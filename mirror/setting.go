@@ -1,0 +1,210 @@
+package mirror
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// A mirror is configured by a Config struct, and a front end (the command
+// line, a configuration file) knows each of its fields under a name of its
+// own: --create-topic, create_topic. An error or a validation problem that
+// names a setting (a remedy such as "pass {CreateTopic} to create it")
+// does so by the field's name in braces in its format; Error writes the
+// field's name, and RenderError the front end's. Only the format is read
+// for settings, never the arguments, so a stream or topic called
+// "{CreateTopic}" stays what it is.
+
+// Names maps a Config field name to the name a front end's users know it
+// by; false leaves the field's name.
+type Names func(field string) (string, bool)
+
+// settingNamer is an error whose text names settings.
+type settingNamer interface {
+	error
+	// RenderSettings is the error's text with each setting named by
+	// names (nil: by its field name).
+	RenderSettings(names Names) string
+}
+
+// Errorf is fmt.Errorf for an error whose format names settings of a
+// mirror's Config as {Field}: "pass {OnGap} skip to accept the loss".
+// %w wraps as with fmt.Errorf.
+func Errorf(format string, args ...any) error {
+	return &settingError{format: format, args: args, err: fmt.Errorf(nameSettings(format, nil), args...)}
+}
+
+type settingError struct {
+	format string
+	args   []any
+	err    error // the error with field names, which wraps what %w wrapped
+}
+
+func (e *settingError) Error() string { return e.err.Error() }
+
+func (e *settingError) RenderSettings(names Names) string {
+	return fmt.Errorf(nameSettings(e.format, names), e.args...).Error()
+}
+
+func (e *settingError) Unwrap() []error {
+	switch u := e.err.(type) {
+	case interface{ Unwrap() error }:
+		return []error{u.Unwrap()}
+	case interface{ Unwrap() []error }:
+		return u.Unwrap()
+	}
+	return nil
+}
+
+// SettingText is fmt.Sprintf for the text of an error type whose format
+// names settings as {Field} (see Errorf), each named by names (nil: by
+// its field name). Such a type's RenderSettings(names) is
+// SettingText(names, ...) and its Error RenderSettings(nil).
+func SettingText(names Names, format string, args ...any) string {
+	return fmt.Sprintf(nameSettings(format, names), args...)
+}
+
+// nameSettings replaces each {Field} of format (an upper-case letter, then
+// letters and digits) by its name; other braces stay.
+func nameSettings(format string, names Names) string {
+	if strings.IndexByte(format, '{') < 0 {
+		return format
+	}
+	var b strings.Builder
+	for {
+		open := strings.IndexByte(format, '{')
+		if open < 0 {
+			b.WriteString(format)
+			return b.String()
+		}
+		end := strings.IndexByte(format[open:], '}')
+		if end < 0 || !isFieldName(format[open+1:open+end]) {
+			b.WriteString(format[:open+1])
+			format = format[open+1:]
+			continue
+		}
+		field := format[open+1 : open+end]
+		b.WriteString(format[:open])
+		name := field
+		if names != nil {
+			if n, ok := names(field); ok {
+				name = n
+			}
+		}
+		b.WriteString(strings.ReplaceAll(name, "%", "%%"))
+		format = format[open+end+1:]
+	}
+}
+
+func isFieldName(s string) bool {
+	if s == "" || s[0] < 'A' || s[0] > 'Z' {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// RenderError is err's text with every setting that an error in its chain
+// names written as names says: the text a front end shows its users. The
+// errors that wrap such an error hold its text as it is, so the text is
+// found and replaced there.
+func RenderError(err error, names Names) string {
+	if err == nil {
+		return ""
+	}
+	msg := err.Error()
+	var walk func(error)
+	walk = func(e error) {
+		if e == nil {
+			return
+		}
+		if s, ok := e.(settingNamer); ok {
+			if plain := s.Error(); plain != "" {
+				msg = strings.ReplaceAll(msg, plain, s.RenderSettings(names))
+			}
+		}
+		switch u := e.(type) {
+		case interface{ Unwrap() error }:
+			walk(u.Unwrap())
+		case interface{ Unwrap() []error }:
+			for _, w := range u.Unwrap() {
+				walk(w)
+			}
+		}
+	}
+	walk(err)
+	return msg
+}
+
+// A Problem is one thing wrong with a Config: the field at fault and what
+// is wrong with it, a text that names settings as Errorf does.
+type Problem struct {
+	// Field is the Config field at fault.
+	Field string
+	Err   error
+}
+
+// Problemf is the problem of field, described as Errorf would.
+func Problemf(field, format string, args ...any) *Problem {
+	return &Problem{Field: field, Err: Errorf(format, args...)}
+}
+
+func (p *Problem) Error() string { return p.Err.Error() }
+func (p *Problem) Unwrap() error { return p.Err }
+
+// ConfigError is every problem a Config's Validate found, in order.
+type ConfigError struct {
+	Problems []*Problem
+}
+
+// Error joins the problems into one line.
+func (e *ConfigError) Error() string { return e.RenderSettings(nil) }
+
+// RenderSettings joins the problems, settings named by names.
+func (e *ConfigError) RenderSettings(names Names) string {
+	var b strings.Builder
+	for i, p := range e.Problems {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(RenderError(p, names))
+	}
+	return b.String()
+}
+
+func (e *ConfigError) Unwrap() []error {
+	errs := make([]error, len(e.Problems))
+	for i, p := range e.Problems {
+		errs[i] = p
+	}
+	return errs
+}
+
+// Problems collects a Config's problems; Err is nil when there are none.
+type Problems []*Problem
+
+// Addf adds a problem of field, described as Errorf would.
+func (ps *Problems) Addf(field, format string, args ...any) {
+	*ps = append(*ps, Problemf(field, format, args...))
+}
+
+// Err is the problems as a *ConfigError, or nil.
+func (ps Problems) Err() error {
+	if len(ps) == 0 {
+		return nil
+	}
+	return &ConfigError{Problems: ps}
+}
+
+// IsConfig says whether err is a Config's problem: the mirror refused a
+// setting, so the fix is in the configuration, not the servers.
+func IsConfig(err error) bool {
+	var ce *ConfigError
+	var p *Problem
+	return errors.As(err, &ce) || errors.As(err, &p)
+}
