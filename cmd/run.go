@@ -5,99 +5,121 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"runtime/debug"
-	"sync"
-	"time"
+	"strings"
 
-	"github.com/redis/rueidis"
 	"github.com/spf13/cobra"
 
-	"github.com/xmirror/xmirror/checkpoint"
 	"github.com/xmirror/xmirror/mirror"
 )
 
-// Defaults shared by both directions.
-const (
-	// defaultBatchSize entries per read: large enough that round trips are
-	// a small share of the time, small enough that memory stays a few MiB.
-	defaultBatchSize = 2000
-	// defaultOneShotTimeout is how long a one-shot run keeps retrying a
-	// server that stopped answering before it exits 1.
-	defaultOneShotTimeout = 30 * time.Second
-)
-
-// runFlags are the flags that shape a mirror run in either direction.
+// runFlags are the flags of a mirror run in either direction: they bind
+// into the direction's mirror.RunConfig, and add what only the command
+// has (the summary's format).
 type runFlags struct {
-	name        string
-	follow      bool
-	batchSize   int
-	maxInFlight int
-	timeout     time.Duration
-	output      string
-	leaseTTL    time.Duration
+	cfg    *mirror.RunConfig
+	output string
 
 	changed func(flag string) bool // tells a flag given empty from one not given
 }
 
-func (f *runFlags) bind(c *cobra.Command) {
+// runFlagNames names the fields of mirror.RunConfig as their flags.
+var runFlagNames = map[string]string{
+	"Name":        "--name",
+	"Follow":      "--follow",
+	"BatchSize":   "--batch-size",
+	"MaxInFlight": "--max-in-flight",
+	"Timeout":     "--timeout",
+	"LeaseTTL":    "--lease-ttl",
+}
+
+func (f *runFlags) bind(c *cobra.Command, cfg *mirror.RunConfig) {
+	f.cfg = cfg
 	fs := c.Flags()
 	f.changed = fs.Changed
-	fs.StringVar(&f.name, "name", "", "mirror name: keys its checkpoint and lease (default derived from the source and destination)")
-	fs.BoolVarP(&f.follow, "follow", "f", false, "keep mirroring new data until SIGINT/SIGTERM instead of stopping at what exists at start")
-	fs.IntVar(&f.batchSize, "batch-size", defaultBatchSize, "the most entries read, written and confirmed together")
-	fs.IntVar(&f.maxInFlight, "max-in-flight", mirror.DefaultMaxInFlight, "batches written but not yet confirmed; more hides latency, costs memory")
-	fs.DurationVar(&f.timeout, "timeout", defaultOneShotTimeout, "one-shot: how long to retry an unreachable server before exiting 1 (follow retries forever)")
+	fs.StringVar(&cfg.Name, "name", "", "mirror name: keys its checkpoint and lease (default derived from the source and destination)")
+	fs.BoolVarP(&cfg.Follow, "follow", "f", cfg.Follow, "keep mirroring new data until SIGINT/SIGTERM instead of stopping at what exists at start")
+	fs.IntVar(&cfg.BatchSize, "batch-size", cfg.BatchSize, "the most entries read, written and confirmed together")
+	fs.IntVar(&cfg.MaxInFlight, "max-in-flight", cfg.MaxInFlight, "batches written but not yet confirmed; more hides latency, costs memory")
+	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "one-shot: how long to retry an unreachable server before exiting 1 (follow retries forever)")
 	fs.StringVarP(&f.output, "output", "o", "text", "summary format: text or json")
-	fs.DurationVar(&f.leaseTTL, "lease-ttl", checkpoint.DefaultLeaseTTL, "how long a crashed mirror's lease keeps another process from starting under its name; a run on the same host takes a dead process's lease over at once")
+	fs.DurationVar(&cfg.LeaseTTL, "lease-ttl", cfg.LeaseTTL, "how long a crashed mirror's lease keeps another process from starting under its name; a run on the same host takes a dead process's lease over at once")
 }
 
-// validate reports every problem with the run flags.
+// validate reports the problems of the flags only the command has.
 func (f *runFlags) validate() []string {
-	var problems []string
-	if f.batchSize < 1 || f.batchSize > 100000 {
-		problems = append(problems, fmt.Sprintf("--batch-size must be from 1 to 100000, got %d", f.batchSize))
-	}
-	if f.maxInFlight < 1 || f.maxInFlight > 64 {
-		problems = append(problems, fmt.Sprintf("--max-in-flight must be from 1 to 64, got %d", f.maxInFlight))
-	}
-	if f.timeout <= 0 {
-		problems = append(problems, fmt.Sprintf("--timeout must be positive, got %s", f.timeout))
-	}
-	if f.leaseTTL < time.Second {
-		problems = append(problems, fmt.Sprintf("--lease-ttl must be at least 1s, got %s", f.leaseTTL))
-	}
 	if f.output != "text" && f.output != "json" {
-		problems = append(problems, fmt.Sprintf("--output must be text or json, got %q", f.output))
+		return []string{fmt.Sprintf("--output must be text or json, got %q", f.output)}
 	}
-	if f.changed != nil && f.changed("name") && f.name == "" {
-		// Not the default name: an empty one would be a mistake in a
-		// script (an unset variable), and keys every mirror alike.
-		problems = append(problems, "--name must not be empty")
-	}
-	return problems
+	return nil
 }
 
-// engineOptions turns the flags into engine options.
-func (f *runFlags) engineOptions(a *app) mirror.Options {
-	opt := mirror.Options{
-		MaxInFlight: f.maxInFlight,
-		Logger:      a.logger(),
+// defaultName gives the mirror the name derived from its settings unless
+// --name was given (given empty, it is refused by the mirror's
+// validation).
+func (f *runFlags) defaultName(derive func() string) {
+	if !f.changed("name") {
+		f.cfg.Name = derive()
 	}
-	if !f.follow {
-		opt.RetryFor = f.timeout
+}
+
+// flagNames names a mirror's Config fields as the command's flags: run,
+// then a direction's own.
+func flagNames(own map[string]string) mirror.Names {
+	return func(field string) (string, bool) {
+		if n, ok := own[field]; ok {
+			return n, true
+		}
+		n, ok := runFlagNames[field]
+		return n, ok
 	}
-	if a.env.Getenv("GOMEMLIMIT") == "" {
-		opt.OnCommit = memoryLimitFollower(f.maxInFlight)
+}
+
+// flagError is a mirror's error as the command shows it: every setting it
+// names written as its flag.
+type flagError struct {
+	err   error
+	names mirror.Names
+}
+
+func (e *flagError) Error() string { return mirror.RenderError(e.err, e.names) }
+func (e *flagError) Unwrap() error { return e.err }
+
+// commandError is err as the command returns it: its settings named as
+// flags, and a Config's problems (with the command's own, cmdProblems) a
+// usage error.
+func commandError(err error, names mirror.Names, cmdProblems []string) error {
+	if err == nil && len(cmdProblems) == 0 {
+		return nil
 	}
-	return opt
+	if err != nil && !mirror.IsConfig(err) && len(cmdProblems) == 0 {
+		return &flagError{err: err, names: names}
+	}
+	var problems []string
+	if err != nil {
+		problems = append(problems, mirror.RenderError(err, names))
+	}
+	problems = append(problems, cmdProblems...)
+	return usageErrorf("%s", strings.Join(problems, "; "))
+}
+
+// observer is what the command itself watches of a run: the garbage
+// collector's memory limit follows the batches in flight, unless the
+// environment sets one (GOMEMLIMIT).
+func (a *app) observer(cfg *mirror.RunConfig) *mirror.Observer {
+	if a.env.Getenv("GOMEMLIMIT") != "" {
+		return nil
+	}
+	follow := memoryLimitFollower(cfg.MaxInFlight)
+	return &mirror.Observer{Committed: func(c mirror.Commit) { follow(c.Totals) }}
 }
 
 // memoryLimitFollower keeps the garbage collector's soft memory limit (see
 // cmd/xmirror) above what the batches in flight actually hold: large
 // entries can make large batches (kafka-to-redis, or redis-to-kafka with
 // --batch-bytes 0), and a limit below the working set would make the
-// collector run without pause. The limit only ever rises.
+// collector run without pause. The limit only ever rises. It is a setting
+// of the process, so the command owns it, not a mirror.
 func memoryLimitFollower(maxInFlight int) func(mirror.Stats) {
 	limit := debug.SetMemoryLimit(-1)
 	return func(s mirror.Stats) {
@@ -114,25 +136,51 @@ func memoryLimitFollower(maxInFlight int) func(mirror.Stats) {
 	}
 }
 
-// followStopped turns the error of a follow run that a signal stopped
-// into success: that is how a follow run ends.
-func followStopped(c *cobra.Command, f *runFlags, err error) error {
-	if f.follow && err != nil && errors.Is(err, context.Canceled) && c.Context().Err() != nil {
-		return nil
-	}
-	return err
+// A runner is a mirror of either direction, built and ready to run.
+type runner interface {
+	Name() string
+	Run(ctx context.Context) (mirror.Stats, error)
 }
 
-// problemsError joins validation problems into one usage error.
-func problemsError(problems []string) error {
-	if len(problems) == 0 {
-		return nil
+// runMirror runs m, prints its summary and turns its error into the
+// command's. A run that stopped before it was set up prints no summary,
+// only its error. A follow run stopped by a signal succeeded, even during
+// start-up; a one-shot run stopped by one did not finish, which is exit
+// 130.
+func (a *app) runMirror(c *cobra.Command, f *runFlags, direction string, m runner, names mirror.Names) error {
+	stats, err := m.Run(c.Context())
+	interrupted := err != nil && errors.Is(err, context.Canceled) && c.Context().Err() != nil
+	if errors.As(err, new(*mirror.SetUpError)) {
+		if interrupted && f.cfg.Follow {
+			return nil
+		}
+		return commandError(err, names, nil)
 	}
-	msg := problems[0]
-	for _, p := range problems[1:] {
-		msg += "; " + p
+	s := summary{Mirror: m.Name(), Direction: direction,
+		Entries: stats.Entries, Bytes: stats.Bytes, Seconds: stats.Elapsed.Seconds(), Rate: stats.Rate(),
+		// Entries acknowledged without being written: set aside, or
+		// already at the destination. Those lost are counted apart:
+		// the destination never had them.
+		Skipped: stats.Skipped + stats.DeadLettered + stats.Present, Lost: stats.Lost}
+	switch {
+	case err == nil:
+		s.Stopped = "done"
+	case interrupted && f.cfg.Follow:
+		s.Stopped = "signal"
+		err = nil
+	case interrupted:
+		s.Stopped = "interrupted"
+	default:
+		s.Stopped = "error"
 	}
-	return usageErrorf("%s", msg)
+	log := a.logger()
+	if err != nil {
+		log.Debug("stopped", "mirror", s.Mirror, "reason", s.Stopped, "err", err)
+	} else {
+		log.Debug("stopped", "mirror", s.Mirror, "reason", s.Stopped)
+	}
+	a.printSummary(f, s)
+	return commandError(err, names, nil)
 }
 
 // summary is the one-line report of a finished run.
@@ -150,48 +198,25 @@ type summary struct {
 	Stopped string `json:"stopped"`
 }
 
-// finish prints the summary of a run and turns its error into the command's.
-// A follow run stopped by a signal succeeded; a one-shot run stopped by one
-// did not finish, which is exit 130.
-func finish(a *app, c *cobra.Command, f *runFlags, s summary, stats mirror.Stats, err error) error {
-	s.Entries, s.Bytes = stats.Entries, stats.Bytes
-	s.Seconds = stats.Elapsed.Seconds()
-	s.Rate = stats.Rate()
-	interrupted := err != nil && errors.Is(err, context.Canceled) && c.Context().Err() != nil
-	switch {
-	case err == nil:
-		s.Stopped = "done"
-	case interrupted && f.follow:
-		s.Stopped = "signal"
-		err = nil
-	case interrupted:
-		s.Stopped = "interrupted"
-	default:
-		s.Stopped = "error"
+func (a *app) printSummary(f *runFlags, s summary) {
+	if a.global.quiet && f.output != "json" {
+		return
 	}
-	if err != nil {
-		a.logger().Debug("stopped", "mirror", s.Mirror, "reason", s.Stopped, "err", err)
-	} else {
-		a.logger().Debug("stopped", "mirror", s.Mirror, "reason", s.Stopped)
+	if f.output == "json" {
+		json.NewEncoder(a.env.Stdout).Encode(s)
+		return
 	}
-	if !a.global.quiet || f.output == "json" {
-		if f.output == "json" {
-			json.NewEncoder(a.env.Stdout).Encode(s)
-		} else {
-			line := fmt.Sprintf("%s: mirrored %d entries (%s) in %.2fs, %.0f entries/s", s.Mirror, s.Entries, humanBytes(s.Bytes), s.Seconds, s.Rate)
-			if s.Skipped > 0 {
-				line += fmt.Sprintf(", %d skipped", s.Skipped)
-			}
-			if s.Lost > 0 {
-				line += fmt.Sprintf(", %d lost", s.Lost)
-			}
-			if s.Stopped != "done" {
-				line += "; stopped: " + s.Stopped
-			}
-			fmt.Fprintln(a.env.Stderr, line)
-		}
+	line := fmt.Sprintf("%s: mirrored %d entries (%s) in %.2fs, %.0f entries/s", s.Mirror, s.Entries, humanBytes(s.Bytes), s.Seconds, s.Rate)
+	if s.Skipped > 0 {
+		line += fmt.Sprintf(", %d skipped", s.Skipped)
 	}
-	return err
+	if s.Lost > 0 {
+		line += fmt.Sprintf(", %d lost", s.Lost)
+	}
+	if s.Stopped != "done" {
+		line += "; stopped: " + s.Stopped
+	}
+	fmt.Fprintln(a.env.Stderr, line)
 }
 
 func humanBytes(n int64) string {

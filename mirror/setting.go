@@ -193,6 +193,11 @@ func (ps *Problems) Addf(field, format string, args ...any) {
 	*ps = append(*ps, Problemf(field, format, args...))
 }
 
+// Add adds err as a problem of field.
+func (ps *Problems) Add(field string, err error) {
+	*ps = append(*ps, &Problem{Field: field, Err: err})
+}
+
 // Err is the problems as a *ConfigError, or nil.
 func (ps Problems) Err() error {
 	if len(ps) == 0 {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -108,8 +109,11 @@ type BadRecordError struct {
 	Err       error
 }
 
-func (e *BadRecordError) Error() string {
-	return fmt.Sprintf("topic %q partition %d offset %d: cannot decode the record as %s: %v; fix the producer, or use --on-error skip or --on-error dead-letter to go past it",
+func (e *BadRecordError) Error() string { return e.RenderSettings(nil) }
+
+// RenderSettings is the error's text with its settings named by names.
+func (e *BadRecordError) RenderSettings(names mirror.Names) string {
+	return mirror.SettingText(names, "topic %q partition %d offset %d: cannot decode the record as %s: %v; fix the producer, or use {OnError} skip or {OnError} dead-letter to go past it",
 		e.Topic, e.Partition, e.Offset, e.Format, e.Err)
 }
 func (e *BadRecordError) Unwrap() error { return e.Err }
@@ -131,12 +135,15 @@ type IDBelowTopError struct {
 	Taken bool
 }
 
-func (e *IDBelowTopError) Error() string {
+func (e *IDBelowTopError) Error() string { return e.RenderSettings(nil) }
+
+// RenderSettings is the error's text with its settings named by names.
+func (e *IDBelowTopError) RenderSettings(names mirror.Names) string {
 	if e.Taken {
-		return fmt.Sprintf("topic %q partition %d offset %d: --preserve-ids: stream %q holds another entry (other fields) under entry ID %s, at or below its last ID %s, so this one cannot be added (another client writes to the stream); use --on-error skip or --on-error dead-letter to go past it",
+		return mirror.SettingText(names, "topic %q partition %d offset %d: {PreserveIDs}: stream %q holds another entry (other fields) under entry ID %s, at or below its last ID %s, so this one cannot be added (another client writes to the stream); use {OnError} skip or {OnError} dead-letter to go past it",
 			e.Topic, e.Partition, e.Offset, e.Stream, e.ID, e.Top)
 	}
-	return fmt.Sprintf("topic %q partition %d offset %d: --preserve-ids: entry ID %s is not in stream %q but not above its last ID %s, so Redis cannot add it (it arrived out of order, or another client writes to the stream); use --on-error skip or --on-error dead-letter to go past it",
+	return mirror.SettingText(names, "topic %q partition %d offset %d: {PreserveIDs}: entry ID %s is not in stream %q but not above its last ID %s, so Redis cannot add it (it arrived out of order, or another client writes to the stream); use {OnError} skip or {OnError} dead-letter to go past it",
 		e.Topic, e.Partition, e.Offset, e.ID, e.Stream, e.Top)
 }
 
@@ -566,7 +573,7 @@ func topicIDs(ctx context.Context, admin *kgo.Client, topics []string) (map[stri
 // awaitTopic waits, until ctx ends, for topic to exist again after it was
 // deleted during a follow run, looking every second.
 func (s *KafkaSource) awaitTopic(ctx context.Context, topic string) (id string, found bool, err error) {
-	s.log.Warn("the topic was deleted during the run; waiting for it to be created again (--on-topic-recreated restart), then mirroring it from its start", "kafka", s.kafkaName, "topic", topic)
+	s.log.Warn("the topic was deleted during the run; waiting for it to be created again, then mirroring it from its start", "kafka", s.kafkaName, "topic", topic, "on_topic_recreated", OnTopicRecreatedRestart)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
@@ -609,7 +616,7 @@ func (s *KafkaSource) fetchError(ctx context.Context, t string, p int32, err err
 	}
 	st := s.parts[t][p]
 	if errors.Is(err, kerr.OffsetOutOfRange) && st != nil {
-		return fmt.Errorf("topic %q partition %d: offset %d is no longer in the log: records were deleted (retention) before they were mirrored, or the topic was recreated; restart to see the gap (--on-gap skip accepts it)", t, p, st.next)
+		return mirror.Errorf("topic %q partition %d: offset %d is no longer in the log: records were deleted (retention) before they were mirrored, or the topic was recreated; restart to see the gap ({OnGap} skip accepts it)", t, p, st.next)
 	}
 	switch {
 	case errors.Is(err, kerr.UnknownTopicID):
@@ -659,7 +666,7 @@ func (s *KafkaSource) build(fetches kgo.Fetches) *K2RBatch {
 				bad := &BadRecordError{Topic: fp.Topic, Partition: fp.Partition, Offset: r.Offset, Format: s.mapping.format, Err: err}
 				switch s.onError {
 				case mirror.OnErrorSkip:
-					s.log.Warn("skipping a record that cannot be decoded (--on-error skip)", "topic", fp.Topic, "partition", fp.Partition, "offset", r.Offset, "err", err)
+					s.log.Warn("skipping a record that cannot be decoded", "on_error", mirror.OnErrorSkip, "topic", fp.Topic, "partition", fp.Partition, "offset", r.Offset, "err", err)
 					b.skipped++
 				case mirror.OnErrorDeadLetter:
 					s.log.Warn("dead-lettering a record that cannot be decoded", "topic", fp.Topic, "partition", fp.Partition, "offset", r.Offset, "err", err)
@@ -752,6 +759,24 @@ func (s *KafkaSource) moveFor(b *K2RBatch, writes []*checkpoint.K2RWrite, st *pa
 		s.touched = append(s.touched, st)
 	}
 	return w
+}
+
+// partitionStates are the partitions the source reads, in topic and
+// partition order.
+func (s *KafkaSource) partitionStates() []*partState {
+	var out []*partState
+	for _, parts := range s.parts {
+		for _, st := range parts {
+			out = append(out, st)
+		}
+	}
+	slices.SortFunc(out, func(a, b *partState) int {
+		if c := strings.Compare(a.tp.Topic, b.tp.Topic); c != 0 {
+			return c
+		}
+		return int(a.tp.Partition - b.tp.Partition)
+	})
+	return out
 }
 
 // Commit has nothing to do: the positions were already moved by the sink,

@@ -583,7 +583,7 @@ func (s *RedisSink) resolve(b *K2RBatch, wi int, e *checkpoint.IDCheckError) {
 		if s.onError == mirror.OnErrorSkip {
 			p.skipped++
 			if !p.handled[i] {
-				s.log.Warn("skipping an entry that Redis cannot add (--on-error skip)", "err", bad)
+				s.log.Warn("skipping an entry that Redis cannot add", "on_error", mirror.OnErrorSkip, "err", bad)
 			}
 		} else {
 			p.dead++

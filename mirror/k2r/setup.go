@@ -26,10 +26,6 @@ const (
 	OnTopicRecreatedRestart = "restart" // mirror the new topic from its start
 )
 
-// ErrConfig marks a kafka-to-redis request that is impossible for the
-// topics as they are (a usage error, found only once Kafka answered).
-var ErrConfig = errors.New("invalid request")
-
 // K2RConfig is a kafka-to-redis mirror, as validated by the command.
 type K2RConfig struct {
 	Name   string
@@ -130,7 +126,7 @@ func NewK2R(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg K2RCo
 			if ok && d.Err != nil && !errors.Is(d.Err, kerr.UnknownTopicOrPartition) {
 				why = d.Err.Error()
 			}
-			return nil, nil, fmt.Errorf("kafka %s: topic %q: %s; check --topic (xmirror never creates source topics)", cfg.KafkaName, t, why)
+			return nil, nil, mirror.Errorf("kafka %s: topic %q: %s; check {Topics} (xmirror never creates source topics)", cfg.KafkaName, t, why)
 		}
 		src.parts[t] = map[int32]*partState{}
 		for _, p := range d.Partitions.Numbers() {
@@ -213,7 +209,7 @@ func (k *k2rSetup) checkStream(ctx context.Context, s string) error {
 		return mirror.Transient(fmt.Errorf("redis %s: type of %q: %w", k.cfg.RedisName, s, err))
 	}
 	if typ != "none" && typ != "stream" {
-		return fmt.Errorf("redis %s: key %q holds a %s, not a stream; choose another --stream or delete it", k.cfg.RedisName, s, typ)
+		return mirror.Errorf("redis %s: key %q holds a %s, not a stream; choose another {Stream} or delete it", k.cfg.RedisName, s, typ)
 	}
 	return nil
 }
@@ -261,8 +257,8 @@ func (k *k2rSetup) add(ctx context.Context, src *KafkaSource, tps []checkpoint.T
 	if cfg.PreserveIDs {
 		for _, stream := range touched {
 			if tps := feeds[stream]; len(tps) > 1 {
-				return nil, fmt.Errorf("--preserve-ids needs one partition per stream, but %d partitions (%s, %s, ...) feed stream %q, whose IDs would interleave out of order; use --stream '{topic}-{partition}': %w",
-					len(tps), tps[0], tps[1], stream, ErrConfig)
+				return nil, mirror.Problemf("PreserveIDs", "{PreserveIDs} needs one partition per stream, but %d partitions (%s, %s, ...) feed stream %q, whose IDs would interleave out of order; use {Stream} '{topic}-{partition}'",
+					len(tps), tps[0], tps[1], stream)
 			}
 		}
 	}
@@ -312,7 +308,7 @@ func (k *k2rSetup) add(ctx context.Context, src *KafkaSource, tps []checkpoint.T
 		restart[s][t] = old
 		if !warned[t] {
 			warned[t] = true
-			k.log.Warn("topic was deleted and created again: mirroring the new topic from its start (--on-topic-recreated restart)",
+			k.log.Warn("topic was deleted and created again: mirroring the new topic from its start", "on_topic_recreated", OnTopicRecreatedRestart,
 				"topic", t, "recorded_topic_id", old, "topic_id", id, "checkpoint", key)
 		}
 	}
@@ -355,14 +351,14 @@ func (k *k2rSetup) add(ctx context.Context, src *KafkaSource, tps []checkpoint.T
 			st.next = pos
 			switch {
 			case pos < logStart.Offset && cfg.OnGap == mirror.OnGapSkip:
-				k.log.Warn("checkpoint is below the log start: records were deleted before they were mirrored; skipping them (--on-gap skip)",
+				k.log.Warn("checkpoint is below the log start: records were deleted before they were mirrored; skipping them", "on_gap", mirror.OnGapSkip,
 					"topic", t, "partition", p, "checkpoint", pos, "log_start", logStart.Offset, "lost", logStart.Offset-pos)
 				st.next = logStart.Offset
 			case pos < logStart.Offset:
-				return nil, fmt.Errorf("topic %q partition %d: the checkpoint is at offset %d but the log now starts at %d: %d records were deleted (retention) before they were mirrored; use --on-gap skip to accept the loss and go on",
+				return nil, mirror.Errorf("topic %q partition %d: the checkpoint is at offset %d but the log now starts at %d: %d records were deleted (retention) before they were mirrored; use {OnGap} skip to accept the loss and go on",
 					t, p, pos, logStart.Offset, logStart.Offset-pos)
 			case pos > hwm.Offset:
-				return nil, fmt.Errorf("topic %q partition %d: the checkpoint is at offset %d but the partition ends at %d; was the topic deleted and recreated? delete the checkpoint %q or use another --name",
+				return nil, mirror.Errorf("topic %q partition %d: the checkpoint is at offset %d but the partition ends at %d; was the topic deleted and recreated? delete the checkpoint %q or use another {Name}",
 					t, p, pos, hwm.Offset, checkpoint.K2RKey(cfg.Name, streams[st.stream]))
 			}
 		} else {

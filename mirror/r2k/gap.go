@@ -40,9 +40,12 @@ type GapError struct {
 	FirstPending string
 }
 
-func (e *GapError) Error() string {
+func (e *GapError) Error() string { return e.RenderSettings(nil) }
+
+// RenderSettings is the error's text with its settings named by names.
+func (e *GapError) RenderSettings(names mirror.Names) string {
 	if e.Pending {
-		return fmt.Sprintf("stream %q: %d pending entries of consumer group %q (from %s), read by an earlier run but not mirrored, were trimmed from the stream before they could be: they are lost to the mirror; pass --on-gap skip to acknowledge them and go on",
+		return mirror.SettingText(names, "stream %q: %d pending entries of consumer group %q (from %s), read by an earlier run but not mirrored, were trimmed from the stream before they could be: they are lost to the mirror; pass {OnGap} skip to acknowledge them and go on",
 			e.Stream, e.Lost, e.Group, e.FirstPending)
 	}
 	var what string
@@ -72,7 +75,7 @@ func (e *GapError) Error() string {
 	if e.Handled != "" {
 		pos = "this mirror had mirrored up to " + e.Handled + " (consumer group " + strconv.Quote(e.Group) + " now stands at " + e.LastDelivered + ": made again, or moved back)"
 	}
-	return fmt.Sprintf("stream %q: %s trimmed (XADD MAXLEN/MINID, XTRIM) before this mirror read them%s: %s and %s; they are lost to the mirror; pass --on-gap skip to accept the loss and mirror on from %s",
+	return mirror.SettingText(names, "stream %q: %s trimmed (XADD MAXLEN/MINID, XTRIM) before this mirror read them%s: %s and %s; they are lost to the mirror; pass {OnGap} skip to accept the loss and mirror on from %s",
 		e.Stream, what, note, pos, where, from)
 }
 
@@ -561,7 +564,7 @@ func (s *RedisSource) skipGap(st *streamState, ge *GapError, setid string) {
 			add.Lost = ge.Lost - max(counted, 0)
 			s.gapLost.Add(add.Lost)
 		}
-		s.log.Warn("entries were trimmed from the stream before this mirror read them; skipping them (--on-gap skip)",
+		s.log.Warn("entries were trimmed from the stream before this mirror read them; skipping them, as the gap policy says", "on_gap", mirror.OnGapSkip,
 			"stream", ge.Stream, "group", ge.Group, "last_delivered", ge.LastDelivered, "first_entry", ge.FirstEntry, "lost", lostText(&add))
 	}
 	if setid == "ok" {
@@ -652,14 +655,14 @@ func (s *RedisSource) checkSetID(ctx context.Context) error {
 	c := s.cfg.Client
 	res := c.Do(ctx, c.B().Eval().Script(setIDCheckScript).Numkeys(int64(len(s.cfg.Streams))).Key(s.cfg.Streams...).Arg(s.cfg.Group).Build())
 	if err := res.Error(); err != nil {
-		return mirror.ClassifyRedis(fmt.Errorf("check that XGROUP SETID is allowed on consumer group %q (needed by --on-gap fail): %w", s.cfg.Group, err))
+		return mirror.ClassifyRedis(mirror.Errorf("check that XGROUP SETID is allowed on consumer group %q (needed by {OnGap} fail): %w", s.cfg.Group, err))
 	}
 	if n, err := res.AsInt64(); err == nil && n == 0 {
 		return nil
 	}
 	reply, err := res.ToArray()
 	if err != nil || len(reply) != 2 {
-		return fmt.Errorf("check that XGROUP SETID is allowed on consumer group %q (needed by --on-gap fail): unexpected reply", s.cfg.Group)
+		return mirror.Errorf("check that XGROUP SETID is allowed on consumer group %q (needed by {OnGap} fail): unexpected reply", s.cfg.Group)
 	}
 	i, _ := reply[0].AsInt64()
 	why, _ := reply[1].ToString()
@@ -667,5 +670,5 @@ func (s *RedisSource) checkSetID(ctx context.Context) error {
 	if i >= 1 && int(i) <= len(s.cfg.Streams) {
 		stream = s.cfg.Streams[i-1]
 	}
-	return fmt.Errorf("stream %q: --on-gap fail needs XGROUP SETID on consumer group %q, and the server refuses it (%s): it keeps the group at entries trimmed before they were read, so that a read does not pass them; grant it (ACL SETUSER <user> +xgroup|setid, on the stream keys) or pass --on-gap skip to accept such gaps", stream, s.cfg.Group, why)
+	return mirror.Errorf("stream %q: {OnGap} fail needs XGROUP SETID on consumer group %q, and the server refuses it (%s): it keeps the group at entries trimmed before they were read, so that a read does not pass them; grant it (ACL SETUSER <user> +xgroup|setid, on the stream keys) or pass {OnGap} skip to accept such gaps", stream, s.cfg.Group, why)
 }

@@ -6,11 +6,12 @@ import (
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/xmirror/xmirror/mirror"
 )
 
 func TestKafkaErrorHintsSayWhatHappenedToTheTopic(t *testing.T) {
 	entry := func(err error, create bool) string {
-		return (&EntryError{Stream: "s", ID: "1-0", Topic: "t", Err: err, CreateTopic: create}).Error()
+		return mirror.RenderError(&EntryError{Stream: "s", ID: "1-0", Topic: "t", Err: err, CreateTopic: create}, flags)
 	}
 	cases := []struct {
 		name    string

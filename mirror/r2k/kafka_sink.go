@@ -94,7 +94,7 @@ func ParseTimestampSource(s string) (TimestampSource, error) {
 	case TimestampID, TimestampNow:
 		return t, nil
 	}
-	return "", fmt.Errorf("--timestamp must be id or now, got %q", s)
+	return "", fmt.Errorf("must be id or now, got %q", s)
 }
 
 // KafkaSink produces entries as records with franz-go's transactional
@@ -272,7 +272,7 @@ func compressionCodec(name string) (kgo.CompressionCodec, error) {
 	case "zstd":
 		return kgo.ZstdCompression(), nil
 	}
-	return kgo.CompressionCodec{}, fmt.Errorf("--compression must be none, gzip, snappy, lz4 or zstd, got %q", name)
+	return kgo.CompressionCodec{}, fmt.Errorf("must be none, gzip, snappy, lz4 or zstd, got %q", name)
 }
 
 // streamPartitioner places keyed records as Kafka's Java client does
@@ -334,7 +334,7 @@ func KeepPartitionCounts(stored, current map[string]int32, checkpointKey string)
 		case !ok:
 			kept[t], fresh[t] = n, n
 		case n < s:
-			return nil, nil, fmt.Errorf("topic %q has %d partitions, fewer than the %d this mirror hashes its records over (checkpoint %q): the topic was deleted and created again? Kafka cannot remove partitions; create it with at least %d, or mirror afresh under a new --name", t, n, s, checkpointKey, s)
+			return nil, nil, mirror.Errorf("topic %q has %d partitions, fewer than the %d this mirror hashes its records over (checkpoint %q): the topic was deleted and created again? Kafka cannot remove partitions; create it with at least %d, or mirror afresh under a new {Name}", t, n, s, checkpointKey, s)
 		default:
 			kept[t] = s
 		}
@@ -349,25 +349,29 @@ type EntryError struct {
 	Topic  string
 	Err    error
 	// CreateTopic says the mirror creates missing topics at start
-	// (--create-topic); it shapes the hint of a topic gone during the run.
+	// (Config.CreateTopic); it shapes the hint of a topic gone during the
+	// run.
 	CreateTopic bool
 }
 
-func (e *EntryError) Error() string {
+func (e *EntryError) Error() string { return e.RenderSettings(nil) }
+
+// RenderSettings is the error's text with its settings named by names.
+func (e *EntryError) RenderSettings(names mirror.Names) string {
 	msg := fmt.Sprintf("stream %q entry %s to topic %q: %v", e.Stream, e.ID, e.Topic, e.Err)
 	var tooLarge *RecordTooLargeError
 	switch {
 	case errors.Is(e.Err, kerr.InvalidTimestamp) && errors.As(e.Err, new(*BrokerRefusedError)):
-		msg += "; check the topic's message.timestamp.* settings and that this machine's clock agrees with the broker's, or pass --timestamp now; a rerun checks the entries against the settings as they are then"
+		msg += mirror.SettingText(names, "; check the topic's message.timestamp.* settings and that this machine's clock agrees with the broker's, or pass {Timestamp} now; a rerun checks the entries against the settings as they are then")
 	case errors.As(e.Err, &tooLarge):
 		msg += "; " + tooLarge.Limit.Hint(tooLarge.Size)
 	case errors.Is(e.Err, kerr.MessageTooLarge), errors.Is(e.Err, kerr.RecordListTooLarge):
 		msg += fmt.Sprintf("; the record is larger than the broker or topic accepts: raise the topic's max.message.bytes (kafka-configs --bootstrap-server <broker> --alter --entity-type topics --entity-name %s --add-config max.message.bytes=N), or remove or trim the entry", e.Topic)
 	case errors.Is(e.Err, kerr.UnknownTopicOrPartition) && e.CreateTopic:
 		// The topic was there at start, created if need be.
-		msg += "; the topic was deleted during the run; run again and --create-topic creates it again"
+		msg += mirror.SettingText(names, "; the topic was deleted during the run; run again and {CreateTopic} creates it again")
 	case errors.Is(e.Err, kerr.UnknownTopicOrPartition):
-		msg += "; the topic existed when the run started, so it was deleted during the run; create it again (or pass --create-topic) and run again"
+		msg += mirror.SettingText(names, "; the topic existed when the run started, so it was deleted during the run; create it again (or pass {CreateTopic}) and run again")
 	case errors.Is(e.Err, kerr.UnknownTopicID):
 		msg += "; the topic was deleted and created again during the run (its topic ID changed), and what the run wrote before went with the old one; run again"
 	case errors.Is(e.Err, kerr.TopicAuthorizationFailed):
@@ -453,7 +457,7 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 	}
 	if k.cfg.ConfirmTimeout > 0 {
 		timer = time.AfterFunc(k.cfg.ConfirmTimeout, func() {
-			tb.done(fmt.Errorf("kafka did not confirm a batch of %d records within %s (--timeout); is the broker reachable? Nothing unconfirmed was acknowledged", b.written, k.cfg.ConfirmTimeout))
+			tb.done(mirror.Errorf("kafka did not confirm a batch of %d records within %s ({Timeout}); is the broker reachable? Nothing unconfirmed was acknowledged", b.written, k.cfg.ConfirmTimeout))
 		})
 	}
 	// One promise for every record: a failed record's index is its place
@@ -578,7 +582,7 @@ func (k *KafkaSink) warnWide(e *Entry, topic string) {
 		return
 	}
 	k.warnedWide[e.Stream] = true
-	k.cfg.Logger.Warn(fmt.Sprintf("an entry has more fields than kafka-to-redis takes with --max-fields %d: it is written, but mirroring it back needs kafka-to-redis --max-fields %d or more (warned once per stream)", k.cfg.WarnFields, len(e.Fields)),
+	k.cfg.Logger.Warn(fmt.Sprintf("an entry has more fields than kafka-to-redis takes with a field limit of %d: it is written, but mirroring it back needs kafka-to-redis with a limit of %d or more (warned once per stream)", k.cfg.WarnFields, len(e.Fields)),
 		"stream", e.Stream, "entry", e.ID, "topic", topic, "fields", len(e.Fields))
 }
 
@@ -673,7 +677,7 @@ func (k *KafkaSink) refusal(r *kgo.Record, now time.Time, p TimestampPolicy, has
 	}
 	if hasPolicy {
 		if err := p.check(r.Timestamp.UnixMilli(), now.UnixMilli()); err != nil {
-			return fmt.Errorf("%w; pass --timestamp now to stamp records with the time they are produced, --on-error skip or dead-letter to go past such entries, or raise the topic's limit", err)
+			return mirror.Errorf("%w; pass {Timestamp} now to stamp records with the time they are produced, {OnError} skip or dead-letter to go past such entries, or raise the topic's limit", err)
 		}
 	}
 	return nil

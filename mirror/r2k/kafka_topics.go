@@ -52,7 +52,7 @@ func EnsureTopics(ctx context.Context, cl *kgo.Client, topics []string, spec Top
 	}
 	if !spec.Create {
 		sort.Strings(missing)
-		return nil, fmt.Errorf("topic %q does not exist; create it, or pass --create-topic [--partitions N] to let xmirror create it", missing[0])
+		return nil, mirror.Errorf("topic %q does not exist; create it, or pass {CreateTopic} [{Partitions} N] to let xmirror create it", missing[0])
 	}
 	resp, err := adm.CreateTopics(ctx, spec.Partitions, spec.ReplicationFactor, nil, missing...)
 	if err != nil {

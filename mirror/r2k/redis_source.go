@@ -36,7 +36,7 @@ const (
 	skipNone    skipReason = iota
 	skipTrimmed            // pending, but its body was trimmed from the stream
 	skipWritten            // already in Kafka: found by the read-back, or at or below what Kafka confirmed
-	skipRefused            // refused by Kafka (or it would be), and --on-error goes past it
+	skipRefused            // refused by Kafka (or it would be), and the error policy goes past it
 	// skipAgain: pending again, re-read after Redis may have lost acks;
 	// this process handled it before, and counted it then
 	skipAgain
@@ -425,10 +425,10 @@ func NewRedisSource(ctx context.Context, cfg RedisSourceConfig) (*RedisSource, e
 		case cfg.Follow:
 			log.Info("stream does not exist yet; waiting for it", "stream", st.name)
 		case cfg.AllowMissing:
-			log.Info("stream does not exist; skipping it (--allow-missing)", "stream", st.name)
+			log.Info("stream does not exist; skipping it, as missing streams are allowed", "stream", st.name)
 			st.done = true
 		default:
-			return nil, fmt.Errorf("stream %q does not exist in Redis; check the name, or pass --allow-missing to skip missing streams", st.name)
+			return nil, mirror.Errorf("stream %q does not exist in Redis; check the name, or pass {AllowMissing} to skip missing streams", st.name)
 		}
 	}
 	if err := s.checkDeadLetterStream(ctx); err != nil {
@@ -468,7 +468,7 @@ func (s *RedisSource) checkDeadLetterStream(ctx context.Context) error {
 		return mirror.ClassifyRedis(fmt.Errorf("check dead-letter stream %q (TYPE): %w", s.cfg.DeadLetterStream, err))
 	}
 	if typ != "stream" && typ != "none" {
-		return fmt.Errorf("dead-letter key %q is a %s, not a stream; check --dead-letter-stream", s.cfg.DeadLetterStream, typ)
+		return mirror.Errorf("dead-letter key %q is a %s, not a stream; check {DeadLetterStream}", s.cfg.DeadLetterStream, typ)
 	}
 	return nil
 }
@@ -622,11 +622,11 @@ func (s *RedisSource) prepare(ctx context.Context, streams []*streamState, start
 			existing = append(existing, st)
 			s.log.Debug("consumer group exists; reading on from its position", "stream", st.name, "group", s.cfg.Group)
 		case mirror.IsRedisErrPrefix(err, "WRONGTYPE"):
-			return fmt.Errorf("key %q is not a stream (WRONGTYPE); check --stream", st.name)
+			return mirror.Errorf("key %q is not a stream (WRONGTYPE); check {Streams}", st.name)
 		case mirror.IsRedisErrContaining(err, "requires the key to exist"):
 			st.ready = false
 		case mirror.IsRedisErrContaining(err, "Invalid stream ID"):
-			return fmt.Errorf("--start %q is not an entry ID (use earliest, latest or <ms>-<seq>)", s.cfg.Start)
+			return mirror.Errorf("{Start} %q is not an entry ID (use earliest, latest or <ms>-<seq>)", s.cfg.Start)
 		default:
 			return mirror.ClassifyRedis(fmt.Errorf("create consumer group %q on stream %q: %w", s.cfg.Group, st.name, err))
 		}
@@ -699,7 +699,7 @@ func (s *RedisSource) checkStart(ctx context.Context, streams []*streamState, st
 			return fmt.Errorf("stream %q: last-generated-id: %w", st.name, err)
 		}
 		if mapping.CompareIDs(start, last) > 0 {
-			return fmt.Errorf("--start %s is above the last entry ID of stream %q (%s): the new consumer group %q would skip every entry added until the clock passes it; use an ID at or below %s, or --start latest for only new entries", start, st.name, last, s.cfg.Group, last)
+			return mirror.Errorf("{Start} %s is above the last entry ID of stream %q (%s): the new consumer group %q would skip every entry added until the clock passes it; use an ID at or below %s, or {Start} latest for only new entries", start, st.name, last, s.cfg.Group, last)
 		}
 	}
 	return nil
@@ -753,7 +753,7 @@ func (s *RedisSource) checkShared(ctx context.Context, streams []*streamState) e
 			continue
 		}
 		if s.cfg.ClaimIdle <= 0 {
-			return fmt.Errorf("stream %q: consumer group %q is also read by %q (XINFO CONSUMERS), holding %d pending entries; mirrors sharing a group split the stream between them. Give this mirror a group of its own (--group), or, to take over from consumers that no longer run, pass --claim-idle", st.name, s.cfg.Group, others, pending)
+			return mirror.Errorf("stream %q: consumer group %q is also read by %q (XINFO CONSUMERS), holding %d pending entries; mirrors sharing a group split the stream between them. Give this mirror a group of its own ({Group}), or, to take over from consumers that no longer run, pass {ClaimIdle}", st.name, s.cfg.Group, others, pending)
 		}
 		leases := make(rueidis.Commands, 0, len(others))
 		for _, o := range others {
@@ -765,10 +765,10 @@ func (s *RedisSource) checkShared(ctx context.Context, streams []*streamState) e
 				return mirror.ClassifyRedis(fmt.Errorf("look for the lease of mirror %q: %w", others[j], err))
 			}
 			if n > 0 {
-				return fmt.Errorf("stream %q: consumer group %q is also read by mirror %q, which is running now (lease %s); mirrors sharing a group split the stream between them: give this mirror a group of its own (--group)", st.name, s.cfg.Group, others[j], checkpoint.LeaseKey(checkpoint.KindRedisToKafka, others[j]))
+				return mirror.Errorf("stream %q: consumer group %q is also read by mirror %q, which is running now (lease %s); mirrors sharing a group split the stream between them: give this mirror a group of its own ({Group})", st.name, s.cfg.Group, others[j], checkpoint.LeaseKey(checkpoint.KindRedisToKafka, others[j]))
 			}
 		}
-		s.log.Debug("consumer group was read by other consumers; taking over their idle entries (--claim-idle)", "stream", st.name, "group", s.cfg.Group, "others", others, "pending", pending)
+		s.log.Debug("consumer group was read by other consumers; taking over their idle entries", "claim_idle", s.cfg.ClaimIdle, "stream", st.name, "group", s.cfg.Group, "others", others, "pending", pending)
 	}
 	return nil
 }
@@ -829,6 +829,53 @@ func (s *RedisSource) Pending(ctx context.Context) (int64, error) {
 				n, _ := strconv.ParseInt(v, 10, 64)
 				total += n
 			}
+		}
+	}
+	return total, nil
+}
+
+// Remaining counts, for a one-shot run's progress, the entries it has to
+// go through: this consumer's pending entries and, per stream, those the
+// group was not delivered yet (XINFO GROUPS lag, Redis 7 and later). It is
+// -1 when Redis cannot say (an older Redis, or a lag it cannot count after
+// entries were deleted in the middle of a stream).
+func (s *RedisSource) Remaining(ctx context.Context) (int64, error) {
+	c := s.cfg.Client
+	total, err := s.Pending(ctx)
+	if err != nil {
+		return -1, err
+	}
+	for _, st := range s.streams {
+		if !st.ready || st.done {
+			continue
+		}
+		groups, err := c.Do(ctx, c.B().XinfoGroups().Key(st.name).Build()).ToArray()
+		if err != nil {
+			return -1, mirror.ClassifyRedis(fmt.Errorf("read the consumer groups of stream %q: %w", st.name, err))
+		}
+		found := false
+		for _, g := range groups {
+			info, err := g.AsMap()
+			if err != nil {
+				return -1, fmt.Errorf("read the consumer groups of stream %q: %w", st.name, err)
+			}
+			nameMsg := info["name"]
+			if name, _ := nameMsg.ToString(); name != s.cfg.Group {
+				continue
+			}
+			lag, ok := info["lag"]
+			if !ok {
+				return -1, nil
+			}
+			n, err := lag.AsInt64()
+			if err != nil {
+				return -1, nil // nil: Redis cannot count it
+			}
+			total += n
+			found = true
+		}
+		if !found {
+			return -1, nil
 		}
 	}
 	return total, nil
@@ -1614,7 +1661,7 @@ func (s *RedisSource) CommitMany(ctx context.Context, batches []*EntryBatch) err
 	}
 	for _, stream := range order {
 		if ids := trimmedIDs[stream]; len(ids) > 0 {
-			s.log.Warn("acknowledged pending entries whose bodies were trimmed from the stream before they could be mirrored (--on-gap skip); they are lost to the mirror",
+			s.log.Warn("acknowledged pending entries whose bodies were trimmed from the stream before they could be mirrored; they are lost to the mirror", "on_gap", mirror.OnGapSkip,
 				"stream", stream, "count", len(ids), "ids", idList(ids))
 		}
 	}

@@ -26,7 +26,7 @@ const maxTransactionalID = 32767
 func TransactionalID(name string) (string, error) {
 	id := TransactionalIDPrefix + name
 	if len(id) > maxTransactionalID {
-		return "", fmt.Errorf("mirror name of %d bytes is too long for a Kafka transactional ID (%s<name>, at most %d bytes); choose a shorter --name", len(name), TransactionalIDPrefix, maxTransactionalID)
+		return "", mirror.Errorf("mirror name of %d bytes is too long for a Kafka transactional ID (%s<name>, at most %d bytes); choose a shorter {Name}", len(name), TransactionalIDPrefix, maxTransactionalID)
 	}
 	return id, nil
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/xmirror/xmirror/mirror"
 )
 
 func TestTransactionalIDIsTheMirrorNameUnderAPrefix(t *testing.T) {
@@ -21,7 +22,7 @@ func TestTransactionalIDIsTheMirrorNameUnderAPrefix(t *testing.T) {
 	} {
 		got, err := TransactionalID(tc.name)
 		if tc.fails {
-			if err == nil || !strings.Contains(err.Error(), "--name") {
+			if err == nil || !strings.Contains(mirror.RenderError(err, flags), "--name") {
 				t.Errorf("name of %d bytes: %q, %v; want refused, naming --name", len(tc.name), got, err)
 			}
 			continue

@@ -1,4 +1,4 @@
-package cmd
+package r2k
 
 import (
 	"strings"

@@ -1,4 +1,4 @@
-package cmd
+package mirror
 
 import (
 	"bytes"
@@ -11,27 +11,27 @@ import (
 
 func TestShutdownGivesUpOnStepsThatHangWithinItsBudget(t *testing.T) {
 	var logs bytes.Buffer
-	sd := newShutdown(slog.New(slog.NewTextHandler(&logs, nil)))
+	sd := NewShutdown(slog.New(slog.NewTextHandler(&logs, nil)))
 	hang := make(chan struct{})
 	defer close(hang)
 
 	begin := time.Now()
-	sd.spawn("kafka close that hangs", func() { <-hang })
-	sd.spawn("kafka close", func() {})
-	sd.step("step that hangs", func(ctx context.Context) {
+	sd.Spawn("kafka close that hangs", func() { <-hang })
+	sd.Spawn("kafka close", func() {})
+	sd.Step("step that hangs", func(ctx context.Context) {
 		<-ctx.Done() // as a call bounded by ctx gives up
 		<-hang       // and one that does not
 	})
-	sd.step("step after it", func(ctx context.Context) {
+	sd.Step("step after it", func(ctx context.Context) {
 		if ctx.Err() == nil {
 			t.Error("a step after the budget ran out got a live context")
 		}
 	})
-	sd.wait()
+	sd.Wait()
 	took := time.Since(begin)
 
-	if took < closeBudget || took > closeBudget+500*time.Millisecond {
-		t.Errorf("the way out took %s, want about the budget %s", took, closeBudget)
+	if took < CloseBudget || took > CloseBudget+500*time.Millisecond {
+		t.Errorf("the way out took %s, want about the budget %s", took, CloseBudget)
 	}
 	for _, what := range []string{"step that hangs", "kafka close that hangs"} {
 		if !strings.Contains(logs.String(), what) {
@@ -45,14 +45,14 @@ func TestShutdownGivesUpOnStepsThatHangWithinItsBudget(t *testing.T) {
 
 func TestShutdownWaitsForStepsThatEnd(t *testing.T) {
 	var logs bytes.Buffer
-	sd := newShutdown(slog.New(slog.NewTextHandler(&logs, nil)))
+	sd := NewShutdown(slog.New(slog.NewTextHandler(&logs, nil)))
 	var order []string
-	sd.spawn("close", func() { time.Sleep(50 * time.Millisecond) })
-	sd.step("first", func(context.Context) { order = append(order, "first") })
-	sd.step("second", func(context.Context) { order = append(order, "second") })
+	sd.Spawn("close", func() { time.Sleep(50 * time.Millisecond) })
+	sd.Step("first", func(context.Context) { order = append(order, "first") })
+	sd.Step("second", func(context.Context) { order = append(order, "second") })
 	begin := time.Now()
-	sd.wait()
-	if took := time.Since(begin); took > closeBudget/2 {
+	sd.Wait()
+	if took := time.Since(begin); took > CloseBudget/2 {
 		t.Errorf("wait took %s for a step of 50ms", took)
 	}
 	if strings.Join(order, ",") != "first,second" {

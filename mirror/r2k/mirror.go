@@ -1,0 +1,698 @@
+package r2k
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/rueidis"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/xmirror/xmirror/checkpoint"
+	"github.com/xmirror/xmirror/internal/endpoint"
+	"github.com/xmirror/xmirror/mirror"
+	"github.com/xmirror/xmirror/mirror/kafkatopic"
+	"github.com/xmirror/xmirror/mirror/mapping"
+)
+
+// Defaults of a redis-to-kafka mirror.
+const (
+	// DefaultGroupPrefix makes the default consumer group of a mirror its
+	// own, xmirror:<name>: mirrors that shared a group would split a
+	// stream between them. (Mirrors whose checkpoint predates it keep the
+	// group they read through, checkpoint.LegacyGroup.)
+	DefaultGroupPrefix = "xmirror:"
+	// DefaultTopic names each topic after its stream.
+	DefaultTopic = "{stream}"
+	// DefaultLinger sends a partition's batch as soon as the producer
+	// can: under load batches still fill while earlier requests are in
+	// flight, and in follow mode no entry waits for company (latency).
+	DefaultLinger = 0
+	// DefaultBatchBytes keeps a batch of large entries about as large as
+	// Kafka's own default fetch of a partition (max.partition.fetch.bytes):
+	// batches of 2000 entries of 1 KiB made the collector run without
+	// pause in the 48 MiB the mirror aims at.
+	DefaultBatchBytes = 1 << 20
+	// DefaultCompression sends record batches as they are.
+	DefaultCompression = "none"
+	// visibleWait bounds how long a one-shot run waits, before it
+	// returns, for its last transaction's markers: a few milliseconds
+	// normally.
+	visibleWait = 2 * time.Second
+)
+
+// Config is a redis-to-kafka mirror. Its field names are what Validate's
+// problems and the errors of a run name (see mirror.Errorf).
+type Config struct {
+	mirror.RunConfig
+
+	// Redis holds the streams, the consumer group, the checkpoint and the
+	// lease; Kafka receives the records.
+	Redis endpoint.Redis
+	Kafka endpoint.Kafka
+
+	// Streams are the streams to mirror (at least one).
+	Streams []string
+	// Topic is the destination topic, a template in which {stream} is the
+	// stream's name.
+	Topic string
+	// Group is the consumer group that tracks what was read; "" is a
+	// group of the mirror's own (DefaultGroupPrefix + Name). A mirror
+	// keeps the group its checkpoint records.
+	Group string
+	// Start is where a new consumer group starts: earliest, latest or an
+	// entry ID.
+	Start string
+	// Format is how an entry becomes a record value; with mapping.FormatRaw
+	// the value is ValueField's bytes and the other fields are headers.
+	Format     mapping.Format
+	ValueField string
+	// KeyField is the field whose value becomes the record key ("" none).
+	KeyField string
+	// CreateTopic creates missing topics with Partitions partitions and
+	// ReplicationFactor replicas (-1: the broker's defaults).
+	CreateTopic       bool
+	Partitions        int32
+	ReplicationFactor int16
+	// AllowMissing lets a one-shot run skip streams that do not exist
+	// (a follow run waits for them).
+	AllowMissing bool
+	// Linger is how long the producer lets a batch fill; Compression is
+	// none, gzip, snappy, lz4 or zstd.
+	Linger      time.Duration
+	Compression string
+	// ClaimIdle takes over entries other consumers of the group left
+	// pending this long (0 never).
+	ClaimIdle time.Duration
+	// BatchBytes bounds the entry data one read takes from a stream,
+	// about (0 no bound).
+	BatchBytes int
+	// OnError is what an entry Kafka refuses does: mirror.OnErrorFail,
+	// OnErrorSkip or OnErrorDeadLetter (into DeadLetterStream, in the
+	// source Redis).
+	OnError          string
+	DeadLetterStream string
+	// Timestamp is the record timestamp: TimestampID or TimestampNow.
+	Timestamp TimestampSource
+	// MaxFields warns, once per stream, of an entry with more fields,
+	// which kafka-to-redis with the same limit refuses.
+	MaxFields int
+	// OnGap is what entries trimmed before they were mirrored do:
+	// mirror.OnGapFail or OnGapSkip.
+	OnGap string
+}
+
+// Defaults is a one-shot redis-to-kafka mirror with every default, to
+// which a caller adds a Name, the endpoints and the Streams.
+func Defaults() Config {
+	return Config{
+		RunConfig:         mirror.DefaultRunConfig(),
+		Topic:             DefaultTopic,
+		Start:             mapping.StartEarliest,
+		Format:            mapping.FormatJSON,
+		ValueField:        mapping.DefaultValueField,
+		Partitions:        -1,
+		ReplicationFactor: -1,
+		Linger:            DefaultLinger,
+		Compression:       DefaultCompression,
+		BatchBytes:        DefaultBatchBytes,
+		OnError:           mirror.OnErrorFail,
+		Timestamp:         TimestampID,
+		MaxFields:         mapping.DefaultMaxFields,
+		OnGap:             mirror.OnGapFail,
+	}
+}
+
+// DefaultName is the name of a mirror of cfg that has none given: derived
+// from its streams, topic and group, so that the same settings always
+// resume the same mirror.
+func DefaultName(cfg Config) string {
+	streams := slices.Clone(cfg.Streams)
+	sort.Strings(streams)
+	name := strings.Join(streams, ",") + ">" + cfg.Topic
+	if cfg.Group != "" && cfg.Group != checkpoint.LegacyGroup {
+		name += "@" + cfg.Group
+	}
+	return name
+}
+
+// Validate reports every problem of cfg, each naming its field, as a
+// *mirror.ConfigError.
+func (cfg *Config) Validate() error {
+	_, err := cfg.validate()
+	return err
+}
+
+// plan is what validation derives from a Config.
+type plan struct {
+	topicOf map[string]string // stream -> topic
+	topics  []string          // sorted, each once
+	start   mapping.Start
+	txnID   string
+}
+
+func (cfg *Config) validate() (plan, error) {
+	var ps mirror.Problems
+	var p plan
+	cfg.RunConfig.Validate(&ps)
+	if cfg.Name != "" {
+		id, err := TransactionalID(cfg.Name)
+		if err != nil {
+			ps.Add("Name", err)
+		}
+		p.txnID = id
+	}
+	if len(cfg.Streams) == 0 {
+		ps.Addf("Streams", "{Streams} is required (repeat it for several streams)")
+	}
+	seen := map[string]bool{}
+	for _, s := range cfg.Streams {
+		if s == "" {
+			ps.Addf("Streams", "{Streams} must not be empty")
+		}
+		if seen[s] {
+			ps.Addf("Streams", "stream %q is given twice", s)
+		}
+		seen[s] = true
+	}
+	tmpl, err := mapping.ParseTemplate(cfg.Topic, "stream")
+	if err != nil {
+		ps.Addf("Topic", "{Topic}: %s", err.Error())
+	} else {
+		p.topicOf = map[string]string{}
+		for _, s := range cfg.Streams {
+			t := tmpl.Expand(map[string]string{"stream": s})
+			if terr := mapping.ValidTopicName(t); terr != nil {
+				ps.Addf("Topic", "stream %q maps to an invalid topic: %s; choose one with {Topic}", s, terr.Error())
+			}
+			p.topicOf[s] = t
+		}
+		for _, t := range p.topicOf {
+			p.topics = append(p.topics, t)
+		}
+		sort.Strings(p.topics)
+		p.topics = slices.Compact(p.topics)
+	}
+	if _, err := mapping.ParseFormat(string(cfg.Format)); err != nil {
+		ps.Addf("Format", "{Format} must be json or raw, got %q", cfg.Format)
+	}
+	if cfg.Format == mapping.FormatRaw && cfg.ValueField == "" {
+		ps.Addf("ValueField", "{ValueField} must not be empty with {Format} raw")
+	}
+	if p.start, err = mapping.ParseStart(cfg.Start, true); err != nil {
+		ps.Addf("Start", "{Start} %s", err.Error())
+	}
+	if cfg.Partitions == 0 || cfg.Partitions < -1 {
+		ps.Addf("Partitions", "{Partitions} must be positive or -1, got %d", cfg.Partitions)
+	}
+	if cfg.ReplicationFactor == 0 || cfg.ReplicationFactor < -1 {
+		ps.Addf("ReplicationFactor", "{ReplicationFactor} must be positive or -1, got %d", cfg.ReplicationFactor)
+	}
+	if cfg.ClaimIdle < 0 {
+		ps.Addf("ClaimIdle", "{ClaimIdle} must not be negative")
+	}
+	if cfg.Linger < 0 {
+		ps.Addf("Linger", "{Linger} must not be negative")
+	}
+	if cfg.MaxFields < 1 {
+		ps.Addf("MaxFields", "{MaxFields} must be at least 1, got %d", cfg.MaxFields)
+	}
+	if cfg.BatchBytes < 0 {
+		ps.Addf("BatchBytes", "{BatchBytes} must not be negative, got %d (0 turns the byte bound off)", cfg.BatchBytes)
+	}
+	if _, err := compressionCodec(cfg.Compression); err != nil {
+		ps.Addf("Compression", "{Compression} %s", err.Error())
+	}
+	switch cfg.OnError {
+	case mirror.OnErrorFail, mirror.OnErrorSkip:
+		if cfg.DeadLetterStream != "" {
+			ps.Addf("DeadLetterStream", "{DeadLetterStream} needs {OnError} dead-letter")
+		}
+	case mirror.OnErrorDeadLetter:
+		if cfg.DeadLetterStream == "" {
+			ps.Addf("DeadLetterStream", "{OnError} dead-letter needs {DeadLetterStream}")
+		}
+		if seen[cfg.DeadLetterStream] {
+			ps.Addf("DeadLetterStream", "{DeadLetterStream} %q is also one of the {Streams}: its dead letters would be mirrored again", cfg.DeadLetterStream)
+		}
+	default:
+		ps.Addf("OnError", "{OnError} must be fail, skip or dead-letter, got %q", cfg.OnError)
+	}
+	if _, err := ParseTimestampSource(string(cfg.Timestamp)); err != nil {
+		ps.Addf("Timestamp", "{Timestamp} %s", err.Error())
+	}
+	if cfg.OnGap != mirror.OnGapFail && cfg.OnGap != mirror.OnGapSkip {
+		ps.Addf("OnGap", "{OnGap} must be fail or skip, got %q", cfg.OnGap)
+	}
+	return p, ps.Err()
+}
+
+// Mirror is a redis-to-kafka mirror, ready to run.
+type Mirror struct {
+	cfg  Config
+	plan plan
+	log  *slog.Logger
+}
+
+// New validates cfg (a *mirror.ConfigError lists every problem) and
+// returns the mirror it describes. It connects to nothing: Run does.
+func New(_ context.Context, cfg Config) (*Mirror, error) {
+	p, err := cfg.validate()
+	if err != nil {
+		return nil, err
+	}
+	cfg.Streams = slices.Clone(cfg.Streams)
+	return &Mirror{cfg: cfg, plan: p, log: cfg.Log()}, nil
+}
+
+// Name is the mirror's name.
+func (m *Mirror) Name() string { return m.cfg.Name }
+
+// Run connects, takes the mirror's lease, sets it up from its checkpoint
+// and mirrors until the snapshot taken at the start is mirrored (one-shot)
+// or ctx ends (follow; it then returns ctx's error after draining what was
+// in flight), then closes everything within a bounded time. A follow run
+// that lost its lease, or that Kafka fenced, sets itself up again. An
+// error of a run that stopped before it was set up is a
+// *mirror.SetUpError: its stats count nothing.
+func (m *Mirror) Run(ctx context.Context) (mirror.Stats, error) {
+	cfg, log := &m.cfg, m.log
+	rc, err := cfg.Redis.Connect(ctx, mirror.ConnectTimeout)
+	if err != nil {
+		return mirror.Stats{}, mirror.NotSetUp(err)
+	}
+	// Every step on the way out is bounded (see mirror.Shutdown).
+	sd := mirror.NewShutdown(log)
+	defer sd.Wait()
+	defer sd.Spawn("close the Redis connection", rc.Close)
+	// Before the lease: a run that cannot work leaves nothing behind.
+	if err := cfg.Redis.RefuseCluster(ctx, rc, "redis-to-kafka"); err != nil {
+		return mirror.Stats{}, mirror.NotSetUp(err)
+	}
+	log.Debug("connected to redis", "url", cfg.Redis.Redacted())
+	leased := cfg.Leased(rc, checkpoint.KindRedisToKafka, func(err error) bool { return errors.As(err, new(*FencedError)) })
+	stats, set, err := leased.Run(ctx, sd, func(ctx context.Context, cl *mirror.Closers) (mirror.Stats, bool, error) {
+		return m.runOnce(ctx, rc, cl)
+	})
+	if !set {
+		return stats, mirror.NotSetUp(err)
+	}
+	return stats, err
+}
+
+// runOnce sets the mirror up from its checkpoint, under its lease (ctx
+// ends when it is lost), and mirrors until the run ends. Every client it
+// opens is added to cl.
+func (m *Mirror) runOnce(ctx context.Context, rc rueidis.Client, cl *mirror.Closers) (mirror.Stats, bool, error) {
+	var none mirror.Stats
+	cfg, log, name, kafkaEP := &m.cfg, m.log, m.cfg.Name, m.cfg.Kafka
+	topics, topicOf := m.plan.topics, m.plan.topicOf
+	admCl, err := kafkaEP.Connect(ctx, mirror.ConnectTimeout)
+	if err != nil {
+		return none, false, err
+	}
+	cl.Add("close the Kafka admin connection", admCl.Close)
+	log.Debug("connected to kafka", "brokers", kafkaEP.String())
+	adm := kadm.NewClient(admCl)
+
+	counts, err := EnsureTopics(ctx, admCl, topics, TopicSpec{Create: cfg.CreateTopic, Partitions: cfg.Partitions, ReplicationFactor: cfg.ReplicationFactor})
+	if err != nil {
+		return none, false, kafkaEP.Explain(err)
+	}
+	log.Debug("topics ready", "partitions", counts, "create_missing", cfg.CreateTopic)
+
+	ck, found, err := checkpoint.LoadR2K(ctx, rc, name)
+	if err != nil {
+		return none, false, err
+	}
+	if found {
+		log.Debug("resuming", "mirror", name, "checkpoint", checkpoint.R2KKey(name), "updated", ck.Updated)
+	} else {
+		log.Debug("no checkpoint yet: a new mirror", "mirror", name, "checkpoint", checkpoint.R2KKey(name))
+	}
+	group, err := m.consumerGroup(ctx, rc, ck, found)
+	if err != nil {
+		return none, false, err
+	}
+	log.Debug("consumer group", "group", group, "consumer", name)
+	src, err := NewRedisSource(ctx, RedisSourceConfig{
+		Client:       rc,
+		Streams:      cfg.Streams,
+		Group:        group,
+		Consumer:     name,
+		Start:        m.plan.start.StreamID(),
+		BatchSize:    cfg.BatchSize,
+		BatchBytes:   cfg.BatchBytes,
+		Follow:       cfg.Follow,
+		AllowMissing: cfg.AllowMissing,
+		ClaimIdle:    cfg.ClaimIdle,
+		Mirror:       name,
+		OnGap:        cfg.OnGap,
+		Confirmed:    ck.Streams,
+		Logger:       log,
+
+		DeadLetterStream: cfg.DeadLetterStream,
+	})
+	if err != nil {
+		return none, false, err
+	}
+	// The group is recorded once the source accepted it (a group another
+	// mirror reads is refused there), and before anything else is stored:
+	// a checkpoint without it means a mirror from before groups were
+	// recorded.
+	if err := checkpoint.RecordR2KGroup(ctx, rc, name, group); err != nil {
+		return none, false, err
+	}
+	// Records are hashed over the partition count each topic had when
+	// this mirror first wrote to it, stored before anything is produced.
+	kept, freshCounts, err := KeepPartitionCounts(ck.PartitionCounts, counts, checkpoint.R2KKey(name))
+	if err != nil {
+		return none, false, err
+	}
+	grown := newGrownTopics(log, name)
+	for _, t := range topics {
+		if counts[t] > kept[t] {
+			grown.warn(t, int(counts[t]), int(kept[t]))
+		}
+	}
+	// What the topics accept sizes the producer, and the read-back below
+	// must be able to read records of that size.
+	limits, err := kafkatopic.ReadLimits(ctx, adm, topics)
+	if err != nil {
+		return none, false, kafkaEP.Explain(err)
+	}
+
+	tuning := ProducerTuning{
+		Linger:      cfg.Linger,
+		Compression: cfg.Compression,
+		// A batch holds up to BatchSize entries per stream; room for
+		// every batch in flight keeps Write from blocking on the buffer.
+		MaxBufferedRecords: cfg.BatchSize * len(cfg.Streams) * (cfg.MaxInFlight + 1),
+		Limits:             limits,
+
+		KeptPartitions:  kept,
+		PartitionsAdded: grown.warn,
+	}
+	popts, err := ProducerOpts(tuning)
+	if err != nil {
+		return none, false, err
+	}
+	popts = append(popts, kgo.TransactionalID(m.plan.txnID))
+	producer, err := kgo.NewClient(append(kafkaEP.ClientOpts(), popts...)...)
+	if err != nil {
+		return none, false, kafkaEP.Explain(err)
+	}
+	cl.Add("close the Kafka producer", producer.Close)
+	// The producer's InitProducerID fences every earlier run of this
+	// mirror and aborts the transaction one left open, before anything
+	// is read back or recorded: nothing of theirs can land after it.
+	initCtx, cancelInit := context.WithTimeout(ctx, cfg.Timeout)
+	err = InitProducer(initCtx, producer, name)
+	cancelInit()
+	if err != nil {
+		if initCtx.Err() != nil && ctx.Err() == nil {
+			return none, false, mirror.Errorf("kafka %s: initialising the transactional producer %s took longer than {Timeout} %s; is the broker reachable, and does it allow transactions (transaction.state.log.* settings)?", kafkaEP, m.plan.txnID, cfg.Timeout)
+		}
+		return none, false, kafkaEP.Explain(err)
+	}
+	log.Debug("transactional producer ready; earlier runs are fenced", "transactional_id", m.plan.txnID)
+
+	// Record where each partition stands before producing anything, so a
+	// crash of this very run leaves the restart a bound to read back from.
+	ends, err := kafkatopic.EndOffsets(ctx, adm, topics)
+	if err != nil {
+		return none, false, err
+	}
+	// Entries read but not acknowledged by an earlier run may already be
+	// in Kafka.
+	pending, err := src.Pending(ctx)
+	if err != nil {
+		return none, false, err
+	}
+	initial, err := startingOffsets(ctx, adm, ends, ck, found, pending > 0)
+	if err != nil {
+		return none, false, kafkaEP.Explain(err)
+	}
+	if err := checkpoint.InitR2KPartitions(ctx, rc, name, initial); err != nil {
+		return none, false, err
+	}
+	// The partition counts are stored only now: a checkpoint holding
+	// them is taken to have its partitions' positions too (see
+	// startingOffsets), so a run that stops before its positions are
+	// stored must not leave the counts.
+	if err := checkpoint.InitR2KPartitionCounts(ctx, rc, name, freshCounts); err != nil {
+		return none, false, err
+	}
+
+	// What this mirror wrote after its checkpoint may be in Kafka while
+	// Redis no longer knows it was read: entries pending from an
+	// interrupted run, or delivered again because Redis restarted from an
+	// older copy of its data, or the group was moved back or made again.
+	// The read-back runs at every start, pending entries or not; after a
+	// clean stop it starts at the end of every partition and reads nothing.
+	streamSet := map[string]bool{}
+	for _, s := range cfg.Streams {
+		streamSet[s] = true
+	}
+	scanOpts := append(kafkaEP.ClientOpts(), kgo.BrokerMaxReadBytes(kafkatopic.ConsumerReadBytes(limits.Largest())))
+	readBack := func(ctx context.Context, from map[checkpoint.TopicPartition]int64) (map[string]struct{}, error) {
+		// The read-back is bounded like any one-shot step, in both modes:
+		// nothing may be produced before it completes.
+		scanCtx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+		defer cancel()
+		written, err := ScanWritten(scanCtx, scanOpts, adm, topics, from, streamSet)
+		if err != nil {
+			if scanCtx.Err() != nil && ctx.Err() == nil {
+				return nil, mirror.Errorf("kafka %s: reading back topics %v to find what this mirror already wrote took longer than {Timeout} %s; is the broker reachable?", kafkaEP, topics, cfg.Timeout)
+			}
+			return nil, kafkaEP.Explain(err)
+		}
+		return written, nil
+	}
+	// From where the checkpoint stands now: its positions, and for
+	// partitions it had none for, those just recorded.
+	from := make(map[checkpoint.TopicPartition]int64, len(initial))
+	maps.Copy(from, initial)
+	maps.Copy(from, ck.Partitions)
+	written, err := readBack(ctx, from)
+	if err != nil {
+		return none, false, err
+	}
+	if pending > 0 || len(written) > 0 {
+		log.Info("resuming an interrupted run", "pending", pending, "already_in_kafka", len(written))
+	} else {
+		log.Debug("nothing pending from an earlier run, and nothing in Kafka after the checkpoint")
+	}
+	src.SkipWritten(written)
+	// A follow run that sees Redis restart, or its group go back or
+	// vanish, does the same again from the checkpoint as it is then.
+	src.OnReadBack(func(ctx context.Context) (map[string]string, map[string]struct{}, error) {
+		ck, _, err := checkpoint.LoadR2K(ctx, rc, name)
+		if err != nil {
+			return nil, nil, err
+		}
+		written, err := readBack(ctx, ck.Partitions)
+		return ck.Streams, written, err
+	})
+
+	timestamps, err := TimestampPolicies(ctx, adm, topics)
+	if err != nil {
+		return none, false, kafkaEP.Explain(err)
+	}
+	sinkCfg := KafkaSinkConfig{
+		Client: producer,
+		Mirror: name,
+		// Half the batches in flight: the others are read, and wait to
+		// be produced, while a transaction commits.
+		TxnBatches: max(1, cfg.MaxInFlight/2),
+		Topics:     topicOf,
+		Format:     cfg.Format,
+		ValueField: cfg.ValueField,
+		KeyField:   cfg.KeyField,
+		// The producer's batch limit is each topic's limit; a record
+		// beyond it fails on its own, before it is sent.
+		Limits:     limits.Topics,
+		WarnFields: cfg.MaxFields,
+
+		Timestamp:         cfg.Timestamp,
+		TimestampPolicies: timestamps,
+		OnError:           cfg.OnError,
+		Logger:            log,
+	}
+	if !cfg.Follow {
+		sinkCfg.ConfirmTimeout = cfg.Timeout
+	}
+	sink := NewKafkaSink(sinkCfg)
+
+	if obs := cfg.Observer; obs != nil && obs.Started != nil {
+		obs.Started(m.started(ctx, src, ck))
+	}
+	log.Debug("mirroring", "streams", cfg.Streams, "topics", topics, "follow", cfg.Follow, "batch_size", cfg.BatchSize, "max_in_flight", cfg.MaxInFlight)
+	stats, runErr := mirror.Run(ctx, src, sink, cfg.EngineOptions())
+	// Nothing more is produced or committed by this producer, whatever
+	// ended the run; a transaction still open is aborted.
+	sink.Stop(context.WithoutCancel(ctx))
+	if runErr == nil && !cfg.Follow && stats.Entries > 0 {
+		// Return once the records are visible to read_committed readers.
+		vctx, cancel := context.WithTimeout(ctx, visibleWait)
+		if !WaitVisible(vctx, adm, topics) {
+			log.Debug("the records' transaction markers were not all written yet at exit (another producer's transaction open, or a slow broker)", "waited", visibleWait)
+		}
+		cancel()
+	}
+	if ee := (*EntryError)(nil); errors.As(runErr, &ee) {
+		ee.CreateTopic = cfg.CreateTopic // for the hint of a topic deleted during the run
+	}
+	if n := stats.Present; n > 0 {
+		log.Info("acknowledged entries already in Kafka without sending them again", "already_in_kafka", n)
+	}
+	if n := stats.Skipped; n > 0 {
+		log.Warn("skipped entries Kafka refuses", "count", n, "on_error", cfg.OnError)
+	}
+	if n := stats.DeadLettered; n > 0 {
+		log.Warn("copied entries Kafka refuses to the dead-letter stream", "count", n, "stream", cfg.DeadLetterStream)
+	}
+	return stats, true, runErr
+}
+
+// started is what the observer learns at the start of a run: where the
+// checkpoint stands and, for a one-shot run, how many entries its snapshot
+// holds.
+func (m *Mirror) started(ctx context.Context, src *RedisSource, ck checkpoint.R2K) mirror.Start {
+	s := mirror.Start{Total: -1}
+	for _, stream := range slices.Sorted(maps.Keys(ck.Streams)) {
+		s.Positions = append(s.Positions, mirror.Position{Stream: stream, ID: ck.Streams[stream]})
+	}
+	for _, tp := range slices.SortedFunc(maps.Keys(ck.Partitions), func(a, b checkpoint.TopicPartition) int {
+		return strings.Compare(a.String(), b.String())
+	}) {
+		s.Positions = append(s.Positions, mirror.Position{Topic: tp.Topic, Partition: tp.Partition, Offset: ck.Partitions[tp]})
+	}
+	if !m.cfg.Follow {
+		if n, err := src.Remaining(ctx); err == nil {
+			s.Total = n
+		} else {
+			m.log.Debug("cannot count the entries to mirror", "err", err)
+		}
+	}
+	return s
+}
+
+// startingOffsets is where the checkpoint starts each partition it has
+// no position for yet, before anything is produced: the partition's end
+// (ends), where this mirror cannot have written before. That holds for a
+// new mirror, and for a topic whose partition count the checkpoint
+// records: records are hashed over that count from the first write on,
+// and the partitions it covers have positions from then. A checkpoint
+// written before partition counts were kept adopts the topic's current
+// count, and an earlier version may have written to any of its
+// partitions, added ones included, without a position; so may a mirror
+// whose checkpoint is gone but whose entries are pending (pending). Those
+// partitions start at their log start, so that a run stopped during its
+// read-back leaves the next one the whole partition to read back, not
+// its end.
+func startingOffsets(ctx context.Context, adm *kadm.Client, ends map[checkpoint.TopicPartition]int64, ck checkpoint.R2K, found, pending bool) (map[checkpoint.TopicPartition]int64, error) {
+	if !found && !pending {
+		return ends, nil
+	}
+	var old []string
+	seen := map[string]bool{}
+	for tp := range ends {
+		if _, ok := ck.PartitionCounts[tp.Topic]; (!found || !ok) && !seen[tp.Topic] {
+			seen[tp.Topic] = true
+			old = append(old, tp.Topic)
+		}
+	}
+	if len(old) == 0 {
+		return ends, nil
+	}
+	starts, err := adm.ListStartOffsets(ctx, old...)
+	if err != nil {
+		return nil, mirror.Transient(fmt.Errorf("list start offsets of %v: %w", old, err))
+	}
+	out := make(map[checkpoint.TopicPartition]int64, len(ends))
+	for tp, end := range ends {
+		out[tp] = end
+		if !seen[tp.Topic] {
+			continue
+		}
+		out[tp] = 0
+		if s, ok := starts.Lookup(tp.Topic, tp.Partition); ok && s.Err == nil {
+			out[tp] = s.Offset
+		}
+	}
+	return out, nil
+}
+
+// consumerGroup finds the group the mirror reads through; a mirror whose
+// checkpoint is gone but whose consumer is in the old shared group (see
+// chooseGroup) keeps that group.
+func (m *Mirror) consumerGroup(ctx context.Context, rc rueidis.Client, ck checkpoint.R2K, found bool) (string, error) {
+	legacy := false
+	if !found && m.cfg.Group == "" {
+		var err error
+		if legacy, err = ConsumerInGroup(ctx, rc, m.cfg.Streams, checkpoint.LegacyGroup, m.cfg.Name); err != nil {
+			return "", err
+		}
+	}
+	return chooseGroup(m.cfg.Name, m.cfg.Group, ck.Group, found, legacy)
+}
+
+// chooseGroup picks the consumer group of mirror name, given Group (or
+// ""), the group its checkpoint records (or ""), whether it has a
+// checkpoint at all, and whether its consumer is in the old shared group:
+//
+//   - a recorded group is kept; a different Group is refused, since the
+//     new group would read the streams again from Start;
+//   - a checkpoint written before groups were recorded means the old
+//     shared default, checkpoint.LegacyGroup, unless Group says which;
+//   - so does a mirror with no checkpoint whose consumer is found in that
+//     group (its checkpoint was deleted): it resumes, not starts over;
+//   - a new mirror reads through Group, or else a group of its own,
+//     xmirror:<name>.
+func chooseGroup(name, given, recorded string, found, legacyConsumer bool) (string, error) {
+	switch {
+	case recorded != "" && given != "" && given != recorded:
+		return "", mirror.Errorf("mirror %q reads through consumer group %q (recorded in checkpoint %s), not {Group} %q; drop {Group}, or choose another {Name} for a new mirror", name, recorded, checkpoint.R2KKey(name), given)
+	case recorded != "":
+		return recorded, nil
+	case given != "":
+		return given, nil
+	case found, legacyConsumer:
+		return checkpoint.LegacyGroup, nil
+	default:
+		return DefaultGroupPrefix + name, nil
+	}
+}
+
+// grownTopics warns, once per topic and partition count, that partitions
+// added to a topic stay unused by this mirror.
+type grownTopics struct {
+	log  *slog.Logger
+	name string
+	mu   sync.Mutex
+	seen map[string]int
+}
+
+func newGrownTopics(log *slog.Logger, name string) *grownTopics {
+	return &grownTopics{log: log, name: name, seen: map[string]int{}}
+}
+
+func (g *grownTopics) warn(topic string, partitions, kept int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.seen[topic] == partitions {
+		return
+	}
+	g.seen[topic] = partitions
+	g.log.Warn("topic has more partitions than when this mirror first wrote to it; records are still hashed over the first count, so keys and streams keep their partition, and the new partitions stay unused by this mirror until it is reset under a new name",
+		"topic", topic, "partitions", partitions, "used", kept, "mirror", g.name)
+}
