@@ -22,7 +22,6 @@ func ParseFormat(s string) (Format, error) {
 	return "", fmt.Errorf("format must be json or raw, got %q", s)
 }
 
-
 // Defaults of the raw format's field names, in both directions.
 const (
 	DefaultValueField = "value"
@@ -39,4 +38,3 @@ const (
 // peaked at 220 MiB), so a hostile record cannot take much more than that.
 // redis-to-kafka reading such an entry costs about as much.
 const DefaultMaxFields = 1_000_000
-
