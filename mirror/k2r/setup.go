@@ -176,14 +176,14 @@ func NewK2R(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg K2RCo
 	}
 	sink := &RedisSink{
 		c:          rc,
-		opt:        checkpoint.K2ROptions{Name: cfg.Name, MaxLen: cfg.MaxLen, PreserveIDs: cfg.PreserveIDs},
+		opt:        stepOptions{Name: cfg.Name, MaxLen: cfg.MaxLen, PreserveIDs: cfg.PreserveIDs},
 		onError:    cfg.OnError,
 		deadStream: cfg.DeadLetterStream,
 		retryFor:   cfg.RetryFor,
 		log:        log,
 		redisName:  cfg.RedisName,
 	}
-	switch err := checkpoint.CheckK2ROrderAccess(ctx, rc, cfg.Name); {
+	switch err := checkOrderAccess(ctx, rc, cfg.Name); {
 	case err == nil:
 		sink.ordered = true
 	case mirror.IsRefusal(err):
@@ -270,7 +270,7 @@ func (k *k2rSetup) add(ctx context.Context, src *KafkaSource, tps []checkpoint.T
 		if err := k.checkStream(ctx, s); err != nil {
 			return nil, err
 		}
-		if err := checkpoint.CheckK2RAccess(ctx, k.rc, cfg.Name, s); err != nil {
+		if err := checkStepAccess(ctx, k.rc, cfg.Name, s); err != nil {
 			return nil, mirror.ClassifyRedis(fmt.Errorf("redis %s: %w", cfg.RedisName, err))
 		}
 	}
@@ -446,7 +446,7 @@ func formatTopicID(id [16]byte) string {
 
 // K2R is a kafka-to-redis mirror: the source and sink NewK2R sets up,
 // set up again from the checkpoints when a run must start over — Redis lost
-// writes (a *checkpoint.LostWritesError), or, with --on-topic-recreated
+// writes (a *LostWritesError), or, with --on-topic-recreated
 // restart, a topic was deleted and created again during the run.
 type K2R struct {
 	rc    rueidis.Client
@@ -507,7 +507,7 @@ func (m *K2R) Run(ctx context.Context, opt mirror.Options) (mirror.Stats, error)
 // startOver tells whether err ends a run that must be set up again from
 // the checkpoints, and says why.
 func (m *K2R) startOver(err error) bool {
-	var lost *checkpoint.LostWritesError
+	var lost *LostWritesError
 	var recreated *checkpoint.TopicRecreatedError
 	switch {
 	case errors.As(err, &lost) && lost.To == checkpoint.NoPosition && m.cfg.StartLatest:
