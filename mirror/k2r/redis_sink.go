@@ -17,9 +17,27 @@ import (
 	"github.com/xmirror/xmirror/mirror/mapping"
 )
 
-// RedisSink writes kafka-to-redis batches: per destination stream, the
-// entries and the checkpoint move in one checked transaction, all streams
-// of a batch in one pipeline (applySteps). Built by NewK2R.
+// RedisSink writes kafka-to-redis batches, and owns the atomic step that
+// makes them exactly once. For each destination stream of a batch (a
+// Write), one transaction, guarded by WATCH, does all or nothing of:
+//
+//   - the entries XADDed to the stream (under PreserveIDs only those the
+//     step's check found new, the check reading the stream in the same
+//     step);
+//   - the partitions' positions compared-and-set in the checkpoint
+//     (checkpoint.K2RKey): applied only if it holds where the batch
+//     starts, inside the transaction as well as in the check before it,
+//     with the running totals and the update time;
+//   - the guard key (checkpoint.K2RGuardKey), which the check touches to
+//     abort the transaction it refuses, and which marks one to be taken
+//     back when the check could not run.
+//
+// Every stream of the batches sent together goes in one pipeline, and an
+// order token (checkpoint.K2ROrderKey) chains the pipelines in flight so
+// Redis runs them in order. The step's commands and scripts, the results
+// and their errors are in redis_sink_txn.go (newStep, applySteps,
+// readResult); this file sends the steps, confirms them in order, and
+// turns a refusal into what it means (resolve, wentBack, classify).
 //
 // Batches that queued up while Redis was busy go together, in one call
 // (one round trip). Up to maxCalls calls are in flight at once, each on
@@ -29,7 +47,7 @@ import (
 // work on each reply. A call that failed for a transient reason
 // (connection lost, server loading) is applied again with backoff,
 // together with every call after it: the compare-and-set makes a retry of
-// an applied write a no-op.
+// an applied write a no-op. Built by NewK2R.
 type RedisSink struct {
 	c   rueidis.Client
 	opt stepOptions
@@ -40,7 +58,7 @@ type RedisSink struct {
 	retryFor   time.Duration
 	log        *slog.Logger
 	redisName  string
-	// ordered: the server lets calls be chained (CheckK2ROrderAccess);
+	// ordered: the server lets calls be chained (checkOrderAccess);
 	// else one call at a time.
 	ordered bool
 	// chainedCallTimeout bounds a call chained to another, its wait
@@ -106,7 +124,7 @@ func (s *RedisSink) Write(ctx context.Context, b *K2RBatch, done func(error)) {
 		}
 	}
 	if len(b.writes) > 0 {
-		j.step = newStep(s.c, s.opt, b.writes, time.Now())
+		j.step = s.newStep(b.writes, time.Now())
 	}
 	select {
 	case s.jobs <- j:
@@ -284,7 +302,7 @@ func (s *RedisSink) settle(inflight []*sinkCall) []*sinkCall {
 	}
 	// The calls after this one may be waiting for it (or for each other):
 	// let them end now. Whatever they did, or do, is checked again below.
-	if err := releaseOrder(ctx, s.c, tokens...); err != nil {
+	if err := s.releaseOrder(ctx, tokens...); err != nil {
 		s.log.Debug("releasing the calls after a failed write", "err", err)
 	}
 	var rest []sinkJob
@@ -437,7 +455,7 @@ func (s *RedisSink) writeOnce(ctx context.Context, group []sinkJob, order callOr
 	if len(steps) == 0 {
 		return len(group), nil
 	}
-	results, err := applySteps(ctx, s.c, order, steps...)
+	results, err := s.applySteps(ctx, order, steps...)
 	// Count what was applied even if another write failed: a retry
 	// reports those as replayed.
 	ri := 0

@@ -74,7 +74,7 @@ func TestRedisSinkConfirmsABatchOnlyOnceWritten(t *testing.T) {
 			var got [2]error
 			var group []sinkJob
 			for i := range b {
-				group = append(group, sinkJob{ctx: ctx, b: b[i], step: newStep(c, s.opt, b[i].writes, time.Now()), done: func(err error) { got[i] = err }})
+				group = append(group, sinkJob{ctx: ctx, b: b[i], step: s.newStep(b[i].writes, time.Now()), done: func(err error) { got[i] = err }})
 			}
 			s.apply(group)
 			for i := range got {

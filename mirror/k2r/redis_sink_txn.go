@@ -651,7 +651,8 @@ return {'ok'}
 //
 // order chains the call to the calls in flight with it (see callOrder);
 // callOrder{} chains nothing.
-func applySteps(ctx context.Context, c rueidis.Client, order callOrder, steps ...*step) ([]writeResult, error) {
+func (s *RedisSink) applySteps(ctx context.Context, order callOrder, steps ...*step) ([]writeResult, error) {
+	c := s.c
 	// Where each partition ends after the last write of the call: a
 	// write retried after its whole call was applied finds it there.
 	last := map[string]string{}
@@ -766,7 +767,8 @@ var ErrOutOfOrder = errors.New("batch reached Redis before the batch it follows"
 
 // releaseOrder pushes tokens of calls that failed, so that the calls
 // waiting for them go on now rather than when their wait times out.
-func releaseOrder(ctx context.Context, c rueidis.Client, tokens ...string) error {
+func (s *RedisSink) releaseOrder(ctx context.Context, tokens ...string) error {
+	c := s.c
 	var cmds rueidis.Commands
 	for _, t := range tokens {
 		cmds = appendOrderToken(c, cmds, t)
@@ -845,9 +847,9 @@ type step struct {
 
 // newStep builds the XADDs of writes; now is the checkpoint's
 // updated_ms.
-func newStep(c rueidis.Client, opt stepOptions, writes []*Write, now time.Time) *step {
-	st := &step{opt: opt, writes: writes, now: now}
-	st.build(c)
+func (s *RedisSink) newStep(writes []*Write, now time.Time) *step {
+	st := &step{opt: s.opt, writes: writes, now: now}
+	st.build(s.c)
 	return st
 }
 

@@ -24,17 +24,17 @@ func TestAtomicStepComparesAndSets(t *testing.T) {
 	tp := checkpoint.TopicPartition{Topic: "t", Partition: 0}
 	write := func(from, to int64, n int) *Write { return testWrite(stream, tp, from, to, n) }
 	opt := stepOptions{Name: name}
-	step := newStep(c, opt, []*Write{write(checkpoint.NoPosition, 3, 3)}, time.Now())
-	if _, err := applySteps(ctx, c, callOrder{}, step); err != nil {
+	step := testSink(c, opt).newStep([]*Write{write(checkpoint.NoPosition, 3, 3)}, time.Now())
+	if _, err := testSink(c, stepOptions{}).applySteps(ctx, callOrder{}, step); err != nil {
 		t.Fatal(err)
 	}
 	// The same step again (a retry after a lost reply) is a no-op.
-	res, err := applySteps(ctx, c, callOrder{}, step)
+	res, err := testSink(c, stepOptions{}).applySteps(ctx, callOrder{}, step)
 	if err != nil || !res[0].Replayed {
 		t.Fatalf("replay: %+v, %v", res, err)
 	}
 	// A batch from a position the checkpoint does not hold is refused.
-	_, err = applySteps(ctx, c, callOrder{}, newStep(c, opt, []*Write{write(1, 4, 1)}, time.Now()))
+	_, err = testSink(c, stepOptions{}).applySteps(ctx, callOrder{}, testSink(c, opt).newStep([]*Write{write(1, 4, 1)}, time.Now()))
 	var conflict *ConflictError
 	if !errors.As(err, &conflict) || conflict.Stored != 3 || conflict.Expected != 1 {
 		t.Fatalf("conflict: %v", err)
@@ -52,7 +52,7 @@ func TestAtomicStepComparesAndSets(t *testing.T) {
 		t.Fatalf("garbage offset: %v", err)
 	}
 	c.Do(ctx, c.B().Hdel().Key(key).Field("version").Build())
-	if _, err := applySteps(ctx, c, callOrder{}, newStep(c, opt, []*Write{write(3, 4, 1)}, time.Now())); !errors.Is(err, checkpoint.ErrCorrupt) {
+	if _, err := testSink(c, stepOptions{}).applySteps(ctx, callOrder{}, testSink(c, opt).newStep([]*Write{write(3, 4, 1)}, time.Now())); !errors.Is(err, checkpoint.ErrCorrupt) {
 		t.Fatalf("script on a hash without version: %v", err)
 	}
 }
@@ -73,8 +73,8 @@ func TestAtomicStepPreservedIDsAreLookedUpNotComparedWithTheTop(t *testing.T) {
 		w.AddEntry(id)
 		w.AddField("f", id)
 	}
-	step := newStep(c, opt, []*Write{w}, time.Now())
-	res, err := applySteps(ctx, c, callOrder{}, step)
+	step := testSink(c, opt).newStep([]*Write{w}, time.Now())
+	res, err := testSink(c, stepOptions{}).applySteps(ctx, callOrder{}, step)
 	var ids *IDCheckError
 	if !errors.As(err, &ids) || !errors.As(res[0].Err, &ids) || ids.LastID != "5-0" || string(ids.Classes) != "tbpwp" {
 		t.Fatalf("applySteps = %+v, %v; want the classes tbpwp against 5-0", res, err)
@@ -87,7 +87,7 @@ func TestAtomicStepPreservedIDsAreLookedUpNotComparedWithTheTop(t *testing.T) {
 	}
 	// Told what to expect, it writes the new entry only.
 	w.Expect(ids.Classes, ids.State)
-	res, err = applySteps(ctx, c, callOrder{}, step)
+	res, err = testSink(c, stepOptions{}).applySteps(ctx, callOrder{}, step)
 	if err != nil || res[0].Added != 1 || res[0].Present != 2 {
 		t.Fatalf("applySteps = %+v, %v", res, err)
 	}
@@ -114,21 +114,21 @@ func TestAtomicStepPreservedIDsInOrderAreCheckedByTheFirst(t *testing.T) {
 		}
 		return w
 	}
-	if _, err := applySteps(ctx, c, callOrder{}, newStep(c, opt, []*Write{write(checkpoint.NoPosition, 3, "4-1", "5-1", "6-1")}, time.Now())); err != nil {
+	if _, err := testSink(c, stepOptions{}).applySteps(ctx, callOrder{}, testSink(c, opt).newStep([]*Write{write(checkpoint.NoPosition, 3, "4-1", "5-1", "6-1")}, time.Now())); err != nil {
 		t.Fatal(err)
 	}
 	// Deleted entries leave the last ID where it was: 6-1 is not there,
 	// and still Redis cannot add it.
 	c.Do(ctx, c.B().Xdel().Key(stream).Id("6-1").Build())
 	w := write(3, 5, "6-1", "7-1")
-	step := newStep(c, opt, []*Write{w}, time.Now())
-	_, err := applySteps(ctx, c, callOrder{}, step)
+	step := testSink(c, opt).newStep([]*Write{w}, time.Now())
+	_, err := testSink(c, stepOptions{}).applySteps(ctx, callOrder{}, step)
 	var ids *IDCheckError
 	if !errors.As(err, &ids) || ids.LastID != "6-1" || ids.Classes != nil {
 		t.Fatalf("err = %v; want the first ID found not above 6-1", err)
 	}
 	w.Expect(nil, "")
-	if _, err = applySteps(ctx, c, callOrder{}, step); !errors.As(err, &ids) || string(ids.Classes) != "bw" {
+	if _, err = testSink(c, stepOptions{}).applySteps(ctx, callOrder{}, step); !errors.As(err, &ids) || string(ids.Classes) != "bw" {
 		t.Fatalf("err = %v; want the classes bw", err)
 	}
 }
@@ -163,7 +163,7 @@ func TestAtomicStepWritesNothingOfARefusedWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tt := range tests {
-		_, err := applySteps(ctx, c, callOrder{}, newStep(c, opt, tt.writes, time.Now()))
+		_, err := testSink(c, stepOptions{}).applySteps(ctx, callOrder{}, testSink(c, opt).newStep(tt.writes, time.Now()))
 		if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
 			t.Fatalf("%s: err = %v, want %q", tt.name, err, tt.wantErr)
 		}
@@ -207,14 +207,14 @@ func TestAtomicStepRetriedAfterTheCallWasAppliedIsAReplay(t *testing.T) {
 			}
 			var steps []*step
 			for _, r := range [][2]int64{{0, 4}, {4, 6}, {6, 9}} {
-				steps = append(steps, newStep(c, opt(name), []*Write{testWrite(stream, tp, r[0], r[1], int(r[1]-r[0]))}, time.Now()))
+				steps = append(steps, testSink(c, opt(name)).newStep([]*Write{testWrite(stream, tp, r[0], r[1], int(r[1]-r[0]))}, time.Now()))
 			}
-			if _, err := applySteps(ctx, c, callOrder{}, steps[:tt.applied]...); err != nil {
+			if _, err := testSink(c, stepOptions{}).applySteps(ctx, callOrder{}, steps[:tt.applied]...); err != nil {
 				t.Fatal(err)
 			}
 			// The retry of the whole call must find what was applied
 			// done, not in conflict, and apply the rest.
-			res, err := applySteps(ctx, c, callOrder{}, steps...)
+			res, err := testSink(c, stepOptions{}).applySteps(ctx, callOrder{}, steps...)
 			if err != nil {
 				t.Fatalf("retry: %v", err)
 			}
@@ -243,11 +243,11 @@ func TestAtomicStepChainedRunsChainedCallsInTheirOrder(t *testing.T) {
 	// The second call reaches Redis first: it waits for the first.
 	done := make(chan error)
 	go func() {
-		_, err := applySteps(ctx, c, callOrder{After: first, Token: second}, newStep(c, opt, []*Write{testWrite(stream, tp, 3, 5, 2)}, time.Now()))
+		_, err := testSink(c, stepOptions{}).applySteps(ctx, callOrder{After: first, Token: second}, testSink(c, opt).newStep([]*Write{testWrite(stream, tp, 3, 5, 2)}, time.Now()))
 		done <- err
 	}()
 	time.Sleep(100 * time.Millisecond)
-	if _, err := applySteps(ctx, c, callOrder{Token: first}, newStep(c, opt, []*Write{testWrite(stream, tp, checkpoint.NoPosition, 3, 3)}, time.Now())); err != nil {
+	if _, err := testSink(c, stepOptions{}).applySteps(ctx, callOrder{Token: first}, testSink(c, opt).newStep([]*Write{testWrite(stream, tp, checkpoint.NoPosition, 3, 3)}, time.Now())); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-done; err != nil {
@@ -269,7 +269,7 @@ func TestAtomicStepChainedRunsChainedCallsInTheirOrder(t *testing.T) {
 	// token key is no list) writes nothing out of place and says so.
 	c.Do(ctx, c.B().Set().Key(first).Value("x").Build())
 	t.Cleanup(func() { c.Do(context.Background(), c.B().Del().Key(first, second).Build()) })
-	_, err = applySteps(ctx, c, callOrder{After: first}, newStep(c, opt, []*Write{testWrite(stream, tp, 7, 9, 2)}, time.Now()))
+	_, err = testSink(c, stepOptions{}).applySteps(ctx, callOrder{After: first}, testSink(c, opt).newStep([]*Write{testWrite(stream, tp, 7, 9, 2)}, time.Now()))
 	if !errors.Is(err, ErrOutOfOrder) || IsConflict(err) {
 		t.Fatalf("call run early: %v, want ErrOutOfOrder", err)
 	}
@@ -295,7 +295,7 @@ func TestAtomicStepWithoutTheCheckIsRefusedAndVerified(t *testing.T) {
 	}
 	tp := checkpoint.TopicPartition{Topic: "t", Partition: 0}
 	w := testWrite(stream, tp, 5, 6, 1)
-	_, err := applySteps(ctx, c, callOrder{}, newStep(c, stepOptions{Name: name}, []*Write{w}, time.Now()))
+	_, err := testSink(c, stepOptions{}).applySteps(ctx, callOrder{}, testSink(c, stepOptions{Name: name}).newStep([]*Write{w}, time.Now()))
 	if err == nil || !strings.Contains(err.Error(), "NOPERM") {
 		t.Fatalf("write without scripting: %v, want NOPERM", err)
 	}
@@ -331,6 +331,11 @@ func stepTarget(t *testing.T, c rueidis.Client) (stream, name string) {
 	return stream, name
 }
 
+// testSink is a sink on c whose steps are shaped by opt.
+func testSink(c rueidis.Client, opt stepOptions) *RedisSink {
+	return &RedisSink{c: c, opt: opt}
+}
+
 // testWrite is a write of n entries into stream, moving tp from from to to.
 func testWrite(stream string, tp checkpoint.TopicPartition, from, to int64, n int) *Write {
 	w := &Write{Stream: stream, Moves: []Move{{Partition: tp, From: from, To: to}}}
@@ -351,7 +356,7 @@ func TestStreamTypeChangedBetweenCheckAndExecMovesNoPosition(t *testing.T) {
 	stream, name := stepTarget(t, c)
 	key := checkpoint.K2RKey(name, stream)
 	tp := checkpoint.TopicPartition{Topic: "t", Partition: 0}
-	if _, err := applySteps(ctx, c, callOrder{}, newStep(c, stepOptions{Name: name}, []*Write{testWrite(stream, tp, checkpoint.NoPosition, 3, 3)}, time.Now())); err != nil {
+	if _, err := testSink(c, stepOptions{}).applySteps(ctx, callOrder{}, testSink(c, stepOptions{Name: name}).newStep([]*Write{testWrite(stream, tp, checkpoint.NoPosition, 3, 3)}, time.Now())); err != nil {
 		t.Fatal(err)
 	}
 	opt := stepOptions{Name: name, afterCheck: func(rueidis.DedicatedClient) {
@@ -361,7 +366,7 @@ func TestStreamTypeChangedBetweenCheckAndExecMovesNoPosition(t *testing.T) {
 			}
 		}
 	}}
-	_, err := applySteps(ctx, c, callOrder{}, newStep(c, opt, []*Write{testWrite(stream, tp, 3, 6, 3)}, time.Now()))
+	_, err := testSink(c, stepOptions{}).applySteps(ctx, callOrder{}, testSink(c, opt).newStep([]*Write{testWrite(stream, tp, 3, 6, 3)}, time.Now()))
 	if !errors.Is(err, ErrWrongType) || !strings.Contains(err.Error(), "became a string") {
 		t.Fatalf("write after the key became a string: %v, want ErrWrongType", err)
 	}
@@ -377,7 +382,7 @@ func TestStreamTypeChangedBetweenCheckAndExecMovesNoPosition(t *testing.T) {
 	if err := c.Do(ctx, c.B().Del().Key(stream).Build()).Error(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := applySteps(ctx, c, callOrder{}, newStep(c, stepOptions{Name: name}, []*Write{testWrite(stream, tp, 3, 6, 3)}, time.Now())); err != nil {
+	if _, err := testSink(c, stepOptions{}).applySteps(ctx, callOrder{}, testSink(c, stepOptions{Name: name}).newStep([]*Write{testWrite(stream, tp, 3, 6, 3)}, time.Now())); err != nil {
 		t.Fatal(err)
 	}
 	if n, _ := c.Do(ctx, c.B().Xlen().Key(stream).Build()).AsInt64(); n != 3 {
@@ -438,7 +443,7 @@ func TestAtomicStepWhoseCheckCouldNotRunAppliesNothingFromAWrongStart(t *testing
 			c := testenv.Redis(t)
 			ctx := context.Background()
 			stream, name := stepTarget(t, c)
-			if _, err := applySteps(ctx, c, callOrder{}, newStep(c, stepOptions{Name: name}, []*Write{testWrite(stream, tp, checkpoint.NoPosition, 3, 3)}, time.Now())); err != nil {
+			if _, err := testSink(c, stepOptions{}).applySteps(ctx, callOrder{}, testSink(c, stepOptions{Name: name}).newStep([]*Write{testWrite(stream, tp, checkpoint.NoPosition, 3, 3)}, time.Now())); err != nil {
 				t.Fatal(err)
 			}
 			if tc.deleteFirst {
@@ -453,7 +458,7 @@ func TestAtomicStepWhoseCheckCouldNotRunAppliesNothingFromAWrongStart(t *testing
 					t.Error(err)
 				}
 			}}
-			res, err := applySteps(ctx, c, callOrder{}, newStep(c, opt, []*Write{testWrite(stream, tp, tc.from, tc.to, 3)}, time.Now()))
+			res, err := testSink(c, stepOptions{}).applySteps(ctx, callOrder{}, testSink(c, opt).newStep([]*Write{testWrite(stream, tp, tc.from, tc.to, 3)}, time.Now()))
 			var conflict *ConflictError
 			switch {
 			case tc.replayed && (err != nil || !res[0].Replayed):
@@ -478,7 +483,7 @@ func TestAtomicStepWhoseCheckCouldNotRunAppliesNothingFromAWrongStart(t *testing
 			// The right start still writes, once, after the entries
 			// taken back.
 			from := int64(3)
-			if _, err := applySteps(ctx, c, callOrder{}, newStep(c, stepOptions{Name: name}, []*Write{testWrite(stream, tp, from, 6, 3)}, time.Now())); err != nil {
+			if _, err := testSink(c, stepOptions{}).applySteps(ctx, callOrder{}, testSink(c, stepOptions{Name: name}).newStep([]*Write{testWrite(stream, tp, from, 6, 3)}, time.Now())); err != nil {
 				t.Fatal(err)
 			}
 			want := int64(6)
