@@ -196,7 +196,9 @@ func K2RHeader(updated time.Time) []string {
 
 // TopicRecreatedError is a checkpoint whose positions of a topic were
 // written for another topic of that name: it was deleted and created
-// again, and its offsets started over.
+// again, and its offsets started over. Its text says what happened; what
+// to do about it depends on the mirror's settings, which its caller
+// names.
 type TopicRecreatedError struct {
 	Key, Topic string
 	// Recorded is the topic ID the checkpoint was written for, Current
@@ -205,7 +207,7 @@ type TopicRecreatedError struct {
 }
 
 func (e *TopicRecreatedError) Error() string {
-	return fmt.Sprintf("topic %q was deleted and created again: checkpoint %q was written for topic ID %s, but the topic now has ID %s, whose offsets started over; to mirror the new topic from its start, have the mirror restart recreated topics; to keep the old checkpoint, choose another mirror name",
+	return fmt.Sprintf("topic %q was deleted and created again: checkpoint %q was written for topic ID %s, but the topic now has ID %s, whose offsets started over",
 		e.Topic, e.Key, e.Recorded, e.Current)
 }
 

@@ -504,7 +504,7 @@ func (s *KafkaSource) checkPartitions(ctx context.Context) error {
 	return nil
 }
 
-// checkTopicID is a *checkpoint.TopicRecreatedError when topic now has
+// checkTopicID wraps a *checkpoint.TopicRecreatedError when topic now has
 // another ID than the one its positions are about ("" unknown).
 func (s *KafkaSource) checkTopicID(topic, id string) error {
 	old := s.topicIDs[topic]
@@ -519,7 +519,13 @@ func (s *KafkaSource) checkTopicID(topic, id string) error {
 			}
 		}
 	}
-	return &checkpoint.TopicRecreatedError{Key: key, Topic: topic, Recorded: old, Current: id}
+	return topicRecreated(&checkpoint.TopicRecreatedError{Key: key, Topic: topic, Recorded: old, Current: id})
+}
+
+// topicRecreated is err, which wraps a *checkpoint.TopicRecreatedError,
+// with what to do about it.
+func topicRecreated(err error) error {
+	return mirror.Errorf("%w; to mirror the new topic from its start, run with {OnTopicRecreated} restart; to keep the old checkpoint, give this mirror another {Name}", err)
 }
 
 // lookupTopicID asks the broker for topic's ID now (see topicIDs); found

@@ -122,7 +122,7 @@ func (w *Write) EntryBytes(i int) int64 {
 // takes them as they are while the stream stays in that state.
 func (w *Write) Expect(classes []byte, state string) {
 	if classes != nil && len(classes) != len(w.starts) {
-		panic(fmt.Sprintf("checkpoint: %d classes for %d entries", len(classes), len(w.starts)))
+		panic(fmt.Sprintf("k2r: %d classes for %d entries", len(classes), len(w.starts)))
 	}
 	w.class = append([]byte(nil), classes...)
 	w.state = state
@@ -598,8 +598,8 @@ if nmoves > 0 then redis.call('HSET', ck, unpack(moves)) end
 redis.call('HSET', ck, unpack(ARGV, 4+3*nmoves))
 redis.call('HINCRBY', ck, 'entries', ARGV[1])
 redis.call('HINCRBY', ck, 'bytes', ARGV[2])
--- Only a write that creates the checkpoint (every partition checkpoint.NoPosition,
--- without checkpoint.InitK2RPartitions) lacks the list; the next checkpoint.InitK2RPartitions
+-- Only a write that creates the checkpoint (every partition NoPosition,
+-- without InitK2RPartitions) lacks the list; the next InitK2RPartitions
 -- lists the partitions it wrote.
 redis.call('HSETNX', ck, 'partitions', '')
 return {'ok'}
@@ -643,11 +643,10 @@ return {'ok'}
 //
 // It returns a result per write, in the order of the steps and their
 // writes; err is the first failure (a *ConflictError, an *IDCheckError,
-// an checkpoint.ErrCorrupt, a Redis or connection error), and each result's Err its
-// own. Writes other
-// than the failed ones may have been applied, those after a failure too:
-// calling applySteps again with the same steps is safe, applied ones come
-// back Replayed.
+// a checkpoint.ErrCorrupt, a Redis or connection error), and each
+// result's Err its own. Writes other than the failed ones may have been
+// applied, those after a failure too: calling applySteps again with the
+// same steps is safe, applied ones come back Replayed.
 //
 // order chains the call to the calls in flight with it (see callOrder);
 // callOrder{} chains nothing.

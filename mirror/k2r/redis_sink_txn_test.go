@@ -506,6 +506,8 @@ func flagNames(field string) (string, bool) {
 		return "--start", true
 	case "Stream":
 		return "--stream", true
+	case "OnTopicRecreated":
+		return "--on-topic-recreated", true
 	}
 	return "", false
 }
@@ -554,5 +556,23 @@ func TestConflictsSayWhichWayThePositionMoved(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A recreated topic's error says which settings mirror the new topic or
+// keep the old checkpoint, named as the front end names them.
+func TestTopicRecreatedNamesTheSettingsThatDecide(t *testing.T) {
+	err := topicRecreated(&checkpoint.TopicRecreatedError{Key: "k", Topic: "t", Recorded: "old-id", Current: "new-id"})
+	if plain := err.Error(); strings.Contains(plain, "--") || !strings.Contains(plain, "OnTopicRecreated restart") {
+		t.Errorf("%q: want the settings by field name", plain)
+	}
+	msg := mirror.RenderError(err, flagNames)
+	for _, want := range []string{`topic "t" was deleted and created again`, "old-id", "new-id", "run with --on-topic-recreated restart", "give this mirror another --name"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("%q does not say %q", msg, want)
+		}
+	}
+	if !errors.As(err, new(*checkpoint.TopicRecreatedError)) {
+		t.Errorf("%v does not wrap a *checkpoint.TopicRecreatedError", err)
 	}
 }

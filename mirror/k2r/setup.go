@@ -304,7 +304,7 @@ func (k *k2rSetup) add(ctx context.Context, src *KafkaSource, tps []checkpoint.T
 		}
 		key := checkpoint.K2RKey(cfg.Name, s)
 		if cfg.OnTopicRecreated != OnTopicRecreatedRestart {
-			return nil, &checkpoint.TopicRecreatedError{Key: key, Topic: t, Recorded: old, Current: id}
+			return nil, topicRecreated(&checkpoint.TopicRecreatedError{Key: key, Topic: t, Recorded: old, Current: id})
 		}
 		if restart[s] == nil {
 			restart[s] = map[string]string{}
@@ -397,7 +397,10 @@ func (k *k2rSetup) add(ctx context.Context, src *KafkaSource, tps []checkpoint.T
 	}
 	if err := checkpoint.InitK2RPartitions(ctx, k.rc, cfg.Name, inits); err != nil {
 		var recreated *checkpoint.TopicRecreatedError
-		if errors.Is(err, checkpoint.ErrCorrupt) || errors.As(err, &recreated) {
+		if errors.As(err, &recreated) {
+			return nil, topicRecreated(err)
+		}
+		if errors.Is(err, checkpoint.ErrCorrupt) {
 			return nil, err
 		}
 		return nil, mirror.Transient(fmt.Errorf("redis %s: %w", cfg.RedisName, err))
