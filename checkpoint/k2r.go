@@ -211,9 +211,10 @@ func (e *TopicRecreatedError) Error() string {
 		e.Topic, e.Key, e.Recorded, e.Current)
 }
 
-// K2RGuardKey is the key the atomic step of a kafka-to-redis write watches besides the
-// checkpoint: the check touches it to abort the step. It shares the
-// stream's hash slot and never outlives the check that touches it.
+// K2RGuardKey is the key the atomic step of a kafka-to-redis write
+// watches besides the checkpoint: the check touches it to abort the step.
+// It shares the stream's hash slot and never outlives the check that
+// touches it.
 func K2RGuardKey(name, stream string) string {
 	return "xmirror:k2r-guard:{" + hashTag(stream) + "}:" + name
 }
