@@ -25,7 +25,7 @@ import (
 // the entries and the partition positions they bring, and the records
 // bound for the dead-letter stream.
 type K2RBatch struct {
-	writes []*checkpoint.K2RWrite
+	writes []*Write
 	// preserved (--preserve-ids) has, per write, what the sink needs to
 	// handle entries whose ID the check finds present or below the top.
 	preserved []*preservedWrite
@@ -511,7 +511,7 @@ func (s *KafkaSource) checkPartitions(ctx context.Context) error {
 	return nil
 }
 
-// checkTopicID is a *checkpoint.TopicRecreatedError when topic now has
+// checkTopicID wraps a *checkpoint.TopicRecreatedError when topic now has
 // another ID than the one its positions are about ("" unknown).
 func (s *KafkaSource) checkTopicID(topic, id string) error {
 	old := s.topicIDs[topic]
@@ -526,7 +526,13 @@ func (s *KafkaSource) checkTopicID(topic, id string) error {
 			}
 		}
 	}
-	return &checkpoint.TopicRecreatedError{Key: key, Topic: topic, Recorded: old, Current: id}
+	return topicRecreated(&checkpoint.TopicRecreatedError{Key: key, Topic: topic, Recorded: old, Current: id})
+}
+
+// topicRecreated is err, which wraps a *checkpoint.TopicRecreatedError,
+// with what to do about it.
+func topicRecreated(err error) error {
+	return mirror.Errorf("%w; to mirror the new topic from its start, run with {OnTopicRecreated} restart; to keep the old checkpoint, give this mirror another {Name}", err)
 }
 
 // lookupTopicID asks the broker for topic's ID now (see topicIDs); found
@@ -630,7 +636,7 @@ func (s *KafkaSource) fetchError(ctx context.Context, t string, p int32, err err
 // build decodes polled records into a batch.
 func (s *KafkaSource) build(fetches kgo.Fetches) *K2RBatch {
 	b := &K2RBatch{}
-	writes := make([]*checkpoint.K2RWrite, len(s.streams))
+	writes := make([]*Write, len(s.streams))
 	var preserved []*preservedWrite
 	if s.mapping.preserveIDs {
 		preserved = make([]*preservedWrite, len(s.streams))
@@ -747,14 +753,14 @@ func (s *KafkaSource) build(fetches kgo.Fetches) *K2RBatch {
 }
 
 // moveFor returns the write of st's stream in b, with a move for st.
-func (s *KafkaSource) moveFor(b *K2RBatch, writes []*checkpoint.K2RWrite, st *partState) *checkpoint.K2RWrite {
+func (s *KafkaSource) moveFor(b *K2RBatch, writes []*Write, st *partState) *Write {
 	w := writes[st.stream]
 	if w == nil {
-		w = &checkpoint.K2RWrite{Stream: s.streams[st.stream]}
+		w = &Write{Stream: s.streams[st.stream]}
 		writes[st.stream] = w
 	}
 	if st.move == 0 {
-		w.Moves = append(w.Moves, checkpoint.K2RMove{Partition: st.tp, From: st.stored})
+		w.Moves = append(w.Moves, Move{Partition: st.tp, From: st.stored})
 		st.move = len(w.Moves)
 		s.touched = append(s.touched, st)
 	}

@@ -17,22 +17,40 @@ import (
 	"github.com/xmirror/xmirror/mirror/mapping"
 )
 
-// RedisSink writes kafka-to-redis batches: per destination stream, the
-// entries and the checkpoint move in one checked transaction, all streams
-// of a batch in one pipeline (checkpoint.ApplyK2R). Built by NewK2R.
+// RedisSink writes kafka-to-redis batches, and owns the atomic step that
+// makes them exactly once. For each destination stream of a batch (a
+// Write), one transaction, guarded by WATCH, does all or nothing of:
+//
+//   - the entries XADDed to the stream (under PreserveIDs only those the
+//     step's check found new, the check reading the stream in the same
+//     step);
+//   - the partitions' positions compared-and-set in the checkpoint
+//     (checkpoint.K2RKey): applied only if it holds where the batch
+//     starts, inside the transaction as well as in the check before it,
+//     with the running totals and the update time;
+//   - the guard key (checkpoint.K2RGuardKey), which the check touches to
+//     abort the transaction it refuses, and which marks one to be taken
+//     back when the check could not run.
+//
+// Every stream of the batches sent together goes in one pipeline, and an
+// order token (checkpoint.K2ROrderKey) chains the pipelines in flight so
+// Redis runs them in order. The step's commands and scripts, the results
+// and their errors are in redis_sink_txn.go (newStep, applySteps,
+// readResult); this file sends the steps, confirms them in order, and
+// turns a refusal into what it means (resolve, wentBack, classify).
 //
 // Batches that queued up while Redis was busy go together, in one call
 // (one round trip). Up to maxCalls calls are in flight at once, each on
 // its own connection and chained so that Redis runs them in order
-// (checkpoint.K2ROrder): Redis goes from one call's transactions straight
+// (callOrder): Redis goes from one call's transactions straight
 // to the next, instead of idling for a round trip and for the client's
 // work on each reply. A call that failed for a transient reason
 // (connection lost, server loading) is applied again with backoff,
 // together with every call after it: the compare-and-set makes a retry of
-// an applied write a no-op.
+// an applied write a no-op. Built by NewK2R.
 type RedisSink struct {
 	c   rueidis.Client
-	opt checkpoint.K2ROptions
+	opt stepOptions
 	// onError handles, under --preserve-ids, an entry whose ID is below
 	// the stream's top and not in it, as a record that cannot be decoded.
 	onError    string
@@ -40,7 +58,7 @@ type RedisSink struct {
 	retryFor   time.Duration
 	log        *slog.Logger
 	redisName  string
-	// ordered: the server lets calls be chained (CheckK2ROrderAccess);
+	// ordered: the server lets calls be chained (checkOrderAccess);
 	// else one call at a time.
 	ordered bool
 	// chainedCallTimeout bounds a call chained to another, its wait
@@ -70,14 +88,14 @@ type RedisSink struct {
 type sinkJob struct {
 	ctx  context.Context
 	b    *K2RBatch
-	step *checkpoint.K2RStep // nil: no entries to write
+	step *step // nil: no entries to write
 	done func(error)
 }
 
 // sinkCall is a group of batches written in one call.
 type sinkCall struct {
 	jobs     []sinkJob
-	order    checkpoint.K2ROrder
+	order    callOrder
 	finished chan struct{} // closed once failedAt and err are set
 	failedAt int           // index of the first job not applied
 	err      error
@@ -106,7 +124,7 @@ func (s *RedisSink) Write(ctx context.Context, b *K2RBatch, done func(error)) {
 		}
 	}
 	if len(b.writes) > 0 {
-		j.step = checkpoint.NewK2RStep(s.c, s.opt, b.writes, time.Now())
+		j.step = s.newStep(b.writes, time.Now())
 	}
 	select {
 	case s.jobs <- j:
@@ -284,7 +302,7 @@ func (s *RedisSink) settle(inflight []*sinkCall) []*sinkCall {
 	}
 	// The calls after this one may be waiting for it (or for each other):
 	// let them end now. Whatever they did, or do, is checked again below.
-	if err := checkpoint.ReleaseK2ROrder(ctx, s.c, tokens...); err != nil {
+	if err := s.releaseOrder(ctx, tokens...); err != nil {
 		s.log.Debug("releasing the calls after a failed write", "err", err)
 	}
 	var rest []sinkJob
@@ -296,13 +314,13 @@ func (s *RedisSink) settle(inflight []*sinkCall) []*sinkCall {
 		rest = append(rest, j)
 	}
 	var unchecked error
-	if errors.Is(c.err, checkpoint.ErrWrittenUnchecked) {
+	if errors.Is(c.err, ErrWrittenUnchecked) {
 		unchecked = c.err
 	}
 	for _, later := range inflight[1:] {
 		<-later.finished
 		rest = append(rest, later.jobs...)
-		if unchecked == nil && errors.Is(later.err, checkpoint.ErrWrittenUnchecked) {
+		if unchecked == nil && errors.Is(later.err, ErrWrittenUnchecked) {
 			unchecked = later.err
 		}
 	}
@@ -330,7 +348,7 @@ func (s *RedisSink) apply(group []sinkJob) {
 	var failedAt int
 	err := mirror.Retrier{For: s.retryFor, Logger: s.log}.Do(ctx, "write", func() error {
 		var err error
-		failedAt, err = s.write(ctx, group, checkpoint.K2ROrder{})
+		failedAt, err = s.write(ctx, group, callOrder{})
 		return err
 	})
 	if err == nil {
@@ -386,7 +404,7 @@ const maxIDRounds = 4
 // entry IDs were checked is applied again at once when the call is alone
 // (no order); chained to others, the call fails and settle applies it
 // again with the calls after it.
-func (s *RedisSink) write(ctx context.Context, group []sinkJob, order checkpoint.K2ROrder) (failedAt int, err error) {
+func (s *RedisSink) write(ctx context.Context, group []sinkJob, order callOrder) (failedAt int, err error) {
 	// alone: the batch at failedAt goes by itself, as the writes after it
 	// can only conflict until it is applied. rounds: since one was.
 	alone, rounds := false, 0
@@ -401,7 +419,7 @@ func (s *RedisSink) write(ctx context.Context, group []sinkJob, order checkpoint
 			rounds = 0
 		}
 		switch {
-		case errors.Is(err, errIDsChecked) && order == (checkpoint.K2ROrder{}):
+		case errors.Is(err, errIDsChecked) && order == (callOrder{}):
 			if rounds++; rounds == maxIDRounds {
 				return failedAt, err
 			}
@@ -415,7 +433,7 @@ func (s *RedisSink) write(ctx context.Context, group []sinkJob, order checkpoint
 }
 
 // writeOnce is one attempt of write.
-func (s *RedisSink) writeOnce(ctx context.Context, group []sinkJob, order checkpoint.K2ROrder) (failedAt int, err error) {
+func (s *RedisSink) writeOnce(ctx context.Context, group []sinkJob, order callOrder) (failedAt int, err error) {
 	// Dead letters go first, in their own round trip: if the step below
 	// then fails or the process dies, they are written again on the retry
 	// or restart (at least once), but never lost.
@@ -428,7 +446,7 @@ func (s *RedisSink) writeOnce(ctx context.Context, group []sinkJob, order checkp
 			b.deadDone = len(b.dead)
 		}
 	}
-	var steps []*checkpoint.K2RStep
+	var steps []*step
 	for _, j := range group {
 		if j.step != nil {
 			steps = append(steps, j.step)
@@ -437,7 +455,7 @@ func (s *RedisSink) writeOnce(ctx context.Context, group []sinkJob, order checkp
 	if len(steps) == 0 {
 		return len(group), nil
 	}
-	results, err := checkpoint.ApplyK2RInOrder(ctx, s.c, order, steps...)
+	results, err := s.applySteps(ctx, order, steps...)
 	// Count what was applied even if another write failed: a retry
 	// reports those as replayed.
 	ri := 0
@@ -470,7 +488,7 @@ func (s *RedisSink) writeOnce(ctx context.Context, group []sinkJob, order checkp
 			continue
 		}
 		for k := range j.step.Writes() {
-			var ids *checkpoint.IDCheckError
+			var ids *IDCheckError
 			if at+k < len(results) && errors.As(results[at+k].Err, &ids) {
 				s.resolve(j.b, k, ids)
 			}
@@ -484,7 +502,7 @@ func (s *RedisSink) writeOnce(ctx context.Context, group []sinkJob, order checkp
 		}
 		n := len(j.step.Writes())
 		for k, r := range results[at:min(at+n, len(results))] {
-			var ids *checkpoint.IDCheckError
+			var ids *IDCheckError
 			switch {
 			case r.Err == nil:
 				continue
@@ -504,7 +522,7 @@ func (s *RedisSink) writeOnce(ctx context.Context, group []sinkJob, order checkp
 			if p.failure != nil {
 				return i, p.failure
 			}
-			if w := j.b.writes[k]; !bytes.ContainsFunc(w.Classes(), func(c rune) bool { return c != rune(checkpoint.IDNew) }) {
+			if w := j.b.writes[k]; !bytes.ContainsFunc(w.Classes(), func(c rune) bool { return c != rune(IDNew) }) {
 				s.listIDs.Delete(w.Stream) // all new
 			}
 		}
@@ -523,9 +541,9 @@ func (s *RedisSink) writeOnce(ctx context.Context, group []sinkJob, order checkp
 // --on-error: fail cuts the write before it, so the entries before it are
 // written and checkpointed and the batch then fails naming it; skip counts
 // it; dead-letter stores it first. The write then expects exactly that.
-func (s *RedisSink) resolve(b *K2RBatch, wi int, e *checkpoint.IDCheckError) {
+func (s *RedisSink) resolve(b *K2RBatch, wi int, e *IDCheckError) {
 	w := b.writes[wi]
-	if e.Classes == nil || bytes.ContainsFunc(e.Classes, func(c rune) bool { return c != rune(checkpoint.IDNew) }) {
+	if e.Classes == nil || bytes.ContainsFunc(e.Classes, func(c rune) bool { return c != rune(IDNew) }) {
 		s.listIDs.Store(w.Stream, true)
 	}
 	if e.Classes == nil {
@@ -549,16 +567,16 @@ func (s *RedisSink) resolve(b *K2RBatch, wi int, e *checkpoint.IDCheckError) {
 	top := e.LastID
 	for i, c := range classes {
 		switch c {
-		case checkpoint.IDNew:
+		case IDNew:
 			top = w.ID(i)
 			continue
-		case checkpoint.IDPresent:
+		case IDPresent:
 			p.unwritten += w.EntryBytes(i)
 			continue
 		}
 		r := p.recs[i]
 		bad := &IDBelowTopError{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, ID: w.ID(i), Stream: w.Stream, Top: top,
-			Taken: c == checkpoint.IDTaken}
+			Taken: c == IDTaken}
 		if s.onError != mirror.OnErrorSkip && s.onError != mirror.OnErrorDeadLetter {
 			// Entries from it on are mirrored again by the next run,
 			// which stops at it again; they are not written, nor
@@ -632,7 +650,7 @@ func (s *RedisSink) writeDead(ctx context.Context, dead []deadLetter) error {
 }
 
 // noteLastIDs keeps the highest entry ID each applied write added.
-func (s *RedisSink) noteLastIDs(steps []*checkpoint.K2RStep, results []checkpoint.K2RResult) {
+func (s *RedisSink) noteLastIDs(steps []*step, results []writeResult) {
 	s.lastMu.Lock()
 	defer s.lastMu.Unlock()
 	i := 0
@@ -652,13 +670,13 @@ func (s *RedisSink) noteLastIDs(steps []*checkpoint.K2RStep, results []checkpoin
 }
 
 // wentBack turns a conflict whose position went back into what it is: a
-// *checkpoint.LostWritesError when the stream lost the last entry this
+// *LostWritesError when the stream lost the last entry this
 // sink added to it as well (or when it added none, so nothing says the
 // positions are not Redis's own), else the conflict, saying which entry
 // is still there. Whether the entry is there is one XRANGE, asked only on
 // such a conflict.
 func (s *RedisSink) wentBack(ctx context.Context, stream string, err error) error {
-	var conflict *checkpoint.ConflictError
+	var conflict *ConflictError
 	if !errors.As(err, &conflict) || !conflict.WentBack() {
 		return err
 	}
@@ -676,7 +694,7 @@ func (s *RedisSink) wentBack(ctx context.Context, stream string, err error) erro
 			return err
 		}
 	}
-	return &checkpoint.LostWritesError{Key: conflict.Key, Stream: stream, Partition: conflict.Partition,
+	return &LostWritesError{Key: conflict.Key, Stream: stream, Partition: conflict.Partition,
 		From: conflict.Expected, To: conflict.Stored, Lost: last}
 }
 
@@ -687,12 +705,12 @@ func (s *RedisSink) classify(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return err
 	}
-	var conflict *checkpoint.ConflictError
-	var lost *checkpoint.LostWritesError
-	if errors.As(err, &conflict) || errors.As(err, &lost) || errors.Is(err, checkpoint.ErrCorrupt) || errors.Is(err, checkpoint.ErrWrongType) {
+	var conflict *ConflictError
+	var lost *LostWritesError
+	if errors.As(err, &conflict) || errors.As(err, &lost) || errors.Is(err, checkpoint.ErrCorrupt) || errors.Is(err, ErrWrongType) {
 		return err
 	}
-	if errors.Is(err, checkpoint.ErrCheckpointChanged) || errors.Is(err, checkpoint.ErrOutOfOrder) {
+	if errors.Is(err, ErrCheckpointChanged) || errors.Is(err, ErrOutOfOrder) {
 		// Nothing was written; the retry checks again and tells a
 		// conflict from a touch that meant nothing.
 		return mirror.Transient(err)

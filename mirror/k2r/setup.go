@@ -172,14 +172,14 @@ func NewK2R(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg K2RCo
 	}
 	sink := &RedisSink{
 		c:          rc,
-		opt:        checkpoint.K2ROptions{Name: cfg.Name, MaxLen: cfg.MaxLen, PreserveIDs: cfg.PreserveIDs},
+		opt:        stepOptions{Name: cfg.Name, MaxLen: cfg.MaxLen, PreserveIDs: cfg.PreserveIDs},
 		onError:    cfg.OnError,
 		deadStream: cfg.DeadLetterStream,
 		retryFor:   cfg.RetryFor,
 		log:        log,
 		redisName:  cfg.RedisName,
 	}
-	switch err := checkpoint.CheckK2ROrderAccess(ctx, rc, cfg.Name); {
+	switch err := checkOrderAccess(ctx, rc, cfg.Name); {
 	case err == nil:
 		sink.ordered = true
 	case mirror.IsRefusal(err):
@@ -266,7 +266,7 @@ func (k *k2rSetup) add(ctx context.Context, src *KafkaSource, tps []checkpoint.T
 		if err := k.checkStream(ctx, s); err != nil {
 			return nil, err
 		}
-		if err := checkpoint.CheckK2RAccess(ctx, k.rc, cfg.Name, s); err != nil {
+		if err := checkStepAccess(ctx, k.rc, cfg.Name, s); err != nil {
 			return nil, mirror.ClassifyRedis(fmt.Errorf("redis %s: %w", cfg.RedisName, err))
 		}
 	}
@@ -300,7 +300,7 @@ func (k *k2rSetup) add(ctx context.Context, src *KafkaSource, tps []checkpoint.T
 		}
 		key := checkpoint.K2RKey(cfg.Name, s)
 		if cfg.OnTopicRecreated != OnTopicRecreatedRestart {
-			return nil, &checkpoint.TopicRecreatedError{Key: key, Topic: t, Recorded: old, Current: id}
+			return nil, topicRecreated(&checkpoint.TopicRecreatedError{Key: key, Topic: t, Recorded: old, Current: id})
 		}
 		if restart[s] == nil {
 			restart[s] = map[string]string{}
@@ -393,7 +393,10 @@ func (k *k2rSetup) add(ctx context.Context, src *KafkaSource, tps []checkpoint.T
 	}
 	if err := checkpoint.InitK2RPartitions(ctx, k.rc, cfg.Name, inits); err != nil {
 		var recreated *checkpoint.TopicRecreatedError
-		if errors.Is(err, checkpoint.ErrCorrupt) || errors.As(err, &recreated) {
+		if errors.As(err, &recreated) {
+			return nil, topicRecreated(err)
+		}
+		if errors.Is(err, checkpoint.ErrCorrupt) {
 			return nil, err
 		}
 		return nil, mirror.Transient(fmt.Errorf("redis %s: %w", cfg.RedisName, err))
@@ -442,7 +445,7 @@ func formatTopicID(id [16]byte) string {
 
 // K2R is a kafka-to-redis mirror: the source and sink NewK2R sets up,
 // set up again from the checkpoints when a run must start over — Redis lost
-// writes (a *checkpoint.LostWritesError), or, with --on-topic-recreated
+// writes (a *LostWritesError), or, with --on-topic-recreated
 // restart, a topic was deleted and created again during the run.
 type K2R struct {
 	rc    rueidis.Client
@@ -503,7 +506,7 @@ func (m *K2R) Run(ctx context.Context, opt mirror.Options) (mirror.Stats, error)
 // startOver tells whether err ends a run that must be set up again from
 // the checkpoints, and says why.
 func (m *K2R) startOver(err error) bool {
-	var lost *checkpoint.LostWritesError
+	var lost *LostWritesError
 	var recreated *checkpoint.TopicRecreatedError
 	switch {
 	case errors.As(err, &lost) && lost.To == checkpoint.NoPosition && m.cfg.StartLatest:
