@@ -119,7 +119,7 @@ func TestFollowRunRestartedAfterATrimSkipsTheGapAndCountsItLost(t *testing.T) {
 	if code, _ := p.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {
 		t.Fatalf("second follow run: exit %d: %s", code, p.stderr.String())
 	}
-	if out := p.stderr.String(); !strings.Contains(out, ", 7 lost") || strings.Count(out, "skipping them (--on-gap skip)") != 1 {
+	if out := p.stderr.String(); !strings.Contains(out, ", 7 lost") || strings.Count(out, "skipping them, as the gap policy says") != 1 {
 		t.Fatalf("stderr %q: want one gap logged and 7 lost in the summary", out)
 	}
 	want := append(append(append([]string{}, first...), added[7:]...), more...)

@@ -241,7 +241,7 @@ func (cfg *Config) validate() (plan, error) {
 			ps.Addf("DeadLetterStream", "{OnError} dead-letter needs {DeadLetterStream}")
 		}
 		if seen[cfg.DeadLetterStream] {
-			ps.Addf("DeadLetterStream", "{DeadLetterStream} %q is also one of the {Streams}: its dead letters would be mirrored again", cfg.DeadLetterStream)
+			ps.Addf("DeadLetterStream", "{DeadLetterStream} %q is also a {Streams}: its dead letters would be mirrored again", cfg.DeadLetterStream)
 		}
 	default:
 		ps.Addf("OnError", "{OnError} must be fail, skip or dead-letter, got %q", cfg.OnError)
