@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
+
 	"github.com/xmirror/xmirror/mirror/mapping"
 )
 

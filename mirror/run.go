@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
+
 	"github.com/xmirror/xmirror/checkpoint"
 )
 

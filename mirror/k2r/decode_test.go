@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/xmirror/xmirror/mirror/mapping"
 )
 

@@ -21,85 +21,6 @@ import (
 	"github.com/xmirror/xmirror/mirror/mapping"
 )
 
-// K2RBatch is what kafka-to-redis moves in one step: per destination stream
-// the entries and the partition positions they bring, and the records
-// bound for the dead-letter stream.
-type K2RBatch struct {
-	writes []*Write
-	// preserved (--preserve-ids) has, per write, what the sink needs to
-	// handle entries whose ID the check finds present or below the top.
-	preserved []*preservedWrite
-	dead      []deadLetter
-	// deadDone is how many of dead are in the dead-letter stream.
-	deadDone int
-	// entries are the entries of the writes, present ones (which the
-	// sink finds already in their streams) included; skipped and
-	// deadLettered count the records set aside.
-	entries      int
-	skipped      int
-	deadLettered int
-	present      int64
-	bytes        int
-	// lastIDs are, per write, the last entry ID it added (once applied).
-	lastIDs []string
-}
-
-// Len counts the entries the batch writes to its streams.
-func (b *K2RBatch) Len() int { return b.entries - int(b.present) }
-
-// Empty says the batch accounts for no record at all: a batch of only
-// skipped or dead-lettered records still reaches the sink, which moves
-// the checkpoint past them.
-func (b *K2RBatch) Empty() bool { return b.entries+b.skipped+b.deadLettered == 0 }
-
-// Unwritten counts the records the batch acknowledges without writing an
-// entry.
-func (b *K2RBatch) Unwritten() mirror.Unwritten {
-	return mirror.Unwritten{Skipped: int64(b.skipped), DeadLettered: int64(b.deadLettered), Present: b.present}
-}
-
-// Positions are, per partition, the next offset after the batch and, per
-// stream it wrote to, the last entry ID it added.
-func (b *K2RBatch) Positions() []mirror.Position {
-	var ps []mirror.Position
-	for i, w := range b.writes {
-		for _, m := range w.Moves {
-			ps = append(ps, mirror.Position{Topic: m.Partition.Topic, Partition: m.Partition.Partition, Offset: m.To})
-		}
-		if i < len(b.lastIDs) && b.lastIDs[i] != "" {
-			ps = append(ps, mirror.Position{Stream: w.Stream, ID: b.lastIDs[i]})
-		}
-	}
-	return ps
-}
-
-// Bytes is the payload of the entries written to the streams.
-func (b *K2RBatch) Bytes() int { return b.bytes }
-
-// preservedWrite is, under --preserve-ids, what a write's entries came
-// from and how the sink handled those the check did not find new.
-type preservedWrite struct {
-	recs []*kgo.Record // the record of each entry
-	// handled marks the entries below the top already logged (and
-	// dead-lettered), so that a write checked again does not repeat it.
-	handled []bool
-	// skipped and dead count the write's entries below the top under
-	// --on-error skip and dead-letter, as last classified; unwritten is
-	// the size of the entries not written.
-	skipped, dead int
-	unwritten     int64
-	// failure (--on-error fail) is an entry below the top: the write
-	// was cut before it and fails once applied.
-	failure error
-}
-
-// deadLetter is a record the format could not decode, bound for the
-// dead-letter stream.
-type deadLetter struct {
-	rec    *kgo.Record
-	reason string
-}
-
 // BadRecordError is a record its format cannot turn into an entry.
 type BadRecordError struct {
 	Topic     string
@@ -163,7 +84,7 @@ type partState struct {
 }
 
 // KafkaSource reads the partitions of a kafka-to-redis mirror from the
-// positions its checkpoints hold. Built by NewK2R.
+// positions its checkpoints hold. Built by setUp.
 type KafkaSource struct {
 	cl        *kgo.Client
 	parts     map[string]map[int32]*partState
@@ -177,8 +98,8 @@ type KafkaSource struct {
 
 	admin     *kgo.Client // metadata and probes; not owned
 	kafkaName string
-	retryFor  time.Duration // one-shot: longest time without progress
-	setup     *k2rSetup     // follow: takes on partitions added to the topics
+	retryFor  time.Duration   // one-shot: longest time without progress
+	setup     *partitionSetup // follow: takes on partitions added to the topics
 	// topicIDs are the IDs of the topics the positions are about (a topic
 	// missing: its broker has none).
 	topicIDs map[string]string
@@ -216,7 +137,7 @@ const (
 // partition progressed for the retry limit, Next fails naming the
 // partitions not done. In follow mode there is no such limit; a stalled
 // run warns periodically, and partitions added to the topics are taken on.
-func (s *KafkaSource) Next(ctx context.Context) (*K2RBatch, error) {
+func (s *KafkaSource) Next(ctx context.Context) (*Batch, error) {
 	stallSince := time.Now() // the time waiting for the sink does not count
 	for {
 		if s.failure != nil {
@@ -634,8 +555,8 @@ func (s *KafkaSource) fetchError(ctx context.Context, t string, p int32, err err
 }
 
 // build decodes polled records into a batch.
-func (s *KafkaSource) build(fetches kgo.Fetches) *K2RBatch {
-	b := &K2RBatch{}
+func (s *KafkaSource) build(fetches kgo.Fetches) *Batch {
+	b := &Batch{}
 	writes := make([]*Write, len(s.streams))
 	var preserved []*preservedWrite
 	if s.mapping.preserveIDs {
@@ -753,7 +674,7 @@ func (s *KafkaSource) build(fetches kgo.Fetches) *K2RBatch {
 }
 
 // moveFor returns the write of st's stream in b, with a move for st.
-func (s *KafkaSource) moveFor(b *K2RBatch, writes []*Write, st *partState) *Write {
+func (s *KafkaSource) moveFor(b *Batch, writes []*Write, st *partState) *Write {
 	w := writes[st.stream]
 	if w == nil {
 		w = &Write{Stream: s.streams[st.stream]}
@@ -787,7 +708,7 @@ func (s *KafkaSource) partitionStates() []*partState {
 
 // Commit has nothing to do: the positions were already moved by the sink,
 // in the same step as the entries.
-func (s *KafkaSource) Commit(context.Context, *K2RBatch) error {
+func (s *KafkaSource) Commit(context.Context, *Batch) error {
 	return nil
 }
 

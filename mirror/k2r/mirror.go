@@ -234,7 +234,7 @@ func (m *Mirror) runOnce(ctx context.Context, rc rueidis.Client, cl *mirror.Clos
 	cl.Add("close the Kafka admin connection", admin.Close)
 	log.Debug("connected to kafka", "brokers", cfg.Kafka.String())
 	opt := cfg.EngineOptions()
-	k, err := OpenK2R(ctx, rc, admin, K2RConfig{
+	k, err := openSession(ctx, rc, admin, setupConfig{
 		Name:             cfg.Name,
 		Topics:           cfg.Topics,
 		Stream:           m.stream,
@@ -283,7 +283,7 @@ func (m *Mirror) runOnce(ctx context.Context, rc rueidis.Client, cl *mirror.Clos
 // started is what the observer learns at the start of a run: where each
 // partition starts and, for a one-shot run, how many records lie between
 // there and its end as of the start.
-func (k *K2R) started(_ context.Context) mirror.Start {
+func (k *session) started(_ context.Context) mirror.Start {
 	s := mirror.Start{Total: -1}
 	total := int64(0)
 	for _, st := range k.src.partitionStates() {

@@ -47,7 +47,7 @@ import (
 // work on each reply. A call that failed for a transient reason
 // (connection lost, server loading) is applied again with backoff,
 // together with every call after it: the compare-and-set makes a retry of
-// an applied write a no-op. Built by NewK2R.
+// an applied write a no-op. Built by setUp.
 type RedisSink struct {
 	c   rueidis.Client
 	opt stepOptions
@@ -87,7 +87,7 @@ type RedisSink struct {
 
 type sinkJob struct {
 	ctx  context.Context
-	b    *K2RBatch
+	b    *Batch
 	step *step // nil: no entries to write
 	done func(error)
 }
@@ -102,7 +102,7 @@ type sinkCall struct {
 }
 
 // Write queues b; done is called once it is applied or failed.
-func (s *RedisSink) Write(ctx context.Context, b *K2RBatch, done func(error)) {
+func (s *RedisSink) Write(ctx context.Context, b *Batch, done func(error)) {
 	s.start.Do(func() {
 		s.jobs = make(chan sinkJob, maxGroup)
 		s.run = strconv.FormatInt(time.Now().UnixNano(), 36)
@@ -541,7 +541,7 @@ func (s *RedisSink) writeOnce(ctx context.Context, group []sinkJob, order callOr
 // --on-error: fail cuts the write before it, so the entries before it are
 // written and checkpointed and the batch then fails naming it; skip counts
 // it; dead-letter stores it first. The write then expects exactly that.
-func (s *RedisSink) resolve(b *K2RBatch, wi int, e *IDCheckError) {
+func (s *RedisSink) resolve(b *Batch, wi int, e *IDCheckError) {
 	w := b.writes[wi]
 	if e.Classes == nil || bytes.ContainsFunc(e.Classes, func(c rune) bool { return c != rune(IDNew) }) {
 		s.listIDs.Store(w.Stream, true)

@@ -59,15 +59,15 @@ func TestRedisSinkConfirmsABatchOnlyOnceWritten(t *testing.T) {
 			c, deadStream := tt.setup(t)
 			stream, name := sinkTarget(t, base)
 			s := &RedisSink{c: c, opt: stepOptions{Name: name}, deadStream: deadStream, retryFor: 5 * time.Second, log: slog.New(slog.DiscardHandler), redisName: "test"}
-			batch := func(from, to int64) *K2RBatch {
+			batch := func(from, to int64) *Batch {
 				w := &Write{Stream: stream, Moves: []Move{{Partition: checkpoint.TopicPartition{Topic: "t"}, From: from, To: to}}}
 				for i := 0; i < 3; i++ {
 					w.AddEntry("*")
 					w.AddField("f", "v")
 				}
-				return &K2RBatch{writes: []*Write{w}, entries: 3}
+				return &Batch{writes: []*Write{w}, entries: 3}
 			}
-			b := [2]*K2RBatch{batch(checkpoint.NoPosition, 3), batch(3, 6)}
+			b := [2]*Batch{batch(checkpoint.NoPosition, 3), batch(3, 6)}
 			if tt.dead {
 				b[1].dead = []deadLetter{{rec: &kgo.Record{Topic: "t", Offset: 6}, reason: "bad"}}
 			}
@@ -223,7 +223,7 @@ func writeNumbered(s *RedisSink, stream string, batches, per int) *confirmations
 			w.AddEntry("*")
 			w.AddField("n", strconv.Itoa(i*per+e))
 		}
-		s.Write(context.Background(), &K2RBatch{writes: []*Write{w}, entries: per}, c.done(i))
+		s.Write(context.Background(), &Batch{writes: []*Write{w}, entries: per}, c.done(i))
 	}
 	return c
 }
@@ -381,7 +381,7 @@ func TestRedisSinkAppliesAgainAWriteThatRanBeforeItsPartitionMoved(t *testing.T)
 			w.AddEntry("*")
 			w.AddField("n", fmt.Sprintf("p%d-%d", p, k))
 		}
-		s.Write(ctx, &K2RBatch{writes: []*Write{w}, entries: per}, confirmed.done(i))
+		s.Write(ctx, &Batch{writes: []*Write{w}, entries: per}, confirmed.done(i))
 		if i < 3 {
 			// One batch per write: the first is held; the second's
 			// wait for it ends, and it runs; the third, sent while the
@@ -438,7 +438,7 @@ func TestRedisSinkPreservedIDsBelowTheTopAreSkippedAndCounted(t *testing.T) {
 		retryFor: 5 * time.Second, log: slog.New(slog.DiscardHandler), redisName: "test"}
 	tp := checkpoint.TopicPartition{Topic: "t"}
 	offset := int64(0)
-	batch := func(seqs ...int) *K2RBatch {
+	batch := func(seqs ...int) *Batch {
 		w := &Write{Stream: stream, Moves: []Move{{Partition: tp, From: offset, To: offset + int64(len(seqs))}}}
 		p := &preservedWrite{}
 		for _, n := range seqs {
@@ -448,9 +448,9 @@ func TestRedisSinkPreservedIDsBelowTheTopAreSkippedAndCounted(t *testing.T) {
 			p.recs = append(p.recs, &kgo.Record{Topic: "t", Offset: offset})
 			offset++
 		}
-		return &K2RBatch{writes: []*Write{w}, preserved: []*preservedWrite{p}, entries: len(seqs)}
+		return &Batch{writes: []*Write{w}, preserved: []*preservedWrite{p}, entries: len(seqs)}
 	}
-	batches := []*K2RBatch{batch(4, 5, 6), batch(1, 2, 3), batch(7, 8), batch(8, 9), batch(10)}
+	batches := []*Batch{batch(4, 5, 6), batch(1, 2, 3), batch(7, 8), batch(8, 9), batch(10)}
 	if err := checkpoint.InitK2RPartitions(ctx, c, name, map[string]checkpoint.K2RInit{stream: {Starts: map[checkpoint.TopicPartition]int64{tp: 0}}}); err != nil {
 		t.Fatal(err)
 	}

@@ -26,8 +26,8 @@ const (
 	OnTopicRecreatedRestart = "restart" // mirror the new topic from its start
 )
 
-// K2RConfig is a kafka-to-redis mirror, as validated by the command.
-type K2RConfig struct {
+// setupConfig is what setUp needs of a mirror, as Config.validate left it.
+type setupConfig struct {
 	Name   string
 	Topics []string
 	Stream StreamTemplate
@@ -75,11 +75,11 @@ const (
 	followStallWarn = 30 * time.Second
 )
 
-// NewK2R checks the topics, destination streams and checkpoints, decides
+// setUp checks the topics, destination streams and checkpoints, decides
 // where each partition starts, stores that position at once for every
 // partition that had none, and returns the source and sink to pass to Run.
 // The caller closes both; admin must outlive the source.
-func NewK2R(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg K2RConfig) (*KafkaSource, *RedisSink, error) {
+func setUp(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg setupConfig) (*KafkaSource, *RedisSink, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -109,7 +109,7 @@ func NewK2R(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg K2RCo
 		stallWarn:      followStallWarn,
 		partitionCheck: cfg.PartitionCheck,
 		topicIDs:       map[string]string{},
-		setup: &k2rSetup{rc: rc, adm: adm, cfg: cfg, log: log,
+		setup: &partitionSetup{rc: rc, adm: adm, cfg: cfg, log: log,
 			streamIndex: map[string]int{}, feeds: map[string][]checkpoint.TopicPartition{}},
 	}
 	// The IDs are asked for apart, not from the cache ListTopics reads: a
@@ -191,19 +191,19 @@ func NewK2R(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg K2RCo
 	return src, sink, nil
 }
 
-// k2rSetup takes partitions on: at start, and in follow mode the ones
+// partitionSetup takes partitions on: at start, and in follow mode the ones
 // added to the topics during the run.
-type k2rSetup struct {
+type partitionSetup struct {
 	rc          rueidis.Client
 	adm         *kadm.Client
-	cfg         K2RConfig
+	cfg         setupConfig
 	log         *slog.Logger
 	streamIndex map[string]int                         // stream -> index in the source's streams
 	feeds       map[string][]checkpoint.TopicPartition // stream -> partitions feeding it
 }
 
 // checkStream refuses a destination key that exists and is not a stream.
-func (k *k2rSetup) checkStream(ctx context.Context, s string) error {
+func (k *partitionSetup) checkStream(ctx context.Context, s string) error {
 	typ, err := k.rc.Do(ctx, k.rc.B().Type().Key(s).Build()).ToString()
 	if err != nil {
 		return mirror.Transient(fmt.Errorf("redis %s: type of %q: %w", k.cfg.RedisName, s, err))
@@ -223,7 +223,7 @@ func (k *k2rSetup) checkStream(ctx context.Context, s string) error {
 // without one records it. It changes src only when it succeeds, and
 // returns the offsets to consume from. Failures worth retrying (I/O) are
 // marked Transient.
-func (k *k2rSetup) add(ctx context.Context, src *KafkaSource, tps []checkpoint.TopicPartition, latest bool, ids map[string]string) (map[string]map[int32]kgo.Offset, error) {
+func (k *partitionSetup) add(ctx context.Context, src *KafkaSource, tps []checkpoint.TopicPartition, latest bool, ids map[string]string) (map[string]map[int32]kgo.Offset, error) {
 	cfg := k.cfg
 	streams := append([]string(nil), src.streams...)
 	index := map[string]int{}
@@ -443,23 +443,23 @@ func formatTopicID(id [16]byte) string {
 	return base64.RawURLEncoding.EncodeToString(id[:])
 }
 
-// K2R is a kafka-to-redis mirror: the source and sink NewK2R sets up,
+// session is a kafka-to-redis mirror's source and sink as setUp sets them up,
 // set up again from the checkpoints when a run must start over — Redis lost
 // writes (a *LostWritesError), or, with --on-topic-recreated
 // restart, a topic was deleted and created again during the run.
-type K2R struct {
+type session struct {
 	rc    rueidis.Client
 	admin *kgo.Client
-	cfg   K2RConfig
+	cfg   setupConfig
 	log   *slog.Logger
 	src   *KafkaSource
 	sink  *RedisSink
 }
 
-// OpenK2R sets the mirror up (see NewK2R). The caller closes it with
+// openSession sets the mirror up (see setUp). The caller closes it with
 // CloseSink and CloseSource; admin must outlive it.
-func OpenK2R(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg K2RConfig) (*K2R, error) {
-	src, sink, err := NewK2R(ctx, rc, admin, cfg)
+func openSession(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg setupConfig) (*session, error) {
+	src, sink, err := setUp(ctx, rc, admin, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -467,14 +467,14 @@ func OpenK2R(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg K2RC
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &K2R{rc: rc, admin: admin, cfg: cfg, log: log, src: src, sink: sink}, nil
+	return &session{rc: rc, admin: admin, cfg: cfg, log: log, src: src, sink: sink}, nil
 }
 
 // Run mirrors as the engine's Run does, and when the run must start over,
 // waits for its writes to end, sets the mirror up again from what the
 // checkpoints hold (retrying a transient failure for opt.RetryFor, or for
 // ever when zero) and goes on. The stats add up every run.
-func (m *K2R) Run(ctx context.Context, opt mirror.Options) (mirror.Stats, error) {
+func (m *session) Run(ctx context.Context, opt mirror.Options) (mirror.Stats, error) {
 	start := time.Now()
 	var total mirror.Stats
 	for {
@@ -491,7 +491,7 @@ func (m *K2R) Run(ctx context.Context, opt mirror.Options) (mirror.Stats, error)
 		m.src.Close()
 		m.src, m.sink = nil, nil
 		err = mirror.Retrier{For: opt.RetryFor, Logger: m.log, Observer: opt.Observer}.Do(ctx, "set up again", func() error {
-			src, sink, err := NewK2R(ctx, m.rc, m.admin, m.cfg)
+			src, sink, err := setUp(ctx, m.rc, m.admin, m.cfg)
 			if err == nil {
 				m.src, m.sink = src, sink
 			}
@@ -505,7 +505,7 @@ func (m *K2R) Run(ctx context.Context, opt mirror.Options) (mirror.Stats, error)
 
 // startOver tells whether err ends a run that must be set up again from
 // the checkpoints, and says why.
-func (m *K2R) startOver(err error) bool {
+func (m *session) startOver(err error) bool {
 	var lost *LostWritesError
 	var recreated *checkpoint.TopicRecreatedError
 	switch {
@@ -525,14 +525,14 @@ func (m *K2R) startOver(err error) bool {
 
 // CloseSink waits for the writes still in flight, until ctx is done (see
 // RedisSink.Close).
-func (m *K2R) CloseSink(ctx context.Context) {
+func (m *session) CloseSink(ctx context.Context) {
 	if m.sink != nil {
 		m.sink.Close(ctx)
 	}
 }
 
 // CloseSource stops consuming.
-func (m *K2R) CloseSource() {
+func (m *session) CloseSource() {
 	if m.src != nil {
 		m.src.Close()
 	}

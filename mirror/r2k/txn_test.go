@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kerr"
+
 	"github.com/xmirror/xmirror/mirror"
 )
 
