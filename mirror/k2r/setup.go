@@ -225,44 +225,13 @@ func (k *partitionSetup) checkStream(ctx context.Context, s string) error {
 // marked Transient.
 func (k *partitionSetup) add(ctx context.Context, src *KafkaSource, tps []checkpoint.TopicPartition, latest bool, ids map[string]string) (map[string]map[int32]kgo.Offset, error) {
 	cfg := k.cfg
-	streams := append([]string(nil), src.streams...)
-	index := map[string]int{}
-	feeds := map[string][]checkpoint.TopicPartition{}
-	states := make([]*partState, 0, len(tps))
-	var newStreams, touched []string
-	var topics []string
-	seenTopic := map[string]bool{}
-	for _, tp := range tps {
-		stream := cfg.Stream.Stream(tp.Topic, tp.Partition)
-		i, ok := k.streamIndex[stream]
-		if !ok {
-			if i, ok = index[stream]; !ok {
-				i = len(streams)
-				streams = append(streams, stream)
-				newStreams = append(newStreams, stream)
-			}
-		}
-		if _, ok := index[stream]; !ok {
-			index[stream] = i
-			touched = append(touched, stream)
-			feeds[stream] = append([]checkpoint.TopicPartition(nil), k.feeds[stream]...)
-		}
-		feeds[stream] = append(feeds[stream], tp)
-		states = append(states, &partState{tp: tp, stream: i, stored: checkpoint.NoPosition})
-		if !seenTopic[tp.Topic] {
-			seenTopic[tp.Topic] = true
-			topics = append(topics, tp.Topic)
-		}
-	}
+	as := k.assign(src.streams, tps)
 	if cfg.PreserveIDs {
-		for _, stream := range touched {
-			if tps := feeds[stream]; len(tps) > 1 {
-				return nil, mirror.Problemf("PreserveIDs", "{PreserveIDs} needs one partition per stream, but %d partitions (%s, %s, ...) feed stream %q, whose IDs would interleave out of order; use {Stream} '{topic}-{partition}'",
-					len(tps), tps[0], tps[1], stream)
-			}
+		if err := as.checkOnePartitionPerStream(); err != nil {
+			return nil, err
 		}
 	}
-	for _, s := range newStreams {
+	for _, s := range as.newStreams {
 		if err := k.checkStream(ctx, s); err != nil {
 			return nil, err
 		}
@@ -270,151 +239,57 @@ func (k *partitionSetup) add(ctx context.Context, src *KafkaSource, tps []checkp
 			return nil, mirror.ClassifyRedis(fmt.Errorf("redis %s: %w", cfg.RedisName, err))
 		}
 	}
-	stored := map[checkpoint.TopicPartition]int64{}
-	recorded := map[string]map[string]string{} // stream -> topic -> ID
-	for _, s := range touched {
-		ck, found, err := checkpoint.LoadK2R(ctx, k.rc, cfg.Name, s)
-		if err != nil {
-			if !errors.Is(err, checkpoint.ErrCorrupt) {
-				err = mirror.Transient(err)
-			}
-			return nil, err
-		}
-		if found {
-			for tp, off := range ck.Partitions {
-				stored[tp] = off
-			}
-			recorded[s] = ck.TopicIDs
-		}
-	}
-
-	// A topic deleted and created again under its name starts its offsets
-	// over: positions recorded for the old one say nothing about it.
-	restart := map[string]map[string]string{} // stream -> topic -> ID recorded
-	warned := map[string]bool{}
-	for _, st := range states {
-		s, t := streams[st.stream], st.tp.Topic
-		old, id := recorded[s][t], ids[t]
-		if old == "" || id == "" || old == id || restart[s][t] != "" {
-			continue
-		}
-		key := checkpoint.K2RKey(cfg.Name, s)
-		if cfg.OnTopicRecreated != OnTopicRecreatedRestart {
-			return nil, topicRecreated(&checkpoint.TopicRecreatedError{Key: key, Topic: t, Recorded: old, Current: id})
-		}
-		if restart[s] == nil {
-			restart[s] = map[string]string{}
-		}
-		restart[s][t] = old
-		if !warned[t] {
-			warned[t] = true
-			k.log.Warn("topic was deleted and created again: mirroring the new topic from its start", "on_topic_recreated", OnTopicRecreatedRestart,
-				"topic", t, "recorded_topic_id", old, "topic_id", id, "checkpoint", key)
-		}
-	}
-
-	starts, err := k.adm.ListStartOffsets(ctx, topics...)
-	if err == nil {
-		err = starts.Error()
-	}
+	stored, recorded, err := k.loadPositions(ctx, as.touched)
 	if err != nil {
-		return nil, mirror.Transient(fmt.Errorf("kafka %s: list start offsets: %w", cfg.KafkaName, err))
+		return nil, err
 	}
-	ends, err := k.adm.ListEndOffsets(ctx, topics...)
-	if err == nil {
-		err = ends.Error()
-	}
+	restart, err := k.recreatedTopics(as, recorded, ids)
 	if err != nil {
-		return nil, mirror.Transient(fmt.Errorf("kafka %s: list end offsets: %w", cfg.KafkaName, err))
+		return nil, err
 	}
-	// The last stable offset: with transactions, records past it may
-	// still be aborted, and read_committed consumption stops there.
-	stable, err := k.adm.ListCommittedOffsets(ctx, topics...)
-	if err == nil {
-		err = stable.Error()
-	}
+	logs, err := k.logOffsets(ctx, as.topics)
 	if err != nil {
-		return nil, mirror.Transient(fmt.Errorf("kafka %s: list stable offsets: %w", cfg.KafkaName, err))
+		return nil, err
 	}
 
 	// Every partition taken on, with where it stands: InitK2RPartitions
 	// stores the starts of the fresh ones and lists them all.
 	positions := map[string]map[checkpoint.TopicPartition]int64{}
-	for _, st := range states {
-		t, p := st.tp.Topic, st.tp.Partition
-		logStart, _ := starts.Lookup(t, p)
-		hwm, _ := ends.Lookup(t, p)
-		lso, _ := stable.Lookup(t, p)
-		restarted := restart[streams[st.stream]][t] != ""
-		if pos, ok := stored[st.tp]; ok && !restarted {
-			st.stored = pos
-			st.next = pos
-			switch {
-			case pos < logStart.Offset && cfg.OnGap == mirror.OnGapSkip:
-				k.log.Warn("checkpoint is below the log start: records were deleted before they were mirrored; skipping them", "on_gap", mirror.OnGapSkip,
-					"topic", t, "partition", p, "checkpoint", pos, "log_start", logStart.Offset, "lost", logStart.Offset-pos)
-				st.next = logStart.Offset
-			case pos < logStart.Offset:
-				return nil, mirror.Errorf("topic %q partition %d: the checkpoint is at offset %d but the log now starts at %d: %d records were deleted (retention) before they were mirrored; use {OnGap} skip to accept the loss and go on",
-					t, p, pos, logStart.Offset, logStart.Offset-pos)
-			case pos > hwm.Offset:
-				return nil, mirror.Errorf("topic %q partition %d: the checkpoint is at offset %d but the partition ends at %d; was the topic deleted and recreated? delete the checkpoint %q or use another {Name}",
-					t, p, pos, hwm.Offset, checkpoint.K2RKey(cfg.Name, streams[st.stream]))
-			}
-		} else {
-			if latest && !restarted {
-				st.next = lso.Offset
-			} else {
-				st.next = logStart.Offset
-			}
-			// Stored before anything is consumed: the first batch
-			// compares against it, and a run that mirrors nothing still
-			// leaves it, so the next run resumes there instead of
-			// deciding afresh (--start latest would skip what came in
-			// between; earliest would not see a moved log start as a gap).
-			st.stored = st.next
+	for _, st := range as.states {
+		s := as.streams[st.stream]
+		restarted := restart[s][st.tp.Topic] != ""
+		pos, ok := stored[st.tp]
+		start, err := startAt(st.tp, checkpoint.K2RKey(cfg.Name, s), pos, ok && !restarted, logs[st.tp], latest && !restarted, cfg.OnGap)
+		if err != nil {
+			return nil, err
 		}
-		s := streams[st.stream]
+		if start.lost > 0 {
+			k.log.Warn("checkpoint is below the log start: records were deleted before they were mirrored; skipping them", "on_gap", mirror.OnGapSkip,
+				"topic", st.tp.Topic, "partition", st.tp.Partition, "checkpoint", pos, "log_start", logs[st.tp].start, "lost", start.lost)
+		}
+		st.next, st.stored, st.target = start.next, start.stored, logs[st.tp].stable
 		if positions[s] == nil {
 			positions[s] = map[checkpoint.TopicPartition]int64{}
 		}
 		positions[s][st.tp] = st.stored
-		st.target = lso.Offset
 	}
-	inits := map[string]checkpoint.K2RInit{}
-	for s, starts := range positions {
-		in := checkpoint.K2RInit{Starts: starts, TopicIDs: map[string]string{}, Restart: restart[s]}
-		for tp := range starts {
-			if id := ids[tp.Topic]; id != "" {
-				in.TopicIDs[tp.Topic] = id
-			}
-		}
-		inits[s] = in
-	}
-	if err := checkpoint.InitK2RPartitions(ctx, k.rc, cfg.Name, inits); err != nil {
-		var recreated *checkpoint.TopicRecreatedError
-		if errors.As(err, &recreated) {
-			return nil, topicRecreated(err)
-		}
-		if errors.Is(err, checkpoint.ErrCorrupt) {
-			return nil, err
-		}
-		return nil, mirror.Transient(fmt.Errorf("redis %s: %w", cfg.RedisName, err))
+	if err := k.storeStarts(ctx, positions, restart, ids); err != nil {
+		return nil, err
 	}
 
 	// Only now does src learn of them.
-	src.streams = streams
-	for _, t := range topics {
+	src.streams = as.streams
+	for _, t := range as.topics {
 		if id := ids[t]; id != "" {
 			src.topicIDs[t] = id
 		}
 	}
-	for s, i := range index {
+	for s, i := range as.index {
 		k.streamIndex[s] = i
-		k.feeds[s] = feeds[s]
+		k.feeds[s] = as.feeds[s]
 	}
 	consume := map[string]map[int32]kgo.Offset{}
-	for _, st := range states {
+	for _, st := range as.states {
 		t, p := st.tp.Topic, st.tp.Partition
 		if src.parts[t] == nil {
 			src.parts[t] = map[int32]*partState{}
@@ -429,9 +304,241 @@ func (k *partitionSetup) add(ctx context.Context, src *KafkaSource, tps []checkp
 			consume[t] = map[int32]kgo.Offset{}
 		}
 		consume[t][p] = kgo.NewOffset().At(st.next)
-		k.log.Debug("partition", "topic", t, "partition", p, "stream", streams[st.stream], "from", st.next, "snapshot_end", st.target)
+		k.log.Debug("partition", "topic", t, "partition", p, "stream", as.streams[st.stream], "from", st.next, "snapshot_end", st.target)
 	}
 	return consume, nil
+}
+
+// assignment is where the partitions taken on go: the destination
+// streams (those known before first, then new ones), and per stream the
+// partitions that feed it.
+type assignment struct {
+	streams []string
+	// index is the place in streams of each stream touched; feeds are
+	// the partitions of each, those taken on before included.
+	index  map[string]int
+	feeds  map[string][]checkpoint.TopicPartition
+	states []*partState
+	// newStreams are the streams no partition fed before; touched all
+	// those the partitions taken on feed; topics theirs, each once.
+	newStreams, touched, topics []string
+}
+
+// assign places tps in their destination streams, after known.
+func (k *partitionSetup) assign(known []string, tps []checkpoint.TopicPartition) *assignment {
+	as := &assignment{
+		streams: append([]string(nil), known...),
+		index:   map[string]int{},
+		feeds:   map[string][]checkpoint.TopicPartition{},
+		states:  make([]*partState, 0, len(tps)),
+	}
+	seenTopic := map[string]bool{}
+	for _, tp := range tps {
+		stream := k.cfg.Stream.Stream(tp.Topic, tp.Partition)
+		i, ok := k.streamIndex[stream]
+		if !ok {
+			if i, ok = as.index[stream]; !ok {
+				i = len(as.streams)
+				as.streams = append(as.streams, stream)
+				as.newStreams = append(as.newStreams, stream)
+			}
+		}
+		if _, ok := as.index[stream]; !ok {
+			as.index[stream] = i
+			as.touched = append(as.touched, stream)
+			as.feeds[stream] = append([]checkpoint.TopicPartition(nil), k.feeds[stream]...)
+		}
+		as.feeds[stream] = append(as.feeds[stream], tp)
+		as.states = append(as.states, &partState{tp: tp, stream: i, stored: checkpoint.NoPosition})
+		if !seenTopic[tp.Topic] {
+			seenTopic[tp.Topic] = true
+			as.topics = append(as.topics, tp.Topic)
+		}
+	}
+	return as
+}
+
+// checkOnePartitionPerStream refuses, for PreserveIDs, a stream that
+// several partitions feed: their entry IDs would interleave out of order.
+func (as *assignment) checkOnePartitionPerStream() error {
+	for _, stream := range as.touched {
+		if tps := as.feeds[stream]; len(tps) > 1 {
+			return mirror.Problemf("PreserveIDs", "{PreserveIDs} needs one partition per stream, but %d partitions (%s, %s, ...) feed stream %q, whose IDs would interleave out of order; use {Stream} '{topic}-{partition}'",
+				len(tps), tps[0], tps[1], stream)
+		}
+	}
+	return nil
+}
+
+// loadPositions loads the checkpoints of streams: the stored position of
+// each partition, and per stream the topic IDs recorded.
+func (k *partitionSetup) loadPositions(ctx context.Context, streams []string) (stored map[checkpoint.TopicPartition]int64, recorded map[string]map[string]string, err error) {
+	stored = map[checkpoint.TopicPartition]int64{}
+	recorded = map[string]map[string]string{} // stream -> topic -> ID
+	for _, s := range streams {
+		ck, found, err := checkpoint.LoadK2R(ctx, k.rc, k.cfg.Name, s)
+		if err != nil {
+			if !errors.Is(err, checkpoint.ErrCorrupt) {
+				err = mirror.Transient(err)
+			}
+			return nil, nil, err
+		}
+		if found {
+			for tp, off := range ck.Partitions {
+				stored[tp] = off
+			}
+			recorded[s] = ck.TopicIDs
+		}
+	}
+	return stored, recorded, nil
+}
+
+// recreatedTopics finds, per stream, the topics deleted and created again
+// under their name since the checkpoint recorded their ID (ids are their
+// IDs now): their offsets started over, so positions recorded for the old
+// topic say nothing about it. They are refused, or with
+// OnTopicRecreatedRestart returned (stream -> topic -> ID recorded) to
+// start from the new topic's beginning.
+func (k *partitionSetup) recreatedTopics(as *assignment, recorded map[string]map[string]string, ids map[string]string) (map[string]map[string]string, error) {
+	restart := map[string]map[string]string{}
+	warned := map[string]bool{}
+	for _, st := range as.states {
+		s, t := as.streams[st.stream], st.tp.Topic
+		old, id := recorded[s][t], ids[t]
+		if old == "" || id == "" || old == id || restart[s][t] != "" {
+			continue
+		}
+		key := checkpoint.K2RKey(k.cfg.Name, s)
+		if k.cfg.OnTopicRecreated != OnTopicRecreatedRestart {
+			return nil, topicRecreated(&checkpoint.TopicRecreatedError{Key: key, Topic: t, Recorded: old, Current: id})
+		}
+		if restart[s] == nil {
+			restart[s] = map[string]string{}
+		}
+		restart[s][t] = old
+		if !warned[t] {
+			warned[t] = true
+			k.log.Warn("topic was deleted and created again: mirroring the new topic from its start", "on_topic_recreated", OnTopicRecreatedRestart,
+				"topic", t, "recorded_topic_id", old, "topic_id", id, "checkpoint", key)
+		}
+	}
+	return restart, nil
+}
+
+// partitionLog is what the log of a partition holds now: its start, its
+// end (high watermark) and its last stable offset (with transactions,
+// records past it may still be aborted, and read_committed consumption
+// stops there).
+type partitionLog struct{ start, end, stable int64 }
+
+// logOffsets lists where the partitions of topics stand.
+func (k *partitionSetup) logOffsets(ctx context.Context, topics []string) (map[checkpoint.TopicPartition]partitionLog, error) {
+	list := func(what string, fn func(context.Context, ...string) (kadm.ListedOffsets, error)) (kadm.ListedOffsets, error) {
+		offsets, err := fn(ctx, topics...)
+		if err == nil {
+			err = offsets.Error()
+		}
+		if err != nil {
+			return nil, mirror.Transient(fmt.Errorf("kafka %s: list %s offsets: %w", k.cfg.KafkaName, what, err))
+		}
+		return offsets, nil
+	}
+	starts, err := list("start", k.adm.ListStartOffsets)
+	if err != nil {
+		return nil, err
+	}
+	ends, err := list("end", k.adm.ListEndOffsets)
+	if err != nil {
+		return nil, err
+	}
+	stable, err := list("stable", k.adm.ListCommittedOffsets)
+	if err != nil {
+		return nil, err
+	}
+	logs := map[checkpoint.TopicPartition]partitionLog{}
+	starts.Each(func(o kadm.ListedOffset) {
+		tp := checkpoint.TopicPartition{Topic: o.Topic, Partition: o.Partition}
+		l := logs[tp]
+		l.start = o.Offset
+		logs[tp] = l
+	})
+	ends.Each(func(o kadm.ListedOffset) {
+		tp := checkpoint.TopicPartition{Topic: o.Topic, Partition: o.Partition}
+		l := logs[tp]
+		l.end = o.Offset
+		logs[tp] = l
+	})
+	stable.Each(func(o kadm.ListedOffset) {
+		tp := checkpoint.TopicPartition{Topic: o.Topic, Partition: o.Partition}
+		l := logs[tp]
+		l.stable = o.Offset
+		logs[tp] = l
+	})
+	return logs, nil
+}
+
+// partitionStart is where a partition taken on starts: the next offset to
+// read, the position its checkpoint holds (or is to hold) before the first
+// batch, and how many records the checkpoint lost to the log start and
+// the run goes past (OnGapSkip).
+type partitionStart struct{ next, stored, lost int64 }
+
+// startAt decides where partition tp, whose checkpoint is key, starts. A
+// position the checkpoint holds (hasStored; not for a topic created again)
+// is resumed, unless it is below the log start (records deleted by
+// retention: a gap, refused or, with onGap skip, gone past) or above the
+// log's end (the topic was recreated without a new ID known). A partition
+// without one starts at its log start, or with latest at its last stable
+// offset, and that position is stored before anything is consumed: the
+// first batch compares against it, and a run that mirrors nothing still
+// leaves it, so the next run resumes there instead of deciding afresh
+// (latest would skip what came in between; earliest would not see a moved
+// log start as a gap).
+func startAt(tp checkpoint.TopicPartition, key string, stored int64, hasStored bool, log partitionLog, latest bool, onGap string) (partitionStart, error) {
+	if !hasStored {
+		next := log.start
+		if latest {
+			next = log.stable
+		}
+		return partitionStart{next: next, stored: next}, nil
+	}
+	switch {
+	case stored < log.start && onGap == mirror.OnGapSkip:
+		return partitionStart{next: log.start, stored: stored, lost: log.start - stored}, nil
+	case stored < log.start:
+		return partitionStart{}, mirror.Errorf("topic %q partition %d: the checkpoint is at offset %d but the log now starts at %d: %d records were deleted (retention) before they were mirrored; use {OnGap} skip to accept the loss and go on",
+			tp.Topic, tp.Partition, stored, log.start, log.start-stored)
+	case stored > log.end:
+		return partitionStart{}, mirror.Errorf("topic %q partition %d: the checkpoint is at offset %d but the partition ends at %d; was the topic deleted and recreated? delete the checkpoint %q or use another {Name}",
+			tp.Topic, tp.Partition, stored, log.end, key)
+	}
+	return partitionStart{next: stored, stored: stored}, nil
+}
+
+// storeStarts records, per stream, the starts of the partitions that had
+// no position, the topics' IDs, and the topics started over.
+func (k *partitionSetup) storeStarts(ctx context.Context, positions map[string]map[checkpoint.TopicPartition]int64, restart map[string]map[string]string, ids map[string]string) error {
+	inits := map[string]checkpoint.K2RInit{}
+	for s, starts := range positions {
+		in := checkpoint.K2RInit{Starts: starts, TopicIDs: map[string]string{}, Restart: restart[s]}
+		for tp := range starts {
+			if id := ids[tp.Topic]; id != "" {
+				in.TopicIDs[tp.Topic] = id
+			}
+		}
+		inits[s] = in
+	}
+	err := checkpoint.InitK2RPartitions(ctx, k.rc, k.cfg.Name, inits)
+	var recreated *checkpoint.TopicRecreatedError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &recreated):
+		return topicRecreated(err)
+	case errors.Is(err, checkpoint.ErrCorrupt):
+		return err
+	}
+	return mirror.Transient(fmt.Errorf("redis %s: %w", k.cfg.RedisName, err))
 }
 
 // formatTopicID writes a topic ID as Kafka's tools print it (URL-safe
