@@ -473,6 +473,27 @@ func TestTwoMirrorsOfOppositeDirectionsInOneProcess(t *testing.T) {
 			t.Fatal("a follow run was not set up within 30s")
 		}
 	}
+	// Each lease is its mirror's own: a second run of either name in this
+	// process is refused before it is set up, and the first runs go on.
+	second := newRecorder()
+	rm, err := r2k.New(ctx, p.r2kConfig(false, second.observer()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	km, err := k2r.New(ctx, p.k2rConfig(false, second.observer()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, run := range []func(context.Context) (mirror.Stats, error){rm.Run, km.Run} {
+		st, err := run(ctx)
+		var su *mirror.SetUpError
+		if !errors.As(err, &su) || !errors.Is(err, checkpoint.ErrLeaseHeld) || st.Entries != 0 {
+			t.Fatalf("second run of a mirror that runs: %+v, %v; want a *mirror.SetUpError for checkpoint.ErrLeaseHeld", st, err)
+		}
+	}
+	if len(second.starts) != 0 || len(second.commits) != 0 || len(second.leases) != 0 {
+		t.Errorf("refused runs told their observer %d starts, %d commits, lease events %v", len(second.starts), len(second.commits), second.leases)
+	}
 	for range 3 {
 		p.addEntries(t, 100)
 		p.produce(t, 100)
