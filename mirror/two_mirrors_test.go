@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"testing"
@@ -62,6 +63,41 @@ func (r *recorder) observer() *mirror.Observer {
 			r.leases = append(r.leases, e)
 		},
 	}
+}
+
+// positions keys each position by its stream or partition: stream <s> is
+// an entry ID, partition <topic>/<p> an offset.
+func positions(ps []mirror.Position, into map[string]string) map[string]string {
+	for _, p := range ps {
+		if p.Stream != "" {
+			into["stream "+p.Stream] = p.ID
+		} else {
+			into[fmt.Sprintf("partition %s/%d", p.Topic, p.Partition)] = strconv.FormatInt(p.Offset, 10)
+		}
+	}
+	return into
+}
+
+// committed is the last position of each stream and partition the run's
+// commits moved.
+func (r *recorder) committed() map[string]string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	all := map[string]string{}
+	for _, c := range r.commits {
+		positions(c.Positions, all)
+	}
+	return all
+}
+
+// startedAt is where the run's Started said the checkpoint stood.
+func (r *recorder) startedAt() map[string]string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.starts) == 0 {
+		return nil
+	}
+	return positions(r.starts[0].Positions, map[string]string{})
 }
 
 // check fails unless the run told r what its stats say: one Started with
@@ -332,10 +368,46 @@ func (p *pair) checkKafka(t *testing.T) map[int32]int64 {
 	return next
 }
 
-// checkRedis fails unless each k2r stream holds its partition's records
-// exactly once, in order.
-func (p *pair) checkRedis(t *testing.T) {
+// r2kPositions is where r2k stands once it mirrored everything added: the
+// last entry of each stream, the offset after the last record of each
+// partition that has one (next).
+func (p *pair) r2kPositions(next map[int32]int64) map[string]string {
+	want := map[string]string{}
+	for _, s := range p.r2kStreams {
+		want["stream "+s] = p.r2kIDs[s][len(p.r2kIDs[s])-1]
+	}
+	for part, off := range next {
+		want[fmt.Sprintf("partition %s/%d", p.r2kTopic, part)] = strconv.FormatInt(off, 10)
+	}
+	return want
+}
+
+// k2rPositions is where k2r stands once it mirrored everything produced:
+// each partition at its end and, given the streams' last entries, each
+// stream at its last.
+func (p *pair) k2rPositions(last map[string]string) map[string]string {
+	want := map[string]string{}
+	for part, n := range p.k2rSent {
+		want[fmt.Sprintf("partition %s/%d", p.k2rTopic, part)] = strconv.Itoa(n)
+	}
+	for s, id := range last {
+		want["stream "+s] = id
+	}
+	return want
+}
+
+func samePositions(t *testing.T, what string, got, want map[string]string) {
 	t.Helper()
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("%s:\n got %v\nwant %v", what, got, want)
+	}
+}
+
+// checkRedis fails unless each k2r stream holds its partition's records
+// exactly once, in order, and returns each stream's last entry ID.
+func (p *pair) checkRedis(t *testing.T) map[string]string {
+	t.Helper()
+	last := map[string]string{}
 	for part, s := range p.k2rStreams {
 		es, err := p.rc.Do(context.Background(), p.rc.B().Xrange().Key(s).Start("-").End("+").Build()).AsXRange()
 		if err != nil {
@@ -348,8 +420,10 @@ func (p *pair) checkRedis(t *testing.T) {
 			if e.FieldValues["p"] != strconv.Itoa(part) || e.FieldValues["seq"] != strconv.Itoa(i) {
 				t.Fatalf("stream %s entry %d (%s) is %v; want p %d seq %d", s, i, e.ID, e.FieldValues, part, i)
 			}
+			last[s] = e.ID
 		}
 	}
+	return last
 }
 
 // visible counts what the independent clients see arrived: committed
@@ -421,6 +495,8 @@ func wait(t *testing.T, what string, done chan result, limit time.Duration) resu
 // checkpoint, observer and stats, and every entry arrives exactly once.
 func TestTwoMirrorsOfOppositeDirectionsInOneProcess(t *testing.T) {
 	p := newPair(t)
+	// A process-wide setting is the command's, never a mirror's.
+	memLimit := debug.SetMemoryLimit(-1)
 	r2kLease := checkpoint.LeaseKey(checkpoint.KindRedisToKafka, p.r2kName)
 	k2rLease := checkpoint.LeaseKey(checkpoint.KindKafkaToRedis, p.k2rName)
 
@@ -429,9 +505,11 @@ func TestTwoMirrorsOfOppositeDirectionsInOneProcess(t *testing.T) {
 	p.produce(t, 1000)
 	ro, ko := newRecorder(), newRecorder()
 	ctx := context.Background()
+	begin := time.Now()
 	r2kDone, k2rDone := p.runBoth(t, ctx, false, ro, ko)
 	rr := wait(t, "one-shot r2k", r2kDone, time.Minute)
 	kr := wait(t, "one-shot k2r", k2rDone, time.Minute)
+	t.Logf("one-shot: both returned after %s (r2k %s, k2r %s)", time.Since(begin).Round(time.Millisecond), rr.stats.Elapsed.Round(time.Millisecond), kr.stats.Elapsed.Round(time.Millisecond))
 	if rr.err != nil || kr.err != nil {
 		t.Fatalf("one-shot runs: r2k %v, k2r %v", rr.err, kr.err)
 	}
@@ -453,8 +531,13 @@ func TestTwoMirrorsOfOppositeDirectionsInOneProcess(t *testing.T) {
 		// minus start offsets (k2r).
 		c.rec.check(t, c.what, c.stats, c.want, c.lease)
 	}
-	p.checkKafka(t)
-	p.checkRedis(t)
+	next := p.checkKafka(t)
+	last := p.checkRedis(t)
+	// The commits told each observer every position they stored.
+	samePositions(t, "one-shot r2k commits", ro.committed(), p.r2kPositions(next))
+	samePositions(t, "one-shot k2r commits", ko.committed(), p.k2rPositions(last))
+	r2kAfterOneShot := p.r2kPositions(next)
+	k2rAfterOneShot := p.k2rPositions(nil)
 
 	// Follow: both resume from their checkpoints and mirror what is added
 	// while they run, until the context is cancelled.
@@ -462,6 +545,7 @@ func TestTwoMirrorsOfOppositeDirectionsInOneProcess(t *testing.T) {
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
 	kafkaSeen := int64(0)
 	oneShotR2K, oneShotK2R := p.r2kTotal(), p.k2rTotal()
+	begin = time.Now()
 	fctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ro, ko = newRecorder(), newRecorder()
@@ -503,9 +587,12 @@ func TestTwoMirrorsOfOppositeDirectionsInOneProcess(t *testing.T) {
 		inKafka, inRedis := p.visible(t, cons, &kafkaSeen)
 		return inKafka >= p.r2kTotal() && inRedis >= p.k2rTotal()
 	})
+	t.Logf("follow: everything arrived %s after the start", time.Since(begin).Round(time.Millisecond))
+	begin = time.Now()
 	cancel()
 	rr = wait(t, "follow r2k", r2kDone, 15*time.Second)
 	kr = wait(t, "follow k2r", k2rDone, 15*time.Second)
+	t.Logf("follow: both returned %s after the cancel", time.Since(begin).Round(time.Millisecond))
 	// A follow run returns its context's error, unwrapped, once it
 	// drained what was in flight.
 	if rr.err != context.Canceled || kr.err != context.Canceled {
@@ -526,8 +613,19 @@ func TestTwoMirrorsOfOppositeDirectionsInOneProcess(t *testing.T) {
 		}
 		c.rec.check(t, c.what, c.stats, -1, c.lease)
 	}
-	next := p.checkKafka(t)
-	p.checkRedis(t)
+	// Each follow run started where the one-shot left its checkpoint (r2k's
+	// also lists the partitions it has no record in yet).
+	started := ro.startedAt()
+	for k, v := range r2kAfterOneShot {
+		if started[k] != v {
+			t.Errorf("follow r2k started with %s at %q; the one-shot left it at %q", k, started[k], v)
+		}
+	}
+	samePositions(t, "follow k2r started", ko.startedAt(), k2rAfterOneShot)
+	next = p.checkKafka(t)
+	last = p.checkRedis(t)
+	samePositions(t, "follow r2k commits", ro.committed(), p.r2kPositions(next))
+	samePositions(t, "follow k2r commits", ko.committed(), p.k2rPositions(last))
 
 	// The checkpoints stand at the end: the last entry of every stream and
 	// the offset after the last record of every partition, each mirror's
@@ -559,6 +657,9 @@ func TestTwoMirrorsOfOppositeDirectionsInOneProcess(t *testing.T) {
 		if len(kck.Partitions) != 1 || kck.Partitions[tp] != int64(p.k2rSent[part]) || kck.Entries != int64(p.k2rSent[part]) {
 			t.Errorf("k2r checkpoint of %s: positions %v, %d entries; want %s at %d, %d entries", s, kck.Partitions, kck.Entries, tp, p.k2rSent[part], p.k2rSent[part])
 		}
+	}
+	if got := debug.SetMemoryLimit(-1); got != memLimit {
+		t.Errorf("the mirrors changed the process's memory limit from %d to %d", memLimit, got)
 	}
 	// Neither lease outlives its run.
 	n, err := p.rc.Do(ctx, p.rc.B().Exists().Key(r2kLease, k2rLease).Build()).AsInt64()
