@@ -163,7 +163,8 @@ type pair struct {
 
 	k2rName    string
 	k2rTopic   string
-	k2rStreams []string // the stream of partition p is k2rStreams[p]
+	k2rPrefix  string
+	k2rStreams []string // the stream of partition p is k2rStreams[p], k2rPrefix-<p>
 	k2rSent    []int    // records produced to each partition
 }
 
@@ -185,12 +186,12 @@ func newPair(t *testing.T) *pair {
 	}
 	p.r2kTopic = testenv.Topic(t, p.kc, partitions)
 	p.k2rTopic = testenv.Topic(t, p.kc, partitions)
-	prefix := testenv.Name(t, "d")
+	p.k2rPrefix = testenv.Name(t, "d")
 	keys := []string{checkpoint.R2KKey(p.r2kName),
 		checkpoint.LeaseKey(checkpoint.KindRedisToKafka, p.r2kName),
 		checkpoint.LeaseKey(checkpoint.KindKafkaToRedis, p.k2rName)}
 	for i := range partitions {
-		s := prefix + "-" + strconv.Itoa(i)
+		s := p.k2rPrefix + "-" + strconv.Itoa(i)
 		p.k2rStreams = append(p.k2rStreams, s)
 		keys = append(keys, s, checkpoint.K2RKey(p.k2rName, s), checkpoint.K2RGuardKey(p.k2rName, s))
 	}
@@ -220,7 +221,7 @@ func (p *pair) k2rConfig(follow bool, obs *mirror.Observer) k2r.Config {
 	cfg.Name = p.k2rName
 	cfg.Redis, cfg.Kafka = p.redis, p.kafka
 	cfg.Topics = []string{p.k2rTopic}
-	cfg.Stream = p.k2rStreams[0][:len(p.k2rStreams[0])-1] + "{partition}"
+	cfg.Stream = p.k2rPrefix + "-{partition}"
 	cfg.BatchSize = 250
 	cfg.Follow = follow
 	cfg.Observer = obs
@@ -578,15 +579,15 @@ func TestTwoMirrorsOfOppositeDirectionsInOneProcess(t *testing.T) {
 	if len(second.starts) != 0 || len(second.commits) != 0 || len(second.leases) != 0 {
 		t.Errorf("refused runs told their observer %d starts, %d commits, lease events %v", len(second.starts), len(second.commits), second.leases)
 	}
-	for range 3 {
+	// Three rounds, each added once the one before arrived.
+	for round := range 3 {
 		p.addEntries(t, 100)
 		p.produce(t, 100)
-		time.Sleep(50 * time.Millisecond)
+		testenv.Wait(t, 30*time.Second, fmt.Sprintf("round %d of the entries added during the follow runs to arrive", round), func() bool {
+			inKafka, inRedis := p.visible(t, cons, &kafkaSeen)
+			return inKafka >= p.r2kTotal() && inRedis >= p.k2rTotal()
+		})
 	}
-	testenv.Wait(t, 30*time.Second, "every entry added during the follow runs to arrive", func() bool {
-		inKafka, inRedis := p.visible(t, cons, &kafkaSeen)
-		return inKafka >= p.r2kTotal() && inRedis >= p.k2rTotal()
-	})
 	t.Logf("follow: everything arrived %s after the start", time.Since(begin).Round(time.Millisecond))
 	begin = time.Now()
 	cancel()
