@@ -255,6 +255,7 @@ func (m *Mirror) runOnce(ctx context.Context, rc rueidis.Client, cl *mirror.Clos
 		RetryFor:         opt.RetryFor,
 		PartitionCheck:   cfg.PartitionCheck,
 		Logger:           log,
+		Observer:         cfg.Observer,
 		KafkaOpts:        cfg.Kafka.ClientOpts(),
 		KafkaName:        cfg.Kafka.String(),
 		RedisName:        cfg.Redis.Addr(),

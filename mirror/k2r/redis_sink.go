@@ -56,6 +56,7 @@ type RedisSink struct {
 	onError    string
 	deadStream string
 	retryFor   time.Duration
+	observer   *mirror.Observer // told of each retry
 	log        *slog.Logger
 	redisName  string
 	// ordered: the server lets calls be chained (checkOrderAccess);
@@ -346,7 +347,7 @@ func (s *RedisSink) settle(inflight []*sinkCall) []*sinkCall {
 func (s *RedisSink) apply(group []sinkJob) {
 	ctx := group[0].ctx
 	var failedAt int
-	err := mirror.Retrier{For: s.retryFor, Logger: s.log}.Do(ctx, "write", func() error {
+	err := mirror.Retrier{For: s.retryFor, Logger: s.log, Observer: s.observer}.Do(ctx, "write", func() error {
 		var err error
 		failedAt, err = s.write(ctx, group, callOrder{})
 		return err

@@ -58,6 +58,7 @@ type setupConfig struct {
 	// to its topics (DefaultPartitionCheck when zero).
 	PartitionCheck       time.Duration
 	Logger               *slog.Logger
+	Observer             *mirror.Observer
 	KafkaOpts            []kgo.Opt // connection options; the consumer's are added
 	KafkaName, RedisName string    // endpoints, for messages
 }
@@ -176,6 +177,7 @@ func setUp(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg setupC
 		onError:    cfg.OnError,
 		deadStream: cfg.DeadLetterStream,
 		retryFor:   cfg.RetryFor,
+		observer:   cfg.Observer,
 		log:        log,
 		redisName:  cfg.RedisName,
 	}
