@@ -14,3 +14,23 @@ const (
 	OnGapFail = "fail" // stop, naming what was lost
 	OnGapSkip = "skip" // warn, count them as lost, and go on
 )
+
+// ValidatePolicies adds to ps the problems of the policies both directions
+// have: OnError with its DeadLetterStream, and OnGap.
+func ValidatePolicies(ps *Problems, onError, deadLetterStream, onGap string) {
+	switch onError {
+	case OnErrorFail, OnErrorSkip:
+		if deadLetterStream != "" {
+			ps.Addf("DeadLetterStream", "{DeadLetterStream} needs {OnError} dead-letter")
+		}
+	case OnErrorDeadLetter:
+		if deadLetterStream == "" {
+			ps.Addf("DeadLetterStream", "{OnError} dead-letter needs {DeadLetterStream}")
+		}
+	default:
+		ps.Addf("OnError", "{OnError} must be fail, skip or dead-letter, got %q", onError)
+	}
+	if onGap != OnGapFail && onGap != OnGapSkip {
+		ps.Addf("OnGap", "{OnGap} must be fail or skip, got %q", onGap)
+	}
+}

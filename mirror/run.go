@@ -1,12 +1,14 @@
 package mirror
 
 import (
+	"context"
 	"log/slog"
 	"time"
 
 	"github.com/redis/rueidis"
 
 	"github.com/xmirror/xmirror/checkpoint"
+	"github.com/xmirror/xmirror/internal/endpoint"
 )
 
 // Defaults of a run, in either direction.
@@ -113,6 +115,37 @@ func (c *RunConfig) EngineOptions() Options {
 func (c *RunConfig) Leased(redis rueidis.Client, kind string, fenced func(error) bool) *Leased {
 	return &Leased{Redis: redis, Kind: kind, Name: c.Name, TTL: c.LeaseTTL, Follow: c.Follow,
 		Logger: c.Log(), Observer: c.Observer, Fenced: fenced}
+}
+
+// RunUnderLease runs a mirror of direction kind (checkpoint.KindRedisToKafka
+// or KindKafkaToRedis) the way both directions do: it connects to redis,
+// which holds the lease and the checkpoints, refuses a Redis Cluster
+// before anything is written, takes the lease and calls run under it (see
+// Leased; fenced as there), then closes everything within a bounded time
+// (see Shutdown). An error of a run that stopped before it was set up is
+// a *SetUpError.
+func (c *RunConfig) RunUnderLease(ctx context.Context, redis endpoint.Redis, kind string, fenced func(error) bool, run func(ctx context.Context, rc rueidis.Client, cl *Closers) (Stats, bool, error)) (Stats, error) {
+	log := c.Log()
+	rc, err := redis.Connect(ctx, ConnectTimeout)
+	if err != nil {
+		return Stats{}, NotSetUp(err)
+	}
+	// Every step on the way out is bounded.
+	sd := NewShutdown(log)
+	defer sd.Wait()
+	defer sd.Spawn("close the Redis connection", rc.Close)
+	// Before the lease: a run that cannot work leaves nothing behind.
+	if err := redis.RefuseCluster(ctx, rc, kind); err != nil {
+		return Stats{}, NotSetUp(err)
+	}
+	log.Debug("connected to redis", "url", redis.Redacted())
+	stats, set, err := c.Leased(rc, kind, fenced).Run(ctx, sd, func(ctx context.Context, cl *Closers) (Stats, bool, error) {
+		return run(ctx, rc, cl)
+	})
+	if !set {
+		return stats, NotSetUp(err)
+	}
+	return stats, err
 }
 
 // SetUpError is the error of a run that stopped before it was set up (a

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/xmirror/xmirror/checkpoint"
@@ -283,50 +282,6 @@ func (p *pair) k2rTotal() (n int64) {
 	return n
 }
 
-// readTopic reads every committed record of topic to its end offsets,
-// read_committed, with a plain consumer of its own.
-func readTopic(t *testing.T, topic string) []*kgo.Record {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	adm := kadm.NewClient(testenv.Kafka(t))
-	ends, err := adm.ListEndOffsets(ctx, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
-			want[o.Partition] = o.Offset
-		}
-	})
-	if len(want) == 0 {
-		return nil
-	}
-	cl := testenv.Kafka(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
-	defer cl.Close()
-	var recs []*kgo.Record
-	for len(want) > 0 {
-		f := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("reading topic %s: timed out with %d records read", topic, len(recs))
-		}
-		if errs := f.Errors(); len(errs) > 0 {
-			t.Fatalf("reading topic %s: %v", topic, errs[0].Err)
-		}
-		f.EachRecord(func(r *kgo.Record) {
-			if !r.Attrs.IsControl() {
-				recs = append(recs, r)
-			}
-			if end, ok := want[r.Partition]; ok && r.Offset+1 >= end {
-				delete(want, r.Partition)
-			}
-		})
-	}
-	return recs
-}
-
 func header(r *kgo.Record, key string) string {
 	for _, h := range r.Headers {
 		if h.Key == key {
@@ -341,7 +296,7 @@ func header(r *kgo.Record, key string) string {
 // offset after each partition's last record.
 func (p *pair) checkKafka(t *testing.T) map[int32]int64 {
 	t.Helper()
-	recs := readTopic(t, p.r2kTopic)
+	recs := testenv.ReadTopicTo(t, p.r2kTopic, false)
 	if int64(len(recs)) != p.r2kTotal() {
 		t.Errorf("topic %s holds %d records; %d entries were added", p.r2kTopic, len(recs), p.r2kTotal())
 	}
@@ -709,7 +664,7 @@ func TestTwoMirrorsConfigProblemsNameTheirFields(t *testing.T) {
 			c.Timestamp = "never"
 			c.OnGap = "maybe"
 		}, []string{"Name", "BatchSize", "MaxInFlight", "Timeout", "LeaseTTL", "Streams", "Streams", "Topic", "Format", "Start",
-			"Partitions", "ReplicationFactor", "ClaimIdle", "Linger", "MaxFields", "BatchBytes", "Compression", "OnError", "Timestamp", "OnGap"}},
+			"Partitions", "ReplicationFactor", "ClaimIdle", "Linger", "MaxFields", "BatchBytes", "Compression", "Timestamp", "OnError", "OnGap"}},
 		{"raw without a value field, a dead-letter stream mirrored", func(c *r2k.Config) {
 			c.Name, c.Streams = "m", []string{"a", "dead"}
 			c.Format, c.ValueField = mapping.FormatRaw, ""

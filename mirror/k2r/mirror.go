@@ -146,21 +146,7 @@ func (cfg *Config) validate() (StreamTemplate, error) {
 	if _, err := mapping.ParseStart(cfg.Start, false); err != nil {
 		ps.Addf("Start", "{Start} %s", err.Error())
 	}
-	switch cfg.OnError {
-	case mirror.OnErrorFail, mirror.OnErrorSkip:
-		if cfg.DeadLetterStream != "" {
-			ps.Addf("DeadLetterStream", "{DeadLetterStream} needs {OnError} dead-letter")
-		}
-	case mirror.OnErrorDeadLetter:
-		if cfg.DeadLetterStream == "" {
-			ps.Addf("DeadLetterStream", "{OnError} dead-letter needs {DeadLetterStream}")
-		}
-	default:
-		ps.Addf("OnError", "{OnError} must be fail, skip or dead-letter, got %q", cfg.OnError)
-	}
-	if cfg.OnGap != mirror.OnGapFail && cfg.OnGap != mirror.OnGapSkip {
-		ps.Addf("OnGap", "{OnGap} must be fail or skip, got %q", cfg.OnGap)
-	}
+	mirror.ValidatePolicies(&ps, cfg.OnError, cfg.DeadLetterStream, cfg.OnGap)
 	if cfg.OnTopicRecreated != OnTopicRecreatedFail && cfg.OnTopicRecreated != OnTopicRecreatedRestart {
 		ps.Addf("OnTopicRecreated", "{OnTopicRecreated} must be fail or restart, got %q", cfg.OnTopicRecreated)
 	}
@@ -199,27 +185,7 @@ func (m *Mirror) Name() string { return m.cfg.Name }
 // a run that stopped before it was set up is a *mirror.SetUpError: its
 // stats count nothing.
 func (m *Mirror) Run(ctx context.Context) (mirror.Stats, error) {
-	cfg, log := &m.cfg, m.log
-	rc, err := cfg.Redis.Connect(ctx, mirror.ConnectTimeout)
-	if err != nil {
-		return mirror.Stats{}, mirror.NotSetUp(err)
-	}
-	// Every step on the way out is bounded (see mirror.Shutdown).
-	sd := mirror.NewShutdown(log)
-	defer sd.Wait()
-	defer sd.Spawn("close the Redis connection", rc.Close)
-	// Before the lease: a run that cannot work leaves nothing behind.
-	if err := cfg.Redis.RefuseCluster(ctx, rc, "kafka-to-redis"); err != nil {
-		return mirror.Stats{}, mirror.NotSetUp(err)
-	}
-	log.Debug("connected to redis", "url", cfg.Redis.Redacted())
-	stats, set, err := cfg.Leased(rc, checkpoint.KindKafkaToRedis, nil).Run(ctx, sd, func(ctx context.Context, cl *mirror.Closers) (mirror.Stats, bool, error) {
-		return m.runOnce(ctx, rc, cl)
-	})
-	if !set {
-		return stats, mirror.NotSetUp(err)
-	}
-	return stats, err
+	return m.cfg.RunUnderLease(ctx, m.cfg.Redis, checkpoint.KindKafkaToRedis, nil, m.runOnce)
 }
 
 // runOnce sets the mirror up from its checkpoints, under its lease (ctx

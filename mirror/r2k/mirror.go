@@ -231,26 +231,12 @@ func (cfg *Config) validate() (plan, error) {
 	if _, err := compressionCodec(cfg.Compression); err != nil {
 		ps.Addf("Compression", "{Compression} %s", err.Error())
 	}
-	switch cfg.OnError {
-	case mirror.OnErrorFail, mirror.OnErrorSkip:
-		if cfg.DeadLetterStream != "" {
-			ps.Addf("DeadLetterStream", "{DeadLetterStream} needs {OnError} dead-letter")
-		}
-	case mirror.OnErrorDeadLetter:
-		if cfg.DeadLetterStream == "" {
-			ps.Addf("DeadLetterStream", "{OnError} dead-letter needs {DeadLetterStream}")
-		}
-		if seen[cfg.DeadLetterStream] {
-			ps.Addf("DeadLetterStream", "{DeadLetterStream} %q is also a {Streams}: its dead letters would be mirrored again", cfg.DeadLetterStream)
-		}
-	default:
-		ps.Addf("OnError", "{OnError} must be fail, skip or dead-letter, got %q", cfg.OnError)
-	}
 	if _, err := ParseTimestampSource(string(cfg.Timestamp)); err != nil {
 		ps.Addf("Timestamp", "{Timestamp} %s", err.Error())
 	}
-	if cfg.OnGap != mirror.OnGapFail && cfg.OnGap != mirror.OnGapSkip {
-		ps.Addf("OnGap", "{OnGap} must be fail or skip, got %q", cfg.OnGap)
+	mirror.ValidatePolicies(&ps, cfg.OnError, cfg.DeadLetterStream, cfg.OnGap)
+	if cfg.OnError == mirror.OnErrorDeadLetter && seen[cfg.DeadLetterStream] {
+		ps.Addf("DeadLetterStream", "{DeadLetterStream} %q is also a {Streams}: its dead letters would be mirrored again", cfg.DeadLetterStream)
 	}
 	return p, ps.Err()
 }
@@ -284,28 +270,7 @@ func (m *Mirror) Name() string { return m.cfg.Name }
 // error of a run that stopped before it was set up is a
 // *mirror.SetUpError: its stats count nothing.
 func (m *Mirror) Run(ctx context.Context) (mirror.Stats, error) {
-	cfg, log := &m.cfg, m.log
-	rc, err := cfg.Redis.Connect(ctx, mirror.ConnectTimeout)
-	if err != nil {
-		return mirror.Stats{}, mirror.NotSetUp(err)
-	}
-	// Every step on the way out is bounded (see mirror.Shutdown).
-	sd := mirror.NewShutdown(log)
-	defer sd.Wait()
-	defer sd.Spawn("close the Redis connection", rc.Close)
-	// Before the lease: a run that cannot work leaves nothing behind.
-	if err := cfg.Redis.RefuseCluster(ctx, rc, "redis-to-kafka"); err != nil {
-		return mirror.Stats{}, mirror.NotSetUp(err)
-	}
-	log.Debug("connected to redis", "url", cfg.Redis.Redacted())
-	leased := cfg.Leased(rc, checkpoint.KindRedisToKafka, func(err error) bool { return errors.As(err, new(*FencedError)) })
-	stats, set, err := leased.Run(ctx, sd, func(ctx context.Context, cl *mirror.Closers) (mirror.Stats, bool, error) {
-		return m.runOnce(ctx, rc, cl)
-	})
-	if !set {
-		return stats, mirror.NotSetUp(err)
-	}
-	return stats, err
+	return m.cfg.RunUnderLease(ctx, m.cfg.Redis, checkpoint.KindRedisToKafka, func(err error) bool { return errors.As(err, new(*FencedError)) }, m.runOnce)
 }
 
 // runOnce sets the mirror up from its checkpoint, under its lease (ctx
