@@ -198,6 +198,19 @@ func (ps *Problems) Add(field string, err error) {
 	*ps = append(*ps, &Problem{Field: field, Err: err})
 }
 
+// Unique adds a problem of field for each of values given twice (what
+// names them: "stream", "topic"), and returns the set of values.
+func (ps *Problems) Unique(field, what string, values []string) map[string]bool {
+	seen := make(map[string]bool, len(values))
+	for _, v := range values {
+		if seen[v] {
+			ps.Addf(field, "%s %q is given twice", what, v)
+		}
+		seen[v] = true
+	}
+	return seen
+}
+
 // Err is the problems as a *ConfigError, or nil.
 func (ps Problems) Err() error {
 	if len(ps) == 0 {

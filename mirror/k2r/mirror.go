@@ -106,16 +106,12 @@ func (cfg *Config) validate() (StreamTemplate, error) {
 	if len(cfg.Topics) == 0 {
 		ps.Addf("Topics", "{Topics} is required (repeat it for several topics)")
 	}
-	seen := map[string]bool{}
 	for _, t := range cfg.Topics {
 		if err := mapping.ValidTopicName(t); err != nil {
 			ps.Addf("Topics", "{Topics} %q: %s", t, err.Error())
 		}
-		if seen[t] {
-			ps.Addf("Topics", "topic %q is given twice", t)
-		}
-		seen[t] = true
 	}
+	ps.Unique("Topics", "topic", cfg.Topics)
 	tmpl, err := ParseStreamTemplate(cfg.Stream)
 	if err != nil {
 		ps.Addf("Stream", "{Stream}: %s", err.Error())

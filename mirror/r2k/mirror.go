@@ -173,16 +173,10 @@ func (cfg *Config) validate() (plan, error) {
 	if len(cfg.Streams) == 0 {
 		ps.Addf("Streams", "{Streams} is required (repeat it for several streams)")
 	}
-	seen := map[string]bool{}
-	for _, s := range cfg.Streams {
-		if s == "" {
-			ps.Addf("Streams", "{Streams} must not be empty")
-		}
-		if seen[s] {
-			ps.Addf("Streams", "stream %q is given twice", s)
-		}
-		seen[s] = true
+	if slices.Contains(cfg.Streams, "") {
+		ps.Addf("Streams", "{Streams} must not be empty")
 	}
+	seen := ps.Unique("Streams", "stream", cfg.Streams)
 	tmpl, err := mapping.ParseTemplate(cfg.Topic, "stream")
 	if err != nil {
 		ps.Addf("Topic", "{Topic}: %s", err.Error())
