@@ -271,238 +271,30 @@ func (m *Mirror) Run(ctx context.Context) (mirror.Stats, error) {
 // ends when it is lost), and mirrors until the run ends. Every client it
 // opens is added to cl.
 func (m *Mirror) runOnce(ctx context.Context, rc rueidis.Client, cl *mirror.Closers) (mirror.Stats, bool, error) {
-	var none mirror.Stats
-	cfg, log, name, kafkaEP := &m.cfg, m.log, m.cfg.Name, m.cfg.Kafka
-	topics, topicOf := m.plan.topics, m.plan.topicOf
-	admCl, err := kafkaEP.Connect(ctx, mirror.ConnectTimeout)
+	cfg, log := &m.cfg, m.log
+	admCl, err := cfg.Kafka.Connect(ctx, mirror.ConnectTimeout)
 	if err != nil {
-		return none, false, err
+		return mirror.Stats{}, false, err
 	}
 	cl.Add("close the Kafka admin connection", admCl.Close)
-	log.Debug("connected to kafka", "brokers", kafkaEP.String())
-	adm := kadm.NewClient(admCl)
-
-	counts, err := EnsureTopics(ctx, admCl, topics, TopicSpec{Create: cfg.CreateTopic, Partitions: cfg.Partitions, ReplicationFactor: cfg.ReplicationFactor})
+	log.Debug("connected to kafka", "brokers", cfg.Kafka.String())
+	r := &run{Mirror: m, rc: rc, admCl: admCl, adm: kadm.NewClient(admCl)}
+	sink, err := r.setUp(ctx, cl)
 	if err != nil {
-		return none, false, kafkaEP.Explain(err)
+		return mirror.Stats{}, false, err
 	}
-	log.Debug("topics ready", "partitions", counts, "create_missing", cfg.CreateTopic)
-
-	ck, found, err := checkpoint.LoadR2K(ctx, rc, name)
-	if err != nil {
-		return none, false, err
-	}
-	if found {
-		log.Debug("resuming", "mirror", name, "checkpoint", checkpoint.R2KKey(name), "updated", ck.Updated)
-	} else {
-		log.Debug("no checkpoint yet: a new mirror", "mirror", name, "checkpoint", checkpoint.R2KKey(name))
-	}
-	group, err := m.consumerGroup(ctx, rc, ck, found)
-	if err != nil {
-		return none, false, err
-	}
-	log.Debug("consumer group", "group", group, "consumer", name)
-	src, err := NewRedisSource(ctx, RedisSourceConfig{
-		Client:       rc,
-		Streams:      cfg.Streams,
-		Group:        group,
-		Consumer:     name,
-		Start:        m.plan.start.StreamID(),
-		BatchSize:    cfg.BatchSize,
-		BatchBytes:   cfg.BatchBytes,
-		Follow:       cfg.Follow,
-		AllowMissing: cfg.AllowMissing,
-		ClaimIdle:    cfg.ClaimIdle,
-		Mirror:       name,
-		OnGap:        cfg.OnGap,
-		Confirmed:    ck.Streams,
-		Logger:       log,
-
-		DeadLetterStream: cfg.DeadLetterStream,
-	})
-	if err != nil {
-		return none, false, err
-	}
-	// The group is recorded once the source accepted it (a group another
-	// mirror reads is refused there), and before anything else is stored:
-	// a checkpoint without it means a mirror from before groups were
-	// recorded.
-	if err := checkpoint.RecordR2KGroup(ctx, rc, name, group); err != nil {
-		return none, false, err
-	}
-	// Records are hashed over the partition count each topic had when
-	// this mirror first wrote to it, stored before anything is produced.
-	kept, freshCounts, err := KeepPartitionCounts(ck.PartitionCounts, counts, checkpoint.R2KKey(name))
-	if err != nil {
-		return none, false, err
-	}
-	grown := newGrownTopics(log, name)
-	for _, t := range topics {
-		if counts[t] > kept[t] {
-			grown.warn(t, int(counts[t]), int(kept[t]))
-		}
-	}
-	// What the topics accept sizes the producer, and the read-back below
-	// must be able to read records of that size.
-	limits, err := kafkatopic.ReadLimits(ctx, adm, topics)
-	if err != nil {
-		return none, false, kafkaEP.Explain(err)
-	}
-
-	tuning := ProducerTuning{
-		Linger:      cfg.Linger,
-		Compression: cfg.Compression,
-		// A batch holds up to BatchSize entries per stream; room for
-		// every batch in flight keeps Write from blocking on the buffer.
-		MaxBufferedRecords: cfg.BatchSize * len(cfg.Streams) * (cfg.MaxInFlight + 1),
-		Limits:             limits,
-
-		KeptPartitions:  kept,
-		PartitionsAdded: grown.warn,
-	}
-	popts, err := ProducerOpts(tuning)
-	if err != nil {
-		return none, false, err
-	}
-	popts = append(popts, kgo.TransactionalID(m.plan.txnID))
-	producer, err := kgo.NewClient(append(kafkaEP.ClientOpts(), popts...)...)
-	if err != nil {
-		return none, false, kafkaEP.Explain(err)
-	}
-	cl.Add("close the Kafka producer", producer.Close)
-	// The producer's InitProducerID fences every earlier run of this
-	// mirror and aborts the transaction one left open, before anything
-	// is read back or recorded: nothing of theirs can land after it.
-	initCtx, cancelInit := context.WithTimeout(ctx, cfg.Timeout)
-	err = InitProducer(initCtx, producer, name)
-	cancelInit()
-	if err != nil {
-		if initCtx.Err() != nil && ctx.Err() == nil {
-			return none, false, mirror.Errorf("kafka %s: initialising the transactional producer %s took longer than {Timeout} %s; is the broker reachable, and does it allow transactions (transaction.state.log.* settings)?", kafkaEP, m.plan.txnID, cfg.Timeout)
-		}
-		return none, false, kafkaEP.Explain(err)
-	}
-	log.Debug("transactional producer ready; earlier runs are fenced", "transactional_id", m.plan.txnID)
-
-	// Record where each partition stands before producing anything, so a
-	// crash of this very run leaves the restart a bound to read back from.
-	ends, err := kafkatopic.EndOffsets(ctx, adm, topics)
-	if err != nil {
-		return none, false, err
-	}
-	// Entries read but not acknowledged by an earlier run may already be
-	// in Kafka.
-	pending, err := src.Pending(ctx)
-	if err != nil {
-		return none, false, err
-	}
-	initial, err := startingOffsets(ctx, adm, ends, ck, found, pending > 0)
-	if err != nil {
-		return none, false, kafkaEP.Explain(err)
-	}
-	if err := checkpoint.InitR2KPartitions(ctx, rc, name, initial); err != nil {
-		return none, false, err
-	}
-	// The partition counts are stored only now: a checkpoint holding
-	// them is taken to have its partitions' positions too (see
-	// startingOffsets), so a run that stops before its positions are
-	// stored must not leave the counts.
-	if err := checkpoint.InitR2KPartitionCounts(ctx, rc, name, freshCounts); err != nil {
-		return none, false, err
-	}
-
-	// What this mirror wrote after its checkpoint may be in Kafka while
-	// Redis no longer knows it was read: entries pending from an
-	// interrupted run, or delivered again because Redis restarted from an
-	// older copy of its data, or the group was moved back or made again.
-	// The read-back runs at every start, pending entries or not; after a
-	// clean stop it starts at the end of every partition and reads nothing.
-	streamSet := map[string]bool{}
-	for _, s := range cfg.Streams {
-		streamSet[s] = true
-	}
-	scanOpts := append(kafkaEP.ClientOpts(), kgo.BrokerMaxReadBytes(kafkatopic.ConsumerReadBytes(limits.Largest())))
-	readBack := func(ctx context.Context, from map[checkpoint.TopicPartition]int64) (map[string]struct{}, error) {
-		// The read-back is bounded like any one-shot step, in both modes:
-		// nothing may be produced before it completes.
-		scanCtx, cancel := context.WithTimeout(ctx, cfg.Timeout)
-		defer cancel()
-		written, err := ScanWritten(scanCtx, scanOpts, adm, topics, from, streamSet)
-		if err != nil {
-			if scanCtx.Err() != nil && ctx.Err() == nil {
-				return nil, mirror.Errorf("kafka %s: reading back topics %v to find what this mirror already wrote took longer than {Timeout} %s; is the broker reachable?", kafkaEP, topics, cfg.Timeout)
-			}
-			return nil, kafkaEP.Explain(err)
-		}
-		return written, nil
-	}
-	// From where the checkpoint stands now: its positions, and for
-	// partitions it had none for, those just recorded.
-	from := make(map[checkpoint.TopicPartition]int64, len(initial))
-	maps.Copy(from, initial)
-	maps.Copy(from, ck.Partitions)
-	written, err := readBack(ctx, from)
-	if err != nil {
-		return none, false, err
-	}
-	if pending > 0 || len(written) > 0 {
-		log.Info("resuming an interrupted run", "pending", pending, "already_in_kafka", len(written))
-	} else {
-		log.Debug("nothing pending from an earlier run, and nothing in Kafka after the checkpoint")
-	}
-	src.SkipWritten(written)
-	// A follow run that sees Redis restart, or its group go back or
-	// vanish, does the same again from the checkpoint as it is then.
-	src.OnReadBack(func(ctx context.Context) (map[string]string, map[string]struct{}, error) {
-		ck, _, err := checkpoint.LoadR2K(ctx, rc, name)
-		if err != nil {
-			return nil, nil, err
-		}
-		written, err := readBack(ctx, ck.Partitions)
-		return ck.Streams, written, err
-	})
-
-	timestamps, err := TimestampPolicies(ctx, adm, topics)
-	if err != nil {
-		return none, false, kafkaEP.Explain(err)
-	}
-	sinkCfg := KafkaSinkConfig{
-		Client: producer,
-		Mirror: name,
-		// Half the batches in flight: the others are read, and wait to
-		// be produced, while a transaction commits.
-		TxnBatches: max(1, cfg.MaxInFlight/2),
-		Topics:     topicOf,
-		Format:     cfg.Format,
-		ValueField: cfg.ValueField,
-		KeyField:   cfg.KeyField,
-		// The producer's batch limit is each topic's limit; a record
-		// beyond it fails on its own, before it is sent.
-		Limits:     limits.Topics,
-		WarnFields: cfg.MaxFields,
-
-		Timestamp:         cfg.Timestamp,
-		TimestampPolicies: timestamps,
-		OnError:           cfg.OnError,
-		Logger:            log,
-	}
-	if !cfg.Follow {
-		sinkCfg.ConfirmTimeout = cfg.Timeout
-	}
-	sink := NewKafkaSink(sinkCfg)
-
 	if obs := cfg.Observer; obs != nil && obs.Started != nil {
-		obs.Started(m.started(ctx, src, ck))
+		obs.Started(m.started(ctx, r.src, r.ck))
 	}
-	log.Debug("mirroring", "streams", cfg.Streams, "topics", topics, "follow", cfg.Follow, "batch_size", cfg.BatchSize, "max_in_flight", cfg.MaxInFlight)
-	stats, runErr := mirror.Run(ctx, src, sink, cfg.EngineOptions())
+	log.Debug("mirroring", "streams", cfg.Streams, "topics", m.plan.topics, "follow", cfg.Follow, "batch_size", cfg.BatchSize, "max_in_flight", cfg.MaxInFlight)
+	stats, runErr := mirror.Run(ctx, r.src, sink, cfg.EngineOptions())
 	// Nothing more is produced or committed by this producer, whatever
 	// ended the run; a transaction still open is aborted.
 	sink.Stop(context.WithoutCancel(ctx))
 	if runErr == nil && !cfg.Follow && stats.Entries > 0 {
 		// Return once the records are visible to read_committed readers.
 		vctx, cancel := context.WithTimeout(ctx, visibleWait)
-		if !WaitVisible(vctx, adm, topics) {
+		if !WaitVisible(vctx, r.adm, m.plan.topics) {
 			log.Debug("the records' transaction markers were not all written yet at exit (another producer's transaction open, or a slow broker)", "waited", visibleWait)
 		}
 		cancel()
@@ -520,6 +312,274 @@ func (m *Mirror) runOnce(ctx context.Context, rc rueidis.Client, cl *mirror.Clos
 		log.Warn("copied entries Kafka refuses to the dead-letter stream", "count", n, "stream", cfg.DeadLetterStream)
 	}
 	return stats, true, runErr
+}
+
+// run is one set-up of the mirror, under its lease: the clients and what
+// the steps of the set-up learn, in turn.
+type run struct {
+	*Mirror
+	rc    rueidis.Client
+	admCl *kgo.Client
+	adm   *kadm.Client
+
+	ck     checkpoint.R2K
+	found  bool             // the checkpoint exists
+	counts map[string]int32 // partitions of each topic now
+	src    *RedisSource
+	limits kafkatopic.Limits // what the topics accept
+	kept   map[string]int32  // partitions each topic's records are hashed over
+	fresh  map[string]int32  // counts the checkpoint does not record yet
+	prod   *kgo.Client       // the transactional producer
+}
+
+// setUp prepares the run, in an order each step depends on: the topics,
+// the checkpoint and the consumer group (the source), the producer (which
+// fences every earlier run), the partitions' starting positions, and the
+// read-back of what an interrupted run left in Kafka. It returns the sink.
+func (r *run) setUp(ctx context.Context, cl *mirror.Closers) (*KafkaSink, error) {
+	cfg, log, name, kafkaEP := &r.cfg, r.log, r.cfg.Name, r.cfg.Kafka
+	var err error
+	r.counts, err = EnsureTopics(ctx, r.admCl, r.plan.topics, TopicSpec{Create: cfg.CreateTopic, Partitions: cfg.Partitions, ReplicationFactor: cfg.ReplicationFactor})
+	if err != nil {
+		return nil, kafkaEP.Explain(err)
+	}
+	log.Debug("topics ready", "partitions", r.counts, "create_missing", cfg.CreateTopic)
+
+	r.ck, r.found, err = checkpoint.LoadR2K(ctx, r.rc, name)
+	if err != nil {
+		return nil, err
+	}
+	if r.found {
+		log.Debug("resuming", "mirror", name, "checkpoint", checkpoint.R2KKey(name), "updated", r.ck.Updated)
+	} else {
+		log.Debug("no checkpoint yet: a new mirror", "mirror", name, "checkpoint", checkpoint.R2KKey(name))
+	}
+	if err := r.setUpSource(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.setUpProducer(ctx, cl); err != nil {
+		return nil, err
+	}
+	pending, err := r.storeStarts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.setUpReadBack(ctx, pending); err != nil {
+		return nil, err
+	}
+	timestamps, err := TimestampPolicies(ctx, r.adm, r.plan.topics)
+	if err != nil {
+		return nil, kafkaEP.Explain(err)
+	}
+	sinkCfg := KafkaSinkConfig{
+		Client: r.prod,
+		Mirror: name,
+		// Half the batches in flight: the others are read, and wait to
+		// be produced, while a transaction commits.
+		TxnBatches: max(1, cfg.MaxInFlight/2),
+		Topics:     r.plan.topicOf,
+		Format:     cfg.Format,
+		ValueField: cfg.ValueField,
+		KeyField:   cfg.KeyField,
+		// The producer's batch limit is each topic's limit; a record
+		// beyond it fails on its own, before it is sent.
+		Limits:     r.limits.Topics,
+		WarnFields: cfg.MaxFields,
+
+		Timestamp:         cfg.Timestamp,
+		TimestampPolicies: timestamps,
+		OnError:           cfg.OnError,
+		Logger:            log,
+	}
+	if !cfg.Follow {
+		sinkCfg.ConfirmTimeout = cfg.Timeout
+	}
+	return NewKafkaSink(sinkCfg), nil
+}
+
+// setUpSource chooses the consumer group and opens the source on it.
+func (r *run) setUpSource(ctx context.Context) error {
+	cfg, name := &r.cfg, r.cfg.Name
+	group, err := r.consumerGroup(ctx, r.rc, r.ck, r.found)
+	if err != nil {
+		return err
+	}
+	r.log.Debug("consumer group", "group", group, "consumer", name)
+	r.src, err = NewRedisSource(ctx, RedisSourceConfig{
+		Client:       r.rc,
+		Streams:      cfg.Streams,
+		Group:        group,
+		Consumer:     name,
+		Start:        r.plan.start.StreamID(),
+		BatchSize:    cfg.BatchSize,
+		BatchBytes:   cfg.BatchBytes,
+		Follow:       cfg.Follow,
+		AllowMissing: cfg.AllowMissing,
+		ClaimIdle:    cfg.ClaimIdle,
+		Mirror:       name,
+		OnGap:        cfg.OnGap,
+		Confirmed:    r.ck.Streams,
+		Logger:       r.log,
+
+		DeadLetterStream: cfg.DeadLetterStream,
+	})
+	if err != nil {
+		return err
+	}
+	// The group is recorded once the source accepted it (a group another
+	// mirror reads is refused there), and before anything else is stored:
+	// a checkpoint without it means a mirror from before groups were
+	// recorded.
+	return checkpoint.RecordR2KGroup(ctx, r.rc, name, group)
+}
+
+// setUpProducer sizes the transactional producer to what the topics
+// accept and hashes records over the partition counts this mirror first
+// wrote to, then initialises it, which fences every earlier run.
+func (r *run) setUpProducer(ctx context.Context, cl *mirror.Closers) error {
+	cfg, log, name, kafkaEP := &r.cfg, r.log, r.cfg.Name, r.cfg.Kafka
+	// Records are hashed over the partition count each topic had when
+	// this mirror first wrote to it, stored before anything is produced.
+	var err error
+	r.kept, r.fresh, err = KeepPartitionCounts(r.ck.PartitionCounts, r.counts, checkpoint.R2KKey(name))
+	if err != nil {
+		return err
+	}
+	grown := newGrownTopics(log, name)
+	for _, t := range r.plan.topics {
+		if r.counts[t] > r.kept[t] {
+			grown.warn(t, int(r.counts[t]), int(r.kept[t]))
+		}
+	}
+	// What the topics accept sizes the producer, and the read-back must
+	// be able to read records of that size.
+	if r.limits, err = kafkatopic.ReadLimits(ctx, r.adm, r.plan.topics); err != nil {
+		return kafkaEP.Explain(err)
+	}
+	popts, err := ProducerOpts(ProducerTuning{
+		Linger:      cfg.Linger,
+		Compression: cfg.Compression,
+		// A batch holds up to BatchSize entries per stream; room for
+		// every batch in flight keeps Write from blocking on the buffer.
+		MaxBufferedRecords: cfg.BatchSize * len(cfg.Streams) * (cfg.MaxInFlight + 1),
+		Limits:             r.limits,
+
+		KeptPartitions:  r.kept,
+		PartitionsAdded: grown.warn,
+	})
+	if err != nil {
+		return err
+	}
+	popts = append(popts, kgo.TransactionalID(r.plan.txnID))
+	if r.prod, err = kgo.NewClient(append(kafkaEP.ClientOpts(), popts...)...); err != nil {
+		return kafkaEP.Explain(err)
+	}
+	cl.Add("close the Kafka producer", r.prod.Close)
+	// The producer's InitProducerID fences every earlier run of this
+	// mirror and aborts the transaction one left open, before anything
+	// is read back or recorded: nothing of theirs can land after it.
+	initCtx, cancelInit := context.WithTimeout(ctx, cfg.Timeout)
+	err = InitProducer(initCtx, r.prod, name)
+	cancelInit()
+	if err != nil {
+		if initCtx.Err() != nil && ctx.Err() == nil {
+			return mirror.Errorf("kafka %s: initialising the transactional producer %s took longer than {Timeout} %s; is the broker reachable, and does it allow transactions (transaction.state.log.* settings)?", kafkaEP, r.plan.txnID, cfg.Timeout)
+		}
+		return kafkaEP.Explain(err)
+	}
+	log.Debug("transactional producer ready; earlier runs are fenced", "transactional_id", r.plan.txnID)
+	return nil
+}
+
+// storeStarts records where each partition stands before anything is
+// produced, so that a crash of this very run leaves the restart a bound
+// to read back from, and then the partition counts; it returns how many
+// entries an earlier run read but did not acknowledge (they may already
+// be in Kafka).
+func (r *run) storeStarts(ctx context.Context) (pending int64, err error) {
+	name := r.cfg.Name
+	ends, err := kafkatopic.EndOffsets(ctx, r.adm, r.plan.topics)
+	if err != nil {
+		return 0, err
+	}
+	if pending, err = r.src.Pending(ctx); err != nil {
+		return 0, err
+	}
+	initial, err := startingOffsets(ctx, r.adm, ends, r.ck, r.found, pending > 0)
+	if err != nil {
+		return 0, r.cfg.Kafka.Explain(err)
+	}
+	if err := checkpoint.InitR2KPartitions(ctx, r.rc, name, initial); err != nil {
+		return 0, err
+	}
+	// The partition counts are stored only now: a checkpoint holding
+	// them is taken to have its partitions' positions too (see
+	// startingOffsets), so a run that stops before its positions are
+	// stored must not leave the counts.
+	if err := checkpoint.InitR2KPartitionCounts(ctx, r.rc, name, r.fresh); err != nil {
+		return 0, err
+	}
+	// From where the checkpoint stands now: its positions, and for
+	// partitions it had none for, those just recorded.
+	for tp, off := range initial {
+		if _, ok := r.ck.Partitions[tp]; !ok {
+			if r.ck.Partitions == nil {
+				r.ck.Partitions = map[checkpoint.TopicPartition]int64{}
+			}
+			r.ck.Partitions[tp] = off
+		}
+	}
+	return pending, nil
+}
+
+// setUpReadBack reads back what this mirror wrote after its checkpoint:
+// it may be in Kafka while Redis no longer knows it was read (entries
+// pending from an interrupted run, or delivered again because Redis
+// restarted from an older copy of its data, or the group was moved back
+// or made again). The read-back runs at every start, pending entries or
+// not; after a clean stop it starts at the end of every partition and
+// reads nothing. A follow run does the same again, from the checkpoint as
+// it is then, when it sees Redis restart or its group go back or vanish.
+func (r *run) setUpReadBack(ctx context.Context, pending int64) error {
+	cfg, kafkaEP, topics := &r.cfg, r.cfg.Kafka, r.plan.topics
+	streamSet := map[string]bool{}
+	for _, s := range cfg.Streams {
+		streamSet[s] = true
+	}
+	scanOpts := append(kafkaEP.ClientOpts(), kgo.BrokerMaxReadBytes(kafkatopic.ConsumerReadBytes(r.limits.Largest())))
+	readBack := func(ctx context.Context, from map[checkpoint.TopicPartition]int64) (map[string]struct{}, error) {
+		// The read-back is bounded like any one-shot step, in both modes:
+		// nothing may be produced before it completes.
+		scanCtx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+		defer cancel()
+		written, err := ScanWritten(scanCtx, scanOpts, r.adm, topics, from, streamSet)
+		if err != nil {
+			if scanCtx.Err() != nil && ctx.Err() == nil {
+				return nil, mirror.Errorf("kafka %s: reading back topics %v to find what this mirror already wrote took longer than {Timeout} %s; is the broker reachable?", kafkaEP, topics, cfg.Timeout)
+			}
+			return nil, kafkaEP.Explain(err)
+		}
+		return written, nil
+	}
+	written, err := readBack(ctx, r.ck.Partitions)
+	if err != nil {
+		return err
+	}
+	if pending > 0 || len(written) > 0 {
+		r.log.Info("resuming an interrupted run", "pending", pending, "already_in_kafka", len(written))
+	} else {
+		r.log.Debug("nothing pending from an earlier run, and nothing in Kafka after the checkpoint")
+	}
+	r.src.SkipWritten(written)
+	r.src.OnReadBack(func(ctx context.Context) (map[string]string, map[string]struct{}, error) {
+		ck, _, err := checkpoint.LoadR2K(ctx, r.rc, cfg.Name)
+		if err != nil {
+			return nil, nil, err
+		}
+		written, err := readBack(ctx, ck.Partitions)
+		return ck.Streams, written, err
+	})
+	return nil
 }
 
 // started is what the observer learns at the start of a run: where the
