@@ -193,7 +193,8 @@ func TestBuildRecordsShareTheBatchBuffers(t *testing.T) {
 			for _, e := range b.Entries {
 				b.size += entrySize(e)
 			}
-			records, headers, arena := k.recordBuffers(b)
+			headers, arena := k.recordBuffers(b)
+			records := b.records
 			hbase, abase := unsafe.SliceData(headers), unsafe.SliceData(arena)
 			for i := range b.Entries {
 				headers, arena = k.buildRecord(&records[i], &b.Entries[i], headers, arena, time.Now())
@@ -315,8 +316,8 @@ func benchBatch(n int) *EntryBatch {
 
 // buildBatch builds every record of b as Write does, without producing.
 func buildBatch(k *KafkaSink, b *EntryBatch, now time.Time) {
-	records, headers, arena := k.recordBuffers(b)
-	b.records = records
+	headers, arena := k.recordBuffers(b)
+	records := b.records
 	for i := range b.Entries {
 		e := &b.Entries[i]
 		if e.skip != skipNone {

@@ -409,9 +409,7 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 	tb := &txnBatch{answered: make(chan struct{})}
 	now := time.Now()
 	n := len(b.Entries)
-	var headers []kgo.RecordHeader
-	var arena []byte
-	b.records, headers, arena = k.recordBuffers(b)
+	headers, arena := k.recordBuffers(b)
 	records := b.records
 
 	var (
@@ -544,17 +542,17 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 	k.added(ctx)
 }
 
-// recordBuffers are the batch's records, one per entry, and room for all
-// their headers and, in json, their values: one allocation each, which the
-// records share (see buildRecord).
-func (k *KafkaSink) recordBuffers(b *EntryBatch) (records []kgo.Record, headers []kgo.RecordHeader, arena []byte) {
+// recordBuffers makes the batch's records, one per entry, and returns room
+// for all their headers and, in json, their values: one allocation each,
+// which the records share (see buildRecord).
+func (k *KafkaSink) recordBuffers(b *EntryBatch) (headers []kgo.RecordHeader, arena []byte) {
 	n := len(b.Entries)
-	records = make([]kgo.Record, n)
+	b.records = make([]kgo.Record, n)
 	headers = make([]kgo.RecordHeader, 0, k.headerCount(b))
 	if k.cfg.Format == mapping.FormatJSON {
 		arena = make([]byte, 0, b.size+n*16)
 	}
-	return records, headers, arena
+	return headers, arena
 }
 
 // buildRecord fills in r, the zero record of entry e, produced at now: its
