@@ -409,13 +409,8 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 	tb := &txnBatch{answered: make(chan struct{})}
 	now := time.Now()
 	n := len(b.Entries)
-	b.records = make([]kgo.Record, n)
+	headers, arena := k.recordBuffers(b)
 	records := b.records
-	headers := make([]kgo.RecordHeader, 0, k.headerCount(b))
-	var arena []byte
-	if k.cfg.Format == mapping.FormatJSON {
-		arena = make([]byte, 0, b.size+n*16)
-	}
 
 	var (
 		remaining atomic.Int64
@@ -500,36 +495,10 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 			continue
 		}
 		r := &records[i]
-		r.Topic = k.cfg.Topics[e.Stream]
+		headers, arena = k.buildRecord(r, e, headers, arena, now)
 		if k.cfg.WarnFields > 0 && len(e.Fields) > k.cfg.WarnFields {
 			k.warnWide(e, r.Topic)
 		}
-		r.Timestamp = k.timestamp(e.ID, now)
-		hstart := len(headers)
-		headers = append(headers, kgo.RecordHeader{Key: mapping.HeaderStream, Value: bytesOf(e.Stream)}, kgo.RecordHeader{Key: mapping.HeaderID, Value: bytesOf(e.ID)})
-		valueSet := false
-		for _, f := range e.Fields {
-			if k.cfg.KeyField != "" && r.Key == nil && f.Name == k.cfg.KeyField {
-				r.Key = bytesOf(f.Value)
-			}
-			if k.cfg.Format == mapping.FormatRaw {
-				if !valueSet && f.Name == k.cfg.ValueField {
-					r.Value = bytesOf(f.Value)
-					valueSet = true
-					continue
-				}
-				// A name in xmirror's namespace is escaped, so that no
-				// field can pass for lineage (see ReservedPrefix); only
-				// such a name costs an allocation.
-				headers = append(headers, kgo.RecordHeader{Key: mapping.HeaderKey(f.Name), Value: bytesOf(f.Value)})
-			}
-		}
-		if k.cfg.Format == mapping.FormatJSON {
-			start := len(arena)
-			arena = mapping.AppendJSONObject(arena, e.Fields)
-			r.Value = arena[start:len(arena):len(arena)]
-		}
-		r.Headers = headers[hstart:len(headers):len(headers)]
 		if r.Topic != polTopic {
 			// A batch holds each stream's entries together: look the
 			// policy up when the topic changes, not for every record.
@@ -571,6 +540,55 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 	k.txn.batches = append(k.txn.batches, tb)
 	k.txn.bytes += b.size
 	k.added(ctx)
+}
+
+// recordBuffers makes the batch's records, one per entry, and returns room
+// for all their headers and, in json, their values: one allocation each,
+// which the records share (see buildRecord).
+func (k *KafkaSink) recordBuffers(b *EntryBatch) (headers []kgo.RecordHeader, arena []byte) {
+	n := len(b.Entries)
+	b.records = make([]kgo.Record, n)
+	headers = make([]kgo.RecordHeader, 0, k.headerCount(b))
+	if k.cfg.Format == mapping.FormatJSON {
+		arena = make([]byte, 0, b.size+n*16)
+	}
+	return headers, arena
+}
+
+// buildRecord fills in r, the zero record of entry e, produced at now: its
+// topic, timestamp, key, value and headers, as the README's mapping says.
+// Its headers are appended to headers and, in json, its value to arena,
+// both returned grown; r keeps slices of them capped at its own part, and
+// of e's strings, which are never copied (see bytesOf).
+func (k *KafkaSink) buildRecord(r *kgo.Record, e *Entry, headers []kgo.RecordHeader, arena []byte, now time.Time) ([]kgo.RecordHeader, []byte) {
+	r.Topic = k.cfg.Topics[e.Stream]
+	r.Timestamp = k.timestamp(e.ID, now)
+	hstart := len(headers)
+	headers = append(headers, kgo.RecordHeader{Key: mapping.HeaderStream, Value: bytesOf(e.Stream)}, kgo.RecordHeader{Key: mapping.HeaderID, Value: bytesOf(e.ID)})
+	valueSet := false
+	for _, f := range e.Fields {
+		if k.cfg.KeyField != "" && r.Key == nil && f.Name == k.cfg.KeyField {
+			r.Key = bytesOf(f.Value)
+		}
+		if k.cfg.Format == mapping.FormatRaw {
+			if !valueSet && f.Name == k.cfg.ValueField {
+				r.Value = bytesOf(f.Value)
+				valueSet = true
+				continue
+			}
+			// A name in xmirror's namespace is escaped, so that no
+			// field can pass for lineage (see ReservedPrefix); only
+			// such a name costs an allocation.
+			headers = append(headers, kgo.RecordHeader{Key: mapping.HeaderKey(f.Name), Value: bytesOf(f.Value)})
+		}
+	}
+	if k.cfg.Format == mapping.FormatJSON {
+		start := len(arena)
+		arena = mapping.AppendJSONObject(arena, e.Fields)
+		r.Value = arena[start:len(arena):len(arena)]
+	}
+	r.Headers = headers[hstart:len(headers):len(headers)]
+	return headers, arena
 }
 
 // warnWide says, once per stream, that an entry is written whose record
