@@ -542,7 +542,7 @@ func InitR2KPartitionCounts(ctx context.Context, c rueidis.Client, name string, 
 
 // RecordR2KGroup records the consumer group of a mirror, unless one is
 // recorded already (HSETNX), before it reads anything: a restart, or a
-// later run without --group, then reads through the same group.
+// later run without Group, then reads through the same group.
 func RecordR2KGroup(ctx context.Context, c rueidis.Client, name, group string) error {
 	key := R2KKey(name)
 	cmds := rueidis.Commands{

@@ -4,6 +4,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/xmirror/xmirror/mirror/k2r"
+	"github.com/xmirror/xmirror/mirror/mapping"
 )
 
 // kafkaToRedisOptions are the flags of kafka-to-redis, bound into the
@@ -138,8 +139,20 @@ func (o *kafkaToRedisOptions) execute(a *app, c *cobra.Command) error {
 	o.cfg.Logger = a.logger()
 	o.cfg.Observer = a.observer(&o.cfg.RunConfig)
 	m, err := k2r.New(c.Context(), o.cfg)
-	if err != nil || len(o.run.validate()) > 0 {
-		return commandError(err, names, o.run.validate())
+	if problems := o.problems(c); err != nil || len(problems) > 0 {
+		return commandError(err, names, problems)
 	}
 	return a.runMirror(c, &o.run, "kafka-to-redis", m, names)
+}
+
+// problems are those of the flags that k2r.Config cannot see: the raw
+// format's field names given with another format, even at their default.
+func (o *kafkaToRedisOptions) problems(c *cobra.Command) []string {
+	problems := o.run.validate()
+	fs := c.Flags()
+	if o.cfg.Format != mapping.FormatRaw && (fs.Changed("value-field") || fs.Changed("key-field")) &&
+		o.cfg.ValueField == mapping.DefaultValueField && o.cfg.KeyField == mapping.DefaultKeyField {
+		problems = append(problems, "--value-field and --key-field are for --format raw")
+	}
+	return problems
 }

@@ -130,8 +130,13 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) error {
 	o.cfg.Logger = a.logger()
 	o.cfg.Observer = a.observer(&o.cfg.RunConfig)
 	m, err := r2k.New(c.Context(), o.cfg)
-	if err != nil || len(o.run.validate()) > 0 {
-		return commandError(err, names, o.run.validate())
+	if problems := o.problems(c); err != nil || len(problems) > 0 {
+		return commandError(err, names, problems)
 	}
 	return a.runMirror(c, &o.run, "redis-to-kafka", m, names)
+}
+
+// problems are those of the flags that r2k.Config cannot see.
+func (o *redisToKafkaOptions) problems(c *cobra.Command) []string {
+	return append(o.run.validate(), emptyFlags(c, "group")...)
 }

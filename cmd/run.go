@@ -76,31 +76,58 @@ func flagNames(own map[string]string) mirror.Names {
 }
 
 // flagError is a mirror's error as the command shows it: every setting it
-// names written as its flag.
+// names written as its flag, and the command's own problems (the flags
+// only it has) after a Config's.
 type flagError struct {
-	err   error
-	names mirror.Names
+	err         error
+	names       mirror.Names
+	cmdProblems []string
 }
 
-func (e *flagError) Error() string { return mirror.RenderError(e.err, e.names) }
+func (e *flagError) Error() string {
+	var parts []string
+	if e.err != nil {
+		parts = append(parts, mirror.RenderError(e.err, e.names))
+	}
+	return strings.Join(append(parts, e.cmdProblems...), "; ")
+}
+
 func (e *flagError) Unwrap() error { return e.err }
 
-// commandError is err as the command returns it: its settings named as
-// flags, and a Config's problems (with the command's own, cmdProblems) a
-// usage error.
+// commandError is err as the command returns it, its settings named as
+// flags. A Config's problems (with the command's own, cmdProblems) are a
+// usage error when they stop the mirror before it starts (from New, or in
+// its set-up: a request impossible for the topics as they are); a problem
+// met later in a run is a runtime failure like any other.
 func commandError(err error, names mirror.Names, cmdProblems []string) error {
 	if err == nil && len(cmdProblems) == 0 {
 		return nil
 	}
-	if err != nil && !mirror.IsConfig(err) && len(cmdProblems) == 0 {
-		return &flagError{err: err, names: names}
+	fe := &flagError{err: err, names: names, cmdProblems: cmdProblems}
+	configured := err == nil || mirror.IsConfig(err) && (!isRunError(err) || errors.As(err, new(*mirror.SetUpError)))
+	if len(cmdProblems) > 0 || configured {
+		return usageError(fe)
 	}
+	return fe
+}
+
+// runError marks an error a mirror's Run returned after it was set up.
+type runError struct{ error }
+
+func (e runError) Unwrap() error { return e.error }
+
+func isRunError(err error) bool { return errors.As(err, new(runError)) }
+
+// emptyFlags are the problems of flags given empty whose Config field
+// takes "" for its default (a mistake in a script: an unset variable).
+func emptyFlags(c *cobra.Command, flags ...string) []string {
 	var problems []string
-	if err != nil {
-		problems = append(problems, mirror.RenderError(err, names))
+	for _, f := range flags {
+		if c.Flags().Changed(f) && c.Flags().Lookup(f).Value.String() == "" {
+			problems = append(problems, fmt.Sprintf("--%s must not be empty", f))
+		}
 	}
-	problems = append(problems, cmdProblems...)
-	return usageErrorf("%s", strings.Join(problems, "; "))
+	return problems
 }
 
 // observer is what the command itself watches of a run: the garbage
@@ -149,6 +176,9 @@ type runner interface {
 // 130.
 func (a *app) runMirror(c *cobra.Command, f *runFlags, direction string, m runner, names mirror.Names) error {
 	stats, err := m.Run(c.Context())
+	if err != nil {
+		err = runError{err}
+	}
 	interrupted := err != nil && errors.Is(err, context.Canceled) && c.Context().Err() != nil
 	if errors.As(err, new(*mirror.SetUpError)) {
 		if interrupted && f.cfg.Follow {

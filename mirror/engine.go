@@ -106,6 +106,10 @@ type Options struct {
 	// Observer watches the run's commits and retries; nil watches
 	// nothing.
 	Observer *Observer
+	// Before is what earlier runs of the same mirror did in this process
+	// (a run set up again): the observer's totals go on from it. The
+	// stats Run returns are this run's own.
+	Before Stats
 }
 
 // Defaults for Options fields left zero.
@@ -271,21 +275,22 @@ func (r *run[B]) failed() error {
 // count adds the batches of one commit to the stats and tells the
 // observer.
 func (r *run[B]) count(group ...B) {
-	observe := r.opt.Observer != nil && r.opt.Observer.Committed != nil
 	var c Commit
 	for _, b := range group {
 		c.Batch.Entries += int64(b.Len())
 		c.Batch.Bytes += int64(b.Bytes())
 		c.Batch.Unwritten.add(b.Unwritten())
 		c.Batch.Batches++
-		if p, ok := any(b).(positioner); ok && observe {
-			c.Positions = mergePositions(c.Positions, p.Positions())
+		if p, ok := any(b).(positioner); ok {
+			c.batches = append(c.batches, p)
 		}
 	}
 	r.statsMu.Lock()
 	r.stats.Add(c.Batch)
 	r.stats.Elapsed = time.Since(r.start)
-	c.Totals = r.stats
+	c.Totals = r.opt.Before
+	c.Totals.Add(r.stats)
+	c.Totals.Elapsed = r.opt.Before.Elapsed + r.stats.Elapsed
 	r.statsMu.Unlock()
 	c.Batch.Elapsed = 0
 	r.opt.Observer.committed(c)

@@ -62,20 +62,28 @@ func (h *heldLease) release(sd *Shutdown, obs *Observer) {
 	h.cancel(nil)
 	// Release first waits for a renewal in flight, which a stalled Redis
 	// holds for up to a third of the TTL: the step's budget bounds both.
-	sd.Step("release the lease", func(ctx context.Context) {
-		if h.lease.Release(ctx) == nil {
+	released := make(chan bool, 1)
+	sd.Step("release the lease", func(ctx context.Context) { released <- h.lease.Release(ctx) == nil })
+	// Told only of a release that ended within the budget: a step given
+	// up may end after Run returned, when nobody may be listening.
+	select {
+	case ok := <-released:
+		if ok {
 			obs.lease(LeaseEvent{Kind: LeaseReleased, Key: h.lease.Key()})
 		}
-	})
+	default:
+	}
 }
 
 // drop stops renewing a lease before the mirror is set up again, within
 // CloseBudget; the lease is deleted only if it is still this process's.
-func (h *heldLease) drop() {
+func (h *heldLease) drop(obs *Observer) {
 	h.cancel(nil)
 	ctx, cancel := context.WithTimeout(context.Background(), CloseBudget)
 	defer cancel()
-	h.lease.Release(ctx)
+	if h.lease.Release(ctx) == nil {
+		obs.lease(LeaseEvent{Kind: LeaseReleased, Key: h.lease.Key()})
+	}
 }
 
 // Backoff between two set-ups of a follow run that cannot be set up again
@@ -110,7 +118,8 @@ type Leased struct {
 // the lease is lost), adding every client it opens to cl. ran says whether
 // it was set up: a run that failed in its set-up has no stats to show, only
 // its error.
-type RunFunc func(ctx context.Context, cl *Closers) (stats Stats, ran bool, err error)
+// before is what the runs before it did, for the observer's totals.
+type RunFunc func(ctx context.Context, cl *Closers, before Stats) (stats Stats, ran bool, err error)
 
 // Run takes the lease and calls run, which sets the mirror up from its
 // checkpoint and mirrors, with a context that ends when the lease is lost.
@@ -145,7 +154,7 @@ func (l *Leased) Run(ctx context.Context, sd *Shutdown, run RunFunc) (total Stat
 			return total, set, err
 		}
 		var cl Closers
-		res, ran, err := run(held.ctx, &cl)
+		res, ran, err := run(held.ctx, &cl, total)
 		set = set || ran
 		total.Add(res)
 		total.Elapsed = time.Since(start)
@@ -174,7 +183,7 @@ func (l *Leased) Run(ctx context.Context, sd *Shutdown, run RunFunc) (total Stat
 			log.Warn("the mirror's lease was lost (or Kafka fenced it): it stopped writing, and sets itself up again as a new start would", "mirror", name, "err", err)
 		}
 		cl.close(log)
-		held.drop()
+		held.drop(l.Observer)
 		prev = held.lease
 		if lost {
 			backoff = minSetUpBackoff

@@ -25,9 +25,11 @@ type Observer struct {
 
 // Start is what a run knows when it starts mirroring.
 type Start struct {
-	// Total is how many entries (records) a one-shot run has to go through
-	// as of its start snapshot, written or not; -1 when it cannot tell
-	// (follow, or a source that does not count).
+	// Total is about how many entries (records) a one-shot run has to go
+	// through as of its start snapshot, written or not; -1 when it cannot
+	// tell (follow, or a source that does not count). For Kafka it counts
+	// offsets, an upper bound: a partition written with transactions
+	// holds a control record per transaction, which is no entry.
 	Total int64
 	// Positions are where the checkpoint stands at the start.
 	Positions []Position
@@ -37,12 +39,23 @@ type Start struct {
 // positions it stored.
 type Commit struct {
 	// Batch counts what the commit acknowledged; Totals are the running
-	// totals of the run since it started, this commit included.
+	// totals of the run since it started, this commit included (and,
+	// for a run set up again, what it did before).
 	Batch  Stats
 	Totals Stats
-	// Positions are, per stream or partition the commit moved, its
-	// position after it.
-	Positions []Position
+
+	batches []positioner
+}
+
+// Positions are, per stream or partition the commit moved, its position
+// after it. They are worked out when asked for, so an observer that only
+// counts costs the hot path nothing.
+func (c Commit) Positions() []Position {
+	var ps []Position
+	for _, b := range c.batches {
+		ps = mergePositions(ps, b.Positions())
+	}
+	return ps
 }
 
 // A Position is where a mirror stands in one stream or partition. For a

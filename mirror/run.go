@@ -101,9 +101,10 @@ func (c *RunConfig) Log() *slog.Logger {
 	return c.Logger
 }
 
-// EngineOptions are the options of the engine's Run for c.
-func (c *RunConfig) EngineOptions() Options {
-	opt := Options{MaxInFlight: c.MaxInFlight, Logger: c.Log(), Observer: c.Observer}
+// EngineOptions are the options of the engine's Run for c, after runs
+// that did before.
+func (c *RunConfig) EngineOptions(before Stats) Options {
+	opt := Options{MaxInFlight: c.MaxInFlight, Logger: c.Log(), Observer: c.Observer, Before: before}
 	if !c.Follow {
 		opt.RetryFor = c.Timeout
 	}
@@ -124,7 +125,7 @@ func (c *RunConfig) Leased(redis rueidis.Client, kind string, fenced func(error)
 // Leased; fenced as there), then closes everything within a bounded time
 // (see Shutdown). An error of a run that stopped before it was set up is
 // a *SetUpError.
-func (c *RunConfig) RunUnderLease(ctx context.Context, redis endpoint.Redis, kind string, fenced func(error) bool, run func(ctx context.Context, rc rueidis.Client, cl *Closers) (Stats, bool, error)) (Stats, error) {
+func (c *RunConfig) RunUnderLease(ctx context.Context, redis endpoint.Redis, kind string, fenced func(error) bool, run func(ctx context.Context, rc rueidis.Client, cl *Closers, before Stats) (Stats, bool, error)) (Stats, error) {
 	log := c.Log()
 	rc, err := redis.Connect(ctx, ConnectTimeout)
 	if err != nil {
@@ -139,8 +140,8 @@ func (c *RunConfig) RunUnderLease(ctx context.Context, redis endpoint.Redis, kin
 		return Stats{}, NotSetUp(err)
 	}
 	log.Debug("connected to redis", "url", redis.Redacted())
-	stats, set, err := c.Leased(rc, kind, fenced).Run(ctx, sd, func(ctx context.Context, cl *Closers) (Stats, bool, error) {
-		return run(ctx, rc, cl)
+	stats, set, err := c.Leased(rc, kind, fenced).Run(ctx, sd, func(ctx context.Context, cl *Closers, before Stats) (Stats, bool, error) {
+		return run(ctx, rc, cl, before)
 	})
 	if !set {
 		return stats, NotSetUp(err)

@@ -8,7 +8,7 @@ import (
 
 // A mirror is configured by a Config struct, and a front end (the command
 // line, a configuration file) knows each of its fields under a name of its
-// own: --create-topic, create_topic. An error or a validation problem that
+// own: CreateTopic, create_topic. An error or a validation problem that
 // names a setting (a remedy such as "pass {CreateTopic} to create it")
 // does so by the field's name in braces in its format; Error writes the
 // field's name, and RenderError the front end's. Only the format is read
@@ -110,36 +110,63 @@ func isFieldName(s string) bool {
 }
 
 // RenderError is err's text with every setting that an error in its chain
-// names written as names says: the text a front end shows its users. The
-// errors that wrap such an error hold its text as it is, so the text is
-// found and replaced there.
+// names written as names says: the text a front end shows its users. An
+// error made by Errorf is formatted again, its error arguments rendered in
+// turn; one that renders its own text (RenderSettings) renders itself; any
+// other wrapper holds its wrapped errors' texts as they are, and each is
+// replaced there, at its last place, by its rendering.
 func RenderError(err error, names Names) string {
 	if err == nil {
 		return ""
 	}
-	msg := err.Error()
-	var walk func(error)
-	walk = func(e error) {
-		if e == nil {
-			return
-		}
-		if s, ok := e.(settingNamer); ok {
-			if plain := s.Error(); plain != "" {
-				msg = strings.ReplaceAll(msg, plain, s.RenderSettings(names))
+	return render(err, names)
+}
+
+func render(err error, names Names) string {
+	var msg string
+	switch e := err.(type) {
+	case *settingError:
+		args := make([]any, len(e.args))
+		for i, a := range e.args {
+			if ae, ok := a.(error); ok {
+				a = renderedError{text: render(ae, names), err: ae}
 			}
+			args[i] = a
 		}
-		switch u := e.(type) {
-		case interface{ Unwrap() error }:
-			walk(u.Unwrap())
-		case interface{ Unwrap() []error }:
-			for _, w := range u.Unwrap() {
-				walk(w)
-			}
+		return fmt.Errorf(nameSettings(e.format, names), args...).Error()
+	case settingNamer:
+		msg = e.RenderSettings(names)
+	default:
+		msg = err.Error()
+	}
+	var wrapped []error
+	switch u := err.(type) {
+	case interface{ Unwrap() error }:
+		wrapped = []error{u.Unwrap()}
+	case interface{ Unwrap() []error }:
+		wrapped = u.Unwrap()
+	}
+	for _, w := range wrapped {
+		if w == nil {
+			continue
+		}
+		plain := w.Error()
+		if i := strings.LastIndex(msg, plain); plain != "" && i >= 0 {
+			msg = msg[:i] + render(w, names) + msg[i+len(plain):]
 		}
 	}
-	walk(err)
 	return msg
 }
+
+// renderedError stands in for an error argument of Errorf, formatted again
+// with its settings named.
+type renderedError struct {
+	text string
+	err  error
+}
+
+func (e renderedError) Error() string { return e.text }
+func (e renderedError) Unwrap() error { return e.err }
 
 // A Problem is one thing wrong with a Config: the field at fault and what
 // is wrong with it, a text that names settings as Errorf does.

@@ -8,7 +8,7 @@ import (
 )
 
 func flagNames(field string) (string, bool) {
-	name, ok := map[string]string{"OnGap": "--on-gap", "CreateTopic": "--create-topic", "Name": "--name"}[field]
+	name, ok := map[string]string{"OnGap": "--on-gap", "CreateTopic": "--create-topic", "Name": "--name", "Topic": "--topic"}[field]
 	return name, ok
 }
 
@@ -31,6 +31,10 @@ func TestSettingsAreNamedByFieldOrAsTheFrontEndSays(t *testing.T) {
 		{"a stream named like a setting", Errorf("stream %q: pass {OnGap} skip", "{OnGap}"), `stream "{OnGap}": pass OnGap skip`, `stream "{OnGap}": pass --on-gap skip`},
 		{"a percent sign in a name", Errorf("%s {Name}", "100%"), "100% Name", "100% --name"},
 		{"no setting at all", errors.New("plain"), "plain", "plain"},
+		// A wrapper's own text is not rewritten where it happens to
+		// hold a wrapped error's text.
+		{"a topic named like the wrapped text", fmt.Errorf("topic %q: %w", "Topic", Errorf("{Topic}")), `topic "Topic": Topic`, `topic "Topic": --topic`},
+		{"an error argument not wrapped", Errorf("write: %w (%v)", io.EOF, Errorf("choose another {Name}")), "write: EOF (choose another Name)", "write: EOF (choose another --name)"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -84,7 +84,7 @@ func (r *recorder) committed() map[string]string {
 	defer r.mu.Unlock()
 	all := map[string]string{}
 	for _, c := range r.commits {
-		positions(c.Positions, all)
+		positions(c.Positions(), all)
 	}
 	return all
 }
@@ -119,7 +119,7 @@ func (r *recorder) check(t *testing.T, what string, stats mirror.Stats, total in
 		if i > 0 && c.Totals.Entries < r.commits[i-1].Totals.Entries {
 			t.Errorf("%s: commit %d's totals went back: %d after %d", what, i, c.Totals.Entries, r.commits[i-1].Totals.Entries)
 		}
-		if c.Batch.Entries > 0 && len(c.Positions) == 0 {
+		if c.Batch.Entries > 0 && len(c.Positions()) == 0 {
 			t.Errorf("%s: commit %d of %d entries names no position", what, i, c.Batch.Entries)
 		}
 	}
@@ -648,7 +648,8 @@ func TestTwoMirrorsConfigProblemsNameTheirFields(t *testing.T) {
 		set  func(*r2k.Config)
 		want []string // every problem's field, in the order found
 	}{
-		{"defaults need a name and streams", func(*r2k.Config) {}, []string{"Name", "Streams"}},
+		{"defaults need a name, the endpoints and streams", func(c *r2k.Config) { c.Redis, c.Kafka = endpoint.Redis{}, endpoint.Kafka{} },
+			[]string{"Name", "Redis", "Kafka", "Streams"}},
 		{"every field wrong", func(c *r2k.Config) {
 			c.Name = ""
 			c.BatchSize, c.MaxInFlight, c.Timeout, c.LeaseTTL = 0, mirror.MaxMaxInFlight+1, 0, time.Millisecond
@@ -680,6 +681,7 @@ func TestTwoMirrorsConfigProblemsNameTheirFields(t *testing.T) {
 	for _, tt := range r2kTests {
 		t.Run("r2k "+tt.name, func(t *testing.T) {
 			cfg := r2k.Defaults()
+			cfg.Redis, cfg.Kafka = testEndpoints(t)
 			tt.set(&cfg)
 			err := cfg.Validate()
 			if got := fields(t, err); fmt.Sprint(got) != fmt.Sprint(tt.want) {
@@ -697,7 +699,8 @@ func TestTwoMirrorsConfigProblemsNameTheirFields(t *testing.T) {
 		set  func(*k2r.Config)
 		want []string
 	}{
-		{"defaults need a name and topics", func(*k2r.Config) {}, []string{"Name", "Topics"}},
+		{"defaults need a name, the endpoints and topics", func(c *k2r.Config) { c.Redis, c.Kafka = endpoint.Redis{}, endpoint.Kafka{} },
+			[]string{"Name", "Redis", "Kafka", "Topics"}},
 		{"every field wrong", func(c *k2r.Config) {
 			c.Name = ""
 			c.BatchSize, c.MaxInFlight, c.Timeout, c.LeaseTTL = mirror.MaxBatchSize+1, 0, -time.Second, 0
@@ -724,6 +727,7 @@ func TestTwoMirrorsConfigProblemsNameTheirFields(t *testing.T) {
 	for _, tt := range k2rTests {
 		t.Run("k2r "+tt.name, func(t *testing.T) {
 			cfg := k2r.Defaults()
+			cfg.Redis, cfg.Kafka = testEndpoints(t)
 			tt.set(&cfg)
 			err := cfg.Validate()
 			if got := fields(t, err); fmt.Sprint(got) != fmt.Sprint(tt.want) {
@@ -738,13 +742,30 @@ func TestTwoMirrorsConfigProblemsNameTheirFields(t *testing.T) {
 
 	// The same settings, valid, make a mirror without a server.
 	rc := r2k.Defaults()
+	rc.Redis, rc.Kafka = testEndpoints(t)
 	rc.Name, rc.Streams = "m", []string{"a"}
 	if _, err := r2k.New(context.Background(), rc); err != nil {
 		t.Errorf("r2k.New of a valid config: %v", err)
 	}
 	kc := k2r.Defaults()
+	kc.Redis, kc.Kafka = testEndpoints(t)
 	kc.Name, kc.Topics = "m", []string{"t"}
 	if _, err := k2r.New(context.Background(), kc); err != nil {
 		t.Errorf("k2r.New of a valid config: %v", err)
 	}
+}
+
+// testEndpoints are endpoints that parse, for configurations that are
+// validated but never run.
+func testEndpoints(t *testing.T) (endpoint.Redis, endpoint.Kafka) {
+	t.Helper()
+	r, err := endpoint.ParseRedisURL(endpoint.DefaultRedisURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := endpoint.ParseBrokers(endpoint.DefaultBrokers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, k
 }

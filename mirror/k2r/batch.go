@@ -12,7 +12,7 @@ import (
 // atomically), and the records bound for the dead-letter stream.
 type Batch struct {
 	writes []*Write
-	// preserved (--preserve-ids) has, per write, what the sink needs to
+	// preserved (PreserveIDs) has, per write, what the sink needs to
 	// handle entries whose ID the check finds present or below the top.
 	preserved []*preservedWrite
 	dead      []deadLetter
@@ -62,7 +62,7 @@ func (b *Batch) Positions() []mirror.Position {
 // Bytes is the payload of the entries written to the streams.
 func (b *Batch) Bytes() int { return b.bytes }
 
-// preservedWrite is, under --preserve-ids, what a write's entries came
+// preservedWrite is, under PreserveIDs, what a write's entries came
 // from and how the sink handled those the check did not find new.
 type preservedWrite struct {
 	recs []*kgo.Record // the record of each entry
@@ -70,11 +70,11 @@ type preservedWrite struct {
 	// dead-lettered), so that a write checked again does not repeat it.
 	handled []bool
 	// skipped and dead count the write's entries below the top under
-	// --on-error skip and dead-letter, as last classified; unwritten is
+	// OnErrorSkip and dead-letter, as last classified; unwritten is
 	// the size of the entries not written.
 	skipped, dead int
 	unwritten     int64
-	// failure (--on-error fail) is an entry below the top: the write
+	// failure (OnErrorFail) is an entry below the top: the write
 	// was cut before it and fails once applied.
 	failure error
 }

@@ -87,7 +87,7 @@ func (m *recordMapping) decode(r *kgo.Record, dst []mapping.Field) ([]mapping.Fi
 }
 
 // TooManyFieldsError refuses a record that maps to more fields than
-// --max-fields.
+// MaxFields.
 type TooManyFieldsError struct {
 	Fields, Limit int
 }

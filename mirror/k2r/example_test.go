@@ -30,7 +30,7 @@ func ExampleNew() {
 	cfg.Follow = true
 	cfg.Observer = &mirror.Observer{
 		Committed: func(c mirror.Commit) {
-			for _, p := range c.Positions {
+			for _, p := range c.Positions() {
 				fmt.Printf("%s/%d at %d\n", p.Topic, p.Partition, p.Offset)
 			}
 		},

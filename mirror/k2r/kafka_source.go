@@ -39,7 +39,7 @@ func (e *BadRecordError) RenderSettings(names mirror.Names) string {
 }
 func (e *BadRecordError) Unwrap() error { return e.Err }
 
-// IDBelowTopError is, under --preserve-ids, an entry whose ID is not in
+// IDBelowTopError is, under PreserveIDs, an entry whose ID is not in
 // its stream (or, Taken, holds another entry there) but at or below the
 // stream's last ID, which Redis refuses to add: it arrived out of order
 // (taken over from another consumer, or from another stream sharing the
@@ -79,7 +79,7 @@ type partState struct {
 	stored int64
 	target int64 // one-shot: the snapshot's end
 	done   bool  // one-shot: reached target
-	halted bool  // a bad record stopped it (--on-error fail)
+	halted bool  // a bad record stopped it (OnErrorFail)
 	move   int   // index+1 of its move in the batch being built, 0 none
 }
 
@@ -110,7 +110,7 @@ type KafkaSource struct {
 
 	fields  []mapping.Field // reused for every record
 	touched []*partState
-	failure error // a bad record under --on-error fail, returned by the next Next
+	failure error // a bad record under OnErrorFail, returned by the next Next
 
 }
 
@@ -665,7 +665,7 @@ func (s *KafkaSource) build(fetches kgo.Fetches) *Batch {
 		if preserved != nil {
 			p := preserved[i]
 			if p == nil {
-				p = &preservedWrite{} // only records skipped by --on-error
+				p = &preservedWrite{} // only records skipped by OnError
 			}
 			b.preserved = append(b.preserved, p)
 		}

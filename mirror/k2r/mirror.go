@@ -103,6 +103,12 @@ func (cfg *Config) Validate() error {
 func (cfg *Config) validate() (StreamTemplate, error) {
 	var ps mirror.Problems
 	cfg.RunConfig.Validate(&ps)
+	if cfg.Redis.URL == "" {
+		ps.Addf("Redis", "{Redis} is required (endpoint.ParseRedisURL)")
+	}
+	if len(cfg.Kafka.Brokers) == 0 {
+		ps.Addf("Kafka", "{Kafka} is required: at least one broker (endpoint.ParseBrokers)")
+	}
 	if len(cfg.Topics) == 0 {
 		ps.Addf("Topics", "{Topics} is required (repeat it for several topics)")
 	}
@@ -118,20 +124,19 @@ func (cfg *Config) validate() (StreamTemplate, error) {
 	} else if err := tmpl.CheckTopics(cfg.Topics); err != nil {
 		ps.Addf("Stream", "{Stream}: %s", err.Error())
 	}
-	switch cfg.Format {
-	case mapping.FormatRaw:
+	if _, err := mapping.ParseFormat(string(cfg.Format)); err != nil {
+		ps.Addf("Format", "{Format} %s", err.Error())
+	}
+	if cfg.Format == mapping.FormatRaw {
 		if cfg.ValueField == "" || cfg.KeyField == "" {
 			ps.Addf("ValueField", "{ValueField} and {KeyField} must not be empty")
 		}
 		if cfg.Headers {
 			ps.Addf("Headers", "{Headers} is for {Format} json; {Format} raw always copies headers")
 		}
-	case mapping.FormatJSON:
-		if cfg.ValueField != mapping.DefaultValueField || cfg.KeyField != mapping.DefaultKeyField {
-			ps.Addf("ValueField", "{ValueField} and {KeyField} are for {Format} raw")
-		}
-	default:
-		ps.Addf("Format", "{Format} must be json or raw, got %q", cfg.Format)
+	} else if cfg.ValueField != mapping.DefaultValueField || cfg.KeyField != mapping.DefaultKeyField {
+		// Set to other names, they would be ignored.
+		ps.Addf("ValueField", "{ValueField} and {KeyField} are for {Format} raw")
 	}
 	if cfg.MaxFields < 1 {
 		ps.Addf("MaxFields", "{MaxFields} must be at least 1, got %d", cfg.MaxFields)
@@ -187,7 +192,7 @@ func (m *Mirror) Run(ctx context.Context) (mirror.Stats, error) {
 // runOnce sets the mirror up from its checkpoints, under its lease (ctx
 // ends when it is lost), and mirrors until the run ends. Every client it
 // opens is added to cl.
-func (m *Mirror) runOnce(ctx context.Context, rc rueidis.Client, cl *mirror.Closers) (mirror.Stats, bool, error) {
+func (m *Mirror) runOnce(ctx context.Context, rc rueidis.Client, cl *mirror.Closers, before mirror.Stats) (mirror.Stats, bool, error) {
 	cfg, log := &m.cfg, m.log
 	admin, err := cfg.Kafka.Connect(ctx, mirror.ConnectTimeout)
 	if err != nil {
@@ -195,7 +200,7 @@ func (m *Mirror) runOnce(ctx context.Context, rc rueidis.Client, cl *mirror.Clos
 	}
 	cl.Add("close the Kafka admin connection", admin.Close)
 	log.Debug("connected to kafka", "brokers", cfg.Kafka.String())
-	opt := cfg.EngineOptions()
+	opt := cfg.EngineOptions(before)
 	k, err := openSession(ctx, rc, admin, setupConfig{
 		Name:             cfg.Name,
 		Topics:           cfg.Topics,
@@ -230,9 +235,6 @@ func (m *Mirror) runOnce(ctx context.Context, rc rueidis.Client, cl *mirror.Clos
 	// The writes still in flight end before anything else is closed, or
 	// the lease released.
 	cl.AddStep("finish the writes to Redis", k.CloseSink)
-	if obs := cfg.Observer; obs != nil && obs.Started != nil {
-		obs.Started(k.started(ctx))
-	}
 	stats, runErr := k.Run(ctx, opt)
 	if stats.Present > 0 {
 		log.Info("entries already present in their streams were not written again", "count", stats.Present, "preserve_ids", cfg.PreserveIDs)
@@ -246,7 +248,7 @@ func (m *Mirror) runOnce(ctx context.Context, rc rueidis.Client, cl *mirror.Clos
 // started is what the observer learns at the start of a run: where each
 // partition starts and, for a one-shot run, how many records lie between
 // there and its end as of the start.
-func (k *session) started(_ context.Context) mirror.Start {
+func (k *session) started() mirror.Start {
 	s := mirror.Start{Total: -1}
 	total := int64(0)
 	for _, st := range k.src.partitionStates() {

@@ -51,7 +51,7 @@ import (
 type RedisSink struct {
 	c   rueidis.Client
 	opt stepOptions
-	// onError handles, under --preserve-ids, an entry whose ID is below
+	// onError handles, under PreserveIDs, an entry whose ID is below
 	// the stream's top and not in it, as a record that cannot be decoded.
 	onError    string
 	deadStream string
@@ -79,7 +79,7 @@ type RedisSink struct {
 	// its stream (Redis lost writes) from one moved back alone.
 	lastMu  sync.Mutex
 	lastIDs map[string]string
-	// listIDs (--preserve-ids) holds the streams whose last write was
+	// listIDs (PreserveIDs) holds the streams whose last write was
 	// not all new: the next one has the check classify its entries at
 	// once, rather than first try them all as new (a replay is then two
 	// round trips a batch, not three).
@@ -389,7 +389,7 @@ func (s *RedisSink) Close(ctx context.Context) {
 }
 
 // errIDsChecked marks a write refused because its entry IDs were not all
-// new (--preserve-ids): the check said what each one is, the write was
+// new (PreserveIDs): the check said what each one is, the write was
 // set to expect that, and applying it again is right.
 var errIDsChecked = errors.New("entry IDs checked")
 
@@ -518,7 +518,7 @@ func (s *RedisSink) writeOnce(ctx context.Context, group []sinkJob, order callOr
 			return i, s.classify(ctx, s.wentBack(ctx, j.step.Writes()[k].Stream, r.Err))
 		}
 		// Applied; a write cut before an entry below the top
-		// (--on-error fail) now stops the run.
+		// (OnErrorFail) now stops the run.
 		for k, p := range j.b.preserved {
 			if p.failure != nil {
 				return i, p.failure
@@ -535,11 +535,11 @@ func (s *RedisSink) writeOnce(ctx context.Context, group []sinkJob, order callOr
 	return len(group), nil
 }
 
-// resolve handles what the check found of write wi of b (--preserve-ids):
+// resolve handles what the check found of write wi of b (PreserveIDs):
 // present entries are not written again; one below the top (not in the
 // stream, or another entry there under its ID, and Redis refuses an ID at
 // or below the last one) goes by
-// --on-error: fail cuts the write before it, so the entries before it are
+// OnError: fail cuts the write before it, so the entries before it are
 // written and checkpointed and the batch then fails naming it; skip counts
 // it; dead-letter stores it first. The write then expects exactly that.
 func (s *RedisSink) resolve(b *Batch, wi int, e *IDCheckError) {

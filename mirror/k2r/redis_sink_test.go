@@ -427,7 +427,7 @@ func TestRedisSinkAppliesAgainAWriteThatRanBeforeItsPartitionMoved(t *testing.T)
 	}
 }
 
-// Batches in flight together, --preserve-ids: one holds entries below the
+// Batches in flight together, PreserveIDs: one holds entries below the
 // top, one a duplicate. Each entry is written with its ID, found present
 // (the duplicate) or skipped and counted, and every batch is confirmed.
 func TestRedisSinkPreservedIDsBelowTheTopAreSkippedAndCounted(t *testing.T) {

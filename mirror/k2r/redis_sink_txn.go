@@ -534,7 +534,7 @@ return res
 // writes the positions only if it is a stream (or nothing: a write whose
 // records all were skipped adds no entry). WATCHing the stream instead
 // would abort the transaction on any other writer's XADD to it, which a
-// stream shared with an application, or fed with --preserve-ids beside
+// stream shared with an application, or fed with PreserveIDs beside
 // one, sees all the time: each would be a false conflict and a retry of
 // the whole batch. The script costs one command in place of the four it
 // replaces. It is sent as EVAL, not EVALSHA: inside a transaction a
@@ -1044,7 +1044,7 @@ func readResult(replies []rueidis.RedisResult, opt stepOptions, w *Write, res *w
 			}
 			conflict := &ConflictError{Key: key, Name: opt.Name, Partition: tp, Stored: checkpoint.ParseK2RPosition(str(2)), Expected: checkpoint.ParseK2RPosition(str(3))}
 			if early {
-				return fmt.Errorf("write stream %q: %w (%v)", stream, ErrOutOfOrder, conflict)
+				return mirror.Errorf("write stream %q: %w (%v)", stream, ErrOutOfOrder, conflict)
 			}
 			return conflict
 		case "corrupt":

@@ -220,7 +220,7 @@ func (k *partitionSetup) checkStream(ctx context.Context, s string) error {
 // each starts (its checkpoint, else its last stable offset when latest,
 // else its log start), with that start stored at once where no checkpoint
 // held one. ids are the topics' current IDs ("" unknown): a checkpoint
-// written for another ID is refused, or with --on-topic-recreated restart
+// written for another ID is refused, or with OnTopicRecreatedRestart
 // its positions of that topic start over from the log start; a checkpoint
 // without one records it. It changes src only when it succeeds, and
 // returns the offsets to consume from. Failures worth retrying (I/O) are
@@ -554,7 +554,7 @@ func formatTopicID(id [16]byte) string {
 
 // session is a kafka-to-redis mirror's source and sink as setUp sets them up,
 // set up again from the checkpoints when a run must start over — Redis lost
-// writes (a *LostWritesError), or, with --on-topic-recreated
+// writes (a *LostWritesError), or, with OnTopicRecreated
 // restart, a topic was deleted and created again during the run.
 type session struct {
 	rc    rueidis.Client
@@ -584,12 +584,18 @@ func openSession(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg 
 // checkpoints hold (retrying a transient failure for opt.RetryFor, or for
 // ever when zero) and goes on. The stats add up every run.
 func (m *session) Run(ctx context.Context, opt mirror.Options) (mirror.Stats, error) {
-	start := time.Now()
+	start, before := time.Now(), opt.Before
 	var total mirror.Stats
 	for {
+		if obs := opt.Observer; obs != nil && obs.Started != nil {
+			obs.Started(m.started())
+		}
 		stats, err := mirror.Run(ctx, m.src, m.sink, opt)
 		total.Add(stats)
 		total.Elapsed = time.Since(start)
+		opt.Before = before
+		opt.Before.Add(total)
+		opt.Before.Elapsed = before.Elapsed + total.Elapsed
 		if err == nil || ctx.Err() != nil || !m.startOver(err) {
 			return total, err
 		}

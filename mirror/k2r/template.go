@@ -19,7 +19,7 @@ type StreamTemplate struct {
 	mapping.Template
 }
 
-// ParseStreamTemplate parses a --stream value.
+// ParseStreamTemplate parses a Stream value.
 func ParseStreamTemplate(s string) (StreamTemplate, error) {
 	if s == "" {
 		return StreamTemplate{}, errors.New("stream template is empty")

@@ -19,7 +19,7 @@ func ParseFormat(s string) (Format, error) {
 	case FormatJSON, FormatRaw:
 		return f, nil
 	}
-	return "", fmt.Errorf("format must be json or raw, got %q", s)
+	return "", fmt.Errorf("must be json or raw, got %q", s)
 }
 
 // Defaults of the raw format's field names, in both directions.

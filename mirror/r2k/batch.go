@@ -58,7 +58,7 @@ type EntryBatch struct {
 	// middle would take the lower position for what Kafka holds.
 	floors []floor
 	// lost counts entries trimmed before they were read that the source
-	// went past (--on-gap skip) since the batch before; deadLetter says
+	// went past (OnGapSkip) since the batch before; deadLetter says
 	// refused entries go to the dead-letter stream (else they are
 	// skipped).
 	lost       int64

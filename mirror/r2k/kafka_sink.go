@@ -47,10 +47,10 @@ type KafkaSinkConfig struct {
 	// KeyField, when set, is the field whose value becomes the record key.
 	KeyField string
 	// Limits, when set, are the record batch limits of the topics (see
-	// ReadTopicLimits): an entry whose record cannot fit its topic's
+	// kafkatopic.ReadLimits): an entry whose record cannot fit its topic's
 	// fails before it is produced, and the batch stops right before it.
 	Limits map[string]kafkatopic.RecordLimit
-	// WarnFields, when set, is kafka-to-redis's --max-fields: an entry
+	// WarnFields, when set, is kafka-to-redis's MaxFields: an entry
 	// with more fields is written all the same, and a warning says, once
 	// per stream, that the reverse direction would refuse its record.
 	WarnFields int
@@ -174,7 +174,7 @@ type ProducerTuning struct {
 	// MaxBufferedRecords bounds the records waiting in the producer:
 	// Write blocks beyond it, which bounds memory.
 	MaxBufferedRecords int
-	// Limits are what the topics and brokers accept (ReadTopicLimits):
+	// Limits are what the topics and brokers accept (kafkatopic.ReadLimits):
 	// a partition's batch may grow to its topic's limit, and requests to
 	// the brokers' request limit. Without them, Kafka's defaults.
 	Limits kafkatopic.Limits
@@ -726,7 +726,7 @@ func brokerRefused(err error) bool {
 // changed since the start, or the clocks of this machine and the broker
 // differ by more than the check's margin. The broker refuses a whole
 // record batch, so the entry named is the first of it, not necessarily the
-// one at fault; the run stops whatever --on-error says, since which entry
+// one at fault; the run stops whatever OnError says, since which entry
 // to skip is not known. Records produced to the partition before the
 // refusal was known may have landed after the batch: a rerun finds them
 // in its read-back and sends only the refused batch, behind them.

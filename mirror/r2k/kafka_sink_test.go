@@ -95,7 +95,7 @@ func TestPartitionerKeepsHashingOverTheKeptCount(t *testing.T) {
 // before producing (a topic config changed since the start, say), the
 // broker refuses the whole record batch for one record 2 h ahead. Which
 // entry of it is at fault is not known, so the batch fails naming its
-// first entry and the refusal, whatever --on-error says, and the batch
+// first entry and the refusal, whatever OnError says, and the batch
 // written after it produces nothing: it would land ahead of what the first
 // one kept back.
 func TestBrokerRefusedBatchStopsTheRunWhateverOnError(t *testing.T) {

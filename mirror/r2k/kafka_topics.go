@@ -148,7 +148,7 @@ func Unbounded() TimestampPolicy {
 }
 
 // TimestampPolicies reads each topic's timestamp configs. It is a request
-// of its own, next to ReadTopicLimits', so each can change without the other.
+// of its own, next to kafkatopic.ReadLimits', so each can change without the other.
 func TimestampPolicies(ctx context.Context, adm *kadm.Client, topics []string) (map[string]TimestampPolicy, error) {
 	configs, err := adm.DescribeTopicConfigs(ctx, topics...)
 	if err != nil {

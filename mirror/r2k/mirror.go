@@ -170,6 +170,12 @@ func (cfg *Config) validate() (plan, error) {
 		}
 		p.txnID = id
 	}
+	if cfg.Redis.URL == "" {
+		ps.Addf("Redis", "{Redis} is required (endpoint.ParseRedisURL)")
+	}
+	if len(cfg.Kafka.Brokers) == 0 {
+		ps.Addf("Kafka", "{Kafka} is required: at least one broker (endpoint.ParseBrokers)")
+	}
 	if len(cfg.Streams) == 0 {
 		ps.Addf("Streams", "{Streams} is required (repeat it for several streams)")
 	}
@@ -196,7 +202,7 @@ func (cfg *Config) validate() (plan, error) {
 		p.topics = slices.Compact(p.topics)
 	}
 	if _, err := mapping.ParseFormat(string(cfg.Format)); err != nil {
-		ps.Addf("Format", "{Format} must be json or raw, got %q", cfg.Format)
+		ps.Addf("Format", "{Format} %s", err.Error())
 	}
 	if cfg.Format == mapping.FormatRaw && cfg.ValueField == "" {
 		ps.Addf("ValueField", "{ValueField} must not be empty with {Format} raw")
@@ -270,7 +276,7 @@ func (m *Mirror) Run(ctx context.Context) (mirror.Stats, error) {
 // runOnce sets the mirror up from its checkpoint, under its lease (ctx
 // ends when it is lost), and mirrors until the run ends. Every client it
 // opens is added to cl.
-func (m *Mirror) runOnce(ctx context.Context, rc rueidis.Client, cl *mirror.Closers) (mirror.Stats, bool, error) {
+func (m *Mirror) runOnce(ctx context.Context, rc rueidis.Client, cl *mirror.Closers, before mirror.Stats) (mirror.Stats, bool, error) {
 	cfg, log := &m.cfg, m.log
 	admCl, err := cfg.Kafka.Connect(ctx, mirror.ConnectTimeout)
 	if err != nil {
@@ -287,7 +293,10 @@ func (m *Mirror) runOnce(ctx context.Context, rc rueidis.Client, cl *mirror.Clos
 		obs.Started(m.started(ctx, r.src, r.ck))
 	}
 	log.Debug("mirroring", "streams", cfg.Streams, "topics", m.plan.topics, "follow", cfg.Follow, "batch_size", cfg.BatchSize, "max_in_flight", cfg.MaxInFlight)
-	stats, runErr := mirror.Run(ctx, r.src, sink, cfg.EngineOptions())
+	stats, runErr := mirror.Run(ctx, r.src, sink, cfg.EngineOptions(before))
+	// Entries a gap took that no batch carried to the stats: the run
+	// stopped before it read again.
+	stats.Lost += r.src.gapLost.Swap(0)
 	// Nothing more is produced or committed by this producer, whatever
 	// ended the run; a transaction still open is aborted.
 	sink.Stop(context.WithoutCancel(ctx))

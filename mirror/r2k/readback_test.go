@@ -69,7 +69,7 @@ func TestMarkWrittenSkipsWhatKafkaHoldsAndNothingElse(t *testing.T) {
 	}
 }
 
-// Under --claim-idle the group may be shared: no entry is skipped by its
+// Under ClaimIdle the group may be shared: no entry is skipped by its
 // ID, only by what the read-back found.
 func TestClaimIdleTurnsTheIDBoundOff(t *testing.T) {
 	if !(&RedisSource{}).useBound() {

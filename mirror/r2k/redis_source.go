@@ -190,7 +190,7 @@ func (st *streamState) raiseBound(id string) {
 // were read, and a commit names, per stream, the last ID of its batches.
 // So when the checkpoint says stream:<s> = X, every entry up to X was
 // delivered to this mirror and committed (written to Kafka, or set aside
-// as trimmed or refused, as --on-gap and --on-error say), and an entry
+// as trimmed or refused, as OnGap and OnError say), and an entry
 // this process read is confirmed, in flight, or the run stops. A read of
 // new entries (">") that delivers an ID at or below that bound can only
 // mean the group went back (XGROUP SETID, XGROUP DESTROY and a new
@@ -199,7 +199,7 @@ func (st *streamState) raiseBound(id string) {
 //
 // With ClaimIdle the group may be shared: entries below this mirror's
 // position may have been delivered to another consumer and never reached
-// Kafka (the ones --claim-idle exists to take over). A group moved back
+// Kafka (the ones ClaimIdle exists to take over). A group moved back
 // would deliver them again through ">", and an ID rule would drop them;
 // and entries claimed from others are committed after newer ones, so
 // stream:<s> is not a bound of what this mirror confirmed. Claimed
@@ -415,7 +415,7 @@ func (s *RedisSource) claimOthers(ctx context.Context) (*EntryBatch, error) {
 // prepare creates the group on each stream and, in one-shot mode, records
 // the snapshot. Streams that do not exist stay not ready.
 //
-// start is where a new group starts: --start for the streams there at the
+// start is where a new group starts: Start for the streams there at the
 // start of the run; "0" for a stream that appears later, every entry of
 // which is newer than the run. An entry ID above a stream's last one is
 // refused where the group is new: the group would skip every entry added
