@@ -237,8 +237,8 @@ func R2KCommitCommand(c rueidis.Client, name, group string, streams []string, u 
 }
 
 // R2KCommitReply reads the reply of an R2KCommitCommand, as EXEC returned
-// it. ran is false when the script did not run (its reply is an error or
-// none of its replies): the checkpoint did not move, and err says why.
+// it. ran is false when the script did not run (its reply is an error, or
+// not a list of strings): the checkpoint did not move, and err says why.
 // Otherwise err is nil when the checkpoint moved, or says why the script
 // refused to move it, wrapping ErrCommitRefused.
 func R2KCommitReply(name string, m rueidis.RedisMessage) (ran bool, err error) {
