@@ -3,7 +3,11 @@
 // xmirror reads these keys; the one other writer is the kafka-to-redis
 // atomic step (the Redis sink of mirror/k2r), which moves a stream's
 // positions together with the entries it writes, in the fields and format
-// given here.
+// given here. The redis-to-kafka commit (the Redis source of mirror/r2k)
+// acknowledges entries and moves the checkpoint in one transaction: it
+// builds the acknowledgements and the transaction, and queues in it the
+// update this package builds (R2KCommitCommand) and reads the reply of
+// (R2KCommitReply).
 //
 // Every checkpoint is a Redis hash with a "version" field. A reader refuses a
 // key that is not a hash, has no version, has a version it does not know,

@@ -646,7 +646,7 @@ return 0
 // with it (gapCheckScript moves the group to the stream's end for the
 // read, gapHoldScript puts it back), and without it the read goes past
 // the gap, which a rerun then no longer sees. Like
-// checkpoint.CheckTransactions, it asks the server at start rather than
+// checkTransactions, it asks the server at start rather than
 // parsing ACL rules, and changes nothing (see setIDCheckScript).
 func (s *RedisSource) checkSetID(ctx context.Context) error {
 	if s.cfg.OnGap == mirror.OnGapSkip || len(s.streams) == 0 {

@@ -223,7 +223,7 @@ func NewRedisSource(ctx context.Context, cfg RedisSourceConfig) (*RedisSource, e
 	s := &RedisSource{cfg: cfg, log: log, byName: map[string]*streamState{}, count: cfg.BatchSize}
 	// Reads and commits are transactions: an ACL that refuses them stops
 	// the run now, before anything is read or produced.
-	if err := checkpoint.CheckTransactions(ctx, cfg.Client, "redis-to-kafka"); err != nil {
+	if err := checkTransactions(ctx, cfg.Client, "redis-to-kafka"); err != nil {
 		return nil, mirror.ClassifyRedis(err)
 	}
 	if cfg.BatchBytes > 0 {
@@ -1474,11 +1474,11 @@ func (s *RedisSource) CommitMany(ctx context.Context, batches []*EntryBatch) err
 	// The acks and the checkpoint in one atomic step: a checkpoint moved
 	// past records whose entries stay pending would make the read-back
 	// after a crash start after them and send them again.
-	acks := make([]checkpoint.R2KAck, len(order))
+	acks := make([]streamAck, len(order))
 	for i, stream := range order {
-		acks[i] = checkpoint.R2KAck{Stream: stream, IDs: ids[stream]}
+		acks[i] = streamAck{Stream: stream, IDs: ids[stream]}
 	}
-	if err := checkpoint.CommitR2K(ctx, c, s.cfg.Mirror, s.cfg.Group, acks, u, time.Now()); err != nil {
+	if err := ackAndCheckpoint(ctx, c, s.cfg.Mirror, s.cfg.Group, acks, u, time.Now()); err != nil {
 		if errors.Is(err, checkpoint.ErrCommitRefused) {
 			return err
 		}
