@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
+
+	"github.com/xmirror/xmirror/mirror/setting"
 )
 
 // K2RKey is the key of a kafka-to-redis mirror's checkpoint hash for one
@@ -98,7 +100,7 @@ func LoadK2R(ctx context.Context, c rueidis.Client, name, stream string) (ck K2R
 	}
 	listed, hasList := m[fieldK2RPartitions]
 	if !hasList && m[fieldVersion] != strconv.Itoa(k2rOldestVersion) {
-		return ck, false, fmt.Errorf("checkpoint %q has no %q field, which version %d keeps: %w; delete it or choose another mirror name", key, fieldK2RPartitions, K2RVersion, ErrCorrupt)
+		return ck, false, setting.Errorf("checkpoint %q has no %q field, which version %d keeps: %w; delete it or choose another {Name}", key, fieldK2RPartitions, K2RVersion, ErrCorrupt)
 	}
 	ck.Partitions = map[TopicPartition]int64{}
 	ck.TopicIDs = map[string]string{}
@@ -109,7 +111,7 @@ func LoadK2R(ctx context.Context, c rueidis.Client, name, stream string) (ck K2R
 		}
 		if topic, ok := strings.CutSuffix(f, k2rTopicIDSuffix); ok {
 			if v == "" {
-				return ck, false, fmt.Errorf("checkpoint %q field %q is empty, not a topic ID: %w; delete it or choose another mirror name", key, f, ErrCorrupt)
+				return ck, false, setting.Errorf("checkpoint %q field %q is empty, not a topic ID: %w; delete it or choose another {Name}", key, f, ErrCorrupt)
 			}
 			ck.TopicIDs[topic] = v
 			continue
@@ -118,7 +120,7 @@ func LoadK2R(ctx context.Context, c rueidis.Client, name, stream string) (ck K2R
 		case fieldEntries, fieldBytes, fieldUpdated:
 			n, err := strconv.ParseInt(v, 10, 64)
 			if err != nil || n < 0 {
-				return ck, false, fmt.Errorf("checkpoint %q field %q holds %q, not a count: %w; delete it or choose another mirror name", key, f, v, ErrCorrupt)
+				return ck, false, setting.Errorf("checkpoint %q field %q holds %q, not a count: %w; delete it or choose another {Name}", key, f, v, ErrCorrupt)
 			}
 			switch f {
 			case fieldEntries:
@@ -132,18 +134,18 @@ func LoadK2R(ctx context.Context, c rueidis.Client, name, stream string) (ck K2R
 		}
 		tp, err := parseTopicPartition(f)
 		if err != nil {
-			return ck, false, fmt.Errorf("checkpoint %q field %q: %v: %w; delete it or choose another mirror name", key, f, err, ErrCorrupt)
+			return ck, false, setting.Errorf("checkpoint %q field %q: %v: %w; delete it or choose another {Name}", key, f, err, ErrCorrupt)
 		}
 		off, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || off < 0 {
-			return ck, false, fmt.Errorf("checkpoint %q field %q holds %q, not an offset: %w; delete it or choose another mirror name", key, f, v, ErrCorrupt)
+			return ck, false, setting.Errorf("checkpoint %q field %q holds %q, not an offset: %w; delete it or choose another {Name}", key, f, v, ErrCorrupt)
 		}
 		ck.Partitions[tp] = off
 	}
 	for _, f := range splitList(listed) {
 		tp, err := parseTopicPartition(f)
 		if err != nil {
-			return ck, false, fmt.Errorf("checkpoint %q field %q lists %q: %v: %w; delete it or choose another mirror name", key, fieldK2RPartitions, f, err, ErrCorrupt)
+			return ck, false, setting.Errorf("checkpoint %q field %q lists %q: %v: %w; delete it or choose another {Name}", key, fieldK2RPartitions, f, err, ErrCorrupt)
 		}
 		if _, ok := ck.Partitions[tp]; !ok {
 			return ck, false, k2rHoleError(key, f)
@@ -357,7 +359,7 @@ func InitK2RPartitions(ctx context.Context, c rueidis.Client, name string, inits
 		case len(reply) == 3 && reply[0] == "recreated":
 			return &TopicRecreatedError{Key: keys[i], Topic: reply[1], Recorded: reply[2], Current: ids[i][reply[1]]}
 		case len(reply) == 2 && reply[0] == "corrupt":
-			return fmt.Errorf("checkpoint %q: %s: %w; delete it or choose another mirror name", keys[i], reply[1], ErrCorrupt)
+			return setting.Errorf("checkpoint %q: %s: %w; delete it or choose another {Name}", keys[i], reply[1], ErrCorrupt)
 		case len(reply) != 1 || reply[0] != "ok":
 			return fmt.Errorf("initialise checkpoint %q: unexpected reply %q", keys[i], reply)
 		}

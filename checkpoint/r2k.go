@@ -11,6 +11,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/xmirror/xmirror/mirror/mapping"
+	"github.com/xmirror/xmirror/mirror/setting"
 )
 
 // Version is the format version this package writes and reads.
@@ -248,7 +249,7 @@ func R2KCommitReply(name string, m rueidis.RedisMessage) (ran bool, err error) {
 	case serr != nil:
 		return false, fmt.Errorf("update checkpoint %q: %w", key, serr)
 	case len(reply) == 3 && reply[0] == "wrongtype" && reply[1] == key:
-		return true, fmt.Errorf("update checkpoint %q: WRONGTYPE it holds a %s, not a hash: %w; delete the key or choose another mirror name", key, reply[2], ErrCommitRefused)
+		return true, setting.Errorf("update checkpoint %q: WRONGTYPE it holds a %s, not a hash: %w; delete the key or choose another {Name}", key, reply[2], ErrCommitRefused)
 	case len(reply) == 3 && reply[0] == "wrongtype":
 		return true, fmt.Errorf("acknowledge entries of stream %q (XACK): WRONGTYPE the key holds a %s, not a stream: %w; checkpoint %q did not move", reply[1], reply[2], ErrCommitRefused, key)
 	case len(reply) == 2 && reply[0] == "noperm":
@@ -265,7 +266,7 @@ func loadHash(ctx context.Context, c rueidis.Client, key, kind string, oldest, n
 	m, err := c.Do(ctx, c.B().Hgetall().Key(key).Build()).AsStrMap()
 	if err != nil {
 		if strings.Contains(err.Error(), "WRONGTYPE") {
-			return nil, fmt.Errorf("checkpoint %q is not a hash: %w; delete it or choose another mirror name", key, ErrCorrupt)
+			return nil, setting.Errorf("checkpoint %q is not a hash: %w; delete it or choose another {Name}", key, ErrCorrupt)
 		}
 		return nil, fmt.Errorf("read checkpoint %q: %w", key, err)
 	}
@@ -283,7 +284,7 @@ func loadHash(ctx context.Context, c rueidis.Client, key, kind string, oldest, n
 func checkHeader(key string, m map[string]string, kind string, oldest, newest int) error {
 	v, ok := m[fieldVersion]
 	if !ok {
-		return fmt.Errorf("checkpoint %q has no version field: %w; it was not written by xmirror, delete it or choose another mirror name", key, ErrCorrupt)
+		return setting.Errorf("checkpoint %q has no version field: %w; it was not written by xmirror, delete it or choose another {Name}", key, ErrCorrupt)
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil {
@@ -297,7 +298,7 @@ func checkHeader(key string, m map[string]string, kind string, oldest, newest in
 		return fmt.Errorf("checkpoint %q has version %d, this xmirror reads version %s; use a matching xmirror", key, n, reads)
 	}
 	if k := m[fieldKind]; k != kind {
-		return fmt.Errorf("checkpoint %q belongs to a %s mirror, not %s; choose another mirror name", key, k, kind)
+		return setting.Errorf("checkpoint %q belongs to a %s mirror, not %s; choose another {Name}", key, k, kind)
 	}
 	return nil
 }
@@ -324,7 +325,7 @@ func parseTopicPartition(s string) (TopicPartition, error) {
 // holds no position for.
 func r2kHoleError(key, topic string, p int32) error {
 	field := r2kPartitionPrefix + formatTopicPartition(TopicPartition{Topic: topic, Partition: p})
-	return fmt.Errorf("checkpoint %q covers topic %q partition %d but its position (field %q) is missing: %w; a restart after a crash would not read back what is already there and could write it again. Set the field to the partition's log start (HSET %s %s 0) to read all of it back, or choose another mirror name",
+	return setting.Errorf("checkpoint %q covers topic %q partition %d but its position (field %q) is missing: %w; a restart after a crash would not read back what is already there and could write it again. Set the field to the partition's log start (HSET %s %s 0) to read all of it back, or choose another {Name}",
 		key, topic, p, field, ErrCorrupt, key, field)
 }
 

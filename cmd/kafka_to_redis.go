@@ -18,8 +18,6 @@ type kafkaToRedisOptions struct {
 // kafkaToRedisFlags names k2r.Config's fields as their flags, for the
 // messages that name a setting.
 var kafkaToRedisFlags = map[string]string{
-	"Redis":            "--redis",
-	"Kafka":            "--brokers",
 	"Topics":           "--topic",
 	"Stream":           "--stream",
 	"Format":           "--format",

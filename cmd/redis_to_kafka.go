@@ -17,8 +17,6 @@ type redisToKafkaOptions struct {
 // redisToKafkaFlags names r2k.Config's fields as their flags, for the
 // messages that name a setting.
 var redisToKafkaFlags = map[string]string{
-	"Redis":             "--redis",
-	"Kafka":             "--brokers",
 	"Streams":           "--stream",
 	"Topic":             "--topic",
 	"Group":             "--group",

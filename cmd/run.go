@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/xmirror/xmirror/mirror"
+	"github.com/xmirror/xmirror/mirror/setting"
 )
 
 // runFlags are the flags of a mirror run in either direction: they bind
@@ -63,15 +64,16 @@ func (f *runFlags) defaultName(derive func() string) {
 	}
 }
 
-// flagNames names a mirror's Config fields as the command's flags: run,
-// then a direction's own.
-func flagNames(own map[string]string) mirror.Names {
+// flagNames names a mirror's Config fields as the command's flags: a
+// direction's own, the run's and the connections'.
+func flagNames(own map[string]string) setting.Names {
 	return func(field string) (string, bool) {
-		if n, ok := own[field]; ok {
-			return n, true
+		for _, names := range []map[string]string{own, runFlagNames, connFlagNames} {
+			if n, ok := names[field]; ok {
+				return n, true
+			}
 		}
-		n, ok := runFlagNames[field]
-		return n, ok
+		return "", false
 	}
 }
 
@@ -80,14 +82,14 @@ func flagNames(own map[string]string) mirror.Names {
 // only it has) after a Config's.
 type flagError struct {
 	err         error
-	names       mirror.Names
+	names       setting.Names
 	cmdProblems []string
 }
 
 func (e *flagError) Error() string {
 	var parts []string
 	if e.err != nil {
-		parts = append(parts, mirror.RenderError(e.err, e.names))
+		parts = append(parts, setting.Render(e.err, e.names))
 	}
 	return strings.Join(append(parts, e.cmdProblems...), "; ")
 }
@@ -99,12 +101,12 @@ func (e *flagError) Unwrap() error { return e.err }
 // usage error when they stop the mirror before it starts (from New, or in
 // its set-up: a request impossible for the topics as they are); a problem
 // met later in a run is a runtime failure like any other.
-func commandError(err error, names mirror.Names, cmdProblems []string) error {
+func commandError(err error, names setting.Names, cmdProblems []string) error {
 	if err == nil && len(cmdProblems) == 0 {
 		return nil
 	}
 	fe := &flagError{err: err, names: names, cmdProblems: cmdProblems}
-	configured := err == nil || mirror.IsConfig(err) && (!isRunError(err) || errors.As(err, new(*mirror.SetUpError)))
+	configured := err == nil || setting.IsConfig(err) && (!isRunError(err) || errors.As(err, new(*mirror.SetUpError)))
 	if len(cmdProblems) > 0 || configured {
 		return usageError(fe)
 	}
@@ -174,7 +176,7 @@ type runner interface {
 // only its error. A follow run stopped by a signal succeeded, even during
 // start-up; a one-shot run stopped by one did not finish, which is exit
 // 130.
-func (a *app) runMirror(c *cobra.Command, f *runFlags, direction string, m runner, names mirror.Names) error {
+func (a *app) runMirror(c *cobra.Command, f *runFlags, direction string, m runner, names setting.Names) error {
 	stats, err := m.Run(c.Context())
 	if err != nil {
 		err = runError{err}

@@ -114,7 +114,14 @@ func (k LeaseEventKind) String() string {
 	return "unknown"
 }
 
-// The observer's calls, each a no-op when its func is nil.
+// The observer's calls, each a no-op when its func (or the observer) is
+// nil. OnLease and OnRetry are for the parts of a run outside the engine.
+
+// OnLease tells o of a lease event.
+func (o *Observer) OnLease(e LeaseEvent) { o.lease(e) }
+
+// OnRetry tells o of a retry.
+func (o *Observer) OnRetry(r Retry) { o.retrying(r) }
 
 func (o *Observer) started(s Start) {
 	if o != nil && o.Started != nil {

@@ -1,5 +1,7 @@
 package mirror
 
+import "github.com/xmirror/xmirror/mirror/setting"
+
 // What a mirror does with an entry it cannot write: the destination refuses it
 // (redis-to-kafka), or it cannot be decoded (kafka-to-redis).
 const (
@@ -17,7 +19,7 @@ const (
 
 // ValidatePolicies adds to ps the problems of the policies both directions
 // have: OnError with its DeadLetterStream, and OnGap.
-func ValidatePolicies(ps *Problems, onError, deadLetterStream, onGap string) {
+func ValidatePolicies(ps *setting.Problems, onError, deadLetterStream, onGap string) {
 	switch onError {
 	case OnErrorFail, OnErrorSkip:
 		if deadLetterStream != "" {

@@ -1,14 +1,10 @@
 package mirror
 
 import (
-	"context"
 	"log/slog"
 	"time"
 
-	"github.com/redis/rueidis"
-
-	"github.com/xmirror/xmirror/checkpoint"
-	"github.com/xmirror/xmirror/internal/endpoint"
+	"github.com/xmirror/xmirror/mirror/setting"
 )
 
 // Defaults of a run, in either direction.
@@ -25,8 +21,9 @@ const (
 	// that stopped answering before it fails.
 	DefaultTimeout = 30 * time.Second
 	// DefaultLeaseTTL is how long a crashed mirror's lease keeps another
-	// process from starting under its name.
-	DefaultLeaseTTL = checkpoint.DefaultLeaseTTL
+	// process from starting under its name: long enough to ride out a
+	// stall of a few seconds, short enough for a quick restart.
+	DefaultLeaseTTL = 15 * time.Second
 	// MinLeaseTTL is the shortest lease: it is renewed every third of it.
 	MinLeaseTTL = time.Second
 	// ConnectTimeout bounds the first connection to each server.
@@ -73,7 +70,7 @@ func DefaultRunConfig() RunConfig {
 }
 
 // Validate adds every problem of c to ps.
-func (c *RunConfig) Validate(ps *Problems) {
+func (c *RunConfig) Validate(ps *setting.Problems) {
 	if c.Name == "" {
 		// An empty name would be a mistake of a script (an unset
 		// variable), and would key every mirror alike.
@@ -109,44 +106,6 @@ func (c *RunConfig) EngineOptions(before Stats) Options {
 		opt.RetryFor = c.Timeout
 	}
 	return opt
-}
-
-// Leased is the lease loop of a run of c in direction kind, holding its
-// lease in redis.
-func (c *RunConfig) Leased(redis rueidis.Client, kind string, fenced func(error) bool) *Leased {
-	return &Leased{Redis: redis, Kind: kind, Name: c.Name, TTL: c.LeaseTTL, Follow: c.Follow,
-		Logger: c.Log(), Observer: c.Observer, Fenced: fenced}
-}
-
-// RunUnderLease runs a mirror of direction kind (checkpoint.KindRedisToKafka
-// or KindKafkaToRedis) the way both directions do: it connects to redis,
-// which holds the lease and the checkpoints, refuses a Redis Cluster
-// before anything is written, takes the lease and calls run under it (see
-// Leased; fenced as there), then closes everything within a bounded time
-// (see Shutdown). An error of a run that stopped before it was set up is
-// a *SetUpError.
-func (c *RunConfig) RunUnderLease(ctx context.Context, redis endpoint.Redis, kind string, fenced func(error) bool, run func(ctx context.Context, rc rueidis.Client, cl *Closers, before Stats) (Stats, bool, error)) (Stats, error) {
-	log := c.Log()
-	rc, err := redis.Connect(ctx, ConnectTimeout)
-	if err != nil {
-		return Stats{}, NotSetUp(err)
-	}
-	// Every step on the way out is bounded.
-	sd := NewShutdown(log)
-	defer sd.Wait()
-	defer sd.Spawn("close the Redis connection", rc.Close)
-	// Before the lease: a run that cannot work leaves nothing behind.
-	if err := redis.RefuseCluster(ctx, rc, kind); err != nil {
-		return Stats{}, NotSetUp(err)
-	}
-	log.Debug("connected to redis", "url", redis.Redacted())
-	stats, set, err := c.Leased(rc, kind, fenced).Run(ctx, sd, func(ctx context.Context, cl *Closers, before Stats) (Stats, bool, error) {
-		return run(ctx, rc, cl, before)
-	})
-	if !set {
-		return stats, NotSetUp(err)
-	}
-	return stats, err
 }
 
 // SetUpError is the error of a run that stopped before it was set up (a

@@ -21,6 +21,7 @@ import (
 	"github.com/xmirror/xmirror/mirror/k2r"
 	"github.com/xmirror/xmirror/mirror/mapping"
 	"github.com/xmirror/xmirror/mirror/r2k"
+	"github.com/xmirror/xmirror/mirror/setting"
 )
 
 // recorder is an Observer that keeps every event, for the test to read
@@ -625,12 +626,12 @@ func TestTwoMirrorsOfOppositeDirectionsInOneProcess(t *testing.T) {
 }
 
 // fields are the Field of each problem of err, which must be a
-// *mirror.ConfigError.
+// *setting.ConfigError.
 func fields(t *testing.T, err error) []string {
 	t.Helper()
-	var ce *mirror.ConfigError
-	if !errors.As(err, &ce) || !mirror.IsConfig(err) {
-		t.Fatalf("error %v (%T) is no *mirror.ConfigError", err, err)
+	var ce *setting.ConfigError
+	if !errors.As(err, &ce) || !setting.IsConfig(err) {
+		t.Fatalf("error %v (%T) is no *setting.ConfigError", err, err)
 	}
 	var fs []string
 	for _, p := range ce.Problems {

@@ -6,8 +6,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/xmirror/xmirror/mirror"
 	"github.com/xmirror/xmirror/mirror/mapping"
+	"github.com/xmirror/xmirror/mirror/setting"
 )
 
 // recordMapping turns Kafka records into stream entries.
@@ -29,7 +29,7 @@ type recordMapping struct {
 var (
 	errNullValue   = errors.New("value is null (a tombstone), not a JSON object")
 	errNoFields    = errors.New("record maps to no fields, and a stream entry needs at least one")
-	errNoLineageID = mirror.Errorf("{PreserveIDs}: record has no %s header to take the entry ID from", mapping.HeaderID)
+	errNoLineageID = setting.Errorf("{PreserveIDs}: record has no %s header to take the entry ID from", mapping.HeaderID)
 )
 
 // decode appends the fields of r's entry to dst and returns them with the
@@ -41,7 +41,7 @@ func (m *recordMapping) decode(r *kgo.Record, dst []mapping.Field) ([]mapping.Fi
 	if m.preserveIDs && ii >= 0 {
 		var ok bool
 		if id, ok = mapping.CanonicalID(string(r.Headers[ii].Value)); !ok {
-			return dst, "", mirror.Errorf("{PreserveIDs}: header %s holds %q, not an entry ID above 0-0", mapping.HeaderID, r.Headers[ii].Value)
+			return dst, "", setting.Errorf("{PreserveIDs}: header %s holds %q, not an entry ID above 0-0", mapping.HeaderID, r.Headers[ii].Value)
 		}
 	}
 	if m.preserveIDs && id == "*" {
@@ -95,8 +95,8 @@ type TooManyFieldsError struct {
 func (e *TooManyFieldsError) Error() string { return e.RenderSettings(nil) }
 
 // RenderSettings is the error's text with its settings named by names.
-func (e *TooManyFieldsError) RenderSettings(names mirror.Names) string {
-	return mirror.SettingText(names, "record maps to %d fields, more than {MaxFields} allows (%d); pass {MaxFields} %d or more to take it", e.Fields, e.Limit, e.Fields)
+func (e *TooManyFieldsError) RenderSettings(names setting.Names) string {
+	return setting.Text(names, "record maps to %d fields, more than {MaxFields} allows (%d); pass {MaxFields} %d or more to take it", e.Fields, e.Limit, e.Fields)
 }
 
 // appendHeaderFields adds every header but the lineage ones at si and ii

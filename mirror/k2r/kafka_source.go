@@ -19,6 +19,7 @@ import (
 	"github.com/xmirror/xmirror/checkpoint"
 	"github.com/xmirror/xmirror/mirror"
 	"github.com/xmirror/xmirror/mirror/mapping"
+	"github.com/xmirror/xmirror/mirror/setting"
 )
 
 // BadRecordError is a record its format cannot turn into an entry.
@@ -33,8 +34,8 @@ type BadRecordError struct {
 func (e *BadRecordError) Error() string { return e.RenderSettings(nil) }
 
 // RenderSettings is the error's text with its settings named by names.
-func (e *BadRecordError) RenderSettings(names mirror.Names) string {
-	return mirror.SettingText(names, "topic %q partition %d offset %d: cannot decode the record as %s: %v; fix the producer, or use {OnError} skip or {OnError} dead-letter to go past it",
+func (e *BadRecordError) RenderSettings(names setting.Names) string {
+	return setting.Text(names, "topic %q partition %d offset %d: cannot decode the record as %s: %v; fix the producer, or use {OnError} skip or {OnError} dead-letter to go past it",
 		e.Topic, e.Partition, e.Offset, e.Format, e.Err)
 }
 func (e *BadRecordError) Unwrap() error { return e.Err }
@@ -59,12 +60,12 @@ type IDBelowTopError struct {
 func (e *IDBelowTopError) Error() string { return e.RenderSettings(nil) }
 
 // RenderSettings is the error's text with its settings named by names.
-func (e *IDBelowTopError) RenderSettings(names mirror.Names) string {
+func (e *IDBelowTopError) RenderSettings(names setting.Names) string {
 	if e.Taken {
-		return mirror.SettingText(names, "topic %q partition %d offset %d: {PreserveIDs}: stream %q holds another entry (other fields) under entry ID %s, at or below its last ID %s, so this one cannot be added (another client writes to the stream); use {OnError} skip or {OnError} dead-letter to go past it",
+		return setting.Text(names, "topic %q partition %d offset %d: {PreserveIDs}: stream %q holds another entry (other fields) under entry ID %s, at or below its last ID %s, so this one cannot be added (another client writes to the stream); use {OnError} skip or {OnError} dead-letter to go past it",
 			e.Topic, e.Partition, e.Offset, e.Stream, e.ID, e.Top)
 	}
-	return mirror.SettingText(names, "topic %q partition %d offset %d: {PreserveIDs}: entry ID %s is not in stream %q but not above its last ID %s, so Redis cannot add it (it arrived out of order, or another client writes to the stream); use {OnError} skip or {OnError} dead-letter to go past it",
+	return setting.Text(names, "topic %q partition %d offset %d: {PreserveIDs}: entry ID %s is not in stream %q but not above its last ID %s, so Redis cannot add it (it arrived out of order, or another client writes to the stream); use {OnError} skip or {OnError} dead-letter to go past it",
 		e.Topic, e.Partition, e.Offset, e.ID, e.Stream, e.Top)
 }
 
@@ -453,7 +454,7 @@ func (s *KafkaSource) checkTopicID(topic, id string) error {
 // topicRecreated is err, which wraps a *checkpoint.TopicRecreatedError,
 // with what to do about it.
 func topicRecreated(err error) error {
-	return mirror.Errorf("%w; to mirror the new topic from its start, run with {OnTopicRecreated} restart; to keep the old checkpoint, give this mirror another {Name}", err)
+	return setting.Errorf("%w; to mirror the new topic from its start, run with {OnTopicRecreated} restart; to keep the old checkpoint, give this mirror another {Name}", err)
 }
 
 // lookupTopicID asks the broker for topic's ID now (see topicIDs); found
@@ -543,7 +544,7 @@ func (s *KafkaSource) fetchError(ctx context.Context, t string, p int32, err err
 	}
 	st := s.parts[t][p]
 	if errors.Is(err, kerr.OffsetOutOfRange) && st != nil {
-		return mirror.Errorf("topic %q partition %d: offset %d is no longer in the log: records were deleted (retention) before they were mirrored, or the topic was recreated; restart to see the gap ({OnGap} skip accepts it)", t, p, st.next)
+		return setting.Errorf("topic %q partition %d: offset %d is no longer in the log: records were deleted (retention) before they were mirrored, or the topic was recreated; restart to see the gap ({OnGap} skip accepts it)", t, p, st.next)
 	}
 	switch {
 	case errors.Is(err, kerr.UnknownTopicID):

@@ -13,11 +13,13 @@ import (
 	"github.com/xmirror/xmirror/checkpoint"
 	"github.com/xmirror/xmirror/internal/endpoint"
 	"github.com/xmirror/xmirror/mirror"
+	"github.com/xmirror/xmirror/mirror/lease"
 	"github.com/xmirror/xmirror/mirror/mapping"
+	"github.com/xmirror/xmirror/mirror/setting"
 )
 
 // Config is a kafka-to-redis mirror. Its field names are what Validate's
-// problems and the errors of a run name (see mirror.Errorf).
+// problems and the errors of a run name (see setting.Errorf).
 type Config struct {
 	mirror.RunConfig
 
@@ -94,14 +96,14 @@ func DefaultName(cfg Config) string {
 }
 
 // Validate reports every problem of cfg, each naming its field, as a
-// *mirror.ConfigError.
+// *setting.ConfigError.
 func (cfg *Config) Validate() error {
 	_, err := cfg.validate()
 	return err
 }
 
 func (cfg *Config) validate() (StreamTemplate, error) {
-	var ps mirror.Problems
+	var ps setting.Problems
 	cfg.RunConfig.Validate(&ps)
 	if cfg.Redis.URL == "" {
 		ps.Addf("Redis", "{Redis} is required (endpoint.ParseRedisURL)")
@@ -164,7 +166,7 @@ type Mirror struct {
 	log    *slog.Logger
 }
 
-// New validates cfg (a *mirror.ConfigError lists every problem) and
+// New validates cfg (a *setting.ConfigError lists every problem) and
 // returns the mirror it describes. It connects to nothing: Run does.
 func New(_ context.Context, cfg Config) (*Mirror, error) {
 	tmpl, err := cfg.validate()
@@ -186,13 +188,13 @@ func (m *Mirror) Name() string { return m.cfg.Name }
 // a run that stopped before it was set up is a *mirror.SetUpError: its
 // stats count nothing.
 func (m *Mirror) Run(ctx context.Context) (mirror.Stats, error) {
-	return m.cfg.RunUnderLease(ctx, m.cfg.Redis, checkpoint.KindKafkaToRedis, nil, m.runOnce)
+	return lease.Run(ctx, &m.cfg.RunConfig, m.cfg.Redis, checkpoint.KindKafkaToRedis, nil, m.runOnce)
 }
 
 // runOnce sets the mirror up from its checkpoints, under its lease (ctx
 // ends when it is lost), and mirrors until the run ends. Every client it
 // opens is added to cl.
-func (m *Mirror) runOnce(ctx context.Context, rc rueidis.Client, cl *mirror.Closers, before mirror.Stats) (mirror.Stats, bool, error) {
+func (m *Mirror) runOnce(ctx context.Context, rc rueidis.Client, cl *lease.Closers, before mirror.Stats) (mirror.Stats, bool, error) {
 	cfg, log := &m.cfg, m.log
 	admin, err := cfg.Kafka.Connect(ctx, mirror.ConnectTimeout)
 	if err != nil {

@@ -14,8 +14,8 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/xmirror/xmirror/checkpoint"
-	"github.com/xmirror/xmirror/mirror"
 	"github.com/xmirror/xmirror/mirror/mapping"
+	"github.com/xmirror/xmirror/mirror/setting"
 )
 
 // Move is what one batch moves for one partition.
@@ -290,8 +290,8 @@ func (e *ConflictError) WentBack() bool {
 func (e *ConflictError) Error() string { return e.RenderSettings(nil) }
 
 // RenderSettings is the error's text with the settings it names named by
-// names (see mirror.SettingText).
-func (e *ConflictError) RenderSettings(names mirror.Names) string {
+// names (see setting.Text).
+func (e *ConflictError) RenderSettings(names setting.Names) string {
 	pos := func(o int64) string {
 		if o == checkpoint.NoPosition {
 			return "no position"
@@ -303,7 +303,7 @@ func (e *ConflictError) RenderSettings(names mirror.Names) string {
 		return fmt.Sprintf("%s: the position went back, yet stream %q still holds entry %s that this mirror wrote after it, so Redis did not lose these writes: another process or a user moved it back, and mirroring again from there would write records twice; set field %q back to %d (HSET), or delete the checkpoint and the stream to mirror everything again",
 			head, e.Stream, e.Kept, checkpoint.K2RPositionField(e.Partition), e.Expected)
 	}
-	return mirror.SettingText(names, "%s; another process is probably running under mirror name %q (stop it, or give this one another {Name})", head, e.Name)
+	return setting.Text(names, "%s; another process is probably running under mirror name %q (stop it, or give this one another {Name})", head, e.Name)
 }
 
 // LostWritesError is a write refused because the checkpoint went back
@@ -327,14 +327,14 @@ type LostWritesError struct {
 func (e *LostWritesError) Error() string { return e.RenderSettings(nil) }
 
 // RenderSettings is the error's text with the settings it names named by
-// names (see mirror.SettingText).
-func (e *LostWritesError) RenderSettings(names mirror.Names) string {
+// names (see setting.Text).
+func (e *LostWritesError) RenderSettings(names setting.Names) string {
 	where := fmt.Sprintf("checkpoint %q, stream %q", e.Key, e.Stream)
 	if e.Lost != "" {
 		where += fmt.Sprintf(", which lost entry %s written after them", e.Lost)
 	}
 	if e.To == checkpoint.NoPosition {
-		return mirror.SettingText(names, "Redis lost writes: the position of %s is gone (it was offset %d; %s); mirroring it again as a partition without a checkpoint ({Start}; with {Start} latest the run stops instead, as it would skip what was lost: set the field (HSET) to the first offset the stream lacks, and run again)",
+		return setting.Text(names, "Redis lost writes: the position of %s is gone (it was offset %d; %s); mirroring it again as a partition without a checkpoint ({Start}; with {Start} latest the run stops instead, as it would skip what was lost: set the field (HSET) to the first offset the stream lacks, and run again)",
 			e.Partition, e.From, where)
 	}
 	return fmt.Sprintf("Redis lost writes: positions of %s went back from %d to %d (%s); mirroring again from %d",
@@ -1044,13 +1044,13 @@ func readResult(replies []rueidis.RedisResult, opt stepOptions, w *Write, res *w
 			}
 			conflict := &ConflictError{Key: key, Name: opt.Name, Partition: tp, Stored: checkpoint.ParseK2RPosition(str(2)), Expected: checkpoint.ParseK2RPosition(str(3))}
 			if early {
-				return mirror.Errorf("write stream %q: %w (%v)", stream, ErrOutOfOrder, conflict)
+				return setting.Errorf("write stream %q: %w (%v)", stream, ErrOutOfOrder, conflict)
 			}
 			return conflict
 		case "corrupt":
-			return mirror.Errorf("checkpoint %q: %s: %w; delete it or choose another {Name}", key, str(1), checkpoint.ErrCorrupt)
+			return setting.Errorf("checkpoint %q: %s: %w; delete it or choose another {Name}", key, str(1), checkpoint.ErrCorrupt)
 		case "wrongtype":
-			return mirror.Errorf("stream %q: WRONGTYPE the key holds a %s, not a stream: %w; choose another {Stream} or delete the key", stream, str(1), ErrWrongType)
+			return setting.Errorf("stream %q: WRONGTYPE the key holds a %s, not a stream: %w; choose another {Stream} or delete the key", stream, str(1), ErrWrongType)
 		case "ids":
 			e := &IDCheckError{Stream: stream, LastID: str(1)}
 			if len(check) > 2 {
@@ -1124,7 +1124,7 @@ func readResult(replies []rueidis.RedisResult, opt stepOptions, w *Write, res *w
 	case err != nil:
 		return fmt.Errorf("write stream %q: moving checkpoint %q: %w", stream, key, err)
 	case len(pos) == 2 && pos[0] == "wrongtype":
-		return mirror.Errorf("stream %q: WRONGTYPE the key became a %s while the batch was being written: %w; nothing of the batch was written and checkpoint %q did not move: choose another {Stream} or delete the key, and run again",
+		return setting.Errorf("stream %q: WRONGTYPE the key became a %s while the batch was being written: %w; nothing of the batch was written and checkpoint %q did not move: choose another {Stream} or delete the key, and run again",
 			stream, pos[1], ErrWrongType, key)
 	case len(pos) == 2 && pos[0] == "undone":
 		// The begin script found the start wrong and the XADDs were

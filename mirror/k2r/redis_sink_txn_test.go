@@ -13,7 +13,7 @@ import (
 
 	"github.com/xmirror/xmirror/checkpoint"
 	"github.com/xmirror/xmirror/internal/testenv"
-	"github.com/xmirror/xmirror/mirror"
+	"github.com/xmirror/xmirror/mirror/setting"
 )
 
 func TestAtomicStepComparesAndSets(t *testing.T) {
@@ -544,7 +544,7 @@ func TestConflictsSayWhichWayThePositionMoved(t *testing.T) {
 			if plain := tc.err.Error(); strings.Contains(plain, "--") {
 				t.Errorf("%q names a flag", plain)
 			}
-			msg := mirror.RenderError(tc.err, flagNames)
+			msg := setting.Render(tc.err, flagNames)
 			for _, w := range tc.want {
 				if !strings.Contains(msg, w) {
 					t.Errorf("%q does not say %q", msg, w)
@@ -566,7 +566,7 @@ func TestTopicRecreatedNamesTheSettingsThatDecide(t *testing.T) {
 	if plain := err.Error(); strings.Contains(plain, "--") || !strings.Contains(plain, "OnTopicRecreated restart") {
 		t.Errorf("%q: want the settings by field name", plain)
 	}
-	msg := mirror.RenderError(err, flagNames)
+	msg := setting.Render(err, flagNames)
 	for _, want := range []string{`topic "t" was deleted and created again`, "old-id", "new-id", "run with --on-topic-recreated restart", "give this mirror another --name"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("%q does not say %q", msg, want)

@@ -17,6 +17,7 @@ import (
 	"github.com/xmirror/xmirror/mirror"
 	"github.com/xmirror/xmirror/mirror/kafkatopic"
 	"github.com/xmirror/xmirror/mirror/mapping"
+	"github.com/xmirror/xmirror/mirror/setting"
 )
 
 // What kafka-to-redis does with a topic deleted and created again since its
@@ -127,7 +128,7 @@ func setUp(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg setupC
 			if ok && d.Err != nil && !errors.Is(d.Err, kerr.UnknownTopicOrPartition) {
 				why = d.Err.Error()
 			}
-			return nil, nil, mirror.Errorf("kafka %s: topic %q: %s; check {Topics} (xmirror never creates source topics)", cfg.KafkaName, t, why)
+			return nil, nil, setting.Errorf("kafka %s: topic %q: %s; check {Topics} (xmirror never creates source topics)", cfg.KafkaName, t, why)
 		}
 		src.parts[t] = map[int32]*partState{}
 		for _, p := range d.Partitions.Numbers() {
@@ -211,7 +212,7 @@ func (k *partitionSetup) checkStream(ctx context.Context, s string) error {
 		return mirror.Transient(fmt.Errorf("redis %s: type of %q: %w", k.cfg.RedisName, s, err))
 	}
 	if typ != "none" && typ != "stream" {
-		return mirror.Errorf("redis %s: key %q holds a %s, not a stream; choose another {Stream} or delete it", k.cfg.RedisName, s, typ)
+		return setting.Errorf("redis %s: key %q holds a %s, not a stream; choose another {Stream} or delete it", k.cfg.RedisName, s, typ)
 	}
 	return nil
 }
@@ -365,7 +366,7 @@ func (k *partitionSetup) assign(known []string, tps []checkpoint.TopicPartition)
 func (as *assignment) checkOnePartitionPerStream() error {
 	for _, stream := range as.touched {
 		if tps := as.feeds[stream]; len(tps) > 1 {
-			return mirror.Problemf("PreserveIDs", "{PreserveIDs} needs one partition per stream, but %d partitions (%s, %s, ...) feed stream %q, whose IDs would interleave out of order; use {Stream} '{topic}-{partition}'",
+			return setting.Problemf("PreserveIDs", "{PreserveIDs} needs one partition per stream, but %d partitions (%s, %s, ...) feed stream %q, whose IDs would interleave out of order; use {Stream} '{topic}-{partition}'",
 				len(tps), tps[0], tps[1], stream)
 		}
 	}
@@ -508,10 +509,10 @@ func startAt(tp checkpoint.TopicPartition, key string, stored int64, hasStored b
 	case stored < log.start && onGap == mirror.OnGapSkip:
 		return partitionStart{next: log.start, stored: stored, lost: log.start - stored}, nil
 	case stored < log.start:
-		return partitionStart{}, mirror.Errorf("topic %q partition %d: the checkpoint is at offset %d but the log now starts at %d: %d records were deleted (retention) before they were mirrored; use {OnGap} skip to accept the loss and go on",
+		return partitionStart{}, setting.Errorf("topic %q partition %d: the checkpoint is at offset %d but the log now starts at %d: %d records were deleted (retention) before they were mirrored; use {OnGap} skip to accept the loss and go on",
 			tp.Topic, tp.Partition, stored, log.start, log.start-stored)
 	case stored > log.end:
-		return partitionStart{}, mirror.Errorf("topic %q partition %d: the checkpoint is at offset %d but the partition ends at %d; was the topic deleted and recreated? delete the checkpoint %q or use another {Name}",
+		return partitionStart{}, setting.Errorf("topic %q partition %d: the checkpoint is at offset %d but the partition ends at %d; was the topic deleted and recreated? delete the checkpoint %q or use another {Name}",
 			tp.Topic, tp.Partition, stored, log.end, key)
 	}
 	return partitionStart{next: stored, stored: stored}, nil

@@ -8,6 +8,7 @@ import (
 
 	"github.com/xmirror/xmirror/checkpoint"
 	"github.com/xmirror/xmirror/mirror"
+	"github.com/xmirror/xmirror/mirror/setting"
 )
 
 func TestAPartitionStartsAtItsCheckpointOrWhereStartSays(t *testing.T) {
@@ -77,7 +78,7 @@ func TestPartitionsAreAssignedTheirStreamsKnownOnesFirst(t *testing.T) {
 		}
 	}
 	err = as.checkOnePartitionPerStream()
-	var p *mirror.Problem
+	var p *setting.Problem
 	if !errors.As(err, &p) || p.Field != "PreserveIDs" {
 		t.Fatalf("two partitions into one stream: %v; want a problem of PreserveIDs", err)
 	}

@@ -46,7 +46,7 @@ func ExampleNew() {
 
 	m, err := r2k.New(context.Background(), cfg)
 	if err != nil {
-		log.Fatal(err) // a *mirror.ConfigError: every problem, by field name
+		log.Fatal(err) // a *setting.ConfigError: every problem, by field name
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()

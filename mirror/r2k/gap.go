@@ -11,6 +11,7 @@ import (
 	"github.com/xmirror/xmirror/checkpoint"
 	"github.com/xmirror/xmirror/mirror"
 	"github.com/xmirror/xmirror/mirror/mapping"
+	"github.com/xmirror/xmirror/mirror/setting"
 )
 
 // GapError is a stream that lost entries before this mirror read them:
@@ -43,9 +44,9 @@ type GapError struct {
 func (e *GapError) Error() string { return e.RenderSettings(nil) }
 
 // RenderSettings is the error's text with its settings named by names.
-func (e *GapError) RenderSettings(names mirror.Names) string {
+func (e *GapError) RenderSettings(names setting.Names) string {
 	if e.Pending {
-		return mirror.SettingText(names, "stream %q: %d pending entries of consumer group %q (from %s), read by an earlier run but not mirrored, were trimmed from the stream before they could be: they are lost to the mirror; pass {OnGap} skip to acknowledge them and go on",
+		return setting.Text(names, "stream %q: %d pending entries of consumer group %q (from %s), read by an earlier run but not mirrored, were trimmed from the stream before they could be: they are lost to the mirror; pass {OnGap} skip to acknowledge them and go on",
 			e.Stream, e.Lost, e.Group, e.FirstPending)
 	}
 	var what string
@@ -75,7 +76,7 @@ func (e *GapError) RenderSettings(names mirror.Names) string {
 	if e.Handled != "" {
 		pos = "this mirror had mirrored up to " + e.Handled + " (consumer group " + strconv.Quote(e.Group) + " now stands at " + e.LastDelivered + ": made again, or moved back)"
 	}
-	return mirror.SettingText(names, "stream %q: %s trimmed (XADD MAXLEN/MINID, XTRIM) before this mirror read them%s: %s and %s; they are lost to the mirror; pass {OnGap} skip to accept the loss and mirror on from %s",
+	return setting.Text(names, "stream %q: %s trimmed (XADD MAXLEN/MINID, XTRIM) before this mirror read them%s: %s and %s; they are lost to the mirror; pass {OnGap} skip to accept the loss and mirror on from %s",
 		e.Stream, what, note, pos, where, from)
 }
 
@@ -655,14 +656,14 @@ func (s *RedisSource) checkSetID(ctx context.Context) error {
 	c := s.cfg.Client
 	res := c.Do(ctx, c.B().Eval().Script(setIDCheckScript).Numkeys(int64(len(s.cfg.Streams))).Key(s.cfg.Streams...).Arg(s.cfg.Group).Build())
 	if err := res.Error(); err != nil {
-		return mirror.ClassifyRedis(mirror.Errorf("check that XGROUP SETID is allowed on consumer group %q (needed by {OnGap} fail): %w", s.cfg.Group, err))
+		return mirror.ClassifyRedis(setting.Errorf("check that XGROUP SETID is allowed on consumer group %q (needed by {OnGap} fail): %w", s.cfg.Group, err))
 	}
 	if n, err := res.AsInt64(); err == nil && n == 0 {
 		return nil
 	}
 	reply, err := res.ToArray()
 	if err != nil || len(reply) != 2 {
-		return mirror.Errorf("check that XGROUP SETID is allowed on consumer group %q (needed by {OnGap} fail): unexpected reply", s.cfg.Group)
+		return setting.Errorf("check that XGROUP SETID is allowed on consumer group %q (needed by {OnGap} fail): unexpected reply", s.cfg.Group)
 	}
 	i, _ := reply[0].AsInt64()
 	why, _ := reply[1].ToString()
@@ -670,5 +671,5 @@ func (s *RedisSource) checkSetID(ctx context.Context) error {
 	if i >= 1 && int(i) <= len(s.cfg.Streams) {
 		stream = s.cfg.Streams[i-1]
 	}
-	return mirror.Errorf("stream %q: {OnGap} fail needs XGROUP SETID on consumer group %q, and the server refuses it (%s): it keeps the group at entries trimmed before they were read, so that a read does not pass them; grant it (ACL SETUSER <user> +xgroup|setid, on the stream keys) or pass {OnGap} skip to accept such gaps", stream, s.cfg.Group, why)
+	return setting.Errorf("stream %q: {OnGap} fail needs XGROUP SETID on consumer group %q, and the server refuses it (%s): it keeps the group at entries trimmed before they were read, so that a read does not pass them; grant it (ACL SETUSER <user> +xgroup|setid, on the stream keys) or pass {OnGap} skip to accept such gaps", stream, s.cfg.Group, why)
 }

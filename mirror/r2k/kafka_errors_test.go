@@ -7,12 +7,12 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 
-	"github.com/xmirror/xmirror/mirror"
+	"github.com/xmirror/xmirror/mirror/setting"
 )
 
 func TestKafkaErrorHintsSayWhatHappenedToTheTopic(t *testing.T) {
 	entry := func(err error, create bool) string {
-		return mirror.RenderError(&EntryError{Stream: "s", ID: "1-0", Topic: "t", Err: err, CreateTopic: create}, flags)
+		return setting.Render(&EntryError{Stream: "s", ID: "1-0", Topic: "t", Err: err, CreateTopic: create}, flags)
 	}
 	cases := []struct {
 		name    string

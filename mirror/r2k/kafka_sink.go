@@ -19,6 +19,7 @@ import (
 	"github.com/xmirror/xmirror/mirror"
 	"github.com/xmirror/xmirror/mirror/kafkatopic"
 	"github.com/xmirror/xmirror/mirror/mapping"
+	"github.com/xmirror/xmirror/mirror/setting"
 )
 
 // KafkaSinkConfig configures a KafkaSink.
@@ -335,7 +336,7 @@ func KeepPartitionCounts(stored, current map[string]int32, checkpointKey string)
 		case !ok:
 			kept[t], fresh[t] = n, n
 		case n < s:
-			return nil, nil, mirror.Errorf("topic %q has %d partitions, fewer than the %d this mirror hashes its records over (checkpoint %q): the topic was deleted and created again? Kafka cannot remove partitions; create it with at least %d, or mirror afresh under a new {Name}", t, n, s, checkpointKey, s)
+			return nil, nil, setting.Errorf("topic %q has %d partitions, fewer than the %d this mirror hashes its records over (checkpoint %q): the topic was deleted and created again? Kafka cannot remove partitions; create it with at least %d, or mirror afresh under a new {Name}", t, n, s, checkpointKey, s)
 		default:
 			kept[t] = s
 		}
@@ -358,21 +359,21 @@ type EntryError struct {
 func (e *EntryError) Error() string { return e.RenderSettings(nil) }
 
 // RenderSettings is the error's text with its settings named by names.
-func (e *EntryError) RenderSettings(names mirror.Names) string {
+func (e *EntryError) RenderSettings(names setting.Names) string {
 	msg := fmt.Sprintf("stream %q entry %s to topic %q: %v", e.Stream, e.ID, e.Topic, e.Err)
 	var tooLarge *RecordTooLargeError
 	switch {
 	case errors.Is(e.Err, kerr.InvalidTimestamp) && errors.As(e.Err, new(*BrokerRefusedError)):
-		msg += mirror.SettingText(names, "; check the topic's message.timestamp.* settings and that this machine's clock agrees with the broker's, or pass {Timestamp} now; a rerun checks the entries against the settings as they are then")
+		msg += setting.Text(names, "; check the topic's message.timestamp.* settings and that this machine's clock agrees with the broker's, or pass {Timestamp} now; a rerun checks the entries against the settings as they are then")
 	case errors.As(e.Err, &tooLarge):
 		msg += "; " + tooLarge.Limit.Hint(tooLarge.Size)
 	case errors.Is(e.Err, kerr.MessageTooLarge), errors.Is(e.Err, kerr.RecordListTooLarge):
 		msg += fmt.Sprintf("; the record is larger than the broker or topic accepts: raise the topic's max.message.bytes (kafka-configs --bootstrap-server <broker> --alter --entity-type topics --entity-name %s --add-config max.message.bytes=N), or remove or trim the entry", e.Topic)
 	case errors.Is(e.Err, kerr.UnknownTopicOrPartition) && e.CreateTopic:
 		// The topic was there at start, created if need be.
-		msg += mirror.SettingText(names, "; the topic was deleted during the run; run again and {CreateTopic} creates it again")
+		msg += setting.Text(names, "; the topic was deleted during the run; run again and {CreateTopic} creates it again")
 	case errors.Is(e.Err, kerr.UnknownTopicOrPartition):
-		msg += mirror.SettingText(names, "; the topic existed when the run started, so it was deleted during the run; create it again (or pass {CreateTopic}) and run again")
+		msg += setting.Text(names, "; the topic existed when the run started, so it was deleted during the run; create it again (or pass {CreateTopic}) and run again")
 	case errors.Is(e.Err, kerr.UnknownTopicID):
 		msg += "; the topic was deleted and created again during the run (its topic ID changed), and what the run wrote before went with the old one; run again"
 	case errors.Is(e.Err, kerr.TopicAuthorizationFailed):
@@ -453,7 +454,7 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 	}
 	if k.cfg.ConfirmTimeout > 0 {
 		timer = time.AfterFunc(k.cfg.ConfirmTimeout, func() {
-			tb.done(mirror.Errorf("kafka did not confirm a batch of %d records within %s ({Timeout}); is the broker reachable? Nothing unconfirmed was acknowledged", b.written, k.cfg.ConfirmTimeout))
+			tb.done(setting.Errorf("kafka did not confirm a batch of %d records within %s ({Timeout}); is the broker reachable? Nothing unconfirmed was acknowledged", b.written, k.cfg.ConfirmTimeout))
 		})
 	}
 	// One promise for every record: a failed record's index is its place
@@ -696,7 +697,7 @@ func (k *KafkaSink) refusal(r *kgo.Record, now time.Time, p TimestampPolicy, has
 	}
 	if hasPolicy {
 		if err := p.check(r.Timestamp.UnixMilli(), now.UnixMilli()); err != nil {
-			return mirror.Errorf("%w; pass {Timestamp} now to stamp records with the time they are produced, {OnError} skip or dead-letter to go past such entries, or raise the topic's limit", err)
+			return setting.Errorf("%w; pass {Timestamp} now to stamp records with the time they are produced, {OnError} skip or dead-letter to go past such entries, or raise the topic's limit", err)
 		}
 	}
 	return nil

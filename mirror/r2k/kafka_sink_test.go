@@ -16,6 +16,7 @@ import (
 	"github.com/xmirror/xmirror/mirror"
 	"github.com/xmirror/xmirror/mirror/kafkatopic"
 	"github.com/xmirror/xmirror/mirror/mapping"
+	"github.com/xmirror/xmirror/mirror/setting"
 )
 
 func TestTimestampPolicyRefusesWhatTheTopicWouldWithAMargin(t *testing.T) {
@@ -135,7 +136,7 @@ func TestBrokerRefusedBatchStopsTheRunWhateverOnError(t *testing.T) {
 			var partial *mirror.PartialError
 			var refused *BrokerRefusedError
 			if !errors.As(werr, &partial) || partial.Confirmed != 0 || !errors.As(werr, &refused) || !errors.Is(werr, kerr.InvalidTimestamp) ||
-				!strings.Contains(mirror.RenderError(werr, flags), "--timestamp now") {
+				!strings.Contains(setting.Render(werr, flags), "--timestamp now") {
 				t.Fatalf("err %v; want a PartialError confirming nothing, the broker's refusal and what to do", werr)
 			}
 			// The error names the first entry of the record batch the

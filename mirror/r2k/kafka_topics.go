@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/xmirror/xmirror/mirror"
+	"github.com/xmirror/xmirror/mirror/setting"
 )
 
 // TopicSpec says whether and how missing topics are created.
@@ -53,7 +54,7 @@ func EnsureTopics(ctx context.Context, cl *kgo.Client, topics []string, spec Top
 	}
 	if !spec.Create {
 		sort.Strings(missing)
-		return nil, mirror.Errorf("topic %q does not exist; create it, or pass {CreateTopic} [{Partitions} N] to let xmirror create it", missing[0])
+		return nil, setting.Errorf("topic %q does not exist; create it, or pass {CreateTopic} [{Partitions} N] to let xmirror create it", missing[0])
 	}
 	resp, err := adm.CreateTopics(ctx, spec.Partitions, spec.ReplicationFactor, nil, missing...)
 	if err != nil {

@@ -20,7 +20,9 @@ import (
 	"github.com/xmirror/xmirror/internal/endpoint"
 	"github.com/xmirror/xmirror/mirror"
 	"github.com/xmirror/xmirror/mirror/kafkatopic"
+	"github.com/xmirror/xmirror/mirror/lease"
 	"github.com/xmirror/xmirror/mirror/mapping"
+	"github.com/xmirror/xmirror/mirror/setting"
 )
 
 // Defaults of a redis-to-kafka mirror.
@@ -50,7 +52,7 @@ const (
 )
 
 // Config is a redis-to-kafka mirror. Its field names are what Validate's
-// problems and the errors of a run name (see mirror.Errorf).
+// problems and the errors of a run name (see setting.Errorf).
 type Config struct {
 	mirror.RunConfig
 
@@ -145,7 +147,7 @@ func DefaultName(cfg Config) string {
 }
 
 // Validate reports every problem of cfg, each naming its field, as a
-// *mirror.ConfigError.
+// *setting.ConfigError.
 func (cfg *Config) Validate() error {
 	_, err := cfg.validate()
 	return err
@@ -160,7 +162,7 @@ type plan struct {
 }
 
 func (cfg *Config) validate() (plan, error) {
-	var ps mirror.Problems
+	var ps setting.Problems
 	var p plan
 	cfg.RunConfig.Validate(&ps)
 	if cfg.Name != "" {
@@ -248,7 +250,7 @@ type Mirror struct {
 	log  *slog.Logger
 }
 
-// New validates cfg (a *mirror.ConfigError lists every problem) and
+// New validates cfg (a *setting.ConfigError lists every problem) and
 // returns the mirror it describes. It connects to nothing: Run does.
 func New(_ context.Context, cfg Config) (*Mirror, error) {
 	p, err := cfg.validate()
@@ -270,13 +272,13 @@ func (m *Mirror) Name() string { return m.cfg.Name }
 // error of a run that stopped before it was set up is a
 // *mirror.SetUpError: its stats count nothing.
 func (m *Mirror) Run(ctx context.Context) (mirror.Stats, error) {
-	return m.cfg.RunUnderLease(ctx, m.cfg.Redis, checkpoint.KindRedisToKafka, func(err error) bool { return errors.As(err, new(*FencedError)) }, m.runOnce)
+	return lease.Run(ctx, &m.cfg.RunConfig, m.cfg.Redis, checkpoint.KindRedisToKafka, func(err error) bool { return errors.As(err, new(*FencedError)) }, m.runOnce)
 }
 
 // runOnce sets the mirror up from its checkpoint, under its lease (ctx
 // ends when it is lost), and mirrors until the run ends. Every client it
 // opens is added to cl.
-func (m *Mirror) runOnce(ctx context.Context, rc rueidis.Client, cl *mirror.Closers, before mirror.Stats) (mirror.Stats, bool, error) {
+func (m *Mirror) runOnce(ctx context.Context, rc rueidis.Client, cl *lease.Closers, before mirror.Stats) (mirror.Stats, bool, error) {
 	cfg, log := &m.cfg, m.log
 	admCl, err := cfg.Kafka.Connect(ctx, mirror.ConnectTimeout)
 	if err != nil {
@@ -345,7 +347,7 @@ type run struct {
 // the checkpoint and the consumer group (the source), the producer (which
 // fences every earlier run), the partitions' starting positions, and the
 // read-back of what an interrupted run left in Kafka. It returns the sink.
-func (r *run) setUp(ctx context.Context, cl *mirror.Closers) (*KafkaSink, error) {
+func (r *run) setUp(ctx context.Context, cl *lease.Closers) (*KafkaSink, error) {
 	cfg, log, name, kafkaEP := &r.cfg, r.log, r.cfg.Name, r.cfg.Kafka
 	var err error
 	r.counts, err = EnsureTopics(ctx, r.admCl, r.plan.topics, TopicSpec{Create: cfg.CreateTopic, Partitions: cfg.Partitions, ReplicationFactor: cfg.ReplicationFactor})
@@ -445,7 +447,7 @@ func (r *run) setUpSource(ctx context.Context) error {
 // setUpProducer sizes the transactional producer to what the topics
 // accept and hashes records over the partition counts this mirror first
 // wrote to, then initialises it, which fences every earlier run.
-func (r *run) setUpProducer(ctx context.Context, cl *mirror.Closers) error {
+func (r *run) setUpProducer(ctx context.Context, cl *lease.Closers) error {
 	cfg, log, name, kafkaEP := &r.cfg, r.log, r.cfg.Name, r.cfg.Kafka
 	// Records are hashed over the partition count each topic had when
 	// this mirror first wrote to it, stored before anything is produced.
@@ -492,7 +494,7 @@ func (r *run) setUpProducer(ctx context.Context, cl *mirror.Closers) error {
 	cancelInit()
 	if err != nil {
 		if initCtx.Err() != nil && ctx.Err() == nil {
-			return mirror.Errorf("kafka %s: initialising the transactional producer %s took longer than {Timeout} %s; is the broker reachable, and does it allow transactions (transaction.state.log.* settings)?", kafkaEP, r.plan.txnID, cfg.Timeout)
+			return setting.Errorf("kafka %s: initialising the transactional producer %s took longer than {Timeout} %s; is the broker reachable, and does it allow transactions (transaction.state.log.* settings)?", kafkaEP, r.plan.txnID, cfg.Timeout)
 		}
 		return kafkaEP.Explain(err)
 	}
@@ -564,7 +566,7 @@ func (r *run) setUpReadBack(ctx context.Context, pending int64) error {
 		written, err := ScanWritten(scanCtx, scanOpts, r.adm, topics, from, streamSet)
 		if err != nil {
 			if scanCtx.Err() != nil && ctx.Err() == nil {
-				return nil, mirror.Errorf("kafka %s: reading back topics %v to find what this mirror already wrote took longer than {Timeout} %s; is the broker reachable?", kafkaEP, topics, cfg.Timeout)
+				return nil, setting.Errorf("kafka %s: reading back topics %v to find what this mirror already wrote took longer than {Timeout} %s; is the broker reachable?", kafkaEP, topics, cfg.Timeout)
 			}
 			return nil, kafkaEP.Explain(err)
 		}
@@ -689,7 +691,7 @@ func (m *Mirror) consumerGroup(ctx context.Context, rc rueidis.Client, ck checkp
 func chooseGroup(name, given, recorded string, found, legacyConsumer bool) (string, error) {
 	switch {
 	case recorded != "" && given != "" && given != recorded:
-		return "", mirror.Errorf("mirror %q reads through consumer group %q (recorded in checkpoint %s), not {Group} %q; drop {Group}, or choose another {Name} for a new mirror", name, recorded, checkpoint.R2KKey(name), given)
+		return "", setting.Errorf("mirror %q reads through consumer group %q (recorded in checkpoint %s), not {Group} %q; drop {Group}, or choose another {Name} for a new mirror", name, recorded, checkpoint.R2KKey(name), given)
 	case recorded != "":
 		return recorded, nil
 	case given != "":

@@ -17,6 +17,7 @@ import (
 	"github.com/xmirror/xmirror/checkpoint"
 	"github.com/xmirror/xmirror/mirror"
 	"github.com/xmirror/xmirror/mirror/mapping"
+	"github.com/xmirror/xmirror/mirror/setting"
 )
 
 // firstReadCount is the COUNT of a source's first read under a byte
@@ -254,7 +255,7 @@ func NewRedisSource(ctx context.Context, cfg RedisSourceConfig) (*RedisSource, e
 			log.Info("stream does not exist; skipping it, as missing streams are allowed", "stream", st.name)
 			st.done = true
 		default:
-			return nil, mirror.Errorf("stream %q does not exist in Redis; check the name, or pass {AllowMissing} to skip missing streams", st.name)
+			return nil, setting.Errorf("stream %q does not exist in Redis; check the name, or pass {AllowMissing} to skip missing streams", st.name)
 		}
 	}
 	if err := s.checkDeadLetterStream(ctx); err != nil {
@@ -294,7 +295,7 @@ func (s *RedisSource) checkDeadLetterStream(ctx context.Context) error {
 		return mirror.ClassifyRedis(fmt.Errorf("check dead-letter stream %q (TYPE): %w", s.cfg.DeadLetterStream, err))
 	}
 	if typ != "stream" && typ != "none" {
-		return mirror.Errorf("dead-letter key %q is a %s, not a stream; check {DeadLetterStream}", s.cfg.DeadLetterStream, typ)
+		return setting.Errorf("dead-letter key %q is a %s, not a stream; check {DeadLetterStream}", s.cfg.DeadLetterStream, typ)
 	}
 	return nil
 }
@@ -448,11 +449,11 @@ func (s *RedisSource) prepare(ctx context.Context, streams []*streamState, start
 			existing = append(existing, st)
 			s.log.Debug("consumer group exists; reading on from its position", "stream", st.name, "group", s.cfg.Group)
 		case mirror.IsRedisErrPrefix(err, "WRONGTYPE"):
-			return mirror.Errorf("key %q is not a stream (WRONGTYPE); check {Streams}", st.name)
+			return setting.Errorf("key %q is not a stream (WRONGTYPE); check {Streams}", st.name)
 		case mirror.IsRedisErrContaining(err, "requires the key to exist"):
 			st.ready = false
 		case mirror.IsRedisErrContaining(err, "Invalid stream ID"):
-			return mirror.Errorf("{Start} %q is not an entry ID (use earliest, latest or <ms>-<seq>)", s.cfg.Start)
+			return setting.Errorf("{Start} %q is not an entry ID (use earliest, latest or <ms>-<seq>)", s.cfg.Start)
 		default:
 			return mirror.ClassifyRedis(fmt.Errorf("create consumer group %q on stream %q: %w", s.cfg.Group, st.name, err))
 		}
@@ -525,7 +526,7 @@ func (s *RedisSource) checkStart(ctx context.Context, streams []*streamState, st
 			return fmt.Errorf("stream %q: last-generated-id: %w", st.name, err)
 		}
 		if mapping.CompareIDs(start, last) > 0 {
-			return mirror.Errorf("{Start} %s is above the last entry ID of stream %q (%s): the new consumer group %q would skip every entry added until the clock passes it; use an ID at or below %s, or {Start} latest for only new entries", start, st.name, last, s.cfg.Group, last)
+			return setting.Errorf("{Start} %s is above the last entry ID of stream %q (%s): the new consumer group %q would skip every entry added until the clock passes it; use an ID at or below %s, or {Start} latest for only new entries", start, st.name, last, s.cfg.Group, last)
 		}
 	}
 	return nil
@@ -579,7 +580,7 @@ func (s *RedisSource) checkShared(ctx context.Context, streams []*streamState) e
 			continue
 		}
 		if s.cfg.ClaimIdle <= 0 {
-			return mirror.Errorf("stream %q: consumer group %q is also read by %q (XINFO CONSUMERS), holding %d pending entries; mirrors sharing a group split the stream between them. Give this mirror a group of its own ({Group}), or, to take over from consumers that no longer run, pass {ClaimIdle}", st.name, s.cfg.Group, others, pending)
+			return setting.Errorf("stream %q: consumer group %q is also read by %q (XINFO CONSUMERS), holding %d pending entries; mirrors sharing a group split the stream between them. Give this mirror a group of its own ({Group}), or, to take over from consumers that no longer run, pass {ClaimIdle}", st.name, s.cfg.Group, others, pending)
 		}
 		leases := make(rueidis.Commands, 0, len(others))
 		for _, o := range others {
@@ -591,7 +592,7 @@ func (s *RedisSource) checkShared(ctx context.Context, streams []*streamState) e
 				return mirror.ClassifyRedis(fmt.Errorf("look for the lease of mirror %q: %w", others[j], err))
 			}
 			if n > 0 {
-				return mirror.Errorf("stream %q: consumer group %q is also read by mirror %q, which is running now (lease %s); mirrors sharing a group split the stream between them: give this mirror a group of its own ({Group})", st.name, s.cfg.Group, others[j], checkpoint.LeaseKey(checkpoint.KindRedisToKafka, others[j]))
+				return setting.Errorf("stream %q: consumer group %q is also read by mirror %q, which is running now (lease %s); mirrors sharing a group split the stream between them: give this mirror a group of its own ({Group})", st.name, s.cfg.Group, others[j], checkpoint.LeaseKey(checkpoint.KindRedisToKafka, others[j]))
 			}
 		}
 		s.log.Debug("consumer group was read by other consumers; taking over their idle entries", "claim_idle", s.cfg.ClaimIdle, "stream", st.name, "group", s.cfg.Group, "others", others, "pending", pending)

@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/xmirror/xmirror/mirror"
+	"github.com/xmirror/xmirror/mirror/setting"
 )
 
 // TransactionalIDPrefix starts the transactional ID of every
@@ -27,7 +28,7 @@ const maxTransactionalID = 32767
 func TransactionalID(name string) (string, error) {
 	id := TransactionalIDPrefix + name
 	if len(id) > maxTransactionalID {
-		return "", mirror.Errorf("mirror name of %d bytes is too long for a Kafka transactional ID (%s<name>, at most %d bytes); choose a shorter {Name}", len(name), TransactionalIDPrefix, maxTransactionalID)
+		return "", setting.Errorf("mirror name of %d bytes is too long for a Kafka transactional ID (%s<name>, at most %d bytes); choose a shorter {Name}", len(name), TransactionalIDPrefix, maxTransactionalID)
 	}
 	return id, nil
 }

@@ -8,7 +8,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 
-	"github.com/xmirror/xmirror/mirror"
+	"github.com/xmirror/xmirror/mirror/setting"
 )
 
 func TestTransactionalIDIsTheMirrorNameUnderAPrefix(t *testing.T) {
@@ -23,7 +23,7 @@ func TestTransactionalIDIsTheMirrorNameUnderAPrefix(t *testing.T) {
 	} {
 		got, err := TransactionalID(tc.name)
 		if tc.fails {
-			if err == nil || !strings.Contains(mirror.RenderError(err, flags), "--name") {
+			if err == nil || !strings.Contains(setting.Render(err, flags), "--name") {
 				t.Errorf("name of %d bytes: %q, %v; want refused, naming --name", len(tc.name), got, err)
 			}
 			continue

@@ -1,4 +1,4 @@
-package mirror
+package lease
 
 import (
 	"context"
@@ -10,6 +10,9 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/xmirror/xmirror/checkpoint"
+	"github.com/xmirror/xmirror/internal/endpoint"
+	"github.com/xmirror/xmirror/mirror"
+	"github.com/xmirror/xmirror/mirror/setting"
 )
 
 // heldLease is a mirror's lease while a run holds it: ctx ends when the
@@ -24,7 +27,7 @@ type heldLease struct {
 // while another process holds it) and renews it until release or drop;
 // for a run set up again after prev (nil: a first start), it may take
 // over a key still holding prev's value.
-func (l *Leased) holdLease(ctx context.Context, prev *checkpoint.Lease) (*heldLease, error) {
+func (l *loop) holdLease(ctx context.Context, prev *checkpoint.Lease) (*heldLease, error) {
 	log, name, ttl := l.Logger, l.Name, l.TTL
 	var lease *checkpoint.Lease
 	var err error
@@ -40,12 +43,12 @@ func (l *Leased) holdLease(ctx context.Context, prev *checkpoint.Lease) (*heldLe
 		log.Info("took over the lease of a process of this host that is gone", "lease", lease.Key(), "old_holder", old)
 	}
 	log.Debug("lease taken", "mirror", name, "key", lease.Key(), "ttl", ttl)
-	l.Observer.lease(LeaseEvent{Kind: LeaseTaken, Key: lease.Key(), TookOver: lease.TookOver()})
+	l.Observer.OnLease(mirror.LeaseEvent{Kind: mirror.LeaseTaken, Key: lease.Key(), TookOver: lease.TookOver()})
 	runCtx, cancel := context.WithCancelCause(ctx)
 	go func() {
 		select {
 		case err := <-lease.Lost():
-			l.Observer.lease(LeaseEvent{Kind: LeaseLost, Key: lease.Key(), Err: err})
+			l.Observer.OnLease(mirror.LeaseEvent{Kind: mirror.LeaseLost, Key: lease.Key(), Err: err})
 			// Another process may already be taking over: abandon what
 			// is in flight rather than draining it.
 			cancel(abandonCause{err})
@@ -58,7 +61,7 @@ func (l *Leased) holdLease(ctx context.Context, prev *checkpoint.Lease) (*heldLe
 // release stops renewing and deletes the lease if this process still
 // holds it, a step of sd: a lease it cannot release in time expires after
 // its TTL, as a crashed mirror's does.
-func (h *heldLease) release(sd *Shutdown, obs *Observer) {
+func (h *heldLease) release(sd *Shutdown, obs *mirror.Observer) {
 	h.cancel(nil)
 	// Release first waits for a renewal in flight, which a stalled Redis
 	// holds for up to a third of the TTL: the step's budget bounds both.
@@ -69,7 +72,7 @@ func (h *heldLease) release(sd *Shutdown, obs *Observer) {
 	select {
 	case ok := <-released:
 		if ok {
-			obs.lease(LeaseEvent{Kind: LeaseReleased, Key: h.lease.Key()})
+			obs.OnLease(mirror.LeaseEvent{Kind: mirror.LeaseReleased, Key: h.lease.Key()})
 		}
 	default:
 	}
@@ -77,12 +80,12 @@ func (h *heldLease) release(sd *Shutdown, obs *Observer) {
 
 // drop stops renewing a lease before the mirror is set up again, within
 // CloseBudget; the lease is deleted only if it is still this process's.
-func (h *heldLease) drop(obs *Observer) {
+func (h *heldLease) drop(obs *mirror.Observer) {
 	h.cancel(nil)
 	ctx, cancel := context.WithTimeout(context.Background(), CloseBudget)
 	defer cancel()
 	if h.lease.Release(ctx) == nil {
-		obs.lease(LeaseEvent{Kind: LeaseReleased, Key: h.lease.Key()})
+		obs.OnLease(mirror.LeaseEvent{Kind: mirror.LeaseReleased, Key: h.lease.Key()})
 	}
 }
 
@@ -93,8 +96,8 @@ const (
 	maxSetUpBackoff = 10 * time.Second
 )
 
-// Leased runs a mirror under its lease.
-type Leased struct {
+// loop runs a mirror under its lease.
+type loop struct {
 	// Redis holds the lease; Kind and Name key it (see checkpoint.LeaseKey).
 	Redis rueidis.Client
 	Kind  string
@@ -106,7 +109,7 @@ type Leased struct {
 	// a one-shot run stops.
 	Follow   bool
 	Logger   *slog.Logger
-	Observer *Observer
+	Observer *mirror.Observer
 	// Fenced says whether err means the destination took the mirror's
 	// writes from this run for another's (Kafka fenced its producer): a
 	// follow run is then set up again as when its lease is lost. Nil: no
@@ -115,13 +118,46 @@ type Leased struct {
 }
 
 // A RunFunc sets a mirror up and runs it, under its lease (ctx ends when
-// the lease is lost), adding every client it opens to cl. ran says whether
-// it was set up: a run that failed in its set-up has no stats to show, only
-// its error.
-// before is what the runs before it did, for the observer's totals.
-type RunFunc func(ctx context.Context, cl *Closers, before Stats) (stats Stats, ran bool, err error)
+// the lease is lost), with rc, the connection to the Redis that holds the
+// lease, adding every client it opens to cl. before is what the runs
+// before it did in this process, for the observer's totals. ran says
+// whether it was set up: a run that failed in its set-up has no stats to
+// show, only its error.
+type RunFunc func(ctx context.Context, rc rueidis.Client, cl *Closers, before mirror.Stats) (stats mirror.Stats, ran bool, err error)
 
-// Run takes the lease and calls run, which sets the mirror up from its
+// Run runs a mirror of direction kind (checkpoint.KindRedisToKafka or
+// KindKafkaToRedis) as both directions do: it connects to redis, which
+// holds the lease and the checkpoints, refuses a Redis Cluster before
+// anything is written, takes the lease and calls run under it (see
+// loop.run; fenced says which errors mean the destination took the
+// mirror's writes for another run's), then closes everything within a
+// bounded time (see Shutdown). An error of a run that stopped before it
+// was set up is a *mirror.SetUpError.
+func Run(ctx context.Context, c *mirror.RunConfig, redis endpoint.Redis, kind string, fenced func(error) bool, run RunFunc) (mirror.Stats, error) {
+	log := c.Log()
+	rc, err := redis.Connect(ctx, mirror.ConnectTimeout)
+	if err != nil {
+		return mirror.Stats{}, mirror.NotSetUp(err)
+	}
+	// Every step on the way out is bounded.
+	sd := NewShutdown(log)
+	defer sd.Wait()
+	defer sd.Spawn("close the Redis connection", rc.Close)
+	// Before the lease: a run that cannot work leaves nothing behind.
+	if err := redis.RefuseCluster(ctx, rc, kind); err != nil {
+		return mirror.Stats{}, mirror.NotSetUp(err)
+	}
+	log.Debug("connected to redis", "url", redis.Redacted())
+	l := &loop{Redis: rc, Kind: kind, Name: c.Name, TTL: c.LeaseTTL, Follow: c.Follow,
+		Logger: log, Observer: c.Observer, Fenced: fenced}
+	stats, set, err := l.run(ctx, sd, run)
+	if !set {
+		return stats, mirror.NotSetUp(err)
+	}
+	return stats, err
+}
+
+// run takes the lease and calls run, which sets the mirror up from its
 // checkpoint and mirrors, with a context that ends when the lease is lost.
 // Whatever run opened is added to cl, and closed, as steps of sd, once it
 // returned. set says whether run was ever set up.
@@ -136,7 +172,7 @@ type RunFunc func(ctx context.Context, cl *Closers, before Stats) (stats Stats, 
 // up again, fencing whatever the earlier run left behind. A follow run
 // set up again retries a server that does not answer, as a follow run
 // does, until ctx ends.
-func (l *Leased) Run(ctx context.Context, sd *Shutdown, run RunFunc) (total Stats, set bool, err error) {
+func (l *loop) run(ctx context.Context, sd *Shutdown, run RunFunc) (total mirror.Stats, set bool, err error) {
 	log, name, follow := l.Logger, l.Name, l.Follow
 	start := time.Now()
 	again, backoff := false, minSetUpBackoff
@@ -145,7 +181,7 @@ func (l *Leased) Run(ctx context.Context, sd *Shutdown, run RunFunc) (total Stat
 	for {
 		held, err := l.holdLease(ctx, prev)
 		if err != nil {
-			if again && ctx.Err() == nil && IsTransient(err) {
+			if again && ctx.Err() == nil && mirror.IsTransient(err) {
 				if err = l.setUpBackoff(ctx, &backoff, err); err == nil {
 					continue
 				}
@@ -154,7 +190,7 @@ func (l *Leased) Run(ctx context.Context, sd *Shutdown, run RunFunc) (total Stat
 			return total, set, err
 		}
 		var cl Closers
-		res, ran, err := run(held.ctx, &cl, total)
+		res, ran, err := run(held.ctx, l.Redis, &cl, total)
 		set = set || ran
 		total.Add(res)
 		total.Elapsed = time.Since(start)
@@ -166,11 +202,11 @@ func (l *Leased) Run(ctx context.Context, sd *Shutdown, run RunFunc) (total Stat
 			// other process took its lease in this Redis: the other
 			// producer's lease is elsewhere. Setting up again would
 			// fence it in turn, for ever.
-			err = Errorf("%w; this run still holds its lease %s, so the other run keeps its checkpoints in another Redis (or database): mirrors writing to one Kafka cluster need names of their own ({Name})", err, held.lease.Key())
+			err = setting.Errorf("%w; this run still holds its lease %s, so the other run keeps its checkpoints in another Redis (or database): mirrors writing to one Kafka cluster need names of their own ({Name})", err, held.lease.Key())
 			fenced = false
 		}
 		lost := errors.Is(err, checkpoint.ErrLeaseLost) || fenced
-		retryable := again && IsTransient(err)
+		retryable := again && mirror.IsTransient(err)
 		if !follow || ctx.Err() != nil || !(lost || retryable) {
 			cl.hand(sd)
 			held.release(sd, l.Observer)
@@ -219,9 +255,9 @@ func fencedAgain(held *heldLease, since *time.Time) bool {
 }
 
 // setUpBackoff waits before the next set-up, or returns ctx's error.
-func (l *Leased) setUpBackoff(ctx context.Context, backoff *time.Duration, err error) error {
+func (l *loop) setUpBackoff(ctx context.Context, backoff *time.Duration, err error) error {
 	l.Logger.Warn("retrying", "step", "set up again", "in", *backoff, "err", err)
-	l.Observer.retrying(Retry{Step: "set up again", Wait: *backoff, Err: err})
+	l.Observer.OnRetry(mirror.Retry{Step: "set up again", Wait: *backoff, Err: err})
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
@@ -231,11 +267,11 @@ func (l *Leased) setUpBackoff(ctx context.Context, backoff *time.Duration, err e
 	return nil
 }
 
-// abandonCause stops a run without draining (ErrAbandon) and
+// abandonCause stops a run without draining (mirror.ErrAbandon) and
 // reads as the error that caused it.
 type abandonCause struct{ error }
 
-func (a abandonCause) Is(target error) bool { return target == ErrAbandon }
+func (a abandonCause) Is(target error) bool { return target == mirror.ErrAbandon }
 func (a abandonCause) Unwrap() error        { return a.error }
 
 // leaseError turns a run stopped by a lost lease into that error, unless

@@ -1,19 +1,10 @@
-package mirror
+package setting
 
 import (
 	"errors"
 	"fmt"
 	"strings"
 )
-
-// A mirror is configured by a Config struct, and a front end (the command
-// line, a configuration file) knows each of its fields under a name of its
-// own: CreateTopic, create_topic. An error or a validation problem that
-// names a setting (a remedy such as "pass {CreateTopic} to create it")
-// does so by the field's name in braces in its format; Error writes the
-// field's name, and RenderError the front end's. Only the format is read
-// for settings, never the arguments, so a stream or topic called
-// "{CreateTopic}" stays what it is.
 
 // Names maps a Config field name to the name a front end's users know it
 // by; false leaves the field's name.
@@ -56,11 +47,11 @@ func (e *settingError) Unwrap() []error {
 	return nil
 }
 
-// SettingText is fmt.Sprintf for the text of an error type whose format
+// Text is fmt.Sprintf for the text of an error type whose format
 // names settings as {Field} (see Errorf), each named by names (nil: by
 // its field name). Such a type's RenderSettings(names) is
-// SettingText(names, ...) and its Error RenderSettings(nil).
-func SettingText(names Names, format string, args ...any) string {
+// Text(names, ...) and its Error RenderSettings(nil).
+func Text(names Names, format string, args ...any) string {
 	return fmt.Sprintf(nameSettings(format, names), args...)
 }
 
@@ -109,13 +100,13 @@ func isFieldName(s string) bool {
 	return true
 }
 
-// RenderError is err's text with every setting that an error in its chain
+// Render is err's text with every setting that an error in its chain
 // names written as names says: the text a front end shows its users. An
 // error made by Errorf is formatted again, its error arguments rendered in
 // turn; one that renders its own text (RenderSettings) renders itself; any
 // other wrapper holds its wrapped errors' texts as they are, and each is
 // replaced there, at its last place, by its rendering.
-func RenderError(err error, names Names) string {
+func Render(err error, names Names) string {
 	if err == nil {
 		return ""
 	}
@@ -199,7 +190,7 @@ func (e *ConfigError) RenderSettings(names Names) string {
 		if i > 0 {
 			b.WriteString("; ")
 		}
-		b.WriteString(RenderError(p, names))
+		b.WriteString(Render(p, names))
 	}
 	return b.String()
 }

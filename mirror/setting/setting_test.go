@@ -1,4 +1,4 @@
-package mirror
+package setting
 
 import (
 	"errors"
@@ -41,7 +41,7 @@ func TestSettingsAreNamedByFieldOrAsTheFrontEndSays(t *testing.T) {
 			if got := tc.err.Error(); got != tc.plain {
 				t.Errorf("Error() = %q, want %q", got, tc.plain)
 			}
-			if got := RenderError(tc.err, flagNames); got != tc.cli {
+			if got := Render(tc.err, flagNames); got != tc.cli {
 				t.Errorf("RenderError = %q, want %q", got, tc.cli)
 			}
 		})
@@ -75,7 +75,7 @@ func TestConfigErrorListsEveryProblemByField(t *testing.T) {
 		t.Fatal("IsConfig does not tell a Config's problems")
 	}
 	want := `--name must not be empty; --on-gap must be fail or skip, got "x"`
-	if got := RenderError(fmt.Errorf("%w", err), flagNames); got != want {
+	if got := Render(fmt.Errorf("%w", err), flagNames); got != want {
 		t.Fatalf("got %q, want %q", got, want)
 	}
 }
