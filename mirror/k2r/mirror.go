@@ -203,32 +203,7 @@ func (m *Mirror) runOnce(ctx context.Context, rc rueidis.Client, cl *lease.Close
 	cl.Add("close the Kafka admin connection", admin.Close)
 	log.Debug("connected to kafka", "brokers", cfg.Kafka.String())
 	opt := cfg.EngineOptions(before)
-	k, err := openSession(ctx, rc, admin, setupConfig{
-		Name:             cfg.Name,
-		Topics:           cfg.Topics,
-		Stream:           m.stream,
-		Format:           cfg.Format,
-		Headers:          cfg.Headers,
-		ValueField:       cfg.ValueField,
-		KeyField:         cfg.KeyField,
-		PreserveIDs:      cfg.PreserveIDs,
-		MaxFields:        cfg.MaxFields,
-		MaxLen:           cfg.MaxLen,
-		StartLatest:      cfg.Start == mapping.StartLatest,
-		OnError:          cfg.OnError,
-		OnGap:            cfg.OnGap,
-		OnTopicRecreated: cfg.OnTopicRecreated,
-		DeadLetterStream: cfg.DeadLetterStream,
-		BatchSize:        cfg.BatchSize,
-		Follow:           cfg.Follow,
-		RetryFor:         opt.RetryFor,
-		PartitionCheck:   cfg.PartitionCheck,
-		Logger:           log,
-		Observer:         cfg.Observer,
-		KafkaOpts:        cfg.Kafka.ClientOpts(),
-		KafkaName:        cfg.Kafka.String(),
-		RedisName:        cfg.Redis.Addr(),
-	})
+	k, err := openSession(ctx, rc, admin, setupConfig{Config: cfg, tmpl: m.stream, retryFor: opt.RetryFor})
 	if err != nil {
 		return mirror.Stats{}, false, err
 	}

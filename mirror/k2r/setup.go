@@ -27,42 +27,19 @@ const (
 	OnTopicRecreatedRestart = "restart" // mirror the new topic from its start
 )
 
-// setupConfig is what setUp needs of a mirror, as Config.validate left it.
+// setupConfig is what setUp needs: the mirror's Config, validated, with
+// the stream template validation parsed and how long a one-shot run
+// retries a transient failure (and may go without Kafka delivering
+// anything to partitions short of their snapshot end).
 type setupConfig struct {
-	Name   string
-	Topics []string
-	Stream StreamTemplate
-	// Format is FormatJSON or FormatRaw; Headers (json) copies headers as
-	// fields; ValueField and KeyField (raw) name the fields of the value
-	// and key.
-	Format               mapping.Format
-	Headers              bool
-	ValueField, KeyField string
-	PreserveIDs          bool
-	// MaxFields refuses, as undecodable, a record that maps to more
-	// fields (DefaultMaxFields when zero).
-	MaxFields      int
-	MaxLen         int64
-	StartLatest    bool
-	OnError, OnGap string
-	// OnTopicRecreated is OnTopicRecreatedFail (when empty) or
-	// OnTopicRecreatedRestart.
-	OnTopicRecreated string
-	DeadLetterStream string
-	BatchSize        int
-	Follow           bool
-	// RetryFor bounds, in one-shot, how long a transient failure is
-	// retried and how long Kafka may go without delivering anything to
-	// partitions short of their snapshot end.
-	RetryFor time.Duration
-	// PartitionCheck is how often a follow run looks for partitions added
-	// to its topics (DefaultPartitionCheck when zero).
-	PartitionCheck       time.Duration
-	Logger               *slog.Logger
-	Observer             *mirror.Observer
-	KafkaOpts            []kgo.Opt // connection options; the consumer's are added
-	KafkaName, RedisName string    // endpoints, for messages
+	*Config
+	tmpl     StreamTemplate
+	retryFor time.Duration
 }
+
+func (c setupConfig) startLatest() bool { return c.Start == mapping.StartLatest }
+func (c setupConfig) kafkaName() string { return c.Kafka.String() }
+func (c setupConfig) redisName() string { return c.Redis.Addr() }
 
 // Defaults of the kafka-to-redis source's timers.
 const (
@@ -82,17 +59,11 @@ const (
 // partition that had none, and returns the source and sink to pass to Run.
 // The caller closes both; admin must outlive the source.
 func setUp(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg setupConfig) (*KafkaSource, *RedisSink, error) {
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	if cfg.PartitionCheck <= 0 {
-		cfg.PartitionCheck = DefaultPartitionCheck
-	}
+	log := cfg.Log()
 	adm := kadm.NewClient(admin)
 	details, err := adm.ListTopics(ctx, cfg.Topics...)
 	if err != nil {
-		return nil, nil, mirror.Transient(fmt.Errorf("kafka %s: list topics: %w", cfg.KafkaName, err))
+		return nil, nil, mirror.Transient(fmt.Errorf("kafka %s: list topics: %w", cfg.kafkaName(), err))
 	}
 	src := &KafkaSource{
 		mapping: recordMapping{format: cfg.Format, headers: cfg.Headers, valueField: cfg.ValueField,
@@ -103,8 +74,8 @@ func setUp(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg setupC
 		log:            log,
 		parts:          map[string]map[int32]*partState{},
 		admin:          admin,
-		kafkaName:      cfg.KafkaName,
-		retryFor:       cfg.RetryFor,
+		kafkaName:      cfg.kafkaName(),
+		retryFor:       cfg.retryFor,
 		pollWait:       defaultPollWait,
 		probeAfter:     defaultProbeAfter,
 		probeWait:      defaultProbeWait,
@@ -118,7 +89,7 @@ func setUp(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg setupC
 	// run set up again after its topic was recreated must see the new one.
 	ids, err := topicIDs(ctx, admin, cfg.Topics)
 	if err != nil {
-		return nil, nil, mirror.Transient(fmt.Errorf("kafka %s: topic IDs: %w", cfg.KafkaName, err))
+		return nil, nil, mirror.Transient(fmt.Errorf("kafka %s: topic IDs: %w", cfg.kafkaName(), err))
 	}
 	var tps []checkpoint.TopicPartition
 	for _, t := range cfg.Topics {
@@ -128,7 +99,7 @@ func setUp(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg setupC
 			if ok && d.Err != nil && !errors.Is(d.Err, kerr.UnknownTopicOrPartition) {
 				why = d.Err.Error()
 			}
-			return nil, nil, setting.Errorf("kafka %s: topic %q: %s; check {Topics} (xmirror never creates source topics)", cfg.KafkaName, t, why)
+			return nil, nil, setting.Errorf("kafka %s: topic %q: %s; check {Topics} (xmirror never creates source topics)", cfg.kafkaName(), t, why)
 		}
 		src.parts[t] = map[int32]*partState{}
 		for _, p := range d.Partitions.Numbers() {
@@ -140,7 +111,7 @@ func setUp(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg setupC
 			return nil, nil, err
 		}
 	}
-	consume, err := src.setup.add(ctx, src, tps, cfg.StartLatest, ids)
+	consume, err := src.setup.add(ctx, src, tps, cfg.startLatest(), ids)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -157,7 +128,7 @@ func setUp(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg setupC
 	} else {
 		log.Debug("cannot read the topics' record size limits; assuming Kafka's defaults", "err", err)
 	}
-	opts := append([]kgo.Opt{}, cfg.KafkaOpts...)
+	opts := append([]kgo.Opt{}, cfg.Kafka.ClientOpts()...)
 	opts = append(opts,
 		kgo.BrokerMaxReadBytes(readBytes),
 		kgo.ConsumePartitions(consume),
@@ -170,17 +141,17 @@ func setUp(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg setupC
 		kgo.ConsumeResetOffset(kgo.NoResetOffset()),
 	)
 	if src.cl, err = kgo.NewClient(opts...); err != nil {
-		return nil, nil, fmt.Errorf("kafka %s: %w", cfg.KafkaName, err)
+		return nil, nil, fmt.Errorf("kafka %s: %w", cfg.kafkaName(), err)
 	}
 	sink := &RedisSink{
 		c:          rc,
 		opt:        stepOptions{Name: cfg.Name, MaxLen: cfg.MaxLen, PreserveIDs: cfg.PreserveIDs},
 		onError:    cfg.OnError,
 		deadStream: cfg.DeadLetterStream,
-		retryFor:   cfg.RetryFor,
+		retryFor:   cfg.retryFor,
 		observer:   cfg.Observer,
 		log:        log,
-		redisName:  cfg.RedisName,
+		redisName:  cfg.redisName(),
 	}
 	switch err := checkOrderAccess(ctx, rc, cfg.Name); {
 	case err == nil:
@@ -189,7 +160,7 @@ func setUp(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg setupC
 		log.Warn("keeping one write in flight at a time, which is slower: the server refuses the commands that keep several in flight in order; grant BLPOP, LPUSH and PEXPIRE on keys xmirror:*", "err", err)
 	default:
 		src.Close()
-		return nil, nil, mirror.ClassifyRedis(fmt.Errorf("redis %s: %w", cfg.RedisName, err))
+		return nil, nil, mirror.ClassifyRedis(fmt.Errorf("redis %s: %w", cfg.redisName(), err))
 	}
 	return src, sink, nil
 }
@@ -209,10 +180,10 @@ type partitionSetup struct {
 func (k *partitionSetup) checkStream(ctx context.Context, s string) error {
 	typ, err := k.rc.Do(ctx, k.rc.B().Type().Key(s).Build()).ToString()
 	if err != nil {
-		return mirror.Transient(fmt.Errorf("redis %s: type of %q: %w", k.cfg.RedisName, s, err))
+		return mirror.Transient(fmt.Errorf("redis %s: type of %q: %w", k.cfg.redisName(), s, err))
 	}
 	if typ != "none" && typ != "stream" {
-		return setting.Errorf("redis %s: key %q holds a %s, not a stream; choose another {Stream} or delete it", k.cfg.RedisName, s, typ)
+		return setting.Errorf("redis %s: key %q holds a %s, not a stream; choose another {Stream} or delete it", k.cfg.redisName(), s, typ)
 	}
 	return nil
 }
@@ -239,7 +210,7 @@ func (k *partitionSetup) add(ctx context.Context, src *KafkaSource, tps []checkp
 			return nil, err
 		}
 		if err := checkStepAccess(ctx, k.rc, cfg.Name, s); err != nil {
-			return nil, mirror.ClassifyRedis(fmt.Errorf("redis %s: %w", cfg.RedisName, err))
+			return nil, mirror.ClassifyRedis(fmt.Errorf("redis %s: %w", cfg.redisName(), err))
 		}
 	}
 	stored, recorded, err := k.loadPositions(ctx, as.touched)
@@ -337,7 +308,7 @@ func (k *partitionSetup) assign(known []string, tps []checkpoint.TopicPartition)
 	}
 	seenTopic := map[string]bool{}
 	for _, tp := range tps {
-		stream := k.cfg.Stream.Stream(tp.Topic, tp.Partition)
+		stream := k.cfg.tmpl.Stream(tp.Topic, tp.Partition)
 		i, ok := k.streamIndex[stream]
 		if !ok {
 			if i, ok = as.index[stream]; !ok {
@@ -442,7 +413,7 @@ func (k *partitionSetup) logOffsets(ctx context.Context, topics []string) (map[c
 			err = offsets.Error()
 		}
 		if err != nil {
-			return nil, mirror.Transient(fmt.Errorf("kafka %s: list %s offsets: %w", k.cfg.KafkaName, what, err))
+			return nil, mirror.Transient(fmt.Errorf("kafka %s: list %s offsets: %w", k.cfg.kafkaName(), what, err))
 		}
 		return offsets, nil
 	}
@@ -541,7 +512,7 @@ func (k *partitionSetup) storeStarts(ctx context.Context, positions map[string]m
 	case errors.Is(err, checkpoint.ErrCorrupt):
 		return err
 	}
-	return mirror.Transient(fmt.Errorf("redis %s: %w", k.cfg.RedisName, err))
+	return mirror.Transient(fmt.Errorf("redis %s: %w", k.cfg.redisName(), err))
 }
 
 // formatTopicID writes a topic ID as Kafka's tools print it (URL-safe
@@ -573,11 +544,7 @@ func openSession(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg 
 	if err != nil {
 		return nil, err
 	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &session{rc: rc, admin: admin, cfg: cfg, log: log, src: src, sink: sink}, nil
+	return &session{rc: rc, admin: admin, cfg: cfg, log: cfg.Log(), src: src, sink: sink}, nil
 }
 
 // Run mirrors as the engine's Run does, and when the run must start over,
@@ -625,7 +592,7 @@ func (m *session) startOver(err error) bool {
 	var lost *LostWritesError
 	var recreated *checkpoint.TopicRecreatedError
 	switch {
-	case errors.As(err, &lost) && lost.To == checkpoint.NoPosition && m.cfg.StartLatest:
+	case errors.As(err, &lost) && lost.To == checkpoint.NoPosition && m.cfg.startLatest():
 		// Set up again, the partition would start at its end and skip
 		// what Redis lost: stop, with the error saying where it was.
 		return false

@@ -60,7 +60,7 @@ func TestPartitionsAreAssignedTheirStreamsKnownOnesFirst(t *testing.T) {
 	tp := func(topic string, p int32) checkpoint.TopicPartition {
 		return checkpoint.TopicPartition{Topic: topic, Partition: p}
 	}
-	k := &partitionSetup{cfg: setupConfig{Stream: tmpl},
+	k := &partitionSetup{cfg: setupConfig{Config: &Config{}, tmpl: tmpl},
 		streamIndex: map[string]int{"copy-a": 0},
 		feeds:       map[string][]checkpoint.TopicPartition{"copy-a": {tp("a", 0)}},
 	}
