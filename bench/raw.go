@@ -218,7 +218,7 @@ func recordValue(size int) []byte {
 }
 
 // producerOpts are xmirror's producer settings for a one-shot run
-// (mirror.ProducerOpts with cmd/redis_to_kafka.go's defaults), restated
+// (r2k.ProducerOpts with r2k.Defaults()), restated
 // here so the raw producer shares no code with xmirror: acks=all and
 // idempotent, no linger, 1 MiB batches, no compression, at most
 // batch*(max-in-flight+1) records buffered.

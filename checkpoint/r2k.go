@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
+
 	"github.com/xmirror/xmirror/mirror/mapping"
+	"github.com/xmirror/xmirror/mirror/setting"
 )
 
 // Version is the format version this package writes and reads.
@@ -173,16 +175,11 @@ type R2KUpdate struct {
 	Bytes      int64
 }
 
-// R2KAck is one stream's share of a commit: the entries to acknowledge.
-type R2KAck struct {
-	Stream string
-	IDs    []string
-}
-
-// ErrCommitRefused is wrapped by a CommitR2K error when the server refused
-// the commit (a stream key that is not a stream, an ACL forbidding XACK):
-// the checkpoint did not move. Trying again without fixing the cause
-// changes nothing.
+// ErrCommitRefused is wrapped by the error of a redis-to-kafka commit
+// (the entries' acknowledgements and the checkpoint update, in one
+// transaction) when the server refused it (a stream key that is not a
+// stream, an ACL forbidding XACK): the checkpoint did not move. Trying
+// again without fixing the cause changes nothing.
 var ErrCommitRefused = errors.New("commit refused")
 
 // r2kCommitScript moves the checkpoint of a commit, queued in the same
@@ -218,69 +215,15 @@ if ARGV[3] ~= '0' then redis.call('HINCRBY', ck, 'bytes', ARGV[3]) end
 return {'ok'}
 `
 
-// CheckTransactions makes sure, changing nothing, that the server runs
-// MULTI/EXEC for this client (an empty transaction): redis-to-kafka
-// acknowledges entries and moves its checkpoint in one, and reads in one,
-// and an ACL that refuses them would otherwise show only once entries
-// are in Kafka. what names the run, for the error.
-func CheckTransactions(ctx context.Context, c rueidis.Client, what string) error {
-	replies := c.DoMulti(ctx, c.B().Multi().Build(), c.B().Exec().Build())
-	if err := transactionRefused(replies[0], what); err != nil {
-		return err
-	}
-	if err := replies[1].Error(); err != nil {
-		if isNoPerm(err) {
-			return transactionRefusedErr(what, err)
-		}
-		return fmt.Errorf("%s: run a transaction (MULTI/EXEC): %w", what, err)
-	}
-	return nil
-}
-
-// transactionRefused is the error of a MULTI reply other than OK.
-func transactionRefused(r rueidis.RedisResult, what string) error {
-	reply, err := r.ToString()
-	switch {
-	case isNoPerm(err):
-		return transactionRefusedErr(what, err)
-	case err != nil:
-		return fmt.Errorf("%s: start a transaction (MULTI): %w", what, err)
-	case reply != "OK":
-		return fmt.Errorf("%s: start a transaction (MULTI): unexpected reply %q", what, reply)
-	}
-	return nil
-}
-
-func transactionRefusedErr(what string, err error) error {
-	return fmt.Errorf("%s: the server refuses MULTI/EXEC for this user (%w): grant them (ACL SETUSER <user> +multi +exec), as redis-to-kafka reads, acknowledges entries and moves its checkpoint in transactions", what, err)
-}
-
-// isNoPerm reports an ACL refusal: NOPERM, or an EXEC discarded for one
-// ("EXECABORT Transaction discarded because of: NOPERM ...").
-func isNoPerm(err error) bool {
-	re, ok := rueidis.IsRedisErr(err)
-	return ok && (strings.HasPrefix(re.Error(), "NOPERM") || strings.HasPrefix(re.Error(), "EXECABORT") && strings.Contains(re.Error(), "NOPERM"))
-}
-
-// CommitR2K acknowledges acks through group and applies u to the
-// checkpoint in one MULTI/EXEC, one round trip: the XACKs, then
-// r2kCommitScript, which moves the checkpoint only if the XACKs could not
-// have failed. A command refused while queued (LOADING, NOPERM, OOM)
-// makes EXEC discard the whole transaction. So the checkpoint never moves
-// without its acks; the acks without the checkpoint is the only partial
-// outcome, and a safe one. The engine commits batches in order, so the
-// stored positions only move forward. Calling it again after any failure
-// is safe: XACK and the positions are idempotent (the running totals of a
-// commit whose reply was lost count twice). A refusal wraps
-// ErrCommitRefused; other errors wrap the server's reply or the
-// connection's failure.
-func CommitR2K(ctx context.Context, c rueidis.Client, name, group string, acks []R2KAck, u R2KUpdate, now time.Time) error {
-	key := R2KKey(name)
-	keys := make([]string, 0, len(acks)+1)
-	for _, a := range acks {
-		keys = append(keys, a.Stream)
-	}
-	keys = append(keys, key)
+// R2KCommitCommand is the checkpoint's part of a redis-to-kafka commit:
+// the script that applies u to mirror name's checkpoint, to be queued in
+// the commit's MULTI/EXEC right after the XACKs of streams through group,
+// and only if none of them can have failed (see r2kCommitScript). Its
+// reply is read by R2KCommitReply.
+func R2KCommitCommand(c rueidis.Client, name, group string, streams []string, u R2KUpdate, now time.Time) rueidis.Completed {
+	keys := make([]string, 0, len(streams)+1)
+	keys = append(keys, streams...)
+	keys = append(keys, R2KKey(name))
 	args := make([]string, 0, 9+2*(len(u.Streams)+len(u.Partitions)))
 	args = append(args, group, strconv.FormatInt(u.Entries, 10), strconv.FormatInt(u.Bytes, 10),
 		fieldVersion, strconv.Itoa(Version), fieldKind, KindRedisToKafka,
@@ -291,89 +234,30 @@ func CommitR2K(ctx context.Context, c rueidis.Client, name, group string, acks [
 	for tp, off := range u.Partitions {
 		args = append(args, r2kPartitionPrefix+formatTopicPartition(tp), strconv.FormatInt(off, 10))
 	}
-	cmds := make(rueidis.Commands, 0, len(acks)+3)
-	cmds = append(cmds, c.B().Multi().Build())
-	for _, a := range acks {
-		cmds = append(cmds, c.B().Xack().Key(a.Stream).Group(group).Id(a.IDs...).Build())
-	}
-	cmds = append(cmds,
-		c.B().Eval().Script(r2kCommitScript).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build(),
-		c.B().Exec().Build())
-	replies := c.DoMulti(ctx, cmds...)
-	// A connection that failed fails every reply, MULTI's too: the
-	// transaction then ran whole or not at all (see EXEC's reply below).
-	// Only the server's own refusal of MULTI left the commands after it
-	// to run one by one.
-	if merr := replies[0].Error(); merr == nil || errors.As(merr, new(*rueidis.RedisError)) {
-		if err := transactionRefused(replies[0], "acknowledge entries and update checkpoint "+strconv.Quote(key)); err != nil {
-			// Whatever they did, the checkpoint may have moved without
-			// its acks, and only an operator can make that right.
-			return fmt.Errorf("%w (the acknowledgements and the checkpoint update ran outside a transaction): %w", err, ErrCommitRefused)
-		}
-	}
-	if err := replies[len(replies)-1].Error(); isNoPerm(err) {
-		return fmt.Errorf("%w; nothing was acknowledged and the checkpoint did not move: %w", transactionRefusedErr("acknowledge entries and update checkpoint "+strconv.Quote(key), err), ErrCommitRefused)
-	}
-	// what names the command of reply i.
-	what := func(i int) string {
-		switch {
-		case i == 0:
-			return "start the transaction (MULTI)"
-		case i <= len(acks):
-			return fmt.Sprintf("acknowledge entries of stream %q (XACK)", acks[i-1].Stream)
-		}
-		return "update checkpoint " + strconv.Quote(key)
-	}
-	applied, err := replies[len(replies)-1].ToArray()
-	var refused *rueidis.RedisError
-	switch {
-	case err != nil && errors.As(err, &refused):
-		// Discarded as a whole (EXECABORT): the command refused while
-		// queued says why (LOADING after a restart is worth retrying,
-		// NOPERM is not).
-		for i, r := range replies[:len(replies)-1] {
-			if qerr := r.Error(); qerr != nil {
-				return fmt.Errorf("%s: %w; nothing was acknowledged and the checkpoint did not move", what(i), qerr)
-			}
-		}
-		return fmt.Errorf("acknowledge entries and update checkpoint %q (EXEC): %w", key, err)
-	case err != nil:
-		// The connection failed: the transaction ran whole or not at
-		// all, and running it again is right either way.
-		return fmt.Errorf("acknowledge entries and update checkpoint %q: %w", key, err)
-	}
-	if len(applied) != len(acks)+1 {
-		return fmt.Errorf("acknowledge entries and update checkpoint %q: EXEC returned %d replies for %d commands", key, len(applied), len(acks)+1)
-	}
-	reply, serr := applied[len(acks)].AsStrSlice()
-	var ackErr error
-	for i := range acks {
-		if err := applied[i].Error(); err != nil {
-			ackErr = fmt.Errorf("%s: %w", what(i+1), err)
-			break
-		}
-	}
+	return c.B().Eval().Script(r2kCommitScript).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build()
+}
+
+// R2KCommitReply reads the reply of an R2KCommitCommand, as EXEC returned
+// it. ran is false when the script did not run (its reply is an error, or
+// not a list of strings): the checkpoint did not move, and err says why.
+// Otherwise err is nil when the checkpoint moved, or says why the script
+// refused to move it, wrapping ErrCommitRefused.
+func R2KCommitReply(name string, m rueidis.RedisMessage) (ran bool, err error) {
+	key := R2KKey(name)
+	reply, serr := m.AsStrSlice()
 	switch {
 	case serr != nil:
-		// The acks that succeeded stand, the checkpoint did not move.
-		if ackErr != nil {
-			return ackErr
-		}
-		return fmt.Errorf("update checkpoint %q: %w", key, serr)
+		return false, fmt.Errorf("update checkpoint %q: %w", key, serr)
 	case len(reply) == 3 && reply[0] == "wrongtype" && reply[1] == key:
-		return fmt.Errorf("update checkpoint %q: WRONGTYPE it holds a %s, not a hash: %w; delete the key or choose another --name", key, reply[2], ErrCommitRefused)
+		return true, setting.Errorf("update checkpoint %q: WRONGTYPE it holds a %s, not a hash: %w; delete the key or choose another {Name}", key, reply[2], ErrCommitRefused)
 	case len(reply) == 3 && reply[0] == "wrongtype":
-		return fmt.Errorf("acknowledge entries of stream %q (XACK): WRONGTYPE the key holds a %s, not a stream: %w; checkpoint %q did not move", reply[1], reply[2], ErrCommitRefused, key)
+		return true, fmt.Errorf("acknowledge entries of stream %q (XACK): WRONGTYPE the key holds a %s, not a stream: %w; checkpoint %q did not move", reply[1], reply[2], ErrCommitRefused, key)
 	case len(reply) == 2 && reply[0] == "noperm":
-		return fmt.Errorf("acknowledge entries of stream %q (XACK): NOPERM this user may not run XACK on the key: %w; checkpoint %q did not move: grant the user XACK on the stream, and run again", reply[1], ErrCommitRefused, key)
+		return true, fmt.Errorf("acknowledge entries of stream %q (XACK): NOPERM this user may not run XACK on the key: %w; checkpoint %q did not move: grant the user XACK on the stream, and run again", reply[1], ErrCommitRefused, key)
 	case len(reply) != 1 || reply[0] != "ok":
-		return fmt.Errorf("acknowledge entries and update checkpoint %q: unexpected reply %q", key, reply)
-	case ackErr != nil:
-		// The script's checks are the ways XACK fails; should it fail
-		// for another, say what that leaves.
-		return fmt.Errorf("%w, yet checkpoint %q moved: the entries stay pending, and a run after this one may send their records again", ackErr, key)
+		return true, fmt.Errorf("acknowledge entries and update checkpoint %q: unexpected reply %q", key, reply)
 	}
-	return nil
+	return true, nil
 }
 
 // loadHash reads a checkpoint hash and checks its version and kind; a
@@ -382,7 +266,7 @@ func loadHash(ctx context.Context, c rueidis.Client, key, kind string, oldest, n
 	m, err := c.Do(ctx, c.B().Hgetall().Key(key).Build()).AsStrMap()
 	if err != nil {
 		if strings.Contains(err.Error(), "WRONGTYPE") {
-			return nil, fmt.Errorf("checkpoint %q is not a hash: %w; delete it or choose another --name", key, ErrCorrupt)
+			return nil, setting.Errorf("checkpoint %q is not a hash: %w; delete it or choose another {Name}", key, ErrCorrupt)
 		}
 		return nil, fmt.Errorf("read checkpoint %q: %w", key, err)
 	}
@@ -400,7 +284,7 @@ func loadHash(ctx context.Context, c rueidis.Client, key, kind string, oldest, n
 func checkHeader(key string, m map[string]string, kind string, oldest, newest int) error {
 	v, ok := m[fieldVersion]
 	if !ok {
-		return fmt.Errorf("checkpoint %q has no version field: %w; it was not written by xmirror, delete it or choose another --name", key, ErrCorrupt)
+		return setting.Errorf("checkpoint %q has no version field: %w; it was not written by xmirror, delete it or choose another {Name}", key, ErrCorrupt)
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil {
@@ -414,7 +298,7 @@ func checkHeader(key string, m map[string]string, kind string, oldest, newest in
 		return fmt.Errorf("checkpoint %q has version %d, this xmirror reads version %s; use a matching xmirror", key, n, reads)
 	}
 	if k := m[fieldKind]; k != kind {
-		return fmt.Errorf("checkpoint %q belongs to a %s mirror, not %s; choose another --name", key, k, kind)
+		return setting.Errorf("checkpoint %q belongs to a %s mirror, not %s; choose another {Name}", key, k, kind)
 	}
 	return nil
 }
@@ -441,7 +325,7 @@ func parseTopicPartition(s string) (TopicPartition, error) {
 // holds no position for.
 func r2kHoleError(key, topic string, p int32) error {
 	field := r2kPartitionPrefix + formatTopicPartition(TopicPartition{Topic: topic, Partition: p})
-	return fmt.Errorf("checkpoint %q covers topic %q partition %d but its position (field %q) is missing: %w; a restart after a crash would not read back what is already there and could write it again. Set the field to the partition's log start (HSET %s %s 0) to read all of it back, or choose another --name",
+	return setting.Errorf("checkpoint %q covers topic %q partition %d but its position (field %q) is missing: %w; a restart after a crash would not read back what is already there and could write it again. Set the field to the partition's log start (HSET %s %s 0) to read all of it back, or choose another {Name}",
 		key, topic, p, field, ErrCorrupt, key, field)
 }
 
@@ -541,7 +425,7 @@ func InitR2KPartitionCounts(ctx context.Context, c rueidis.Client, name string, 
 
 // RecordR2KGroup records the consumer group of a mirror, unless one is
 // recorded already (HSETNX), before it reads anything: a restart, or a
-// later run without --group, then reads through the same group.
+// later run without Group, then reads through the same group.
 func RecordR2KGroup(ctx context.Context, c rueidis.Client, name, group string) error {
 	key := R2KKey(name)
 	cmds := rueidis.Commands{

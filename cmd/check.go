@@ -139,7 +139,7 @@ func runCheck(ctx context.Context, timeout time.Duration, r endpoint.Redis, k en
 func checkRedis(ctx context.Context, timeout time.Duration, ep endpoint.Redis, rep *redisReport) []string {
 	cl, err := ep.Connect(ctx, timeout)
 	if err != nil {
-		return []string{err.Error()}
+		return []string{connText(err)}
 	}
 	defer cl.Close()
 	info, err := cl.Do(ctx, cl.B().Info().Section("server").Build()).ToString()
@@ -174,13 +174,13 @@ func checkRedis(ctx context.Context, timeout time.Duration, ep endpoint.Redis, r
 func checkKafka(ctx context.Context, timeout time.Duration, ep endpoint.Kafka, rep *kafkaReport) []string {
 	cl, err := ep.Connect(ctx, timeout)
 	if err != nil {
-		return []string{err.Error()}
+		return []string{connText(err)}
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
 	meta, err := adm.BrokerMetadata(ctx)
 	if err != nil {
-		return []string{ep.Explain(fmt.Errorf("metadata: %w", err)).Error()}
+		return []string{connText(ep.Explain(fmt.Errorf("metadata: %w", err)))}
 	}
 	rep.ClusterID = meta.Cluster
 	for _, b := range meta.Brokers {
@@ -188,7 +188,7 @@ func checkKafka(ctx context.Context, timeout time.Duration, ep endpoint.Kafka, r
 	}
 	versions, err := adm.ApiVersions(ctx)
 	if err != nil {
-		return []string{ep.Explain(fmt.Errorf("api versions: %w", err)).Error()}
+		return []string{connText(ep.Explain(fmt.Errorf("api versions: %w", err)))}
 	}
 	var problems []string
 	rep.APIs = map[string]string{}

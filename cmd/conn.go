@@ -4,6 +4,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/xmirror/xmirror/internal/endpoint"
+	"github.com/xmirror/xmirror/mirror/setting"
 )
 
 // Environment variables that stand in for the connection flags.
@@ -46,3 +47,13 @@ func (f *connFlags) resolve(a *app, c *cobra.Command, redis, kafka bool) (endpoi
 	}
 	return r, k, nil
 }
+
+// connFlagNames names the endpoints' fields of a mirror's Config as the
+// connection flags.
+var connFlagNames = map[string]string{
+	"Redis": "--redis",
+	"Kafka": "--brokers",
+}
+
+// connText is err's text with the settings it names written as flags.
+func connText(err error) string { return setting.Render(err, flagNames(nil)) }

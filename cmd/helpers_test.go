@@ -146,57 +146,7 @@ func addEntries(t *testing.T, c rueidis.Client, stream string, from, n int, fiel
 // run aborts it): for a final count, not for progress (see endOffset).
 func readTopic(t *testing.T, topic string) []*kgo.Record {
 	t.Helper()
-	return readTopicTo(t, topic, false)
-}
-
-// readTopicTo reads the committed records of a topic to its end offsets,
-// or with stable to its last stable offsets (which never waits, and may
-// miss the records of a transaction whose markers are not written yet).
-func readTopicTo(t *testing.T, topic string, stable bool) []*kgo.Record {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	adm := kadm.NewClient(testenv.Kafka(t))
-	list := adm.ListEndOffsets
-	if stable {
-		list = adm.ListCommittedOffsets
-	}
-	ends, err := list(ctx, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[int32]int64{}
-	total := int64(0)
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
-			want[o.Partition] = o.Offset
-			total += o.Offset
-		}
-	})
-	if total == 0 {
-		return nil
-	}
-	cl := testenv.Kafka(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
-	var recs []*kgo.Record
-	for len(want) > 0 {
-		f := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("reading topic %s: timed out with %d records read", topic, len(recs))
-		}
-		if errs := f.Errors(); len(errs) > 0 {
-			t.Fatalf("reading topic %s: %v", topic, errs[0].Err)
-		}
-		f.EachRecord(func(r *kgo.Record) {
-			if !r.Attrs.IsControl() {
-				recs = append(recs, r)
-			}
-			if end, ok := want[r.Partition]; ok && r.Offset+1 >= end {
-				delete(want, r.Partition)
-			}
-		})
-	}
-	return recs
+	return testenv.ReadTopicTo(t, topic, false)
 }
 
 // header returns a record header's value.
@@ -215,7 +165,7 @@ func header(r *kgo.Record, key string) (string, bool) {
 // offsets is no count). It never waits for an open transaction.
 func endOffset(t *testing.T, adm *kadm.Client, topic string) int64 {
 	t.Helper()
-	return int64(len(readTopicTo(t, topic, true)))
+	return int64(len(testenv.ReadTopicTo(t, topic, true)))
 }
 
 // waitLeaseExpired waits for the lease of a killed mirror to run out, as a

@@ -338,6 +338,17 @@ func TestK2RBadInput(t *testing.T) {
 	if r := xmirror(t, "k2r", "--topic", topic, "--name", ""); r.code != 2 || !strings.Contains(r.stderr, "--name must not be empty") {
 		t.Errorf("--name given empty: exit %d: %s", r.code, r.stderr)
 	}
+	// The raw format's field names are refused with another format, given
+	// at their defaults too, and beside a format's own problem.
+	for _, args := range [][]string{{"--value-field", "value"}, {"--key-field", "other"}, {"--format", "xml", "--value-field", "v"}} {
+		r := xmirror(t, append([]string{"k2r", "--topic", topic}, args...)...)
+		if r.code != 2 || strings.Count(r.stderr, "--value-field and --key-field are for --format raw") != 1 {
+			t.Errorf("%v: exit %d: %s", args, r.code, r.stderr)
+		}
+		if args[0] == "--format" && !strings.Contains(r.stderr, "--format must be json or raw") {
+			t.Errorf("%v: the format's problem is not reported: %s", args, r.stderr)
+		}
+	}
 	if r := xmirror(t, "k2r", "--topic", topic, "--topic", "other", "--stream", "p{partition}"); r.code != 2 {
 		t.Errorf("{partition} without {topic} for two topics: exit %d", r.code)
 	}

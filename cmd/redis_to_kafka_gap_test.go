@@ -119,12 +119,44 @@ func TestFollowRunRestartedAfterATrimSkipsTheGapAndCountsItLost(t *testing.T) {
 	if code, _ := p.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {
 		t.Fatalf("second follow run: exit %d: %s", code, p.stderr.String())
 	}
-	if out := p.stderr.String(); !strings.Contains(out, ", 7 lost") || strings.Count(out, "skipping them (--on-gap skip)") != 1 {
+	if out := p.stderr.String(); !strings.Contains(out, ", 7 lost") || strings.Count(out, "skipping them, as the gap policy says") != 1 {
 		t.Fatalf("stderr %q: want one gap logged and 7 lost in the summary", out)
 	}
 	want := append(append(append([]string{}, first...), added[7:]...), more...)
 	if ids := recordIDs(t, topic); fmt.Sprint(ids) != fmt.Sprint(want) {
 		t.Fatalf("topic holds %v, want %v", ids, want)
+	}
+}
+
+// A gap that leaves nothing to read is counted all the same: the run
+// stops waiting for entries, with no later batch to carry the count.
+func TestFollowRunPastAGapThatEmptiedTheStreamCountsItLost(t *testing.T) {
+	rc := testenv.Redis(t)
+	kc := testenv.Kafka(t)
+	adm := kadm.NewClient(kc)
+	stream := testenv.Stream(t, rc)
+	topic := testenv.Topic(t, kc, 1)
+	name := testenv.Name(t, "gape")
+	args := []string{"r2k", "--stream", stream, "--topic", topic, "--name", name, "--follow", "--on-gap", "skip"}
+
+	addEntries(t, rc, stream, 0, 3, func(i int) []string { return []string{"value", strconv.Itoa(i)} })
+	p := startXmirror(t, args...)
+	testenv.Wait(t, 30*time.Second, "3 records", func() bool { return endOffset(t, adm, topic) == 3 })
+	if code, _ := p.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {
+		t.Fatalf("first follow run: exit %d: %s", code, p.stderr.String())
+	}
+	addTrimmed(t, rc, stream, 3, 10, 0) // every entry trimmed as it is added
+
+	p = startXmirror(t, append(args, "-v")...)
+	testenv.Wait(t, 30*time.Second, "the gap logged, and the run mirroring", func() bool {
+		out := p.stderr.String()
+		return strings.Contains(out, "skipping them, as the gap policy says") && strings.Contains(out, "msg=mirroring")
+	})
+	if code, _ := p.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {
+		t.Fatalf("second follow run: exit %d: %s", code, p.stderr.String())
+	}
+	if out := p.stderr.String(); !strings.Contains(out, "mirrored 0 entries") || !strings.Contains(out, ", 10 lost") {
+		t.Fatalf("stderr %q: want 10 lost in the summary", out)
 	}
 }
 

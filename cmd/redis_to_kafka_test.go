@@ -281,6 +281,7 @@ func TestRedisToKafkaRefusesBadInput(t *testing.T) {
 		{"invalid topic name", []string{"r2k", "--stream", "a:b"}, 2, "invalid topic"},
 		{"bad start", []string{"r2k", "--stream", stream, "--start", "yesterday"}, 2, "--start must be"},
 		{"empty name", []string{"r2k", "--stream", stream, "--name", ""}, 2, "--name must not be empty"},
+		{"empty group", []string{"r2k", "--stream", stream, "--group", ""}, 2, "--group must not be empty"},
 		{"negative batch bytes", []string{"r2k", "--stream", stream, "--batch-bytes", "-1"}, 2, "--batch-bytes must not be negative, got -1 (0 turns the byte bound off)"},
 		{"malformed redis url", []string{"r2k", "--stream", stream, "--redis", "localhost:6379"}, 2, "redis URL"},
 		{"missing stream", []string{"r2k", "--stream", missing, "--topic", topic}, 1, fmt.Sprintf("stream %q does not exist", missing)},

@@ -12,10 +12,49 @@ import (
 
 // A Batch is a group of entries read together and confirmed together.
 type Batch interface {
-	// Len is the number of entries in the batch.
+	// Len is the number of entries the batch writes to the destination,
+	// once the sink confirmed it (an entry the sink found already there
+	// counts in Unwritten instead).
 	Len() int
-	// Bytes is the payload size of the batch, for statistics.
+	// Bytes is the payload size of the entries written, for statistics.
 	Bytes() int
+	// Unwritten counts the entries the batch acknowledges without writing
+	// them, once the sink confirmed it.
+	Unwritten() Unwritten
+	// Empty says the sink has nothing to do for the batch: the engine
+	// commits it without a Write (a source reporting entries it found
+	// already mirrored, say).
+	Empty() bool
+}
+
+// Unwritten counts entries acknowledged without being written, by reason.
+type Unwritten struct {
+	// Skipped entries were refused by the destination, or could not be
+	// decoded, and the run's error policy goes past them.
+	Skipped int64
+	// DeadLettered entries were copied to the dead-letter stream instead.
+	DeadLettered int64
+	// Present entries were already at the destination: written by an
+	// earlier run that stopped before its checkpoint (found by a
+	// read-back, or kept entry IDs).
+	Present int64
+	// Lost entries were gone from the source before they could be
+	// mirrored (trimmed, deleted by retention), and the run's gap policy
+	// goes past them.
+	Lost int64
+}
+
+func (u *Unwritten) add(o Unwritten) {
+	u.Skipped += o.Skipped
+	u.DeadLettered += o.DeadLettered
+	u.Present += o.Present
+	u.Lost += o.Lost
+}
+
+// A positioner is a batch that says where it leaves each stream or
+// partition it touched; the observer's Committed gets them.
+type positioner interface {
+	Positions() []Position
 }
 
 // A Source yields batches and learns when they are safe to forget.
@@ -64,9 +103,13 @@ type Options struct {
 	RetryFor time.Duration
 	// Logger receives retries and stops. Nil logs nothing.
 	Logger *slog.Logger
-	// OnCommit, when set, is called after each committed batch with the
-	// running totals, for progress output.
-	OnCommit func(Stats)
+	// Observer watches the run's commits and retries; nil watches
+	// nothing.
+	Observer *Observer
+	// Before is what earlier runs of the same mirror did in this process
+	// (a run set up again): the observer's totals go on from it. The
+	// stats Run returns are this run's own.
+	Before Stats
 }
 
 // Defaults for Options fields left zero.
@@ -81,10 +124,22 @@ const (
 
 // Stats are the running totals of a run: committed entries only.
 type Stats struct {
+	// Entries written to the destination, and their payload.
 	Entries int64
 	Bytes   int64
+	// Unwritten counts the entries acknowledged without being written.
+	Unwritten
 	Batches int64
 	Elapsed time.Duration
+}
+
+// Add adds o's counts to s; the elapsed time is the longer of the two.
+func (s *Stats) Add(o Stats) {
+	s.Entries += o.Entries
+	s.Bytes += o.Bytes
+	s.Unwritten.add(o.Unwritten)
+	s.Batches += o.Batches
+	s.Elapsed = max(s.Elapsed, o.Elapsed)
 }
 
 // Rate is entries per second over the run.
@@ -99,6 +154,36 @@ func (s Stats) Rate() float64 {
 type pending[B Batch] struct {
 	batch B
 	ack   chan error
+}
+
+// run is one engine run: the read loop (Run's own goroutine), the writer,
+// the committer and the drain watch, and what they share.
+type run[B Batch] struct {
+	src     Source[B]
+	sink    Sink[B]
+	many    manyCommitter[B] // src, when it commits several batches at once
+	opt     Options
+	log     *slog.Logger
+	retrier Retrier
+	start   time.Time
+
+	// work outlives the caller's ctx: once that ends, reading stops but
+	// in-flight writes and commits may finish, up to DrainTimeout.
+	work    context.Context
+	abandon context.CancelCauseFunc
+
+	statsMu sync.Mutex
+	stats   Stats
+	failMu  sync.Mutex
+	failure error
+
+	// inflight holds the batches read, in order, until committed;
+	// toWrite those not yet handed to the sink. committed closes when the
+	// committer is done, written when the writer is.
+	inflight  chan pending[B]
+	toWrite   chan pending[B]
+	committed chan struct{}
+	written   chan struct{}
 }
 
 // Run moves batches from src to sink until src reports io.EOF (a finished
@@ -118,224 +203,44 @@ func Run[B Batch](ctx context.Context, src Source[B], sink Sink[B], opt Options)
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	start := time.Now()
-
-	// work outlives ctx: when ctx is cancelled we stop reading but still
-	// let in-flight writes and commits finish, up to DrainTimeout.
-	work, abandon := context.WithCancelCause(context.WithoutCancel(ctx))
-	defer abandon(nil)
-
-	var (
-		stats   Stats
-		statsMu sync.Mutex
-		failure error
-		failMu  sync.Mutex
-	)
-	fail := func(err error) {
-		failMu.Lock()
-		if failure == nil {
-			failure = err
-		}
-		failMu.Unlock()
-		abandon(err)
+	r := &run[B]{src: src, sink: sink, opt: opt, log: log, start: time.Now(),
+		retrier:   Retrier{For: opt.RetryFor, Logger: log, Observer: opt.Observer},
+		inflight:  make(chan pending[B], opt.MaxInFlight),
+		toWrite:   make(chan pending[B], opt.MaxInFlight+1),
+		committed: make(chan struct{}),
+		written:   make(chan struct{}),
 	}
-	failed := func() error {
-		failMu.Lock()
-		defer failMu.Unlock()
-		return failure
-	}
+	r.many, _ = any(src).(manyCommitter[B])
+	r.work, r.abandon = context.WithCancelCause(context.WithoutCancel(ctx))
+	defer r.abandon(nil)
 
 	// reading is cancelled on a failure too, so Next does not block on.
 	reading, stopReading := context.WithCancel(ctx)
 	defer stopReading()
 	go func() {
 		select {
-		case <-work.Done():
+		case <-r.work.Done():
 			stopReading()
 		case <-reading.Done():
 		}
 	}()
+	go r.watchDrain(ctx)
+	go r.commitLoop()
+	go r.writeLoop()
 
-	count := func(b B) {
-		statsMu.Lock()
-		stats.Entries += int64(b.Len())
-		stats.Bytes += int64(b.Bytes())
-		stats.Batches++
-		stats.Elapsed = time.Since(start)
-		snapshot := stats
-		statsMu.Unlock()
-		if opt.OnCommit != nil {
-			opt.OnCommit(snapshot)
-		}
-	}
-
-	committed := make(chan struct{})
-
-	// Drain: once ctx ends, in-flight batches get DrainTimeout to be
-	// confirmed and committed; then they are abandoned (and mirrored again
-	// on restart). The clock starts at the stop, not when the read loop
-	// notices it: the loop may itself be blocked in a Write that waits for
-	// a stalled destination.
-	go func() {
-		select {
-		case <-ctx.Done():
-		case <-committed:
-			return
-		}
-		if cause := context.Cause(ctx); errors.Is(cause, ErrAbandon) {
-			abandon(cause)
-			return
-		}
-		select {
-		case <-committed:
-		case <-time.After(opt.DrainTimeout):
-			log.Warn("abandoning batches still in flight; they stay unacknowledged and are mirrored again on restart", "waited", opt.DrainTimeout)
-			abandon(errDrainTimeout)
-		}
-	}()
-
-	inflight := make(chan pending[B], opt.MaxInFlight)
-	many, _ := any(src).(manyCommitter[B])
-	go func() {
-		defer close(committed)
-		var held *pending[B] // taken from inflight while grouping, its turn next
-		for {
-			var p pending[B]
-			if held != nil {
-				p, held = *held, nil
-			} else {
-				var ok bool
-				if p, ok = <-inflight; !ok {
-					return
-				}
-			}
-			var err error
-			select {
-			case err = <-p.ack:
-			case <-work.Done():
-				err = context.Cause(work)
-			}
-			if err != nil {
-				// Commit what the sink confirmed before the failure, so
-				// the checkpoint stops right before the failed entry.
-				var partial *PartialError
-				if errors.As(err, &partial) && partial.Confirmed > 0 {
-					if pb, ok := any(p.batch).(interface{ Prefix(int) B }); ok {
-						prefix := pb.Prefix(partial.Confirmed)
-						if cerr := retry(work, opt.RetryFor, log, "commit", func() error { return src.Commit(work, prefix) }); cerr != nil {
-							log.Error("could not commit the confirmed part of a failed batch", "err", cerr)
-						} else {
-							count(prefix)
-						}
-					}
-				}
-				fail(err)
-				// Later batches may be confirmed too, but committing
-				// them would skip past this one: leave them all.
-				for range inflight {
-				}
-				return
-			}
-			// Batches after this one already confirmed join its commit.
-			group := []B{p.batch}
-		gather:
-			for many != nil && len(group) < opt.MaxInFlight {
-				select {
-				case q, ok := <-inflight:
-					if !ok {
-						break gather
-					}
-					select {
-					case qerr := <-q.ack:
-						if qerr == nil {
-							group = append(group, q.batch)
-							continue
-						}
-						q.ack <- qerr // its failure is handled on its turn
-					default:
-					}
-					held = &q
-					break gather
-				default:
-					break gather
-				}
-			}
-			commit := func() error { return src.Commit(work, group[0]) }
-			if len(group) > 1 {
-				commit = func() error { return many.CommitMany(work, group) }
-			}
-			if err := retry(work, opt.RetryFor, log, "commit", commit); err != nil {
-				fail(err)
-				for range inflight {
-				}
-				return
-			}
-			for _, b := range group {
-				count(b)
-			}
-		}
-	}()
-
-	// The writer hands batches to the sink while the loop below reads the
-	// next one: a source's read is a round trip, and building a batch's
-	// writes costs CPU, so doing both in turn would leave each waiting
-	// for the other. Batches reach it in read order, so Write is still
-	// called in order, from one goroutine.
-	//
-	// Unwritten batches are in inflight or held by the committer, which
-	// waits for their ack: at most MaxInFlight+1, so sending never blocks.
-	toWrite := make(chan pending[B], opt.MaxInFlight+1)
-	written := make(chan struct{})
-	go func() {
-		defer close(written)
-		for p := range toWrite {
-			if work.Err() != nil {
-				p.ack <- context.Cause(work)
-				continue
-			}
-			sink.Write(work, p.batch, func(err error) { p.ack <- err })
-		}
-	}()
-
-	var readErr error
-	for {
-		var b B
-		err := retry(reading, opt.RetryFor, log, "read", func() error {
-			var err error
-			b, err = src.Next(reading)
-			return err
-		})
-		if err != nil {
-			readErr = err
-			break
-		}
-		p := pending[B]{batch: b, ack: make(chan error, 1)}
-		select {
-		case inflight <- p:
-		case <-reading.Done():
-			readErr = reading.Err()
-		}
-		if readErr != nil {
-			break
-		}
-		if b.Len() == 0 {
-			p.ack <- nil
-			continue
-		}
-		toWrite <- p
-	}
-	close(toWrite)
-	close(inflight)
-	<-committed
+	readErr := r.readLoop(reading)
+	close(r.toWrite)
+	close(r.inflight)
+	<-r.committed
 	// Sinks are closed once Run returns: no Write may still be running.
-	<-written
+	<-r.written
 
-	statsMu.Lock()
-	stats.Elapsed = time.Since(start)
-	final := stats
-	statsMu.Unlock()
+	r.statsMu.Lock()
+	r.stats.Elapsed = time.Since(r.start)
+	final := r.stats
+	r.statsMu.Unlock()
 
-	if err := failed(); err != nil && !errors.Is(err, errDrainTimeout) {
+	if err := r.failed(); err != nil && !errors.Is(err, errDrainTimeout) {
 		return final, err
 	}
 	switch {
@@ -349,6 +254,209 @@ func Run[B Batch](ctx context.Context, src Source[B], sink Sink[B], opt Options)
 		return final, ctx.Err()
 	}
 	return final, readErr
+}
+
+// fail records the run's first failure and abandons what is in flight.
+func (r *run[B]) fail(err error) {
+	r.failMu.Lock()
+	if r.failure == nil {
+		r.failure = err
+	}
+	r.failMu.Unlock()
+	r.abandon(err)
+}
+
+func (r *run[B]) failed() error {
+	r.failMu.Lock()
+	defer r.failMu.Unlock()
+	return r.failure
+}
+
+// count adds the batches of one commit to the stats and tells the
+// observer.
+func (r *run[B]) count(group ...B) {
+	var c Commit
+	for _, b := range group {
+		c.Batch.Entries += int64(b.Len())
+		c.Batch.Bytes += int64(b.Bytes())
+		c.Batch.Unwritten.add(b.Unwritten())
+		c.Batch.Batches++
+		if p, ok := any(b).(positioner); ok {
+			c.batches = append(c.batches, p)
+		}
+	}
+	r.statsMu.Lock()
+	r.stats.Add(c.Batch)
+	r.stats.Elapsed = time.Since(r.start)
+	c.Totals = r.opt.Before
+	c.Totals.Add(r.stats)
+	c.Totals.Elapsed = r.opt.Before.Elapsed + r.stats.Elapsed
+	r.statsMu.Unlock()
+	c.Batch.Elapsed = 0
+	r.opt.Observer.committed(c)
+}
+
+// watchDrain gives in-flight batches DrainTimeout, once ctx ends, to be
+// confirmed and committed; then they are abandoned (and mirrored again on
+// restart). The clock starts at the stop, not when the read loop notices
+// it: the loop may itself be blocked in a Write that waits for a stalled
+// destination.
+func (r *run[B]) watchDrain(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+	case <-r.committed:
+		return
+	}
+	if cause := context.Cause(ctx); errors.Is(cause, ErrAbandon) {
+		r.abandon(cause)
+		return
+	}
+	select {
+	case <-r.committed:
+	case <-time.After(r.opt.DrainTimeout):
+		r.log.Warn("abandoning batches still in flight; they stay unacknowledged and are mirrored again on restart", "waited", r.opt.DrainTimeout)
+		r.abandon(errDrainTimeout)
+	}
+}
+
+// commitLoop commits the batches in the order they were read, each once
+// the sink confirmed it and every batch before it; confirmed batches that
+// follow one join its commit. It stops at the first failure.
+func (r *run[B]) commitLoop() {
+	defer close(r.committed)
+	var held *pending[B] // taken from inflight while grouping, its turn next
+	for {
+		var p pending[B]
+		if held != nil {
+			p, held = *held, nil
+		} else {
+			var ok bool
+			if p, ok = <-r.inflight; !ok {
+				return
+			}
+		}
+		var err error
+		select {
+		case err = <-p.ack:
+		case <-r.work.Done():
+			err = context.Cause(r.work)
+		}
+		if err != nil {
+			r.commitConfirmedPart(p.batch, err)
+			r.fail(err)
+			// Later batches may be confirmed too, but committing them
+			// would skip past this one: leave them all.
+			for range r.inflight {
+			}
+			return
+		}
+		var group []B
+		group, held = r.gather(p.batch)
+		commit := func() error { return r.src.Commit(r.work, group[0]) }
+		if len(group) > 1 {
+			commit = func() error { return r.many.CommitMany(r.work, group) }
+		}
+		if err := r.retrier.Do(r.work, "commit", commit); err != nil {
+			r.fail(err)
+			for range r.inflight {
+			}
+			return
+		}
+		r.count(group...)
+	}
+}
+
+// gather is first and the batches after it that are confirmed already,
+// up to MaxInFlight, to commit together when the source can; held is the
+// next batch taken from inflight that could not join, its turn next.
+func (r *run[B]) gather(first B) (group []B, held *pending[B]) {
+	group = []B{first}
+	for r.many != nil && len(group) < r.opt.MaxInFlight {
+		select {
+		case q, ok := <-r.inflight:
+			if !ok {
+				return group, nil
+			}
+			select {
+			case qerr := <-q.ack:
+				if qerr == nil {
+					group = append(group, q.batch)
+					continue
+				}
+				q.ack <- qerr // its failure is handled on its turn
+			default:
+			}
+			return group, &q
+		default:
+			return group, nil
+		}
+	}
+	return group, nil
+}
+
+// commitConfirmedPart commits, of a batch that failed with err, the
+// prefix the sink confirmed before the failure, so the checkpoint stops
+// right before the failed entry.
+func (r *run[B]) commitConfirmedPart(b B, err error) {
+	var partial *PartialError
+	if !errors.As(err, &partial) || partial.Confirmed <= 0 {
+		return
+	}
+	pb, ok := any(b).(interface{ Prefix(int) B })
+	if !ok {
+		return
+	}
+	prefix := pb.Prefix(partial.Confirmed)
+	if cerr := r.retrier.Do(r.work, "commit", func() error { return r.src.Commit(r.work, prefix) }); cerr != nil {
+		r.log.Error("could not commit the confirmed part of a failed batch", "err", cerr)
+		return
+	}
+	r.count(prefix)
+}
+
+// writeLoop hands batches to the sink while the read loop reads the next
+// one: a source's read is a round trip, and building a batch's writes
+// costs CPU, so doing both in turn would leave each waiting for the other.
+// Batches reach it in read order, so Write is still called in order, from
+// one goroutine.
+func (r *run[B]) writeLoop() {
+	defer close(r.written)
+	for p := range r.toWrite {
+		if r.work.Err() != nil {
+			p.ack <- context.Cause(r.work)
+			continue
+		}
+		r.sink.Write(r.work, p.batch, func(err error) { p.ack <- err })
+	}
+}
+
+// readLoop reads batches until the source ends, fails, or reading is
+// cancelled, and returns why it stopped. Unwritten batches are in inflight
+// or held by the committer, which waits for their ack: at most
+// MaxInFlight+1, so sending to toWrite never blocks.
+func (r *run[B]) readLoop(reading context.Context) error {
+	for {
+		var b B
+		err := r.retrier.Do(reading, "read", func() error {
+			var err error
+			b, err = r.src.Next(reading)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		p := pending[B]{batch: b, ack: make(chan error, 1)}
+		select {
+		case r.inflight <- p:
+		case <-reading.Done():
+			return reading.Err()
+		}
+		if b.Empty() {
+			p.ack <- nil
+			continue
+		}
+		r.toWrite <- p
+	}
 }
 
 // PartialError reports that a sink confirmed only the first Confirmed
@@ -398,9 +506,25 @@ const (
 	maxBackoff = 5 * time.Second
 )
 
-// retry calls fn until it succeeds, fails for good, ctx ends, or a
-// transient failure lasted longer than limit (0: no limit).
-func retry(ctx context.Context, limit time.Duration, log *slog.Logger, what string, fn func() error) error {
+// A Retrier retries transient failures (see Transient) with backoff.
+type Retrier struct {
+	// For is how long a transient failure is retried before the step
+	// fails with it; zero retries until ctx ends.
+	For time.Duration
+	// Logger logs each retry; nil logs nothing.
+	Logger *slog.Logger
+	// Observer is told of each retry; nil tells nobody.
+	Observer *Observer
+}
+
+// Do calls fn until it succeeds, fails for good, ctx ends, or a transient
+// failure lasted longer than r.For. step names what fn does ("read",
+// "write", "commit") in the log and to the observer.
+func (r Retrier) Do(ctx context.Context, step string, fn func() error) error {
+	limit, log := r.For, r.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	var first time.Time
 	backoff := minBackoff
 	for {
@@ -417,7 +541,8 @@ func retry(ctx context.Context, limit time.Duration, log *slog.Logger, what stri
 		if limit > 0 && time.Since(first) >= limit {
 			return fmt.Errorf("gave up after retrying for %s: %w", limit.Round(time.Second), err)
 		}
-		log.Warn("retrying", "step", what, "in", backoff, "err", err)
+		log.Warn("retrying", "step", step, "in", backoff, "err", err)
+		r.Observer.retrying(Retry{Step: step, Wait: backoff, Err: err})
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -425,4 +550,23 @@ func retry(ctx context.Context, limit time.Duration, log *slog.Logger, what stri
 		}
 		backoff = min(backoff*2, maxBackoff)
 	}
+}
+
+// mergePositions adds next to positions, a later position of a stream or
+// partition replacing an earlier one.
+func mergePositions(positions, next []Position) []Position {
+	for _, p := range next {
+		replaced := false
+		for i := range positions {
+			q := &positions[i]
+			if q.Stream == p.Stream && q.Topic == p.Topic && q.Partition == p.Partition {
+				*q, replaced = p, true
+				break
+			}
+		}
+		if !replaced {
+			positions = append(positions, p)
+		}
+	}
+	return positions
 }

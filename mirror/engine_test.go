@@ -18,8 +18,12 @@ type testBatch struct {
 	keep int // entries of a Prefix
 }
 
-func (b *testBatch) Len() int   { return b.n }
-func (b *testBatch) Bytes() int { return b.n * 10 }
+func (b *testBatch) Len() int    { return b.n }
+func (b *testBatch) Bytes() int  { return b.n * 10 }
+func (b *testBatch) Empty() bool { return b.n == 0 }
+func (b *testBatch) Unwritten() Unwritten {
+	return Unwritten{}
+}
 func (b *testBatch) Prefix(n int) *testBatch {
 	return &testBatch{seq: b.seq, n: n, keep: n}
 }

@@ -8,10 +8,10 @@ import (
 	"github.com/redis/rueidis"
 )
 
-// classifyRedis marks a Redis failure transient when retrying can help: the
+// ClassifyRedis marks a Redis failure transient when retrying can help: the
 // connection failed or the server is (re)starting. An error reply about the
 // data or the command itself (WRONGTYPE, NOGROUP, ...) is final.
-func classifyRedis(err error) error {
+func ClassifyRedis(err error) error {
 	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, rueidis.ErrClosing) {
 		return err
 	}
@@ -30,22 +30,22 @@ func classifyRedis(err error) error {
 	return Transient(err)
 }
 
-// isRefusal reports a Redis error reply that trying again would not change,
+// IsRefusal reports a Redis error reply that trying again would not change,
 // such as an ACL's NOPERM.
-func isRefusal(err error) bool {
+func IsRefusal(err error) bool {
 	var re *rueidis.RedisError
-	return errors.As(err, &re) && !re.IsNil() && !IsTransient(classifyRedis(err))
+	return errors.As(err, &re) && !re.IsNil() && !IsTransient(ClassifyRedis(err))
 }
 
-// isRedisErrPrefix reports a Redis error reply starting with prefix, such as
+// IsRedisErrPrefix reports a Redis error reply starting with prefix, such as
 // "NOGROUP" or "BUSYGROUP".
-func isRedisErrPrefix(err error, prefix string) bool {
+func IsRedisErrPrefix(err error, prefix string) bool {
 	re, ok := rueidis.IsRedisErr(err)
 	return ok && strings.HasPrefix(re.Error(), prefix)
 }
 
-// isRedisErrContaining reports a Redis error reply whose text contains s.
-func isRedisErrContaining(err error, s string) bool {
+// IsRedisErrContaining reports a Redis error reply whose text contains s.
+func IsRedisErrContaining(err error, s string) bool {
 	re, ok := rueidis.IsRedisErr(err)
 	return ok && strings.Contains(re.Error(), s)
 }

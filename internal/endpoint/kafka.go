@@ -11,6 +11,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/xmirror/xmirror/mirror/setting"
 )
 
 // DefaultBrokers is where a local single-node Kafka listens out of the box.
@@ -98,7 +100,7 @@ func (k Kafka) Explain(err error) error {
 	case strings.Contains(msg, "connection refused"):
 		hint = "connection refused; is the broker running there?"
 	case strings.Contains(msg, "no such host"):
-		hint = "unknown host; check --brokers"
+		hint = "unknown host; check {Kafka}"
 	case errors.As(err, new(*kgo.ErrFirstReadEOF)), strings.Contains(msg, "EOF"):
 		hint = "the server closed the connection at once; is it a Kafka broker, and does it expect TLS or SASL?"
 	case errors.Is(err, kerr.UnknownTopicID):
@@ -113,5 +115,7 @@ func (k Kafka) Explain(err error) error {
 	if hint == "" {
 		return fmt.Errorf("kafka %s: %w", k, err)
 	}
-	return fmt.Errorf("kafka %s: %s (%w)", k, hint, err)
+	// The hint is the format: it may name a setting ({Kafka}), and holds
+	// no verb.
+	return setting.Errorf("kafka %s: "+hint+" (%w)", k, err)
 }

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
+
+	"github.com/xmirror/xmirror/mirror/setting"
 )
 
 // DefaultRedisURL is where a local redis-server listens out of the box.
@@ -205,7 +207,7 @@ func (r Redis) RefuseCluster(ctx context.Context, c rueidis.Client, command stri
 	if !IsCluster(ctx, c) {
 		return nil
 	}
-	return fmt.Errorf("redis %s is a Redis Cluster, which %s does not support yet; point --redis at a standalone Redis (a primary with replicas works)", r.Addr(), command)
+	return setting.Errorf("redis %s is a Redis Cluster, which %s does not support yet; point {Redis} at a standalone Redis (a primary with replicas works)", r.Addr(), command)
 }
 
 // explain turns a client error into a one-line message with a hint.

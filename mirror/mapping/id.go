@@ -28,11 +28,13 @@ func ValidID(id string) bool {
 }
 
 // CompareIDs orders two entry IDs as Redis does (numerically, the
-// milliseconds first): -1, 0 or 1. An ID that does not parse counts as
-// 0-0; callers compare IDs Redis wrote or ParseID accepted.
+// milliseconds first): -1, 0 or 1. The milliseconds alone stand for
+// <ms>-0, as XGROUP CREATE and XRANGE take them; an ID that does not
+// parse counts as 0-0: callers compare IDs Redis wrote or ParseStart
+// accepted.
 func CompareIDs(a, b string) int {
-	am, as, _ := ParseID(a)
-	bm, bs, _ := ParseID(b)
+	am, as := idParts(a)
+	bm, bs := idParts(b)
 	switch {
 	case am < bm:
 		return -1
@@ -44,6 +46,17 @@ func CompareIDs(a, b string) int {
 		return 1
 	}
 	return 0
+}
+
+// idParts reads an ID, or its milliseconds alone, as ParseID does.
+func idParts(id string) (ms, seq uint64) {
+	if ms, seq, ok := ParseID(id); ok {
+		return ms, seq
+	}
+	if IsDigits(id) {
+		ms, _ = strconv.ParseUint(id, 10, 64)
+	}
+	return ms, 0
 }
 
 // IDLess says whether entry ID a comes before b (see CompareIDs).

@@ -14,6 +14,9 @@ func TestCompareIDs(t *testing.T) {
 		{"1-0", "1-1", -1},
 		{"2-0", "10-0", -1},
 		{"10-5", "9-99", 1},
+		{"10", "10-0", 0},
+		{"10", "9-99", 1},
+		{"9999999999999", "1796174265720-2", 1},
 	}
 	for _, tc := range cases {
 		if got := CompareIDs(tc.a, tc.b); got != tc.want {
