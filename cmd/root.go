@@ -110,7 +110,7 @@ Exit codes: 0 success, 1 runtime failure, 2 usage error,
 		case g.verbose:
 			level = slog.LevelDebug
 		}
-		return slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: level}))
+		return slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: level, ReplaceAttr: renderErrors}))
 	}
 	app := &app{env: env, global: &g, logger: logger}
 

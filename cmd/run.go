@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime/debug"
 	"strings"
 
@@ -75,6 +76,28 @@ func flagNames(own map[string]string) setting.Names {
 		}
 		return "", false
 	}
+}
+
+// allFlagNames names the Config fields of both directions as flags (the
+// two name each field alike).
+var allFlagNames = func() setting.Names {
+	all := map[string]string{}
+	for _, m := range []map[string]string{redisToKafkaFlags, kafkaToRedisFlags} {
+		for f, n := range m {
+			all[f] = n
+		}
+	}
+	return flagNames(all)
+}()
+
+// renderErrors writes an error logged by a mirror (a retry's cause, an
+// entry set aside) with its settings named as flags, as the command's own
+// messages do.
+func renderErrors(_ []string, a slog.Attr) slog.Attr {
+	if err, ok := a.Value.Any().(error); ok && a.Value.Kind() == slog.KindAny {
+		return slog.String(a.Key, setting.Render(err, allFlagNames))
+	}
+	return a
 }
 
 // flagError is a mirror's error as the command shows it: every setting it

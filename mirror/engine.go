@@ -281,7 +281,7 @@ func (r *run[B]) count(group ...B) {
 		c.Batch.Bytes += int64(b.Bytes())
 		c.Batch.Unwritten.add(b.Unwritten())
 		c.Batch.Batches++
-		if p, ok := any(b).(positioner); ok {
+		if p, ok := any(b).(positioner); ok && r.opt.Observer != nil && r.opt.Observer.Committed != nil {
 			c.batches = append(c.batches, p)
 		}
 	}

@@ -29,7 +29,9 @@ type Start struct {
 	// through as of its start snapshot, written or not; -1 when it cannot
 	// tell (follow, or a source that does not count). For Kafka it counts
 	// offsets, an upper bound: a partition written with transactions
-	// holds a control record per transaction, which is no entry.
+	// holds a control record per transaction, which is no entry. A run
+	// set up again counts from its new start: its progress is Totals
+	// minus the Totals it was set up again at.
 	Total int64
 	// Positions are where the checkpoint stands at the start.
 	Positions []Position
@@ -49,7 +51,8 @@ type Commit struct {
 
 // Positions are, per stream or partition the commit moved, its position
 // after it. They are worked out when asked for, so an observer that only
-// counts costs the hot path nothing.
+// counts costs the hot path nothing; ask within Committed: a Commit kept
+// for later keeps its batches in memory.
 func (c Commit) Positions() []Position {
 	var ps []Position
 	for _, b := range c.batches {

@@ -36,7 +36,7 @@ func (e *BadRecordError) Error() string { return e.RenderSettings(nil) }
 // RenderSettings is the error's text with its settings named by names.
 func (e *BadRecordError) RenderSettings(names setting.Names) string {
 	return setting.Text(names, "topic %q partition %d offset %d: cannot decode the record as %s: %v; fix the producer, or use {OnError} skip or {OnError} dead-letter to go past it",
-		e.Topic, e.Partition, e.Offset, e.Format, e.Err)
+		e.Topic, e.Partition, e.Offset, e.Format, setting.Render(e.Err, names))
 }
 func (e *BadRecordError) Unwrap() error { return e.Err }
 

@@ -597,7 +597,7 @@ func (m *session) startOver(err error) bool {
 		// what Redis lost: stop, with the error saying where it was.
 		return false
 	case errors.As(err, &lost):
-		m.log.Warn(lost.Error())
+		m.log.Warn("Redis lost writes: setting the mirror up again from the positions it kept", "err", lost)
 		return true
 	case errors.As(err, &recreated) && m.cfg.OnTopicRecreated == OnTopicRecreatedRestart:
 		m.log.Info("a topic was deleted and created again during the run; setting the mirror up again", "topic", recreated.Topic, "recorded_topic_id", recreated.Recorded, "topic_id", recreated.Current)

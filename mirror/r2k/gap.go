@@ -564,6 +564,7 @@ func (s *RedisSource) skipGap(st *streamState, ge *GapError, setid string) {
 		if ge.Lost > 0 {
 			add.Lost = ge.Lost - max(counted, 0)
 			s.gapLost.Add(add.Lost)
+			s.gapSkipped.Add(add.Lost)
 		}
 		s.log.Warn("entries were trimmed from the stream before this mirror read them; skipping them, as the gap policy says", "on_gap", mirror.OnGapSkip,
 			"stream", ge.Stream, "group", ge.Group, "last_delivered", ge.LastDelivered, "first_entry", ge.FirstEntry, "lost", lostText(&add))

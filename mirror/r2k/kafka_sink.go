@@ -360,7 +360,7 @@ func (e *EntryError) Error() string { return e.RenderSettings(nil) }
 
 // RenderSettings is the error's text with its settings named by names.
 func (e *EntryError) RenderSettings(names setting.Names) string {
-	msg := fmt.Sprintf("stream %q entry %s to topic %q: %v", e.Stream, e.ID, e.Topic, e.Err)
+	msg := fmt.Sprintf("stream %q entry %s to topic %q: %s", e.Stream, e.ID, e.Topic, setting.Render(e.Err, names))
 	var tooLarge *RecordTooLargeError
 	switch {
 	case errors.Is(e.Err, kerr.InvalidTimestamp) && errors.As(e.Err, new(*BrokerRefusedError)):

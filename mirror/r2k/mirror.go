@@ -296,9 +296,10 @@ func (m *Mirror) runOnce(ctx context.Context, rc rueidis.Client, cl *lease.Close
 	}
 	log.Debug("mirroring", "streams", cfg.Streams, "topics", m.plan.topics, "follow", cfg.Follow, "batch_size", cfg.BatchSize, "max_in_flight", cfg.MaxInFlight)
 	stats, runErr := mirror.Run(ctx, r.src, sink, cfg.EngineOptions(before))
-	// Entries a gap took that no batch carried to the stats: the run
-	// stopped before it read again.
-	stats.Lost += r.src.gapLost.Swap(0)
+	// Entries a gap took that no committed batch carried to the stats:
+	// the run stopped before it read again, or before that batch's
+	// commit.
+	stats.Lost += r.src.gapSkipped.Load() - r.src.gapCommitted.Load()
 	// Nothing more is produced or committed by this producer, whatever
 	// ended the run; a transaction still open is aborted.
 	sink.Stop(context.WithoutCancel(ctx))

@@ -118,6 +118,11 @@ type RedisSource struct {
 	// group delivered them, passed over under OnGapSkip, until the next
 	// batch carries them to the stats (see Next).
 	gapLost atomic.Int64
+	// gapSkipped counts every entry a gap took; gapCommitted those the
+	// batches that carried them committed: what a batch carried but
+	// never committed (the run failed, or stopped first) is counted by
+	// the difference.
+	gapSkipped, gapCommitted atomic.Int64
 }
 
 type streamState struct {
@@ -1392,7 +1397,16 @@ func (s *RedisSource) Commit(ctx context.Context, b *EntryBatch) error {
 // stream and one checkpoint update for all of them. In follow mode batches
 // are small and many; committing each on its own would make the commits,
 // not Redis or Kafka, what the mirror waits for.
-func (s *RedisSource) CommitMany(ctx context.Context, batches []*EntryBatch) error {
+func (s *RedisSource) CommitMany(ctx context.Context, batches []*EntryBatch) (err error) {
+	var lost int64
+	for _, b := range batches {
+		lost += b.lost
+	}
+	defer func() {
+		if err == nil {
+			s.gapCommitted.Add(lost)
+		}
+	}()
 	c := s.cfg.Client
 	u := checkpoint.R2KUpdate{
 		Streams:    map[string]string{},

@@ -3,6 +3,7 @@ package setting
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 )
 
@@ -14,7 +15,7 @@ type Names func(field string) (string, bool)
 type settingNamer interface {
 	error
 	// RenderSettings is the error's text with each setting named by
-	// names (nil: by its field name).
+	// names (nil: by its field name), its wrapped errors' included.
 	RenderSettings(names Names) string
 }
 
@@ -114,6 +115,9 @@ func Render(err error, names Names) string {
 }
 
 func render(err error, names Names) string {
+	if v := reflect.ValueOf(err); v.Kind() == reflect.Pointer && v.IsNil() {
+		return fmt.Sprint(err) // as fmt prints it, without calling a method on nil
+	}
 	var msg string
 	switch e := err.(type) {
 	case *settingError:
@@ -126,7 +130,8 @@ func render(err error, names Names) string {
 		}
 		return fmt.Errorf(nameSettings(e.format, names), args...).Error()
 	case settingNamer:
-		msg = e.RenderSettings(names)
+		// It renders itself, its wrapped error included.
+		return e.RenderSettings(names)
 	default:
 		msg = err.Error()
 	}
@@ -141,8 +146,18 @@ func render(err error, names Names) string {
 		if w == nil {
 			continue
 		}
-		plain := w.Error()
-		if i := strings.LastIndex(msg, plain); plain != "" && i >= 0 {
+		plain := render(w, nil)
+		if plain == "" {
+			continue
+		}
+		// Where a wrapper holds it: at its end ("doing x: %w") most
+		// often, else at its start, else at its last place.
+		switch i := strings.LastIndex(msg, plain); {
+		case strings.HasSuffix(msg, plain):
+			msg = msg[:len(msg)-len(plain)] + render(w, names)
+		case strings.HasPrefix(msg, plain):
+			msg = render(w, names) + msg[len(plain):]
+		case i >= 0:
 			msg = msg[:i] + render(w, names) + msg[i+len(plain):]
 		}
 	}

@@ -34,6 +34,9 @@ func TestSettingsAreNamedByFieldOrAsTheFrontEndSays(t *testing.T) {
 		// A wrapper's own text is not rewritten where it happens to
 		// hold a wrapped error's text.
 		{"a topic named like the wrapped text", fmt.Errorf("topic %q: %w", "Topic", Errorf("{Topic}")), `topic "Topic": Topic`, `topic "Topic": --topic`},
+		{"the wrapped text first, and again in a user's name", fmt.Errorf("%w: stream %q", Errorf("choose another {Name}"), "choose another Name"),
+			`choose another Name: stream "choose another Name"`, `choose another --name: stream "choose another Name"`},
+		{"a nil error in a wrapper", fmt.Errorf("a: %w", (*nilError)(nil)), "a: <nil>", "a: <nil>"},
 		{"an error argument not wrapped", Errorf("write: %w (%v)", io.EOF, Errorf("choose another {Name}")), "write: EOF (choose another Name)", "write: EOF (choose another --name)"},
 	}
 	for _, tc := range tests {
@@ -79,3 +82,7 @@ func TestConfigErrorListsEveryProblemByField(t *testing.T) {
 		t.Fatalf("got %q, want %q", got, want)
 	}
 }
+
+type nilError struct{}
+
+func (e *nilError) Error() string { return "never called on nil" + fmt.Sprint(*e) }
