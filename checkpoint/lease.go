@@ -15,10 +15,6 @@ import (
 	"github.com/redis/rueidis"
 )
 
-// DefaultLeaseTTL is how long a crashed mirror blocks its name: long enough
-// to ride out a stall of a few seconds, short enough for a quick restart.
-const DefaultLeaseTTL = 15 * time.Second
-
 // ErrLeaseHeld is returned (wrapped) when another process runs the mirror.
 var ErrLeaseHeld = errors.New("mirror is already running")
 
@@ -103,7 +99,9 @@ func (l *Lease) Held(ctx context.Context) (bool, error) {
 
 func acquireLease(ctx context.Context, c rueidis.Client, kind, name string, ttl time.Duration, previous string) (*Lease, error) {
 	if ttl <= 0 {
-		ttl = DefaultLeaseTTL
+		// The default is the mirror's (mirror.DefaultLeaseTTL): a caller
+		// always says how long.
+		return nil, fmt.Errorf("lease %s: TTL must be positive, got %s", LeaseKey(kind, name), ttl)
 	}
 	self := thisProcess()
 	l := &Lease{
