@@ -269,3 +269,72 @@ func TestRedisPasswordNeverShown(t *testing.T) {
 		secretFree(t, r, r2kPw, k2rPw)
 	}
 }
+
+// TestRedisToKafkaWithoutXACKFailsNamingItAndLosesNothing: the user that
+// lacks one permission of redis-to-kafka's (XACK) stops with one line
+// naming it, acknowledges nothing, and a rerun as the user that has it
+// mirrors every entry exactly once.
+func TestRedisToKafkaWithoutXACKFailsNamingItAndLosesNothing(t *testing.T) {
+	srv := testenv.TLSRedis(t)
+	kc := testenv.Kafka(t)
+	admin := srv.Admin(t, srv.URL)
+	stream := tlsStream(t, admin)
+	topic := testenv.Topic(t, kc, 1)
+	name := testenv.Name(t, "r")
+	t.Cleanup(func() { admin.Do(context.Background(), admin.B().Del().Key(checkpoint.R2KKey(name)).Build()) })
+	const n = 20
+	addEntries(t, admin, stream, 0, n, func(i int) []string { return []string{"value", strconv.Itoa(i)} })
+	args := []string{"r2k", "--stream", stream, "--topic", topic, "--name", name, "--redis", srv.URL, "--redis-ca", srv.CA()}
+	as := func(user string) []string {
+		return []string{"XMIRROR_REDIS_USER=" + user, "XMIRROR_REDIS_PASSWORD_FILE=" + srv.PasswordFile(user)}
+	}
+
+	r := xmirrorEnv(t, as(testenv.TLSNoXack), args...)
+	if r.code != 1 || !strings.Contains(r.stderr, "'xack' command") || !strings.Contains(r.stderr, "nothing was acknowledged") {
+		t.Fatalf("exit %d, want 1 naming XACK\nstderr: %s", r.code, r.stderr)
+	}
+	pending, err := admin.Do(context.Background(), admin.B().Xpending().Key(stream).Group("xmirror:"+name).Build()).ToArray()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if count, _ := pending[0].AsInt64(); count != n {
+		t.Fatalf("%d entries pending after the refused run, want all %d", count, n)
+	}
+
+	r = xmirrorEnv(t, as(testenv.TLSUserR2K), args...)
+	if r.code != 0 {
+		t.Fatalf("rerun: exit %d\nstderr: %s", r.code, r.stderr)
+	}
+	recs := readTopic(t, topic)
+	if len(recs) != n {
+		t.Fatalf("topic holds %d records, want %d", len(recs), n)
+	}
+	for i, rec := range recs {
+		if want := fmt.Sprintf(`{"value":"%d"}`, i); string(rec.Value) != want {
+			t.Fatalf("record %d is %s, want %s", i, rec.Value, want)
+		}
+	}
+}
+
+// TestCheckReportsTLSAndUser: check says whether the connection is TLS,
+// whether the certificate was verified and for which name, whether a
+// client certificate was sent, and which user logged in.
+func TestCheckReportsTLSAndUser(t *testing.T) {
+	srv := testenv.TLSRedis(t)
+	testenv.Kafka(t)
+	env := []string{"XMIRROR_REDIS_USER=" + testenv.TLSUserR2K, "XMIRROR_REDIS_PASSWORD_FILE=" + srv.PasswordFile(testenv.TLSUserR2K)}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--redis", srv.MTLSURL, "--redis-ca", srv.CA(), "--redis-cert", srv.Cert(), "--redis-key", srv.Key()},
+			"TLS, certificate verified for 127.0.0.1, client certificate sent; user xmirror-r2k, authenticated"},
+		{[]string{"--redis", srv.URL, "--redis-tls-insecure", "--redis-tls-server-name", "localhost"},
+			"TLS, certificate not verified for localhost; user xmirror-r2k, authenticated"},
+	} {
+		r := xmirrorEnv(t, env, append([]string{"check"}, tc.args...)...)
+		if r.code != 0 || !strings.Contains(r.stdout, tc.want) {
+			t.Errorf("exit %d, want 0 and %q\nstdout: %s\nstderr: %s", r.code, tc.want, r.stdout, r.stderr)
+		}
+	}
+}
