@@ -8,6 +8,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -158,4 +159,35 @@ func TestURLHasPassword(t *testing.T) {
 			t.Errorf("%s: %v, want %v", url, got, want)
 		}
 	}
+}
+
+// FuzzParseRedisURL: no URL makes the parser panic, and neither its result
+// nor its error shows the URL's password.
+func FuzzParseRedisURL(f *testing.F) {
+	for _, seed := range []string{
+		"redis://127.0.0.1:6379/0", "rediss://u:secret@cache:6380/2?dial_timeout=2s", "redis://:secret@h",
+		"redis://u:secret@h:1/0?bogus=1", "redis://u:secret@h:1:%zz", "rediss://h?skip_verify=true&protocol=2",
+		"unix:///tmp/redis.sock", "redis://[::1]:6379", "redis://u:se@cret@h", "", "redis://h:1/0?db=1&db=2",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		r, err := ParseRedisURL(raw)
+		pw := ""
+		if u, perr := url.Parse(raw); perr == nil && u.User != nil {
+			pw, _ = u.User.Password()
+		}
+		if len(pw) < 4 || strings.Count(raw, pw) != 1 {
+			return // not told apart from the rest of the URL
+		}
+		if err != nil {
+			if strings.Contains(err.Error(), pw) {
+				t.Fatalf("error shows the password: %v", err)
+			}
+			return
+		}
+		if strings.Contains(r.Redacted(), pw) || strings.Contains(r.Addr(), pw) {
+			t.Fatalf("redacted %q / addr %q shows the password", r.Redacted(), r.Addr())
+		}
+	})
 }
