@@ -9,7 +9,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/redis/rueidis"
 
@@ -336,5 +338,53 @@ func TestCheckReportsTLSAndUser(t *testing.T) {
 		if r.code != 0 || !strings.Contains(r.stdout, tc.want) {
 			t.Errorf("exit %d, want 0 and %q\nstdout: %s\nstderr: %s", r.code, tc.want, r.stdout, r.stderr)
 		}
+	}
+}
+
+// TestBothDirectionsFollowThroughMutualTLS: follow runs of both
+// directions, as the least-privilege users over mutual TLS, mirror what is
+// added while they run (their blocking reads go over TLS too) and stop
+// cleanly on SIGTERM.
+func TestBothDirectionsFollowThroughMutualTLS(t *testing.T) {
+	srv := testenv.TLSRedis(t)
+	kc := testenv.Kafka(t)
+	admin := srv.Admin(t, srv.MTLSURL)
+	stream, back := tlsStream(t, admin), tlsStream(t, admin)
+	topic := testenv.Topic(t, kc, 1)
+	r2kName, k2rName := testenv.Name(t, "r"), testenv.Name(t, "k")
+	t.Cleanup(func() {
+		ctx := context.Background()
+		admin.Do(ctx, admin.B().Del().Key(checkpoint.R2KKey(r2kName)).Build())
+		admin.Do(ctx, admin.B().Del().Key(checkpoint.K2RKey(k2rName, back)).Build())
+	})
+	start := func(user string, args ...string) *started {
+		cmd := xmirrorCmd(t, append(args, "--follow", "--redis", srv.MTLSURL, "--redis-ca", srv.CA(), "--redis-cert", srv.Cert(), "--redis-key", srv.Key())...)
+		cmd.Env = append(cmd.Env, "XMIRROR_REDIS_USER="+user, "XMIRROR_REDIS_PASSWORD_FILE="+srv.PasswordFile(user))
+		return startXmirrorCmd(t, cmd)
+	}
+	r2k := start(testenv.TLSUserR2K, "r2k", "--stream", stream, "--topic", topic, "--name", r2kName)
+	k2r := start(testenv.TLSUserK2R, "k2r", "--topic", topic, "--stream", back, "--name", k2rName)
+	const n = 30
+	addEntries(t, admin, stream, 0, n, func(i int) []string { return []string{"value", strconv.Itoa(i)} })
+	testenv.Wait(t, 60*time.Second, "the entries back in "+back, func() bool {
+		got, err := admin.Do(context.Background(), admin.B().Xlen().Key(back).Build()).AsInt64()
+		return err == nil && got == n
+	})
+	for _, s := range []*started{r2k, k2r} {
+		if code, _ := s.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {
+			t.Fatalf("exit %d after SIGTERM, want 0\nstderr: %s", code, s.stderr.String())
+		}
+	}
+	got, err := admin.Do(context.Background(), admin.B().Xrange().Key(back).Start("-").End("+").Build()).AsXRange()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range got {
+		if e.FieldValues["value"] != strconv.Itoa(i) {
+			t.Fatalf("entry %d is %v, want value %d", i, e.FieldValues, i)
+		}
+	}
+	if recs := readTopic(t, topic); len(recs) != n {
+		t.Fatalf("topic holds %d records, want %d", len(recs), n)
 	}
 }
