@@ -4,9 +4,12 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
+	"fmt"
 	"math/big"
 	"net/url"
 	"os"
@@ -190,4 +193,33 @@ func FuzzParseRedisURL(f *testing.F) {
 			t.Fatalf("redacted %q / addr %q shows the password", r.Redacted(), r.Addr())
 		}
 	})
+}
+
+// TestExplainTLSFailures: each way a TLS handshake fails is told apart,
+// with what to do, naming the settings to change.
+func TestExplainTLSFailures(t *testing.T) {
+	r, err := ParseRedisURL("rediss://u:topsecret@cache:6380")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := &x509.Certificate{DNSNames: []string{"redis.internal"}}
+	names := func(f string) (string, bool) { return "<" + f + ">", true }
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{&tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}, "a CA this host does not trust; give that CA's certificate with <RedisCA>"},
+		{&tls.CertificateVerificationError{Err: x509.HostnameError{Certificate: cert, Host: "cache"}}, `not for "cache" (it holds redis.internal); connect by a name it holds or set <RedisTLSServerName>`},
+		{&tls.CertificateVerificationError{Err: x509.CertificateInvalidError{Cert: cert, Reason: x509.Expired, Detail: "expired at noon"}}, "has expired or is not valid yet (expired at noon)"},
+		{fmt.Errorf("read: %w", tls.AlertError(116)), "requires a client certificate; give one with <RedisCert> and <RedisKey>"},
+		{errors.New("remote error: tls: unknown certificate authority"), "refused the client certificate (<RedisCert>)"},
+		{errors.New("tls: first record does not look like a TLS handshake"), "does not speak TLS; use redis://"},
+		{errors.New("WRONGPASS invalid username-password pair or user is disabled."), `authentication refused for user "u"`},
+		{errors.New("read tcp 1->2: read: connection reset by peer"), "a server that requires a client certificate does that: give one with <RedisCert> and <RedisKey>"},
+	} {
+		msg := setting.Render(r.explain(tc.err), names)
+		if !strings.Contains(msg, tc.want) || !strings.HasPrefix(msg, "redis cache:6380: ") || strings.Contains(msg, "topsecret") {
+			t.Errorf("%v:\n got %q\nwant %q after the endpoint", tc.err, msg, tc.want)
+		}
+	}
 }
