@@ -710,7 +710,12 @@ cmd_status() {
     tls_pid "$name" >/dev/null && pid="$(tls_pid "$name")"
     # Shown when asked for or running: most runs never start them.
     ((secure)) || [[ -n $pid ]] || continue
-    if tls_answers "$name"; then ans=answers; else ans="does not answer"; ((secure)) && rc=1; fi
+    if tls_answers "$name"; then
+      ans=answers
+    else
+      ans="does not answer"
+      if ((secure)); then rc=1; fi
+    fi
     if [[ -n $pid ]]; then owner="started by services.sh, pid $pid"
     elif [[ $ans == answers ]]; then owner="not started by services.sh"
     else owner="not running (start it with: $0 up --secure)"; fi
