@@ -10,7 +10,7 @@ SERVICES := scripts/services.sh
 # Every recipe that needs the servers runs with their addresses exported.
 WITH_ENV := eval "$$($(SERVICES) env)" &&
 
-.PHONY: all build test unit fmt-check vet services-up services-down services-status demo bench bench-smoke test-faults clean
+.PHONY: all build test unit fmt-check vet services-up services-up-secure services-down services-status demo bench bench-smoke test-faults clean
 
 all: build
 
@@ -19,6 +19,11 @@ build:
 
 services-up:
 	$(SERVICES) up
+
+# services-up-secure: also the TLS Redis servers (certificates and ACL
+# users made by the script; about a second more).
+services-up-secure:
+	$(SERVICES) up --secure
 
 services-down:
 	$(SERVICES) down
@@ -34,7 +39,7 @@ vet:
 	$(GO) vet ./...
 
 # test: every check, integration tests included, against the real servers.
-test: services-up fmt-check vet build
+test: services-up-secure fmt-check vet build
 	$(WITH_ENV) $(GO) test -race -count=1 -timeout 25m ./...
 	$(MAKE) bench-smoke
 	$(MAKE) test-faults

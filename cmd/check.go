@@ -80,12 +80,21 @@ Exits 0 when both are fit, 1 with one line per problem otherwise (within
 }
 
 type redisReport struct {
-	URL        string `json:"url"`
-	OK         bool   `json:"ok"`
-	Version    string `json:"version,omitempty"`
-	Mode       string `json:"mode,omitempty"`
-	Streams    bool   `json:"streams"`
-	XAutoClaim bool   `json:"xautoclaim"`
+	URL string `json:"url"`
+	OK  bool   `json:"ok"`
+	// TLS is "verified" or "not verified" (the server's certificate), ""
+	// without TLS; ServerName is the name its certificate must hold.
+	TLS        string `json:"tls,omitempty"`
+	ServerName string `json:"tls_server_name,omitempty"`
+	ClientCert bool   `json:"tls_client_certificate,omitempty"`
+	// User is the ACL user logged in as ("default" without one).
+	User string `json:"user"`
+	// Authenticated says whether a password was given and accepted.
+	Authenticated bool   `json:"authenticated"`
+	Version       string `json:"version,omitempty"`
+	Mode          string `json:"mode,omitempty"`
+	Streams       bool   `json:"streams"`
+	XAutoClaim    bool   `json:"xautoclaim"`
 }
 
 type kafkaReport struct {
@@ -124,9 +133,19 @@ var kafkaAPIs = []struct {
 
 func runCheck(ctx context.Context, timeout time.Duration, r endpoint.Redis, k endpoint.Kafka) checkReport {
 	rep := checkReport{
-		Redis:    redisReport{URL: r.Redacted()},
+		Redis:    redisReport{URL: r.Redacted(), User: r.Option.Username},
 		Kafka:    kafkaReport{Brokers: k.Brokers},
 		Problems: []string{},
+	}
+	if rep.Redis.User == "" {
+		rep.Redis.User = "default"
+	}
+	if r.TLS() {
+		rep.Redis.TLS, rep.Redis.ServerName = "verified", r.Option.TLSConfig.ServerName
+		rep.Redis.ClientCert = len(r.Option.TLSConfig.Certificates) > 0
+		if r.Insecure() {
+			rep.Redis.TLS = "not verified"
+		}
 	}
 	redisDone := make(chan []string, 1)
 	go func() { redisDone <- checkRedis(ctx, timeout, r, &rep.Redis) }()
@@ -156,6 +175,7 @@ func checkRedis(ctx context.Context, timeout time.Duration, ep endpoint.Redis, r
 		rep.Mode = "cluster"
 	}
 	major, minor := parseVersion(rep.Version)
+	rep.Authenticated = ep.Option.Password != ""
 	rep.Streams = major >= 5
 	rep.XAutoClaim = major > 6 || (major == 6 && minor >= 2)
 	var problems []string
@@ -236,6 +256,18 @@ func (rep checkReport) print(a *app) {
 	fmt.Fprintf(w, "redis  %-4s %s\n", mark(rep.Redis.OK), rep.Redis.URL)
 	if rep.Redis.Version != "" {
 		fmt.Fprintf(w, "       version %s, mode %s, streams: %s, XAUTOCLAIM: %s\n", rep.Redis.Version, rep.Redis.Mode, yes(rep.Redis.Streams), yes(rep.Redis.XAutoClaim))
+		tlsLine := "no TLS"
+		if rep.Redis.TLS != "" {
+			tlsLine = fmt.Sprintf("TLS, certificate %s for %s", rep.Redis.TLS, rep.Redis.ServerName)
+			if rep.Redis.ClientCert {
+				tlsLine += ", client certificate sent"
+			}
+		}
+		auth := "no password"
+		if rep.Redis.Authenticated {
+			auth = "authenticated"
+		}
+		fmt.Fprintf(w, "       %s; user %s, %s\n", tlsLine, rep.Redis.User, auth)
 	}
 	fmt.Fprintf(w, "kafka  %-4s %s\n", mark(rep.Kafka.OK), strings.Join(rep.Kafka.Brokers, ","))
 	if rep.Kafka.ClusterID != "" {

@@ -63,6 +63,12 @@ Connections:
                     the environment keeps a password out of ps); parameters
                     ?db= dial_timeout= write_timeout= client_name=
                     protocol=2|3 skip_verify= (rediss), no others
+  --redis-ca FILE   rediss://: the CAs of the server's certificate (env
+                    XMIRROR_REDIS_CA); --redis-cert/--redis-key FILE for
+                    mutual TLS, --redis-tls-server-name NAME,
+                    --redis-tls-insecure (tests only)
+  --redis-password-file FILE   the password, when the URL has none; or
+                    XMIRROR_REDIS_PASSWORD, the user in XMIRROR_REDIS_USER
   --brokers LIST    host:port[,host:port...] (env XMIRROR_BROKERS,
                     default 127.0.0.1:9092)
 

@@ -2,10 +2,13 @@
 # Installs and runs the real local servers that xmirror's tests, demo and
 # benchmarks talk to: one Redis and one single-node KRaft Kafka broker.
 #
-#   scripts/services.sh up       install what is missing, start or reuse both, wait until they answer
+#   scripts/services.sh up [--secure]  install what is missing, start or reuse both, wait until they answer;
+#                                with --secure also the TLS Redis servers (below)
 #   scripts/services.sh down     stop only the servers `up` started (reused/external ones are left alone)
-#   scripts/services.sh status   does each answer, and did we start it? exit 0 iff both answer
+#   scripts/services.sh status [--secure]  does each answer, and did we start it? exit 0 iff both
+#                                answer (with --secure: and both TLS Redis servers too)
 #   scripts/services.sh env      print `export REDIS_URL=...` / `export KAFKA_BROKERS=...`
+#                                (and REDIS_TLS_URL, REDIS_MTLS_URL, REDIS_TLS_DIR while the TLS Redis runs)
 #   scripts/services.sh pid redis|kafka              pid of a server we started (exit 1 if none)
 #   scripts/services.sh stop|start|restart redis|kafka   (also stop-redis, restart-kafka, ...)
 #                                only for servers we own; data is kept (see below)
@@ -20,6 +23,20 @@
 #   XMIRROR_UP_TIMEOUT  seconds to wait for the servers to answer (default 120)
 #   XMIRROR_REDIS_PORT, XMIRROR_KAFKA_PORT, XMIRROR_KAFKA_CONTROLLER_PORT  (6379, 9092, 9093)
 #   XMIRROR_KAFKA_JVM_OPTS  replaces the broker's default heap/GC flags
+#   XMIRROR_REDIS_TLS_PORT, XMIRROR_REDIS_MTLS_PORT  the TLS Redis servers' ports (6380, 6381)
+#
+# Secured Redis (up --secure): two more redis-server processes, TLS only, on
+# 127.0.0.1: port 6380 verifies a client certificate when one is sent
+# (tls-auth-clients optional), port 6381 requires one (mutual TLS). The
+# script makes, with openssl, a CA, a server certificate for 127.0.0.1 and
+# localhost and a client certificate, in <state>/redis-tls/ (ca.crt,
+# server.crt/.key, client.crt/.key). Both servers share the ACL users of
+# <state>/redis-tls/users.acl, each with a random password kept in
+# <state>/redis-tls/<user>.password (mode 600): xmirror-admin (everything;
+# the tests' own clients), xmirror-r2k and xmirror-k2r (exactly what
+# redis-to-kafka and kafka-to-redis need, on streams named tls-*; the rules
+# are in README.md) and xmirror-r2k-noxack (xmirror-r2k without XACK). The
+# default user is off. The plain servers above are never touched by this.
 #
 # Data: Redis runs without persistence, so `down` + `up` gives an empty Redis.
 # `stop redis`/`restart redis` save a snapshot first (SHUTDOWN SAVE) so a fault
@@ -27,7 +44,7 @@
 # the state dir across down/up/restart; delete the state dir for a clean slate.
 #
 # Logs: <state>/redis/redis.log, <state>/kafka/server.log (+ kafka.out for the
-# JVM's own stdout/stderr).
+# JVM's own stdout/stderr), <state>/redis-tls/redis-tls.log and redis-mtls.log.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -66,6 +83,20 @@ fi
 REDIS_DIR="$STATE_DIR/redis"
 REDIS_PIDFILE="$REDIS_DIR/redis.pid"
 REDIS_LOG="$REDIS_DIR/redis.log"
+
+REDIS_TLS_PORT="${XMIRROR_REDIS_TLS_PORT:-6380}"
+REDIS_MTLS_PORT="${XMIRROR_REDIS_MTLS_PORT:-6381}"
+TLS_DIR="$STATE_DIR/redis-tls"
+# The ACL users of the TLS servers; README.md ("Least privilege") documents
+# the same rules. Streams of the tests are named tls-*.
+TLS_STREAMS='~tls-*'
+# Both directions: the connection (HELLO, AUTH, CLIENT SETNAME, CLUSTER SLOTS are
+# sent by the client on connect), INFO (Redis Cluster refused, versions),
+# the lease (xmirror:lease:*, a script), and the checkpoint scripts.
+ACL_COMMON='+ping +hello +auth +client|setname +cluster|slots +info +eval +evalsha +get +set +pexpire +del +exists +type +multi +exec'
+ACL_R2K="$ACL_COMMON +hgetall +hget +hset +hsetnx +hexists +hincrby +xreadgroup +xread +xack +xadd +xautoclaim +xclaim +xpending +xlen +xgroup|create +xgroup|setid +xinfo|stream +xinfo|groups +xinfo|consumers ~xmirror:lease:* ~xmirror:r2k:* ~xmirror:r2k-gap-hold:* $TLS_STREAMS"
+ACL_K2R="$ACL_COMMON +watch +unwatch +hgetall +hget +hmget +hset +hsetnx +hexists +hdel +hkeys +hincrby +xadd +xrange +xlen +xdel +xsetid +xinfo|stream +blpop +lpush ~xmirror:lease:* ~xmirror:k2r:* ~xmirror:k2r-guard:* ~xmirror:k2r-order:* $TLS_STREAMS"
+TLS_USERS=(xmirror-admin xmirror-r2k xmirror-k2r xmirror-r2k-noxack)
 
 KAFKA_DIR="$STATE_DIR/kafka"
 KAFKA_PIDFILE="$KAFKA_DIR/kafka.pid"
@@ -296,6 +327,117 @@ wait_redis() {
   done
 }
 
+
+# ------------------------------------------------------------ redis TLS
+
+# acl_rules USER: the ACL rules of a user of the TLS servers.
+acl_rules() {
+  case "$1" in
+    xmirror-admin) echo '+@all ~* &*' ;;
+    xmirror-r2k) echo "$ACL_R2K" ;;
+    xmirror-k2r) echo "$ACL_K2R" ;;
+    xmirror-r2k-noxack) echo "${ACL_R2K/ +xack / }" ;;
+    *) die "no ACL rules for user $1" ;;
+  esac
+}
+
+# Makes the CA, the server's and the client's certificates and the users'
+# passwords once per state dir; `rm -r <state>/redis-tls` makes new ones.
+make_tls_material() {
+  mkdir -p "$TLS_DIR"
+  chmod 700 "$TLS_DIR"
+  local log="$TLS_DIR/openssl.log" d=$TLS_DIR
+  if [[ ! -s $d/ca.crt || ! -s $d/server.crt || ! -s $d/client.crt ]]; then
+    log "making a CA, a server and a client certificate in $d (openssl; output in $log)"
+    {
+      openssl req -x509 -new -nodes -newkey rsa:2048 -sha256 -days 3650 \
+        -subj "/CN=xmirror test CA" -keyout "$d/ca.key" -out "$d/ca.crt" &&
+        openssl req -new -nodes -newkey rsa:2048 -subj "/CN=localhost" \
+          -keyout "$d/server.key" -out "$d/server.csr" &&
+        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$d/server.ext" &&
+        openssl x509 -req -sha256 -days 3650 -in "$d/server.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" \
+          -CAcreateserial -extfile "$d/server.ext" -out "$d/server.crt" &&
+        openssl req -new -nodes -newkey rsa:2048 -subj "/CN=xmirror-client" \
+          -keyout "$d/client.key" -out "$d/client.csr" &&
+        printf 'extendedKeyUsage=clientAuth\n' >"$d/client.ext" &&
+        openssl x509 -req -sha256 -days 3650 -in "$d/client.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" \
+          -CAcreateserial -extfile "$d/client.ext" -out "$d/client.crt"
+    } >"$log" 2>&1 || fail_with_logs "openssl could not make the certificates; see $log" "$log"
+    chmod 600 "$d"/*.key
+  fi
+  local user pw
+  for user in "${TLS_USERS[@]}"; do
+    if [[ ! -s $d/$user.password ]]; then
+      (umask 077 && openssl rand -hex 16 >"$d/$user.password")
+    fi
+  done
+  # Rewritten on every start so edits here take effect. Passwords go in as
+  # SHA-256 (#...), never in clear.
+  {
+    echo "user default off"
+    for user in "${TLS_USERS[@]}"; do
+      pw="$(printf %s "$(<"$d/$user.password")" | sha256sum | cut -d' ' -f1)"
+      echo "user $user on #$pw resetchannels -@all $(acl_rules "$user")"
+    done
+  } >"$d/users.acl"
+  chmod 600 "$d/users.acl"
+}
+
+# tls_pid NAME: pid of the TLS server NAME (redis-tls or redis-mtls) we started.
+tls_pid() { owned_pid "$TLS_DIR/$1.pid" redis-server; }
+tls_port() { if [[ $1 == redis-tls ]]; then echo "$REDIS_TLS_PORT"; else echo "$REDIS_MTLS_PORT"; fi; }
+
+tls_answers() {
+  local name=$1 out
+  [[ -s $TLS_DIR/xmirror-admin.password ]] || return 1
+  out="$(REDISCLI_AUTH="$(<"$TLS_DIR/xmirror-admin.password")" timeout 5 redis-cli --no-auth-warning \
+    --tls --cacert "$TLS_DIR/ca.crt" --cert "$TLS_DIR/client.crt" --key "$TLS_DIR/client.key" \
+    -h "$LOCAL_HOST" -p "$(tls_port "$name")" --user xmirror-admin ping 2>/dev/null)" || return 1
+  [[ $out == PONG ]]
+}
+
+start_tls_redis() {
+  local name=$1 auth
+  if [[ $name == redis-tls ]]; then auth=optional; else auth=yes; fi
+  rm -f "$TLS_DIR/$name.pid"
+  # shellcheck disable=SC2016  # $$ and $@ are for the inner shell
+  setsid nohup bash -c 'echo $$ >"$0"; exec "$@"' "$TLS_DIR/$name.pid" \
+    redis-server --bind "$LOCAL_HOST" --port 0 --tls-port "$(tls_port "$name")" --daemonize no \
+    --tls-cert-file "$TLS_DIR/server.crt" --tls-key-file "$TLS_DIR/server.key" \
+    --tls-ca-cert-file "$TLS_DIR/ca.crt" --tls-auth-clients "$auth" \
+    --aclfile "$TLS_DIR/users.acl" \
+    --logfile "$TLS_DIR/$name.log" --dir "$TLS_DIR" --dbfilename "$name.rdb" --save '' --appendonly no \
+    >>"$TLS_DIR/$name.out" 2>&1 </dev/null 9>&- &
+  wait_pidfile "$TLS_DIR/$name.pid"
+}
+
+# up_tls_redis DEADLINE: start (or reuse) both TLS servers and wait for them.
+up_tls_redis() {
+  local deadline=$1 name state
+  ensure_cmds redis-server:redis-server openssl:openssl
+  for name in redis-tls redis-mtls; do
+    if tls_pid "$name" >/dev/null; then
+      state=reused
+    else
+      [[ $name == redis-tls ]] && make_tls_material
+      start_tls_redis "$name"
+      state=started
+    fi
+    while ! tls_answers "$name"; do
+      if ! tls_pid "$name" >/dev/null; then
+        fail_with_logs "$name (redis-server) exited during start-up; see $TLS_DIR/$name.log" \
+          "$TLS_DIR/$name.log" "$TLS_DIR/$name.out"
+      fi
+      if (($(now) >= deadline)); then
+        fail_with_logs "$name at $LOCAL_HOST:$(tls_port "$name") did not answer PING within ${UP_TIMEOUT}s; see $TLS_DIR/$name.log" \
+          "$TLS_DIR/$name.log"
+      fi
+      sleep 0.2
+    done
+    echo "$name: $LOCAL_HOST:$(tls_port "$name") ($state)"
+  done
+}
+
 # ---------------------------------------------------------------- kafka
 
 write_kafka_props() {
@@ -458,6 +600,12 @@ take_lock() {
 # ---------------------------------------------------------------- commands
 
 cmd_up() {
+  local secure=0
+  case "${1:-}" in
+    --secure) secure=1 ;;
+    "") ;;
+    *) die "up takes only --secure, got '$1'" ;;
+  esac
   take_lock
   ensure_client_tools
   local redis_state kafka_state deadline
@@ -499,6 +647,9 @@ cmd_up() {
 
   echo "redis: $(redis_display "$REDIS_TARGET") ($redis_state)"
   echo "kafka: $KAFKA_TARGET ($kafka_state)"
+  if ((secure)); then
+    up_tls_redis "$deadline"
+  fi
 }
 
 cmd_down() {
@@ -516,9 +667,24 @@ cmd_down() {
   else
     echo "kafka: not started by services.sh; left alone"
   fi
+  local name
+  for name in redis-tls redis-mtls; do
+    if pid="$(tls_pid "$name")"; then
+      kill -TERM "$pid" 2>/dev/null || true
+      wait_exit "$pid" "$name" 20
+      rm -f "$TLS_DIR/$name.pid"
+      echo "$name: stopped (pid $pid)"
+    fi
+  done
 }
 
 cmd_status() {
+  local secure=0
+  case "${1:-}" in
+    --secure) secure=1 ;;
+    "") ;;
+    *) die "status takes only --secure, got '$1'" ;;
+  esac
   if ! command -v redis-cli >/dev/null || ! command -v kcat >/dev/null; then
     echo "redis-cli/kcat not installed (run: $0 up)"
     return 1
@@ -537,12 +703,35 @@ cmd_status() {
   elif [[ $ans == answers ]]; then owner="not started by services.sh"
   else owner="not running"; fi
   echo "kafka: $KAFKA_TARGET $ans; $owner"
+
+  local name
+  for name in redis-tls redis-mtls; do
+    pid=""
+    tls_pid "$name" >/dev/null && pid="$(tls_pid "$name")"
+    # Shown when asked for or running: most runs never start them.
+    ((secure)) || [[ -n $pid ]] || continue
+    if tls_answers "$name"; then
+      ans=answers
+    else
+      ans="does not answer"
+      if ((secure)); then rc=1; fi
+    fi
+    if [[ -n $pid ]]; then owner="started by services.sh, pid $pid"
+    elif [[ $ans == answers ]]; then owner="not started by services.sh"
+    else owner="not running (start it with: $0 up --secure)"; fi
+    echo "$name: $LOCAL_HOST:$(tls_port "$name") $ans; $owner"
+  done
   return "$rc"
 }
 
 cmd_env() {
   printf 'export REDIS_URL=%q\n' "$REDIS_TARGET"
   printf 'export KAFKA_BROKERS=%q\n' "$KAFKA_TARGET"
+  if tls_pid redis-tls >/dev/null && tls_pid redis-mtls >/dev/null; then
+    printf 'export REDIS_TLS_URL=%q\n' "rediss://$LOCAL_HOST:$REDIS_TLS_PORT/0"
+    printf 'export REDIS_MTLS_URL=%q\n' "rediss://$LOCAL_HOST:$REDIS_MTLS_PORT/0"
+    printf 'export REDIS_TLS_DIR=%q\n' "$TLS_DIR"
+  fi
 }
 
 check_name() {
@@ -626,9 +815,9 @@ main() {
   local cmd=${1:-}
   shift || true
   case "$cmd" in
-    up) cmd_up ;;
+    up) cmd_up "$@" ;;
     down) cmd_down ;;
-    status) cmd_status ;;
+    status) cmd_status "$@" ;;
     env) cmd_env ;;
     pid) cmd_pid "$@" ;;
     stop | start | restart) "cmd_$cmd" "$@" ;;

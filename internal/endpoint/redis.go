@@ -6,9 +6,11 @@ package endpoint
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -33,9 +35,137 @@ type Redis struct {
 	Option rueidis.ClientOption
 }
 
+// RedisOptions are the TLS and authentication settings given beside a
+// Redis URL. Each one names the field its messages name it by.
+type RedisOptions struct {
+	// CAFile holds the PEM certificates of the CAs that sign the server's
+	// certificate, in place of the system's roots ({RedisCA}).
+	CAFile string
+	// CertFile and KeyFile are the client's certificate and key, for a
+	// server that verifies clients (mutual TLS; {RedisCert}, {RedisKey}).
+	CertFile, KeyFile string
+	// ServerName is the name the server's certificate must hold, when it
+	// is not the URL's host ({RedisTLSServerName}).
+	ServerName string
+	// Insecure skips the verification of the server's certificate: for
+	// tests only ({RedisTLSInsecure}).
+	Insecure bool
+	// User is the ACL user when the URL names none.
+	User string
+	// Password is the password when neither the URL nor PasswordFile
+	// gives one.
+	Password string
+	// PasswordFile holds the password (one line; a final line break is
+	// not part of it), when the URL gives none ({RedisPasswordFile}).
+	PasswordFile string
+}
+
 // ParseRedisURL parses redis://[user:password@]host:port[/db] or rediss:// for
 // TLS. The result is validated but not dialled.
-func ParseRedisURL(raw string) (Redis, error) {
+func ParseRedisURL(raw string) (Redis, error) { return ParseRedis(raw, RedisOptions{}) }
+
+// ParseRedis parses a Redis URL as ParseRedisURL does and applies o: the
+// TLS settings (only with rediss://) and the user and password the URL
+// does not give. A password given both in the URL and in a file is
+// refused. The files are read now, so a wrong path is an error here.
+func ParseRedis(raw string, o RedisOptions) (Redis, error) {
+	r, err := parseRedisURL(raw)
+	if err != nil {
+		return r, err
+	}
+	if err := r.apply(o); err != nil {
+		return Redis{}, fmt.Errorf("redis %s: %w", r.Redacted(), err)
+	}
+	return r, nil
+}
+
+// apply sets o's TLS and authentication settings on r's options.
+func (r *Redis) apply(o RedisOptions) error {
+	opt := &r.Option
+	tlsSet := map[string]bool{"RedisCA": o.CAFile != "", "RedisCert": o.CertFile != "", "RedisKey": o.KeyFile != "",
+		"RedisTLSServerName": o.ServerName != "", "RedisTLSInsecure": o.Insecure}
+	if opt.TLSConfig == nil {
+		for _, f := range []string{"RedisCA", "RedisCert", "RedisKey", "RedisTLSServerName", "RedisTLSInsecure"} {
+			if tlsSet[f] {
+				return setting.Errorf("{" + f + "} applies only to TLS; use a rediss:// URL in {Redis}")
+			}
+		}
+	} else {
+		cfg := opt.TLSConfig.Clone()
+		cfg.MinVersion = tls.VersionTLS12
+		if o.CAFile != "" {
+			pem, err := os.ReadFile(o.CAFile)
+			if err != nil {
+				return setting.Errorf("{RedisCA}: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return setting.Errorf("{RedisCA} %s holds no PEM certificate", o.CAFile)
+			}
+			cfg.RootCAs = pool
+		}
+		switch {
+		case o.CertFile != "" && o.KeyFile != "":
+			pair, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
+			if err != nil {
+				return setting.Errorf("{RedisCert} %s and {RedisKey} %s: %s", o.CertFile, o.KeyFile, strings.TrimPrefix(err.Error(), "tls: "))
+			}
+			cfg.Certificates = []tls.Certificate{pair}
+		case o.CertFile != "":
+			return setting.Errorf("{RedisCert} needs {RedisKey}, the certificate's private key")
+		case o.KeyFile != "":
+			return setting.Errorf("{RedisKey} needs {RedisCert}, the key's certificate")
+		}
+		if o.ServerName != "" {
+			cfg.ServerName = o.ServerName
+		}
+		if o.Insecure {
+			cfg.InsecureSkipVerify = true
+		}
+		opt.TLSConfig = cfg
+	}
+	if opt.Username == "" {
+		opt.Username = o.User
+	}
+	switch {
+	case o.PasswordFile != "" && opt.Password != "":
+		return setting.Errorf("the password is given twice, in {Redis} and in {RedisPasswordFile}; give it once")
+	case o.PasswordFile != "":
+		b, err := os.ReadFile(o.PasswordFile)
+		if err != nil {
+			return setting.Errorf("{RedisPasswordFile}: %w", err)
+		}
+		pw := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+		if pw == "" {
+			return setting.Errorf("{RedisPasswordFile} %s is empty", o.PasswordFile)
+		}
+		if strings.ContainsAny(pw, "\r\n") {
+			return setting.Errorf("{RedisPasswordFile} %s holds more than one line; put the password alone on its first line", o.PasswordFile)
+		}
+		opt.Password = pw
+	case opt.Password == "":
+		opt.Password = o.Password
+	}
+	return nil
+}
+
+// TLS says whether the connection is made with TLS.
+func (r Redis) TLS() bool { return r.Option.TLSConfig != nil }
+
+// Insecure says whether the server's certificate goes unverified.
+func (r Redis) Insecure() bool { return r.TLS() && r.Option.TLSConfig.InsecureSkipVerify }
+
+// URLHasPassword says whether the URL itself holds a password.
+func (r Redis) URLHasPassword() bool {
+	u, err := url.Parse(r.URL)
+	if err != nil || u.User == nil {
+		return false
+	}
+	_, ok := u.User.Password()
+	return ok
+}
+
+func parseRedisURL(raw string) (Redis, error) {
 	if raw == "" {
 		return Redis{}, errors.New("redis URL is empty; use redis://host:port[/db]")
 	}
@@ -212,11 +342,19 @@ func (r Redis) RefuseCluster(ctx context.Context, c rueidis.Client, command stri
 
 // explain turns a client error into a one-line message with a hint.
 func (r Redis) explain(err error) error {
+	if hint := r.tlsHint(err); hint != "" {
+		// The hint names settings as {Field}: part of the format.
+		return setting.Errorf("redis %s: "+strings.ReplaceAll(hint, "%", "%%")+" (%w)", r.Addr(), err)
+	}
 	msg := err.Error()
 	var hint string
 	switch {
-	case strings.Contains(msg, "WRONGPASS"), strings.Contains(msg, "NOAUTH"), strings.Contains(msg, "invalid password"), strings.Contains(msg, "AUTH failed"):
-		hint = "authentication refused; check the user and password in the URL"
+	case strings.Contains(msg, "WRONGPASS"), strings.Contains(msg, "invalid password"), strings.Contains(msg, "AUTH failed"):
+		return setting.Errorf("redis %s: authentication refused for user %s: wrong password, or no such user, or the user is off; check the user and password ({Redis}, {RedisPasswordFile} or the environment) (%w)", r.Addr(), r.user(), err)
+	case strings.Contains(msg, "NOAUTH"):
+		return setting.Errorf("redis %s: the server requires a password; give the user and password ({Redis}, {RedisPasswordFile} or the environment) (%w)", r.Addr(), err)
+	case strings.Contains(msg, "NOPERM"):
+		return setting.Errorf("redis %s: user %s may not run a command xmirror needs on connecting; grant it (see the README's least-privilege ACL rules) (%w)", r.Addr(), r.user(), err)
 	case strings.Contains(msg, "connection refused"):
 		hint = "connection refused; is redis-server running there?"
 	case strings.Contains(msg, "no such host"):
@@ -224,26 +362,80 @@ func (r Redis) explain(err error) error {
 	case strings.Contains(msg, "first record does not look like a TLS handshake"):
 		hint = "the server does not speak TLS; use redis:// instead of rediss://"
 	case errors.Is(err, context.DeadlineExceeded), strings.Contains(msg, "i/o timeout"):
-		if r.Option.TLSConfig != nil {
-			hint = "timed out; is the server up, and does it speak TLS (rediss://)?"
+		if r.TLS() {
+			hint = "timed out; a server that does not speak TLS never answers the TLS handshake: is it a plain port (use redis://), or is the server down?"
 		} else {
 			hint = "timed out; is the server up, and is it perhaps a TLS port (use rediss://)?"
 		}
 	case strings.Contains(msg, "EOF"), strings.Contains(msg, "connection reset"):
-		if r.Option.TLSConfig == nil {
-			hint = "connection closed by the server; is it a Redis server, or does it expect TLS (rediss://)?"
+		if !r.TLS() {
+			hint = "connection closed by the server; is it a Redis server, or does it expect TLS (use rediss://)?"
+		} else if len(r.Option.TLSConfig.Certificates) == 0 {
+			return setting.Errorf("redis %s: connection closed by the server right after the TLS handshake; a server that requires a client certificate does that: give one with {RedisCert} and {RedisKey} (%w)", r.Addr(), err)
 		} else {
-			hint = "connection closed by the server; is it a Redis server with TLS?"
+			hint = "connection closed by the server right after the TLS handshake; does it accept this client certificate, and is it a Redis server?"
 		}
 	case strings.Contains(msg, "unexpected"), strings.Contains(msg, "protocol"), strings.Contains(msg, "unknown"):
 		hint = "the server did not answer like Redis; is the port right?"
-	case isTLSError(err):
-		hint = "TLS handshake failed; check the certificate or use redis:// for a plain server"
 	}
 	if hint == "" {
 		return fmt.Errorf("redis %s: %w", r.Addr(), err)
 	}
 	return fmt.Errorf("redis %s: %s (%w)", r.Addr(), hint, err)
+}
+
+// user names the ACL user a connection logs in as, for messages.
+func (r Redis) user() string {
+	if r.Option.Username == "" {
+		return "default"
+	}
+	return fmt.Sprintf("%q", r.Option.Username)
+}
+
+// tlsHint says what to do about a failed TLS handshake, in a text that
+// names settings as {Field} (see setting.Errorf), or "" when err is none.
+func (r Redis) tlsHint(err error) string {
+	var unknownCA x509.UnknownAuthorityError
+	var host x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	var alert tls.AlertError
+	msg := err.Error()
+	switch {
+	case errors.As(err, &unknownCA):
+		return "the server's certificate is signed by a CA this host does not trust; give that CA's certificate with {RedisCA}"
+	case errors.As(err, &host):
+		return fmt.Sprintf("the server's certificate is not for %q (%s); connect by a name it holds or set {RedisTLSServerName}", host.Host, certNames(host.Certificate))
+	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
+		return fmt.Sprintf("the server's certificate has expired or is not valid yet (%s); renew it, or check this host's clock", invalid.Detail)
+	case errors.As(err, &invalid):
+		return "the server's certificate is not valid for a TLS server; check it"
+	case strings.Contains(msg, "certificate required"), errors.As(err, &alert) && alert == 116:
+		return "the server requires a client certificate; give one with {RedisCert} and {RedisKey}"
+	case strings.Contains(msg, "remote error: tls: unknown certificate authority"), strings.Contains(msg, "remote error: tls: bad certificate"):
+		return "the server refused the client certificate ({RedisCert}); use one signed by a CA the server trusts"
+	case strings.Contains(msg, "remote error: tls"), isTLSError(err):
+		return "TLS handshake failed; check the certificates, or use redis:// for a plain server"
+	}
+	return ""
+}
+
+// certNames lists the names a certificate holds, for messages.
+func certNames(c *x509.Certificate) string {
+	if c == nil {
+		return "no names"
+	}
+	var names []string
+	names = append(names, c.DNSNames...)
+	for _, ip := range c.IPAddresses {
+		names = append(names, ip.String())
+	}
+	if len(names) == 0 && c.Subject.CommonName != "" {
+		names = append(names, c.Subject.CommonName)
+	}
+	if len(names) == 0 {
+		return "it holds no names"
+	}
+	return "it holds " + strings.Join(names, ", ")
 }
 
 func isTLSError(err error) bool {
