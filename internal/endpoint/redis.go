@@ -5,12 +5,9 @@ package endpoint
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -79,48 +76,22 @@ func ParseRedis(raw string, o RedisOptions) (Redis, error) {
 	return r, nil
 }
 
+func (o RedisOptions) tlsFiles() tlsFiles {
+	return tlsFiles{CAFile: o.CAFile, CertFile: o.CertFile, KeyFile: o.KeyFile, ServerName: o.ServerName, Insecure: o.Insecure}
+}
+
 // apply sets o's TLS and authentication settings on r's options.
 func (r *Redis) apply(o RedisOptions) error {
 	opt := &r.Option
-	tlsSet := map[string]bool{"RedisCA": o.CAFile != "", "RedisCert": o.CertFile != "", "RedisKey": o.KeyFile != "",
-		"RedisTLSServerName": o.ServerName != "", "RedisTLSInsecure": o.Insecure}
+	files := o.tlsFiles()
 	if opt.TLSConfig == nil {
-		for _, f := range []string{"RedisCA", "RedisCert", "RedisKey", "RedisTLSServerName", "RedisTLSInsecure"} {
-			if tlsSet[f] {
-				return setting.Errorf("{" + f + "} applies only to TLS; use a rediss:// URL in {Redis}")
-			}
+		if set := files.given(redisTLSFields); len(set) > 0 {
+			return setting.Errorf("{" + set[0] + "} applies only to TLS; use a rediss:// URL in {Redis}")
 		}
 	} else {
-		cfg := opt.TLSConfig.Clone()
-		cfg.MinVersion = tls.VersionTLS12
-		if o.CAFile != "" {
-			pem, err := os.ReadFile(o.CAFile)
-			if err != nil {
-				return setting.Errorf("{RedisCA}: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return setting.Errorf("{RedisCA} %s holds no PEM certificate", o.CAFile)
-			}
-			cfg.RootCAs = pool
-		}
-		switch {
-		case o.CertFile != "" && o.KeyFile != "":
-			pair, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
-			if err != nil {
-				return setting.Errorf("{RedisCert} %s and {RedisKey} %s: %s", o.CertFile, o.KeyFile, strings.TrimPrefix(err.Error(), "tls: "))
-			}
-			cfg.Certificates = []tls.Certificate{pair}
-		case o.CertFile != "":
-			return setting.Errorf("{RedisCert} needs {RedisKey}, the certificate's private key")
-		case o.KeyFile != "":
-			return setting.Errorf("{RedisKey} needs {RedisCert}, the key's certificate")
-		}
-		if o.ServerName != "" {
-			cfg.ServerName = o.ServerName
-		}
-		if o.Insecure {
-			cfg.InsecureSkipVerify = true
+		cfg, err := files.config(opt.TLSConfig, redisTLSFields)
+		if err != nil {
+			return err
 		}
 		opt.TLSConfig = cfg
 	}
@@ -131,16 +102,9 @@ func (r *Redis) apply(o RedisOptions) error {
 	case o.PasswordFile != "" && opt.Password != "":
 		return setting.Errorf("the password is given twice, in {Redis} and in {RedisPasswordFile}; give it once")
 	case o.PasswordFile != "":
-		b, err := os.ReadFile(o.PasswordFile)
+		pw, err := readSecretFile(o.PasswordFile, "RedisPasswordFile", "password")
 		if err != nil {
-			return setting.Errorf("{RedisPasswordFile}: %w", err)
-		}
-		pw := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
-		if pw == "" {
-			return setting.Errorf("{RedisPasswordFile} %s is empty", o.PasswordFile)
-		}
-		if strings.ContainsAny(pw, "\r\n") {
-			return setting.Errorf("{RedisPasswordFile} %s holds more than one line; put the password alone on its first line", o.PasswordFile)
+			return err
 		}
 		opt.Password = pw
 	case opt.Password == "":
@@ -342,7 +306,7 @@ func (r Redis) RefuseCluster(ctx context.Context, c rueidis.Client, command stri
 
 // explain turns a client error into a one-line message with a hint.
 func (r Redis) explain(err error) error {
-	if hint := r.tlsHint(err); hint != "" {
+	if hint := tlsHint(err, redisTLSFields, r.TLS() && len(r.Option.TLSConfig.Certificates) > 0); hint != "" {
 		// The hint names settings as {Field}: part of the format.
 		return setting.Errorf("redis %s: "+strings.ReplaceAll(hint, "%", "%%")+" (%w)", r.Addr(), err)
 	}
@@ -359,8 +323,6 @@ func (r Redis) explain(err error) error {
 		hint = "connection refused; is redis-server running there?"
 	case strings.Contains(msg, "no such host"):
 		hint = "unknown host; check the URL"
-	case strings.Contains(msg, "first record does not look like a TLS handshake"):
-		hint = "the server does not speak TLS; use redis:// instead of rediss://"
 	case errors.Is(err, context.DeadlineExceeded), strings.Contains(msg, "i/o timeout"):
 		if r.TLS() {
 			hint = "timed out; a server that does not speak TLS never answers the TLS handshake: is it a plain port (use redis://), or is the server down?"
@@ -390,58 +352,6 @@ func (r Redis) user() string {
 		return "default"
 	}
 	return fmt.Sprintf("%q", r.Option.Username)
-}
-
-// tlsHint says what to do about a failed TLS handshake, in a text that
-// names settings as {Field} (see setting.Errorf), or "" when err is none.
-func (r Redis) tlsHint(err error) string {
-	var unknownCA x509.UnknownAuthorityError
-	var host x509.HostnameError
-	var invalid x509.CertificateInvalidError
-	var alert tls.AlertError
-	msg := err.Error()
-	switch {
-	case errors.As(err, &unknownCA):
-		return "the server's certificate is signed by a CA this host does not trust; give that CA's certificate with {RedisCA}"
-	case errors.As(err, &host):
-		return fmt.Sprintf("the server's certificate is not for %q (%s); connect by a name it holds or set {RedisTLSServerName}", host.Host, certNames(host.Certificate))
-	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
-		return fmt.Sprintf("the server's certificate has expired or is not valid yet (%s); renew it, or check this host's clock", invalid.Detail)
-	case errors.As(err, &invalid):
-		return "the server's certificate is not valid for a TLS server; check it"
-	case strings.Contains(msg, "certificate required"), errors.As(err, &alert) && alert == 116:
-		return "the server requires a client certificate; give one with {RedisCert} and {RedisKey}"
-	case strings.Contains(msg, "remote error: tls: unknown certificate authority"), strings.Contains(msg, "remote error: tls: bad certificate"):
-		return "the server refused the client certificate ({RedisCert}); use one signed by a CA the server trusts"
-	case strings.Contains(msg, "remote error: tls"), isTLSError(err):
-		return "TLS handshake failed; check the certificates, or use redis:// for a plain server"
-	}
-	return ""
-}
-
-// certNames lists the names a certificate holds, for messages.
-func certNames(c *x509.Certificate) string {
-	if c == nil {
-		return "no names"
-	}
-	var names []string
-	names = append(names, c.DNSNames...)
-	for _, ip := range c.IPAddresses {
-		names = append(names, ip.String())
-	}
-	if len(names) == 0 && c.Subject.CommonName != "" {
-		names = append(names, c.Subject.CommonName)
-	}
-	if len(names) == 0 {
-		return "it holds no names"
-	}
-	return "it holds " + strings.Join(names, ", ")
-}
-
-func isTLSError(err error) bool {
-	var rec tls.RecordHeaderError
-	var cert *tls.CertificateVerificationError
-	return errors.As(err, &rec) || errors.As(err, &cert)
 }
 
 // redactURL hides the password of a URL, keeping everything else.

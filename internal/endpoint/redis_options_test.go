@@ -213,7 +213,7 @@ func TestExplainTLSFailures(t *testing.T) {
 		{&tls.CertificateVerificationError{Err: x509.CertificateInvalidError{Cert: cert, Reason: x509.Expired, Detail: "expired at noon"}}, "has expired or is not valid yet (expired at noon)"},
 		{fmt.Errorf("read: %w", tls.AlertError(116)), "requires a client certificate; give one with <RedisCert> and <RedisKey>"},
 		{errors.New("remote error: tls: unknown certificate authority"), "refused the client certificate (<RedisCert>)"},
-		{errors.New("tls: first record does not look like a TLS handshake"), "does not speak TLS; use redis://"},
+		{tls.RecordHeaderError{Msg: "first record does not look like a TLS handshake"}, "does not speak TLS; use redis://"},
 		{errors.New("WRONGPASS invalid username-password pair or user is disabled."), `authentication refused for user "u"`},
 		{errors.New("read tcp 1->2: read: connection reset by peer"), "a server that requires a client certificate does that: give one with <RedisCert> and <RedisKey>"},
 	} {
