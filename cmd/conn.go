@@ -3,6 +3,7 @@ package cmd
 import (
 	"errors"
 	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -25,6 +26,19 @@ const (
 	envRedisUser           = "XMIRROR_REDIS_USER"
 	envRedisPassword       = "XMIRROR_REDIS_PASSWORD"
 	redisPasswordAlternate = "XMIRROR_REDIS_PASSWORD, --redis-password-file or the URL in XMIRROR_REDIS"
+
+	envKafkaTLS           = "XMIRROR_KAFKA_TLS"
+	envKafkaCA            = "XMIRROR_KAFKA_CA"
+	envKafkaCert          = "XMIRROR_KAFKA_CERT"
+	envKafkaKey           = "XMIRROR_KAFKA_KEY"
+	envKafkaTLSServerName = "XMIRROR_KAFKA_TLS_SERVER_NAME"
+	envKafkaTLSInsecure   = "XMIRROR_KAFKA_TLS_INSECURE"
+	envKafkaSASLMechanism = "XMIRROR_KAFKA_SASL_MECHANISM"
+	envKafkaUser          = "XMIRROR_KAFKA_USER"
+	envKafkaPassword      = "XMIRROR_KAFKA_PASSWORD"
+	envKafkaPasswordFile  = "XMIRROR_KAFKA_PASSWORD_FILE"
+	envKafkaToken         = "XMIRROR_KAFKA_TOKEN"
+	envKafkaTokenFile     = "XMIRROR_KAFKA_TOKEN_FILE"
 )
 
 // connFlags are the connection flags of a command that talks to Redis,
@@ -37,6 +51,13 @@ type connFlags struct {
 	redisServerName              string
 	redisInsecure                bool
 	redisPasswordFile            string
+
+	kafkaTLS, kafkaInsecure      bool
+	kafkaCA, kafkaCert, kafkaKey string
+	kafkaServerName              string
+	kafkaMechanism, kafkaUser    string
+	kafkaPasswordFile            string
+	kafkaTokenFile               string
 }
 
 func (f *connFlags) bind(c *cobra.Command, redis, kafka bool) {
@@ -52,6 +73,16 @@ func (f *connFlags) bind(c *cobra.Command, redis, kafka bool) {
 	}
 	if kafka {
 		fs.StringVar(&f.brokers, "brokers", endpoint.DefaultBrokers, "Kafka bootstrap brokers, host:port[,host:port...] (env "+envBrokers+")")
+		fs.BoolVar(&f.kafkaTLS, "kafka-tls", false, "connect to Kafka with TLS, verified against the system's CAs unless --kafka-ca; any other --kafka-tls-*/ca/cert/key flag implies it (env "+envKafkaTLS+")")
+		fs.StringVar(&f.kafkaCA, "kafka-ca", "", "PEM file of the CAs that sign the brokers' certificates, instead of the system's (env "+envKafkaCA+")")
+		fs.StringVar(&f.kafkaCert, "kafka-cert", "", "PEM file of the client certificate, for brokers that verify clients (mutual TLS; env "+envKafkaCert+")")
+		fs.StringVar(&f.kafkaKey, "kafka-key", "", "PEM file of --kafka-cert's private key (env "+envKafkaKey+")")
+		fs.StringVar(&f.kafkaServerName, "kafka-tls-server-name", "", "the name the brokers' certificates must hold, when not the host dialled (env "+envKafkaTLSServerName+")")
+		fs.BoolVar(&f.kafkaInsecure, "kafka-tls-insecure", false, "do not verify the brokers' certificates; for tests only (env "+envKafkaTLSInsecure+")")
+		fs.StringVar(&f.kafkaMechanism, "kafka-sasl-mechanism", "", "SASL mechanism: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER (env "+envKafkaSASLMechanism+")")
+		fs.StringVar(&f.kafkaUser, "kafka-user", "", "SASL user for PLAIN and SCRAM (env "+envKafkaUser+")")
+		fs.StringVar(&f.kafkaPasswordFile, "kafka-password-file", "", "file holding the SASL password on its first line, read again at each login (env "+envKafkaPasswordFile+"; the password also from "+envKafkaPassword+")")
+		fs.StringVar(&f.kafkaTokenFile, "kafka-token-file", "", "OAUTHBEARER: file holding the token, read again at each login so a refreshed token is used (env "+envKafkaTokenFile+"; a static token from "+envKafkaToken+")")
 	}
 }
 
@@ -73,12 +104,8 @@ func (f *connFlags) resolve(a *app, c *cobra.Command, redis, kafka bool) (endpoi
 			Password:     a.env.Getenv(envRedisPassword),
 			Insecure:     f.redisInsecure,
 		}
-		if !c.Flags().Changed("redis-tls-insecure") {
-			if v := a.env.Getenv(envRedisTLSInsecure); v != "" {
-				if o.Insecure, err = strconv.ParseBool(v); err != nil {
-					return r, k, usageErrorf("%s=%q must be true or false", envRedisTLSInsecure, v)
-				}
-			}
+		if o.Insecure, err = a.envBool(c, "redis-tls-insecure", envRedisTLSInsecure, f.redisInsecure); err != nil {
+			return r, k, err
 		}
 		if r, err = endpoint.ParseRedis(a.envOr(c, "redis", envRedis, f.redis), o); err != nil {
 			return r, k, usageError(errors.New(connText(err)))
@@ -92,8 +119,33 @@ func (f *connFlags) resolve(a *app, c *cobra.Command, redis, kafka bool) (endpoi
 		}
 	}
 	if kafka {
-		if k, err = endpoint.ParseBrokers(a.envOr(c, "brokers", envBrokers, f.brokers)); err != nil {
-			return r, k, usageError(err)
+		o := endpoint.KafkaOptions{
+			CAFile:        a.envOr(c, "kafka-ca", envKafkaCA, f.kafkaCA),
+			CertFile:      a.envOr(c, "kafka-cert", envKafkaCert, f.kafkaCert),
+			KeyFile:       a.envOr(c, "kafka-key", envKafkaKey, f.kafkaKey),
+			ServerName:    a.envOr(c, "kafka-tls-server-name", envKafkaTLSServerName, f.kafkaServerName),
+			SASLMechanism: a.envOr(c, "kafka-sasl-mechanism", envKafkaSASLMechanism, f.kafkaMechanism),
+			User:          a.envOr(c, "kafka-user", envKafkaUser, f.kafkaUser),
+			PasswordFile:  a.envOr(c, "kafka-password-file", envKafkaPasswordFile, f.kafkaPasswordFile),
+			TokenFile:     a.envOr(c, "kafka-token-file", envKafkaTokenFile, f.kafkaTokenFile),
+			Password:      a.env.Getenv(envKafkaPassword),
+			Token:         strings.TrimSpace(a.env.Getenv(envKafkaToken)),
+		}
+		if o.TLS, err = a.envBool(c, "kafka-tls", envKafkaTLS, f.kafkaTLS); err != nil {
+			return r, k, err
+		}
+		if o.Insecure, err = a.envBool(c, "kafka-tls-insecure", envKafkaTLSInsecure, f.kafkaInsecure); err != nil {
+			return r, k, err
+		}
+		if k, err = endpoint.ParseKafka(a.envOr(c, "brokers", envBrokers, f.brokers), o); err != nil {
+			return r, k, usageError(errors.New(connText(err)))
+		}
+		log := a.logger()
+		if k.Insecure() {
+			log.Warn("the Kafka brokers' certificates are not verified (--kafka-tls-insecure): anyone between here and " + k.String() + " can read and change the data; for tests only")
+		}
+		if k.SASLMechanism() == endpoint.SASLPlain && !k.TLS() {
+			log.Warn("SASL PLAIN without TLS sends the Kafka password in clear to " + k.String() + "; add --kafka-tls (or --kafka-ca) if the listener is SASL_SSL")
 		}
 	}
 	return r, k, nil
@@ -110,6 +162,35 @@ var connFlagNames = map[string]string{
 	"RedisTLSServerName": "--redis-tls-server-name",
 	"RedisTLSInsecure":   "--redis-tls-insecure",
 	"RedisPasswordFile":  "--redis-password-file",
+	"KafkaTLS":           "--kafka-tls",
+	"KafkaCA":            "--kafka-ca",
+	"KafkaCert":          "--kafka-cert",
+	"KafkaKey":           "--kafka-key",
+	"KafkaTLSServerName": "--kafka-tls-server-name",
+	"KafkaTLSInsecure":   "--kafka-tls-insecure",
+	"KafkaSASLMechanism": "--kafka-sasl-mechanism",
+	"KafkaUser":          "--kafka-user",
+	"KafkaPassword":      envKafkaPassword,
+	"KafkaPasswordFile":  "--kafka-password-file",
+	"KafkaToken":         envKafkaToken,
+	"KafkaTokenFile":     "--kafka-token-file",
+}
+
+// envBool is a boolean flag, or its environment variable when the flag is
+// not given; a variable that is not a boolean is a usage error.
+func (a *app) envBool(c *cobra.Command, flag, envVar string, value bool) (bool, error) {
+	if c.Flags().Changed(flag) {
+		return value, nil
+	}
+	v := strings.TrimSpace(a.env.Getenv(envVar))
+	if v == "" {
+		return value, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, usageErrorf("%s=%q must be true or false", envVar, v)
+	}
+	return b, nil
 }
 
 // connText is err's text with the settings it names written as flags.

@@ -2,6 +2,7 @@ package endpoint
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +12,10 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl"
+	"github.com/twmb/franz-go/pkg/sasl/oauth"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/xmirror/xmirror/mirror/setting"
 )
@@ -21,10 +26,197 @@ const DefaultBrokers = "127.0.0.1:9092"
 // defaultKafkaPort is assumed for a broker given without a port, as kcat does.
 const defaultKafkaPort = "9092"
 
-// Kafka is a parsed broker list.
+// Kafka is a parsed broker list with its TLS and SASL settings.
 type Kafka struct {
 	Brokers []string
+
+	// tlsConfig is nil for plaintext.
+	tlsConfig *tls.Config
+	// mechanism is the SASL mechanism's name, "" without SASL; user the
+	// SASL user (none for OAUTHBEARER).
+	mechanism string
+	user      string
+	sasl      sasl.Mechanism
 }
+
+// SASL mechanisms xmirror speaks, by the names Kafka gives them.
+const (
+	SASLPlain       = "PLAIN"
+	SASLScramSHA256 = "SCRAM-SHA-256"
+	SASLScramSHA512 = "SCRAM-SHA-512"
+	SASLOAuthBearer = "OAUTHBEARER"
+)
+
+// SASLMechanisms lists the mechanisms KafkaOptions.SASLMechanism takes.
+var SASLMechanisms = []string{SASLPlain, SASLScramSHA256, SASLScramSHA512, SASLOAuthBearer}
+
+// KafkaOptions are the TLS and SASL settings given beside a broker list.
+// Each one names the field its messages name it by.
+type KafkaOptions struct {
+	// TLS connects with TLS, verified against the system's roots unless
+	// CAFile is given ({KafkaTLS}); any other TLS setting implies it.
+	TLS bool
+	// CAFile holds the PEM certificates of the CAs that sign the brokers'
+	// certificates ({KafkaCA}).
+	CAFile string
+	// CertFile and KeyFile are the client's certificate and key, for
+	// brokers that verify clients (mutual TLS; {KafkaCert}, {KafkaKey}).
+	CertFile, KeyFile string
+	// ServerName is the name the brokers' certificates must hold, when it
+	// is not the host dialled ({KafkaTLSServerName}).
+	ServerName string
+	// Insecure skips the verification of the brokers' certificates: for
+	// tests only ({KafkaTLSInsecure}).
+	Insecure bool
+
+	// SASLMechanism is one of SASLMechanisms, in any case; "" for no SASL
+	// ({KafkaSASLMechanism}).
+	SASLMechanism string
+	// User and Password authenticate PLAIN and SCRAM ({KafkaUser}).
+	User, Password string
+	// PasswordFile holds the password on its first line, when Password
+	// is empty; it is read again at each authentication, so a rotated
+	// password is picked up ({KafkaPasswordFile}).
+	PasswordFile string
+	// Token is an OAUTHBEARER token; TokenFile holds one and is read
+	// again at each authentication, so a refreshed token is picked up
+	// ({KafkaToken}, {KafkaTokenFile}).
+	Token, TokenFile string
+}
+
+func (o KafkaOptions) tlsFiles() tlsFiles {
+	return tlsFiles{CAFile: o.CAFile, CertFile: o.CertFile, KeyFile: o.KeyFile, ServerName: o.ServerName, Insecure: o.Insecure}
+}
+
+// ParseKafka parses a broker list as ParseBrokers does and applies o. The
+// files are read now, so a wrong path or an empty file is an error here.
+func ParseKafka(list string, o KafkaOptions) (Kafka, error) {
+	k, err := ParseBrokers(list)
+	if err != nil {
+		return k, err
+	}
+	if err := k.apply(o); err != nil {
+		return Kafka{}, fmt.Errorf("kafka %s: %w", k, err)
+	}
+	return k, nil
+}
+
+func (k *Kafka) apply(o KafkaOptions) error {
+	files := o.tlsFiles()
+	if o.TLS || len(files.given(kafkaTLSFields)) > 0 {
+		cfg, err := files.config(nil, kafkaTLSFields)
+		if err != nil {
+			return err
+		}
+		k.tlsConfig = cfg
+	}
+	mech := strings.ToUpper(strings.TrimSpace(o.SASLMechanism))
+	switch mech {
+	case "":
+		for _, s := range []struct {
+			set   bool
+			field string
+		}{{o.User != "", "KafkaUser"}, {o.Password != "", "KafkaPassword"}, {o.PasswordFile != "", "KafkaPasswordFile"},
+			{o.Token != "", "KafkaToken"}, {o.TokenFile != "", "KafkaTokenFile"}} {
+			if s.set {
+				return setting.Errorf("{"+s.field+"} needs a SASL mechanism; set {KafkaSASLMechanism} to one of %s", strings.Join(SASLMechanisms, ", "))
+			}
+		}
+		return nil
+	case SASLPlain, SASLScramSHA256, SASLScramSHA512:
+		if o.Token != "" || o.TokenFile != "" {
+			return setting.Errorf("a token is for OAUTHBEARER; %s takes {KafkaUser} and a password", mech)
+		}
+		if o.User == "" {
+			return setting.Errorf("%s needs a user; give {KafkaUser}", mech)
+		}
+		password, err := secret(o.Password, o.PasswordFile, "KafkaPasswordFile", "password")
+		if err != nil {
+			return err
+		}
+		if password == nil {
+			return setting.Errorf("%s needs a password; give it in {KafkaPasswordFile} or the environment", mech)
+		}
+		user := o.User
+		k.user = user
+		switch mech {
+		case SASLPlain:
+			k.sasl = plain.Plain(func(ctx context.Context) (plain.Auth, error) {
+				pw, err := password()
+				return plain.Auth{User: user, Pass: pw}, err
+			})
+		case SASLScramSHA256:
+			k.sasl = scram.Sha256(func(ctx context.Context) (scram.Auth, error) {
+				pw, err := password()
+				return scram.Auth{User: user, Pass: pw}, err
+			})
+		default:
+			k.sasl = scram.Sha512(func(ctx context.Context) (scram.Auth, error) {
+				pw, err := password()
+				return scram.Auth{User: user, Pass: pw}, err
+			})
+		}
+	case SASLOAuthBearer:
+		if o.User != "" || o.Password != "" || o.PasswordFile != "" {
+			return setting.Errorf("OAUTHBEARER takes a token ({KafkaTokenFile} or the environment), not {KafkaUser} or a password")
+		}
+		token, err := secret(o.Token, o.TokenFile, "KafkaTokenFile", "token")
+		if err != nil {
+			return err
+		}
+		if token == nil {
+			return setting.Errorf("OAUTHBEARER needs a token; give it in {KafkaTokenFile} or the environment")
+		}
+		k.sasl = oauth.Oauth(func(ctx context.Context) (oauth.Auth, error) {
+			t, err := token()
+			return oauth.Auth{Token: t}, err
+		})
+	default:
+		return setting.Errorf("{KafkaSASLMechanism} %q is not one xmirror speaks; use %s", o.SASLMechanism, strings.Join(SASLMechanisms, ", "))
+	}
+	k.mechanism = mech
+	return nil
+}
+
+// secret returns a function giving the secret: value when set, else the
+// first line of file, read now (so a wrong path fails at once) and again
+// at each call (so a rotated secret is used from the next
+// authentication). Nil when neither is given.
+func secret(value, file, field, noun string) (func() (string, error), error) {
+	if file != "" {
+		if _, err := readSecretFile(file, field, noun); err != nil {
+			return nil, err
+		}
+		return func() (string, error) {
+			s, err := readSecretFile(file, field, noun)
+			if err != nil {
+				// Authentication errors reach the user through the
+				// client: name the setting in words.
+				return "", fmt.Errorf("%s file %s: %s", noun, file, setting.Render(err, nil))
+			}
+			return s, nil
+		}, nil
+	}
+	if value != "" {
+		return func() (string, error) { return value, nil }, nil
+	}
+	return nil, nil
+}
+
+// TLS says whether the brokers are reached with TLS.
+func (k Kafka) TLS() bool { return k.tlsConfig != nil }
+
+// Insecure says whether the brokers' certificates go unverified.
+func (k Kafka) Insecure() bool { return k.TLS() && k.tlsConfig.InsecureSkipVerify }
+
+// TLSConfig is the TLS configuration (nil without TLS), for reports.
+func (k Kafka) TLSConfig() *tls.Config { return k.tlsConfig }
+
+// SASLMechanism is the SASL mechanism, "" without SASL.
+func (k Kafka) SASLMechanism() string { return k.mechanism }
+
+// User is the SASL user, "" without SASL or with OAUTHBEARER.
+func (k Kafka) User() string { return k.user }
 
 // ParseBrokers parses a comma-separated list of host[:port].
 func ParseBrokers(list string) (Kafka, error) {
@@ -66,7 +258,7 @@ func (k Kafka) String() string { return strings.Join(k.Brokers, ",") }
 // seed brokers and time bounds so an unreachable cluster fails instead of
 // hanging.
 func (k Kafka) ClientOpts() []kgo.Opt {
-	return []kgo.Opt{
+	opts := []kgo.Opt{
 		kgo.SeedBrokers(k.Brokers...),
 		kgo.DialTimeout(DefaultDialTimeout),
 		kgo.ClientID("xmirror"),
@@ -74,6 +266,15 @@ func (k Kafka) ClientOpts() []kgo.Opt {
 		// otherwise waits up to 5s before it refreshes its metadata.
 		kgo.MetadataMinAge(250 * time.Millisecond),
 	}
+	if k.tlsConfig != nil {
+		// franz-go dials each broker with a copy whose ServerName is the
+		// broker's host, unless the copy names one.
+		opts = append(opts, kgo.DialTLSConfig(k.tlsConfig.Clone()))
+	}
+	if k.sasl != nil {
+		opts = append(opts, kgo.SASL(k.sasl))
+	}
+	return opts
 }
 
 // Connect builds a client and checks a broker answers within timeout.
@@ -94,28 +295,62 @@ func (k Kafka) Connect(ctx context.Context, timeout time.Duration, opts ...kgo.O
 // Explain turns a client error into a one-line message naming the brokers,
 // with a hint where the cause is recognisable.
 func (k Kafka) Explain(err error) error {
+	if hint := k.hint(err); hint != "" {
+		// The hint is the format: it may name a setting ({Kafka}); any
+		// other text in it is escaped.
+		return setting.Errorf("kafka %s: "+hint+" (%w)", k, err)
+	}
+	return fmt.Errorf("kafka %s: %w", k, err)
+}
+
+// hint says what to do about err, in a format that names settings as
+// {Field} and holds no other verb, or "".
+func (k Kafka) hint(err error) string {
+	esc := func(s string) string { return strings.ReplaceAll(s, "%", "%%") }
+	if k.TLS() {
+		if h := tlsHint(err, kafkaTLSFields, len(k.tlsConfig.Certificates) > 0); h != "" {
+			return esc(h)
+		}
+	}
 	msg := err.Error()
-	var hint string
 	switch {
 	case strings.Contains(msg, "connection refused"):
-		hint = "connection refused; is the broker running there?"
+		return "connection refused; is the broker running there?"
 	case strings.Contains(msg, "no such host"):
-		hint = "unknown host; check {Kafka}"
-	case errors.As(err, new(*kgo.ErrFirstReadEOF)), strings.Contains(msg, "EOF"):
-		hint = "the server closed the connection at once; is it a Kafka broker, and does it expect TLS or SASL?"
+		return "unknown host; check {Kafka}"
+	case errors.Is(err, kerr.SaslAuthenticationFailed):
+		if k.mechanism == SASLOAuthBearer {
+			return "authentication refused: the broker did not accept the OAUTHBEARER token ({KafkaTokenFile} or the environment); is it valid, unexpired, and for this cluster?"
+		}
+		return esc(fmt.Sprintf("authentication refused for user %q with %s: wrong password, or no such user for this mechanism; check {KafkaUser} and the password ({KafkaPasswordFile} or the environment)", k.user, k.mechanism))
+	case errors.Is(err, kerr.UnsupportedSaslMechanism):
+		return esc(fmt.Sprintf("the broker does not enable SASL %s on this listener; use a mechanism it enables ({KafkaSASLMechanism}) or another listener", k.mechanism))
+	case errors.Is(err, kerr.IllegalSaslState):
+		return "the broker refused the SASL exchange; does this listener expect SASL ({KafkaSASLMechanism})?"
+	case errors.As(err, new(*kgo.ErrFirstReadEOF)), strings.Contains(msg, "EOF"), strings.Contains(msg, "connection reset"):
+		switch {
+		case !k.TLS() && k.sasl == nil:
+			return "the broker closed the connection at once; is it a Kafka broker, and does this listener expect TLS ({KafkaTLS}) or SASL ({KafkaSASLMechanism})?"
+		case !k.TLS():
+			return "the broker closed the connection at once; does this listener expect TLS ({KafkaTLS})?"
+		case len(k.tlsConfig.Certificates) == 0:
+			return "the broker closed the connection during or right after the TLS handshake; a listener that requires a client certificate does that: give one with {KafkaCert} and {KafkaKey}; or does it expect SASL ({KafkaSASLMechanism})?"
+		case k.sasl == nil:
+			return "the broker closed the connection right after the TLS handshake; does it accept this client certificate, and does this listener expect SASL ({KafkaSASLMechanism})?"
+		}
+		return "the broker closed the connection at once; is it a Kafka broker, and does this listener take TLS with SASL?"
 	case errors.Is(err, kerr.UnknownTopicID):
-		hint = "a topic was deleted and created again meanwhile (its topic ID changed); run again"
-	case errors.Is(err, kerr.SaslAuthenticationFailed), errors.Is(err, kerr.IllegalSaslState):
-		hint = "authentication refused"
+		return "a topic was deleted and created again meanwhile (its topic ID changed); run again"
 	case errors.Is(err, context.DeadlineExceeded), strings.Contains(msg, "i/o timeout"):
-		hint = "no answer in time; is it a Kafka broker, reachable from here?"
+		if k.TLS() {
+			return "no answer in time; a plaintext listener never answers a TLS handshake: does this one speak TLS, and is the broker reachable from here?"
+		}
+		return "no answer in time; is it a Kafka broker, reachable from here, and a plaintext listener (else {KafkaTLS})?"
 	case strings.Contains(msg, "invalid large response size"), strings.Contains(msg, "response"):
-		hint = "the server did not answer like Kafka; is the port right?"
+		if !k.TLS() {
+			return "the server did not answer like Kafka; is the port right, or does this listener expect TLS ({KafkaTLS})?"
+		}
+		return "the server did not answer like Kafka; is the port right?"
 	}
-	if hint == "" {
-		return fmt.Errorf("kafka %s: %w", k, err)
-	}
-	// The hint is the format: it may name a setting ({Kafka}), and holds
-	// no verb.
-	return setting.Errorf("kafka %s: "+hint+" (%w)", k, err)
+	return ""
 }
