@@ -107,6 +107,16 @@ func (r *Redis) apply(o RedisOptions) error {
 			return err
 		}
 		opt.Password = pw
+		// Read again at each connection, so a rotated password is used
+		// from the next one on.
+		user, file := opt.Username, o.PasswordFile
+		opt.AuthCredentialsFn = func(rueidis.AuthCredentialsContext) (rueidis.AuthCredentials, error) {
+			pw, err := readSecretFile(file, "RedisPasswordFile", "password")
+			if err != nil {
+				return rueidis.AuthCredentials{}, fmt.Errorf("password file %s: %s", file, setting.Render(err, nil))
+			}
+			return rueidis.AuthCredentials{Username: user, Password: pw}, nil
+		}
 	case opt.Password == "":
 		opt.Password = o.Password
 	}

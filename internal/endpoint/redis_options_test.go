@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/rueidis"
+
 	"github.com/xmirror/xmirror/mirror/setting"
 )
 
@@ -221,5 +223,31 @@ func TestExplainTLSFailures(t *testing.T) {
 		if !strings.Contains(msg, tc.want) || !strings.HasPrefix(msg, "redis cache:6380: ") || strings.Contains(msg, "topsecret") {
 			t.Errorf("%v:\n got %q\nwant %q after the endpoint", tc.err, msg, tc.want)
 		}
+	}
+}
+
+// TestRedisPasswordFileIsReadAtEachConnection: a rotated password is what
+// the next connection logs in with; a file gone since is an error naming
+// it.
+func TestRedisPasswordFileIsReadAtEachConnection(t *testing.T) {
+	pwFile := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(pwFile, []byte("first\n"), 0o600)
+	r, err := ParseRedis("redis://alice@cache:6379", RedisOptions{PasswordFile: pwFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds := func() (rueidis.AuthCredentials, error) {
+		return r.Option.AuthCredentialsFn(rueidis.AuthCredentialsContext{})
+	}
+	if c, err := creds(); err != nil || c.Username != "alice" || c.Password != "first" {
+		t.Fatalf("first login: %+v, %v", c, err)
+	}
+	os.WriteFile(pwFile, []byte("second\n"), 0o600)
+	if c, err := creds(); err != nil || c.Password != "second" {
+		t.Fatalf("after the rotation: %+v, %v", c, err)
+	}
+	os.Remove(pwFile)
+	if _, err := creds(); err == nil || !strings.Contains(err.Error(), "password file "+pwFile) {
+		t.Fatalf("with the file gone: %v", err)
 	}
 }
