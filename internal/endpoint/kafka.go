@@ -3,6 +3,9 @@ package endpoint
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -37,6 +40,9 @@ type Kafka struct {
 	mechanism string
 	user      string
 	sasl      sasl.Mechanism
+	// subject is the OAUTHBEARER token's subject when it could be read,
+	// for messages.
+	subject string
 }
 
 // SASL mechanisms xmirror speaks, by the names Kafka gives them.
@@ -167,6 +173,9 @@ func (k *Kafka) apply(o KafkaOptions) error {
 		if token == nil {
 			return setting.Errorf("OAUTHBEARER needs a token; give it in {KafkaTokenFile} or the environment")
 		}
+		if t, err := token(); err == nil {
+			k.subject = tokenSubject(t)
+		}
 		k.sasl = oauth.Oauth(func(ctx context.Context) (oauth.Auth, error) {
 			t, err := token()
 			return oauth.Auth{Token: t}, err
@@ -217,6 +226,47 @@ func (k Kafka) SASLMechanism() string { return k.mechanism }
 
 // User is the SASL user, "" without SASL or with OAUTHBEARER.
 func (k Kafka) User() string { return k.user }
+
+// Principal is the name Kafka's ACLs most likely know this client by: the
+// SASL user, the OAUTHBEARER token's subject, the client certificate's
+// subject (as the broker's default ssl.principal.mapping.rules gives it;
+// a broker may map it to another name), or ANONYMOUS.
+func (k Kafka) Principal() string {
+	switch {
+	case k.user != "":
+		return "User:" + k.user
+	case k.subject != "":
+		return "User:" + k.subject
+	case k.mechanism == SASLOAuthBearer:
+		return "User:<the token's subject>"
+	case k.TLS() && len(k.tlsConfig.Certificates) > 0:
+		if leaf, err := x509.ParseCertificate(k.tlsConfig.Certificates[0].Certificate[0]); err == nil {
+			return "User:" + leaf.Subject.String()
+		}
+		return "User:<the client certificate's subject>"
+	}
+	return "User:ANONYMOUS"
+}
+
+// tokenSubject is the "sub" claim of a JWT, read for messages only (the
+// broker verifies the token); "" when token is not a readable JWT.
+func tokenSubject(token string) string {
+	parts := strings.Split(token, ".")
+	if len(parts) < 2 {
+		return ""
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+	if err != nil {
+		return ""
+	}
+	var claims struct {
+		Sub string `json:"sub"`
+	}
+	if json.Unmarshal(payload, &claims) != nil {
+		return ""
+	}
+	return claims.Sub
+}
 
 // ParseBrokers parses a comma-separated list of host[:port].
 func ParseBrokers(list string) (Kafka, error) {

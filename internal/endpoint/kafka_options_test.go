@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
@@ -188,6 +189,31 @@ func TestExplainKafkaFailures(t *testing.T) {
 		msg := setting.Render(tc.k.Explain(tc.err), flagNames)
 		if !strings.HasPrefix(msg, "kafka b:9092: ") || !strings.Contains(msg, tc.want) || strings.Contains(msg, "topsecret") {
 			t.Errorf("%v:\n got %q\nwant %q after the brokers", tc.err, msg, tc.want)
+		}
+	}
+}
+
+// TestKafkaPrincipal: the name a grant hint gives the client, from its
+// SASL user, its token's subject or its certificate's subject.
+func TestKafkaPrincipal(t *testing.T) {
+	cert, key := writeCert(t, t.TempDir())
+	jwt := "eyJhbGciOiJub25lIn0." + base64.RawURLEncoding.EncodeToString([]byte(`{"sub":"svc-mirror","exp":1}`)) + "."
+	for _, tc := range []struct {
+		o    KafkaOptions
+		want string
+	}{
+		{KafkaOptions{}, "User:ANONYMOUS"},
+		{KafkaOptions{SASLMechanism: "SCRAM-SHA-256", User: "alice", Password: "p"}, "User:alice"},
+		{KafkaOptions{SASLMechanism: "OAUTHBEARER", Token: jwt}, "User:svc-mirror"},
+		{KafkaOptions{SASLMechanism: "OAUTHBEARER", Token: "opaque"}, "User:<the token's subject>"},
+		{KafkaOptions{CertFile: cert, KeyFile: key}, "User:CN=test"},
+	} {
+		k, err := ParseKafka("b:9092", tc.o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := k.Principal(); got != tc.want {
+			t.Errorf("%+v: principal %q, want %q", tc.o, got, tc.want)
 		}
 	}
 }
