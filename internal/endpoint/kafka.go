@@ -377,12 +377,17 @@ func (k Kafka) hint(err error) string {
 		return esc(fmt.Sprintf("the broker does not enable SASL %s on this listener; use a mechanism it enables ({KafkaSASLMechanism}) or another listener", k.mechanism))
 	case errors.Is(err, kerr.IllegalSaslState):
 		return "the broker refused the SASL exchange; does this listener expect SASL ({KafkaSASLMechanism})?"
-	case errors.As(err, new(*kgo.ErrFirstReadEOF)), strings.Contains(msg, "EOF"), strings.Contains(msg, "connection reset"):
+	case errors.As(err, new(*kgo.ErrFirstReadEOF)), strings.Contains(msg, "EOF"), strings.Contains(msg, "connection reset"),
+		strings.Contains(msg, "broker closed the connection"):
 		switch {
 		case !k.TLS() && k.sasl == nil:
 			return "the broker closed the connection at once; is it a Kafka broker, and does this listener expect TLS ({KafkaTLS}) or SASL ({KafkaSASLMechanism})?"
 		case !k.TLS():
 			return "the broker closed the connection at once; does this listener expect TLS ({KafkaTLS})?"
+		case strings.Contains(msg, "using TLS when the broker is not expecting it"), strings.Contains(msg, "is TLS misconfigured"):
+			// franz-go's guess when the broker hangs up on the first TLS
+			// bytes: a plaintext (or SASL_PLAINTEXT) listener.
+			return "the broker closed the connection as the TLS handshake began, as a plaintext listener does; " + kafkaTLSFields.Plain + ", or use the broker's TLS listener"
 		case len(k.tlsConfig.Certificates) == 0:
 			return "the broker closed the connection during or right after the TLS handshake; a listener that requires a client certificate does that: give one with {KafkaCert} and {KafkaKey}; or does it expect SASL ({KafkaSASLMechanism})?"
 		case k.sasl == nil:

@@ -178,6 +178,9 @@ func TestExplainKafkaFailures(t *testing.T) {
 		{tlsOnly, fmt.Errorf("read: %w", tls.AlertError(116)), "requires a client certificate; give one with <KafkaCert> and <KafkaKey>"},
 		{mtls, errors.New("remote error: tls: unknown certificate authority"), "refused the client certificate (<KafkaCert>)"},
 		{mtls, errors.New("remote error: tls: expired certificate"), "refused the client certificate (<KafkaCert>): it has expired"},
+		{tlsOnly, errors.New("remote error: tls: bad certificate"), "the server requires a client certificate; give one with <KafkaCert> and <KafkaKey>"},
+		{mtls, errors.New("remote error: tls: unknown certificate"), "refused the client certificate (<KafkaCert>): expired, revoked, or not signed by a CA it trusts"},
+		{tlsOnly, errors.New("broker closed the connection immediately after a dial, which often happens if the client is using TLS when the broker is not expecting it: is TLS misconfigured on the client or the broker?"), "as a plaintext listener does; connect without TLS (leave out <KafkaTLS>"},
 		{plainText, errors.New("invalid large response size 352518912 > limit 104857600"), "does this listener expect TLS (<KafkaTLS>)"},
 		{plainText, errors.New("unexpected EOF"), "does this listener expect TLS (<KafkaTLS>) or SASL (<KafkaSASLMechanism>)"},
 		{tlsOnly, errors.New("EOF"), "requires a client certificate does that: give one with <KafkaCert> and <KafkaKey>; or does it expect SASL (<KafkaSASLMechanism>)"},
@@ -215,5 +218,38 @@ func TestKafkaPrincipal(t *testing.T) {
 		if got := k.Principal(); got != tc.want {
 			t.Errorf("%+v: principal %q, want %q", tc.o, got, tc.want)
 		}
+	}
+}
+
+// TestKafkaDenied: a refusal by the authorizer names the operation, the
+// resource and the principal, with the kafka-acls.sh line to grant it;
+// other errors pass unchanged.
+func TestKafkaDenied(t *testing.T) {
+	k, err := ParseKafka("b1:9092,b2:9092", KafkaOptions{TLS: true, SASLMechanism: "SCRAM-SHA-512", User: "xmirror-r2k", Password: "topsecret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		err                error
+		op, resource, name string
+		want               string
+	}{
+		{fmt.Errorf("produce: %w", kerr.TopicAuthorizationFailed), "Write", ACLTopic, "orders",
+			`kafka refused WRITE topic "orders" to User:xmirror-r2k (produce: TOPIC_AUTHORIZATION_FAILED: Not authorized to access topics: [Topic authorization failed.]); grant it: kafka-acls.sh --bootstrap-server b1:9092,b2:9092 --add --allow-principal User:xmirror-r2k --operation Write --topic orders`},
+		{kerr.TransactionalIDAuthorizationFailed, "Write", ACLTransactionalID, "xmirror-r2k:my mirror",
+			`--operation Write --transactional-id 'xmirror-r2k:my mirror'`},
+		{kerr.ClusterAuthorizationFailed, "IdempotentWrite", ACLCluster, "", `kafka refused IDEMPOTENTWRITE cluster to User:xmirror-r2k`},
+	} {
+		got := k.Denied(tc.err, tc.op, tc.resource, tc.name)
+		if !errors.Is(got, tc.err) || !strings.Contains(got.Error(), tc.want) || strings.Contains(got.Error(), "topsecret") {
+			t.Errorf("got %q\nwant %q", got, tc.want)
+		}
+		if again := k.Denied(got, "Read", ACLTopic, "x"); again != got {
+			t.Errorf("wrapped twice: %v", again)
+		}
+	}
+	plainErr := errors.New("connection refused")
+	if got := k.Denied(plainErr, "Write", ACLTopic, "t"); got != plainErr {
+		t.Errorf("not a refusal, but wrapped: %v", got)
 	}
 }

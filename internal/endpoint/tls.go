@@ -113,8 +113,16 @@ func tlsHint(err error, f tlsFields, clientCert bool) string {
 		return "the server requires a client certificate; give one with {" + f.Cert + "} and {" + f.Key + "}"
 	case strings.Contains(msg, "remote error: tls: expired certificate"):
 		return "the server refused the client certificate ({" + f.Cert + "}): it has expired; renew it"
+	case !clientCert && (strings.Contains(msg, "remote error: tls: bad certificate") || strings.Contains(msg, "remote error: tls: handshake failure")):
+		// A server that requires a client certificate and got none says so
+		// with one of these alerts (Java's brokers: bad_certificate).
+		return "the server requires a client certificate; give one with {" + f.Cert + "} and {" + f.Key + "}"
 	case strings.Contains(msg, "remote error: tls: unknown certificate authority"), strings.Contains(msg, "remote error: tls: bad certificate"):
 		return "the server refused the client certificate ({" + f.Cert + "}); use one signed by a CA the server trusts"
+	case strings.Contains(msg, "remote error: tls: unknown certificate"), strings.Contains(msg, "remote error: tls: revoked certificate"):
+		// Java's brokers send certificate_unknown for an expired client
+		// certificate.
+		return "the server refused the client certificate ({" + f.Cert + "}): expired, revoked, or not signed by a CA it trusts; renew it or use another"
 	case strings.Contains(msg, "remote error: tls"), isTLSError(err):
 		if clientCert {
 			return "TLS handshake failed; check the certificates ({" + f.CA + "}, {" + f.Cert + "})"
