@@ -356,6 +356,10 @@ func (k Kafka) Explain(err error) error {
 // hint says what to do about err, in a format that names settings as
 // {Field} and holds no other verb, or "".
 func (k Kafka) hint(err error) string {
+	if errors.As(err, new(*DeniedError)) {
+		// It says what to grant.
+		return ""
+	}
 	esc := func(s string) string { return strings.ReplaceAll(s, "%", "%%") }
 	if k.TLS() {
 		if h := tlsHint(err, kafkaTLSFields, len(k.tlsConfig.Certificates) > 0); h != "" {

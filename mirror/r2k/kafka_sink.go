@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/xmirror/xmirror/internal/endpoint"
 	"github.com/xmirror/xmirror/mirror"
 	"github.com/xmirror/xmirror/mirror/kafkatopic"
 	"github.com/xmirror/xmirror/mirror/mapping"
@@ -30,6 +31,9 @@ type KafkaSinkConfig struct {
 	Client *kgo.Client
 	// Mirror is the mirror's name, for the error of a fenced producer.
 	Mirror string
+	// Denied, when set, turns a refusal by Kafka's authorizer into an
+	// error naming the ACL to grant (endpoint.Kafka.Denied).
+	Denied func(err error, operation, resource, name string) error
 	// TxnBatches is the most batches one transaction holds (default
 	// mirror.DefaultMaxInFlight): at most the engine's in-flight limit, since no
 	// more batches come before some are confirmed.
@@ -376,6 +380,8 @@ func (e *EntryError) RenderSettings(names setting.Names) string {
 		msg += setting.Text(names, "; the topic existed when the run started, so it was deleted during the run; create it again (or pass {CreateTopic}) and run again")
 	case errors.Is(e.Err, kerr.UnknownTopicID):
 		msg += "; the topic was deleted and created again during the run (its topic ID changed), and what the run wrote before went with the old one; run again"
+	case errors.As(e.Err, new(*endpoint.DeniedError)):
+		// It says what to grant.
 	case errors.Is(e.Err, kerr.TopicAuthorizationFailed):
 		msg += "; the Kafka user may not write to this topic"
 	}
@@ -473,6 +479,9 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 			}
 			if fenced(perr) {
 				perr = &FencedError{Mirror: k.cfg.Mirror, Err: perr}
+			}
+			if k.cfg.Denied != nil {
+				perr = k.cfg.Denied(perr, "Write", endpoint.ACLTopic, r.Topic)
 			}
 			mu.Lock()
 			failed = true

@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/xmirror/xmirror/internal/endpoint"
 	"github.com/xmirror/xmirror/mirror"
 	"github.com/xmirror/xmirror/mirror/setting"
 )
@@ -24,15 +25,32 @@ type TopicSpec struct {
 	Create            bool
 	Partitions        int32 // -1: the broker's default
 	ReplicationFactor int16 // -1: the broker's default
+	// Denied, when set, turns a refusal by Kafka's authorizer into an
+	// error naming the ACL to grant (endpoint.Kafka.Denied).
+	Denied func(err error, operation, resource, name string) error
 }
 
 // EnsureTopics checks that every topic exists, creating missing ones when
 // spec.Create is set, and returns each topic's partition count.
 func EnsureTopics(ctx context.Context, cl *kgo.Client, topics []string, spec TopicSpec) (map[string]int32, error) {
+	denied := spec.Denied
+	if denied == nil {
+		denied = func(err error, _, _, _ string) error { return err }
+	}
 	// One client, one metadata cache: what the wait below learns about
 	// new topics is what later calls on cl see.
 	adm := kadm.NewClient(cl)
 	details, err := adm.ListTopics(ctx, topics...)
+	if err != nil && endpoint.IsDenied(err) {
+		// The refusal covers the whole request: ask topic by topic to
+		// name the one refused.
+		for _, t := range topics {
+			if _, terr := adm.ListTopics(ctx, t); terr != nil && endpoint.IsDenied(terr) {
+				return nil, denied(fmt.Errorf("list topics: %w", terr), "Describe", endpoint.ACLTopic, t)
+			}
+		}
+		return nil, fmt.Errorf("list topics %v: %w", topics, err)
+	}
 	if err != nil {
 		return nil, mirror.Transient(fmt.Errorf("list topics: %w", err))
 	}
@@ -44,7 +62,7 @@ func EnsureTopics(ctx context.Context, cl *kgo.Client, topics []string, spec Top
 		case !ok || errors.Is(d.Err, kerr.UnknownTopicOrPartition):
 			missing = append(missing, t)
 		case d.Err != nil:
-			return nil, fmt.Errorf("topic %q: %w", t, d.Err)
+			return nil, denied(fmt.Errorf("topic %q: %w", t, d.Err), "Describe", endpoint.ACLTopic, t)
 		default:
 			counts[t] = int32(len(d.Partitions))
 		}
@@ -62,6 +80,9 @@ func EnsureTopics(ctx context.Context, cl *kgo.Client, topics []string, spec Top
 	}
 	for _, r := range resp.Sorted() {
 		if r.Err != nil && !errors.Is(r.Err, kerr.TopicAlreadyExists) {
+			if endpoint.IsDenied(r.Err) {
+				return nil, denied(fmt.Errorf("create topic %q: %w", r.Topic, r.Err), "Create", endpoint.ACLTopic, r.Topic)
+			}
 			msg := fmt.Sprintf("create topic %q: %v", r.Topic, r.Err)
 			if r.ErrMessage != "" {
 				msg += " (" + r.ErrMessage + ")"

@@ -351,7 +351,7 @@ type run struct {
 func (r *run) setUp(ctx context.Context, cl *lease.Closers) (*KafkaSink, error) {
 	cfg, log, name, kafkaEP := &r.cfg, r.log, r.cfg.Name, r.cfg.Kafka
 	var err error
-	r.counts, err = EnsureTopics(ctx, r.admCl, r.plan.topics, TopicSpec{Create: cfg.CreateTopic, Partitions: cfg.Partitions, ReplicationFactor: cfg.ReplicationFactor})
+	r.counts, err = EnsureTopics(ctx, r.admCl, r.plan.topics, TopicSpec{Create: cfg.CreateTopic, Partitions: cfg.Partitions, ReplicationFactor: cfg.ReplicationFactor, Denied: kafkaEP.Denied})
 	if err != nil {
 		return nil, kafkaEP.Explain(err)
 	}
@@ -386,6 +386,7 @@ func (r *run) setUp(ctx context.Context, cl *lease.Closers) (*KafkaSink, error) 
 	sinkCfg := KafkaSinkConfig{
 		Client: r.prod,
 		Mirror: name,
+		Denied: kafkaEP.Denied,
 		// Half the batches in flight: the others are read, and wait to
 		// be produced, while a transaction commits.
 		TxnBatches: max(1, cfg.MaxInFlight/2),
@@ -491,7 +492,7 @@ func (r *run) setUpProducer(ctx context.Context, cl *lease.Closers) error {
 	// mirror and aborts the transaction one left open, before anything
 	// is read back or recorded: nothing of theirs can land after it.
 	initCtx, cancelInit := context.WithTimeout(ctx, cfg.Timeout)
-	err = InitProducer(initCtx, r.prod, name)
+	err = kafkaEP.Denied(InitProducer(initCtx, r.prod, name), "Write", endpoint.ACLTransactionalID, r.plan.txnID)
 	cancelInit()
 	if err != nil {
 		if initCtx.Err() != nil && ctx.Err() == nil {

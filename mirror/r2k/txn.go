@@ -86,7 +86,8 @@ func fenced(err error) bool {
 func InitProducer(ctx context.Context, cl *kgo.Client, name string) error {
 	if _, _, err := cl.ProducerID(ctx); err != nil {
 		if errors.Is(err, kerr.TransactionalIDAuthorizationFailed) {
-			return fmt.Errorf("init the transactional producer %s%s: %w; the Kafka user needs WRITE and DESCRIBE on the TransactionalId resource %s%s", TransactionalIDPrefix, name, err, TransactionalIDPrefix, name)
+			// Not transient: the caller names the ACL (endpoint.Kafka.Denied).
+			return fmt.Errorf("init the transactional producer %s%s: %w", TransactionalIDPrefix, name, err)
 		}
 		return mirror.Transient(fmt.Errorf("init the transactional producer %s%s: %w", TransactionalIDPrefix, name, err))
 	}
