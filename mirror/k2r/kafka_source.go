@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/xmirror/xmirror/checkpoint"
+	"github.com/xmirror/xmirror/internal/endpoint"
 	"github.com/xmirror/xmirror/mirror"
 	"github.com/xmirror/xmirror/mirror/mapping"
 	"github.com/xmirror/xmirror/mirror/setting"
@@ -541,6 +542,9 @@ func (s *KafkaSource) fetchError(ctx context.Context, t string, p int32, err err
 				return rerr
 			}
 		}
+	}
+	if endpoint.IsDenied(err) {
+		return s.setup.cfg.Kafka.Denied(fmt.Errorf("kafka: fetch topic %q partition %d: %w", t, p, err), "Read", endpoint.ACLTopic, t)
 	}
 	st := s.parts[t][p]
 	if errors.Is(err, kerr.OffsetOutOfRange) && st != nil {

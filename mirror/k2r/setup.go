@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/xmirror/xmirror/checkpoint"
+	"github.com/xmirror/xmirror/internal/endpoint"
 	"github.com/xmirror/xmirror/mirror"
 	"github.com/xmirror/xmirror/mirror/kafkatopic"
 	"github.com/xmirror/xmirror/mirror/mapping"
@@ -62,6 +63,9 @@ func setUp(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg setupC
 	log := cfg.Log()
 	adm := kadm.NewClient(admin)
 	details, err := adm.ListTopics(ctx, cfg.Topics...)
+	if err != nil && endpoint.IsDenied(err) {
+		return nil, nil, fmt.Errorf("kafka %s: list topics: %w", cfg.kafkaName(), err)
+	}
 	if err != nil {
 		return nil, nil, mirror.Transient(fmt.Errorf("kafka %s: list topics: %w", cfg.kafkaName(), err))
 	}
@@ -88,6 +92,9 @@ func setUp(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg setupC
 	// The IDs are asked for apart, not from the cache ListTopics reads: a
 	// run set up again after its topic was recreated must see the new one.
 	ids, err := topicIDs(ctx, admin, cfg.Topics)
+	if err != nil && endpoint.IsDenied(err) {
+		return nil, nil, fmt.Errorf("kafka %s: topic IDs: %w", cfg.kafkaName(), err)
+	}
 	if err != nil {
 		return nil, nil, mirror.Transient(fmt.Errorf("kafka %s: topic IDs: %w", cfg.kafkaName(), err))
 	}
@@ -537,12 +544,29 @@ type session struct {
 	sink  *RedisSink
 }
 
+// deniedDescribe names the topic a refusal met while setting up is about
+// (every request of the set-up needs DESCRIBE on the topics): Kafka
+// refuses a request over several topics as a whole, so each is asked
+// about alone. Any other error is returned as it is.
+func deniedDescribe(ctx context.Context, admin *kgo.Client, cfg setupConfig, err error) error {
+	if !endpoint.IsDenied(err) || errors.As(err, new(*endpoint.DeniedError)) {
+		return err
+	}
+	adm := kadm.NewClient(admin)
+	for _, t := range cfg.Topics {
+		if _, terr := adm.ListTopics(ctx, t); endpoint.IsDenied(terr) {
+			return cfg.Kafka.Denied(err, "Describe", endpoint.ACLTopic, t)
+		}
+	}
+	return err
+}
+
 // openSession sets the mirror up (see setUp). The caller closes it with
 // CloseSink and CloseSource; admin must outlive it.
 func openSession(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg setupConfig) (*session, error) {
 	src, sink, err := setUp(ctx, rc, admin, cfg)
 	if err != nil {
-		return nil, err
+		return nil, deniedDescribe(ctx, admin, cfg, err)
 	}
 	return &session{rc: rc, admin: admin, cfg: cfg, log: cfg.Log(), src: src, sink: sink}, nil
 }
@@ -578,7 +602,7 @@ func (m *session) Run(ctx context.Context, opt mirror.Options) (mirror.Stats, er
 			if err == nil {
 				m.src, m.sink = src, sink
 			}
-			return err
+			return deniedDescribe(ctx, m.admin, m.cfg, err)
 		})
 		if err != nil {
 			return total, err
