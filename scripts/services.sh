@@ -165,9 +165,10 @@ KSEC_PROPS="$KSEC_DIR/server.properties"
 KSEC_DATA="$KSEC_DIR/data"
 KSEC_ADMIN="$LOCAL_HOST:$KSEC_ADMIN_PORT"
 KSEC_USERS=(xmirror-admin xmirror-r2k xmirror-k2r)
-# The ACLs of the least-privilege users, one `kafka-acls.sh --add` each
-# (README.md, "Least privilege (Kafka)", lists the same); the tests' topics
-# are named sec-*. xmirror-admin is a super user and needs none.
+# The ACLs of the least-privilege users, the options of one `kafka-acls.sh
+# --add` each (README.md, "Least privilege (Kafka)", has the same as
+# kafka-acls.sh lines); the tests' topics are named sec-*. xmirror-admin is
+# a super user and needs none.
 #  redis-to-kafka: finds its topics (Describe), creates missing ones with
 #    --create-topic (Create), reads their max.message.bytes
 #    (DescribeConfigs), produces (Write) in transactions of its own
