@@ -691,28 +691,14 @@ ksec_sign_users() {
   done
 }
 
-# Makes the certificates, passwords and tokens of the secured broker once
-# per state dir; `rm -r <state>/kafka-secure` makes new ones (and a new,
-# empty broker).
-make_ksec_material() {
-  local d=$KSEC_DIR log="$KSEC_DIR/openssl.log" user
+# make_ksec_secrets and make_ksec_certs make the passwords and tokens and
+# the certificates of the secured broker, once per state dir; `rm -r
+# <state>/kafka-secure` makes new ones (and a new, empty broker).
+make_ksec_secrets() {
+  local d=$KSEC_DIR user
   ensure_cmds openssl:openssl
   mkdir -p "$d"
   chmod 700 "$d"
-  if [[ ! -s $d/ca.crt || ! -s $d/server.pem || ! -s $d/untrusted.crt ]]; then
-    log "making a CA, server and client certificates in $d (openssl; output in $log)"
-    {
-      ksec_ca ca "/CN=xmirror test Kafka CA" &&
-        ksec_ca other-ca "/CN=xmirror test other CA" &&
-        ksec_sign server /CN=localhost 3650 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth' &&
-        cat "$d/server.key" "$d/server.crt" >"$d/server.pem" &&
-        ksec_sign_users &&
-        # Not after = not before - 1 day: expired from the start.
-        ksec_sign expired /CN=xmirror-r2k -1 'extendedKeyUsage=clientAuth' &&
-        ksec_sign untrusted /CN=xmirror-r2k 3650 'extendedKeyUsage=clientAuth' other-ca
-    } >"$log" 2>&1 || fail_with_logs "openssl could not make the certificates; see $log" "$log"
-    chmod 600 "$d"/*.key "$d/server.pem"
-  fi
   for user in "${KSEC_USERS[@]}"; do
     if [[ ! -s $d/$user.password ]]; then
       (umask 077 && openssl rand -hex 16 >"$d/$user.password")
@@ -721,6 +707,23 @@ make_ksec_material() {
       (umask 077 && unsecured_jwt "$user" >"$d/$user.token")
     fi
   done
+}
+
+make_ksec_certs() {
+  local d=$KSEC_DIR log="$KSEC_DIR/openssl.log"
+  [[ -s $d/ca.crt && -s $d/server.pem && -s $d/untrusted.crt ]] && return 0
+  log "making a CA, server and client certificates in $d (openssl; output in $log)"
+  {
+    ksec_ca ca "/CN=xmirror test Kafka CA" &&
+      ksec_ca other-ca "/CN=xmirror test other CA" &&
+      ksec_sign server /CN=localhost 3650 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth' &&
+      cat "$d/server.key" "$d/server.crt" >"$d/server.pem" &&
+      ksec_sign_users &&
+      # Not after = not before - 1 day: expired from the start.
+      ksec_sign expired /CN=xmirror-r2k -1 'extendedKeyUsage=clientAuth' &&
+      ksec_sign untrusted /CN=xmirror-r2k 3650 'extendedKeyUsage=clientAuth' other-ca
+  } >"$log" 2>&1 || fail_with_logs "openssl could not make the certificates; see $log" "$log"
+  chmod 600 "$d"/*.key "$d/server.pem"
 }
 
 write_ksec_props() {
@@ -822,11 +825,13 @@ ksec_answers() {
 start_kafka_secure() {
   if ksec_pid >/dev/null; then
     KSEC_STATE=reused
+    start_ksec_setup
     return 0
   fi
   ensure_kafka_lib
-  make_ksec_material
+  make_ksec_secrets
   write_ksec_props
+  local format_pid=""
   if [[ ! -f $KSEC_DATA/meta.properties ]]; then
     if [[ ! -s $KSEC_DIR/cluster-id ]]; then
       # What `StorageTool random-uuid` prints (16 random bytes, base64url,
@@ -835,9 +840,14 @@ start_kafka_secure() {
       while [[ $id == -* ]]; do id="$(openssl rand 16 | b64url)"; done
       echo "$id" >"$KSEC_DIR/cluster-id"
     fi
+    # While openssl makes the certificates, which formatting does not read.
     kafka_tool kafka.tools.StorageTool format --standalone \
-      -t "$(<"$KSEC_DIR/cluster-id")" -c "$KSEC_PROPS" >"$KSEC_DIR/format.log" 2>&1 ||
-      fail_with_logs "formatting the secured Kafka's storage failed; see $KSEC_DIR/format.log" "$KSEC_DIR/format.log"
+      -t "$(<"$KSEC_DIR/cluster-id")" -c "$KSEC_PROPS" >"$KSEC_DIR/format.log" 2>&1 9>&- &
+    format_pid=$!
+  fi
+  make_ksec_certs
+  if [[ -n $format_pid ]] && ! wait "$format_pid"; then
+    fail_with_logs "formatting the secured Kafka's storage failed; see $KSEC_DIR/format.log" "$KSEC_DIR/format.log"
   fi
   rm -f "$KSEC_PIDFILE"
   echo "==== $(date -u +%FT%TZ) services.sh starting kafka.Kafka" >>"$KSEC_OUT"
@@ -850,23 +860,43 @@ start_kafka_secure() {
     >>"$KSEC_OUT" 2>&1 </dev/null 9>&- &
   wait_pidfile "$KSEC_PIDFILE"
   KSEC_STATE=started
+  start_ksec_setup
 }
 
-# setup_ksec_users: the SCRAM credentials and the ACLs, through the admin
+# start_ksec_setup: the SCRAM credentials and the ACLs, through the admin
 # API (scripts/kafka/SecureSetup.java: one JVM instead of one per Kafka CLI
 # call), once per broker and set of passwords and ACLs: a stamp holds their
 # checksum (passwords hashed), so a later `up` runs no JVM for it at all.
-setup_ksec_users() {
-  local stamp="$KSEC_DIR/setup.stamp" want user log="$KSEC_DIR/setup.log"
-  want="$({
+# It starts with the broker and waits for it to answer, so that the JVM's
+# start-up and the compilation of the source overlap the broker's;
+# finish_ksec_setup waits for it.
+start_ksec_setup() {
+  local user
+  KSEC_SETUP_PID=""
+  KSEC_SETUP_SUM="$({
     cat "$KSEC_DATA/meta.properties" "$KSEC_SETUP"
     printf '%s\n' "${KSEC_ACLS[@]}"
     for user in "${KSEC_USERS[@]}"; do sha256sum <"$KSEC_DIR/$user.password"; done
   } | sha256sum | cut -d' ' -f1)"
-  [[ -f $stamp && "$(<"$stamp")" == "$want" ]] && return 0
-  kafka_tool "$KSEC_SETUP" "$KSEC_ADMIN" "$KSEC_DIR" "${KSEC_USERS[@]}" -- "${KSEC_ACLS[@]}" >"$log" 2>&1 ||
-    fail_with_logs "creating the users and ACLs of the secured Kafka failed; see $log" "$log"
-  echo "$want" >"$stamp"
+  [[ -f $KSEC_DIR/setup.stamp && "$(<"$KSEC_DIR/setup.stamp")" == "$KSEC_SETUP_SUM" ]] && return 0
+  kafka_tool "$KSEC_SETUP" "$KSEC_ADMIN" "$KSEC_DIR" "$UP_TIMEOUT" "${KSEC_USERS[@]}" -- "${KSEC_ACLS[@]}" \
+    >"$KSEC_DIR/setup.log" 2>&1 9>&- &
+  KSEC_SETUP_PID=$!
+}
+
+finish_ksec_setup() {
+  [[ -n $KSEC_SETUP_PID ]] || return 0
+  wait "$KSEC_SETUP_PID" ||
+    fail_with_logs "creating the users and ACLs of the secured Kafka failed; see $KSEC_DIR/setup.log" "$KSEC_DIR/setup.log"
+  echo "$KSEC_SETUP_SUM" >"$KSEC_DIR/setup.stamp"
+}
+
+# stop_ksec_setup: on the way out of a failed start, so no admin client
+# keeps trying to reach a broker that is gone.
+stop_ksec_setup() {
+  if [[ -n ${KSEC_SETUP_PID:-} ]]; then
+    kill -TERM "$KSEC_SETUP_PID" 2>/dev/null || true
+  fi
 }
 
 # wait_kafka_secure DEADLINE: wait for the secured broker, then set up its
@@ -875,16 +905,18 @@ wait_kafka_secure() {
   local deadline=$1
   while ! ksec_answers; do
     if ! ksec_pid >/dev/null; then
+      stop_ksec_setup
       fail_with_logs "the secured Kafka broker (java) exited during start-up; see $KSEC_SERVER_LOG" \
         "$KSEC_SERVER_LOG" "$KSEC_OUT"
     fi
     if (($(now) >= deadline)); then
+      stop_ksec_setup
       fail_with_logs "the secured Kafka at $KSEC_ADMIN did not answer a metadata request within ${UP_TIMEOUT}s; see $KSEC_SERVER_LOG" \
         "$KSEC_SERVER_LOG" "$KSEC_OUT"
     fi
     sleep 0.3
   done
-  setup_ksec_users
+  finish_ksec_setup
   echo "kafka-secure: SASL_SSL $LOCAL_HOST:$KSEC_SASL_PORT, SSL $LOCAL_HOST:$KSEC_MTLS_PORT, OAUTHBEARER $LOCAL_HOST:$KSEC_OAUTH_PORT, PLAINTEXT $KSEC_ADMIN ($KSEC_STATE)"
 }
 

@@ -5,10 +5,11 @@
 // CPU each. services.sh runs it in Java's source-file mode, which needs no
 // build step.
 //
-//   java -cp 'KAFKA_LIB/*' SecureSetup.java BOOTSTRAP DIR USER... -- ACL...
+//   java -cp 'KAFKA_LIB/*' SecureSetup.java BOOTSTRAP DIR TIMEOUT USER... -- ACL...
 //
 // BOOTSTRAP is the broker's PLAINTEXT listener, whose principal (ANONYMOUS)
-// is a super user. Each USER gets SCRAM-SHA-256 and SCRAM-SHA-512
+// is a super user; it may still be starting: TIMEOUT is how many seconds
+// the admin client keeps trying. Each USER gets SCRAM-SHA-256 and SCRAM-SHA-512
 // credentials for the password in DIR/USER.password (read here, so it is on
 // no command line). Each ACL is one argument holding the options of one
 // `kafka-acls.sh --add`: --allow-principal P, --operation OP (repeated),
@@ -43,14 +44,15 @@ public class SecureSetup {
     static final int ITERATIONS = 4096;
 
     public static void main(String[] args) throws Exception {
-        if (args.length < 2) {
-            throw new IllegalArgumentException("usage: SecureSetup BOOTSTRAP DIR USER... -- ACL...");
+        if (args.length < 3) {
+            throw new IllegalArgumentException("usage: SecureSetup BOOTSTRAP DIR TIMEOUT USER... -- ACL...");
         }
         String bootstrap = args[0];
         Path dir = Path.of(args[1]);
         List<String> users = new ArrayList<>();
         List<AclBinding> acls = new ArrayList<>();
-        int i = 2;
+        long timeoutMs = Long.parseLong(args[2]) * 1000;
+        int i = 3;
         for (; i < args.length && !args[i].equals("--"); i++) {
             users.add(args[i]);
         }
@@ -60,7 +62,8 @@ public class SecureSetup {
 
         Properties props = new Properties();
         props.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
-        props.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, "30000");
+        props.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, String.valueOf(timeoutMs));
+        props.put(AdminClientConfig.REQUEST_TIMEOUT_MS_CONFIG, String.valueOf(Math.min(timeoutMs, 30000)));
         try (Admin admin = Admin.create(props)) {
             // One request per mechanism: a request may alter a user once.
             for (ScramMechanism mech : new ScramMechanism[] {ScramMechanism.SCRAM_SHA_256, ScramMechanism.SCRAM_SHA_512}) {
