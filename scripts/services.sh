@@ -3,12 +3,14 @@
 # benchmarks talk to: one Redis and one single-node KRaft Kafka broker.
 #
 #   scripts/services.sh up [--secure]  install what is missing, start or reuse both, wait until they answer;
-#                                with --secure also the TLS Redis servers (below)
+#                                with --secure also the TLS Redis servers and the secured Kafka (below)
 #   scripts/services.sh down     stop only the servers `up` started (reused/external ones are left alone)
 #   scripts/services.sh status [--secure]  does each answer, and did we start it? exit 0 iff both
-#                                answer (with --secure: and both TLS Redis servers too)
+#                                answer (with --secure: and the TLS Redis servers and the secured Kafka too)
 #   scripts/services.sh env      print `export REDIS_URL=...` / `export KAFKA_BROKERS=...`
-#                                (and REDIS_TLS_URL, REDIS_MTLS_URL, REDIS_TLS_DIR while the TLS Redis runs)
+#                                (and REDIS_TLS_URL, REDIS_MTLS_URL, REDIS_TLS_DIR while the TLS Redis runs;
+#                                KAFKA_SASL_BROKERS, KAFKA_MTLS_BROKERS, KAFKA_OAUTH_BROKERS,
+#                                KAFKA_SECURE_ADMIN_BROKERS, KAFKA_SECURE_DIR while the secured Kafka runs)
 #   scripts/services.sh pid redis|kafka              pid of a server we started (exit 1 if none)
 #   scripts/services.sh stop|start|restart redis|kafka   (also stop-redis, restart-kafka, ...)
 #                                only for servers we own; data is kept (see below)
@@ -24,6 +26,12 @@
 #   XMIRROR_REDIS_PORT, XMIRROR_KAFKA_PORT, XMIRROR_KAFKA_CONTROLLER_PORT  (6379, 9092, 9093)
 #   XMIRROR_KAFKA_JVM_OPTS  replaces the broker's default heap/GC flags
 #   XMIRROR_REDIS_TLS_PORT, XMIRROR_REDIS_MTLS_PORT  the TLS Redis servers' ports (6380, 6381)
+#   XMIRROR_KAFKA_SECURE_SASL_PORT, XMIRROR_KAFKA_SECURE_MTLS_PORT, XMIRROR_KAFKA_SECURE_OAUTH_PORT,
+#   XMIRROR_KAFKA_SECURE_ADMIN_PORT, XMIRROR_KAFKA_SECURE_CONTROLLER_PORT
+#                   the secured Kafka's listeners (9094, 9095, 9096, 9097, 9098)
+#   A port of a secured server that something not started from this
+#   checkout holds (another checkout's server) makes `up --secure` fail at
+#   once, naming the port and the variable that moves it.
 #
 # Secured Redis (up --secure): two more redis-server processes, TLS only, on
 # 127.0.0.1: port 6380 verifies a client certificate when one is sent
@@ -38,13 +46,36 @@
 # are in README.md) and xmirror-r2k-noxack (xmirror-r2k without XACK). The
 # default user is off. The plain servers above are never touched by this.
 #
+# Secured Kafka (up --secure): a second single-node KRaft broker
+# ("kafka-secure", same jars, 512 MB heap, state in <state>/kafka-secure/),
+# with the StandardAuthorizer and these listeners on 127.0.0.1:
+#   9094 SASL_SSL: PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512
+#   9095 SSL with a required client certificate (mutual TLS); a certificate
+#        whose subject is CN=<user> is the principal User:<user>
+#   9096 SASL_SSL: OAUTHBEARER only, validated by Kafka's validator of
+#        unsecured JWTs ("alg":"none", sub = the user), for tests only
+#   9097 PLAINTEXT: the tests' own clients and the admin tools; its
+#        principal, ANONYMOUS, is a super user
+#   9098 the KRaft controller
+# Users: xmirror-admin (super user), xmirror-r2k and xmirror-k2r (exactly
+# the ACLs redis-to-kafka and kafka-to-redis need, on topics prefixed sec-:
+# KSEC_ACLS below, README.md "Least privilege (Kafka)"). Each has PLAIN
+# and SCRAM credentials (SCRAM made through the admin API) for the random
+# password in <user>.password, a client certificate <user>.crt/.key and an
+# unsecured JWT in <user>.token (all mode 600 but the certificates). The
+# dir also holds ca.crt (the CA of the server and client certificates),
+# expired.crt/.key (CN=xmirror-r2k, expired), other-ca.crt (another CA: a
+# client trusting only it meets an unknown authority) and untrusted.crt/.key
+# (CN=xmirror-r2k, signed by the other CA: the broker refuses it).
+#
 # Data: Redis runs without persistence, so `down` + `up` gives an empty Redis.
 # `stop redis`/`restart redis` save a snapshot first (SHUTDOWN SAVE) so a fault
 # test can bounce Redis without losing its streams. Kafka keeps its log dirs in
 # the state dir across down/up/restart; delete the state dir for a clean slate.
 #
 # Logs: <state>/redis/redis.log, <state>/kafka/server.log (+ kafka.out for the
-# JVM's own stdout/stderr), <state>/redis-tls/redis-tls.log and redis-mtls.log.
+# JVM's own stdout/stderr), <state>/redis-tls/redis-tls.log and redis-mtls.log,
+# <state>/kafka-secure/server.log (+ kafka.out, setup.log).
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -57,6 +88,7 @@ UP_TIMEOUT="${XMIRROR_UP_TIMEOUT:-120}"
 KAFKA_POM="$SCRIPT_DIR/kafka/pom.xml"
 KAFKA_LOG4J="$SCRIPT_DIR/kafka/log4j2.xml"
 TOOLS_LOG4J="$SCRIPT_DIR/kafka/log4j2-tools.xml"
+KSEC_SETUP="$SCRIPT_DIR/kafka/SecureSetup.java"
 
 LOCAL_HOST=127.0.0.1
 REDIS_PORT="${XMIRROR_REDIS_PORT:-6379}"
@@ -118,6 +150,51 @@ KAFKA_JVM_OPTS_DEFAULT=(
   -XX:+ExplicitGCInvokesConcurrent
   -Djava.awt.headless=true
 )
+# The secured broker (up --secure): its own process, state and ports.
+KSEC_SASL_PORT="${XMIRROR_KAFKA_SECURE_SASL_PORT:-9094}"
+KSEC_MTLS_PORT="${XMIRROR_KAFKA_SECURE_MTLS_PORT:-9095}"
+KSEC_OAUTH_PORT="${XMIRROR_KAFKA_SECURE_OAUTH_PORT:-9096}"
+KSEC_ADMIN_PORT="${XMIRROR_KAFKA_SECURE_ADMIN_PORT:-9097}"
+# Baked into the formatted metadata, like the plain broker's.
+KSEC_CONTROLLER_PORT="${XMIRROR_KAFKA_SECURE_CONTROLLER_PORT:-9098}"
+KSEC_DIR="$STATE_DIR/kafka-secure"
+KSEC_PIDFILE="$KSEC_DIR/kafka-secure.pid"
+KSEC_OUT="$KSEC_DIR/kafka.out"
+KSEC_SERVER_LOG="$KSEC_DIR/server.log"
+KSEC_PROPS="$KSEC_DIR/server.properties"
+KSEC_DATA="$KSEC_DIR/data"
+KSEC_ADMIN="$LOCAL_HOST:$KSEC_ADMIN_PORT"
+KSEC_USERS=(xmirror-admin xmirror-r2k xmirror-k2r)
+# The ACLs of the least-privilege users, the options of one `kafka-acls.sh
+# --add` each (README.md, "Least privilege (Kafka)", has the same as
+# kafka-acls.sh lines); the tests' topics are named sec-*. xmirror-admin is
+# a super user and needs none.
+#  redis-to-kafka: finds its topics (Describe), creates missing ones with
+#    --create-topic (Create), reads their max.message.bytes
+#    (DescribeConfigs), produces (Write) in transactions of its own
+#    transactional ID xmirror-r2k:<mirror name> (TransactionalId Describe,
+#    Write; a transactional producer needs no Cluster IdempotentWrite since
+#    Kafka 3.0) and reads back what an interrupted run wrote (Read). The
+#    broker's configuration (Cluster DescribeConfigs) is optional: without
+#    it xmirror takes Kafka's default request size limit.
+#  kafka-to-redis: finds its topics (Describe), reads their limits
+#    (DescribeConfigs) and fetches assigned partitions (Read): no consumer
+#    group, its positions live in Redis.
+KSEC_ACLS=(
+  "--allow-principal User:xmirror-r2k --operation Describe --operation Create --operation DescribeConfigs --operation Write --operation Read --topic sec- --resource-pattern-type prefixed"
+  "--allow-principal User:xmirror-r2k --operation Describe --operation Write --transactional-id xmirror-r2k: --resource-pattern-type prefixed"
+  "--allow-principal User:xmirror-k2r --operation Describe --operation DescribeConfigs --operation Read --topic sec- --resource-pattern-type prefixed"
+)
+# Half the plain broker's heap: the secured broker carries only the tests
+# of secure connections, never a benchmark. For the same reason only the
+# quick JIT compiler (C1): the broker's start-up then takes about 8 CPU
+# seconds instead of 14-16, which on 2 shared cores is most of its wait.
+KSEC_JVM_OPTS=(
+  -Xms512m -Xmx512m -XX:TieredStopAtLevel=1
+  -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35
+  -XX:+ExplicitGCInvokesConcurrent
+  -Djava.awt.headless=true
+)
 # Short-lived CLI tools: start fast, stay small.
 TOOL_JVM_OPTS=(-Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true)
 
@@ -134,7 +211,10 @@ fail_with_logs() {
       # Java stack frames omitted: they would push the actual message
       # ("Caused by: ...Address already in use") out of the window.
       echo "---- last 30 lines of $f (stack frames omitted) ----" >&2
-      grep -Ev $'^[ \t]+(at |\\.\\.\\. [0-9]+ more)' "$f" | tail -n 30 >&2 || true
+      # A tool that echoes its input (ConfigCommand does) must not put a
+      # password on the screen.
+      grep -Ev $'^[ \t]+(at |\\.\\.\\. [0-9]+ more)' "$f" | tail -n 30 |
+        sed -E 's/(password=)[^],[:space:]]*/\1[redacted]/g' >&2 || true
       echo "---- end of $f ----" >&2
     fi
   done
@@ -242,6 +322,15 @@ redis_pid() { owned_pid "$REDIS_PIDFILE" redis-server; }
 kafka_pid() { owned_pid "$KAFKA_PIDFILE" kafka.Kafka; }
 
 port_open() { timeout 2 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; }
+
+# need_free_port NAME PORT VAR: dies at once, in one line, when something
+# listens on PORT; called only for a server this checkout has not started,
+# so whatever listens there is someone else's.
+need_free_port() {
+  if port_open "$LOCAL_HOST" "$2"; then
+    die "port $2 ($1) is in use by another server, not one started from this checkout; set $3 to a free port"
+  fi
+}
 
 redis_answers() {
   local out
@@ -411,18 +500,40 @@ start_tls_redis() {
   wait_pidfile "$TLS_DIR/$name.pid"
 }
 
-# up_tls_redis DEADLINE: start (or reuse) both TLS servers and wait for them.
-up_tls_redis() {
-  local deadline=$1 name state
+# tls_port_var NAME: the variable that moves the port of TLS server NAME.
+tls_port_var() { if [[ $1 == redis-tls ]]; then echo XMIRROR_REDIS_TLS_PORT; else echo XMIRROR_REDIS_MTLS_PORT; fi; }
+
+# check_tls_redis_ports: dies at once when the port of a TLS server that is
+# not ours is taken (another checkout's server, say): reaching that one with
+# this checkout's passwords could only fail, and much later.
+check_tls_redis_ports() {
+  local name
+  for name in redis-tls redis-mtls; do
+    tls_pid "$name" >/dev/null || need_free_port "$name" "$(tls_port "$name")" "$(tls_port_var "$name")"
+  done
+}
+
+# start_tls_redis_servers: start both TLS servers unless they run (ours);
+# TLS_STATE_<name> says which. wait_tls_redis waits for them.
+start_tls_redis_servers() {
+  local name
   ensure_cmds redis-server:redis-server openssl:openssl
   for name in redis-tls redis-mtls; do
     if tls_pid "$name" >/dev/null; then
-      state=reused
+      printf -v "TLS_STATE_${name//-/_}" reused
     else
       [[ $name == redis-tls ]] && make_tls_material
       start_tls_redis "$name"
-      state=started
+      printf -v "TLS_STATE_${name//-/_}" started
     fi
+  done
+}
+
+# wait_tls_redis DEADLINE
+wait_tls_redis() {
+  local deadline=$1 name state
+  for name in redis-tls redis-mtls; do
+    state="TLS_STATE_${name//-/_}"
     while ! tls_answers "$name"; do
       if ! tls_pid "$name" >/dev/null; then
         fail_with_logs "$name (redis-server) exited during start-up; see $TLS_DIR/$name.log" \
@@ -434,7 +545,7 @@ up_tls_redis() {
       fi
       sleep 0.2
     done
-    echo "$name: $LOCAL_HOST:$(tls_port "$name") ($state)"
+    echo "$name: $LOCAL_HOST:$(tls_port "$name") (${!state})"
   done
 }
 
@@ -541,6 +652,283 @@ wait_kafka() {
   done
 }
 
+# ------------------------------------------------------- kafka secure
+
+# ksec_sign NAME SUBJECT DAYS EXTENSIONS [CA]: NAME.key and NAME.crt, signed
+# by CA (default ca). EC P-256 keys: as good as RSA for tests, and made in
+# milliseconds.
+ksec_sign() {
+  local name=$1 subj=$2 days=$3 ext=$4 ca=${5:-ca} d=$KSEC_DIR
+  openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 -subj "$subj" \
+    -keyout "$d/$name.key" -out "$d/$name.csr" &&
+    printf '%b\n' "$ext" >"$d/$name.ext" &&
+    openssl x509 -req -sha256 -days "$days" -in "$d/$name.csr" -CA "$d/$ca.crt" -CAkey "$d/$ca.key" \
+      -CAcreateserial -extfile "$d/$name.ext" -out "$d/$name.crt" &&
+    rm -f "$d/$name.csr" "$d/$name.ext"
+}
+
+ksec_ca() {
+  openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 -sha256 -days 3650 \
+    -subj "$2" -keyout "$KSEC_DIR/$1.key" -out "$KSEC_DIR/$1.crt"
+}
+
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+
+# unsecured_jwt SUB: a JWT with "alg":"none" and an empty signature, as
+# Kafka's OAuthBearerUnsecuredValidatorCallbackHandler takes it: sub is the
+# principal, exp is required; valid for ten years.
+unsecured_jwt() {
+  local iat
+  iat="$(now)"
+  printf '%s.%s.\n' "$(printf '{"alg":"none"}' | b64url)" \
+    "$(printf '{"sub":"%s","iat":%d,"exp":%d}' "$1" "$iat" $((iat + 3650 * 86400)) | b64url)"
+}
+
+ksec_sign_users() {
+  local user
+  for user in "${KSEC_USERS[@]}"; do
+    ksec_sign "$user" "/CN=$user" 3650 'extendedKeyUsage=clientAuth' || return 1
+  done
+}
+
+# make_ksec_secrets and make_ksec_certs make the passwords and tokens and
+# the certificates of the secured broker, once per state dir; `rm -r
+# <state>/kafka-secure` makes new ones (and a new, empty broker).
+make_ksec_secrets() {
+  local d=$KSEC_DIR user
+  ensure_cmds openssl:openssl
+  mkdir -p "$d"
+  chmod 700 "$d"
+  for user in "${KSEC_USERS[@]}"; do
+    if [[ ! -s $d/$user.password ]]; then
+      (umask 077 && openssl rand -hex 16 >"$d/$user.password")
+    fi
+    if [[ ! -s $d/$user.token ]]; then
+      (umask 077 && unsecured_jwt "$user" >"$d/$user.token")
+    fi
+  done
+}
+
+make_ksec_certs() {
+  local d=$KSEC_DIR log="$KSEC_DIR/openssl.log"
+  [[ -s $d/ca.crt && -s $d/server.pem && -s $d/untrusted.crt ]] && return 0
+  log "making a CA, server and client certificates in $d (openssl; output in $log)"
+  {
+    ksec_ca ca "/CN=xmirror test Kafka CA" &&
+      ksec_ca other-ca "/CN=xmirror test other CA" &&
+      ksec_sign server /CN=localhost 3650 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth' &&
+      cat "$d/server.key" "$d/server.crt" >"$d/server.pem" &&
+      ksec_sign_users &&
+      # Not after = not before - 1 day: expired from the start.
+      ksec_sign expired /CN=xmirror-r2k -1 'extendedKeyUsage=clientAuth' &&
+      ksec_sign untrusted /CN=xmirror-r2k 3650 'extendedKeyUsage=clientAuth' other-ca
+  } >"$log" 2>&1 || fail_with_logs "openssl could not make the certificates; see $log" "$log"
+  chmod 600 "$d"/*.key "$d/server.pem"
+}
+
+write_ksec_props() {
+  local d=$KSEC_DIR h=$LOCAL_HOST user plain=""
+  mkdir -p "$KSEC_DATA"
+  for user in "${KSEC_USERS[@]}"; do
+    plain+=" user_$user=\"$(<"$d/$user.password")\""
+  done
+  # Holds the PLAIN passwords: mode 600, like the password files.
+  (umask 077 && cat >"$KSEC_PROPS") <<EOF
+# Generated by scripts/services.sh on every start; edit the script, not this file.
+process.roles=broker,controller
+node.id=1
+listeners=SASL_SSL://$h:$KSEC_SASL_PORT,SSL://$h:$KSEC_MTLS_PORT,OAUTH://$h:$KSEC_OAUTH_PORT,PLAINTEXT://$h:$KSEC_ADMIN_PORT,CONTROLLER://$h:$KSEC_CONTROLLER_PORT
+advertised.listeners=SASL_SSL://$h:$KSEC_SASL_PORT,SSL://$h:$KSEC_MTLS_PORT,OAUTH://$h:$KSEC_OAUTH_PORT,PLAINTEXT://$h:$KSEC_ADMIN_PORT
+listener.security.protocol.map=SASL_SSL:SASL_SSL,SSL:SSL,OAUTH:SASL_SSL,PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+controller.quorum.bootstrap.servers=$h:$KSEC_CONTROLLER_PORT
+log.dirs=$KSEC_DATA
+
+# ACLs. The PLAINTEXT listener (the tests' own clients, this script's admin
+# tools) and the controller's connections are ANONYMOUS: super users.
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:ANONYMOUS;User:xmirror-admin
+allow.everyone.if.no.acl.found=false
+
+# TLS: PEM files, no Java keystores. The server's certificate is for
+# 127.0.0.1 and localhost.
+ssl.keystore.type=PEM
+ssl.keystore.location=$d/server.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$d/ca.crt
+# SSL (mutual TLS): a client certificate is required, and its subject
+# CN=<user> is the principal User:<user>.
+listener.name.ssl.ssl.client.auth=required
+ssl.principal.mapping.rules=RULE:^CN=([^,]+)\$/\$1/,DEFAULT
+
+# SASL_SSL: PLAIN (users and passwords below), SCRAM-SHA-256 and -512
+# (credentials stored in the metadata by the admin API).
+listener.name.sasl_ssl.sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required$plain;
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+
+# OAUTH (SASL_SSL): OAUTHBEARER only, with Kafka's validator of unsecured
+# JWTs ("alg":"none"; sub is the principal), for tests only. The login
+# module's sub is the broker's own token, which no connection uses.
+listener.name.oauth.sasl.enabled.mechanisms=OAUTHBEARER
+listener.name.oauth.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub="xmirror-admin";
+listener.name.oauth.oauthbearer.sasl.server.callback.handler.class=org.apache.kafka.common.security.oauthbearer.internals.unsecured.OAuthBearerUnsecuredValidatorCallbackHandler
+
+# Single node, as the plain broker (see there).
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+offsets.topic.num.partitions=1
+transaction.state.log.num.partitions=1
+num.partitions=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+# Network threads are per listener.
+num.network.threads=1
+num.io.threads=2
+EOF
+}
+
+ksec_pid() { owned_pid "$KSEC_PIDFILE" "kafka.Kafka $KSEC_PROPS"; }
+
+# ksec_ports: name, port and variable of each listener of the secured broker.
+ksec_ports() {
+  printf '%s\n' "kafka-secure-sasl $KSEC_SASL_PORT XMIRROR_KAFKA_SECURE_SASL_PORT" \
+    "kafka-secure-mtls $KSEC_MTLS_PORT XMIRROR_KAFKA_SECURE_MTLS_PORT" \
+    "kafka-secure-oauth $KSEC_OAUTH_PORT XMIRROR_KAFKA_SECURE_OAUTH_PORT" \
+    "kafka-secure-admin $KSEC_ADMIN_PORT XMIRROR_KAFKA_SECURE_ADMIN_PORT" \
+    "kafka-secure-controller $KSEC_CONTROLLER_PORT XMIRROR_KAFKA_SECURE_CONTROLLER_PORT"
+}
+
+check_ksec_ports() {
+  ksec_pid >/dev/null && return 0
+  local name port var
+  while read -r name port var; do
+    need_free_port "$name" "$port" "$var"
+  done < <(ksec_ports)
+}
+
+# ksec_answers: its PLAINTEXT listener lists the broker (see kafka_answers).
+ksec_answers() {
+  local out
+  port_open "$LOCAL_HOST" "$KSEC_ADMIN_PORT" || return 1
+  out="$(timeout 7 kcat -L -b "$KSEC_ADMIN" -m 2 2>/dev/null)" || return 1
+  grep -qE '^ *broker [0-9]+ at ' <<<"$out"
+}
+
+# start_kafka_secure: start the secured broker unless it runs (ours);
+# KSEC_STATE says which.
+start_kafka_secure() {
+  if ksec_pid >/dev/null; then
+    KSEC_STATE=reused
+    start_ksec_setup
+    return 0
+  fi
+  ensure_kafka_lib
+  make_ksec_secrets
+  write_ksec_props
+  local format_pid=""
+  if [[ ! -f $KSEC_DATA/meta.properties ]]; then
+    if [[ ! -s $KSEC_DIR/cluster-id ]]; then
+      # What `StorageTool random-uuid` prints (16 random bytes, base64url,
+      # never starting with "-"), without a JVM.
+      local id=-
+      while [[ $id == -* ]]; do id="$(openssl rand 16 | b64url)"; done
+      echo "$id" >"$KSEC_DIR/cluster-id"
+    fi
+    # While openssl makes the certificates, which formatting does not read.
+    kafka_tool kafka.tools.StorageTool format --standalone \
+      -t "$(<"$KSEC_DIR/cluster-id")" -c "$KSEC_PROPS" >"$KSEC_DIR/format.log" 2>&1 9>&- &
+    format_pid=$!
+  fi
+  make_ksec_certs
+  if [[ -n $format_pid ]] && ! wait "$format_pid"; then
+    fail_with_logs "formatting the secured Kafka's storage failed; see $KSEC_DIR/format.log" "$KSEC_DIR/format.log"
+  fi
+  rm -f "$KSEC_PIDFILE"
+  echo "==== $(date -u +%FT%TZ) services.sh starting kafka.Kafka" >>"$KSEC_OUT"
+  # shellcheck disable=SC2016  # $$ and $@ are for the inner shell
+  setsid nohup bash -c 'echo $$ >"$0"; exec "$@"' "$KSEC_PIDFILE" \
+    java "${KSEC_JVM_OPTS[@]}" \
+    -Dkafka.logs.dir="$KSEC_DIR" \
+    -Dlog4j2.configurationFile="$KAFKA_LOG4J" \
+    -cp "$KAFKA_LIB/*" kafka.Kafka "$KSEC_PROPS" \
+    >>"$KSEC_OUT" 2>&1 </dev/null 9>&- &
+  wait_pidfile "$KSEC_PIDFILE"
+  KSEC_STATE=started
+  start_ksec_setup
+}
+
+# start_ksec_setup: the SCRAM credentials and the ACLs, through the admin
+# API (scripts/kafka/SecureSetup.java: one JVM instead of one per Kafka CLI
+# call), once per broker and set of passwords and ACLs: a stamp holds their
+# checksum (passwords hashed), so a later `up` runs no JVM for it at all.
+# It starts with the broker and waits for it to answer, so that the JVM's
+# start-up and the compilation of the source overlap the broker's;
+# finish_ksec_setup waits for it.
+start_ksec_setup() {
+  local user
+  KSEC_SETUP_PID=""
+  KSEC_SETUP_SUM="$({
+    cat "$KSEC_DATA/meta.properties" "$KSEC_SETUP"
+    printf '%s\n' "${KSEC_ACLS[@]}"
+    for user in "${KSEC_USERS[@]}"; do sha256sum <"$KSEC_DIR/$user.password"; done
+  } | sha256sum | cut -d' ' -f1)"
+  [[ -f $KSEC_DIR/setup.stamp && "$(<"$KSEC_DIR/setup.stamp")" == "$KSEC_SETUP_SUM" ]] && return 0
+  kafka_tool "$KSEC_SETUP" "$KSEC_ADMIN" "$KSEC_DIR" "$UP_TIMEOUT" "${KSEC_USERS[@]}" -- "${KSEC_ACLS[@]}" \
+    >"$KSEC_DIR/setup.log" 2>&1 9>&- &
+  KSEC_SETUP_PID=$!
+}
+
+finish_ksec_setup() {
+  [[ -n $KSEC_SETUP_PID ]] || return 0
+  wait "$KSEC_SETUP_PID" ||
+    fail_with_logs "creating the users and ACLs of the secured Kafka failed; see $KSEC_DIR/setup.log" "$KSEC_DIR/setup.log"
+  echo "$KSEC_SETUP_SUM" >"$KSEC_DIR/setup.stamp"
+}
+
+# stop_ksec_setup: on the way out of a failed start, so no admin client
+# keeps trying to reach a broker that is gone.
+stop_ksec_setup() {
+  if [[ -n ${KSEC_SETUP_PID:-} ]]; then
+    kill -TERM "$KSEC_SETUP_PID" 2>/dev/null || true
+  fi
+}
+
+# wait_kafka_secure DEADLINE: wait for the secured broker, then set up its
+# users and ACLs.
+wait_kafka_secure() {
+  local deadline=$1
+  while ! ksec_answers; do
+    if ! ksec_pid >/dev/null; then
+      stop_ksec_setup
+      fail_with_logs "the secured Kafka broker (java) exited during start-up; see $KSEC_SERVER_LOG" \
+        "$KSEC_SERVER_LOG" "$KSEC_OUT"
+    fi
+    if (($(now) >= deadline)); then
+      stop_ksec_setup
+      fail_with_logs "the secured Kafka at $KSEC_ADMIN did not answer a metadata request within ${UP_TIMEOUT}s; see $KSEC_SERVER_LOG" \
+        "$KSEC_SERVER_LOG" "$KSEC_OUT"
+    fi
+    sleep 0.3
+  done
+  finish_ksec_setup
+  echo "kafka-secure: SASL_SSL $LOCAL_HOST:$KSEC_SASL_PORT, SSL $LOCAL_HOST:$KSEC_MTLS_PORT, OAUTHBEARER $LOCAL_HOST:$KSEC_OAUTH_PORT, PLAINTEXT $KSEC_ADMIN ($KSEC_STATE)"
+}
+
+stop_kafka_secure() {
+  local pid
+  pid="$(ksec_pid)" || return 1
+  kill -TERM "$pid" 2>/dev/null || true
+  wait_exit "$pid" kafka-secure 60
+  rm -f "$KSEC_PIDFILE"
+  echo "kafka-secure: stopped (pid $pid)"
+}
+
 # ---------------------------------------------------------------- common
 
 # Servers are launched as
@@ -609,6 +997,11 @@ cmd_up() {
   take_lock
   ensure_client_tools
   local redis_state kafka_state deadline
+  if ((secure)); then
+    # Before anything starts: a port taken by someone else fails at once.
+    check_tls_redis_ports
+    check_ksec_ports
+  fi
 
   if ((REDIS_EXTERNAL)); then
     redis_state=external
@@ -638,6 +1031,13 @@ cmd_up() {
     start_kafka
   fi
 
+  # The secured servers start while the plain ones do; all are waited
+  # for below.
+  if ((secure)); then
+    start_tls_redis_servers
+    start_kafka_secure
+  fi
+
   # The timeout counts from here: package installs and the first jar
   # download are not the servers' fault.
   deadline=$(($(now) + UP_TIMEOUT))
@@ -648,7 +1048,8 @@ cmd_up() {
   echo "redis: $(redis_display "$REDIS_TARGET") ($redis_state)"
   echo "kafka: $KAFKA_TARGET ($kafka_state)"
   if ((secure)); then
-    up_tls_redis "$deadline"
+    wait_tls_redis "$deadline"
+    wait_kafka_secure "$deadline"
   fi
 }
 
@@ -676,6 +1077,7 @@ cmd_down() {
       echo "$name: stopped (pid $pid)"
     fi
   done
+  stop_kafka_secure || true
 }
 
 cmd_status() {
@@ -721,6 +1123,21 @@ cmd_status() {
     else owner="not running (start it with: $0 up --secure)"; fi
     echo "$name: $LOCAL_HOST:$(tls_port "$name") $ans; $owner"
   done
+
+  pid=""
+  ksec_pid >/dev/null && pid="$(ksec_pid)"
+  if ((secure)) || [[ -n $pid ]]; then
+    if ksec_answers; then
+      ans=answers
+    else
+      ans="does not answer"
+      if ((secure)); then rc=1; fi
+    fi
+    if [[ -n $pid ]]; then owner="started by services.sh, pid $pid"
+    elif [[ $ans == answers ]]; then owner="not started by services.sh"
+    else owner="not running (start it with: $0 up --secure)"; fi
+    echo "kafka-secure: $KSEC_ADMIN (SASL_SSL $KSEC_SASL_PORT, SSL $KSEC_MTLS_PORT, OAUTHBEARER $KSEC_OAUTH_PORT) $ans; $owner"
+  fi
   return "$rc"
 }
 
@@ -731,6 +1148,13 @@ cmd_env() {
     printf 'export REDIS_TLS_URL=%q\n' "rediss://$LOCAL_HOST:$REDIS_TLS_PORT/0"
     printf 'export REDIS_MTLS_URL=%q\n' "rediss://$LOCAL_HOST:$REDIS_MTLS_PORT/0"
     printf 'export REDIS_TLS_DIR=%q\n' "$TLS_DIR"
+  fi
+  if ksec_pid >/dev/null; then
+    printf 'export KAFKA_SASL_BROKERS=%q\n' "$LOCAL_HOST:$KSEC_SASL_PORT"
+    printf 'export KAFKA_MTLS_BROKERS=%q\n' "$LOCAL_HOST:$KSEC_MTLS_PORT"
+    printf 'export KAFKA_OAUTH_BROKERS=%q\n' "$LOCAL_HOST:$KSEC_OAUTH_PORT"
+    printf 'export KAFKA_SECURE_ADMIN_BROKERS=%q\n' "$KSEC_ADMIN"
+    printf 'export KAFKA_SECURE_DIR=%q\n' "$KSEC_DIR"
   fi
 }
 
