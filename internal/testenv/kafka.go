@@ -15,9 +15,21 @@ import (
 // read_committed, with a plain consumer of its own.
 func ReadTopicTo(t *testing.T, topic string, stable bool) []*kgo.Record {
 	t.Helper()
+	return readTopic(t, func(opts ...kgo.Opt) *kgo.Client { return Kafka(t, opts...) }, topic, stable)
+}
+
+// ReadTopic reads every committed record of a topic of the secured broker
+// as ReadTopicTo does, through its super-user listener.
+func (k KafkaSecure) ReadTopic(t *testing.T, topic string) []*kgo.Record {
+	t.Helper()
+	return readTopic(t, func(opts ...kgo.Opt) *kgo.Client { return k.Admin(t, opts...) }, topic, false)
+}
+
+func readTopic(t *testing.T, client func(opts ...kgo.Opt) *kgo.Client, topic string, stable bool) []*kgo.Record {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	adm := kadm.NewClient(Kafka(t))
+	adm := kadm.NewClient(client())
 	list := adm.ListEndOffsets
 	if stable {
 		list = adm.ListCommittedOffsets
@@ -37,7 +49,7 @@ func ReadTopicTo(t *testing.T, topic string, stable bool) []*kgo.Record {
 	if total == 0 {
 		return nil
 	}
-	cl := Kafka(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+	cl := client(kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
 	var recs []*kgo.Record
 	for len(want) > 0 {

@@ -346,6 +346,14 @@ func (k KafkaSecure) Deny(tb testing.TB, user string, ops []kadm.ACLOperation, r
 	tb.Cleanup(func() { k.changeACLs(tb, false, true, user, ops, res) })
 }
 
+// Undeny removes what Deny added before the test ends (a rerun after the
+// permission is granted again), and waits until the broker no longer
+// lists it.
+func (k KafkaSecure) Undeny(tb testing.TB, user string, ops []kadm.ACLOperation, res ...ACLResource) {
+	tb.Helper()
+	k.changeACLs(tb, false, true, user, ops, res)
+}
+
 // Revoke removes the ACLs allowing user ops on each resource, exactly as
 // Grant made them, and waits until the broker no longer lists them. The
 // script's ACLs are shared by every test running: take a permission away

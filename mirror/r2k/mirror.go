@@ -493,9 +493,11 @@ func (r *run) setUpProducer(ctx context.Context, cl *lease.Closers) error {
 	// is read back or recorded: nothing of theirs can land after it.
 	initCtx, cancelInit := context.WithTimeout(ctx, cfg.Timeout)
 	err = kafkaEP.Denied(InitProducer(initCtx, r.prod, name), "Write", endpoint.ACLTransactionalID, r.plan.txnID)
+	// Read before the cancel, which would make it Canceled always.
+	timedOut := errors.Is(initCtx.Err(), context.DeadlineExceeded)
 	cancelInit()
 	if err != nil {
-		if initCtx.Err() != nil && ctx.Err() == nil {
+		if timedOut && ctx.Err() == nil {
 			return setting.Errorf("kafka %s: initialising the transactional producer %s took longer than {Timeout} %s; is the broker reachable, and does it allow transactions (transaction.state.log.* settings)?", kafkaEP, r.plan.txnID, cfg.Timeout)
 		}
 		return kafkaEP.Explain(err)

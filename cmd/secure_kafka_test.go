@@ -1,0 +1,320 @@
+package cmd_test
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/rueidis"
+	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/xmirror/xmirror/checkpoint"
+	"github.com/xmirror/xmirror/internal/testenv"
+)
+
+// kafkaAuth is how xmirror is told to reach the secured broker as user
+// through mech: flags and environment, each mechanism another way of
+// giving its secret (a variable, a file, all settings from the
+// environment).
+func kafkaAuth(t *testing.T, k testenv.KafkaSecure, mech testenv.Mechanism, user string) (flags, env []string) {
+	t.Helper()
+	switch mech {
+	case testenv.MechPlain:
+		return []string{"--brokers", k.SASLBrokers, "--kafka-ca", k.CA(), "--kafka-sasl-mechanism", "PLAIN", "--kafka-user", user},
+			[]string{"XMIRROR_KAFKA_PASSWORD=" + k.Password(t, user)}
+	case testenv.MechScramSHA256:
+		return []string{"--brokers", k.SASLBrokers, "--kafka-ca", k.CA(), "--kafka-sasl-mechanism", "scram-sha-256",
+			"--kafka-user", user, "--kafka-password-file", k.PasswordFile(user)}, nil
+	case testenv.MechScramSHA512:
+		return nil, []string{"XMIRROR_BROKERS=" + k.SASLBrokers, "XMIRROR_KAFKA_CA=" + k.CA(), "XMIRROR_KAFKA_SASL_MECHANISM=SCRAM-SHA-512",
+			"XMIRROR_KAFKA_USER=" + user, "XMIRROR_KAFKA_PASSWORD_FILE=" + k.PasswordFile(user)}
+	case testenv.MechOAuthBearer:
+		if user == testenv.KafkaUserR2K {
+			return []string{"--brokers", k.OAuthBrokers, "--kafka-ca", k.CA(), "--kafka-sasl-mechanism", "OAUTHBEARER", "--kafka-token-file", k.TokenFile(user)}, nil
+		}
+		return []string{"--brokers", k.OAuthBrokers, "--kafka-ca", k.CA(), "--kafka-sasl-mechanism", "OAUTHBEARER"},
+			[]string{"XMIRROR_KAFKA_TOKEN=" + k.Token(t, user)}
+	case testenv.MechMTLS:
+		return []string{"--brokers", k.MTLSBrokers, "--kafka-ca", k.CA(), "--kafka-cert", k.Cert(user), "--kafka-key", k.Key(user)}, nil
+	}
+	t.Fatalf("no such mechanism %s", mech)
+	return nil, nil
+}
+
+// redisAuth is how xmirror is told to reach the TLS Redis as user: over
+// TLS with the password in the environment, or over mutual TLS with a
+// password file.
+func redisAuth(srv testenv.RedisTLS, t *testing.T, mutual bool, user string) (flags, env []string) {
+	if mutual {
+		return []string{"--redis", withUser(t, srv.MTLSURL, user, ""), "--redis-ca", srv.CA(), "--redis-cert", srv.Cert(),
+			"--redis-key", srv.Key(), "--redis-password-file", srv.PasswordFile(user)}, nil
+	}
+	return []string{"--redis", srv.URL, "--redis-ca", srv.CA()},
+		[]string{"XMIRROR_REDIS_USER=" + user, "XMIRROR_REDIS_PASSWORD=" + srv.Password(t, user)}
+}
+
+// secureRun is one xmirror command against the secured servers, as user of
+// both (the least-privilege user of its direction).
+type secureRun struct {
+	t      *testing.T
+	kafka  testenv.KafkaSecure
+	redis  testenv.RedisTLS
+	mech   testenv.Mechanism
+	mutual bool
+}
+
+func (s secureRun) args(user string, kafkaUser string, args []string) ([]string, []string) {
+	rf, re := redisAuth(s.redis, s.t, s.mutual, user)
+	kf, ke := kafkaAuth(s.t, s.kafka, s.mech, kafkaUser)
+	return append(append(args, rf...), kf...), append(re, ke...)
+}
+
+func (s secureRun) run(direction string, args ...string) result {
+	s.t.Helper()
+	user, kafkaUser := testenv.TLSUserR2K, testenv.KafkaUserR2K
+	if direction == "k2r" {
+		user, kafkaUser = testenv.TLSUserK2R, testenv.KafkaUserK2R
+	}
+	all, env := s.args(user, kafkaUser, append([]string{direction}, args...))
+	return xmirrorEnv(s.t, env, all...)
+}
+
+func (s secureRun) start(direction string, args ...string) *started {
+	s.t.Helper()
+	user, kafkaUser := testenv.TLSUserR2K, testenv.KafkaUserR2K
+	if direction == "k2r" {
+		user, kafkaUser = testenv.TLSUserK2R, testenv.KafkaUserK2R
+	}
+	all, env := s.args(user, kafkaUser, append([]string{direction, "--follow"}, args...))
+	cmd := xmirrorCmd(s.t, all...)
+	cmd.Env = append(cmd.Env, env...)
+	return startXmirrorCmd(s.t, cmd)
+}
+
+// checkBack fails the test unless stream holds exactly n entries, the i-th
+// with order i and its binary value.
+func checkBack(t *testing.T, admin rueidis.Client, stream string, n int) {
+	t.Helper()
+	got, err := admin.Do(context.Background(), admin.B().Xrange().Key(stream).Start("-").End("+").Build()).AsXRange()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != n {
+		t.Fatalf("%s holds %d entries, want %d", stream, len(got), n)
+	}
+	for i, e := range got {
+		if e.FieldValues["order"] != strconv.Itoa(i) || e.FieldValues["bytes"] != "\x00\xff"+strconv.Itoa(i) {
+			t.Fatalf("entry %d of %s is %v, want order %d", i, stream, e.FieldValues, i)
+		}
+	}
+}
+
+func orderFields(i int) []string {
+	return []string{"order", strconv.Itoa(i), "bytes", "\x00\xff" + strconv.Itoa(i)}
+}
+
+// TestBothDirectionsThroughEachKafkaMechanism mirrors a stream of the TLS
+// Redis into a topic of the secured broker and back, one-shot and then
+// following, through each way of authenticating to Kafka (PLAIN, both
+// SCRAMs, OAUTHBEARER, mutual TLS), as the least-privilege users of both
+// servers. A plain client of the broker's super-user listener reads the
+// topic; a plain Redis client reads the streams.
+func TestBothDirectionsThroughEachKafkaMechanism(t *testing.T) {
+	k := testenv.SecureKafka(t)
+	srv := testenv.TLSRedis(t)
+	for i, mech := range testenv.Mechanisms {
+		t.Run(string(mech), func(t *testing.T) {
+			s := secureRun{t: t, kafka: k, redis: srv, mech: mech, mutual: i%2 == 1}
+			url := srv.URL
+			if s.mutual {
+				url = srv.MTLSURL
+			}
+			admin := srv.Admin(t, url)
+			stream, back := tlsStream(t, admin), tlsStream(t, admin)
+			topic := k.Topic(t, 2)
+			r2kName, k2rName := testenv.Name(t, "r"), testenv.Name(t, "k")
+			t.Cleanup(func() {
+				ctx := context.Background()
+				admin.Do(ctx, admin.B().Del().Key(checkpoint.R2KKey(r2kName)).Build())
+				admin.Do(ctx, admin.B().Del().Key(checkpoint.K2RKey(k2rName, back)).Build())
+			})
+			const n, more = 40, 25
+			addEntries(t, admin, stream, 0, n, orderFields)
+			if r := s.run("r2k", "--stream", stream, "--topic", topic, "--name", r2kName, "--key-field", "order"); r.code != 0 {
+				t.Fatalf("redis-to-kafka: exit %d\nstderr: %s", r.code, r.stderr)
+			}
+			if recs := k.ReadTopic(t, topic); len(recs) != n {
+				t.Fatalf("topic holds %d records, want %d", len(recs), n)
+			}
+			if r := s.run("k2r", "--topic", topic, "--stream", back, "--name", k2rName); r.code != 0 {
+				t.Fatalf("kafka-to-redis: exit %d\nstderr: %s", r.code, r.stderr)
+			}
+			// Two partitions: order holds per key, so sort by order.
+			sortBack(t, admin, back, n)
+
+			// Following: what is added while both run goes through.
+			r2k := s.start("r2k", "--stream", stream, "--topic", topic, "--name", r2kName, "--key-field", "order")
+			k2r := s.start("k2r", "--topic", topic, "--stream", back, "--name", k2rName)
+			addEntries(t, admin, stream, n, more, orderFields)
+			testenv.Wait(t, 60*time.Second, "the entries back in "+back, func() bool {
+				got, err := admin.Do(context.Background(), admin.B().Xlen().Key(back).Build()).AsInt64()
+				return err == nil && got >= n+more
+			})
+			for _, p := range []*started{r2k, k2r} {
+				if code, _ := p.stop(t, syscall.SIGTERM, 15*time.Second); code != 0 {
+					t.Fatalf("exit %d after SIGTERM, want 0\nstderr: %s", code, p.stderr.String())
+				}
+			}
+			if recs := k.ReadTopic(t, topic); len(recs) != n+more {
+				t.Fatalf("topic holds %d records, want %d", len(recs), n+more)
+			}
+			sortBack(t, admin, back, n+more)
+		})
+	}
+}
+
+// sortBack checks that stream holds entries 0 to n-1 exactly once each,
+// with their values, in whatever order the partitions interleaved them.
+func sortBack(t *testing.T, admin rueidis.Client, stream string, n int) {
+	t.Helper()
+	got, err := admin.Do(context.Background(), admin.B().Xrange().Key(stream).Start("-").End("+").Build()).AsXRange()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int]bool{}
+	for _, e := range got {
+		i, err := strconv.Atoi(e.FieldValues["order"])
+		if err != nil || seen[i] || i >= n || e.FieldValues["bytes"] != "\x00\xff"+strconv.Itoa(i) {
+			t.Fatalf("%s: unexpected or doubled entry %v", stream, e.FieldValues)
+		}
+		seen[i] = true
+	}
+	if len(seen) != n {
+		t.Fatalf("%s holds %d distinct entries, want %d", stream, len(seen), n)
+	}
+}
+
+// TestMissingKafkaPermissionIsNamedAndLosesNothing: each permission a
+// direction needs, taken away from its least-privilege user for one topic
+// (or its transactional ID), stops the run with one line naming the
+// principal, the operation and the resource, with the kafka-acls.sh line
+// that grants it; nothing is acknowledged or checkpointed that was not
+// written, so a rerun once it is granted again mirrors every entry
+// exactly once.
+func TestMissingKafkaPermissionIsNamedAndLosesNothing(t *testing.T) {
+	k := testenv.SecureKafka(t)
+	srv := testenv.TLSRedis(t)
+	const n = 30
+	for _, tc := range []struct {
+		name      string
+		direction string
+		op        kadm.ACLOperation
+		create    bool // redis-to-kafka creates the topic
+		txn       bool // the ACL is on the transactional ID
+		want      string
+	}{
+		{"redis-to-kafka without WRITE", "r2k", kadm.OpWrite, false, false, `User:xmirror-r2k may not WRITE topic "%s"`},
+		{"redis-to-kafka without DESCRIBE", "r2k", kadm.OpDescribe, false, false, `User:xmirror-r2k may not DESCRIBE topic "%s"`},
+		{"redis-to-kafka --create-topic without CREATE", "r2k", kadm.OpCreate, true, false, `User:xmirror-r2k may not CREATE topic "%s"`},
+		{"redis-to-kafka without WRITE on its transactional ID", "r2k", kadm.OpWrite, false, true, `User:xmirror-r2k may not WRITE transactional-id "xmirror-r2k:%s"`},
+		{"kafka-to-redis without READ", "k2r", kadm.OpRead, false, false, `User:xmirror-k2r may not READ topic "%s"`},
+		{"kafka-to-redis without DESCRIBE", "k2r", kadm.OpDescribe, false, false, `User:xmirror-k2r may not DESCRIBE topic "%s"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := secureRun{t: t, kafka: k, redis: srv, mech: testenv.MechScramSHA512}
+			admin := srv.Admin(t, srv.URL)
+			stream, back := tlsStream(t, admin), tlsStream(t, admin)
+			name := testenv.Name(t, "m")
+			t.Cleanup(func() {
+				ctx := context.Background()
+				admin.Do(ctx, admin.B().Del().Key(checkpoint.R2KKey(name)).Build())
+				admin.Do(ctx, admin.B().Del().Key(checkpoint.K2RKey(name, back)).Build())
+			})
+			var topic string
+			if tc.create {
+				topic = testenv.Name(t, "sec")
+				t.Cleanup(func() { k.Kadm(t).DeleteTopics(context.Background(), topic) })
+			} else {
+				topic = k.Topic(t, 1)
+			}
+			addEntries(t, admin, stream, 0, n, orderFields)
+			user := testenv.KafkaUserR2K
+			r2kArgs := []string{"--stream", stream, "--topic", topic, "--name", name}
+			if tc.create {
+				r2kArgs = append(r2kArgs, "--create-topic")
+			}
+			args := r2kArgs
+			if tc.direction == "k2r" {
+				// The topic gets its records first, as the full user.
+				if r := s.run("r2k", r2kArgs...); r.code != 0 {
+					t.Fatalf("redis-to-kafka: exit %d\nstderr: %s", r.code, r.stderr)
+				}
+				user, args = testenv.KafkaUserK2R, []string{"--topic", topic, "--stream", back, "--name", name}
+			}
+			res := testenv.TopicACL(topic)
+			want := fmt.Sprintf(tc.want, topic)
+			if tc.txn {
+				res, want = testenv.TransactionalIDACL("xmirror-r2k:"+name), fmt.Sprintf(tc.want, name)
+			}
+			k.Deny(t, user, []kadm.ACLOperation{tc.op}, res)
+			r := s.run(tc.direction, args...)
+			if r.code != 1 {
+				t.Fatalf("exit %d, want 1\nstderr: %s", r.code, r.stderr)
+			}
+			lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+			last := lines[len(lines)-1]
+			if !strings.Contains(last, want) || !strings.Contains(last, "grant it: kafka-acls.sh --bootstrap-server "+k.SASLBrokers+" --add --allow-principal User:"+user+" --operation "+opName(tc.op)) {
+				t.Fatalf("the error does not name the permission\n got %s\nwant %s ... grant it: kafka-acls.sh ...", last, want)
+			}
+			// Nothing acknowledged or stored that was not written.
+			if tc.direction == "r2k" {
+				if tc.create {
+					if _, err := k.Kadm(t).ListTopics(context.Background(), topic); err != nil {
+						t.Fatal(err)
+					}
+				} else if recs := k.ReadTopic(t, topic); len(recs) != 0 {
+					t.Fatalf("topic holds %d records after the refusal, want 0", len(recs))
+				}
+			} else if got, _ := admin.Do(context.Background(), admin.B().Xlen().Key(back).Build()).AsInt64(); got != 0 {
+				t.Fatalf("%s holds %d entries after the refusal, want 0", back, got)
+			}
+
+			k.Undeny(t, user, []kadm.ACLOperation{tc.op}, res)
+			if r := s.run(tc.direction, args...); r.code != 0 {
+				t.Fatalf("the rerun once granted: exit %d\nstderr: %s", r.code, r.stderr)
+			}
+			if tc.direction == "r2k" {
+				recs := k.ReadTopic(t, topic)
+				if len(recs) != n {
+					t.Fatalf("topic holds %d records after the rerun, want %d", len(recs), n)
+				}
+				for i, rec := range recs {
+					if !strings.Contains(string(rec.Value), fmt.Sprintf(`"order":"%d"`, i)) {
+						t.Fatalf("record %d is %s", i, rec.Value)
+					}
+				}
+			} else {
+				checkBack(t, admin, back, n)
+			}
+		})
+	}
+}
+
+// opName is an ACL operation as kafka-acls.sh spells it.
+func opName(op kadm.ACLOperation) string {
+	switch op {
+	case kadm.OpWrite:
+		return "Write"
+	case kadm.OpRead:
+		return "Read"
+	case kadm.OpDescribe:
+		return "Describe"
+	case kadm.OpCreate:
+		return "Create"
+	}
+	return op.String()
+}
