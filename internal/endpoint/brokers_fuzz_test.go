@@ -65,3 +65,18 @@ func TestRedisURLRefusesAnUnknownParameterByName(t *testing.T) {
 		t.Fatalf("err = %v, want foo named, the known parameters listed and no password", err)
 	}
 }
+
+// A parameter name is shown quoted when it holds a line break or another
+// byte a one-line message cannot show as it is.
+func TestRedisURLQuotesAnUnknownParameterNameThatNeedsIt(t *testing.T) {
+	for raw, want := range map[string]string{
+		"redis://h:1?%0A=1":       `unknown parameter(s) "\n";`,
+		"redis://h:1?=1":          `unknown parameter(s) "";`,
+		"redis://h:1?a%1Bb=1&c=2": `unknown parameter(s) "a\x1bb", c;`,
+	} {
+		_, err := ParseRedisURL(raw)
+		if err == nil || !strings.Contains(err.Error(), want) || strings.ContainsAny(err.Error(), "\n\x1b") {
+			t.Errorf("%s: %v, want %s", raw, err, want)
+		}
+	}
+}

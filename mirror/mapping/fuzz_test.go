@@ -92,6 +92,7 @@ func FuzzCompareIDs(f *testing.F) {
 	for _, p := range [][2]string{
 		{"1-0", "1-0"}, {"1-0", "1-1"}, {"2-0", "10-0"}, {"10", "10-0"}, {"0017-00", "17-0"},
 		{"18446744073709551615-18446744073709551615", "18446744073709551615"}, {"18446744073709551616-0", "0-0"}, {"+1-1", "1-1"},
+		{"1-1", "x"}, {"0-0", "18446744073709551615-0"},
 	} {
 		f.Add(p[0], p[1])
 	}
@@ -272,6 +273,8 @@ func FuzzJSONEntryRoundTrip(f *testing.F) {
 	f.Add("a\x001\x00a\x002\x00\xff\xfe\x00\"\\\n\u2028")
 	f.Add("value\x00\x00z\x00\x01\x1f\x7f")
 	f.Add("\x00\x00")
+	f.Add("value\x00\x00a\x00\xff\x00\"\\")
+	f.Add("ü\x00日本\x00\n\x00\u2028")
 	f.Fuzz(func(t *testing.T, in string) {
 		fields := splitFields(in)
 		enc := AppendJSONObject(nil, fields)
@@ -296,6 +299,7 @@ func FuzzLineageIndex(f *testing.F) {
 	f.Add("xmirror.xmirror.stream\x00t\x00xmirror.xmirror.id\x002-2")
 	f.Add("xmirror.id\x001-1\x00xmirror.id\x009-0\x00XMIRROR.STREAM\x00t")
 	f.Add("xmirror.\x00x\x00xmirror\x00y\x00\x00")
+	f.Add("a\x00\x00xmirror.xmirror.id\x00\x00XMIRROR.ID\x00\x00xmirror.\xff\x00\x00\x00\x00")
 	f.Fuzz(func(t *testing.T, in string) {
 		fields := splitFields(in)
 		var headers []kgo.RecordHeader
@@ -323,7 +327,7 @@ func FuzzLineageIndex(f *testing.F) {
 		}
 		for j, fl := range fields {
 			h := written[j+2]
-			if h.Key == HeaderStream || h.Key == HeaderID || FieldName(h.Key) != fl.Name {
+			if h.Key == HeaderStream || h.Key == HeaderID || FieldName(h.Key) != fl.Name || strings.HasPrefix(fl.Name, ReservedPrefix) != (h.Key != fl.Name) {
 				t.Fatalf("field %q written as header %q reads back as %q", fl.Name, h.Key, FieldName(h.Key))
 			}
 		}
