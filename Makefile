@@ -10,7 +10,7 @@ SERVICES := scripts/services.sh
 # Every recipe that needs the servers runs with their addresses exported.
 WITH_ENV := eval "$$($(SERVICES) env)" &&
 
-.PHONY: all build test unit fmt-check vet services-up services-up-secure services-down services-status demo bench bench-smoke test-faults clean
+.PHONY: all build test unit fuzz-smoke fmt-check vet services-up services-up-secure services-down services-status demo bench bench-smoke test-faults clean
 
 all: build
 
@@ -41,12 +41,20 @@ vet:
 # test: every check, integration tests included, against the real servers.
 test: services-up-secure fmt-check vet build
 	$(WITH_ENV) $(GO) test -race -count=1 -timeout 25m ./...
+	$(MAKE) fuzz-smoke
 	$(MAKE) bench-smoke
 	$(MAKE) test-faults
 
 # unit: only the tests that need no server (fast feedback while editing).
 unit:
 	$(GO) test -short -count=1 ./...
+
+# fuzz-smoke: every fuzz target (func FuzzX in a _test.go file) run for
+# FUZZ_EXECS inputs (default 10000) past its seeds, one after the other;
+# about a minute on 2 cores. Part of `make test`. A longer run of one:
+# go test -run '^$$' -fuzz '^FuzzParseBrokers$$' -fuzztime 5m ./internal/endpoint
+fuzz-smoke:
+	GO=$(GO) scripts/fuzz-smoke.sh
 
 demo: services-up build
 	$(WITH_ENV) scripts/demo.sh

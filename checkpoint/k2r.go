@@ -98,9 +98,18 @@ func LoadK2R(ctx context.Context, c rueidis.Client, name, stream string) (ck K2R
 	if err != nil || m == nil {
 		return ck, false, err
 	}
+	if ck, err = decodeK2R(key, m); err != nil {
+		return ck, false, err
+	}
+	return ck, true, nil
+}
+
+// decodeK2R reads the fields of checkpoint hash key, whose version and
+// kind checkHeader accepted.
+func decodeK2R(key string, m map[string]string) (ck K2R, err error) {
 	listed, hasList := m[fieldK2RPartitions]
 	if !hasList && m[fieldVersion] != strconv.Itoa(k2rOldestVersion) {
-		return ck, false, setting.Errorf("checkpoint %q has no %q field, which version %d keeps: %w; delete it or choose another {Name}", key, fieldK2RPartitions, K2RVersion, ErrCorrupt)
+		return ck, setting.Errorf("checkpoint %q has no %q field, which version %d keeps: %w; delete it or choose another {Name}", key, fieldK2RPartitions, K2RVersion, ErrCorrupt)
 	}
 	ck.Partitions = map[TopicPartition]int64{}
 	ck.TopicIDs = map[string]string{}
@@ -111,7 +120,7 @@ func LoadK2R(ctx context.Context, c rueidis.Client, name, stream string) (ck K2R
 		}
 		if topic, ok := strings.CutSuffix(f, k2rTopicIDSuffix); ok {
 			if v == "" {
-				return ck, false, setting.Errorf("checkpoint %q field %q is empty, not a topic ID: %w; delete it or choose another {Name}", key, f, ErrCorrupt)
+				return ck, setting.Errorf("checkpoint %q field %q is empty, not a topic ID: %w; delete it or choose another {Name}", key, f, ErrCorrupt)
 			}
 			ck.TopicIDs[topic] = v
 			continue
@@ -120,7 +129,7 @@ func LoadK2R(ctx context.Context, c rueidis.Client, name, stream string) (ck K2R
 		case fieldEntries, fieldBytes, fieldUpdated:
 			n, err := strconv.ParseInt(v, 10, 64)
 			if err != nil || n < 0 {
-				return ck, false, setting.Errorf("checkpoint %q field %q holds %q, not a count: %w; delete it or choose another {Name}", key, f, v, ErrCorrupt)
+				return ck, setting.Errorf("checkpoint %q field %q holds %q, not a count: %w; delete it or choose another {Name}", key, f, v, ErrCorrupt)
 			}
 			switch f {
 			case fieldEntries:
@@ -134,24 +143,24 @@ func LoadK2R(ctx context.Context, c rueidis.Client, name, stream string) (ck K2R
 		}
 		tp, err := parseTopicPartition(f)
 		if err != nil {
-			return ck, false, setting.Errorf("checkpoint %q field %q: %v: %w; delete it or choose another {Name}", key, f, err, ErrCorrupt)
+			return ck, setting.Errorf("checkpoint %q field %q: %v: %w; delete it or choose another {Name}", key, f, err, ErrCorrupt)
 		}
 		off, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || off < 0 {
-			return ck, false, setting.Errorf("checkpoint %q field %q holds %q, not an offset: %w; delete it or choose another {Name}", key, f, v, ErrCorrupt)
+			return ck, setting.Errorf("checkpoint %q field %q holds %q, not an offset: %w; delete it or choose another {Name}", key, f, v, ErrCorrupt)
 		}
 		ck.Partitions[tp] = off
 	}
 	for _, f := range splitList(listed) {
 		tp, err := parseTopicPartition(f)
 		if err != nil {
-			return ck, false, setting.Errorf("checkpoint %q field %q lists %q: %v: %w; delete it or choose another {Name}", key, fieldK2RPartitions, f, err, ErrCorrupt)
+			return ck, setting.Errorf("checkpoint %q field %q lists %q: %v: %w; delete it or choose another {Name}", key, fieldK2RPartitions, f, err, ErrCorrupt)
 		}
 		if _, ok := ck.Partitions[tp]; !ok {
-			return ck, false, k2rHoleError(key, f)
+			return ck, k2rHoleError(key, f)
 		}
 	}
-	return ck, true, nil
+	return ck, nil
 }
 
 // k2rHoleError is the error for a partition the checkpoint lists but holds

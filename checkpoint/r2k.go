@@ -104,6 +104,15 @@ func LoadR2K(ctx context.Context, c rueidis.Client, name string) (ck R2K, found 
 	if err != nil || m == nil {
 		return ck, false, err
 	}
+	if ck, err = decodeR2K(key, m); err != nil {
+		return ck, false, err
+	}
+	return ck, true, nil
+}
+
+// decodeR2K reads the fields of checkpoint hash key, whose version and
+// kind checkHeader accepted.
+func decodeR2K(key string, m map[string]string) (ck R2K, err error) {
 	ck.Streams = map[string]string{}
 	ck.Partitions = map[TopicPartition]int64{}
 	ck.PartitionCounts = map[string]int32{}
@@ -113,28 +122,28 @@ func LoadR2K(ctx context.Context, c rueidis.Client, name string) (ck R2K, found 
 		case strings.HasPrefix(f, r2kCountPrefix):
 			n, err := strconv.ParseInt(v, 10, 32)
 			if err != nil || n <= 0 {
-				return ck, false, fmt.Errorf("checkpoint %q field %q holds %q, not a partition count: %w", key, f, v, ErrCorrupt)
+				return ck, fmt.Errorf("checkpoint %q field %q holds %q, not a partition count: %w", key, f, v, ErrCorrupt)
 			}
 			ck.PartitionCounts[strings.TrimPrefix(f, r2kCountPrefix)] = int32(n)
 		case strings.HasPrefix(f, r2kCoveredPrefix):
 			n, err := strconv.ParseInt(v, 10, 32)
 			if err != nil || n < 0 {
-				return ck, false, fmt.Errorf("checkpoint %q field %q holds %q, not a partition count: %w", key, f, v, ErrCorrupt)
+				return ck, fmt.Errorf("checkpoint %q field %q holds %q, not a partition count: %w", key, f, v, ErrCorrupt)
 			}
 			covered[strings.TrimPrefix(f, r2kCoveredPrefix)] = n
 		case strings.HasPrefix(f, r2kStreamPrefix):
 			if !mapping.ValidID(v) {
-				return ck, false, fmt.Errorf("checkpoint %q field %q holds %q, not an entry ID: %w", key, f, v, ErrCorrupt)
+				return ck, fmt.Errorf("checkpoint %q field %q holds %q, not an entry ID: %w", key, f, v, ErrCorrupt)
 			}
 			ck.Streams[strings.TrimPrefix(f, r2kStreamPrefix)] = v
 		case strings.HasPrefix(f, r2kPartitionPrefix):
 			tp, err := parseTopicPartition(strings.TrimPrefix(f, r2kPartitionPrefix))
 			if err != nil {
-				return ck, false, fmt.Errorf("checkpoint %q field %q: %v: %w", key, f, err, ErrCorrupt)
+				return ck, fmt.Errorf("checkpoint %q field %q: %v: %w", key, f, err, ErrCorrupt)
 			}
 			off, err := strconv.ParseInt(v, 10, 64)
 			if err != nil || off < 0 {
-				return ck, false, fmt.Errorf("checkpoint %q field %q holds %q, not an offset: %w", key, f, v, ErrCorrupt)
+				return ck, fmt.Errorf("checkpoint %q field %q holds %q, not an offset: %w", key, f, v, ErrCorrupt)
 			}
 			ck.Partitions[tp] = off
 		}
@@ -149,22 +158,37 @@ func LoadR2K(ctx context.Context, c rueidis.Client, name string) (ck R2K, found 
 		// Of partitions 0 to have, one at least is missing when have < n.
 		for p := int64(0); have < n && p <= have; p++ {
 			if _, ok := ck.Partitions[TopicPartition{Topic: topic, Partition: int32(p)}]; !ok {
-				return ck, false, r2kHoleError(key, topic, int32(p))
+				return ck, r2kHoleError(key, topic, int32(p))
 			}
 		}
 	}
 	if g, ok := m[r2kFieldGroup]; ok {
 		if g == "" {
-			return ck, false, fmt.Errorf("checkpoint %q has an empty %s field: %w", key, r2kFieldGroup, ErrCorrupt)
+			return ck, fmt.Errorf("checkpoint %q has an empty %s field: %w", key, r2kFieldGroup, ErrCorrupt)
 		}
 		ck.Group = g
 	}
-	ck.Entries, _ = strconv.ParseInt(m[fieldEntries], 10, 64)
-	ck.Bytes, _ = strconv.ParseInt(m[fieldBytes], 10, 64)
-	if ms, err := strconv.ParseInt(m[fieldUpdated], 10, 64); err == nil {
-		ck.Updated = time.UnixMilli(ms)
+	// The totals are absent until the first commit; one that is not a
+	// count would make every commit's HINCRBY fail.
+	for _, f := range []string{fieldEntries, fieldBytes, fieldUpdated} {
+		v, ok := m[f]
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return ck, fmt.Errorf("checkpoint %q field %q holds %q, not a count: %w", key, f, v, ErrCorrupt)
+		}
+		switch f {
+		case fieldEntries:
+			ck.Entries = n
+		case fieldBytes:
+			ck.Bytes = n
+		default:
+			ck.Updated = time.UnixMilli(n)
+		}
 	}
-	return ck, true, nil
+	return ck, nil
 }
 
 // R2KUpdate is what one confirmed batch moves in a redis-to-kafka checkpoint.
@@ -315,7 +339,10 @@ func parseTopicPartition(s string) (TopicPartition, error) {
 		return TopicPartition{}, fmt.Errorf("%q is not <topic>:<partition>", s)
 	}
 	p, err := strconv.ParseInt(s[i+1:], 10, 32)
-	if err != nil || p < 0 {
+	// Only the number as formatTopicPartition writes it: t:01 or t:+1
+	// beside t:1 would be two fields for one partition, which the
+	// scripts, comparing field names, would tell apart.
+	if err != nil || p < 0 || strconv.FormatInt(p, 10) != s[i+1:] {
 		return TopicPartition{}, fmt.Errorf("%q has no valid partition number", s)
 	}
 	return TopicPartition{Topic: s[:i], Partition: int32(p)}, nil

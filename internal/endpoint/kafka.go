@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -283,9 +284,17 @@ func ParseBrokers(list string) (Kafka, error) {
 		if err != nil {
 			// No port: take the default, as kcat and the Kafka tools do.
 			host, port = b, defaultKafkaPort
-			if strings.Contains(b, ":") && !strings.HasPrefix(b, "[") {
+			if inner, ok := strings.CutPrefix(b, "["); ok {
+				// An IPv6 address in brackets, such as [::1].
+				if host, ok = strings.CutSuffix(inner, "]"); !ok {
+					return Kafka{}, fmt.Errorf("broker %q is not host:port", b)
+				}
+			} else if strings.Contains(b, ":") {
 				return Kafka{}, fmt.Errorf("broker %q is not host:port", b)
 			}
+		}
+		if strings.ContainsAny(host, "[]") || strings.ContainsFunc(host, unicode.IsSpace) {
+			return Kafka{}, fmt.Errorf("broker %q: the host %q is not a host name or address", b, host)
 		}
 		if host == "" {
 			return Kafka{}, fmt.Errorf("broker %q has no host", b)

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -199,6 +200,11 @@ func checkRedisQuery(u *url.URL) error {
 	var unknown []string
 	for k := range q {
 		if !slices.Contains(redisParams, k) {
+			// Quoted when it holds what a message cannot show as it
+			// is (a line break given as %0A, say).
+			if q := strconv.Quote(k); q[1:len(q)-1] != k || k == "" {
+				k = q
+			}
 			unknown = append(unknown, k)
 		}
 	}

@@ -14,6 +14,8 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -166,18 +168,44 @@ func TestURLHasPassword(t *testing.T) {
 	}
 }
 
-// FuzzParseRedisURL: no URL makes the parser panic, and neither its result
-// nor its error shows the URL's password.
+// FuzzParseRedisURL: no URL makes the parser panic; a refusal is one line;
+// a URL accepted has a host, takes only the parameters xmirror applies and
+// parses again to the same options; and neither its result nor its error
+// shows the URL's password.
 func FuzzParseRedisURL(f *testing.F) {
 	for _, seed := range []string{
 		"redis://127.0.0.1:6379/0", "rediss://u:secret@cache:6380/2?dial_timeout=2s", "redis://:secret@h",
 		"redis://u:secret@h:1/0?bogus=1", "redis://u:secret@h:1:%zz", "rediss://h?skip_verify=true&protocol=2",
 		"unix:///tmp/redis.sock", "redis://[::1]:6379", "redis://u:se@cret@h", "", "redis://h:1/0?db=1&db=2",
+		"redis://h:6379/0?foo=1", "redis://h:1?db=1;foo=2", "redis://h:1?DB=1", "redis://h:1?db", "redis://h:1?%zz",
+		"redis://u:secret@h:1?client_name=secret",
 	} {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
 		r, err := ParseRedisURL(raw)
+		if err != nil {
+			if msg := err.Error(); msg == "" || strings.ContainsAny(msg, "\r\n") {
+				t.Fatalf("%q: error %q is not one line", raw, msg)
+			}
+		} else {
+			u, perr := url.Parse(raw)
+			if perr != nil {
+				t.Fatalf("%q accepted, yet it is not a URL: %v", raw, perr)
+			}
+			for k := range u.Query() {
+				if !slices.Contains(redisParams, k) {
+					t.Fatalf("%q accepted with the unknown parameter %q", raw, k)
+				}
+			}
+			if u.Scheme != "unix" && (len(r.Option.InitAddress) == 0 || r.Option.InitAddress[0] == "") {
+				t.Fatalf("%q accepted without an address", raw)
+			}
+			again, err := ParseRedisURL(r.URL)
+			if err != nil || !reflect.DeepEqual(again.Option.InitAddress, r.Option.InitAddress) || again.Option.SelectDB != r.Option.SelectDB || again.TLS() != r.TLS() {
+				t.Fatalf("%q parses again as %+v, %v", raw, again.Option, err)
+			}
+		}
 		pw := ""
 		if u, perr := url.Parse(raw); perr == nil && u.User != nil {
 			pw, _ = u.User.Password()

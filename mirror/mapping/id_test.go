@@ -83,22 +83,3 @@ func TestEntryIDsParseAsRedisWritesThem(t *testing.T) {
 		}
 	}
 }
-
-func FuzzParseIDRoundTrip(f *testing.F) {
-	for _, s := range []string{"1-1", "0-0", "0017-00", "x", "18446744073709551615-0"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, id string) {
-		ms, seq, ok := ParseID(id)
-		if !ok {
-			return
-		}
-		c, cok := CanonicalID(id)
-		if cok != (ms != 0 || seq != 0) {
-			t.Fatalf("CanonicalID(%q) ok = %v for %d-%d", id, cok, ms, seq)
-		}
-		if cok && CompareIDs(c, id) != 0 {
-			t.Fatalf("CanonicalID(%q) = %q compares unequal", id, c)
-		}
-	})
-}

@@ -1,7 +1,6 @@
 package mapping
 
 import (
-	"strings"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -74,25 +73,6 @@ func TestLineageIsTheFirstHeaderOfEachExactName(t *testing.T) {
 			}
 		})
 	}
-}
-
-// Any field name comes back from its header, and none becomes lineage.
-func FuzzFieldNameRoundTrip(f *testing.F) {
-	for _, s := range []string{"", "a", "xmirror.", "xmirror.id", "xmirror.stream", "xmirror.xmirror.id", "XMIRROR.ID", "xmirror.\xff", "\x00"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, field string) {
-		h := HeaderKey(field)
-		if h == HeaderID || h == HeaderStream {
-			t.Fatalf("field %q is written as lineage", field)
-		}
-		if FieldName(h) != field {
-			t.Fatalf("field %q written as %q comes back as %q", field, h, FieldName(h))
-		}
-		if strings.HasPrefix(field, ReservedPrefix) != (h != field) {
-			t.Fatalf("field %q: escaped %v", field, h != field)
-		}
-	})
 }
 
 // The raw format's cost per field: a prefix compare, and an allocation

@@ -1,6 +1,9 @@
 package mapping
 
-import "fmt"
+import (
+	"fmt"
+	"strconv"
+)
 
 // Start is where a new mirror starts reading its source.
 type Start struct {
@@ -27,13 +30,21 @@ func ParseStart(s string, ids bool) (Start, error) {
 	case StartLatest:
 		return Start{Latest: true}, nil
 	}
-	if ids && (ValidID(s) || IsDigits(s)) {
+	if ids && (ValidID(s) || isMillis(s)) {
 		return Start{ID: s}, nil
 	}
 	if !ids {
 		return Start{}, fmt.Errorf("must be %s or %s, got %q", StartEarliest, StartLatest, s)
 	}
 	return Start{}, fmt.Errorf("must be %s, %s or an entry ID such as 1700000000000-0, got %q", StartEarliest, StartLatest, s)
+}
+
+// isMillis says whether s is the milliseconds of an ID alone: digits that
+// fit in 64 bits, as Redis takes them (more would be refused by XGROUP
+// CREATE, and compare as 0-0).
+func isMillis(s string) bool {
+	_, err := strconv.ParseUint(s, 10, 64)
+	return err == nil && IsDigits(s)
 }
 
 // StreamID is the ID XGROUP CREATE takes for s: 0 for the beginning, $
