@@ -3,6 +3,7 @@ package cmd_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -317,4 +318,163 @@ func opName(op kadm.ACLOperation) string {
 		return "Create"
 	}
 	return op.String()
+}
+
+// kafkaSecrets are every secret of the secured servers' users: the Kafka
+// passwords and tokens, a line of each private key, the Redis passwords.
+func kafkaSecrets(t *testing.T, k testenv.KafkaSecure, srv testenv.RedisTLS) []string {
+	t.Helper()
+	var secrets []string
+	for _, u := range []string{testenv.KafkaAdmin, testenv.KafkaUserR2K, testenv.KafkaUserK2R} {
+		secrets = append(secrets, k.Password(t, u), k.Token(t, u))
+		key, err := os.ReadFile(k.Key(u))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(string(key), "\n")
+		secrets = append(secrets, lines[1])
+	}
+	for _, u := range []string{testenv.TLSAdmin, testenv.TLSUserR2K, testenv.TLSUserK2R} {
+		secrets = append(secrets, srv.Password(t, u))
+	}
+	return secrets
+}
+
+// TestKafkaTLSAndSASLFailuresAreOneLine: each way a secured Kafka
+// connection fails is one line after the brokers, naming what to change,
+// from every command, at -v and with -o json, and no output holds a
+// secret.
+func TestKafkaTLSAndSASLFailuresAreOneLine(t *testing.T) {
+	k := testenv.SecureKafka(t)
+	srv := testenv.TLSRedis(t)
+	testenv.Redis(t)
+	secrets := kafkaSecrets(t, k, srv)
+	pw := k.Password(t, testenv.KafkaUserR2K)
+	wrong := "wrong-" + pw[:6] + "-password"
+	scram := func(password string) []string {
+		return []string{"XMIRROR_KAFKA_SASL_MECHANISM=SCRAM-SHA-512", "XMIRROR_KAFKA_USER=" + testenv.KafkaUserR2K, "XMIRROR_KAFKA_PASSWORD=" + password}
+	}
+	expired := testenv.UnsecuredJWT(testenv.KafkaUserR2K, time.Now().Add(-time.Hour))
+	mtls := func(cert, key string) []string {
+		return []string{"--brokers", k.MTLSBrokers, "--kafka-ca", k.CA(), "--kafka-cert", cert, "--kafka-key", key}
+	}
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		env   []string
+		code  int
+		wants []string
+	}{
+		{"wrong password", []string{"--brokers", k.SASLBrokers, "--kafka-ca", k.CA()}, scram(wrong), 1,
+			[]string{"kafka " + k.SASLBrokers + ": ", `authentication refused for user "xmirror-r2k" with SCRAM-SHA-512`, "--kafka-password-file"}},
+		{"mechanism not enabled on the listener", []string{"--brokers", k.OAuthBrokers, "--kafka-ca", k.CA()}, scram(pw), 1,
+			[]string{"kafka " + k.OAuthBrokers + ": ", "does not enable SASL SCRAM-SHA-512 on this listener", "--kafka-sasl-mechanism"}},
+		{"expired token", []string{"--brokers", k.OAuthBrokers, "--kafka-ca", k.CA(), "--kafka-sasl-mechanism", "OAUTHBEARER"},
+			[]string{"XMIRROR_KAFKA_TOKEN=" + expired}, 1,
+			[]string{"kafka " + k.OAuthBrokers + ": ", "did not accept the OAUTHBEARER token"}},
+		{"tls spoken to a plaintext listener", []string{"--brokers", k.AdminBrokers, "--kafka-tls"}, nil, 1,
+			[]string{"kafka " + k.AdminBrokers + ": ", "as a plaintext listener does", "leave out --kafka-tls"}},
+		{"plaintext spoken to a tls listener", []string{"--brokers", k.SASLBrokers}, nil, 1,
+			[]string{"kafka " + k.SASLBrokers + ": ", "does this listener expect TLS (--kafka-tls)"}},
+		{"unknown ca", []string{"--brokers", k.SASLBrokers, "--kafka-ca", k.OtherCA()}, scram(pw), 1,
+			[]string{"kafka " + k.SASLBrokers + ": ", "a CA this host does not trust", "--kafka-ca"}},
+		{"wrong host name", []string{"--brokers", k.SASLBrokers, "--kafka-ca", k.CA(), "--kafka-tls-server-name", "wrong.example"}, scram(pw), 1,
+			[]string{"kafka " + k.SASLBrokers + ": ", `not for "wrong.example"`, "--kafka-tls-server-name"}},
+		{"missing client certificate", []string{"--brokers", k.MTLSBrokers, "--kafka-ca", k.CA()}, nil, 1,
+			[]string{"kafka " + k.MTLSBrokers + ": ", "requires a client certificate", "--kafka-cert and --kafka-key"}},
+		{"expired client certificate", mtls(k.ExpiredCert(), k.ExpiredKey()), nil, 1,
+			[]string{"kafka " + k.MTLSBrokers + ": ", "refused the client certificate (--kafka-cert): expired"}},
+		{"client certificate of another ca", mtls(k.UntrustedCert(), k.UntrustedKey()), nil, 1,
+			[]string{"kafka " + k.MTLSBrokers + ": ", "refused the client certificate (--kafka-cert)"}},
+		{"a user without a mechanism", []string{"--brokers", k.SASLBrokers, "--kafka-user", "u"}, []string{"XMIRROR_KAFKA_PASSWORD=" + pw}, 2,
+			[]string{"--kafka-user needs a SASL mechanism; set --kafka-sasl-mechanism"}},
+		{"a certificate without its key", []string{"--brokers", k.MTLSBrokers, "--kafka-cert", k.Cert(testenv.KafkaUserR2K)}, nil, 2,
+			[]string{"--kafka-cert needs --kafka-key"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, command := range [][]string{
+				{"check", "--timeout", "8s", "-v", "-o", "json"},
+				{"r2k", "--stream", "tls-none", "--allow-missing", "-v", "-o", "json"},
+				{"k2r", "--topic", "sec-none", "--stream", "tls-none", "-v", "-o", "json"},
+			} {
+				r := xmirrorEnv(t, tc.env, append(command, tc.args...)...)
+				if r.code != tc.code {
+					t.Fatalf("%s: exit %d, want %d\nstdout: %s\nstderr: %s", command[0], r.code, tc.code, r.stdout, r.stderr)
+				}
+				var lines []string
+				for _, l := range strings.Split(strings.TrimSpace(r.stderr), "\n") {
+					if strings.HasPrefix(l, "xmirror: ") && !strings.HasPrefix(l, "xmirror: check failed") {
+						lines = append(lines, l)
+					}
+				}
+				if len(lines) != 1 {
+					t.Fatalf("%s: %d error lines, want 1\nstderr: %s", command[0], len(lines), r.stderr)
+				}
+				for _, w := range tc.wants {
+					if !strings.Contains(lines[0], w) {
+						t.Errorf("%s: the error lacks %q\n%s", command[0], w, lines[0])
+					}
+				}
+				secretFree(t, r, append(secrets, wrong, expired)...)
+			}
+		})
+	}
+}
+
+// TestKafkaSecretsNeverShown runs every command with the Kafka password in
+// the environment and in a file, a token in the environment and in a
+// file, client keys, and the Redis password in the URL, at -v and with -o
+// json, on success and on a permission refused, and finds no secret in
+// any output.
+func TestKafkaSecretsNeverShown(t *testing.T) {
+	k := testenv.SecureKafka(t)
+	srv := testenv.TLSRedis(t)
+	secrets := kafkaSecrets(t, k, srv)
+	admin := srv.Admin(t, srv.URL)
+	stream, back := tlsStream(t, admin), tlsStream(t, admin)
+	topic := k.Topic(t, 1)
+	addEntries(t, admin, stream, 0, 5, orderFields)
+	r2kName, k2rName := testenv.Name(t, "r"), testenv.Name(t, "k")
+	t.Cleanup(func() {
+		ctx := context.Background()
+		admin.Do(ctx, admin.B().Del().Key(checkpoint.R2KKey(r2kName)).Build())
+		admin.Do(ctx, admin.B().Del().Key(checkpoint.K2RKey(k2rName, back)).Build())
+	})
+	redisR2K := []string{"--redis", withUser(t, srv.URL, testenv.TLSUserR2K, srv.Password(t, testenv.TLSUserR2K)), "--redis-ca", srv.CA()}
+	redisK2R := []string{"--redis", withUser(t, srv.URL, testenv.TLSUserK2R, srv.Password(t, testenv.TLSUserK2R)), "--redis-ca", srv.CA()}
+	for _, run := range []struct {
+		mech      testenv.Mechanism
+		user      string
+		args      []string
+		code      int
+		wantError string
+	}{
+		{testenv.MechScramSHA512, testenv.KafkaUserR2K, append([]string{"check"}, redisR2K...), 0, ""},
+		{testenv.MechPlain, testenv.KafkaUserR2K, append([]string{"check", "--for", "redis-to-kafka", "--stream", stream, "--topic", topic}, redisR2K...), 0, ""},
+		{testenv.MechScramSHA256, testenv.KafkaUserR2K, append([]string{"r2k", "--stream", stream, "--topic", topic, "--name", r2kName}, redisR2K...), 0, ""},
+		{testenv.MechOAuthBearer, testenv.KafkaUserK2R, append([]string{"k2r", "--topic", topic, "--stream", back, "--name", k2rName}, redisK2R...), 0, ""},
+		{testenv.MechOAuthBearer, testenv.KafkaUserR2K, append([]string{"check"}, redisR2K...), 0, ""},
+		{testenv.MechMTLS, testenv.KafkaUserK2R, append([]string{"check"}, redisK2R...), 0, ""},
+		// Refusals: the kafka-to-redis user may not write, nor describe
+		// a topic outside its ACLs.
+		{testenv.MechScramSHA512, testenv.KafkaUserK2R, append([]string{"r2k", "--stream", stream, "--topic", topic, "--name", r2kName + "-x"}, redisR2K...), 1, "may not"},
+		{testenv.MechOAuthBearer, testenv.KafkaUserK2R, append([]string{"k2r", "--topic", "other-" + topic, "--stream", back + "-x"}, redisK2R...), 1, "may not DESCRIBE"},
+	} {
+		s := secureRun{t: t, kafka: k, redis: srv, mech: run.mech}
+		flags, env := kafkaAuth(t, k, run.mech, run.user)
+		args := append(append(append([]string{}, run.args...), "-v", "-o", "json"), flags...)
+		if run.args[0] == "check" && len(run.args) > 1 && run.args[1] == "--for" {
+			// The text report, too.
+			args = append(append([]string{}, run.args...), append([]string{"-v"}, flags...)...)
+		}
+		_ = s
+		r := xmirrorEnv(t, env, args...)
+		if r.code != run.code {
+			t.Fatalf("xmirror %s as %s via %s: exit %d, want %d\nstdout: %s\nstderr: %s", run.args[0], run.user, run.mech, r.code, run.code, r.stdout, r.stderr)
+		}
+		if run.wantError != "" && !strings.Contains(r.stderr, run.wantError) {
+			t.Fatalf("xmirror %s: the error lacks %q\nstderr: %s", run.args[0], run.wantError, r.stderr)
+		}
+		secretFree(t, r, secrets...)
+	}
 }
