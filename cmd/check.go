@@ -2,8 +2,10 @@ package cmd
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -19,6 +21,7 @@ const defaultCheckTimeout = 10 * time.Second
 
 type checkOptions struct {
 	conn    connFlags
+	forFlag checkForFlags
 	timeout time.Duration
 	output  string
 }
@@ -45,6 +48,10 @@ Exits 0 when both are fit, 1 with one line per problem otherwise (within
 			if err != nil {
 				return err
 			}
+			cf, err := o.forFlag.resolve(c)
+			if err != nil {
+				return err
+			}
 			if o.timeout <= 0 {
 				return usageErrorf("--timeout must be positive, got %s", o.timeout)
 			}
@@ -53,7 +60,7 @@ Exits 0 when both are fit, 1 with one line per problem otherwise (within
 			}
 			ctx, cancel := context.WithTimeout(c.Context(), o.timeout)
 			defer cancel()
-			rep := runCheck(ctx, o.timeout, redisEP, kafkaEP)
+			rep := runCheck(ctx, o.timeout, redisEP, kafkaEP, cf)
 			if o.output == "json" {
 				enc := json.NewEncoder(a.env.Stdout)
 				enc.SetIndent("", "  ")
@@ -74,6 +81,7 @@ Exits 0 when both are fit, 1 with one line per problem otherwise (within
 		},
 	}
 	o.conn.bind(c, true, true)
+	o.forFlag.bind(c)
 	c.Flags().DurationVar(&o.timeout, "timeout", defaultCheckTimeout, "give up on a server that has not answered within this time")
 	c.Flags().StringVarP(&o.output, "output", "o", "text", "output format: text or json")
 	return c
@@ -85,6 +93,7 @@ type redisReport struct {
 	// TLS is "verified" or "not verified" (the server's certificate), ""
 	// without TLS; ServerName is the name its certificate must hold.
 	TLS        string `json:"tls,omitempty"`
+	TLSVersion string `json:"tls_version,omitempty"`
 	ServerName string `json:"tls_server_name,omitempty"`
 	ClientCert bool   `json:"tls_client_certificate,omitempty"`
 	// User is the ACL user logged in as ("default" without one).
@@ -95,6 +104,10 @@ type redisReport struct {
 	Mode          string `json:"mode,omitempty"`
 	Streams       bool   `json:"streams"`
 	XAutoClaim    bool   `json:"xautoclaim"`
+	// With --for: each command the mirror sends, on each key, and how
+	// the server was asked (ACL DRYRUN, or a transaction discarded).
+	Permissions      []permissionReport `json:"permissions,omitempty"`
+	PermissionsProbe string             `json:"permissions_probe,omitempty"`
 }
 
 type kafkaReport struct {
@@ -103,9 +116,16 @@ type kafkaReport struct {
 	ClusterID string            `json:"cluster_id,omitempty"`
 	Members   []string          `json:"brokers,omitempty"`
 	APIs      map[string]string `json:"apis,omitempty"`
+	// With --for: who the brokers know the client as, and each operation
+	// the mirror needs.
+	Principal   string             `json:"principal,omitempty"`
+	Permissions []permissionReport `json:"permissions,omitempty"`
 }
 
 type checkReport struct {
+	// For is the direction checked with --for, Mirror its name.
+	For      string      `json:"for,omitempty"`
+	Mirror   string      `json:"mirror,omitempty"`
 	Redis    redisReport `json:"redis"`
 	Kafka    kafkaReport `json:"kafka"`
 	Problems []string    `json:"problems"`
@@ -131,7 +151,7 @@ var kafkaAPIs = []struct {
 	{kmsg.CreateTopics, 0},
 }
 
-func runCheck(ctx context.Context, timeout time.Duration, r endpoint.Redis, k endpoint.Kafka) checkReport {
+func runCheck(ctx context.Context, timeout time.Duration, r endpoint.Redis, k endpoint.Kafka, cf *checkFor) checkReport {
 	rep := checkReport{
 		Redis:    redisReport{URL: r.Redacted(), User: r.Option.Username},
 		Kafka:    kafkaReport{Brokers: k.Brokers},
@@ -147,20 +167,33 @@ func runCheck(ctx context.Context, timeout time.Duration, r endpoint.Redis, k en
 			rep.Redis.TLS = "not verified"
 		}
 	}
+	if cf != nil {
+		rep.For, rep.Mirror = cf.direction, cf.name
+	}
+	// The Redis side tells the Kafka side whether the mirror runs (its
+	// lease), once, whatever happens.
+	lease := make(chan leaseState, 1)
 	redisDone := make(chan []string, 1)
-	go func() { redisDone <- checkRedis(ctx, timeout, r, &rep.Redis) }()
-	kafkaProblems := checkKafka(ctx, timeout, k, &rep.Kafka)
+	go func() { redisDone <- checkRedis(ctx, timeout, r, &rep.Redis, cf, lease) }()
+	kafkaProblems := checkKafka(ctx, timeout, k, &rep.Kafka, cf, lease)
 	rep.Problems = append(rep.Problems, <-redisDone...)
 	rep.Problems = append(rep.Problems, kafkaProblems...)
 	return rep
 }
 
-func checkRedis(ctx context.Context, timeout time.Duration, ep endpoint.Redis, rep *redisReport) []string {
+func checkRedis(ctx context.Context, timeout time.Duration, ep endpoint.Redis, rep *redisReport, cf *checkFor, lease chan<- leaseState) []string {
+	told := leaseState{why: "could not reach Redis to tell whether the mirror is running"}
+	defer func() { lease <- told }()
 	cl, err := ep.Connect(ctx, timeout)
 	if err != nil {
 		return []string{connText(err)}
 	}
 	defer cl.Close()
+	if ep.TLS() {
+		if st, err := ep.TLSState(ctx, timeout); err == nil {
+			rep.TLSVersion = tls.VersionName(st.Version)
+		}
+	}
 	info, err := cl.Do(ctx, cl.B().Info().Section("server").Build()).ToString()
 	if err != nil {
 		return []string{fmt.Sprintf("redis %s: INFO failed: %v", ep.Addr(), err)}
@@ -187,11 +220,15 @@ func checkRedis(ctx context.Context, timeout time.Duration, ep endpoint.Redis, r
 	if rep.Mode == "cluster" {
 		problems = append(problems, fmt.Sprintf("redis %s is a Redis Cluster, which neither redis-to-kafka nor kafka-to-redis supports yet; point --redis at a standalone Redis (a primary with replicas works)", ep.Addr()))
 	}
+	if cf != nil {
+		told = leaseOf(ctx, cl, cf)
+		problems = append(problems, checkRedisPermissions(ctx, cl, ep, rep.User, cf, rep)...)
+	}
 	rep.OK = len(problems) == 0
 	return problems
 }
 
-func checkKafka(ctx context.Context, timeout time.Duration, ep endpoint.Kafka, rep *kafkaReport) []string {
+func checkKafka(ctx context.Context, timeout time.Duration, ep endpoint.Kafka, rep *kafkaReport, cf *checkFor, lease <-chan leaseState) []string {
 	cl, err := ep.Connect(ctx, timeout)
 	if err != nil {
 		return []string{connText(err)}
@@ -232,6 +269,9 @@ func checkKafka(ctx context.Context, timeout time.Duration, ep endpoint.Kafka, r
 			}
 		}
 	}
+	if cf != nil {
+		problems = append(problems, checkKafkaPermissions(ctx, cl, ep, cf, lease, rep)...)
+	}
 	rep.OK = len(problems) == 0
 	return problems
 }
@@ -258,7 +298,11 @@ func (rep checkReport) print(a *app) {
 		fmt.Fprintf(w, "       version %s, mode %s, streams: %s, XAUTOCLAIM: %s\n", rep.Redis.Version, rep.Redis.Mode, yes(rep.Redis.Streams), yes(rep.Redis.XAutoClaim))
 		tlsLine := "no TLS"
 		if rep.Redis.TLS != "" {
-			tlsLine = fmt.Sprintf("TLS, certificate %s for %s", rep.Redis.TLS, rep.Redis.ServerName)
+			version := rep.Redis.TLSVersion
+			if version == "" {
+				version = "TLS"
+			}
+			tlsLine = fmt.Sprintf("%s, certificate %s for %s", version, rep.Redis.TLS, rep.Redis.ServerName)
 			if rep.Redis.ClientCert {
 				tlsLine += ", client certificate sent"
 			}
@@ -268,6 +312,9 @@ func (rep checkReport) print(a *app) {
 			auth = "authenticated"
 		}
 		fmt.Fprintf(w, "       %s; user %s, %s\n", tlsLine, rep.Redis.User, auth)
+		if rep.For != "" {
+			printPermissions(w, rep.For, rep.Mirror, "user "+rep.Redis.User, rep.Redis.PermissionsProbe, rep.Redis.Permissions)
+		}
 	}
 	fmt.Fprintf(w, "kafka  %-4s %s\n", mark(rep.Kafka.OK), strings.Join(rep.Kafka.Brokers, ","))
 	if rep.Kafka.ClusterID != "" {
@@ -278,6 +325,9 @@ func (rep checkReport) print(a *app) {
 			apis = append(apis, name+" "+rep.Kafka.APIs[name])
 		}
 		fmt.Fprintf(w, "       apis: %s\n", strings.Join(apis, ", "))
+		if rep.For != "" {
+			printPermissions(w, rep.For, rep.Mirror, rep.Kafka.Principal, "authorized operations", rep.Kafka.Permissions)
+		}
 	}
 }
 
@@ -297,4 +347,32 @@ func parseInfo(info string) map[string]string {
 func parseVersion(v string) (major, minor int) {
 	fmt.Sscanf(v, "%d.%d", &major, &minor)
 	return major, minor
+}
+
+// printPermissions is the report's line on a side's permissions for the
+// mirror of check --for, then one line per permission not checked (the
+// missing ones are the problems printed after the report).
+func printPermissions(w io.Writer, direction, name, who, probe string, perms []permissionReport) {
+	missing, unchecked := 0, 0
+	for _, p := range perms {
+		switch {
+		case p.Note != "":
+			unchecked++
+		case !p.OK:
+			missing++
+		}
+	}
+	verdict := "all granted"
+	if missing > 0 {
+		verdict = fmt.Sprintf("%d missing", missing)
+	}
+	if unchecked > 0 {
+		verdict += fmt.Sprintf(", %d not checked", unchecked)
+	}
+	fmt.Fprintf(w, "       %s mirror %q: %d permissions of %s asked (%s): %s\n", direction, name, len(perms), who, probe, verdict)
+	for _, p := range perms {
+		if p.Note != "" {
+			fmt.Fprintf(w, "         %s: %s\n", p.Name, p.Note)
+		}
+	}
 }

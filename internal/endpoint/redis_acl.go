@@ -20,6 +20,29 @@ type RedisCommand struct {
 	// Key is the key it touches ("" none); What says what that key is to
 	// the mirror: "stream", "checkpoint", "lease".
 	Key, What string
+	// KeyPattern is the ACL key pattern that grants it, when Key stands
+	// for keys a run names anew (K2ROrderKey); "" is Key alone.
+	KeyPattern string
+}
+
+// Pattern is the ACL key pattern that grants c's key.
+func (c RedisCommand) Pattern() string {
+	if c.KeyPattern != "" {
+		return c.KeyPattern
+	}
+	return ACLPattern(c.Key)
+}
+
+// ACLPattern is key as an ACL key pattern that matches it alone.
+func ACLPattern(key string) string {
+	var b strings.Builder
+	for _, r := range key {
+		if strings.ContainsRune(`*?[]\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // Name is the command as people write it: "XGROUP CREATE".

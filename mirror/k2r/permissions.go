@@ -1,6 +1,8 @@
 package k2r
 
 import (
+	"strings"
+
 	"github.com/xmirror/xmirror/checkpoint"
 	"github.com/xmirror/xmirror/internal/endpoint"
 	"github.com/xmirror/xmirror/mirror"
@@ -57,10 +59,13 @@ func RedisPermissions(cfg Config) []endpoint.RedisCommand {
 		add("watch", "guard key", guard, "WATCH", guard)
 		add("eval", "guard key", guard, "EVAL", "return 0", "1", guard)
 	}
+	// Order keys are named anew by each run: granted by the pattern of
+	// every run of this mirror.
 	order := checkpoint.K2ROrderKey(cfg.Name, permissionRun, 1)
-	add("blpop", "order key", order, "BLPOP", order, "1")
-	add("lpush", "order key", order, "LPUSH", order, "1")
-	add("pexpire", "order key", order, "PEXPIRE", order, "1000")
+	orders := endpoint.ACLPattern(strings.TrimSuffix(order, permissionRun+":1")) + "*"
+	for _, c := range [][]string{{"blpop", "BLPOP", order, "1"}, {"lpush", "LPUSH", order, "1"}, {"pexpire", "PEXPIRE", order, "1000"}} {
+		out = append(out, endpoint.RedisCommand{Rule: c[0], Args: c[1:], Key: order, What: "order key", KeyPattern: orders})
+	}
 	if cfg.OnError == mirror.OnErrorDeadLetter && cfg.DeadLetterStream != "" {
 		d := cfg.DeadLetterStream
 		add("type", "dead-letter stream", d, "TYPE", d)
