@@ -179,9 +179,12 @@ func checkInMulti(ctx context.Context, c rueidis.Client, cmds []RedisCommand) ([
 	case !isNoPerm(execErr) && !strings.Contains(execErr.Error(), "EXECABORT"):
 		return nil, execErr
 	}
+	// An EXEC refused discards the transaction all the same, saying
+	// why: "EXECABORT Transaction discarded because of: NOPERM ...".
+	execRefused := strings.Contains(execErr.Error(), "NOPERM")
 	for i, cmd := range cmds {
 		if cmd.Rule == "exec" {
-			out[i].OK = !isNoPerm(execErr)
+			out[i].OK = !execRefused
 		}
 	}
 	for j, i := range queued {
