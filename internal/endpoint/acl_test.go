@@ -165,7 +165,7 @@ func TestAllowedByOperations(t *testing.T) {
 		{bit(3, 8), endpoint.KafkaWrite, false, true},
 		{bit(8), endpoint.KafkaDescribe, true, true},
 		{0, endpoint.KafkaDescribe, false, true},
-		{bit(2), endpoint.KafkaCreate, true, true}, // All
+		{bit(2), endpoint.KafkaCreate, true, true},                        // All
 		{bit(3, 4, 5, 6, 7, 8, 10, 11), endpoint.KafkaCreate, true, true}, // a broker without authorizer: every operation of a topic
 		{bit(4), "Frobnicate", false, false},
 	}
