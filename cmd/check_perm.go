@@ -297,21 +297,31 @@ func checkKafkaPermissions(ctx context.Context, cl *kgo.Client, ep endpoint.Kafk
 		}
 		break
 	}
-	principal, who := kafkaPrincipal(ep), "the client's principal"
+	principal := kafkaPrincipal(ep)
+	results := endpoint.CheckKafkaPermissions(ctx, cl, cf.kafka, probeTxn, why)
+	problems, perms, who := kafkaPermissionLines(ep, cf, principal, results)
+	rep.Principal, rep.Permissions = who, perms
+	return problems
+}
+
+// kafkaPermissionLines are the problem lines and the report of the
+// results of cf's Kafka permissions: one line per missing permission,
+// with the kafka-acls.sh command that grants it to principal ("" when
+// unknown), and one per topic that does not exist.
+func kafkaPermissionLines(ep endpoint.Kafka, cf *checkFor, principal string, results []endpoint.KafkaPermissionResult) (problems []string, perms []permissionReport, who string) {
+	who = "the client's principal"
 	if principal != "" {
 		who = "principal User:" + principal
 	} else {
 		principal = "<principal>"
 	}
-	rep.Principal = who
 	created := map[string]bool{}
 	for _, p := range cf.kafka {
 		if p.IfMissing {
 			created[p.Name] = true
 		}
 	}
-	var problems []string
-	for _, r := range endpoint.CheckKafkaPermissions(ctx, cl, cf.kafka, probeTxn, why) {
+	for _, r := range results {
 		pr := permissionReport{Name: kafkaNeedName(r.KafkaPermission), OK: r.OK, Note: r.Unchecked}
 		switch {
 		case r.OK:
@@ -323,9 +333,9 @@ func checkKafkaPermissions(ctx context.Context, cl *kgo.Client, ep endpoint.Kafk
 			pr.Grant = kafkaGrant(ep, principal, r.KafkaPermission)
 			problems = append(problems, fmt.Sprintf("kafka %s: %s may not %s: grant it (%s)", ep, who, kafkaNeedName(r.KafkaPermission), pr.Grant))
 		}
-		rep.Permissions = append(rep.Permissions, pr)
+		perms = append(perms, pr)
 	}
-	return dedupe(problems)
+	return dedupe(problems), perms, who
 }
 
 // kafkaNeedName is an operation on its resource: "Write on topic orders".

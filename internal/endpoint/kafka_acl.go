@@ -70,6 +70,18 @@ func AllowedByOperations(bits int32, op string) (allowed, told bool) {
 	return bits&(1<<uint(code)) != 0, true
 }
 
+// ResultFromOperations is whether the authorized operations bits of p's
+// resource allow p.
+func ResultFromOperations(p KafkaPermission, bits int32) KafkaPermissionResult {
+	r := KafkaPermissionResult{KafkaPermission: p}
+	ok, told := AllowedByOperations(bits, p.Operation)
+	if !told {
+		r.Unchecked = "not checked: the broker does not report authorized operations"
+	}
+	r.OK = ok
+	return r
+}
+
 // CheckKafkaPermissions asks the brokers whether the client may do each of
 // perms, doing none: a topic's authorized operations from Metadata
 // (KIP-430), the cluster's from DescribeCluster, Create on a missing topic
@@ -153,21 +165,13 @@ func CheckKafkaPermissions(ctx context.Context, cl *kgo.Client, perms []KafkaPer
 			case p.IfMissing:
 				r.OK = true // the topic exists: nothing to create
 			default:
-				ok, told := AllowedByOperations(o.bits, p.Operation)
-				if !told {
-					r.Unchecked = "not checked: the broker does not report authorized operations"
-				}
-				r.OK = ok
+				*r = ResultFromOperations(p, o.bits)
 			}
 		case KafkaCluster:
 			if !clusterAsked {
 				clusterBits, clusterAsked = clusterOperations(ctx, cl), true
 			}
-			ok, told := AllowedByOperations(clusterBits, p.Operation)
-			if !told {
-				r.Unchecked = "not checked: the broker does not report authorized operations"
-			}
-			r.OK = ok
+			*r = ResultFromOperations(p, clusterBits)
 		case KafkaTransactionalID:
 			if !probeTxn {
 				r.Unchecked = "not checked: " + txnWhy
