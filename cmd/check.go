@@ -37,12 +37,41 @@ func newCheckCmd(a *app) *cobra.Command {
          XAUTOCLAIM (6.2+, used to take over entries of crashed consumers).
          A Redis Cluster is a problem: neither direction supports it yet.
   Kafka: cluster ID, brokers, and whether each API xmirror uses is supported.
+  Over TLS: the version negotiated (TLS 1.3), whether the server's
+  certificate was verified and for which name; the ACL user, and whether
+  it authenticated.
 
-Exits 0 when both are fit, 1 with one line per problem otherwise (within
---timeout, never hanging), 2 on bad flags.`,
+--for redis-to-kafka|kafka-to-redis also checks that the connected users
+may do everything that mirror does, doing none of it. Name the mirror as
+its command does: --stream (redis-to-kafka: each source stream;
+kafka-to-redis: the destination template), --topic (redis-to-kafka: the
+template; kafka-to-redis: each topic), --name (default: derived as the
+command derives it), --group, --create-topic, --claim-idle and
+--dead-letter-stream as the mirror takes them.
+
+  Redis: every command the mirror sends, on its real keys (streams,
+         checkpoint, lease, gap hold, guard and order keys), asked with
+         ACL DRYRUN; a user that may not run ACL DRYRUN (as a
+         least-privilege user) is asked by queueing the commands in a
+         transaction that EXEC discards, so none of them runs.
+  Kafka: the authorized operations the brokers report (Describe, Write,
+         Read on each topic; Create on a missing one with --create-topic,
+         by a CreateTopics that only validates); redis-to-kafka's Write on
+         its transactional ID xmirror-r2k:<name>, by an InitProducerID the
+         coordinator refuses for its timeout, only while the mirror's lease
+         is free ("not checked: the mirror is running" otherwise). A broker
+         without an authorizer allows everything.
+
+Each missing permission is one line naming it and what grants it (ACL
+SETUSER ..., kafka-acls.sh ...). Exits 0 when both are fit, 1 with one
+line per problem otherwise (within --timeout, never hanging), 2 on bad
+flags.`,
 		Example: `  xmirror check
   xmirror check --redis redis://:secret@cache:6379/2 --brokers kafka1:9092,kafka2:9092
-  XMIRROR_REDIS=rediss://cache:6380 xmirror check -o json`,
+  XMIRROR_REDIS=rediss://cache:6380 xmirror check -o json
+
+  # may this user run the mirror of two streams, creating its topics?
+  XMIRROR_REDIS_USER=xmirror-r2k xmirror check --for redis-to-kafka --stream orders --stream refunds --create-topic`,
 		RunE: func(c *cobra.Command, _ []string) error {
 			redisEP, kafkaEP, err := o.conn.resolve(a, c, true, true)
 			if err != nil {
@@ -64,6 +93,7 @@ Exits 0 when both are fit, 1 with one line per problem otherwise (within
 			if o.output == "json" {
 				enc := json.NewEncoder(a.env.Stdout)
 				enc.SetIndent("", "  ")
+				enc.SetEscapeHTML(false)
 				if err := enc.Encode(rep); err != nil {
 					return err
 				}
@@ -182,7 +212,7 @@ func runCheck(ctx context.Context, timeout time.Duration, r endpoint.Redis, k en
 }
 
 func checkRedis(ctx context.Context, timeout time.Duration, ep endpoint.Redis, rep *redisReport, cf *checkFor, lease chan<- leaseState) []string {
-	told := leaseState{why: "could not reach Redis to tell whether the mirror is running"}
+	told := leaseState{why: "could not tell from Redis whether the mirror is running"}
 	defer func() { lease <- told }()
 	cl, err := ep.Connect(ctx, timeout)
 	if err != nil {
