@@ -53,7 +53,7 @@ func TestCheckForADirectionTellsEachMissingPermission(t *testing.T) {
 		t.Errorf("as %s: exit %d, want 0 and all granted\nstdout: %s\nstderr: %s", testenv.TLSUserR2K, r.code, r.stdout, r.stderr)
 	}
 	r = checkAs(t, srv, testenv.TLSNoXack, r2kArgs...)
-	want := "xmirror: redis 127.0.0.1:6380: user xmirror-r2k-noxack may not run XACK on stream " + stream + ": grant it (ACL SETUSER xmirror-r2k-noxack +xack ~" + stream + ")"
+	want := "xmirror: redis " + hostOf(t, srv.URL) + ": user xmirror-r2k-noxack may not run XACK on stream " + stream + ": grant it (ACL SETUSER xmirror-r2k-noxack +xack ~" + stream + ")"
 	if lines := missingLines(r); r.code != 1 || len(lines) != 1 || lines[0] != want {
 		t.Errorf("as %s: exit %d, lines %q; want 1 and only %q\nstdout: %s", testenv.TLSNoXack, r.code, lines, want, r.stdout)
 	}

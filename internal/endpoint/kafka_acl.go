@@ -110,6 +110,7 @@ func CheckKafkaPermissions(ctx context.Context, cl *kgo.Client, perms []KafkaPer
 	if len(topics) > 0 {
 		req := kmsg.NewPtrMetadataRequest()
 		req.IncludeTopicAuthorizedOperations = true
+		req.AllowAutoTopicCreation = false // a check creates nothing
 		for _, t := range topics {
 			rt := kmsg.NewMetadataRequestTopic()
 			rt.Topic = kmsg.StringPtr(t)
