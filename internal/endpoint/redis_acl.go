@@ -113,7 +113,9 @@ func dryRunPermission(cmd RedisCommand, r rueidis.RedisResult) RedisPermission {
 		p.Unchecked = err.Error()
 	case s == "OK":
 		p.OK = true
-	case strings.Contains(s, "no permissions"):
+	case strings.Contains(strings.ToLower(s), "no permissions"):
+		// "This user has no permissions to access the 'k' key" (7.0),
+		// "No permissions to access a key" (7.2).
 		p.KeyDenied = strings.Contains(s, " key")
 	default:
 		p.Unchecked = s
