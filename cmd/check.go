@@ -77,15 +77,15 @@ flags.`,
 			if err != nil {
 				return err
 			}
-			cf, err := o.forFlag.resolve(c)
-			if err != nil {
-				return err
-			}
 			if o.timeout <= 0 {
 				return usageErrorf("--timeout must be positive, got %s", o.timeout)
 			}
 			if o.output != "text" && o.output != "json" {
 				return usageErrorf("--output must be text or json, got %q", o.output)
+			}
+			cf, err := o.forFlag.resolve(c, redisEP, kafkaEP)
+			if err != nil {
+				return err
 			}
 			ctx, cancel := context.WithTimeout(c.Context(), o.timeout)
 			defer cancel()

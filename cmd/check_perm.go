@@ -15,6 +15,7 @@ import (
 	"github.com/xmirror/xmirror/mirror"
 	"github.com/xmirror/xmirror/mirror/k2r"
 	"github.com/xmirror/xmirror/mirror/r2k"
+	"github.com/xmirror/xmirror/mirror/setting"
 )
 
 // The directions check --for takes.
@@ -61,7 +62,7 @@ type checkFor struct {
 // resolve builds the mirror's Config as its command would and lists what it
 // needs; nil without --for. Flags that need --for, or that the direction
 // has not, are usage errors, all reported at once.
-func (f *checkForFlags) resolve(c *cobra.Command) (*checkFor, error) {
+func (f *checkForFlags) resolve(c *cobra.Command, redisEP endpoint.Redis, kafkaEP endpoint.Kafka) (*checkFor, error) {
 	fs := c.Flags()
 	var problems []string
 	if f.direction == "" {
@@ -83,22 +84,19 @@ func (f *checkForFlags) resolve(c *cobra.Command) (*checkFor, error) {
 		}
 	}
 	var cf *checkFor
+	var invalid error // the Config's problems, as its command finds them
+	var names setting.Names
 	switch f.direction {
 	case forRedisToKafka:
 		cfg := r2k.Defaults()
+		cfg.Redis, cfg.Kafka = redisEP, kafkaEP
 		cfg.Streams, cfg.Group, cfg.CreateTopic, cfg.ClaimIdle = f.streams, f.group, f.createTopic, f.claimIdle
-		if len(f.streams) == 0 {
-			problems = append(problems, "--for redis-to-kafka needs --stream (repeat it for several streams)")
-		}
 		switch len(f.topics) {
 		case 0:
 		case 1:
 			cfg.Topic = f.topics[0]
 		default:
 			problems = append(problems, "--for redis-to-kafka takes one --topic (a template in which {stream} is the stream's name)")
-		}
-		if f.claimIdle < 0 {
-			problems = append(problems, "--claim-idle must not be negative")
 		}
 		if f.deadLetterStream != "" {
 			cfg.OnError, cfg.DeadLetterStream = mirror.OnErrorDeadLetter, f.deadLetterStream
@@ -107,19 +105,12 @@ func (f *checkForFlags) resolve(c *cobra.Command) (*checkFor, error) {
 		if !fs.Changed("name") {
 			cfg.Name = r2k.DefaultName(cfg)
 		}
-		if _, err := r2k.TransactionalID(cfg.Name); err != nil {
-			problems = append(problems, connText(err))
-		}
+		invalid, names = cfg.Validate(), flagNames(redisToKafkaFlags)
 		cf = &checkFor{direction: f.direction, name: cfg.Name, redis: r2k.RedisPermissions(cfg), kafka: r2k.KafkaPermissions(cfg), leaseKind: checkpoint.KindRedisToKafka}
-		if len(f.streams) > 0 && len(r2k.KafkaPermissions(cfg)) == 0 {
-			problems = append(problems, fmt.Sprintf("--topic %q is not a valid template ({stream} is the stream's name)", cfg.Topic))
-		}
 	case forKafkaToRedis:
 		cfg := k2r.Defaults()
+		cfg.Redis, cfg.Kafka = redisEP, kafkaEP
 		cfg.Topics = f.topics
-		if len(f.topics) == 0 {
-			problems = append(problems, "--for kafka-to-redis needs --topic (repeat it for several topics)")
-		}
 		switch len(f.streams) {
 		case 0:
 		case 1:
@@ -139,15 +130,13 @@ func (f *checkForFlags) resolve(c *cobra.Command) (*checkFor, error) {
 		if !fs.Changed("name") {
 			cfg.Name = k2r.DefaultName(cfg)
 		}
-		if len(f.topics) > 0 && len(k2r.DestinationStreams(cfg)) == 0 {
-			problems = append(problems, fmt.Sprintf("--stream %q is not a valid template ({topic} and {partition} are replaced, {{ }} are literal braces)", cfg.Stream))
-		}
+		invalid, names = cfg.Validate(), flagNames(kafkaToRedisFlags)
 		cf = &checkFor{direction: f.direction, name: cfg.Name, redis: k2r.RedisPermissions(cfg), kafka: k2r.KafkaPermissions(cfg), leaseKind: checkpoint.KindKafkaToRedis}
 	default:
-		problems = append(problems, fmt.Sprintf("--for must be %s or %s, got %q", forRedisToKafka, forKafkaToRedis, f.direction))
+		return nil, usageErrorf("--for must be %s or %s, got %q", forRedisToKafka, forKafkaToRedis, f.direction)
 	}
-	if len(problems) > 0 {
-		return nil, usageErrorf("%s", strings.Join(problems, "; "))
+	if err := commandError(invalid, names, problems); err != nil {
+		return nil, usageError(err)
 	}
 	return cf, nil
 }

@@ -138,9 +138,12 @@ func TestCheckForFlagsAreChecked(t *testing.T) {
 	}{
 		{[]string{"--stream", "s"}, "--stream needs --for"},
 		{[]string{"--for", "sideways"}, "--for must be redis-to-kafka or kafka-to-redis"},
-		{[]string{"--for", "redis-to-kafka"}, "needs --stream"},
+		{[]string{"--for", "redis-to-kafka"}, "--stream is required"},
 		{[]string{"--for", "kafka-to-redis", "--topic", "t", "--group", "g"}, "--group is for --for redis-to-kafka"},
 		{[]string{"--for", "redis-to-kafka", "--stream", "s", "--topic", "a", "--topic", "b"}, "takes one --topic"},
+		{[]string{"--for", "redis-to-kafka", "--stream", "s", "--topic", "{nope}"}, "--topic"},
+		{[]string{"--for", "kafka-to-redis", "--topic", "t", "--stream", "{nope}"}, "--stream"},
+		{[]string{"--for", "redis-to-kafka", "--stream", "s", "--claim-idle", "-1s"}, "--claim-idle must not be negative"},
 	} {
 		r := xmirror(t, append([]string{"check"}, tc.args...)...)
 		if r.code != 2 || !strings.Contains(r.stderr, tc.want) {
