@@ -1,10 +1,13 @@
 package cmd
 
 import (
+	"bytes"
+	"context"
 	"strings"
 	"testing"
 
 	"github.com/xmirror/xmirror/internal/endpoint"
+	"github.com/xmirror/xmirror/internal/testenv"
 	"github.com/xmirror/xmirror/mirror/r2k"
 )
 
@@ -67,5 +70,21 @@ func TestKafkaPermissionLinesFromAuthorizedOperations(t *testing.T) {
 	want := "kafka kafka1:9092: the client's principal may not Write on transactional-id xmirror-r2k:a>b: grant it (kafka-acls.sh --bootstrap-server kafka1:9092 --add --allow-principal User:<principal> --operation Write --transactional-id 'xmirror-r2k:a>b')"
 	if len(got) != 1 || got[0] != want {
 		t.Errorf("lines %q, want %q", got, want)
+	}
+}
+
+// TestCheckForInProcess runs check --for inside the test's process (so
+// -race sees both sides at once) against the local servers, as their
+// default user, which may run ACL DRYRUN.
+func TestCheckForInProcess(t *testing.T) {
+	testenv.Redis(t)
+	testenv.Kafka(t)
+	env := map[string]string{"XMIRROR_REDIS": testenv.RedisURL(), "XMIRROR_BROKERS": testenv.Brokers()}
+	stream := testenv.Name(t, "s")
+	var stdout, stderr bytes.Buffer
+	code := Execute(context.Background(), Env{Stdout: &stdout, Stderr: &stderr, Getenv: func(k string) string { return env[k] }},
+		[]string{"check", "--for", "redis-to-kafka", "--stream", stream, "--create-topic", "--claim-idle", "1m"})
+	if code != 0 || !strings.Contains(stdout.String(), "asked (ACL DRYRUN): all granted") {
+		t.Errorf("exit %d, want 0 and all granted by ACL DRYRUN\nstdout: %s\nstderr: %s", code, stdout.String(), stderr.String())
 	}
 }
