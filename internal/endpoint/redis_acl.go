@@ -73,9 +73,11 @@ const (
 // cannot run: Redis checks a command's ACL when it queues it (a refused
 // one replies NOPERM), and a command of the wrong arity queued first makes
 // EXEC discard the whole transaction (EXECABORT), so nothing queued is
-// ever run. MULTI and EXEC themselves are told by the replies to the
-// transaction's own MULTI and EXEC. The check needs a connection of its
-// own, which it closes.
+// ever run. MULTI and that command are each sent alone, and only once
+// their replies show the transaction doomed is anything queued. MULTI and
+// EXEC themselves are told by the replies to the transaction's own MULTI
+// and EXEC (a refused EXEC discards it too, saying NOPERM). The check
+// takes a connection of its own, which it closes.
 func CheckRedisPermissions(ctx context.Context, c rueidis.Client, user string, cmds []RedisCommand) ([]RedisPermission, string, error) {
 	if len(cmds) == 0 {
 		return nil, ProbeDryRun, nil
@@ -130,8 +132,8 @@ var wrongArity = []string{"GET"}
 func checkInMulti(ctx context.Context, c rueidis.Client, cmds []RedisCommand) ([]RedisPermission, error) {
 	dc, cancel := c.Dedicate()
 	defer cancel()
-	// The connection may be left inside the transaction (an EXEC the user
-	// may not run does not end it): it is never handed back for reuse.
+	// Whatever state the check leaves the connection in (a transaction
+	// open after a failed round trip), it is never handed back for reuse.
 	defer dc.Close()
 	out := make([]RedisPermission, len(cmds))
 	for i, cmd := range cmds {
