@@ -2,8 +2,10 @@ package cmd
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -19,6 +21,7 @@ const defaultCheckTimeout = 10 * time.Second
 
 type checkOptions struct {
 	conn    connFlags
+	forFlag checkForFlags
 	timeout time.Duration
 	output  string
 }
@@ -34,12 +37,41 @@ func newCheckCmd(a *app) *cobra.Command {
          XAUTOCLAIM (6.2+, used to take over entries of crashed consumers).
          A Redis Cluster is a problem: neither direction supports it yet.
   Kafka: cluster ID, brokers, and whether each API xmirror uses is supported.
+  Over TLS: the version negotiated (TLS 1.3), whether the server's
+  certificate was verified and for which name; the ACL user, and whether
+  it authenticated.
 
-Exits 0 when both are fit, 1 with one line per problem otherwise (within
---timeout, never hanging), 2 on bad flags.`,
+--for redis-to-kafka|kafka-to-redis also checks that the connected users
+may do everything that mirror does, doing none of it. Name the mirror as
+its command does: --stream (redis-to-kafka: each source stream;
+kafka-to-redis: the destination template), --topic (redis-to-kafka: the
+template; kafka-to-redis: each topic), --name (default: derived as the
+command derives it), --group, --create-topic, --claim-idle and
+--dead-letter-stream as the mirror takes them.
+
+  Redis: every command the mirror sends, on its real keys (streams,
+         checkpoint, lease, gap hold, guard and order keys), asked with
+         ACL DRYRUN; a user that may not run ACL DRYRUN (as a
+         least-privilege user) is asked by queueing the commands in a
+         transaction that EXEC discards, so none of them runs.
+  Kafka: the authorized operations the brokers report (Describe, Write,
+         Read on each topic; Create on a missing one with --create-topic,
+         by a CreateTopics that only validates); redis-to-kafka's Write on
+         its transactional ID xmirror-r2k:<name>, by an InitProducerID the
+         coordinator refuses for its timeout, only while the mirror's lease
+         is free ("not checked: the mirror is running" otherwise). A broker
+         without an authorizer allows everything.
+
+Each missing permission is one line naming it and what grants it (ACL
+SETUSER ..., kafka-acls.sh ...). Exits 0 when both are fit, 1 with one
+line per problem otherwise (within --timeout, never hanging), 2 on bad
+flags.`,
 		Example: `  xmirror check
   xmirror check --redis redis://:secret@cache:6379/2 --brokers kafka1:9092,kafka2:9092
-  XMIRROR_REDIS=rediss://cache:6380 xmirror check -o json`,
+  XMIRROR_REDIS=rediss://cache:6380 xmirror check -o json
+
+  # may this user run the mirror of two streams, creating its topics?
+  XMIRROR_REDIS_USER=xmirror-r2k xmirror check --for redis-to-kafka --stream orders --stream refunds --create-topic`,
 		RunE: func(c *cobra.Command, _ []string) error {
 			redisEP, kafkaEP, err := o.conn.resolve(a, c, true, true)
 			if err != nil {
@@ -51,12 +83,17 @@ Exits 0 when both are fit, 1 with one line per problem otherwise (within
 			if o.output != "text" && o.output != "json" {
 				return usageErrorf("--output must be text or json, got %q", o.output)
 			}
+			cf, err := o.forFlag.resolve(c, redisEP, kafkaEP)
+			if err != nil {
+				return err
+			}
 			ctx, cancel := context.WithTimeout(c.Context(), o.timeout)
 			defer cancel()
-			rep := runCheck(ctx, o.timeout, redisEP, kafkaEP)
+			rep := runCheck(ctx, o.timeout, redisEP, kafkaEP, cf)
 			if o.output == "json" {
 				enc := json.NewEncoder(a.env.Stdout)
 				enc.SetIndent("", "  ")
+				enc.SetEscapeHTML(false)
 				if err := enc.Encode(rep); err != nil {
 					return err
 				}
@@ -74,6 +111,7 @@ Exits 0 when both are fit, 1 with one line per problem otherwise (within
 		},
 	}
 	o.conn.bind(c, true, true)
+	o.forFlag.bind(c)
 	c.Flags().DurationVar(&o.timeout, "timeout", defaultCheckTimeout, "give up on a server that has not answered within this time")
 	c.Flags().StringVarP(&o.output, "output", "o", "text", "output format: text or json")
 	return c
@@ -85,6 +123,7 @@ type redisReport struct {
 	// TLS is "verified" or "not verified" (the server's certificate), ""
 	// without TLS; ServerName is the name its certificate must hold.
 	TLS        string `json:"tls,omitempty"`
+	TLSVersion string `json:"tls_version,omitempty"`
 	ServerName string `json:"tls_server_name,omitempty"`
 	ClientCert bool   `json:"tls_client_certificate,omitempty"`
 	// User is the ACL user logged in as ("default" without one).
@@ -95,6 +134,10 @@ type redisReport struct {
 	Mode          string `json:"mode,omitempty"`
 	Streams       bool   `json:"streams"`
 	XAutoClaim    bool   `json:"xautoclaim"`
+	// With --for: each command the mirror sends, on each key, and how
+	// the server was asked (ACL DRYRUN, or a transaction discarded).
+	Permissions      []permissionReport `json:"permissions,omitempty"`
+	PermissionsProbe string             `json:"permissions_probe,omitempty"`
 }
 
 type kafkaReport struct {
@@ -103,9 +146,16 @@ type kafkaReport struct {
 	ClusterID string            `json:"cluster_id,omitempty"`
 	Members   []string          `json:"brokers,omitempty"`
 	APIs      map[string]string `json:"apis,omitempty"`
+	// With --for: who the brokers know the client as, and each operation
+	// the mirror needs.
+	Principal   string             `json:"principal,omitempty"`
+	Permissions []permissionReport `json:"permissions,omitempty"`
 }
 
 type checkReport struct {
+	// For is the direction checked with --for, Mirror its name.
+	For      string      `json:"for,omitempty"`
+	Mirror   string      `json:"mirror,omitempty"`
 	Redis    redisReport `json:"redis"`
 	Kafka    kafkaReport `json:"kafka"`
 	Problems []string    `json:"problems"`
@@ -131,7 +181,7 @@ var kafkaAPIs = []struct {
 	{kmsg.CreateTopics, 0},
 }
 
-func runCheck(ctx context.Context, timeout time.Duration, r endpoint.Redis, k endpoint.Kafka) checkReport {
+func runCheck(ctx context.Context, timeout time.Duration, r endpoint.Redis, k endpoint.Kafka, cf *checkFor) checkReport {
 	rep := checkReport{
 		Redis:    redisReport{URL: r.Redacted(), User: r.Option.Username},
 		Kafka:    kafkaReport{Brokers: k.Brokers},
@@ -147,20 +197,33 @@ func runCheck(ctx context.Context, timeout time.Duration, r endpoint.Redis, k en
 			rep.Redis.TLS = "not verified"
 		}
 	}
+	if cf != nil {
+		rep.For, rep.Mirror = cf.direction, cf.name
+	}
+	// The Redis side tells the Kafka side whether the mirror runs (its
+	// lease), once, whatever happens.
+	lease := make(chan leaseState, 1)
 	redisDone := make(chan []string, 1)
-	go func() { redisDone <- checkRedis(ctx, timeout, r, &rep.Redis) }()
-	kafkaProblems := checkKafka(ctx, timeout, k, &rep.Kafka)
+	go func() { redisDone <- checkRedis(ctx, timeout, r, &rep.Redis, cf, lease) }()
+	kafkaProblems := checkKafka(ctx, timeout, k, &rep.Kafka, cf, lease)
 	rep.Problems = append(rep.Problems, <-redisDone...)
 	rep.Problems = append(rep.Problems, kafkaProblems...)
 	return rep
 }
 
-func checkRedis(ctx context.Context, timeout time.Duration, ep endpoint.Redis, rep *redisReport) []string {
+func checkRedis(ctx context.Context, timeout time.Duration, ep endpoint.Redis, rep *redisReport, cf *checkFor, lease chan<- leaseState) []string {
+	told := leaseState{why: "could not tell from Redis whether the mirror is running"}
+	defer func() { lease <- told }()
 	cl, err := ep.Connect(ctx, timeout)
 	if err != nil {
 		return []string{connText(err)}
 	}
 	defer cl.Close()
+	if ep.TLS() {
+		if st, err := ep.TLSState(ctx, timeout); err == nil {
+			rep.TLSVersion = tls.VersionName(st.Version)
+		}
+	}
 	info, err := cl.Do(ctx, cl.B().Info().Section("server").Build()).ToString()
 	if err != nil {
 		return []string{fmt.Sprintf("redis %s: INFO failed: %v", ep.Addr(), err)}
@@ -187,11 +250,15 @@ func checkRedis(ctx context.Context, timeout time.Duration, ep endpoint.Redis, r
 	if rep.Mode == "cluster" {
 		problems = append(problems, fmt.Sprintf("redis %s is a Redis Cluster, which neither redis-to-kafka nor kafka-to-redis supports yet; point --redis at a standalone Redis (a primary with replicas works)", ep.Addr()))
 	}
+	if cf != nil {
+		told = leaseOf(ctx, cl, cf)
+		problems = append(problems, checkRedisPermissions(ctx, cl, ep, rep.User, cf, rep)...)
+	}
 	rep.OK = len(problems) == 0
 	return problems
 }
 
-func checkKafka(ctx context.Context, timeout time.Duration, ep endpoint.Kafka, rep *kafkaReport) []string {
+func checkKafka(ctx context.Context, timeout time.Duration, ep endpoint.Kafka, rep *kafkaReport, cf *checkFor, lease <-chan leaseState) []string {
 	cl, err := ep.Connect(ctx, timeout)
 	if err != nil {
 		return []string{connText(err)}
@@ -232,6 +299,9 @@ func checkKafka(ctx context.Context, timeout time.Duration, ep endpoint.Kafka, r
 			}
 		}
 	}
+	if cf != nil {
+		problems = append(problems, checkKafkaPermissions(ctx, cl, ep, cf, lease, rep)...)
+	}
 	rep.OK = len(problems) == 0
 	return problems
 }
@@ -258,7 +328,11 @@ func (rep checkReport) print(a *app) {
 		fmt.Fprintf(w, "       version %s, mode %s, streams: %s, XAUTOCLAIM: %s\n", rep.Redis.Version, rep.Redis.Mode, yes(rep.Redis.Streams), yes(rep.Redis.XAutoClaim))
 		tlsLine := "no TLS"
 		if rep.Redis.TLS != "" {
-			tlsLine = fmt.Sprintf("TLS, certificate %s for %s", rep.Redis.TLS, rep.Redis.ServerName)
+			version := rep.Redis.TLSVersion
+			if version == "" {
+				version = "TLS"
+			}
+			tlsLine = fmt.Sprintf("%s, certificate %s for %s", version, rep.Redis.TLS, rep.Redis.ServerName)
 			if rep.Redis.ClientCert {
 				tlsLine += ", client certificate sent"
 			}
@@ -268,6 +342,9 @@ func (rep checkReport) print(a *app) {
 			auth = "authenticated"
 		}
 		fmt.Fprintf(w, "       %s; user %s, %s\n", tlsLine, rep.Redis.User, auth)
+		if rep.For != "" {
+			printPermissions(w, rep.For, rep.Mirror, "user "+rep.Redis.User, rep.Redis.PermissionsProbe, rep.Redis.Permissions)
+		}
 	}
 	fmt.Fprintf(w, "kafka  %-4s %s\n", mark(rep.Kafka.OK), strings.Join(rep.Kafka.Brokers, ","))
 	if rep.Kafka.ClusterID != "" {
@@ -278,6 +355,9 @@ func (rep checkReport) print(a *app) {
 			apis = append(apis, name+" "+rep.Kafka.APIs[name])
 		}
 		fmt.Fprintf(w, "       apis: %s\n", strings.Join(apis, ", "))
+		if rep.For != "" {
+			printPermissions(w, rep.For, rep.Mirror, rep.Kafka.Principal, "authorized operations", rep.Kafka.Permissions)
+		}
 	}
 }
 
@@ -297,4 +377,32 @@ func parseInfo(info string) map[string]string {
 func parseVersion(v string) (major, minor int) {
 	fmt.Sscanf(v, "%d.%d", &major, &minor)
 	return major, minor
+}
+
+// printPermissions is the report's line on a side's permissions for the
+// mirror of check --for, then one line per permission not checked (the
+// missing ones are the problems printed after the report).
+func printPermissions(w io.Writer, direction, name, who, probe string, perms []permissionReport) {
+	missing, unchecked := 0, 0
+	for _, p := range perms {
+		switch {
+		case p.Note != "":
+			unchecked++
+		case !p.OK:
+			missing++
+		}
+	}
+	verdict := "all granted"
+	if missing > 0 {
+		verdict = fmt.Sprintf("%d missing", missing)
+	}
+	if unchecked > 0 {
+		verdict += fmt.Sprintf(", %d not checked", unchecked)
+	}
+	fmt.Fprintf(w, "       %s mirror %q: %d permissions of %s asked (%s): %s\n", direction, name, len(perms), who, probe, verdict)
+	for _, p := range perms {
+		if p.Note != "" {
+			fmt.Fprintf(w, "         %s: %s\n", p.Name, p.Note)
+		}
+	}
 }

@@ -330,9 +330,9 @@ func TestCheckReportsTLSAndUser(t *testing.T) {
 		want string
 	}{
 		{[]string{"--redis", srv.MTLSURL, "--redis-ca", srv.CA(), "--redis-cert", srv.Cert(), "--redis-key", srv.Key()},
-			"TLS, certificate verified for 127.0.0.1, client certificate sent; user xmirror-r2k, authenticated"},
+			"TLS 1.3, certificate verified for 127.0.0.1, client certificate sent; user xmirror-r2k, authenticated"},
 		{[]string{"--redis", srv.URL, "--redis-tls-insecure", "--redis-tls-server-name", "localhost"},
-			"TLS, certificate not verified for localhost; user xmirror-r2k, authenticated"},
+			"TLS 1.3, certificate not verified for localhost; user xmirror-r2k, authenticated"},
 	} {
 		r := xmirrorEnv(t, env, append([]string{"check"}, tc.args...)...)
 		if r.code != 0 || !strings.Contains(r.stdout, tc.want) {
