@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"time"
 
@@ -146,6 +147,18 @@ type kafkaReport struct {
 	ClusterID string            `json:"cluster_id,omitempty"`
 	Members   []string          `json:"brokers,omitempty"`
 	APIs      map[string]string `json:"apis,omitempty"`
+	// TLS is "verified" or "not verified" (the brokers' certificates), ""
+	// without TLS; ServerName is the name the first broker's certificate
+	// must hold.
+	TLS        string `json:"tls,omitempty"`
+	TLSVersion string `json:"tls_version,omitempty"`
+	ServerName string `json:"tls_server_name,omitempty"`
+	ClientCert bool   `json:"tls_client_certificate,omitempty"`
+	// SASL is the mechanism ("" without SASL), User its user (none for
+	// OAUTHBEARER); Authenticated says the brokers accepted it.
+	SASL          string `json:"sasl_mechanism,omitempty"`
+	User          string `json:"sasl_user,omitempty"`
+	Authenticated bool   `json:"authenticated"`
 	// With --for: who the brokers know the client as, and each operation
 	// the mirror needs.
 	Principal   string             `json:"principal,omitempty"`
@@ -259,11 +272,29 @@ func checkRedis(ctx context.Context, timeout time.Duration, ep endpoint.Redis, r
 }
 
 func checkKafka(ctx context.Context, timeout time.Duration, ep endpoint.Kafka, rep *kafkaReport, cf *checkFor, lease <-chan leaseState) []string {
+	if ep.TLS() {
+		rep.TLS, rep.ServerName = "verified", ep.TLSConfig().ServerName
+		if rep.ServerName == "" {
+			rep.ServerName, _, _ = net.SplitHostPort(ep.Brokers[0])
+		}
+		rep.ClientCert = len(ep.TLSConfig().Certificates) > 0
+		if ep.Insecure() {
+			rep.TLS = "not verified"
+		}
+	}
+	rep.SASL, rep.User = ep.SASLMechanism(), ep.User()
 	cl, err := ep.Connect(ctx, timeout)
 	if err != nil {
 		return []string{connText(err)}
 	}
 	defer cl.Close()
+	// A broker answered the ping, past the SASL exchange.
+	rep.Authenticated = rep.SASL != ""
+	if ep.TLS() {
+		if st, err := ep.TLSState(ctx, timeout); err == nil {
+			rep.TLSVersion = tls.VersionName(st.Version)
+		}
+	}
 	adm := kadm.NewClient(cl)
 	meta, err := adm.BrokerMetadata(ctx)
 	if err != nil {
@@ -355,6 +386,25 @@ func (rep checkReport) print(a *app) {
 			apis = append(apis, name+" "+rep.Kafka.APIs[name])
 		}
 		fmt.Fprintf(w, "       apis: %s\n", strings.Join(apis, ", "))
+		tlsLine := "no TLS"
+		if rep.Kafka.TLS != "" {
+			version := rep.Kafka.TLSVersion
+			if version == "" {
+				version = "TLS"
+			}
+			tlsLine = fmt.Sprintf("%s, certificate %s for %s", version, rep.Kafka.TLS, rep.Kafka.ServerName)
+			if rep.Kafka.ClientCert {
+				tlsLine += ", client certificate sent"
+			}
+		}
+		auth := "no SASL"
+		switch {
+		case rep.Kafka.SASL != "" && rep.Kafka.User != "":
+			auth = fmt.Sprintf("SASL %s as %s, authenticated", rep.Kafka.SASL, rep.Kafka.User)
+		case rep.Kafka.SASL != "":
+			auth = fmt.Sprintf("SASL %s, authenticated", rep.Kafka.SASL)
+		}
+		fmt.Fprintf(w, "       %s; %s\n", tlsLine, auth)
 		if rep.For != "" {
 			printPermissions(w, rep.For, rep.Mirror, rep.Kafka.Principal, "authorized operations", rep.Kafka.Permissions)
 		}

@@ -259,8 +259,8 @@ func leaseOf(ctx context.Context, cl rueidis.Client, cf *checkFor) leaseState {
 }
 
 // kafkaPrincipal is the principal the brokers know the client as, for
-// kafka-acls.sh; "" when the client does not know it (no SASL user).
-func kafkaPrincipal(endpoint.Kafka) string { return "" }
+// kafka-acls.sh, without its "User:" (see endpoint.Kafka.Principal).
+func kafkaPrincipal(ep endpoint.Kafka) string { return strings.TrimPrefix(ep.Principal(), "User:") }
 
 // checkKafkaPermissions asks whether the client may do every operation
 // of the mirror; it returns one problem line per missing one.
@@ -337,14 +337,7 @@ func kafkaNeedName(p endpoint.KafkaPermission) string {
 
 // kafkaGrant is the kafka-acls.sh command that grants p.
 func kafkaGrant(ep endpoint.Kafka, principal string, p endpoint.KafkaPermission) string {
-	g := fmt.Sprintf("kafka-acls.sh --bootstrap-server %s --add --allow-principal User:%s --operation %s", ep.Brokers[0], principal, p.Operation)
-	switch p.Resource {
-	case endpoint.KafkaCluster:
-		return g + " --cluster"
-	case endpoint.KafkaTransactionalID:
-		return g + " --transactional-id " + shellQuote(p.Name)
-	}
-	return g + " --topic " + shellQuote(p.Name)
+	return endpoint.GrantCommand(ep.Brokers[0], "User:"+principal, p.Operation, p.Resource, p.Name)
 }
 
 // dedupe drops repeated lines, keeping the first of each.
@@ -359,6 +352,3 @@ func dedupe(lines []string) []string {
 	}
 	return out
 }
-
-// shellQuote is s quoted for a POSIX shell.
-func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

@@ -32,11 +32,11 @@ func TestKafkaPermissionLinesFromAuthorizedOperations(t *testing.T) {
 	}{
 		{"all", describe | read | write, "", nil},
 		{"describe only", describe, "", []string{
-			"kafka kafka1:9092: the client's principal may not Write on topic orders: grant it (kafka-acls.sh --bootstrap-server kafka1:9092 --add --allow-principal User:<principal> --operation Write --topic 'orders')",
-			"kafka kafka1:9092: the client's principal may not Read on topic orders: grant it (kafka-acls.sh --bootstrap-server kafka1:9092 --add --allow-principal User:<principal> --operation Read --topic 'orders')",
+			"kafka kafka1:9092: the client's principal may not Write on topic orders: grant it (kafka-acls.sh --bootstrap-server kafka1:9092 --add --allow-principal 'User:<principal>' --operation Write --topic orders)",
+			"kafka kafka1:9092: the client's principal may not Read on topic orders: grant it (kafka-acls.sh --bootstrap-server kafka1:9092 --add --allow-principal 'User:<principal>' --operation Read --topic orders)",
 		}},
 		{"no read, a known user", describe | write, "mirror", []string{
-			"kafka kafka1:9092: principal User:mirror may not Read on topic orders: grant it (kafka-acls.sh --bootstrap-server kafka1:9092 --add --allow-principal User:mirror --operation Read --topic 'orders')",
+			"kafka kafka1:9092: principal User:mirror may not Read on topic orders: grant it (kafka-acls.sh --bootstrap-server kafka1:9092 --add --allow-principal User:mirror --operation Read --topic orders)",
 		}},
 		{"not reported", -1 << 31, "", nil},
 	}
@@ -67,7 +67,7 @@ func TestKafkaPermissionLinesFromAuthorizedOperations(t *testing.T) {
 	// The transactional ID refused.
 	results := []endpoint.KafkaPermissionResult{{KafkaPermission: endpoint.KafkaPermission{Resource: endpoint.KafkaTransactionalID, Name: "xmirror-r2k:a>b", Operation: endpoint.KafkaWrite}}}
 	got, _, _ := kafkaPermissionLines(ep, cf, "", results)
-	want := "kafka kafka1:9092: the client's principal may not Write on transactional-id xmirror-r2k:a>b: grant it (kafka-acls.sh --bootstrap-server kafka1:9092 --add --allow-principal User:<principal> --operation Write --transactional-id 'xmirror-r2k:a>b')"
+	want := "kafka kafka1:9092: the client's principal may not Write on transactional-id xmirror-r2k:a>b: grant it (kafka-acls.sh --bootstrap-server kafka1:9092 --add --allow-principal 'User:<principal>' --operation Write --transactional-id 'xmirror-r2k:a>b')"
 	if len(got) != 1 || got[0] != want {
 		t.Errorf("lines %q, want %q", got, want)
 	}

@@ -478,3 +478,45 @@ func TestKafkaSecretsNeverShown(t *testing.T) {
 		secretFree(t, r, secrets...)
 	}
 }
+
+// TestCheckForEachDirectionAgainstTheSecuredBroker: check --for reports
+// the Kafka side's TLS and SASL, and asks the authorizer for each
+// operation the direction needs: all granted to its least-privilege user;
+// one denied is one line naming it, with the grant, and exit 1.
+func TestCheckForEachDirectionAgainstTheSecuredBroker(t *testing.T) {
+	k := testenv.SecureKafka(t)
+	srv := testenv.TLSRedis(t)
+	admin := srv.Admin(t, srv.URL)
+	stream := tlsStream(t, admin)
+	topic := k.Topic(t, 1)
+	for _, tc := range []struct {
+		direction, flag string
+		mech            testenv.Mechanism
+		line            string
+		deny            kadm.ACLOperation
+		want            string
+	}{
+		{"r2k", "redis-to-kafka", testenv.MechScramSHA512, "TLS 1.3, certificate verified for 127.0.0.1; SASL SCRAM-SHA-512 as xmirror-r2k, authenticated",
+			kadm.OpWrite, "principal User:xmirror-r2k may not Write on topic " + topic + ": grant it (kafka-acls.sh --bootstrap-server " + k.SASLBrokers + " --add --allow-principal User:xmirror-r2k --operation Write --topic " + topic + ")"},
+		{"k2r", "kafka-to-redis", testenv.MechOAuthBearer, "TLS 1.3, certificate verified for 127.0.0.1; SASL OAUTHBEARER, authenticated",
+			kadm.OpRead, "principal User:xmirror-k2r may not Read on topic " + topic},
+	} {
+		t.Run(tc.flag, func(t *testing.T) {
+			user, kafkaUser := testenv.TLSUserR2K, testenv.KafkaUserR2K
+			if tc.direction == "k2r" {
+				user, kafkaUser = testenv.TLSUserK2R, testenv.KafkaUserK2R
+			}
+			s := secureRun{t: t, kafka: k, redis: srv, mech: tc.mech}
+			args, env := s.args(user, kafkaUser, []string{"check", "--for", tc.flag, "--stream", stream, "--topic", topic})
+			r := xmirrorEnv(t, env, args...)
+			if r.code != 0 || !strings.Contains(r.stdout, tc.line) || !strings.Contains(r.stdout, "all granted") {
+				t.Fatalf("exit %d, want 0 with %q and all granted\nstdout: %s\nstderr: %s", r.code, tc.line, r.stdout, r.stderr)
+			}
+			k.Deny(t, kafkaUser, []kadm.ACLOperation{tc.deny}, testenv.TopicACL(topic))
+			r = xmirrorEnv(t, env, args...)
+			if r.code != 1 || !strings.Contains(r.stderr, tc.want) {
+				t.Fatalf("with %v denied: exit %d, want 1 naming it\n want %s\nstderr: %s", tc.deny, r.code, tc.want, r.stderr)
+			}
+		})
+	}
+}

@@ -8,14 +8,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 )
 
-// Kafka ACL resources, as kafka-acls.sh names them.
-const (
-	ACLTopic           = "topic"
-	ACLTransactionalID = "transactional-id"
-	ACLCluster         = "cluster"
-	ACLGroup           = "group"
-)
-
 // DeniedError is Kafka's authorizer refusing an operation: which one, on
 // what, for whom, and the kafka-acls.sh line that grants it.
 type DeniedError struct {
@@ -42,13 +34,18 @@ func (e *DeniedError) Unwrap() error { return e.Err }
 
 // Grant is the kafka-acls.sh command that allows the operation.
 func (e *DeniedError) Grant() string {
-	resource := "--cluster"
-	switch e.Resource {
-	case ACLTopic, ACLTransactionalID, ACLGroup:
-		resource = "--" + e.Resource + " " + shellQuote(e.Name)
+	return GrantCommand(e.Brokers, e.Principal, e.Operation, e.Resource, e.Name)
+}
+
+// GrantCommand is the kafka-acls.sh command that allows principal
+// (User:...) operation on resource (a Kafka* resource) name.
+func GrantCommand(brokers, principal, operation, resource, name string) string {
+	target := "--cluster"
+	if resource != KafkaCluster {
+		target = "--" + resource + " " + shellQuote(name)
 	}
 	return fmt.Sprintf("kafka-acls.sh --bootstrap-server %s --add --allow-principal %s --operation %s %s",
-		e.Brokers, shellQuote(e.Principal), e.Operation, resource)
+		brokers, shellQuote(principal), operation, target)
 }
 
 // IsDenied says whether err is a refusal by Kafka's authorizer.

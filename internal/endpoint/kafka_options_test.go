@@ -234,22 +234,22 @@ func TestKafkaDenied(t *testing.T) {
 		op, resource, name string
 		want               string
 	}{
-		{fmt.Errorf("produce: %w", kerr.TopicAuthorizationFailed), "Write", ACLTopic, "orders",
+		{fmt.Errorf("produce: %w", kerr.TopicAuthorizationFailed), "Write", KafkaTopic, "orders",
 			`User:xmirror-r2k may not WRITE topic "orders" (produce: TOPIC_AUTHORIZATION_FAILED: Not authorized to access topics: [Topic authorization failed.]); grant it: kafka-acls.sh --bootstrap-server b1:9092,b2:9092 --add --allow-principal User:xmirror-r2k --operation Write --topic orders`},
-		{kerr.TransactionalIDAuthorizationFailed, "Write", ACLTransactionalID, "xmirror-r2k:my mirror",
+		{kerr.TransactionalIDAuthorizationFailed, "Write", KafkaTransactionalID, "xmirror-r2k:my mirror",
 			`--operation Write --transactional-id 'xmirror-r2k:my mirror'`},
-		{kerr.ClusterAuthorizationFailed, "IdempotentWrite", ACLCluster, "", `User:xmirror-r2k may not IDEMPOTENTWRITE cluster (`},
+		{kerr.ClusterAuthorizationFailed, "IdempotentWrite", KafkaCluster, "", `User:xmirror-r2k may not IDEMPOTENTWRITE cluster (`},
 	} {
 		got := k.Denied(tc.err, tc.op, tc.resource, tc.name)
 		if !errors.Is(got, tc.err) || !strings.Contains(got.Error(), tc.want) || strings.Contains(got.Error(), "topsecret") {
 			t.Errorf("got %q\nwant %q", got, tc.want)
 		}
-		if again := k.Denied(got, "Read", ACLTopic, "x"); again != got {
+		if again := k.Denied(got, "Read", KafkaTopic, "x"); again != got {
 			t.Errorf("wrapped twice: %v", again)
 		}
 	}
 	plainErr := errors.New("connection refused")
-	if got := k.Denied(plainErr, "Write", ACLTopic, "t"); got != plainErr {
+	if got := k.Denied(plainErr, "Write", KafkaTopic, "t"); got != plainErr {
 		t.Errorf("not a refusal, but wrapped: %v", got)
 	}
 }

@@ -37,3 +37,28 @@ func (r Redis) TLSState(ctx context.Context, timeout time.Duration) (tls.Connect
 	defer conn.Close()
 	return conn.(*tls.Conn).ConnectionState(), nil
 }
+
+// TLSState dials the first broker, completes the TLS handshake with the
+// client's settings and hangs up, returning what was negotiated, as
+// Redis.TLSState does. Brokers without TLS are an error.
+func (k Kafka) TLSState(ctx context.Context, timeout time.Duration) (tls.ConnectionState, error) {
+	if !k.TLS() {
+		return tls.ConnectionState{}, fmt.Errorf("kafka %s: not a TLS connection", k)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	addr := k.Brokers[0]
+	cfg := k.tlsConfig.Clone()
+	if cfg.ServerName == "" {
+		if host, _, err := net.SplitHostPort(addr); err == nil {
+			cfg.ServerName = host
+		}
+	}
+	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: DefaultDialTimeout}, Config: cfg}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return tls.ConnectionState{}, k.Explain(err)
+	}
+	defer conn.Close()
+	return conn.(*tls.Conn).ConnectionState(), nil
+}

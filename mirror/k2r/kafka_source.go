@@ -544,7 +544,7 @@ func (s *KafkaSource) fetchError(ctx context.Context, t string, p int32, err err
 		}
 	}
 	if endpoint.IsDenied(err) {
-		return s.setup.cfg.Kafka.Denied(fmt.Errorf("kafka: fetch topic %q partition %d: %w", t, p, err), "Read", endpoint.ACLTopic, t)
+		return s.setup.cfg.Kafka.Denied(fmt.Errorf("kafka: fetch topic %q partition %d: %w", t, p, err), "Read", endpoint.KafkaTopic, t)
 	}
 	st := s.parts[t][p]
 	if errors.Is(err, kerr.OffsetOutOfRange) && st != nil {

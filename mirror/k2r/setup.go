@@ -555,7 +555,7 @@ func deniedDescribe(ctx context.Context, admin *kgo.Client, cfg setupConfig, err
 	adm := kadm.NewClient(admin)
 	for _, t := range cfg.Topics {
 		if _, terr := adm.ListTopics(ctx, t); endpoint.IsDenied(terr) {
-			return cfg.Kafka.Denied(err, "Describe", endpoint.ACLTopic, t)
+			return cfg.Kafka.Denied(err, "Describe", endpoint.KafkaTopic, t)
 		}
 	}
 	return err

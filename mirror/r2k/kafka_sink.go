@@ -481,7 +481,7 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 				perr = &FencedError{Mirror: k.cfg.Mirror, Err: perr}
 			}
 			if k.cfg.Denied != nil {
-				perr = k.cfg.Denied(perr, "Write", endpoint.ACLTopic, r.Topic)
+				perr = k.cfg.Denied(perr, "Write", endpoint.KafkaTopic, r.Topic)
 			}
 			mu.Lock()
 			failed = true

@@ -46,7 +46,7 @@ func EnsureTopics(ctx context.Context, cl *kgo.Client, topics []string, spec Top
 		// name the one refused.
 		for _, t := range topics {
 			if _, terr := adm.ListTopics(ctx, t); terr != nil && endpoint.IsDenied(terr) {
-				return nil, denied(fmt.Errorf("list topics: %w", terr), "Describe", endpoint.ACLTopic, t)
+				return nil, denied(fmt.Errorf("list topics: %w", terr), "Describe", endpoint.KafkaTopic, t)
 			}
 		}
 		return nil, fmt.Errorf("list topics %v: %w", topics, err)
@@ -62,7 +62,7 @@ func EnsureTopics(ctx context.Context, cl *kgo.Client, topics []string, spec Top
 		case !ok || errors.Is(d.Err, kerr.UnknownTopicOrPartition):
 			missing = append(missing, t)
 		case d.Err != nil:
-			return nil, denied(fmt.Errorf("topic %q: %w", t, d.Err), "Describe", endpoint.ACLTopic, t)
+			return nil, denied(fmt.Errorf("topic %q: %w", t, d.Err), "Describe", endpoint.KafkaTopic, t)
 		default:
 			counts[t] = int32(len(d.Partitions))
 		}
@@ -81,7 +81,7 @@ func EnsureTopics(ctx context.Context, cl *kgo.Client, topics []string, spec Top
 	for _, r := range resp.Sorted() {
 		if r.Err != nil && !errors.Is(r.Err, kerr.TopicAlreadyExists) {
 			if endpoint.IsDenied(r.Err) {
-				return nil, denied(fmt.Errorf("create topic %q: %w", r.Topic, r.Err), "Create", endpoint.ACLTopic, r.Topic)
+				return nil, denied(fmt.Errorf("create topic %q: %w", r.Topic, r.Err), "Create", endpoint.KafkaTopic, r.Topic)
 			}
 			msg := fmt.Sprintf("create topic %q: %v", r.Topic, r.Err)
 			if r.ErrMessage != "" {

@@ -492,7 +492,7 @@ func (r *run) setUpProducer(ctx context.Context, cl *lease.Closers) error {
 	// mirror and aborts the transaction one left open, before anything
 	// is read back or recorded: nothing of theirs can land after it.
 	initCtx, cancelInit := context.WithTimeout(ctx, cfg.Timeout)
-	err = kafkaEP.Denied(InitProducer(initCtx, r.prod, name), "Write", endpoint.ACLTransactionalID, r.plan.txnID)
+	err = kafkaEP.Denied(InitProducer(initCtx, r.prod, name), "Write", endpoint.KafkaTransactionalID, r.plan.txnID)
 	// Read before the cancel, which would make it Canceled always.
 	timedOut := errors.Is(initCtx.Err(), context.DeadlineExceeded)
 	cancelInit()
