@@ -20,8 +20,9 @@ build:
 services-up:
 	$(SERVICES) up
 
-# services-up-secure: also the TLS Redis servers (certificates and ACL
-# users made by the script; about a second more).
+# services-up-secure: also the TLS Redis servers and the secured Kafka
+# broker (certificates, ACL users, SCRAM credentials and Kafka ACLs made by
+# the script; about 10 s more the first time).
 services-up-secure:
 	$(SERVICES) up --secure
 
