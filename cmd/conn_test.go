@@ -74,3 +74,63 @@ func TestRedisConnectionFlagsAndEnvironment(t *testing.T) {
 		})
 	}
 }
+
+// TestKafkaConnectionFlagsAndEnvironment: what the Kafka flags and the
+// environment make of the connection shows in the warnings and the usage
+// errors, before any broker is needed.
+func TestKafkaConnectionFlagsAndEnvironment(t *testing.T) {
+	const insecureWarning = "the Kafka brokers' certificates are not verified (--kafka-tls-insecure)"
+	const plainWarning = "SASL PLAIN without TLS sends the Kafka password in clear"
+	cases := []struct {
+		name  string
+		args  []string
+		env   map[string]string
+		code  int
+		wants []string
+		nots  []string
+	}{
+		{name: "--kafka-tls-insecure is warned about", args: []string{"--kafka-tls-insecure"}, code: ExitFailure, wants: []string{insecureWarning}},
+		{name: "so is XMIRROR_KAFKA_TLS_INSECURE", env: map[string]string{"XMIRROR_KAFKA_TLS_INSECURE": "1"}, code: ExitFailure, wants: []string{insecureWarning}},
+		{name: "the flag wins over the variable", args: []string{"--kafka-tls-insecure=false"}, env: map[string]string{"XMIRROR_KAFKA_TLS_INSECURE": "true"},
+			code: ExitFailure, nots: []string{insecureWarning}},
+		{name: "XMIRROR_KAFKA_TLS must be a boolean", env: map[string]string{"XMIRROR_KAFKA_TLS": "yes please"},
+			code: ExitUsage, wants: []string{`XMIRROR_KAFKA_TLS="yes please" must be true or false`}},
+		{name: "PLAIN without TLS is warned about", args: []string{"--kafka-sasl-mechanism", "plain", "--kafka-user", "u"}, env: map[string]string{"XMIRROR_KAFKA_PASSWORD": "hunter22"},
+			code: ExitFailure, wants: []string{plainWarning}},
+		{name: "PLAIN over TLS is not", args: []string{"--kafka-tls", "--kafka-sasl-mechanism", "PLAIN", "--kafka-user", "u"}, env: map[string]string{"XMIRROR_KAFKA_PASSWORD": "hunter22"},
+			code: ExitFailure, nots: []string{plainWarning}},
+		{name: "the mechanism from the environment", env: map[string]string{"XMIRROR_KAFKA_SASL_MECHANISM": "SCRAM-SHA-256", "XMIRROR_KAFKA_USER": "u"},
+			code: ExitUsage, wants: []string{"SCRAM-SHA-256 needs a password; give it in --kafka-password-file or the environment"}},
+		{name: "an unknown mechanism", args: []string{"--kafka-sasl-mechanism", "KERBEROS"},
+			code: ExitUsage, wants: []string{`--kafka-sasl-mechanism "KERBEROS" is not one xmirror speaks; use PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER`}},
+		{name: "a token without a mechanism", env: map[string]string{"XMIRROR_KAFKA_TOKEN": "hunter22"},
+			code: ExitUsage, wants: []string{"XMIRROR_KAFKA_TOKEN needs a SASL mechanism; set --kafka-sasl-mechanism"}},
+		{name: "a missing --kafka-token-file", args: []string{"--kafka-sasl-mechanism", "OAUTHBEARER", "--kafka-token-file", "/nonexistent/token"},
+			code: ExitUsage, wants: []string{"xmirror: kafka 127.0.0.1:1: --kafka-token-file: open /nonexistent/token"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			getenv := func(k string) string { return tc.env[k] }
+			args := append([]string{"check", "--timeout", "2s", "--redis", "redis://127.0.0.1:1", "--brokers", "127.0.0.1:1", "-v"}, tc.args...)
+			code := Execute(context.Background(), Env{Stdout: &stdout, Stderr: &stderr, Getenv: getenv}, args)
+			out := stdout.String() + stderr.String()
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d\n%s", code, tc.code, out)
+			}
+			for _, w := range tc.wants {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q\n%s", w, out)
+				}
+			}
+			for _, n := range tc.nots {
+				if strings.Contains(out, n) {
+					t.Errorf("output has %q\n%s", n, out)
+				}
+			}
+			if strings.Contains(out, "hunter22") {
+				t.Errorf("output shows the secret\n%s", out)
+			}
+		})
+	}
+}

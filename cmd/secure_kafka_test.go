@@ -520,3 +520,96 @@ func TestCheckForEachDirectionAgainstTheSecuredBroker(t *testing.T) {
 		})
 	}
 }
+
+// TestKafkaPermissionRemovedDuringAFollowRun: an ACL taken away while
+// a follow run mirrors stops it with the line naming the permission;
+// what it had not written stays unacknowledged (redis-to-kafka) or
+// unwritten (kafka-to-redis), and a rerun once the ACL is back mirrors
+// every entry exactly once.
+func TestKafkaPermissionRemovedDuringAFollowRun(t *testing.T) {
+	k := testenv.SecureKafka(t)
+	srv := testenv.TLSRedis(t)
+	for _, tc := range []struct {
+		direction string
+		op        kadm.ACLOperation
+		want      string
+	}{
+		{"r2k", kadm.OpWrite, `User:xmirror-r2k may not WRITE topic "%s"`},
+		{"k2r", kadm.OpRead, `User:xmirror-k2r may not READ topic "%s"`},
+	} {
+		t.Run(tc.direction, func(t *testing.T) {
+			s := secureRun{t: t, kafka: k, redis: srv, mech: testenv.MechScramSHA256}
+			admin := srv.Admin(t, srv.URL)
+			stream, back := tlsStream(t, admin), tlsStream(t, admin)
+			topic := k.Topic(t, 1)
+			name := testenv.Name(t, "m")
+			t.Cleanup(func() {
+				ctx := context.Background()
+				admin.Do(ctx, admin.B().Del().Key(checkpoint.R2KKey(name)).Build())
+				admin.Do(ctx, admin.B().Del().Key(checkpoint.K2RKey(name, back)).Build())
+			})
+			const n = 20
+			r2kArgs := []string{"--stream", stream, "--topic", topic, "--name", name}
+			k2rArgs := []string{"--topic", topic, "--stream", back, "--name", name}
+			args, user := r2kArgs, testenv.KafkaUserR2K
+			if tc.direction == "k2r" {
+				args, user = k2rArgs, testenv.KafkaUserK2R
+			}
+			addEntries(t, admin, stream, 0, n, orderFields)
+			if tc.direction == "k2r" {
+				if r := s.run("r2k", r2kArgs...); r.code != 0 {
+					t.Fatalf("redis-to-kafka: exit %d\nstderr: %s", r.code, r.stderr)
+				}
+			}
+			p := s.start(tc.direction, args...)
+			done := func() bool {
+				if tc.direction == "r2k" {
+					return len(k.ReadTopic(t, topic)) == n
+				}
+				got, err := admin.Do(context.Background(), admin.B().Xlen().Key(back).Build()).AsInt64()
+				return err == nil && got == n
+			}
+			testenv.Wait(t, 60*time.Second, "the first entries mirrored", done)
+			k.Deny(t, user, []kadm.ACLOperation{tc.op}, testenv.TopicACL(topic))
+			// More to mirror, which it may not.
+			addEntries(t, admin, stream, n, n, orderFields)
+			if tc.direction == "k2r" {
+				if r := s.run("r2k", r2kArgs...); r.code != 0 {
+					t.Fatalf("redis-to-kafka: exit %d\nstderr: %s", r.code, r.stderr)
+				}
+			}
+			select {
+			case <-p.done:
+			case <-time.After(90 * time.Second):
+				t.Fatalf("the follow run did not stop on the refusal; stderr:\n%s", p.stderr.String())
+			}
+			if code := p.cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(p.stderr.String(), fmt.Sprintf(tc.want, topic)) {
+				t.Fatalf("exit %d, want 1 naming %q\nstderr: %s", code, fmt.Sprintf(tc.want, topic), p.stderr.String())
+			}
+			if tc.direction == "r2k" {
+				pending, err := admin.Do(context.Background(), admin.B().Xpending().Key(stream).Group("xmirror:"+name).Build()).ToArray()
+				if err != nil {
+					t.Fatal(err)
+				}
+				// Read or not yet, none of the refused is acknowledged.
+				if c, _ := pending[0].AsInt64(); c < 1 || c > n {
+					t.Fatalf("%d entries pending after the refusal, want the (up to %d) read and not written", c, n)
+				}
+				if recs := k.ReadTopic(t, topic); len(recs) != n {
+					t.Fatalf("topic holds %d records after the refusal, want %d", len(recs), n)
+				}
+			}
+			k.Undeny(t, user, []kadm.ACLOperation{tc.op}, testenv.TopicACL(topic))
+			if r := s.run(tc.direction, args...); r.code != 0 {
+				t.Fatalf("the rerun once granted: exit %d\nstderr: %s", r.code, r.stderr)
+			}
+			if tc.direction == "r2k" {
+				if recs := k.ReadTopic(t, topic); len(recs) != 2*n {
+					t.Fatalf("topic holds %d records, want %d", len(recs), 2*n)
+				}
+			} else {
+				checkBack(t, admin, back, 2*n)
+			}
+		})
+	}
+}
