@@ -277,8 +277,14 @@ func ParseBrokers(list string) (Kafka, error) {
 		if b == "" {
 			continue
 		}
+		// A broker is no URL, but a user may paste credentials into
+		// one: never show them.
+		shown := maskCredentials(b)
+		if strings.Contains(b, "@") {
+			return Kafka{}, setting.Errorf("broker %q: give host:port, without a user or password (give those with {KafkaUser} and {KafkaPasswordFile} or the environment)", shown)
+		}
 		if strings.Contains(b, "://") {
-			return Kafka{}, fmt.Errorf("broker %q: give host:port without a scheme", b)
+			return Kafka{}, fmt.Errorf("broker %q: give host:port without a scheme", shown)
 		}
 		host, port, err := net.SplitHostPort(b)
 		if err != nil {
@@ -287,20 +293,20 @@ func ParseBrokers(list string) (Kafka, error) {
 			if inner, ok := strings.CutPrefix(b, "["); ok {
 				// An IPv6 address in brackets, such as [::1].
 				if host, ok = strings.CutSuffix(inner, "]"); !ok {
-					return Kafka{}, fmt.Errorf("broker %q is not host:port", b)
+					return Kafka{}, fmt.Errorf("broker %q is not host:port", shown)
 				}
 			} else if strings.Contains(b, ":") {
-				return Kafka{}, fmt.Errorf("broker %q is not host:port", b)
+				return Kafka{}, fmt.Errorf("broker %q is not host:port", shown)
 			}
 		}
 		if strings.ContainsAny(host, "[]") || strings.ContainsFunc(host, unicode.IsSpace) {
-			return Kafka{}, fmt.Errorf("broker %q: the host %q is not a host name or address", b, host)
+			return Kafka{}, fmt.Errorf("broker %q: the host %q is not a host name or address", shown, host)
 		}
 		if host == "" {
-			return Kafka{}, fmt.Errorf("broker %q has no host", b)
+			return Kafka{}, fmt.Errorf("broker %q has no host", shown)
 		}
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return Kafka{}, fmt.Errorf("broker %q: port must be a number from 1 to 65535", b)
+			return Kafka{}, fmt.Errorf("broker %q: port must be a number from 1 to 65535", shown)
 		}
 		brokers = append(brokers, net.JoinHostPort(host, port))
 	}

@@ -161,7 +161,13 @@ func parseRedisURL(raw string) (Redis, error) {
 	}
 	opt, err := rueidis.ParseURL(raw)
 	if err != nil {
-		return Redis{}, fmt.Errorf("redis URL %q: %s", redactURL(raw), strings.TrimPrefix(err.Error(), "redis: "))
+		// The parser's text may quote a part of the URL: mask any word
+		// that could hold credentials.
+		words := strings.Fields(strings.TrimPrefix(err.Error(), "redis: "))
+		for i, w := range words {
+			words[i] = maskCredentials(w)
+		}
+		return Redis{}, fmt.Errorf("redis URL %q: %s", redactURL(raw), strings.Join(words, " "))
 	}
 	if opt.SelectDB < 0 {
 		return Redis{}, fmt.Errorf("redis URL %q: database number must be 0 or more", redactURL(raw))
@@ -372,16 +378,24 @@ func (r Redis) user() string {
 
 // redactURL hides the password of a URL, keeping everything else.
 func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		// Unparseable: hide anything that could be credentials.
-		if at := strings.LastIndex(raw, "@"); at >= 0 {
-			if scheme := strings.Index(raw, "://"); scheme >= 0 && scheme < at {
-				return raw[:scheme+3] + "xxxxx" + raw[at:]
-			}
-			return "xxxxx" + raw[at:]
-		}
-		return raw
+	if u, err := url.Parse(raw); err == nil && u.Opaque == "" && u.User != nil && u.Host != "" {
+		return u.Redacted()
 	}
-	return u.Redacted()
+	// Not a URL with an authority (a scheme mistyped or missing, a
+	// malformed one): hide all before the last @, which could be
+	// credentials, keeping a scheme.
+	return maskCredentials(raw)
+}
+
+// maskCredentials hides what comes before the last @ of s (after a
+// scheme://), where credentials would be.
+func maskCredentials(s string) string {
+	at := strings.LastIndex(s, "@")
+	if at < 0 {
+		return s
+	}
+	if scheme := strings.Index(s, "://"); scheme >= 0 && scheme < at {
+		return s[:scheme+3] + "xxxxx" + s[at:]
+	}
+	return "xxxxx" + s[at:]
 }

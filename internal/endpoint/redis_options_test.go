@@ -179,6 +179,7 @@ func FuzzParseRedisURL(f *testing.F) {
 		"unix:///tmp/redis.sock", "redis://[::1]:6379", "redis://u:se@cret@h", "", "redis://h:1/0?db=1&db=2",
 		"redis://h:6379/0?foo=1", "redis://h:1?db=1;foo=2", "redis://h:1?DB=1", "redis://h:1?db", "redis://h:1?%zz",
 		"redis://u:secret@h:1?client_name=secret",
+		"redis//u:s3cret@host", "u:s3cret@host:6379", "redis:u:s3cret@host:1", "rediss:/u:s3cret@host", "redis:///u:s3cret@host",
 	} {
 		f.Add(seed)
 	}
@@ -209,6 +210,24 @@ func FuzzParseRedisURL(f *testing.F) {
 		pw := ""
 		if u, perr := url.Parse(raw); perr == nil && u.User != nil {
 			pw, _ = u.User.Password()
+		}
+		if err != nil && pw == "" {
+			// However the URL is malformed, what stands between "://" (or
+			// the start) and the last @ could be credentials.
+			// (Only before the query or fragment: an @ there is not one.)
+			head := raw
+			if i := strings.IndexAny(head, "?#"); i >= 0 {
+				head = head[:i]
+			}
+			if at := strings.LastIndex(head, "@"); at > 0 {
+				cred := raw[:at]
+				if i := strings.Index(cred, "://"); i >= 0 {
+					cred = cred[i+3:]
+				}
+				if i := strings.LastIndex(cred, ":"); i >= 0 {
+					pw = cred[i+1:]
+				}
+			}
 		}
 		if len(pw) < 4 || strings.Count(raw, pw) != 1 {
 			return // not told apart from the rest of the URL
