@@ -23,19 +23,19 @@ func TestKafkaPermissionLinesFromAuthorizedOperations(t *testing.T) {
 	cfg := r2k.Defaults()
 	cfg.Name, cfg.Streams, cfg.Topic = "m", []string{"orders"}, "orders"
 	cf := &checkFor{direction: forRedisToKafka, name: cfg.Name, kafka: r2k.KafkaPermissions(cfg)}
-	const describe, read, write = 1 << 8, 1 << 3, 1 << 4
+	const describe, read, write, describeConfigs = 1 << 8, 1 << 3, 1 << 4, 1 << 10
 	cases := []struct {
 		name      string
 		bits      int32
 		principal string
 		want      []string
 	}{
-		{"all", describe | read | write, "", nil},
-		{"describe only", describe, "", []string{
+		{"all", describe | read | write | describeConfigs, "", nil},
+		{"describe only", describe | describeConfigs, "", []string{
 			"kafka kafka1:9092: the client's principal may not Write on topic orders: grant it (kafka-acls.sh --bootstrap-server kafka1:9092 --add --allow-principal 'User:<principal>' --operation Write --topic orders)",
 			"kafka kafka1:9092: the client's principal may not Read on topic orders: grant it (kafka-acls.sh --bootstrap-server kafka1:9092 --add --allow-principal 'User:<principal>' --operation Read --topic orders)",
 		}},
-		{"no read, a known user", describe | write, "mirror", []string{
+		{"no read, a known user", describe | write | describeConfigs, "mirror", []string{
 			"kafka kafka1:9092: principal User:mirror may not Read on topic orders: grant it (kafka-acls.sh --bootstrap-server kafka1:9092 --add --allow-principal User:mirror --operation Read --topic orders)",
 		}},
 		{"not reported", -1 << 31, "", nil},

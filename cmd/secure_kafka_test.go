@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/rueidis"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/xmirror/xmirror/checkpoint"
 	"github.com/xmirror/xmirror/internal/testenv"
@@ -218,12 +219,13 @@ func TestMissingKafkaPermissionIsNamedAndLosesNothing(t *testing.T) {
 		txn       bool // the ACL is on the transactional ID
 		want      string
 	}{
-		{"redis-to-kafka without WRITE", "r2k", kadm.OpWrite, false, false, `User:xmirror-r2k may not WRITE topic "%s"`},
-		{"redis-to-kafka without DESCRIBE", "r2k", kadm.OpDescribe, false, false, `User:xmirror-r2k may not DESCRIBE topic "%s"`},
-		{"redis-to-kafka --create-topic without CREATE", "r2k", kadm.OpCreate, true, false, `User:xmirror-r2k may not CREATE topic "%s"`},
-		{"redis-to-kafka without WRITE on its transactional ID", "r2k", kadm.OpWrite, false, true, `User:xmirror-r2k may not WRITE transactional-id "xmirror-r2k:%s"`},
-		{"kafka-to-redis without READ", "k2r", kadm.OpRead, false, false, `User:xmirror-k2r may not READ topic "%s"`},
-		{"kafka-to-redis without DESCRIBE", "k2r", kadm.OpDescribe, false, false, `User:xmirror-k2r may not DESCRIBE topic "%s"`},
+		{"redis-to-kafka without WRITE", "r2k", kadm.OpWrite, false, false, `User:xmirror-r2k may not Write on topic "%s"`},
+		{"redis-to-kafka without DESCRIBE", "r2k", kadm.OpDescribe, false, false, `User:xmirror-r2k may not Describe on topic "%s"`},
+		{"redis-to-kafka --create-topic without CREATE", "r2k", kadm.OpCreate, true, false, `User:xmirror-r2k may not Create on topic "%s"`},
+		{"redis-to-kafka without WRITE on its transactional ID", "r2k", kadm.OpWrite, false, true, `User:xmirror-r2k may not Write on transactional-id "xmirror-r2k:%s"`},
+		{"redis-to-kafka without DESCRIBE_CONFIGS", "r2k", kadm.OpDescribeConfigs, false, false, `User:xmirror-r2k may not DescribeConfigs on topic "%s"`},
+		{"kafka-to-redis without READ", "k2r", kadm.OpRead, false, false, `User:xmirror-k2r may not Read on topic "%s"`},
+		{"kafka-to-redis without DESCRIBE", "k2r", kadm.OpDescribe, false, false, `User:xmirror-k2r may not Describe on topic "%s"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := secureRun{t: t, kafka: k, redis: srv, mech: testenv.MechScramSHA512}
@@ -316,6 +318,8 @@ func opName(op kadm.ACLOperation) string {
 		return "Describe"
 	case kadm.OpCreate:
 		return "Create"
+	case kadm.OpDescribeConfigs:
+		return "DescribeConfigs"
 	}
 	return op.String()
 }
@@ -337,6 +341,11 @@ func kafkaSecrets(t *testing.T, k testenv.KafkaSecure, srv testenv.RedisTLS) []s
 	for _, u := range []string{testenv.TLSAdmin, testenv.TLSUserR2K, testenv.TLSUserK2R} {
 		secrets = append(secrets, srv.Password(t, u))
 	}
+	key, err := os.ReadFile(srv.Key())
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets = append(secrets, strings.Split(string(key), "\n")[1])
 	return secrets
 }
 
@@ -458,16 +467,14 @@ func TestKafkaSecretsNeverShown(t *testing.T) {
 		// Refusals: the kafka-to-redis user may not write, nor describe
 		// a topic outside its ACLs.
 		{testenv.MechScramSHA512, testenv.KafkaUserK2R, append([]string{"r2k", "--stream", stream, "--topic", topic, "--name", r2kName + "-x"}, redisR2K...), 1, "may not"},
-		{testenv.MechOAuthBearer, testenv.KafkaUserK2R, append([]string{"k2r", "--topic", "other-" + topic, "--stream", back + "-x"}, redisK2R...), 1, "may not DESCRIBE"},
+		{testenv.MechOAuthBearer, testenv.KafkaUserK2R, append([]string{"k2r", "--topic", "other-" + topic, "--stream", back + "-x"}, redisK2R...), 1, "may not Describe"},
 	} {
-		s := secureRun{t: t, kafka: k, redis: srv, mech: run.mech}
 		flags, env := kafkaAuth(t, k, run.mech, run.user)
 		args := append(append(append([]string{}, run.args...), "-v", "-o", "json"), flags...)
 		if run.args[0] == "check" && len(run.args) > 1 && run.args[1] == "--for" {
 			// The text report, too.
 			args = append(append([]string{}, run.args...), append([]string{"-v"}, flags...)...)
 		}
-		_ = s
 		r := xmirrorEnv(t, env, args...)
 		if r.code != run.code {
 			t.Fatalf("xmirror %s as %s via %s: exit %d, want %d\nstdout: %s\nstderr: %s", run.args[0], run.user, run.mech, r.code, run.code, r.stdout, r.stderr)
@@ -530,14 +537,16 @@ func TestKafkaPermissionRemovedDuringAFollowRun(t *testing.T) {
 	k := testenv.SecureKafka(t)
 	srv := testenv.TLSRedis(t)
 	for _, tc := range []struct {
-		direction string
-		op        kadm.ACLOperation
-		want      string
+		name, direction string
+		op              kadm.ACLOperation
+		txn             bool // the ACL is on the transactional ID
+		want            string
 	}{
-		{"r2k", kadm.OpWrite, `User:xmirror-r2k may not WRITE topic "%s"`},
-		{"k2r", kadm.OpRead, `User:xmirror-k2r may not READ topic "%s"`},
+		{"redis-to-kafka without WRITE on the topic", "r2k", kadm.OpWrite, false, `User:xmirror-r2k may not Write on topic "%s"`},
+		{"redis-to-kafka without WRITE on its transactional ID", "r2k", kadm.OpWrite, true, `User:xmirror-r2k may not Write on transactional-id "xmirror-r2k:%s"`},
+		{"kafka-to-redis without READ", "k2r", kadm.OpRead, false, `User:xmirror-k2r may not Read on topic "%s"`},
 	} {
-		t.Run(tc.direction, func(t *testing.T) {
+		t.Run(tc.name, func(t *testing.T) {
 			s := secureRun{t: t, kafka: k, redis: srv, mech: testenv.MechScramSHA256}
 			admin := srv.Admin(t, srv.URL)
 			stream, back := tlsStream(t, admin), tlsStream(t, admin)
@@ -570,7 +579,11 @@ func TestKafkaPermissionRemovedDuringAFollowRun(t *testing.T) {
 				return err == nil && got == n
 			}
 			testenv.Wait(t, 60*time.Second, "the first entries mirrored", done)
-			k.Deny(t, user, []kadm.ACLOperation{tc.op}, testenv.TopicACL(topic))
+			res, want := testenv.TopicACL(topic), fmt.Sprintf(tc.want, topic)
+			if tc.txn {
+				res, want = testenv.TransactionalIDACL("xmirror-r2k:"+name), fmt.Sprintf(tc.want, name)
+			}
+			k.Deny(t, user, []kadm.ACLOperation{tc.op}, res)
 			// More to mirror, which it may not.
 			addEntries(t, admin, stream, n, n, orderFields)
 			if tc.direction == "k2r" {
@@ -583,8 +596,8 @@ func TestKafkaPermissionRemovedDuringAFollowRun(t *testing.T) {
 			case <-time.After(90 * time.Second):
 				t.Fatalf("the follow run did not stop on the refusal; stderr:\n%s", p.stderr.String())
 			}
-			if code := p.cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(p.stderr.String(), fmt.Sprintf(tc.want, topic)) {
-				t.Fatalf("exit %d, want 1 naming %q\nstderr: %s", code, fmt.Sprintf(tc.want, topic), p.stderr.String())
+			if code := p.cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(p.stderr.String(), want) {
+				t.Fatalf("exit %d, want 1 naming %q\nstderr: %s", code, want, p.stderr.String())
 			}
 			if tc.direction == "r2k" {
 				pending, err := admin.Do(context.Background(), admin.B().Xpending().Key(stream).Group("xmirror:"+name).Build()).ToArray()
@@ -599,7 +612,7 @@ func TestKafkaPermissionRemovedDuringAFollowRun(t *testing.T) {
 					t.Fatalf("topic holds %d records after the refusal, want %d", len(recs), n)
 				}
 			}
-			k.Undeny(t, user, []kadm.ACLOperation{tc.op}, testenv.TopicACL(topic))
+			k.Undeny(t, user, []kadm.ACLOperation{tc.op}, res)
 			if r := s.run(tc.direction, args...); r.code != 0 {
 				t.Fatalf("the rerun once granted: exit %d\nstderr: %s", r.code, r.stderr)
 			}
@@ -611,5 +624,48 @@ func TestKafkaPermissionRemovedDuringAFollowRun(t *testing.T) {
 				checkBack(t, admin, back, 2*n)
 			}
 		})
+	}
+}
+
+// TestRedisToKafkaReadBackWithoutReadIsNamed: the read-back of what an
+// interrupted run may have written needs Read on the topic; refused, the
+// run stops naming it before it produces anything, and a rerun once
+// granted mirrors the rest exactly once.
+func TestRedisToKafkaReadBackWithoutReadIsNamed(t *testing.T) {
+	k := testenv.SecureKafka(t)
+	srv := testenv.TLSRedis(t)
+	s := secureRun{t: t, kafka: k, redis: srv, mech: testenv.MechScramSHA512}
+	admin := srv.Admin(t, srv.URL)
+	stream := tlsStream(t, admin)
+	topic := k.Topic(t, 1)
+	name := testenv.Name(t, "m")
+	t.Cleanup(func() { admin.Do(context.Background(), admin.B().Del().Key(checkpoint.R2KKey(name)).Build()) })
+	const n = 10
+	args := []string{"--stream", stream, "--topic", topic, "--name", name}
+	addEntries(t, admin, stream, 0, n, orderFields)
+	if r := s.run("r2k", args...); r.code != 0 {
+		t.Fatalf("redis-to-kafka: exit %d\nstderr: %s", r.code, r.stderr)
+	}
+	// A record after the checkpoint, as another producer's: the next
+	// start reads the topic back from the checkpoint.
+	if err := k.Admin(t).ProduceSync(context.Background(), &kgo.Record{Topic: topic, Value: []byte("other")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	addEntries(t, admin, stream, n, n, orderFields)
+	k.Deny(t, testenv.KafkaUserR2K, []kadm.ACLOperation{kadm.OpRead}, testenv.TopicACL(topic))
+	r := s.run("r2k", args...)
+	want := fmt.Sprintf(`User:xmirror-r2k may not Read on topic %q`, topic)
+	if r.code != 1 || !strings.Contains(r.stderr, want) || !strings.Contains(r.stderr, "--operation Read --topic "+topic) {
+		t.Fatalf("exit %d, want 1 naming %s\nstderr: %s", r.code, want, r.stderr)
+	}
+	if recs := k.ReadTopic(t, topic); len(recs) != n+1 {
+		t.Fatalf("topic holds %d records after the refusal, want %d", len(recs), n+1)
+	}
+	k.Undeny(t, testenv.KafkaUserR2K, []kadm.ACLOperation{kadm.OpRead}, testenv.TopicACL(topic))
+	if r := s.run("r2k", args...); r.code != 0 {
+		t.Fatalf("the rerun once granted: exit %d\nstderr: %s", r.code, r.stderr)
+	}
+	if recs := k.ReadTopic(t, topic); len(recs) != 2*n+1 {
+		t.Fatalf("topic holds %d records, want %d", len(recs), 2*n+1)
 	}
 }

@@ -21,16 +21,20 @@ const (
 	KafkaRead     = "Read"
 	KafkaWrite    = "Write"
 	KafkaCreate   = "Create"
+	// KafkaDescribeConfigs: redis-to-kafka reads its topics' limits and
+	// timestamp settings.
+	KafkaDescribeConfigs = "DescribeConfigs"
 )
 
 // kafkaOperations are the operations a KafkaPermission may name, with
 // their codes in an authorized-operations bitfield (KIP-430: bit n set is
 // operation n allowed).
 var kafkaOperations = map[string]kmsg.ACLOperation{
-	KafkaDescribe: kmsg.ACLOperationDescribe,
-	KafkaRead:     kmsg.ACLOperationRead,
-	KafkaWrite:    kmsg.ACLOperationWrite,
-	KafkaCreate:   kmsg.ACLOperationCreate,
+	KafkaDescribe:        kmsg.ACLOperationDescribe,
+	KafkaRead:            kmsg.ACLOperationRead,
+	KafkaWrite:           kmsg.ACLOperationWrite,
+	KafkaCreate:          kmsg.ACLOperationCreate,
+	KafkaDescribeConfigs: kmsg.ACLOperationDescribeConfigs,
 }
 
 // A KafkaPermission is one operation a mirror needs on one resource.

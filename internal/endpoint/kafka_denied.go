@@ -27,7 +27,7 @@ func (e *DeniedError) Error() string {
 	if e.Name != "" {
 		what += fmt.Sprintf(" %q", e.Name)
 	}
-	return fmt.Sprintf("%s may not %s %s (%v); grant it: %s", e.Principal, strings.ToUpper(e.Operation), what, e.Err, e.Grant())
+	return fmt.Sprintf("%s may not %s on %s (%v); grant it: %s", e.Principal, e.Operation, what, e.Err, e.Grant())
 }
 
 func (e *DeniedError) Unwrap() error { return e.Err }

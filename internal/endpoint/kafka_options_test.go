@@ -235,10 +235,10 @@ func TestKafkaDenied(t *testing.T) {
 		want               string
 	}{
 		{fmt.Errorf("produce: %w", kerr.TopicAuthorizationFailed), "Write", KafkaTopic, "orders",
-			`User:xmirror-r2k may not WRITE topic "orders" (produce: TOPIC_AUTHORIZATION_FAILED: Not authorized to access topics: [Topic authorization failed.]); grant it: kafka-acls.sh --bootstrap-server b1:9092,b2:9092 --add --allow-principal User:xmirror-r2k --operation Write --topic orders`},
+			`User:xmirror-r2k may not Write on topic "orders" (produce: TOPIC_AUTHORIZATION_FAILED: Not authorized to access topics: [Topic authorization failed.]); grant it: kafka-acls.sh --bootstrap-server b1:9092,b2:9092 --add --allow-principal User:xmirror-r2k --operation Write --topic orders`},
 		{kerr.TransactionalIDAuthorizationFailed, "Write", KafkaTransactionalID, "xmirror-r2k:my mirror",
 			`--operation Write --transactional-id 'xmirror-r2k:my mirror'`},
-		{kerr.ClusterAuthorizationFailed, "IdempotentWrite", KafkaCluster, "", `User:xmirror-r2k may not IDEMPOTENTWRITE cluster (`},
+		{kerr.ClusterAuthorizationFailed, "IdempotentWrite", KafkaCluster, "", `User:xmirror-r2k may not IdempotentWrite on cluster (`},
 	} {
 		got := k.Denied(tc.err, tc.op, tc.resource, tc.name)
 		if !errors.Is(got, tc.err) || !strings.Contains(got.Error(), tc.want) || strings.Contains(got.Error(), "topsecret") {

@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/xmirror/xmirror/checkpoint"
+	"github.com/xmirror/xmirror/internal/endpoint"
 	"github.com/xmirror/xmirror/mirror"
 )
 
@@ -122,11 +123,11 @@ func ReadLimits(ctx context.Context, adm *kadm.Client, topics []string) (Limits,
 	}
 	configs, err := adm.DescribeTopicConfigs(ctx, topics...)
 	if err != nil {
-		return Limits{}, mirror.Transient(fmt.Errorf("describe topic configs of %v: %w", topics, err))
+		return Limits{}, DescribeFailed(topics, err)
 	}
 	for _, rc := range configs {
 		if rc.Err != nil {
-			return Limits{}, fmt.Errorf("topic %q: describe configs: %w", rc.Name, rc.Err)
+			return Limits{}, &DescribeError{Topic: rc.Name, Err: rc.Err}
 		}
 		l := RecordLimit{Topic: rc.Name, Bytes: brokerMessageMax, Setting: SettingBroker}
 		for _, c := range rc.Configs {
@@ -194,4 +195,28 @@ func EndOffsets(ctx context.Context, adm *kadm.Client, topics []string) (map[che
 		ends[checkpoint.TopicPartition{Topic: o.Topic, Partition: o.Partition}] = o.Offset
 	})
 	return ends, firstErr
+}
+
+// DescribeError is a topic whose configs the brokers did not describe
+// (for want of the DescribeConfigs ACL, say).
+type DescribeError struct {
+	Topic string
+	Err   error
+}
+
+func (e *DescribeError) Error() string {
+	return fmt.Sprintf("topic %q: describe configs: %v", e.Topic, e.Err)
+}
+
+func (e *DescribeError) Unwrap() error { return e.Err }
+
+// DescribeFailed is the error of a DescribeConfigs request over topics
+// that failed as a whole: transient, unless the authorizer refused it
+// (then it is a DescribeError of the first topic, which a rerun does not
+// cure).
+func DescribeFailed(topics []string, err error) error {
+	if endpoint.IsDenied(err) && len(topics) > 0 {
+		return &DescribeError{Topic: topics[0], Err: err}
+	}
+	return mirror.Transient(fmt.Errorf("describe topic configs of %v: %w", topics, err))
 }

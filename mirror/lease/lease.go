@@ -37,7 +37,12 @@ func (l *loop) holdLease(ctx context.Context, prev *checkpoint.Lease) (*heldLeas
 		lease, err = checkpoint.AcquireLease(ctx, l.Redis, l.Kind, name, ttl)
 	}
 	if err != nil {
-		return nil, err
+		if errors.Is(err, checkpoint.ErrLeaseHeld) {
+			return nil, err
+		}
+		// Redis down or restarting (connection refused, LOADING) is
+		// transient: a follow run set up again waits it out.
+		return nil, mirror.ClassifyRedis(err)
 	}
 	if old := lease.TookOver(); old != "" {
 		log.Info("took over the lease of a process of this host that is gone", "lease", lease.Key(), "old_holder", old)

@@ -34,6 +34,9 @@ type KafkaSinkConfig struct {
 	// Denied, when set, turns a refusal by Kafka's authorizer into an
 	// error naming the ACL to grant (endpoint.Kafka.Denied).
 	Denied func(err error, operation, resource, name string) error
+	// TransactionalID is the producer's, for the ACL a refusal of it
+	// names.
+	TransactionalID string
 	// TxnBatches is the most batches one transaction holds (default
 	// mirror.DefaultMaxInFlight): at most the engine's in-flight limit, since no
 	// more batches come before some are confirmed.
@@ -139,6 +142,26 @@ type KafkaSink struct {
 // errHalted fails the batches after one stopped at an entry Kafka refuses;
 // the engine reports that earlier batch's error, which names the entry.
 var errHalted = errors.New("not produced: an earlier batch stopped at an entry Kafka refuses")
+
+// denied names the ACL a refusal by Kafka's authorizer lacks: a record
+// to topic ("" for the commit), or the transaction it is in, needs Write on the topic, on the
+// transactional ID, or (an idempotent producer's ID) IdempotentWrite on
+// the cluster, as the refusal's code says.
+func (k *KafkaSink) denied(err error, topic string) error {
+	if k.cfg.Denied == nil {
+		return err
+	}
+	switch {
+	case errors.Is(err, kerr.TransactionalIDAuthorizationFailed):
+		return k.cfg.Denied(err, endpoint.KafkaWrite, endpoint.KafkaTransactionalID, k.cfg.TransactionalID)
+	case errors.Is(err, kerr.ClusterAuthorizationFailed):
+		return k.cfg.Denied(err, "IdempotentWrite", endpoint.KafkaCluster, "")
+	case topic == "":
+		// A refusal of no one record (the commit): nothing to name.
+		return err
+	}
+	return k.cfg.Denied(err, endpoint.KafkaWrite, endpoint.KafkaTopic, topic)
+}
 
 // NewKafkaSink returns a sink writing through cfg.Client.
 func NewKafkaSink(cfg KafkaSinkConfig) *KafkaSink {
@@ -480,9 +503,7 @@ func (k *KafkaSink) Write(ctx context.Context, b *EntryBatch, done func(error)) 
 			if fenced(perr) {
 				perr = &FencedError{Mirror: k.cfg.Mirror, Err: perr}
 			}
-			if k.cfg.Denied != nil {
-				perr = k.cfg.Denied(perr, "Write", endpoint.KafkaTopic, r.Topic)
-			}
+			perr = k.denied(perr, r.Topic)
 			mu.Lock()
 			failed = true
 			if i < firstErr {

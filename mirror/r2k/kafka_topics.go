@@ -17,6 +17,7 @@ import (
 
 	"github.com/xmirror/xmirror/internal/endpoint"
 	"github.com/xmirror/xmirror/mirror"
+	"github.com/xmirror/xmirror/mirror/kafkatopic"
 	"github.com/xmirror/xmirror/mirror/setting"
 )
 
@@ -174,12 +175,12 @@ func Unbounded() TimestampPolicy {
 func TimestampPolicies(ctx context.Context, adm *kadm.Client, topics []string) (map[string]TimestampPolicy, error) {
 	configs, err := adm.DescribeTopicConfigs(ctx, topics...)
 	if err != nil {
-		return nil, mirror.Transient(fmt.Errorf("describe topic configs of %v: %w", topics, err))
+		return nil, kafkatopic.DescribeFailed(topics, err)
 	}
 	policies := make(map[string]TimestampPolicy, len(configs))
 	for _, rc := range configs {
 		if rc.Err != nil {
-			return nil, fmt.Errorf("topic %q: describe configs: %w", rc.Name, rc.Err)
+			return nil, &kafkatopic.DescribeError{Topic: rc.Name, Err: rc.Err}
 		}
 		values := map[string]string{}
 		for _, c := range rc.Configs {

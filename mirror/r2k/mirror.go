@@ -381,12 +381,14 @@ func (r *run) setUp(ctx context.Context, cl *lease.Closers) (*KafkaSink, error) 
 	}
 	timestamps, err := TimestampPolicies(ctx, r.adm, r.plan.topics)
 	if err != nil {
-		return nil, kafkaEP.Explain(err)
+		return nil, kafkaEP.Explain(describeDenied(kafkaEP, err))
 	}
 	sinkCfg := KafkaSinkConfig{
 		Client: r.prod,
 		Mirror: name,
 		Denied: kafkaEP.Denied,
+
+		TransactionalID: r.plan.txnID,
 		// Half the batches in flight: the others are read, and wait to
 		// be produced, while a transaction commits.
 		TxnBatches: max(1, cfg.MaxInFlight/2),
@@ -467,7 +469,7 @@ func (r *run) setUpProducer(ctx context.Context, cl *lease.Closers) error {
 	// What the topics accept sizes the producer, and the read-back must
 	// be able to read records of that size.
 	if r.limits, err = kafkatopic.ReadLimits(ctx, r.adm, r.plan.topics); err != nil {
-		return kafkaEP.Explain(err)
+		return kafkaEP.Explain(describeDenied(kafkaEP, err))
 	}
 	popts, err := ProducerOpts(ProducerTuning{
 		Linger:      cfg.Linger,
@@ -504,6 +506,16 @@ func (r *run) setUpProducer(ctx context.Context, cl *lease.Closers) error {
 	}
 	log.Debug("transactional producer ready; earlier runs are fenced", "transactional_id", r.plan.txnID)
 	return nil
+}
+
+// describeDenied names the DescribeConfigs ACL a refused description of a
+// topic's configs lacks.
+func describeDenied(kafkaEP endpoint.Kafka, err error) error {
+	var de *kafkatopic.DescribeError
+	if errors.As(err, &de) {
+		return kafkaEP.Denied(err, endpoint.KafkaDescribeConfigs, endpoint.KafkaTopic, de.Topic)
+	}
+	return err
 }
 
 // storeStarts records where each partition stands before anything is
@@ -568,6 +580,9 @@ func (r *run) setUpReadBack(ctx context.Context, pending int64) error {
 		scanCtx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 		defer cancel()
 		written, err := ScanWritten(scanCtx, scanOpts, r.adm, topics, from, streamSet)
+		if rerr := (*ReadBackError)(nil); errors.As(err, &rerr) {
+			err = kafkaEP.Denied(err, endpoint.KafkaRead, endpoint.KafkaTopic, rerr.Topic)
+		}
 		if err != nil {
 			if scanCtx.Err() != nil && ctx.Err() == nil {
 				return nil, setting.Errorf("kafka %s: reading back topics %v to find what this mirror already wrote took longer than {Timeout} %s; is the broker reachable?", kafkaEP, topics, cfg.Timeout)

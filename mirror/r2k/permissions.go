@@ -78,7 +78,8 @@ func KafkaPermissions(cfg Config) []endpoint.KafkaPermission {
 		out = append(out,
 			endpoint.KafkaPermission{Resource: endpoint.KafkaTopic, Name: t, Operation: endpoint.KafkaDescribe},
 			endpoint.KafkaPermission{Resource: endpoint.KafkaTopic, Name: t, Operation: endpoint.KafkaWrite},
-			endpoint.KafkaPermission{Resource: endpoint.KafkaTopic, Name: t, Operation: endpoint.KafkaRead})
+			endpoint.KafkaPermission{Resource: endpoint.KafkaTopic, Name: t, Operation: endpoint.KafkaRead},
+			endpoint.KafkaPermission{Resource: endpoint.KafkaTopic, Name: t, Operation: endpoint.KafkaDescribeConfigs})
 		if cfg.CreateTopic {
 			out = append(out, endpoint.KafkaPermission{Resource: endpoint.KafkaTopic, Name: t, Operation: endpoint.KafkaCreate, IfMissing: true})
 		}

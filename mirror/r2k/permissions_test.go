@@ -29,6 +29,7 @@ func TestKafkaPermissionsOfADirection(t *testing.T) {
 		{Resource: endpoint.KafkaTopic, Name: "all", Operation: endpoint.KafkaDescribe},
 		{Resource: endpoint.KafkaTopic, Name: "all", Operation: endpoint.KafkaWrite},
 		{Resource: endpoint.KafkaTopic, Name: "all", Operation: endpoint.KafkaRead},
+		{Resource: endpoint.KafkaTopic, Name: "all", Operation: endpoint.KafkaDescribeConfigs},
 		{Resource: endpoint.KafkaTopic, Name: "all", Operation: endpoint.KafkaCreate, IfMissing: true},
 		{Resource: endpoint.KafkaTransactionalID, Name: "xmirror-r2k:m", Operation: endpoint.KafkaWrite},
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/xmirror/xmirror/checkpoint"
+	"github.com/xmirror/xmirror/internal/endpoint"
 	"github.com/xmirror/xmirror/mirror"
 	"github.com/xmirror/xmirror/mirror/kafkatopic"
 	"github.com/xmirror/xmirror/mirror/mapping"
@@ -79,10 +80,14 @@ func ScanWritten(ctx context.Context, clientOpts []kgo.Opt, adm *kadm.Client, to
 		var ferr error
 		fetches.EachError(func(t string, p int32, err error) {
 			if ferr == nil {
-				ferr = fmt.Errorf("read back %s/%d to find what is already mirrored: %w", t, p, err)
+				ferr = &ReadBackError{Topic: t, Partition: p, Err: err}
 			}
 		})
 		if ferr != nil {
+			if endpoint.IsDenied(ferr) {
+				// The ACL is missing; retrying will not grant it.
+				return nil, ferr
+			}
 			return nil, mirror.Transient(ferr)
 		}
 		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
@@ -109,3 +114,16 @@ func ScanWritten(ctx context.Context, clientOpts []kgo.Opt, adm *kadm.Client, to
 	}
 	return found, nil
 }
+
+// ReadBackError is a partition the read-back could not fetch.
+type ReadBackError struct {
+	Topic     string
+	Partition int32
+	Err       error
+}
+
+func (e *ReadBackError) Error() string {
+	return fmt.Sprintf("read back %s/%d to find what is already mirrored: %v", e.Topic, e.Partition, e.Err)
+}
+
+func (e *ReadBackError) Unwrap() error { return e.Err }

@@ -234,7 +234,7 @@ func (k *KafkaSink) end(ctx context.Context) {
 			}
 			return
 		}
-		err = k.producerErr(fmt.Errorf("commit the Kafka transaction: %w", err))
+		err = k.producerErr(k.denied(fmt.Errorf("commit the Kafka transaction: %w", err), ""))
 	}
 	if err == nil {
 		err = refused
