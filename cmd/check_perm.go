@@ -301,6 +301,9 @@ func kafkaPermissionLines(ep endpoint.Kafka, cf *checkFor, principal string, res
 	who = "the client's principal"
 	if principal != "" {
 		who = "principal User:" + principal
+		if note := ep.PrincipalNote(); note != "" {
+			who += " (" + note + ")"
+		}
 	} else {
 		principal = "<principal>"
 	}
@@ -337,7 +340,7 @@ func kafkaNeedName(p endpoint.KafkaPermission) string {
 
 // kafkaGrant is the kafka-acls.sh command that grants p.
 func kafkaGrant(ep endpoint.Kafka, principal string, p endpoint.KafkaPermission) string {
-	return endpoint.GrantCommand(ep.Brokers[0], "User:"+principal, p.Operation, p.Resource, p.Name)
+	return endpoint.GrantCommand(ep.Brokers[0], ep.TLS() || ep.SASLMechanism() != "", "User:"+principal, p.Operation, p.Resource, p.Name)
 }
 
 // dedupe drops repeated lines, keeping the first of each.

@@ -81,8 +81,8 @@ func (f *connFlags) bind(c *cobra.Command, redis, kafka bool) {
 		fs.BoolVar(&f.kafkaInsecure, "kafka-tls-insecure", false, "do not verify the brokers' certificates; for tests only (env "+envKafkaTLSInsecure+")")
 		fs.StringVar(&f.kafkaMechanism, "kafka-sasl-mechanism", "", "SASL mechanism: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER (env "+envKafkaSASLMechanism+")")
 		fs.StringVar(&f.kafkaUser, "kafka-user", "", "SASL user for PLAIN and SCRAM (env "+envKafkaUser+")")
-		fs.StringVar(&f.kafkaPasswordFile, "kafka-password-file", "", "file holding the SASL password on its first line, read again at each login (env "+envKafkaPasswordFile+"; the password also from "+envKafkaPassword+")")
-		fs.StringVar(&f.kafkaTokenFile, "kafka-token-file", "", "OAUTHBEARER: file holding the token, read again at each login so a refreshed token is used (env "+envKafkaTokenFile+"; a static token from "+envKafkaToken+")")
+		fs.StringVar(&f.kafkaPasswordFile, "kafka-password-file", "", "file holding the SASL password on its first line, read again when it changes (env "+envKafkaPasswordFile+"; the password also from "+envKafkaPassword+")")
+		fs.StringVar(&f.kafkaTokenFile, "kafka-token-file", "", "OAUTHBEARER: file holding the token, read again when it changes so a refreshed token is used (env "+envKafkaTokenFile+"; a static token from "+envKafkaToken+")")
 	}
 }
 

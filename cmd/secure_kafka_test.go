@@ -270,7 +270,7 @@ func TestMissingKafkaPermissionIsNamedAndLosesNothing(t *testing.T) {
 			}
 			lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
 			last := lines[len(lines)-1]
-			if !strings.Contains(last, want) || !strings.Contains(last, "grant it: kafka-acls.sh --bootstrap-server "+k.SASLBrokers+" --add --allow-principal User:"+user+" --operation "+opName(tc.op)) {
+			if !strings.Contains(last, want) || !strings.Contains(last, "grant it: kafka-acls.sh --bootstrap-server "+k.SASLBrokers+" --command-config <admin.properties> --add --allow-principal User:"+user+" --operation "+opName(tc.op)) {
 				t.Fatalf("the error does not name the permission\n got %s\nwant %s ... grant it: kafka-acls.sh ...", last, want)
 			}
 			// Nothing acknowledged or stored that was not written.

@@ -81,13 +81,14 @@ type KafkaOptions struct {
 	SASLMechanism string
 	// User and Password authenticate PLAIN and SCRAM ({KafkaUser}).
 	User, Password string
-	// PasswordFile holds the password on its first line, when Password
-	// is empty; it is read again at each authentication, so a rotated
-	// password is picked up ({KafkaPasswordFile}).
+	// PasswordFile holds the password on its first line, in place of
+	// Password; it is read again when it changed, so a rotated password
+	// is picked up by the next authentication ({KafkaPasswordFile}).
 	PasswordFile string
-	// Token is an OAUTHBEARER token; TokenFile holds one and is read
-	// again at each authentication, so a refreshed token is picked up
-	// ({KafkaToken}, {KafkaTokenFile}).
+	// Token is an OAUTHBEARER token; TokenFile holds one, in place of
+	// Token, and is read again when it changed, so a refreshed token is
+	// picked up by the next authentication ({KafkaToken},
+	// {KafkaTokenFile}).
 	Token, TokenFile string
 }
 
@@ -190,22 +191,15 @@ func (k *Kafka) apply(o KafkaOptions) error {
 
 // secret returns a function giving the secret: value when set, else the
 // first line of file, read now (so a wrong path fails at once) and again
-// at each call (so a rotated secret is used from the next
-// authentication). Nil when neither is given.
+// when it changed (see secretFile). The file wins over the value (a
+// variable in the environment). Nil when neither is given.
 func secret(value, file, field, noun string) (func() (string, error), error) {
 	if file != "" {
-		if _, err := readSecretFile(file, field, noun); err != nil {
+		f, err := newSecretFile(file, field, noun)
+		if err != nil {
 			return nil, err
 		}
-		return func() (string, error) {
-			s, err := readSecretFile(file, field, noun)
-			if err != nil {
-				// Authentication errors reach the user through the
-				// client: name the setting in words.
-				return "", fmt.Errorf("%s file %s: %s", noun, file, setting.Render(err, nil))
-			}
-			return s, nil
-		}, nil
+		return func() (string, error) { return f.get(), nil }, nil
 	}
 	if value != "" {
 		return func() (string, error) { return value, nil }, nil
@@ -247,6 +241,16 @@ func (k Kafka) Principal() string {
 		return "User:<the client certificate's subject>"
 	}
 	return "User:ANONYMOUS"
+}
+
+// PrincipalNote is "" when Principal is the name brokers know the client
+// by (a SASL user, a token's subject), else what to check before granting
+// to it.
+func (k Kafka) PrincipalNote() string {
+	if k.user != "" || k.subject != "" || !k.TLS() || len(k.tlsConfig.Certificates) == 0 {
+		return ""
+	}
+	return "the client certificate's subject, as Kafka's default ssl.principal.mapping.rules name it; brokers with rules of their own know it by the name those give"
 }
 
 // tokenSubject is the "sub" claim of a JWT, read for messages only (the

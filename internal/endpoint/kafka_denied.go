@@ -18,8 +18,14 @@ type DeniedError struct {
 	// cluster).
 	Resource, Name string
 	Principal      string
-	Brokers        string
-	Err            error
+	// PrincipalNote, when set, says the principal is a guess (see
+	// Kafka.PrincipalNote).
+	PrincipalNote string
+	// Secured says the brokers take TLS or SASL, so kafka-acls.sh needs an
+	// admin's client settings too.
+	Secured bool
+	Brokers string
+	Err     error
 }
 
 func (e *DeniedError) Error() string {
@@ -27,25 +33,34 @@ func (e *DeniedError) Error() string {
 	if e.Name != "" {
 		what += fmt.Sprintf(" %q", e.Name)
 	}
-	return fmt.Sprintf("%s may not %s on %s (%v); grant it: %s", e.Principal, e.Operation, what, e.Err, e.Grant())
+	who := e.Principal
+	if e.PrincipalNote != "" {
+		who += " (" + e.PrincipalNote + ")"
+	}
+	return fmt.Sprintf("%s may not %s on %s (%v); grant it: %s", who, e.Operation, what, e.Err, e.Grant())
 }
 
 func (e *DeniedError) Unwrap() error { return e.Err }
 
 // Grant is the kafka-acls.sh command that allows the operation.
 func (e *DeniedError) Grant() string {
-	return GrantCommand(e.Brokers, e.Principal, e.Operation, e.Resource, e.Name)
+	return GrantCommand(e.Brokers, e.Secured, e.Principal, e.Operation, e.Resource, e.Name)
 }
 
 // GrantCommand is the kafka-acls.sh command that allows principal
-// (User:...) operation on resource (a Kafka* resource) name.
-func GrantCommand(brokers, principal, operation, resource, name string) string {
+// (User:...) operation on resource (a Kafka* resource) name; with secured
+// brokers it takes an admin's client settings (--command-config).
+func GrantCommand(brokers string, secured bool, principal, operation, resource, name string) string {
 	target := "--cluster"
 	if resource != KafkaCluster {
 		target = "--" + resource + " " + shellQuote(name)
 	}
-	return fmt.Sprintf("kafka-acls.sh --bootstrap-server %s --add --allow-principal %s --operation %s %s",
-		brokers, shellQuote(principal), operation, target)
+	admin := ""
+	if secured {
+		admin = " --command-config <admin.properties>"
+	}
+	return fmt.Sprintf("kafka-acls.sh --bootstrap-server %s%s --add --allow-principal %s --operation %s %s",
+		brokers, admin, shellQuote(principal), operation, target)
 }
 
 // IsDenied says whether err is a refusal by Kafka's authorizer.
@@ -61,7 +76,8 @@ func (k Kafka) Denied(err error, operation, resource, name string) error {
 	if err == nil || !IsDenied(err) || errors.As(err, new(*DeniedError)) {
 		return err
 	}
-	return &DeniedError{Operation: operation, Resource: resource, Name: name, Principal: k.Principal(), Brokers: k.String(), Err: err}
+	return &DeniedError{Operation: operation, Resource: resource, Name: name, Principal: k.Principal(), PrincipalNote: k.PrincipalNote(),
+		Secured: k.TLS() || k.sasl != nil, Brokers: k.String(), Err: err}
 }
 
 // shellQuote quotes s for a POSIX shell when it needs it.

@@ -103,20 +103,16 @@ func (r *Redis) apply(o RedisOptions) error {
 	case o.PasswordFile != "" && opt.Password != "":
 		return setting.Errorf("the password is given twice, in {Redis} and in {RedisPasswordFile}; give it once")
 	case o.PasswordFile != "":
-		pw, err := readSecretFile(o.PasswordFile, "RedisPasswordFile", "password")
+		f, err := newSecretFile(o.PasswordFile, "RedisPasswordFile", "password")
 		if err != nil {
 			return err
 		}
-		opt.Password = pw
-		// Read again at each connection, so a rotated password is used
-		// from the next one on.
-		user, file := opt.Username, o.PasswordFile
+		opt.Password = f.get()
+		// Read again when it changed, so a rotated password is used from
+		// the next connection on.
+		user := opt.Username
 		opt.AuthCredentialsFn = func(rueidis.AuthCredentialsContext) (rueidis.AuthCredentials, error) {
-			pw, err := readSecretFile(file, "RedisPasswordFile", "password")
-			if err != nil {
-				return rueidis.AuthCredentials{}, fmt.Errorf("password file %s: %s", file, setting.Render(err, nil))
-			}
-			return rueidis.AuthCredentials{Username: user, Password: pw}, nil
+			return rueidis.AuthCredentials{Username: user, Password: f.get()}, nil
 		}
 	case opt.Password == "":
 		opt.Password = o.Password

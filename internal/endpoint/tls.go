@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/xmirror/xmirror/mirror/setting"
 )
@@ -172,4 +174,48 @@ func readSecretFile(path, field, noun string) (string, error) {
 		return "", setting.Errorf("{"+field+"} %s holds more than one line; put the "+noun+" alone on its first line", path)
 	}
 	return s, nil
+}
+
+// secretFile is a password or token file read at start and again, at a
+// login, when it changed (a regular file whose size or modification time
+// is not what it was), so a rotated secret is used from the next
+// connection on. A pipe or a process substitution (<(…)), which gives its
+// content once, keeps what it gave; so does a file that cannot be read at
+// the moment (removed or empty midway through a rotation): the server
+// then says whether the secret still holds.
+type secretFile struct {
+	path string
+
+	mu    sync.Mutex
+	value string
+	size  int64
+	mod   time.Time
+}
+
+// newSecretFile reads path now: a wrong path, an empty file or one of
+// several lines is an error naming field.
+func newSecretFile(path, field, noun string) (*secretFile, error) {
+	v, err := readSecretFile(path, field, noun)
+	if err != nil {
+		return nil, err
+	}
+	f := &secretFile{path: path, value: v}
+	if st, err := os.Stat(path); err == nil && st.Mode().IsRegular() {
+		f.size, f.mod = st.Size(), st.ModTime()
+	}
+	return f, nil
+}
+
+// get is the secret as the file holds it now.
+func (f *secretFile) get() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st, err := os.Stat(f.path)
+	if err != nil || !st.Mode().IsRegular() || (st.Size() == f.size && st.ModTime().Equal(f.mod)) {
+		return f.value
+	}
+	if v, err := readSecretFile(f.path, "", ""); err == nil {
+		f.value, f.size, f.mod = v, st.Size(), st.ModTime()
+	}
+	return f.value
 }
