@@ -504,7 +504,7 @@ func TestCheckForEachDirectionAgainstTheSecuredBroker(t *testing.T) {
 		want            string
 	}{
 		{"r2k", "redis-to-kafka", testenv.MechScramSHA512, "TLS 1.3, certificate verified for 127.0.0.1; SASL SCRAM-SHA-512 as xmirror-r2k, authenticated",
-			kadm.OpWrite, "principal User:xmirror-r2k may not Write on topic " + topic + ": grant it (kafka-acls.sh --bootstrap-server " + k.SASLBrokers + " --add --allow-principal User:xmirror-r2k --operation Write --topic " + topic + ")"},
+			kadm.OpWrite, "principal User:xmirror-r2k may not Write on topic " + topic + ": grant it (kafka-acls.sh --bootstrap-server " + k.SASLBrokers + " --command-config <admin.properties> --add --allow-principal User:xmirror-r2k --operation Write --topic " + topic + ")"},
 		{"k2r", "kafka-to-redis", testenv.MechOAuthBearer, "TLS 1.3, certificate verified for 127.0.0.1; SASL OAUTHBEARER, authenticated",
 			kadm.OpRead, "principal User:xmirror-k2r may not Read on topic " + topic},
 	} {
