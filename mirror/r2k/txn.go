@@ -258,6 +258,14 @@ func (k *KafkaSink) end(ctx context.Context) {
 				k.fatal = fmt.Errorf("not produced: the Kafka transaction of an earlier batch could not be aborted: %w", aerr)
 			}
 		}
+		// A commit refused while another producer of the transactional
+		// ID fences this one can come back as UNKNOWN_SERVER_ERROR (the
+		// coordinator fails on the fence it has pending); the abort then
+		// tells the fence, which is what the run must act on.
+		var ferr *FencedError
+		if errors.As(aerr, &ferr) && !errors.As(err, new(*FencedError)) {
+			err = ferr
+		}
 	}
 	for _, b := range t.batches {
 		switch {
