@@ -2,6 +2,8 @@ package mirror
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"strings"
 
@@ -17,6 +19,11 @@ func ClassifyRedis(err error) error {
 	}
 	// errors.As, not rueidis.IsRedisErr: the error comes wrapped with what
 	// was being done, and IsRedisErr sees only an unwrapped reply.
+	if isTLSFailure(err) {
+		// A certificate refused or not trusted stays so: a retry would
+		// only hide it.
+		return err
+	}
 	var re *rueidis.RedisError
 	if errors.As(err, &re) && !re.IsNil() {
 		msg := re.Error()
@@ -48,4 +55,18 @@ func IsRedisErrPrefix(err error, prefix string) bool {
 func IsRedisErrContaining(err error, s string) bool {
 	re, ok := rueidis.IsRedisErr(err)
 	return ok && strings.Contains(re.Error(), s)
+}
+
+// isTLSFailure says whether err is a TLS handshake that failed for good:
+// a certificate not verified, refused by the server, or a server that does
+// not speak TLS.
+func isTLSFailure(err error) bool {
+	var verify *tls.CertificateVerificationError
+	var alert tls.AlertError
+	var record tls.RecordHeaderError
+	var unknownCA x509.UnknownAuthorityError
+	var host x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	return errors.As(err, &verify) || errors.As(err, &alert) || errors.As(err, &record) ||
+		errors.As(err, &unknownCA) || errors.As(err, &host) || errors.As(err, &invalid)
 }

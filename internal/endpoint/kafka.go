@@ -275,20 +275,19 @@ func tokenSubject(token string) string {
 
 // ParseBrokers parses a comma-separated list of host[:port].
 func ParseBrokers(list string) (Kafka, error) {
+	if strings.Contains(list, "@") {
+		// A broker is no URL, but a user may paste credentials into
+		// one (which may hold a comma): never show them.
+		return Kafka{}, setting.Errorf("broker list %q: give host:port, without a user or password (give those with {KafkaUser} and {KafkaPasswordFile} or the environment)", maskCredentials(list))
+	}
 	var brokers []string
 	for _, b := range strings.Split(list, ",") {
 		b = strings.TrimSpace(b)
 		if b == "" {
 			continue
 		}
-		// A broker is no URL, but a user may paste credentials into
-		// one: never show them.
-		shown := maskCredentials(b)
-		if strings.Contains(b, "@") {
-			return Kafka{}, setting.Errorf("broker %q: give host:port, without a user or password (give those with {KafkaUser} and {KafkaPasswordFile} or the environment)", shown)
-		}
 		if strings.Contains(b, "://") {
-			return Kafka{}, fmt.Errorf("broker %q: give host:port without a scheme", shown)
+			return Kafka{}, fmt.Errorf("broker %q: give host:port without a scheme", b)
 		}
 		host, port, err := net.SplitHostPort(b)
 		if err != nil {
@@ -297,20 +296,20 @@ func ParseBrokers(list string) (Kafka, error) {
 			if inner, ok := strings.CutPrefix(b, "["); ok {
 				// An IPv6 address in brackets, such as [::1].
 				if host, ok = strings.CutSuffix(inner, "]"); !ok {
-					return Kafka{}, fmt.Errorf("broker %q is not host:port", shown)
+					return Kafka{}, fmt.Errorf("broker %q is not host:port", b)
 				}
 			} else if strings.Contains(b, ":") {
-				return Kafka{}, fmt.Errorf("broker %q is not host:port", shown)
+				return Kafka{}, fmt.Errorf("broker %q is not host:port", b)
 			}
 		}
 		if strings.ContainsAny(host, "[]") || strings.ContainsFunc(host, unicode.IsSpace) {
-			return Kafka{}, fmt.Errorf("broker %q: the host %q is not a host name or address", shown, host)
+			return Kafka{}, fmt.Errorf("broker %q: the host %q is not a host name or address", b, host)
 		}
 		if host == "" {
-			return Kafka{}, fmt.Errorf("broker %q has no host", shown)
+			return Kafka{}, fmt.Errorf("broker %q has no host", b)
 		}
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return Kafka{}, fmt.Errorf("broker %q: port must be a number from 1 to 65535", shown)
+			return Kafka{}, fmt.Errorf("broker %q: port must be a number from 1 to 65535", b)
 		}
 		brokers = append(brokers, net.JoinHostPort(host, port))
 	}

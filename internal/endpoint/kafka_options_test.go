@@ -265,12 +265,13 @@ func TestKafkaDenied(t *testing.T) {
 // mistyped or missing, and a broker with credentials pasted in, are
 // refused without showing what could be a password.
 func TestCredentialsInMistypedEndpointsNeverShown(t *testing.T) {
-	for _, raw := range []string{"redis//u:s3cret@host", "u:s3cret@host:6379", "redis:u:s3cret@host:1", "rediss:/u:s3cret@host", "redis:///u:s3cret@host", "redis://u:s3cret@"} {
+	for _, raw := range []string{"redis//u:s3cret@host", "u:s3cret@host:6379", "redis:u:s3cret@host:1", "rediss:/u:s3cret@host", "redis:///u:s3cret@host", "redis://u:s3cret@",
+		"redis://alice:?Xy7s3cretQ@cache:6379/0", "redis://u:1234?s3cret=et@host", "rediss://alice:#Xy7s3cretQ@cache:6379", "redis://u:s3cr/et@host:1"} {
 		if _, err := ParseRedisURL(raw); err == nil || strings.Contains(err.Error(), "s3cret") {
 			t.Errorf("%q: %v", raw, err)
 		}
 	}
-	for _, list := range []string{"u:s3cret@host:9092", "h1:9092,alice:s3cret@h2", "sasl://u:s3cret@h:9092"} {
+	for _, list := range []string{"u:s3cret@host:9092", "h1:9092,alice:s3cret@h2", "sasl://u:s3cret@h:9092", "alice:s3cret,x@h:9092"} {
 		if _, err := ParseBrokers(list); err == nil || strings.Contains(err.Error(), "s3cret") {
 			t.Errorf("%q: %v", list, err)
 		}

@@ -149,6 +149,12 @@ func parseRedisURL(raw string) (Redis, error) {
 	default:
 		return Redis{}, fmt.Errorf("redis URL %q has scheme %q; use redis:// (or rediss:// for TLS)", redactURL(raw), u.Scheme)
 	}
+	if (u.User == nil && strings.Contains(raw, "@")) || u.Fragment != "" || strings.HasSuffix(raw, "#") {
+		// A password holding ?, # or / unencoded ends the URL's host
+		// early: the rest would become a path, parameters or a fragment,
+		// and the password go unused (or shown).
+		return Redis{}, fmt.Errorf("redis URL %q: its user or password holds a character that ends the host (?, # or /); percent-encode them in the URL (%%3F, %%23, %%2F; %%40 for an @ elsewhere), or give the password in a file or the environment", redactURL(raw))
+	}
 	if u.Scheme != "unix" && u.Host == "" {
 		return Redis{}, fmt.Errorf("redis URL %q has no host; use redis://host:port[/db]", redactURL(raw))
 	}
@@ -374,7 +380,7 @@ func (r Redis) user() string {
 
 // redactURL hides the password of a URL, keeping everything else.
 func redactURL(raw string) string {
-	if u, err := url.Parse(raw); err == nil && u.Opaque == "" && u.User != nil && u.Host != "" {
+	if u, err := url.Parse(raw); err == nil && u.Opaque == "" && u.User != nil && u.Host != "" && strings.Count(raw, "@") == 1 {
 		return u.Redacted()
 	}
 	// Not a URL with an authority (a scheme mistyped or missing, a

@@ -215,18 +215,16 @@ func FuzzParseRedisURL(f *testing.F) {
 		if err != nil && pw == "" {
 			// However the URL is malformed, what stands between "://" (or
 			// the start) and the last @ could be credentials.
-			// (Only before the query or fragment: an @ there is not one.)
-			head := raw
-			if i := strings.IndexAny(head, "?#"); i >= 0 {
-				head = head[:i]
-			}
-			if at := strings.LastIndex(head, "@"); at > 0 {
+			if at := strings.LastIndex(raw, "@"); at > 0 {
 				cred := raw[:at]
 				if i := strings.Index(cred, "://"); i >= 0 {
 					cred = cred[i+3:]
 				}
 				if i := strings.LastIndex(cred, ":"); i >= 0 {
 					pw = cred[i+1:]
+				}
+				if strings.Contains(fmt.Sprintf("%q", raw[at:]), pw) {
+					pw = "" // the rest, quoted, holds it too: not told apart
 				}
 			}
 		}

@@ -8,7 +8,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/xmirror/xmirror/mirror/setting"
 )
@@ -188,20 +187,28 @@ type secretFile struct {
 
 	mu    sync.Mutex
 	value string
-	size  int64
-	mod   time.Time
+	seen  os.FileInfo // of the file last read; nil for a pipe
+}
+
+// same says whether st is the file last read, unchanged: the same file
+// (not one renamed over it), of the same size and time.
+func (f *secretFile) same(st os.FileInfo) bool {
+	return f.seen != nil && os.SameFile(f.seen, st) && st.Size() == f.seen.Size() && st.ModTime().Equal(f.seen.ModTime())
 }
 
 // newSecretFile reads path now: a wrong path, an empty file or one of
 // several lines is an error naming field.
 func newSecretFile(path, field, noun string) (*secretFile, error) {
+	// Stat first: a rotation landing between the two is then read again
+	// at the next login, not missed.
+	st, statErr := os.Stat(path)
 	v, err := readSecretFile(path, field, noun)
 	if err != nil {
 		return nil, err
 	}
 	f := &secretFile{path: path, value: v}
-	if st, err := os.Stat(path); err == nil && st.Mode().IsRegular() {
-		f.size, f.mod = st.Size(), st.ModTime()
+	if statErr == nil && st.Mode().IsRegular() {
+		f.seen = st
 	}
 	return f, nil
 }
@@ -211,11 +218,11 @@ func (f *secretFile) get() string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	st, err := os.Stat(f.path)
-	if err != nil || !st.Mode().IsRegular() || (st.Size() == f.size && st.ModTime().Equal(f.mod)) {
+	if err != nil || !st.Mode().IsRegular() || f.same(st) {
 		return f.value
 	}
 	if v, err := readSecretFile(f.path, "", ""); err == nil {
-		f.value, f.size, f.mod = v, st.Size(), st.ModTime()
+		f.value, f.seen = v, st
 	}
 	return f.value
 }

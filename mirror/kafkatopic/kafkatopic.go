@@ -6,10 +6,12 @@ package kafkatopic
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/xmirror/xmirror/checkpoint"
@@ -212,11 +214,16 @@ func (e *DescribeError) Unwrap() error { return e.Err }
 
 // DescribeFailed is the error of a DescribeConfigs request over topics
 // that failed as a whole: transient, unless the authorizer refused it
-// (then it is a DescribeError of the first topic, which a rerun does not
-// cure).
+// (then, for a topic's ACL, it is a DescribeError of the first topic; a
+// rerun does not cure either).
 func DescribeFailed(topics []string, err error) error {
-	if endpoint.IsDenied(err) && len(topics) > 0 {
+	switch {
+	case errors.Is(err, kerr.TopicAuthorizationFailed) && len(topics) > 0:
 		return &DescribeError{Topic: topics[0], Err: err}
+	case endpoint.IsDenied(err):
+		// Another ACL than the topics' (the cluster's): not transient,
+		// and not to be named as DescribeConfigs on a topic.
+		return fmt.Errorf("describe topic configs of %v: %w", topics, err)
 	}
 	return mirror.Transient(fmt.Errorf("describe topic configs of %v: %w", topics, err))
 }

@@ -263,8 +263,8 @@ func (k *KafkaSink) end(ctx context.Context) {
 		// coordinator fails on the fence it has pending); the abort then
 		// tells the fence, which is what the run must act on.
 		var ferr *FencedError
-		if errors.As(aerr, &ferr) && !errors.As(err, new(*FencedError)) {
-			err = ferr
+		if errors.As(aerr, &ferr) && errors.Is(err, kerr.UnknownServerError) {
+			err = &FencedError{Mirror: ferr.Mirror, Err: fmt.Errorf("%w (the commit before it: %v)", ferr.Err, err)}
 		}
 	}
 	for _, b := range t.batches {
