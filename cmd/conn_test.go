@@ -47,24 +47,7 @@ func TestRedisConnectionFlagsAndEnvironment(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			var stdout, stderr bytes.Buffer
-			getenv := func(k string) string { return tc.env[k] }
-			args := append([]string{"check", "--timeout", "2s", "--brokers", "127.0.0.1:1", "-v"}, tc.args...)
-			code := Execute(context.Background(), Env{Stdout: &stdout, Stderr: &stderr, Getenv: getenv}, args)
-			out := stdout.String() + stderr.String()
-			if code != tc.code {
-				t.Fatalf("exit %d, want %d\n%s", code, tc.code, out)
-			}
-			for _, w := range tc.wants {
-				if !strings.Contains(out, w) {
-					t.Errorf("output lacks %q\n%s", w, out)
-				}
-			}
-			for _, n := range tc.nots {
-				if strings.Contains(out, n) {
-					t.Errorf("output has %q\n%s", n, out)
-				}
-			}
+			out := checkOutput(t, tc.env, append([]string{"--brokers", "127.0.0.1:1"}, tc.args...), tc.code, tc.wants, tc.nots)
 			if tc.secret != "" && strings.Contains(out, tc.secret) {
 				t.Errorf("output shows the password\n%s", out)
 			}
@@ -110,27 +93,35 @@ func TestKafkaConnectionFlagsAndEnvironment(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			var stdout, stderr bytes.Buffer
-			getenv := func(k string) string { return tc.env[k] }
-			args := append([]string{"check", "--timeout", "2s", "--redis", "redis://127.0.0.1:1", "--brokers", "127.0.0.1:1", "-v"}, tc.args...)
-			code := Execute(context.Background(), Env{Stdout: &stdout, Stderr: &stderr, Getenv: getenv}, args)
-			out := stdout.String() + stderr.String()
-			if code != tc.code {
-				t.Fatalf("exit %d, want %d\n%s", code, tc.code, out)
-			}
-			for _, w := range tc.wants {
-				if !strings.Contains(out, w) {
-					t.Errorf("output lacks %q\n%s", w, out)
-				}
-			}
-			for _, n := range tc.nots {
-				if strings.Contains(out, n) {
-					t.Errorf("output has %q\n%s", n, out)
-				}
-			}
+			out := checkOutput(t, tc.env, append([]string{"--redis", "redis://127.0.0.1:1", "--brokers", "127.0.0.1:1"}, tc.args...), tc.code, tc.wants, tc.nots)
 			if strings.Contains(out, "hunter22") {
 				t.Errorf("output shows the secret\n%s", out)
 			}
 		})
 	}
+}
+
+// checkOutput runs check -v with args and env in this process, and fails
+// the test unless it exits code with every one of wants and none of nots
+// in its output, which it returns.
+func checkOutput(t *testing.T, env map[string]string, args []string, code int, wants, nots []string) string {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	getenv := func(k string) string { return env[k] }
+	got := Execute(context.Background(), Env{Stdout: &stdout, Stderr: &stderr, Getenv: getenv}, append([]string{"check", "--timeout", "2s", "-v"}, args...))
+	out := stdout.String() + stderr.String()
+	if got != code {
+		t.Fatalf("exit %d, want %d\n%s", got, code, out)
+	}
+	for _, w := range wants {
+		if !strings.Contains(out, w) {
+			t.Errorf("output lacks %q\n%s", w, out)
+		}
+	}
+	for _, n := range nots {
+		if strings.Contains(out, n) {
+			t.Errorf("output has %q\n%s", n, out)
+		}
+	}
+	return out
 }

@@ -410,18 +410,10 @@ func TestKafkaTLSAndSASLFailuresAreOneLine(t *testing.T) {
 				if r.code != tc.code {
 					t.Fatalf("%s: exit %d, want %d\nstdout: %s\nstderr: %s", command[0], r.code, tc.code, r.stdout, r.stderr)
 				}
-				var lines []string
-				for _, l := range strings.Split(strings.TrimSpace(r.stderr), "\n") {
-					if strings.HasPrefix(l, "xmirror: ") && !strings.HasPrefix(l, "xmirror: check failed") {
-						lines = append(lines, l)
-					}
-				}
-				if len(lines) != 1 {
-					t.Fatalf("%s: %d error lines, want 1\nstderr: %s", command[0], len(lines), r.stderr)
-				}
+				line := oneErrorLine(t, command[0], r)
 				for _, w := range tc.wants {
-					if !strings.Contains(lines[0], w) {
-						t.Errorf("%s: the error lacks %q\n%s", command[0], w, lines[0])
+					if !strings.Contains(line, w) {
+						t.Errorf("%s: the error lacks %q\n%s", command[0], w, line)
 					}
 				}
 				secretFree(t, r, append(secrets, wrong, expired)...)

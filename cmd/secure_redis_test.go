@@ -190,15 +190,7 @@ func TestRedisTLSAndAuthFailuresAreOneLine(t *testing.T) {
 				if r.code != tc.code {
 					t.Fatalf("%s: exit %d, want %d\nstdout: %s\nstderr: %s", command[0], r.code, tc.code, r.stdout, r.stderr)
 				}
-				var lines []string
-				for _, l := range strings.Split(strings.TrimSpace(r.stderr), "\n") {
-					if strings.HasPrefix(l, "xmirror: ") && !strings.HasPrefix(l, "xmirror: check failed") {
-						lines = append(lines, l)
-					}
-				}
-				if len(lines) != 1 {
-					t.Fatalf("%s: %d error lines, want 1\nstderr: %s", command[0], len(lines), r.stderr)
-				}
+				oneErrorLine(t, command[0], r)
 				for _, w := range tc.wants {
 					if !strings.Contains(r.stderr, w) {
 						t.Errorf("%s: stderr lacks %q\nstderr: %s", command[0], w, r.stderr)
@@ -208,6 +200,22 @@ func TestRedisTLSAndAuthFailuresAreOneLine(t *testing.T) {
 			}
 		})
 	}
+}
+
+// oneErrorLine is the one error line of r (check's closing count
+// aside), failing the test when there are more or none.
+func oneErrorLine(t *testing.T, command string, r result) string {
+	t.Helper()
+	var lines []string
+	for _, l := range strings.Split(strings.TrimSpace(r.stderr), "\n") {
+		if strings.HasPrefix(l, "xmirror: ") && !strings.HasPrefix(l, "xmirror: check failed") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != 1 {
+		t.Fatalf("%s: %d error lines, want 1\nstderr: %s", command, len(lines), r.stderr)
+	}
+	return lines[0]
 }
 
 func hostOf(t *testing.T, raw string) string {
