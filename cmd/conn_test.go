@@ -3,6 +3,7 @@ package cmd
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 )
@@ -124,4 +125,42 @@ func checkOutput(t *testing.T, env map[string]string, args []string, code int, w
 		}
 	}
 	return out
+}
+
+// TestLogFormatAndLevel: --log-format json writes each log line as one
+// JSON object; --log-level (or its variable) sets what is logged, over -v
+// and -q; values it does not know are usage errors.
+func TestLogFormatAndLevel(t *testing.T) {
+	const warning = "the Redis server's certificate is not verified"
+	insecure := []string{"--redis", "rediss://127.0.0.1:1", "--redis-tls-insecure"}
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		env   map[string]string
+		code  int
+		wants []string
+		nots  []string
+	}{
+		{name: "json", args: append([]string{"--log-format", "json"}, insecure...), code: ExitFailure,
+			wants: []string{`"level":"WARN","msg":"` + warning}},
+		{name: "json from the environment", args: insecure, env: map[string]string{"XMIRROR_LOG_FORMAT": "JSON"}, code: ExitFailure,
+			wants: []string{`"level":"WARN"`}},
+		{name: "text by default", args: insecure, code: ExitFailure, wants: []string{"level=WARN msg=\"" + warning}},
+		{name: "--log-level error hides the warning", args: append([]string{"--log-level", "error"}, insecure...), code: ExitFailure, nots: []string{warning}},
+		{name: "and wins over -v", args: append([]string{"--log-level", "ERROR"}, insecure...), code: ExitFailure, nots: []string{warning, "level=DEBUG"}},
+		{name: "XMIRROR_LOG_LEVEL", args: insecure, env: map[string]string{"XMIRROR_LOG_LEVEL": "error"}, code: ExitFailure, nots: []string{warning}},
+		{name: "an unknown format", args: []string{"--log-format", "xml"}, code: ExitUsage, wants: []string{`--log-format must be text or json, got "xml"`}},
+		{name: "an unknown level", args: nil, env: map[string]string{"XMIRROR_LOG_LEVEL": "chatty"}, code: ExitUsage, wants: []string{`--log-level must be debug, info, warn or error, got "chatty"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := checkOutput(t, tc.env, append([]string{"--brokers", "127.0.0.1:1"}, tc.args...), tc.code, tc.wants, tc.nots)
+			if strings.Contains(tc.name, "json") {
+				for _, line := range strings.Split(out, "\n") {
+					if strings.HasPrefix(line, "{") && !json.Valid([]byte(line)) {
+						t.Errorf("not a JSON line: %s", line)
+					}
+				}
+			}
+		})
+	}
 }

@@ -30,8 +30,49 @@ type Env struct {
 type globalOptions struct {
 	quiet       bool
 	verbose     bool
+	logFormat   string
+	logLevel    string
+	level       slog.Level
 	profile     profileFlags
 	stopProfile func() error
+}
+
+// Environment variables of the logging flags.
+const (
+	envLogFormat = "XMIRROR_LOG_FORMAT"
+	envLogLevel  = "XMIRROR_LOG_LEVEL"
+)
+
+// resolveLogging settles the log format and level from the flags, then the
+// environment, then -v and -q; a value it does not know is a usage error.
+func (g *globalOptions) resolveLogging(c *cobra.Command, env Env) error {
+	flags := c.Flags()
+	if !flags.Changed("log-format") {
+		if v := strings.TrimSpace(env.Getenv(envLogFormat)); v != "" {
+			g.logFormat = v
+		}
+	}
+	g.logFormat = strings.ToLower(g.logFormat)
+	if g.logFormat != "text" && g.logFormat != "json" {
+		return usageErrorf("--log-format must be text or json, got %q", g.logFormat)
+	}
+	level := g.logLevel
+	if !flags.Changed("log-level") {
+		level = strings.TrimSpace(env.Getenv(envLogLevel))
+	}
+	switch {
+	case level != "":
+		if err := g.level.UnmarshalText([]byte(level)); err != nil {
+			return usageErrorf("--log-level must be debug, info, warn or error, got %q", level)
+		}
+	case g.quiet:
+		g.level = slog.LevelError
+	case g.verbose:
+		g.level = slog.LevelDebug
+	default:
+		g.level = slog.LevelInfo
+	}
+	return nil
 }
 
 // NewRootCommand builds the xmirror command tree.
@@ -99,8 +140,13 @@ Exit codes: 0 success, 1 runtime failure, 2 usage error,
 	root.SetVersionTemplate("xmirror {{.Version}}\n")
 	root.PersistentFlags().BoolVarP(&g.quiet, "quiet", "q", false, "print no progress or summary, only errors")
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log what the mirror does, step by step")
+	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log lines as text (key=value) or json, one object per line (env "+envLogFormat+")")
+	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "", "log debug, info, warn or error and above; wins over -v and -q (env "+envLogLevel+"; default info, debug with -v, error with -q)")
 	g.profile.bind(root)
-	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+	root.PersistentPreRunE = func(c *cobra.Command, _ []string) error {
+		if err := g.resolveLogging(c, env); err != nil {
+			return err
+		}
 		var err error
 		g.stopProfile, err = g.profile.start()
 		return err
@@ -109,14 +155,11 @@ Exit codes: 0 success, 1 runtime failure, 2 usage error,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
 
 	logger := func() *slog.Logger {
-		level := slog.LevelInfo
-		switch {
-		case g.quiet:
-			level = slog.LevelError
-		case g.verbose:
-			level = slog.LevelDebug
+		opts := &slog.HandlerOptions{Level: g.level, ReplaceAttr: renderErrors}
+		if g.logFormat == "json" {
+			return slog.New(slog.NewJSONHandler(env.Stderr, opts))
 		}
-		return slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: level, ReplaceAttr: renderErrors}))
+		return slog.New(slog.NewTextHandler(env.Stderr, opts))
 	}
 	app := &app{env: env, global: &g, logger: logger}
 

@@ -95,7 +95,9 @@ func (c *RunConfig) Log() *slog.Logger {
 	if c.Logger == nil {
 		return slog.New(slog.DiscardHandler)
 	}
-	return c.Logger
+	// Every line says which mirror it is about: a process may run
+	// several, and a log collector gathers many processes.
+	return c.Logger.With("mirror", c.Name)
 }
 
 // EngineOptions are the options of the engine's Run for c, after runs

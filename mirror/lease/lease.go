@@ -47,7 +47,7 @@ func (l *loop) holdLease(ctx context.Context, prev *checkpoint.Lease) (*heldLeas
 	if old := lease.TookOver(); old != "" {
 		log.Info("took over the lease of a process of this host that is gone", "lease", lease.Key(), "old_holder", old)
 	}
-	log.Debug("lease taken", "mirror", name, "key", lease.Key(), "ttl", ttl)
+	log.Debug("lease taken", "key", lease.Key(), "ttl", ttl)
 	l.Observer.OnLease(mirror.LeaseEvent{Kind: mirror.LeaseTaken, Key: lease.Key(), TookOver: lease.TookOver()})
 	runCtx, cancel := context.WithCancelCause(ctx)
 	go func() {
@@ -178,7 +178,7 @@ func Run(ctx context.Context, c *mirror.RunConfig, redis endpoint.Redis, kind st
 // set up again retries a server that does not answer, as a follow run
 // does, until ctx ends.
 func (l *loop) run(ctx context.Context, sd *Shutdown, run RunFunc) (total mirror.Stats, set bool, err error) {
-	log, name, follow := l.Logger, l.Name, l.Follow
+	log, follow := l.Logger, l.Follow
 	start := time.Now()
 	again, backoff := false, minSetUpBackoff
 	var prev *checkpoint.Lease // the lease of the run before, once set up again
@@ -221,7 +221,7 @@ func (l *loop) run(ctx context.Context, sd *Shutdown, run RunFunc) (total mirror
 			return total, set, err
 		}
 		if lost {
-			log.Warn("the mirror's lease was lost (or Kafka fenced it): it stopped writing, and sets itself up again as a new start would", "mirror", name, "err", err)
+			log.Warn("the mirror's lease was lost (or Kafka fenced it): it stopped writing, and sets itself up again as a new start would", "err", err)
 		}
 		cl.close(log)
 		held.drop(l.Observer)

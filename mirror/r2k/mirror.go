@@ -362,9 +362,9 @@ func (r *run) setUp(ctx context.Context, cl *lease.Closers) (*KafkaSink, error) 
 		return nil, err
 	}
 	if r.found {
-		log.Debug("resuming", "mirror", name, "checkpoint", checkpoint.R2KKey(name), "updated", r.ck.Updated)
+		log.Debug("resuming", "checkpoint", checkpoint.R2KKey(name), "updated", r.ck.Updated)
 	} else {
-		log.Debug("no checkpoint yet: a new mirror", "mirror", name, "checkpoint", checkpoint.R2KKey(name))
+		log.Debug("no checkpoint yet: a new mirror", "checkpoint", checkpoint.R2KKey(name))
 	}
 	if err := r.setUpSource(ctx); err != nil {
 		return nil, err
@@ -460,7 +460,7 @@ func (r *run) setUpProducer(ctx context.Context, cl *lease.Closers) error {
 	if err != nil {
 		return err
 	}
-	grown := newGrownTopics(log, name)
+	grown := newGrownTopics(log)
 	for _, t := range r.plan.topics {
 		if r.counts[t] > r.kept[t] {
 			grown.warn(t, int(r.counts[t]), int(r.kept[t]))
@@ -726,13 +726,12 @@ func chooseGroup(name, given, recorded string, found, legacyConsumer bool) (stri
 // added to a topic stay unused by this mirror.
 type grownTopics struct {
 	log  *slog.Logger
-	name string
 	mu   sync.Mutex
 	seen map[string]int
 }
 
-func newGrownTopics(log *slog.Logger, name string) *grownTopics {
-	return &grownTopics{log: log, name: name, seen: map[string]int{}}
+func newGrownTopics(log *slog.Logger) *grownTopics {
+	return &grownTopics{log: log, seen: map[string]int{}}
 }
 
 func (g *grownTopics) warn(topic string, partitions, kept int) {
@@ -743,5 +742,5 @@ func (g *grownTopics) warn(topic string, partitions, kept int) {
 	}
 	g.seen[topic] = partitions
 	g.log.Warn("topic has more partitions than when this mirror first wrote to it; records are still hashed over the first count, so keys and streams keep their partition, and the new partitions stay unused by this mirror until it is reset under a new name",
-		"topic", topic, "partitions", partitions, "used", kept, "mirror", g.name)
+		"topic", topic, "partitions", partitions, "used", kept)
 }
