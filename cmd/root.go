@@ -112,6 +112,16 @@ Connections:
                     XMIRROR_REDIS_PASSWORD, the user in XMIRROR_REDIS_USER
   --brokers LIST    host:port[,host:port...] (env XMIRROR_BROKERS,
                     default 127.0.0.1:9092)
+  --kafka-tls       TLS to the brokers (implied by --kafka-ca FILE,
+                    --kafka-cert/--kafka-key FILE, --kafka-tls-server-name,
+                    --kafka-tls-insecure); env XMIRROR_KAFKA_*
+  --kafka-sasl-mechanism PLAIN|SCRAM-SHA-256|SCRAM-SHA-512|OAUTHBEARER
+                    with --kafka-user and XMIRROR_KAFKA_PASSWORD or
+                    --kafka-password-file; a token in XMIRROR_KAFKA_TOKEN or
+                    --kafka-token-file
+
+Logging: --log-format text|json, --log-level debug|info|warn|error
+(env XMIRROR_LOG_FORMAT, XMIRROR_LOG_LEVEL); -v is debug, -q error.
 
 Exit codes: 0 success, 1 runtime failure, 2 usage error,
 130 a one-shot run interrupted before it finished.`,
