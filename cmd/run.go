@@ -33,6 +33,7 @@ var runFlagNames = map[string]string{
 	"MaxInFlight": "--max-in-flight",
 	"Timeout":     "--timeout",
 	"LeaseTTL":    "--lease-ttl",
+	"Standby":     "--standby",
 }
 
 func (f *runFlags) bind(c *cobra.Command, cfg *mirror.RunConfig) {
@@ -45,6 +46,7 @@ func (f *runFlags) bind(c *cobra.Command, cfg *mirror.RunConfig) {
 	fs.IntVar(&cfg.MaxInFlight, "max-in-flight", cfg.MaxInFlight, "batches written but not yet confirmed; more hides latency, costs memory")
 	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "one-shot: how long to retry an unreachable server before exiting 1 (follow retries forever)")
 	fs.StringVarP(&f.output, "output", "o", "text", "summary format: text or json")
+	fs.BoolVar(&cfg.Standby, "standby", false, "when the mirror already runs elsewhere (its lease held), wait and take it over once that run stops or its lease expires, instead of exiting")
 	fs.DurationVar(&cfg.LeaseTTL, "lease-ttl", cfg.LeaseTTL, "how long a crashed mirror's lease keeps another process from starting under its name; a run on the same host takes a dead process's lease over at once")
 }
 

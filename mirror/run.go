@@ -52,6 +52,11 @@ type RunConfig struct {
 	// LeaseTTL is how long the lease of a process that stopped renewing
 	// it keeps other processes out (at least MinLeaseTTL).
 	LeaseTTL time.Duration
+	// Standby makes a run whose mirror already runs elsewhere (its lease
+	// held) wait for the lease instead of failing, and take the mirror
+	// over once the holder releases it or its lease expires: an
+	// active/passive pair across hosts.
+	Standby bool
 	// Logger receives the run's logs; nil logs nothing.
 	Logger *slog.Logger
 	// Observer watches the run; nil watches nothing.

@@ -112,7 +112,10 @@ type loop struct {
 	TTL time.Duration
 	// Follow: a follow run sets itself up again after it lost its lease;
 	// a one-shot run stops.
-	Follow   bool
+	Follow bool
+	// Standby waits for a lease another process holds (see
+	// mirror.RunConfig.Standby).
+	Standby  bool
 	Logger   *slog.Logger
 	Observer *mirror.Observer
 	// Fenced says whether err means the destination took the mirror's
@@ -153,7 +156,7 @@ func Run(ctx context.Context, c *mirror.RunConfig, redis endpoint.Redis, kind st
 		return mirror.Stats{}, mirror.NotSetUp(err)
 	}
 	log.Debug("connected to redis", "url", redis.Redacted())
-	l := &loop{Redis: rc, Kind: kind, Name: c.Name, TTL: c.LeaseTTL, Follow: c.Follow,
+	l := &loop{Redis: rc, Kind: kind, Name: c.Name, TTL: c.LeaseTTL, Follow: c.Follow, Standby: c.Standby,
 		Logger: log, Observer: c.Observer, Fenced: fenced}
 	stats, set, err := l.run(ctx, sd, run)
 	if !set {
@@ -183,9 +186,15 @@ func (l *loop) run(ctx context.Context, sd *Shutdown, run RunFunc) (total mirror
 	again, backoff := false, minSetUpBackoff
 	var prev *checkpoint.Lease // the lease of the run before, once set up again
 	var fencedHolding time.Time
+	var standingBy time.Time
 	for {
 		held, err := l.holdLease(ctx, prev)
 		if err != nil {
+			if prev == nil && l.Standby && ctx.Err() == nil && (errors.Is(err, checkpoint.ErrLeaseHeld) || mirror.IsTransient(err)) {
+				if err = l.standBy(ctx, &standingBy, err); err == nil {
+					continue
+				}
+			}
 			if again && ctx.Err() == nil && mirror.IsTransient(err) {
 				if err = l.setUpBackoff(ctx, &backoff, err); err == nil {
 					continue
@@ -232,6 +241,27 @@ func (l *loop) run(ctx context.Context, sd *Shutdown, run RunFunc) (total mirror
 			return total, set, err
 		}
 		again = true
+	}
+}
+
+// standbyLogEvery is how often a standby says it is still waiting.
+const standbyLogEvery = 30 * time.Second
+
+// standBy waits a moment before a standby asks for the lease again: a
+// third of the lease's TTL, at most a second, so it takes over within
+// about a second of the lease's expiry. It logs when it starts waiting
+// and every standbyLogEvery after; since is when it last did.
+func (l *loop) standBy(ctx context.Context, since *time.Time, err error) error {
+	if since.IsZero() || time.Since(*since) >= standbyLogEvery {
+		l.Logger.Info("standing by: the mirror runs elsewhere; taking it over when that run stops or its lease expires", "lease", checkpoint.LeaseKey(l.Kind, l.Name), "reason", err)
+		*since = time.Now()
+	}
+	wait := min(l.TTL/3, time.Second)
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(wait):
+		return nil
 	}
 }
 
