@@ -286,7 +286,21 @@ func (m *Mirror) runOnce(ctx context.Context, rc rueidis.Client, cl *lease.Close
 	}
 	cl.Add("close the Kafka admin connection", admCl.Close)
 	log.Debug("connected to kafka", "brokers", cfg.Kafka.String())
-	r := &run{Mirror: m, rc: rc, admCl: admCl, adm: kadm.NewClient(admCl)}
+	r := &run{Mirror: m, rc: rc, admCl: admCl, adm: kadm.NewClient(admCl), plan: m.plan}
+	if !cfg.Follow {
+		// The streams before the topics: a missing stream is named as
+		// such (or skipped), never its topic, and no topic is created
+		// for a stream that is not there.
+		topics, err := r.presentTopics(ctx)
+		if err != nil {
+			return mirror.Stats{}, false, err
+		}
+		if len(topics) == 0 {
+			log.Info("no stream to mirror exists; nothing to do", "streams", cfg.Streams)
+			return mirror.Stats{}, true, nil
+		}
+		r.plan.topics = topics
+	}
 	sink, err := r.setUp(ctx, cl)
 	if err != nil {
 		return mirror.Stats{}, false, err
@@ -294,7 +308,7 @@ func (m *Mirror) runOnce(ctx context.Context, rc rueidis.Client, cl *lease.Close
 	if obs := cfg.Observer; obs != nil && obs.Started != nil {
 		obs.Started(m.started(ctx, r.src, r.ck))
 	}
-	log.Debug("mirroring", "streams", cfg.Streams, "topics", m.plan.topics, "follow", cfg.Follow, "batch_size", cfg.BatchSize, "max_in_flight", cfg.MaxInFlight)
+	log.Debug("mirroring", "streams", cfg.Streams, "topics", r.plan.topics, "follow", cfg.Follow, "batch_size", cfg.BatchSize, "max_in_flight", cfg.MaxInFlight)
 	stats, runErr := mirror.Run(ctx, r.src, sink, cfg.EngineOptions(before))
 	// Entries a gap took that no committed batch carried to the stats:
 	// the run stopped before it read again, or before that batch's
@@ -306,7 +320,7 @@ func (m *Mirror) runOnce(ctx context.Context, rc rueidis.Client, cl *lease.Close
 	if runErr == nil && !cfg.Follow && stats.Entries > 0 {
 		// Return once the records are visible to read_committed readers.
 		vctx, cancel := context.WithTimeout(ctx, visibleWait)
-		if !WaitVisible(vctx, r.adm, m.plan.topics) {
+		if !WaitVisible(vctx, r.adm, r.plan.topics) {
 			log.Debug("the records' transaction markers were not all written yet at exit (another producer's transaction open, or a slow broker)", "waited", visibleWait)
 		}
 		cancel()
@@ -330,6 +344,9 @@ func (m *Mirror) runOnce(ctx context.Context, rc rueidis.Client, cl *lease.Close
 // the steps of the set-up learn, in turn.
 type run struct {
 	*Mirror
+	// plan is the mirror's, with only the topics of the streams a
+	// one-shot run found.
+	plan  plan
 	rc    rueidis.Client
 	admCl *kgo.Client
 	adm   *kadm.Client
@@ -344,7 +361,36 @@ type run struct {
 	prod   *kgo.Client       // the transactional producer
 }
 
-// setUp prepares the run, in an order each step depends on: the topics,
+// presentTopics checks that the source streams exist, before any topic is
+// checked or created: a missing one is refused, or skipped with
+// AllowMissing. It returns the topics of the streams found, sorted, each
+// once. Only for a one-shot run (a follow run waits for its streams).
+func (r *run) presentTopics(ctx context.Context) ([]string, error) {
+	cfg := &r.cfg
+	cmds := make(rueidis.Commands, 0, len(cfg.Streams))
+	for _, s := range cfg.Streams {
+		cmds = append(cmds, r.rc.B().Exists().Key(s).Build())
+	}
+	var topics []string
+	for i, res := range r.rc.DoMulti(ctx, cmds...) {
+		n, err := res.AsInt64()
+		if err != nil {
+			return nil, mirror.ClassifyRedis(fmt.Errorf("check stream %q (EXISTS): %w", cfg.Streams[i], err))
+		}
+		if n > 0 {
+			topics = append(topics, r.plan.topicOf[cfg.Streams[i]])
+			continue
+		}
+		if !cfg.AllowMissing {
+			return nil, setting.Errorf("stream %q does not exist in Redis; check the name, or pass {AllowMissing} to skip missing streams", cfg.Streams[i])
+		}
+	}
+	slices.Sort(topics)
+	return slices.Compact(topics), nil
+}
+
+// setUp prepares the run, in an order each step depends on (a one-shot
+// run has checked its streams before, see presentTopics): the topics,
 // the checkpoint and the consumer group (the source), the producer (which
 // fences every earlier run), the partitions' starting positions, and the
 // read-back of what an interrupted run left in Kafka. It returns the sink.
