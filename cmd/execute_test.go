@@ -37,3 +37,29 @@ func TestPanicInACommandExitsOneWithOneLine(t *testing.T) {
 		})
 	}
 }
+
+func TestUsageErrorNamesTheHelpOfItsCommand(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		help string
+	}{
+		{"unknown command", []string{"no-such-command"}, "Run 'xmirror --help' for usage."},
+		{"unknown root flag", []string{"--no-such-flag"}, "Run 'xmirror --help' for usage."},
+		{"redis-to-kafka flag", []string{"redis-to-kafka", "--no-such-flag"}, "Run 'xmirror redis-to-kafka --help' for usage."},
+		{"alias of kafka-to-redis", []string{"k2r", "--no-such-flag"}, "Run 'xmirror kafka-to-redis --help' for usage."},
+		{"check flag", []string{"check", "--no-such-flag"}, "Run 'xmirror check --help' for usage."},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := Execute(context.Background(), Env{Stdout: &stdout, Stderr: &stderr, Getenv: func(string) string { return "" }}, tc.args)
+			if code != ExitUsage {
+				t.Fatalf("exit %d, want %d; stderr %q", code, ExitUsage, stderr.String())
+			}
+			lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+			if last := lines[len(lines)-1]; last != tc.help {
+				t.Fatalf("last line %q, want %q; stderr %q", last, tc.help, stderr.String())
+			}
+		})
+	}
+}

@@ -109,7 +109,7 @@ dead-letter (copy it to --dead-letter-stream, at least once).`,
 	fs.StringArrayVarP(&cfg.Topics, "topic", "t", nil, "topic to mirror (repeat for several); required")
 	fs.StringVarP(&cfg.Stream, "stream", "s", cfg.Stream, "destination stream; {topic} and {partition} are replaced, {{ }} are literal braces")
 	fs.StringVar((*string)(&cfg.Format), "format", string(cfg.Format), "record value format: json or raw")
-	fs.BoolVar(&cfg.Headers, "headers", false, "json format: also copy record headers (other than xmirror's lineage) as fields, after the value's")
+	fs.BoolVar(&cfg.Headers, "headers", false, "json format: also copy record headers (other than xmirror's lineage) as fields, after the value's members, named as in the raw format")
 	fs.StringVar(&cfg.ValueField, "value-field", cfg.ValueField, "raw format: the field that receives the record value")
 	fs.StringVar(&cfg.KeyField, "key-field", cfg.KeyField, "raw format: the field that receives the record key")
 	fs.BoolVar(&cfg.PreserveIDs, "preserve-ids", false, "take each entry's ID from its xmirror.id header instead of letting Redis choose (one partition per stream)")

@@ -154,7 +154,7 @@ func TestK2ROneShotLeavesOutAnAbortedTransaction(t *testing.T) {
 	inTxn(t, txn, topic, kgo.TryAbort, `{"n":"aborted"}`, `{"n":"aborted too"}`)
 
 	r := mustMirror(t, "k2r", "--topic", topic, "--stream", stream, "--name", name, "--timeout", "10s")
-	if !strings.Contains(r.stderr, "mirrored 1 entries") {
+	if !strings.Contains(r.stderr, "mirrored 1 entry") {
 		t.Fatalf("summary: %s", r.stderr)
 	}
 	if got := values(readStream(t, rc, stream)); got != "1" {

@@ -242,7 +242,7 @@ func Execute(ctx context.Context, env Env, args []string) (code int) {
 		code = ExitFailure
 	}()
 	root.SetArgs(args)
-	err := root.ExecuteContext(ctx)
+	failed, err := root.ExecuteContextC(ctx)
 	if g.stopProfile != nil {
 		if perr := g.stopProfile(); perr != nil && err == nil {
 			err = perr
@@ -256,7 +256,12 @@ func Execute(ctx context.Context, env Env, args []string) (code int) {
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "xmirror: %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
 		if code == ExitUsage {
-			fmt.Fprintln(env.Stderr, "Run 'xmirror --help' for usage.")
+			// The help of the command that refused its arguments.
+			path := root.CommandPath()
+			if failed != nil {
+				path = failed.CommandPath()
+			}
+			fmt.Fprintf(env.Stderr, "Run '%s --help' for usage.\n", path)
 		}
 	}
 	return code

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"runtime/debug"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -260,10 +262,12 @@ func (a *app) printSummary(f *runFlags, s summary) {
 		return
 	}
 	if f.output == "json" {
-		json.NewEncoder(a.env.Stdout).Encode(s)
+		enc := json.NewEncoder(a.env.Stdout)
+		enc.SetEscapeHTML(false) // mirror names hold '>'
+		enc.Encode(s)
 		return
 	}
-	line := fmt.Sprintf("%s: mirrored %d entries (%s) in %.2fs, %.0f entries/s", s.Mirror, s.Entries, humanBytes(s.Bytes), s.Seconds, s.Rate)
+	line := fmt.Sprintf("%s: mirrored %s (%s) in %.2fs, %s entries/s", s.Mirror, entryCount(s.Entries), humanBytes(s.Bytes), s.Seconds, humanRate(s.Rate))
 	if s.Skipped > 0 {
 		line += fmt.Sprintf(", %d skipped", s.Skipped)
 	}
@@ -274,6 +278,27 @@ func (a *app) printSummary(f *runFlags, s summary) {
 		line += "; stopped: " + s.Stopped
 	}
 	fmt.Fprintln(a.env.Stderr, line)
+}
+
+// entryCount is n with the noun of its number: "1 entry", "2 entries".
+func entryCount(n int64) string {
+	if n == 1 {
+		return "1 entry"
+	}
+	return strconv.FormatInt(n, 10) + " entries"
+}
+
+// humanRate is a rate for people: a whole number from 100 on, at most three
+// significant digits below ("246", "7", "0.5", "12.3").
+func humanRate(r float64) string {
+	if !(r > 0) || math.IsInf(r, 0) {
+		return "0"
+	}
+	if r >= 100 {
+		return strconv.FormatFloat(math.Round(r), 'f', 0, 64)
+	}
+	v, _ := strconv.ParseFloat(strconv.FormatFloat(r, 'g', 3, 64), 64)
+	return strconv.FormatFloat(v, 'f', -1, 64)
 }
 
 func humanBytes(n int64) string {

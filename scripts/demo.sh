@@ -37,7 +37,9 @@ kcat -C -b "$broker" -t "$stream" -e -q -f 'partition %p offset %o key=%k header
 
 step "run it again: nothing new, nothing copied twice"
 "$XMIRROR" redis-to-kafka --stream "$stream"
-redis XADD "$stream" '*' order 11 customer c2 amount 77.00 note late >/dev/null
+
+step "add order 11 to $stream and run again: only that entry is mirrored"
+echo "added entry $(redis XADD "$stream" '*' order 11 customer c2 amount 77.00 note late)"
 "$XMIRROR" redis-to-kafka --stream "$stream"
 
 step "kafka-to-redis: mirror the topic back into the stream $copy (one-shot)"
@@ -45,8 +47,17 @@ step "kafka-to-redis: mirror the topic back into the stream $copy (one-shot)"
 redis XRANGE "$copy" - + COUNT 2 | paste -d " " - - - - - - - - -
 echo "source stream: $(redis XLEN "$stream") entries, copy: $(redis XLEN "$copy") entries"
 
-step "checkpoints kept in Redis"
+step "xmirror's keys in Redis: checkpoints (hashes) and what else a run left"
 redis --scan --pattern "xmirror:*$run*" | sort | while read -r key; do
-  echo "$key"
-  redis HGETALL "$key" | paste - - | sed 's/^/  /'
+  type=$(redis TYPE "$key")
+  echo "$key ($type)"
+  case $type in
+  hash) redis HGETALL "$key" | paste - - ;;
+  string) redis GET "$key" ;;
+  list) echo "keeps a run's writes in order; expires within 10 s" ;;
+  set) redis SMEMBERS "$key" ;;
+  zset) redis ZRANGE "$key" 0 -1 WITHSCORES | paste - - ;;
+  none) echo "(expired meanwhile)" ;;
+  *) echo "(a $type)" ;;
+  esac | sed 's/^/  /'
 done

@@ -286,7 +286,21 @@ func (m *Mirror) runOnce(ctx context.Context, rc rueidis.Client, cl *lease.Close
 	}
 	cl.Add("close the Kafka admin connection", admCl.Close)
 	log.Debug("connected to kafka", "brokers", cfg.Kafka.String())
-	r := &run{Mirror: m, rc: rc, admCl: admCl, adm: kadm.NewClient(admCl)}
+	r := &run{Mirror: m, rc: rc, admCl: admCl, adm: kadm.NewClient(admCl), plan: m.plan, streams: cfg.Streams}
+	if !cfg.Follow {
+		// The streams before the topics: a missing stream is named as
+		// such (or skipped), never its topic, and no topic is created
+		// for a stream that is not there.
+		streams, topics, err := r.presentStreams(ctx)
+		if err != nil {
+			return mirror.Stats{}, false, err
+		}
+		if len(topics) == 0 {
+			log.Info("no stream to mirror exists; nothing to do", "streams", cfg.Streams)
+			return mirror.Stats{}, true, nil
+		}
+		r.streams, r.plan.topics = streams, topics
+	}
 	sink, err := r.setUp(ctx, cl)
 	if err != nil {
 		return mirror.Stats{}, false, err
@@ -294,7 +308,7 @@ func (m *Mirror) runOnce(ctx context.Context, rc rueidis.Client, cl *lease.Close
 	if obs := cfg.Observer; obs != nil && obs.Started != nil {
 		obs.Started(m.started(ctx, r.src, r.ck))
 	}
-	log.Debug("mirroring", "streams", cfg.Streams, "topics", m.plan.topics, "follow", cfg.Follow, "batch_size", cfg.BatchSize, "max_in_flight", cfg.MaxInFlight)
+	log.Debug("mirroring", "streams", cfg.Streams, "topics", r.plan.topics, "follow", cfg.Follow, "batch_size", cfg.BatchSize, "max_in_flight", cfg.MaxInFlight)
 	stats, runErr := mirror.Run(ctx, r.src, sink, cfg.EngineOptions(before))
 	// Entries a gap took that no committed batch carried to the stats:
 	// the run stopped before it read again, or before that batch's
@@ -306,7 +320,7 @@ func (m *Mirror) runOnce(ctx context.Context, rc rueidis.Client, cl *lease.Close
 	if runErr == nil && !cfg.Follow && stats.Entries > 0 {
 		// Return once the records are visible to read_committed readers.
 		vctx, cancel := context.WithTimeout(ctx, visibleWait)
-		if !WaitVisible(vctx, r.adm, m.plan.topics) {
+		if !WaitVisible(vctx, r.adm, r.plan.topics) {
 			log.Debug("the records' transaction markers were not all written yet at exit (another producer's transaction open, or a slow broker)", "waited", visibleWait)
 		}
 		cancel()
@@ -330,9 +344,15 @@ func (m *Mirror) runOnce(ctx context.Context, rc rueidis.Client, cl *lease.Close
 // the steps of the set-up learn, in turn.
 type run struct {
 	*Mirror
-	rc    rueidis.Client
-	admCl *kgo.Client
-	adm   *kadm.Client
+	// plan is the mirror's, with only the topics of the streams a
+	// one-shot run found.
+	plan plan
+	// streams are those the source reads: a one-shot run's found, every
+	// stream of a follow run.
+	streams []string
+	rc      rueidis.Client
+	admCl   *kgo.Client
+	adm     *kadm.Client
 
 	ck     checkpoint.R2K
 	found  bool             // the checkpoint exists
@@ -344,7 +364,39 @@ type run struct {
 	prod   *kgo.Client       // the transactional producer
 }
 
-// setUp prepares the run, in an order each step depends on: the topics,
+// presentStreams checks that the source streams exist, before any topic is
+// checked or created: a missing one is refused, or skipped with
+// AllowMissing. It returns the streams found and their topics, sorted,
+// each once; a stream created after this check is not read by this run.
+// Only for a one-shot run (a follow run waits for its streams).
+func (r *run) presentStreams(ctx context.Context) (streams, topics []string, err error) {
+	cfg := &r.cfg
+	cmds := make(rueidis.Commands, 0, len(cfg.Streams))
+	for _, s := range cfg.Streams {
+		cmds = append(cmds, r.rc.B().Exists().Key(s).Build())
+	}
+	for i, res := range r.rc.DoMulti(ctx, cmds...) {
+		s := cfg.Streams[i]
+		n, err := res.AsInt64()
+		if err != nil {
+			return nil, nil, mirror.ClassifyRedis(fmt.Errorf("check stream %q (EXISTS): %w", s, err))
+		}
+		if n > 0 {
+			streams = append(streams, s)
+			topics = append(topics, r.plan.topicOf[s])
+			continue
+		}
+		if !cfg.AllowMissing {
+			return nil, nil, setting.Errorf("stream %q does not exist in Redis; check the name, or pass {AllowMissing} to skip missing streams", s)
+		}
+		r.log.Info("stream does not exist; skipping it and its topic, as missing streams are allowed", "stream", s, "topic", r.plan.topicOf[s])
+	}
+	slices.Sort(topics)
+	return streams, slices.Compact(topics), nil
+}
+
+// setUp prepares the run, in an order each step depends on (a one-shot
+// run has checked its streams before, see presentStreams): the topics,
 // the checkpoint and the consumer group (the source), the producer (which
 // fences every earlier run), the partitions' starting positions, and the
 // read-back of what an interrupted run left in Kafka. It returns the sink.
@@ -422,7 +474,7 @@ func (r *run) setUpSource(ctx context.Context) error {
 	r.log.Debug("consumer group", "group", group, "consumer", name)
 	r.src, err = NewRedisSource(ctx, RedisSourceConfig{
 		Client:       r.rc,
-		Streams:      cfg.Streams,
+		Streams:      r.streams,
 		Group:        group,
 		Consumer:     name,
 		Start:        r.plan.start.StreamID(),
