@@ -58,6 +58,9 @@ type connFlags struct {
 	kafkaMechanism, kafkaUser    string
 	kafkaPasswordFile            string
 	kafkaTokenFile               string
+
+	// logAttrs are added to the warnings resolve logs: a mirror's name.
+	logAttrs []any
 }
 
 func (f *connFlags) bind(c *cobra.Command, redis, kafka bool) {
@@ -110,7 +113,7 @@ func (f *connFlags) resolve(a *app, c *cobra.Command, redis, kafka bool) (endpoi
 		if r, err = endpoint.ParseRedis(a.envOr(c, "redis", envRedis, f.redis), o); err != nil {
 			return r, k, usageError(errors.New(connText(err)))
 		}
-		log := a.logger()
+		log := a.logger().With(f.logAttrs...)
 		if c.Flags().Changed("redis") && r.URLHasPassword() {
 			log.Warn("the Redis password in --redis can be seen by other users of this machine (ps); use " + redisPasswordAlternate + " instead")
 		}
@@ -140,7 +143,7 @@ func (f *connFlags) resolve(a *app, c *cobra.Command, redis, kafka bool) (endpoi
 		if k, err = endpoint.ParseKafka(a.envOr(c, "brokers", envBrokers, f.brokers), o); err != nil {
 			return r, k, usageError(errors.New(connText(err)))
 		}
-		log := a.logger()
+		log := a.logger().With(f.logAttrs...)
 		if k.Insecure() {
 			log.Warn("the Kafka brokers' certificates are not verified (--kafka-tls-insecure): anyone between here and " + k.String() + " can read and change the data; for tests only")
 		}

@@ -130,10 +130,11 @@ dead-letter (copy it to --dead-letter-stream, at least once).`,
 func (o *kafkaToRedisOptions) execute(a *app, c *cobra.Command) error {
 	names := flagNames(kafkaToRedisFlags)
 	var err error
+	o.run.defaultName(func() string { return k2r.DefaultName(o.cfg) })
+	o.conn.logAttrs = []any{"mirror", o.cfg.Name}
 	if o.cfg.Redis, o.cfg.Kafka, err = o.conn.resolve(a, c, true, true); err != nil {
 		return err
 	}
-	o.run.defaultName(func() string { return k2r.DefaultName(o.cfg) })
 	o.cfg.Logger = a.logger()
 	o.cfg.Observer = a.observer(&o.cfg.RunConfig)
 	m, err := k2r.New(c.Context(), o.cfg)

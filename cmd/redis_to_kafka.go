@@ -121,10 +121,11 @@ bodies were trimmed are handled the same way.`,
 func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) error {
 	names := flagNames(redisToKafkaFlags)
 	var err error
+	o.run.defaultName(func() string { return r2k.DefaultName(o.cfg) })
+	o.conn.logAttrs = []any{"mirror", o.cfg.Name}
 	if o.cfg.Redis, o.cfg.Kafka, err = o.conn.resolve(a, c, true, true); err != nil {
 		return err
 	}
-	o.run.defaultName(func() string { return r2k.DefaultName(o.cfg) })
 	o.cfg.Logger = a.logger()
 	o.cfg.Observer = a.observer(&o.cfg.RunConfig)
 	m, err := r2k.New(c.Context(), o.cfg)

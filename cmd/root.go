@@ -43,8 +43,8 @@ const (
 	envLogLevel  = "XMIRROR_LOG_LEVEL"
 )
 
-// resolveLogging settles the log format and level from the flags, then the
-// environment, then -v and -q; a value it does not know is a usage error.
+// resolveLogging settles the log format and level, flags before the
+// environment; a value it does not know is a usage error.
 func (g *globalOptions) resolveLogging(c *cobra.Command, env Env) error {
 	flags := c.Flags()
 	if !flags.Changed("log-format") {
@@ -56,9 +56,19 @@ func (g *globalOptions) resolveLogging(c *cobra.Command, env Env) error {
 	if g.logFormat != "text" && g.logFormat != "json" {
 		return usageErrorf("--log-format must be text or json, got %q", g.logFormat)
 	}
+	// Flags before the environment: --log-level, then -q or -v, then
+	// XMIRROR_LOG_LEVEL, then info.
 	level := g.logLevel
 	if !flags.Changed("log-level") {
-		level = strings.TrimSpace(env.Getenv(envLogLevel))
+		level = ""
+		if env := strings.TrimSpace(env.Getenv(envLogLevel)); env != "" {
+			if err := new(slog.Level).UnmarshalText([]byte(env)); err != nil {
+				return usageErrorf("%s must be debug, info, warn or error, got %q", envLogLevel, env)
+			}
+			if !g.quiet && !g.verbose {
+				level = env
+			}
+		}
 	}
 	switch {
 	case level != "":
@@ -151,7 +161,7 @@ Exit codes: 0 success, 1 runtime failure, 2 usage error,
 	root.PersistentFlags().BoolVarP(&g.quiet, "quiet", "q", false, "print no progress or summary, only errors")
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log what the mirror does, step by step")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log lines as text (key=value) or json, one object per line (env "+envLogFormat+")")
-	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "", "log debug, info, warn or error and above; wins over -v and -q (env "+envLogLevel+"; default info, debug with -v, error with -q)")
+	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "", "log debug, info, warn or error and above; wins over -v and -q, which win over the environment (env "+envLogLevel+"; default info, debug with -v, error with -q)")
 	g.profile.bind(root)
 	root.PersistentPreRunE = func(c *cobra.Command, _ []string) error {
 		if err := g.resolveLogging(c, env); err != nil {

@@ -74,3 +74,56 @@ func TestStandbyTakesOverAfterAKill(t *testing.T) {
 		t.Fatalf("topic holds %d records, want 150", len(recs))
 	}
 }
+
+// TestStandbyPairSurvivesAFailover: the active run of a --standby pair,
+// frozen past its lease while the other took over, stands by in turn when
+// it wakes, instead of exiting; what the new active run mirrors reaches
+// the topic exactly once.
+func TestStandbyPairSurvivesAFailover(t *testing.T) {
+	rc := testenv.Redis(t)
+	kc := testenv.Kafka(t)
+	stream := testenv.Name(t, "s")
+	topic := testenv.Topic(t, kc, 1)
+	name := testenv.Name(t, "m")
+	t.Cleanup(func() {
+		ctx := context.Background()
+		rc.Do(ctx, rc.B().Del().Key(stream, checkpoint.R2KKey(name)).Build())
+	})
+	const ttl = 2 * time.Second
+	args := []string{"r2k", "--follow", "--standby", "--stream", stream, "--topic", topic, "--name", name, "--lease-ttl", ttl.String()}
+	fields := func(i int) []string { return []string{"n", strconv.Itoa(i)} }
+	a := startXmirror(t, args...)
+	addEntries(t, rc, stream, 0, 20, fields)
+	testenv.Wait(t, 30*time.Second, "the first run mirroring", func() bool { return len(readTopic(t, topic)) == 20 })
+	b := startXmirror(t, args...)
+	testenv.Wait(t, 10*time.Second, "the second run standing by", func() bool {
+		return strings.Contains(b.stderr.String(), "standing by")
+	})
+	// Frozen past its lease: the standby takes over once it expires.
+	a.cmd.Process.Signal(syscall.SIGSTOP)
+	addEntries(t, rc, stream, 20, 20, fields)
+	testenv.Wait(t, ttl+15*time.Second, "the standby mirroring", func() bool { return len(readTopic(t, topic)) == 40 })
+	a.cmd.Process.Signal(syscall.SIGCONT)
+	testenv.Wait(t, 15*time.Second, "the first run standing by in turn", func() bool {
+		return strings.Contains(a.stderr.String(), "standing by")
+	})
+	addEntries(t, rc, stream, 40, 20, fields)
+	testenv.Wait(t, 30*time.Second, "the new active run mirroring", func() bool { return len(readTopic(t, topic)) >= 60 })
+	for _, p := range []*started{a, b} {
+		if code, _ := p.stop(t, syscall.SIGTERM, 15*time.Second); code != 0 {
+			t.Fatalf("exit %d after SIGTERM, want 0\nstderr: %s", code, p.stderr.String())
+		}
+	}
+	recs := readTopic(t, topic)
+	seen := map[string]bool{}
+	for _, r := range recs {
+		id, _ := header(r, "xmirror.id")
+		if seen[id] {
+			t.Fatalf("entry %s mirrored twice", id)
+		}
+		seen[id] = true
+	}
+	if len(recs) != 60 {
+		t.Fatalf("topic holds %d records, want 60", len(recs))
+	}
+}

@@ -190,11 +190,15 @@ func (l *loop) run(ctx context.Context, sd *Shutdown, run RunFunc) (total mirror
 	for {
 		held, err := l.holdLease(ctx, prev)
 		if err != nil {
-			if prev == nil && l.Standby && ctx.Err() == nil && (errors.Is(err, checkpoint.ErrLeaseHeld) || mirror.IsTransient(err)) {
+			// Held by another run, at the start or after a failover (this
+			// run stalled and the other took over): a standby waits.
+			// Anything else is handled as without it.
+			if l.Standby && ctx.Err() == nil && errors.Is(err, checkpoint.ErrLeaseHeld) {
 				if err = l.standBy(ctx, &standingBy, err); err == nil {
 					continue
 				}
 			}
+			standingBy = time.Time{}
 			if again && ctx.Err() == nil && mirror.IsTransient(err) {
 				if err = l.setUpBackoff(ctx, &backoff, err); err == nil {
 					continue
