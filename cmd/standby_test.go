@@ -61,6 +61,13 @@ func TestStandbyTakesOverAfterAKill(t *testing.T) {
 	if code, _ := standby.stop(t, syscall.SIGTERM, 15*time.Second); code != 0 {
 		t.Fatalf("standby: exit %d after SIGTERM\nstderr: %s", code, standby.stderr.String())
 	}
+	eachEntryOnce(t, topic, 150)
+}
+
+// eachEntryOnce fails the test unless topic holds n records, no entry
+// twice.
+func eachEntryOnce(t *testing.T, topic string, n int) {
+	t.Helper()
 	recs := readTopic(t, topic)
 	seen := map[string]bool{}
 	for _, r := range recs {
@@ -70,8 +77,8 @@ func TestStandbyTakesOverAfterAKill(t *testing.T) {
 		}
 		seen[id] = true
 	}
-	if len(recs) != 150 {
-		t.Fatalf("topic holds %d records, want 150", len(recs))
+	if len(recs) != n {
+		t.Fatalf("topic holds %d records, want %d", len(recs), n)
 	}
 }
 
@@ -114,16 +121,5 @@ func TestStandbyPairSurvivesAFailover(t *testing.T) {
 			t.Fatalf("exit %d after SIGTERM, want 0\nstderr: %s", code, p.stderr.String())
 		}
 	}
-	recs := readTopic(t, topic)
-	seen := map[string]bool{}
-	for _, r := range recs {
-		id, _ := header(r, "xmirror.id")
-		if seen[id] {
-			t.Fatalf("entry %s mirrored twice", id)
-		}
-		seen[id] = true
-	}
-	if len(recs) != 60 {
-		t.Fatalf("topic holds %d records, want 60", len(recs))
-	}
+	eachEntryOnce(t, topic, 60)
 }

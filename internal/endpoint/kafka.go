@@ -150,18 +150,15 @@ func (k *Kafka) apply(o KafkaOptions) error {
 		switch mech {
 		case SASLPlain:
 			k.sasl = plain.Plain(func(ctx context.Context) (plain.Auth, error) {
-				pw, err := password()
-				return plain.Auth{User: user, Pass: pw}, err
+				return plain.Auth{User: user, Pass: password()}, nil
 			})
 		case SASLScramSHA256:
 			k.sasl = scram.Sha256(func(ctx context.Context) (scram.Auth, error) {
-				pw, err := password()
-				return scram.Auth{User: user, Pass: pw}, err
+				return scram.Auth{User: user, Pass: password()}, nil
 			})
 		default:
 			k.sasl = scram.Sha512(func(ctx context.Context) (scram.Auth, error) {
-				pw, err := password()
-				return scram.Auth{User: user, Pass: pw}, err
+				return scram.Auth{User: user, Pass: password()}, nil
 			})
 		}
 	case SASLOAuthBearer:
@@ -175,12 +172,9 @@ func (k *Kafka) apply(o KafkaOptions) error {
 		if token == nil {
 			return setting.Errorf("OAUTHBEARER needs a token; give it in {KafkaTokenFile} or the environment")
 		}
-		if t, err := token(); err == nil {
-			k.subject = tokenSubject(t)
-		}
+		k.subject = tokenSubject(token())
 		k.sasl = oauth.Oauth(func(ctx context.Context) (oauth.Auth, error) {
-			t, err := token()
-			return oauth.Auth{Token: t}, err
+			return oauth.Auth{Token: token()}, nil
 		})
 	default:
 		return setting.Errorf("{KafkaSASLMechanism} %q is not one xmirror speaks; use %s", o.SASLMechanism, strings.Join(SASLMechanisms, ", "))
@@ -193,16 +187,16 @@ func (k *Kafka) apply(o KafkaOptions) error {
 // first line of file, read now (so a wrong path fails at once) and again
 // when it changed (see secretFile). The file wins over the value (a
 // variable in the environment). Nil when neither is given.
-func secret(value, file, field, noun string) (func() (string, error), error) {
+func secret(value, file, field, noun string) (func() string, error) {
 	if file != "" {
 		f, err := newSecretFile(file, field, noun)
 		if err != nil {
 			return nil, err
 		}
-		return func() (string, error) { return f.get(), nil }, nil
+		return f.get, nil
 	}
 	if value != "" {
-		return func() (string, error) { return value, nil }, nil
+		return func() string { return value }, nil
 	}
 	return nil, nil
 }

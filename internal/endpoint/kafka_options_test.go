@@ -26,16 +26,9 @@ func flagNames(f string) (string, bool) { return "<" + f + ">", true }
 func TestParseKafkaOptions(t *testing.T) {
 	dir := t.TempDir()
 	cert, key := writeCert(t, dir)
-	file := func(name, content string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	pwFile := file("pw", "s3cret-file\n")
-	tokenFile := file("token", "tok.en.file\n")
-	empty := file("empty", "")
+	pwFile := writeFile(t, dir, "pw", "s3cret-file\n")
+	tokenFile := writeFile(t, dir, "token", "tok.en.file\n")
+	empty := writeFile(t, dir, "empty", "")
 	for _, tc := range []struct {
 		name      string
 		o         KafkaOptions

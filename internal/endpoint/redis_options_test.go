@@ -26,6 +26,16 @@ import (
 	"github.com/xmirror/xmirror/mirror/setting"
 )
 
+// writeFile writes content to the file name in dir and returns its path.
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // writeCert writes a self-signed certificate and its key as PEM files.
 func writeCert(t *testing.T, dir string) (certFile, keyFile string) {
 	t.Helper()
@@ -52,19 +62,11 @@ func writeCert(t *testing.T, dir string) (certFile, keyFile string) {
 func TestParseRedisOptions(t *testing.T) {
 	dir := t.TempDir()
 	cert, key := writeCert(t, dir)
-	file := func(name, content string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	pwFile := file("pw", "s3cret-file\n")
-	crlfFile := file("pw-crlf", "s3cret-file\r\n")
-	emptyFile := file("pw-empty", "\n")
-	twoLines := file("pw-two", "a\nb\n")
-	notPEM := file("ca-bad", "not a certificate")
-	names := func(f string) (string, bool) { return "<" + f + ">", true }
+	pwFile := writeFile(t, dir, "pw", "s3cret-file\n")
+	crlfFile := writeFile(t, dir, "pw-crlf", "s3cret-file\r\n")
+	emptyFile := writeFile(t, dir, "pw-empty", "\n")
+	twoLines := writeFile(t, dir, "pw-two", "a\nb\n")
+	notPEM := writeFile(t, dir, "ca-bad", "not a certificate")
 
 	cases := []struct {
 		name     string
@@ -134,7 +136,7 @@ func TestParseRedisOptions(t *testing.T) {
 				if err == nil {
 					t.Fatalf("no error, want %q", tc.wantErr)
 				}
-				if msg := setting.Render(err, names); !strings.Contains(msg, tc.wantErr) {
+				if msg := setting.Render(err, flagNames); !strings.Contains(msg, tc.wantErr) {
 					t.Fatalf("err = %q, want %q", msg, tc.wantErr)
 				}
 				if strings.Contains(err.Error(), "topsecret") || strings.Contains(err.Error(), "s3cret") {
@@ -251,7 +253,6 @@ func TestExplainTLSFailures(t *testing.T) {
 		t.Fatal(err)
 	}
 	cert := &x509.Certificate{DNSNames: []string{"redis.internal"}}
-	names := func(f string) (string, bool) { return "<" + f + ">", true }
 	for _, tc := range []struct {
 		err  error
 		want string
@@ -265,7 +266,7 @@ func TestExplainTLSFailures(t *testing.T) {
 		{errors.New("WRONGPASS invalid username-password pair or user is disabled."), `authentication refused for user "u"`},
 		{errors.New("read tcp 1->2: read: connection reset by peer"), "a server that requires a client certificate does that: give one with <RedisCert> and <RedisKey>"},
 	} {
-		msg := setting.Render(r.explain(tc.err), names)
+		msg := setting.Render(r.explain(tc.err), flagNames)
 		if !strings.Contains(msg, tc.want) || !strings.HasPrefix(msg, "redis cache:6380: ") || strings.Contains(msg, "topsecret") {
 			t.Errorf("%v:\n got %q\nwant %q after the endpoint", tc.err, msg, tc.want)
 		}

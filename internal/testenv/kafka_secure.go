@@ -260,35 +260,7 @@ func (k KafkaSecure) Kadm(tb testing.TB) *kadm.Client {
 // when the test ends unless it failed.
 func (k KafkaSecure) Topic(tb testing.TB, partitions int32) string {
 	tb.Helper()
-	t := Name(tb, strings.TrimSuffix(SecureTopicPrefix, "-"))
-	adm := k.Kadm(tb)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	resp, err := adm.CreateTopic(ctx, partitions, 1, nil, t)
-	if err == nil {
-		err = resp.Err
-	}
-	if err != nil {
-		tb.Fatalf("create topic %s: %v", t, err)
-	}
-	// CreateTopics returns before the broker's metadata lists the topic.
-	Wait(tb, 30*time.Second, "topic "+t+" in the metadata", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		details, err := adm.ListTopics(ctx, t)
-		d, ok := details[t]
-		return err == nil && ok && d.Err == nil && len(d.Partitions) == int(partitions)
-	})
-	tb.Cleanup(func() {
-		if tb.Failed() {
-			tb.Logf("keeping topic %s of the failed test", t)
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		adm.DeleteTopics(ctx, t)
-	})
-	return t
+	return createTopic(tb, k.Admin(tb), Name(tb, strings.TrimSuffix(SecureTopicPrefix, "-")), partitions)
 }
 
 // An ACLResource is what an ACL is on: a topic, a transactional ID, a group

@@ -126,7 +126,13 @@ func Stream(tb testing.TB, c rueidis.Client) string {
 // test ends unless it failed (kept for inspection).
 func Topic(tb testing.TB, cl *kgo.Client, partitions int32) string {
 	tb.Helper()
-	t := Name(tb, "t")
+	return createTopic(tb, cl, Name(tb, "t"), partitions)
+}
+
+// createTopic creates topic t through cl and waits until the metadata
+// lists it; deleted when the test ends unless it failed.
+func createTopic(tb testing.TB, cl *kgo.Client, t string, partitions int32) string {
+	tb.Helper()
 	adm := kadm.NewClient(cl)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
