@@ -149,3 +149,44 @@ func (o *Observer) lease(e LeaseEvent) {
 		o.Lease(e)
 	}
 }
+
+// Observers joins os into one Observer that calls each in turn; nil
+// observers are left out, and none at all is nil. Progress output, metrics
+// and the command's own bookkeeping each watch a run this way without
+// knowing of the others.
+func Observers(os ...*Observer) *Observer {
+	var all []*Observer
+	for _, o := range os {
+		if o != nil {
+			all = append(all, o)
+		}
+	}
+	switch len(all) {
+	case 0:
+		return nil
+	case 1:
+		return all[0]
+	}
+	return &Observer{
+		Started: func(s Start) {
+			for _, o := range all {
+				o.started(s)
+			}
+		},
+		Committed: func(c Commit) {
+			for _, o := range all {
+				o.committed(c)
+			}
+		},
+		Retrying: func(r Retry) {
+			for _, o := range all {
+				o.retrying(r)
+			}
+		},
+		Lease: func(e LeaseEvent) {
+			for _, o := range all {
+				o.lease(e)
+			}
+		},
+	}
+}
