@@ -93,7 +93,12 @@ type K2R struct {
 // missing key is the zero K2R with found false; anything xmirror did not
 // write is an error wrapping ErrCorrupt, never a fresh start.
 func LoadK2R(ctx context.Context, c rueidis.Client, name, stream string) (ck K2R, found bool, err error) {
-	key := K2RKey(name, stream)
+	return LoadK2RKey(ctx, c, K2RKey(name, stream))
+}
+
+// LoadK2RKey reads the kafka-to-redis checkpoint at key, as LoadK2R does:
+// for a checkpoint found by its key (see List), whose stream is not known.
+func LoadK2RKey(ctx context.Context, c rueidis.Client, key string) (ck K2R, found bool, err error) {
 	m, err := loadHash(ctx, c, key, KindKafkaToRedis, k2rOldestVersion, K2RVersion)
 	if err != nil || m == nil {
 		return ck, false, err

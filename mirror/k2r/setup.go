@@ -6,6 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -513,6 +517,7 @@ func (k *partitionSetup) storeStarts(ctx context.Context, positions map[string]m
 	var recreated *checkpoint.TopicRecreatedError
 	switch {
 	case err == nil:
+		k.recordDescriptor(ctx, positions)
 		return nil
 	case errors.As(err, &recreated):
 		return topicRecreated(err)
@@ -520,6 +525,30 @@ func (k *partitionSetup) storeStarts(ctx context.Context, positions map[string]m
 		return err
 	}
 	return mirror.Transient(fmt.Errorf("redis %s: %w", k.cfg.redisName(), err))
+}
+
+// recordDescriptor records what the mirror is, for status and the
+// checkpoint commands: above all the streams it writes to, whose
+// checkpoint keys hold only their hash tags. It is a description, not a
+// position: a Redis user not allowed to write it gets a warning, and the
+// mirror runs on.
+func (k *partitionSetup) recordDescriptor(ctx context.Context, positions map[string]map[checkpoint.TopicPartition]int64) {
+	cfg := k.cfg
+	host, _ := os.Hostname()
+	d := checkpoint.Descriptor{Kind: checkpoint.KindKafkaToRedis, Name: cfg.Name,
+		Source: strings.Join(cfg.Topics, ","), Destination: cfg.Stream, Format: string(cfg.Format),
+		Redis: cfg.Redis.Redacted(), Brokers: cfg.Kafka.String(), Host: host, Recorded: time.Now()}
+	topics := map[string]bool{}
+	for s, starts := range positions {
+		d.Streams = append(d.Streams, s)
+		for tp := range starts {
+			topics[tp.Topic] = true
+		}
+	}
+	d.Topics = slices.Sorted(maps.Keys(topics))
+	if err := checkpoint.RecordDescriptor(ctx, k.rc, d); err != nil {
+		k.log.Warn("cannot record what the mirror is for xmirror status; mirroring goes on", "key", checkpoint.DescriptorKey(d.Kind, d.Name), "err", err)
+	}
 }
 
 // formatTopicID writes a topic ID as Kafka's tools print it (URL-safe

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -305,6 +306,7 @@ func (m *Mirror) runOnce(ctx context.Context, rc rueidis.Client, cl *lease.Close
 	if err != nil {
 		return mirror.Stats{}, false, err
 	}
+	r.recordDescriptor(ctx)
 	if obs := cfg.Observer; obs != nil && obs.Started != nil {
 		obs.Started(m.started(ctx, r.src, r.ck))
 	}
@@ -462,6 +464,21 @@ func (r *run) setUp(ctx context.Context, cl *lease.Closers) (*KafkaSink, error) 
 		sinkCfg.ConfirmTimeout = cfg.Timeout
 	}
 	return NewKafkaSink(sinkCfg), nil
+}
+
+// recordDescriptor records what the mirror is, for status and the
+// checkpoint commands. It is a description, not a position: a Redis user
+// not allowed to write it gets a warning, and the mirror runs on.
+func (r *run) recordDescriptor(ctx context.Context) {
+	cfg := &r.cfg
+	host, _ := os.Hostname()
+	d := checkpoint.Descriptor{Kind: checkpoint.KindRedisToKafka, Name: cfg.Name,
+		Source: strings.Join(cfg.Streams, ","), Destination: cfg.Topic, Group: r.src.cfg.Group, Format: string(cfg.Format),
+		Streams: r.streams, Topics: r.plan.topics,
+		Redis: cfg.Redis.Redacted(), Brokers: cfg.Kafka.String(), Host: host, Recorded: time.Now()}
+	if err := checkpoint.RecordDescriptor(ctx, r.rc, d); err != nil {
+		r.log.Warn("cannot record what the mirror is for xmirror status; mirroring goes on", "key", checkpoint.DescriptorKey(d.Kind, d.Name), "err", err)
+	}
 }
 
 // setUpSource chooses the consumer group and opens the source on it.

@@ -1,0 +1,106 @@
+package mirror
+
+import (
+	"context"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/xmirror/xmirror/checkpoint"
+)
+
+// A Status is what a mirror's checkpoint, its lease and its servers say
+// of it now: what it mirrors, where it stands in each stream or
+// partition, how far behind it is, and whether it runs.
+type Status struct {
+	Kind string `json:"direction"`
+	Name string `json:"mirror"`
+	// Source, Destination, Group and Format are what the mirror's last
+	// run recorded; empty for a mirror that last ran before runs
+	// recorded them (Described false).
+	Source      string `json:"source,omitempty"`
+	Destination string `json:"destination,omitempty"`
+	Group       string `json:"group,omitempty"`
+	Format      string `json:"format,omitempty"`
+	Described   bool   `json:"described"`
+	// Running tells whether a run holds the mirror's lease, Holder which
+	// (pid and host), LeaseExpires when its lease lapses unless renewed.
+	Running      bool       `json:"running"`
+	Holder       string     `json:"holder,omitempty"`
+	LeaseExpires *time.Time `json:"lease_expires,omitempty"`
+	// Checkpointed is when the checkpoint last moved (zero if never);
+	// Age is how long ago, when Status was taken.
+	Checkpointed *time.Time    `json:"checkpointed,omitempty"`
+	Age          time.Duration `json:"-"`
+	AgeSeconds   float64       `json:"checkpoint_age_seconds,omitempty"`
+	// Entries and Bytes are what the mirror mirrored over all its runs.
+	Entries int64 `json:"entries"`
+	Bytes   int64 `json:"bytes"`
+	// Lag is the entries (records) of the source not yet mirrored, over
+	// every stream or partition whose lag is known; LagKnown is false when
+	// one's is not (see PositionStatus.Note).
+	Lag      int64 `json:"lag"`
+	LagKnown bool  `json:"lag_known"`
+	// Positions are per stream (redis-to-kafka) or per partition
+	// (kafka-to-redis), sorted.
+	Positions []PositionStatus `json:"positions"`
+}
+
+// A PositionStatus is where a mirror stands in one stream or partition of
+// its source.
+type PositionStatus struct {
+	// Stream is the source stream (redis-to-kafka) or the destination
+	// stream the partition feeds (kafka-to-redis; empty when its mirror
+	// did not record it).
+	Stream string `json:"stream,omitempty"`
+	// ID is the last entry of Stream the mirror checkpointed
+	// (redis-to-kafka).
+	ID string `json:"id,omitempty"`
+	// Topic and Partition name a source partition, Offset the next
+	// offset the mirror reads there, End the partition's end offset
+	// (kafka-to-redis).
+	Topic     string `json:"topic,omitempty"`
+	Partition int32  `json:"partition"`
+	Offset    int64  `json:"offset,omitempty"`
+	End       int64  `json:"end_offset,omitempty"`
+	// Lag is the entries (records) not yet mirrored, when LagKnown; for
+	// redis-to-kafka the group's undelivered entries plus its pending
+	// ones, whose delivery Kafka has not confirmed yet.
+	Lag      int64 `json:"lag"`
+	LagKnown bool  `json:"lag_known"`
+	// Pending are entries read but not yet confirmed (redis-to-kafka).
+	Pending int64 `json:"pending,omitempty"`
+	// Note says what is unusual: a stream or group missing, a lag Redis
+	// cannot tell.
+	Note string `json:"note,omitempty"`
+}
+
+// Total adds up the lags of s's positions into s.Lag and s.LagKnown, and
+// the checkpoint's age as of now.
+func (s *Status) Total(now time.Time) {
+	if s.Checkpointed != nil {
+		s.Age = now.Sub(*s.Checkpointed)
+		s.AgeSeconds = s.Age.Round(time.Millisecond).Seconds()
+	}
+	s.Lag, s.LagKnown = 0, true
+	for _, p := range s.Positions {
+		if !p.LagKnown {
+			s.LagKnown = false
+			continue
+		}
+		s.Lag += p.Lag
+	}
+}
+
+// ReadLease fills in whether a run holds s's mirror's lease, and which.
+func (s *Status) ReadLease(ctx context.Context, rc rueidis.Client) error {
+	h, err := checkpoint.LeaseHolder(ctx, rc, s.Kind, s.Name)
+	if err != nil || h == nil {
+		return err
+	}
+	s.Running, s.Holder = true, h.String()
+	if !h.Expires.IsZero() {
+		s.LeaseExpires = &h.Expires
+	}
+	return nil
+}
