@@ -21,3 +21,13 @@ func LeaseCommands(kind, name string) []endpoint.RedisCommand {
 		c("evalsha", "EVALSHA", "0000000000000000000000000000000000000000", "1", k),
 	}
 }
+
+// DescriptorCommands are the commands that record what mirror name of
+// kind is (see RecordDescriptor), on its key.
+func DescriptorCommands(kind, name string) []endpoint.RedisCommand {
+	k := DescriptorKey(kind, name)
+	return []endpoint.RedisCommand{
+		{Rule: "hgetall", Args: []string{"HGETALL", k}, Key: k, What: "mirror record"},
+		{Rule: "hset", Args: []string{"HSET", k, "version", "1"}, Key: k, What: "mirror record"},
+	}
+}

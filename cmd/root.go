@@ -137,7 +137,8 @@ Exit codes: 0 success, 1 runtime failure, 2 usage error,
 130 a one-shot run interrupted before it finished.`,
 		Example: `  xmirror check
   xmirror redis-to-kafka --stream orders --create-topic
-  xmirror kafka-to-redis --topic orders --stream orders-copy --follow`,
+  xmirror kafka-to-redis --topic orders --stream orders-copy --follow
+  xmirror status --max-lag 10000`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		Version:       Version,
@@ -188,6 +189,7 @@ Exit codes: 0 success, 1 runtime failure, 2 usage error,
 		newCheckCmd(app),
 		newRedisToKafkaCmd(app),
 		newKafkaToRedisCmd(app),
+		newStatusCmd(app),
 	)
 	for _, c := range root.Commands() {
 		if c.Args != nil {

@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"context"
+	"encoding/json"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -52,27 +53,78 @@ type PositionStatus struct {
 	// Stream is the source stream (redis-to-kafka) or the destination
 	// stream the partition feeds (kafka-to-redis; empty when its mirror
 	// did not record it).
-	Stream string `json:"stream,omitempty"`
+	Stream string
 	// ID is the last entry of Stream the mirror checkpointed
-	// (redis-to-kafka).
-	ID string `json:"id,omitempty"`
+	// (redis-to-kafka; empty before its first).
+	ID string
 	// Topic and Partition name a source partition, Offset the next
-	// offset the mirror reads there, End the partition's end offset
-	// (kafka-to-redis).
-	Topic     string `json:"topic,omitempty"`
-	Partition int32  `json:"partition"`
-	Offset    int64  `json:"offset,omitempty"`
-	End       int64  `json:"end_offset,omitempty"`
+	// offset the mirror reads there (checkpoint.NoPosition before it has
+	// one), End the partition's end offset (kafka-to-redis).
+	Topic     string
+	Partition int32
+	Offset    int64
+	End       int64
 	// Lag is the entries (records) not yet mirrored, when LagKnown; for
 	// redis-to-kafka the group's undelivered entries plus its pending
 	// ones, whose delivery Kafka has not confirmed yet.
-	Lag      int64 `json:"lag"`
-	LagKnown bool  `json:"lag_known"`
+	Lag      int64
+	LagKnown bool
 	// Pending are entries read but not yet confirmed (redis-to-kafka).
-	Pending int64 `json:"pending,omitempty"`
+	Pending int64
 	// Note says what is unusual: a stream or group missing, a lag Redis
 	// cannot tell.
-	Note string `json:"note,omitempty"`
+	Note string
+}
+
+// positionJSON is a PositionStatus as status -o json writes it: a
+// stream's fields or a partition's, not both.
+type positionJSON struct {
+	Stream    string `json:"stream,omitempty"`
+	ID        string `json:"id,omitempty"`
+	Topic     string `json:"topic,omitempty"`
+	Partition *int32 `json:"partition,omitempty"`
+	Offset    *int64 `json:"offset,omitempty"`
+	End       *int64 `json:"end_offset,omitempty"`
+	Lag       *int64 `json:"lag"`
+	Pending   *int64 `json:"pending,omitempty"`
+	Note      string `json:"note,omitempty"`
+}
+
+// MarshalJSON writes p with only the fields of its kind, and a lag that
+// is not known as null.
+func (p PositionStatus) MarshalJSON() ([]byte, error) {
+	j := positionJSON{Stream: p.Stream, ID: p.ID, Topic: p.Topic, Note: p.Note}
+	if p.LagKnown {
+		j.Lag = &p.Lag
+	}
+	if p.Topic != "" {
+		j.Partition, j.End = &p.Partition, &p.End
+		if p.Offset >= 0 {
+			j.Offset = &p.Offset
+		}
+	} else {
+		j.Pending = &p.Pending
+	}
+	return json.Marshal(j)
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (p *PositionStatus) UnmarshalJSON(b []byte) error {
+	var j positionJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*p = PositionStatus{Stream: j.Stream, ID: j.ID, Topic: j.Topic, Note: j.Note, Offset: -1}
+	for dst, src := range map[*int64]*int64{&p.Offset: j.Offset, &p.End: j.End, &p.Pending: j.Pending, &p.Lag: j.Lag} {
+		if src != nil {
+			*dst = *src
+		}
+	}
+	if j.Partition != nil {
+		p.Partition = *j.Partition
+	}
+	p.LagKnown = j.Lag != nil
+	return nil
 }
 
 // Total adds up the lags of s's positions into s.Lag and s.LagKnown, and

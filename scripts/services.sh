@@ -126,8 +126,8 @@ TLS_STREAMS='~tls-*'
 # sent by the client on connect), INFO (Redis Cluster refused, versions),
 # the lease (xmirror:lease:*, a script), and the checkpoint scripts.
 ACL_COMMON='+ping +hello +auth +client|setname +cluster|slots +info +eval +evalsha +get +set +pexpire +del +exists +type +multi +exec'
-ACL_R2K="$ACL_COMMON +hgetall +hget +hset +hsetnx +hexists +hincrby +xreadgroup +xread +xack +xadd +xautoclaim +xclaim +xpending +xlen +xgroup|create +xgroup|setid +xinfo|stream +xinfo|groups +xinfo|consumers ~xmirror:lease:* ~xmirror:r2k:* ~xmirror:r2k-gap-hold:* $TLS_STREAMS"
-ACL_K2R="$ACL_COMMON +watch +unwatch +hgetall +hget +hmget +hset +hsetnx +hexists +hdel +hkeys +hincrby +xadd +xrange +xlen +xdel +xsetid +xinfo|stream +blpop +lpush ~xmirror:lease:* ~xmirror:k2r:* ~xmirror:k2r-guard:* ~xmirror:k2r-order:* $TLS_STREAMS"
+ACL_R2K="$ACL_COMMON +hgetall +hget +hset +hsetnx +hexists +hincrby +xreadgroup +xread +xack +xadd +xautoclaim +xclaim +xpending +xlen +xgroup|create +xgroup|setid +xinfo|stream +xinfo|groups +xinfo|consumers ~xmirror:lease:* ~xmirror:mirror:* ~xmirror:r2k:* ~xmirror:r2k-gap-hold:* $TLS_STREAMS"
+ACL_K2R="$ACL_COMMON +watch +unwatch +hgetall +hget +hmget +hset +hsetnx +hexists +hdel +hkeys +hincrby +xadd +xrange +xlen +xdel +xsetid +xinfo|stream +blpop +lpush ~xmirror:lease:* ~xmirror:mirror:* ~xmirror:k2r:* ~xmirror:k2r-guard:* ~xmirror:k2r-order:* $TLS_STREAMS"
 TLS_USERS=(xmirror-admin xmirror-r2k xmirror-k2r xmirror-r2k-noxack)
 
 KAFKA_DIR="$STATE_DIR/kafka"

@@ -21,6 +21,7 @@ const permissionRun = "check"
 func RedisPermissions(cfg Config) []endpoint.RedisCommand {
 	out := endpoint.RedisConnectionCommands()
 	out = append(out, checkpoint.LeaseCommands(checkpoint.KindKafkaToRedis, cfg.Name)...)
+	out = append(out, checkpoint.DescriptorCommands(checkpoint.KindKafkaToRedis, cfg.Name)...)
 	add := func(rule, what, key string, args ...string) {
 		out = append(out, endpoint.RedisCommand{Rule: rule, Args: args, Key: key, What: what})
 	}

@@ -24,6 +24,7 @@ func RedisPermissions(cfg Config) []endpoint.RedisCommand {
 	hold := checkpoint.R2KGapHoldKey(cfg.Name)
 	out := endpoint.RedisConnectionCommands()
 	out = append(out, checkpoint.LeaseCommands(checkpoint.KindRedisToKafka, cfg.Name)...)
+	out = append(out, checkpoint.DescriptorCommands(checkpoint.KindRedisToKafka, cfg.Name)...)
 	add := func(rule, what, key string, args ...string) {
 		out = append(out, endpoint.RedisCommand{Rule: rule, Args: args, Key: key, What: what})
 	}

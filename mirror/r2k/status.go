@@ -103,4 +103,3 @@ func groupLag(p *mirror.PositionStatus, group string, res rueidis.RedisResult) e
 }
 
 func isNoSuchKey(err error) bool { return strings.Contains(err.Error(), "no such key") }
-
