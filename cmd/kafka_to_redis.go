@@ -5,6 +5,7 @@ import (
 
 	"github.com/xmirror/xmirror/mirror/k2r"
 	"github.com/xmirror/xmirror/mirror/mapping"
+	"github.com/xmirror/xmirror/mirror/setting"
 )
 
 // kafkaToRedisOptions are the flags of kafka-to-redis, bound into the
@@ -36,6 +37,13 @@ var kafkaToRedisFlags = map[string]string{
 }
 
 func newKafkaToRedisCmd(a *app) *cobra.Command {
+	c, _ := newKafkaToRedis(a)
+	return c
+}
+
+// newKafkaToRedis is the command with its options, which a mirrors file sets
+// as its flags.
+func newKafkaToRedis(a *app) (*cobra.Command, *kafkaToRedisOptions) {
 	o := kafkaToRedisOptions{cfg: k2r.Defaults()}
 	c := &cobra.Command{
 		Use:     "kafka-to-redis --topic T [--topic T2 ...] [--stream S]",
@@ -124,25 +132,37 @@ dead-letter (copy it to --dead-letter-stream, at least once).`,
 	// knob for tests rather than for users.
 	fs.DurationVar(&cfg.PartitionCheck, "partition-check", cfg.PartitionCheck, "follow: how often to look for partitions added to the topics")
 	fs.MarkHidden("partition-check")
-	return c
+	return c, &o
 }
 
 func (o *kafkaToRedisOptions) execute(a *app, c *cobra.Command) error {
+	m, names, err := o.build(a, c)
+	if err != nil {
+		return err
+	}
+	return a.runMirror(c, &o.run, "kafka-to-redis", m, names)
+}
+
+// build resolves the flags into the mirror they describe, connecting to
+// nothing; its error is the command's.
+func (o *kafkaToRedisOptions) build(a *app, c *cobra.Command) (runner, setting.Names, error) {
 	names := flagNames(kafkaToRedisFlags)
 	var err error
 	o.run.defaultName(func() string { return k2r.DefaultName(o.cfg) })
 	o.conn.logAttrs = []any{"mirror", o.cfg.Name}
 	if o.cfg.Redis, o.cfg.Kafka, err = o.conn.resolve(a, c, true, true); err != nil {
-		return err
+		return nil, names, err
 	}
 	o.cfg.Logger = a.logger()
 	o.cfg.Observer = a.observer(&o.cfg.RunConfig)
 	m, err := k2r.New(c.Context(), o.cfg)
 	if problems := o.problems(c); err != nil || len(problems) > 0 {
-		return commandError(err, names, problems)
+		return nil, names, commandError(err, names, problems)
 	}
-	return a.runMirror(c, &o.run, "kafka-to-redis", m, names)
+	return m, names, nil
 }
+
+func (o *kafkaToRedisOptions) runFlags() *runFlags { return &o.run }
 
 // problems are those of the flags that k2r.Config cannot see: the raw
 // format's field names given with another format, even at their default.

@@ -4,6 +4,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/xmirror/xmirror/mirror/r2k"
+	"github.com/xmirror/xmirror/mirror/setting"
 )
 
 // redisToKafkaOptions are the flags of redis-to-kafka, bound into the
@@ -40,6 +41,13 @@ var redisToKafkaFlags = map[string]string{
 }
 
 func newRedisToKafkaCmd(a *app) *cobra.Command {
+	c, _ := newRedisToKafka(a)
+	return c
+}
+
+// newRedisToKafka is the command with its options, which a mirrors file sets
+// as its flags.
+func newRedisToKafka(a *app) (*cobra.Command, *redisToKafkaOptions) {
 	o := redisToKafkaOptions{cfg: r2k.Defaults()}
 	c := &cobra.Command{
 		Use:     "redis-to-kafka --stream S [--stream S2 ...] [--topic T]",
@@ -115,25 +123,37 @@ bodies were trimmed are handled the same way.`,
 	fs.StringVar(&cfg.DeadLetterStream, "dead-letter-stream", "", "with --on-error dead-letter: the stream (in the source Redis) receiving refused entries")
 	fs.StringVar((*string)(&cfg.Timestamp), "timestamp", string(cfg.Timestamp), "record timestamp: id (the entry ID's milliseconds) or now (the time it is produced)")
 	fs.StringVar(&cfg.OnGap, "on-gap", cfg.OnGap, "entries trimmed from a stream before they were mirrored: fail (needs XGROUP SETID on the streams, checked at start), or skip to count them as lost and go on")
-	return c
+	return c, &o
 }
 
 func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) error {
+	m, names, err := o.build(a, c)
+	if err != nil {
+		return err
+	}
+	return a.runMirror(c, &o.run, "redis-to-kafka", m, names)
+}
+
+// build resolves the flags into the mirror they describe, connecting to
+// nothing; its error is the command's.
+func (o *redisToKafkaOptions) build(a *app, c *cobra.Command) (runner, setting.Names, error) {
 	names := flagNames(redisToKafkaFlags)
 	var err error
 	o.run.defaultName(func() string { return r2k.DefaultName(o.cfg) })
 	o.conn.logAttrs = []any{"mirror", o.cfg.Name}
 	if o.cfg.Redis, o.cfg.Kafka, err = o.conn.resolve(a, c, true, true); err != nil {
-		return err
+		return nil, names, err
 	}
 	o.cfg.Logger = a.logger()
 	o.cfg.Observer = a.observer(&o.cfg.RunConfig)
 	m, err := r2k.New(c.Context(), o.cfg)
 	if problems := o.problems(c); err != nil || len(problems) > 0 {
-		return commandError(err, names, problems)
+		return nil, names, commandError(err, names, problems)
 	}
-	return a.runMirror(c, &o.run, "redis-to-kafka", m, names)
+	return m, names, nil
 }
+
+func (o *redisToKafkaOptions) runFlags() *runFlags { return &o.run }
 
 // problems are those of the flags that r2k.Config cannot see.
 func (o *redisToKafkaOptions) problems(c *cobra.Command) []string {

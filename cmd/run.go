@@ -205,17 +205,28 @@ type runner interface {
 // 130.
 func (a *app) runMirror(c *cobra.Command, f *runFlags, direction string, m runner, names setting.Names) error {
 	stats, err := m.Run(c.Context())
+	s, err := a.summarize(c.Context(), f.cfg.Follow, direction, m.Name(), stats, err)
+	if s != nil {
+		a.printSummary(f, *s)
+	}
+	return commandError(err, names, nil)
+}
+
+// summarize is how a run of mirror name ended: its summary (nil for a run
+// that stopped before it was set up, which has none) and its error, nil
+// for a follow run stopped by a signal (ctx ended).
+func (a *app) summarize(ctx context.Context, follow bool, direction, name string, stats mirror.Stats, err error) (*summary, error) {
 	if err != nil {
 		err = runError{err}
 	}
-	interrupted := err != nil && errors.Is(err, context.Canceled) && c.Context().Err() != nil
+	interrupted := err != nil && errors.Is(err, context.Canceled) && ctx.Err() != nil
 	if errors.As(err, new(*mirror.SetUpError)) {
-		if interrupted && f.cfg.Follow {
-			return nil
+		if interrupted && follow {
+			return nil, nil
 		}
-		return commandError(err, names, nil)
+		return nil, err
 	}
-	s := summary{Mirror: m.Name(), Direction: direction,
+	s := summary{Mirror: name, Direction: direction,
 		Entries: stats.Entries, Bytes: stats.Bytes, Seconds: stats.Elapsed.Seconds(), Rate: stats.Rate(),
 		// Entries acknowledged without being written: set aside, or
 		// already at the destination. Those lost are counted apart:
@@ -224,7 +235,7 @@ func (a *app) runMirror(c *cobra.Command, f *runFlags, direction string, m runne
 	switch {
 	case err == nil:
 		s.Stopped = "done"
-	case interrupted && f.cfg.Follow:
+	case interrupted && follow:
 		s.Stopped = "signal"
 		err = nil
 	case interrupted:
@@ -238,8 +249,7 @@ func (a *app) runMirror(c *cobra.Command, f *runFlags, direction string, m runne
 	} else {
 		log.Debug("stopped", "mirror", s.Mirror, "reason", s.Stopped)
 	}
-	a.printSummary(f, s)
-	return commandError(err, names, nil)
+	return &s, err
 }
 
 // summary is the one-line report of a finished run.
