@@ -190,6 +190,7 @@ Exit codes: 0 success, 1 runtime failure, 2 usage error,
 		newRedisToKafkaCmd(app),
 		newKafkaToRedisCmd(app),
 		newStatusCmd(app),
+		newRunCmd(app),
 	)
 	for _, c := range root.Commands() {
 		if c.Args != nil {

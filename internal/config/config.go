@@ -113,7 +113,9 @@ func Load(path string, getenv func(string) (string, bool)) (*File, error) {
 
 // Parse reads a mirrors file's text; path names it in problems. Values
 // have ${VAR} and ${VAR:-default} expanded from getenv. It returns an
-// *Error listing every problem it found.
+// *Error listing every problem it found and, unless the file's shape
+// could not be read at all, the file with what could be read of it (so
+// a caller can add the problems of its settings to the same list).
 func Parse(path string, data []byte, getenv func(string) (string, bool)) (*File, error) {
 	e := &Error{Path: path}
 	f := &File{Path: path}
@@ -168,10 +170,7 @@ func Parse(path string, data []byte, getenv func(string) (string, bool)) (*File,
 	if !sawMirrors {
 		e.Add(Pos{Line: 1, Col: 1}, "the file has no %q list", KeyMirrors)
 	}
-	if err := e.Err(); err != nil {
-		return nil, err
-	}
-	return f, nil
+	return f, e.Err()
 }
 
 // mirrors reads the mirrors list; names must be unique.

@@ -160,6 +160,15 @@ func FuzzParse(f *testing.F) {
 		if err == nil && file == nil {
 			t.Fatal("no file and no error")
 		}
+		if file != nil {
+			for _, m := range file.Mirrors {
+				for _, s := range m.Settings {
+					if len(s.Values) != len(s.ValuePos) {
+						t.Fatalf("setting %+v: values and places differ", s)
+					}
+				}
+			}
+		}
 		if err != nil {
 			if e, ok := err.(*Error); !ok || len(e.Problems) == 0 {
 				t.Fatalf("error %v is not an *Error with problems", err)
