@@ -208,6 +208,10 @@ func (o *runFileOptions) build(a *app, ctx context.Context, f *config.File, pars
 			}
 			continue
 		}
+		label := fmt.Sprintf("mirror %q", m.Name)
+		if m.Name == "" {
+			label = fmt.Sprintf("the mirror at line %d", m.Pos.Line)
+		}
 		c, cmd := d.new(a)
 		c.SetContext(ctx)
 		fs := c.Flags()
@@ -221,21 +225,21 @@ func (o *runFileOptions) build(a *app, ctx context.Context, f *config.File, pars
 			switch {
 			case fileKeysRefused[s.Key] != "":
 				if strict {
-					e.Add(s.Pos, "mirror %q: key %q cannot be set in a mirrors file: %s", m.Name, s.Key, fileKeysRefused[s.Key])
+					e.Add(s.Pos, "%s: key %q cannot be set in a mirrors file: %s", label, s.Key, fileKeysRefused[s.Key])
 				}
 				return
 			case fl == nil:
 				if strict {
-					e.Add(s.Pos, "mirror %q: unknown key %q for a %s mirror: its keys are the flags of xmirror %s --help, without their dashes", m.Name, s.Key, d.name, d.name)
+					e.Add(s.Pos, "%s: unknown key %q for a %s mirror: its keys are the flags of xmirror %s --help, without their dashes", label, s.Key, d.name, d.name)
 				}
 				return
 			case s.List && !repeatable(fl):
-				e.Add(s.Pos, "mirror %q: %q takes one value, not a list", m.Name, s.Key)
+				e.Add(s.Pos, "%s: %q takes one value, not a list", label, s.Key)
 				return
 			}
 			for i, v := range s.Values {
 				if err := fs.Set(s.Key, v); err != nil {
-					e.Add(s.ValuePos[i], "mirror %q: %s: %s", m.Name, s.Key, flagValueProblem(fl, v, err))
+					e.Add(s.ValuePos[i], "%s: %s: %s", label, s.Key, flagValueProblem(fl, v, err))
 				}
 			}
 		}
@@ -267,11 +271,16 @@ func (o *runFileOptions) build(a *app, ctx context.Context, f *config.File, pars
 		}
 		r, names, err := cmd.build(a, c)
 		if err != nil {
-			e.Add(m.NamePos, "mirror %q: %s", m.Name, err)
+			e.Add(m.NamePos, "%s: %s", label, err)
 			continue
 		}
 		out = append(out, fileMirror{name: m.Name, direction: d.name, settings: flagSettings(fs), follow: cmd.runFlags().cfg.Follow, r: r, names: names})
 	}
+	// In the file's order, as an editor shows them.
+	sort.SliceStable(e.Problems, func(i, j int) bool {
+		pi, pj := e.Problems[i].Pos, e.Problems[j].Pos
+		return pi.Line < pj.Line || pi.Line == pj.Line && pi.Col < pj.Col
+	})
 	if err := e.Err(); err != nil {
 		return nil, err
 	}
