@@ -138,7 +138,8 @@ Exit codes: 0 success, 1 runtime failure, 2 usage error,
 		Example: `  xmirror check
   xmirror redis-to-kafka --stream orders --create-topic
   xmirror kafka-to-redis --topic orders --stream orders-copy --follow
-  xmirror status --max-lag 10000`,
+  xmirror status --max-lag 10000
+  xmirror run --config mirrors.yaml`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		Version:       Version,

@@ -203,3 +203,24 @@ mirrors:
 		t.Errorf("--check of a bad file: exit %d, want 2", r.code)
 	}
 }
+
+// TestRunConfigTheREADMEExampleIsValid: the README's example mirrors file
+// is one xmirror accepts as it is written.
+func TestRunConfigTheREADMEExampleIsValid(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const start = "```yaml\n# mirrors.yaml\n"
+	i := strings.Index(string(readme), start)
+	if i < 0 {
+		t.Fatal("the README has no example mirrors file")
+	}
+	body := string(readme[i+len("```yaml\n"):])
+	body = body[:strings.Index(body, "```")]
+	path := writeFile(t, t.TempDir(), "mirrors.yaml", body)
+	r := xmirror(t, "run", "--config", path, "--check")
+	if r.code != 0 || !strings.Contains(r.stdout, "4 mirrors, valid") {
+		t.Errorf("the README's mirrors file: exit %d, stdout %q, stderr %q; want 0, 4 mirrors", r.code, r.stdout, r.stderr)
+	}
+}
