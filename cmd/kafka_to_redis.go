@@ -132,6 +132,10 @@ dead-letter (copy it to --dead-letter-stream, at least once).`,
 	// knob for tests rather than for users.
 	fs.DurationVar(&cfg.PartitionCheck, "partition-check", cfg.PartitionCheck, "follow: how often to look for partitions added to the topics")
 	fs.MarkHidden("partition-check")
+	completeEnums(c, "earliest", "latest")
+	completeTopics(a, c, &o.conn, "topic")
+	completeStreams(a, c, &o.conn, "stream")
+	completeStreams(a, c, &o.conn, "dead-letter-stream")
 	return c, &o
 }
 

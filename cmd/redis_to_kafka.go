@@ -123,6 +123,10 @@ bodies were trimmed are handled the same way.`,
 	fs.StringVar(&cfg.DeadLetterStream, "dead-letter-stream", "", "with --on-error dead-letter: the stream (in the source Redis) receiving refused entries")
 	fs.StringVar((*string)(&cfg.Timestamp), "timestamp", string(cfg.Timestamp), "record timestamp: id (the entry ID's milliseconds) or now (the time it is produced)")
 	fs.StringVar(&cfg.OnGap, "on-gap", cfg.OnGap, "entries trimmed from a stream before they were mirrored: fail (needs XGROUP SETID on the streams, checked at start), or skip to count them as lost and go on")
+	completeEnums(c, "earliest", "latest")
+	completeStreams(a, c, &o.conn, "stream")
+	completeStreams(a, c, &o.conn, "dead-letter-stream")
+	completeTopics(a, c, &o.conn, "topic")
 	return c, &o
 }
 

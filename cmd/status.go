@@ -82,6 +82,9 @@ failed, 2 bad flags.`,
 		},
 	}
 	o.conn.bind(c, true, true)
+	c.ValidArgsFunction = func(c *cobra.Command, _ []string, prefix string) ([]string, cobra.ShellCompDirective) {
+		return mirrorNames(a, c, &o.conn, prefix), cobra.ShellCompDirectiveNoFileComp
+	}
 	fs := c.Flags()
 	fs.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
 	fs.Int64Var(&o.maxLag, "max-lag", -1, "exit 1 when a mirror's lag is above N entries (or cannot be told)")
@@ -412,4 +415,32 @@ func (s *statusReader) admin(ctx context.Context) (*kadm.Client, error) {
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// mirrorNames completes the names of the mirrors of the Redis the flags
+// name, within completionTimeout.
+func mirrorNames(a *app, c *cobra.Command, conn *connFlags, prefix string) []string {
+	redisEP, _, err := conn.resolve(a, c, true, false)
+	if err != nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), completionTimeout)
+	defer cancel()
+	rc, err := redisEP.Connect(ctx, completionTimeout)
+	if err != nil {
+		return nil
+	}
+	defer rc.Close()
+	found, err := checkpoint.List(ctx, rc)
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for _, f := range found {
+		if strings.HasPrefix(f.Name, prefix) {
+			names = append(names, f.Name)
+		}
+	}
+	slices.Sort(names)
+	return slices.Compact(names)
 }
