@@ -346,8 +346,8 @@ func (r *run[B]) commitLoop() {
 			r.fail(err)
 			// Later batches may be confirmed too, but committing them
 			// would skip past this one: leave them all.
-			for range r.inflight {
-			}
+			r.opt.Observer.inFlight(-1)
+			r.drain()
 			return
 		}
 		var group []B
@@ -358,11 +358,24 @@ func (r *run[B]) commitLoop() {
 		}
 		if err := r.retrier.Do(r.work, "commit", commit); err != nil {
 			r.fail(err)
-			for range r.inflight {
+			left := len(group)
+			if held != nil {
+				left++
 			}
+			r.opt.Observer.inFlight(-left)
+			r.drain()
 			return
 		}
 		r.count(group...)
+		r.opt.Observer.inFlight(-len(group))
+	}
+}
+
+// drain takes, once the run failed, the batches left in inflight and
+// those the read loop still adds until it notices.
+func (r *run[B]) drain() {
+	for range r.inflight {
+		r.opt.Observer.inFlight(-1)
 	}
 }
 
@@ -446,9 +459,13 @@ func (r *run[B]) readLoop(reading context.Context) error {
 			return err
 		}
 		p := pending[B]{batch: b, ack: make(chan error, 1)}
+		// Counted before the committer can see it, so the sum never
+		// goes below zero.
+		r.opt.Observer.inFlight(1)
 		select {
 		case r.inflight <- p:
 		case <-reading.Done():
+			r.opt.Observer.inFlight(-1)
 			return reading.Err()
 		}
 		if b.Empty() {

@@ -344,3 +344,70 @@ func TestEngineGroupsOnlyTheConfirmedBatchesBeforeAFailedOne(t *testing.T) {
 		t.Fatalf("commit groups %v, want one of batches 1 and 2", src.groups)
 	}
 }
+
+// inFlightWatch sums an observer's InFlight changes, and records the
+// least and the most the sum reached.
+type inFlightWatch struct {
+	mu              sync.Mutex
+	now, least, top int
+}
+
+func (w *inFlightWatch) observer() *Observer {
+	return &Observer{InFlight: func(d int) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.now += d
+		w.least, w.top = min(w.least, w.now), max(w.top, w.now)
+	}}
+}
+
+func TestEngineBatchesInFlightGoBackToZeroHoweverTheRunEnds(t *testing.T) {
+	const maxInFlight = 4
+	tests := []struct {
+		name string
+		run  func(obs *Observer) error
+	}{
+		{"finished", func(obs *Observer) error {
+			_, err := Run[*testBatch](context.Background(), &testSource{batches: 100}, &testSink{}, Options{MaxInFlight: maxInFlight, Observer: obs})
+			return err
+		}},
+		{"committed in groups", func(obs *Observer) error {
+			src := &groupingSource{testSource: testSource{batches: 100}}
+			_, err := Run[*testBatch](context.Background(), src, &testSink{}, Options{MaxInFlight: maxInFlight, Observer: obs})
+			return err
+		}},
+		{"a batch failed", func(obs *Observer) error {
+			_, err := Run[*testBatch](context.Background(), &testSource{batches: 100}, &testSink{failAt: 30}, Options{MaxInFlight: maxInFlight, Observer: obs})
+			if err == nil {
+				return errors.New("the failed batch did not fail the run")
+			}
+			return nil
+		}},
+		{"stopped and abandoned", func(obs *Observer) error {
+			ctx, cancel := context.WithCancel(context.Background())
+			go func() { time.Sleep(20 * time.Millisecond); cancel() }()
+			_, err := Run[*testBatch](ctx, &testSource{batches: 3, block: true}, &testSink{hold: make(chan struct{})},
+				Options{MaxInFlight: maxInFlight, DrainTimeout: 50 * time.Millisecond, Observer: obs})
+			if !errors.Is(err, context.Canceled) {
+				return err
+			}
+			return nil
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var w inFlightWatch
+			if err := tt.run(w.observer()); err != nil {
+				t.Fatal(err)
+			}
+			if w.now != 0 || w.least < 0 {
+				t.Fatalf("batches in flight: %d at the end (least %d), want 0 and never below", w.now, w.least)
+			}
+			// The channel's MaxInFlight, the one the committer holds and
+			// the one the read loop is handing over.
+			if w.top < 1 || w.top > maxInFlight+2 {
+				t.Fatalf("batches in flight reached %d, want 1 to %d", w.top, maxInFlight+2)
+			}
+		})
+	}
+}

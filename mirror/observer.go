@@ -21,6 +21,12 @@ type Observer struct {
 	// Lease is called when the run takes its lease, loses it, or releases
 	// it.
 	Lease func(LeaseEvent)
+	// InFlight is called with +1 when the engine has read a batch and with
+	// -n when n batches leave it (committed, or given up on a failure or a
+	// stop): their sum is the batches read whose commit is still to come.
+	// Changes, not a count, so calls from the read and the commit sides
+	// need no order between them.
+	InFlight func(delta int)
 }
 
 // Start is what a run knows when it starts mirroring.
@@ -150,6 +156,12 @@ func (o *Observer) lease(e LeaseEvent) {
 	}
 }
 
+func (o *Observer) inFlight(delta int) {
+	if o != nil && o.InFlight != nil && delta != 0 {
+		o.InFlight(delta)
+	}
+}
+
 // Observers joins os into one Observer that calls each in turn; nil
 // observers are left out, and none at all is nil. Progress output, metrics
 // and the command's own bookkeeping each watch a run this way without
@@ -186,6 +198,11 @@ func Observers(os ...*Observer) *Observer {
 		Lease: func(e LeaseEvent) {
 			for _, o := range all {
 				o.lease(e)
+			}
+		},
+		InFlight: func(delta int) {
+			for _, o := range all {
+				o.inFlight(delta)
 			}
 		},
 	}

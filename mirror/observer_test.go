@@ -1,6 +1,9 @@
 package mirror
 
-import "testing"
+import (
+	"fmt"
+	"testing"
+)
 
 func TestObserversCallsEveryObserverInTurn(t *testing.T) {
 	var calls []string
@@ -8,6 +11,7 @@ func TestObserversCallsEveryObserverInTurn(t *testing.T) {
 		return &Observer{
 			Started:   func(Start) { calls = append(calls, name+" started") },
 			Committed: func(Commit) { calls = append(calls, name+" committed") },
+			InFlight:  func(d int) { calls = append(calls, fmt.Sprintf("%s in flight %+d", name, d)) },
 		}
 	}
 	if Observers() != nil || Observers(nil, nil) != nil {
@@ -21,7 +25,8 @@ func TestObserversCallsEveryObserverInTurn(t *testing.T) {
 	o.started(Start{})
 	o.committed(Commit{})
 	o.retrying(Retry{}) // neither watches retries: no call, no panic
-	want := []string{"a started", "b started", "a committed", "b committed"}
+	o.inFlight(-2)
+	want := []string{"a started", "b started", "a committed", "b committed", "a in flight -2", "b in flight -2"}
 	if len(calls) != len(want) {
 		t.Fatalf("calls = %q, want %q", calls, want)
 	}
