@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -164,6 +165,9 @@ type Mirror struct {
 	cfg    Config
 	stream StreamTemplate
 	log    *slog.Logger
+
+	probeOnce sync.Once
+	probe     *mirror.LagProbe // for Lag
 }
 
 // New validates cfg (a *setting.ConfigError lists every problem) and

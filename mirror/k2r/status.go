@@ -12,6 +12,7 @@ import (
 	"github.com/redis/rueidis"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/xmirror/xmirror/checkpoint"
 	"github.com/xmirror/xmirror/mirror"
@@ -96,4 +97,38 @@ func Inspect(ctx context.Context, rc rueidis.Client, adm *kadm.Client, f checkpo
 	}
 	st.Total(now)
 	return st, nil
+}
+
+// Lag is how far the mirror is behind in each partition it took on, as
+// status tells it (see Inspect), on connections of its own, which Close
+// closes.
+func (m *Mirror) Lag(ctx context.Context) ([]mirror.Lag, error) { return m.lagProbe().Lag(ctx) }
+
+// Close closes what Lag opened.
+func (m *Mirror) Close() { m.lagProbe().Close() }
+
+func (m *Mirror) lagProbe() *mirror.LagProbe {
+	m.probeOnce.Do(func() {
+		m.probe = &mirror.LagProbe{
+			ConnectRedis: func(ctx context.Context) (rueidis.Client, error) {
+				return m.cfg.Redis.Connect(ctx, mirror.ConnectTimeout)
+			},
+			ConnectKafka: func(ctx context.Context) (*kgo.Client, error) { return m.cfg.Kafka.Connect(ctx, mirror.ConnectTimeout) },
+			Inspect: func(ctx context.Context, rc rueidis.Client, adm *kadm.Client, now time.Time) (mirror.Status, error) {
+				// The streams the run took on, as it recorded them.
+				d, err := checkpoint.LoadDescriptor(ctx, rc, checkpoint.KindKafkaToRedis, m.cfg.Name)
+				if err != nil {
+					return mirror.Status{}, err
+				}
+				f := checkpoint.Found{Kind: checkpoint.KindKafkaToRedis, Name: m.cfg.Name, Descriptor: d}
+				if d != nil {
+					for _, s := range d.Streams {
+						f.Checkpoints = append(f.Checkpoints, checkpoint.K2RKey(m.cfg.Name, s))
+					}
+				}
+				return Inspect(ctx, rc, adm, f, now)
+			},
+		}
+	})
+	return m.probe
 }

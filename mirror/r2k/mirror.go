@@ -249,6 +249,9 @@ type Mirror struct {
 	cfg  Config
 	plan plan
 	log  *slog.Logger
+
+	probeOnce sync.Once
+	probe     *mirror.LagProbe // for Lag
 }
 
 // New validates cfg (a *setting.ConfigError lists every problem) and

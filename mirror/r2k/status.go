@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
+	"github.com/twmb/franz-go/pkg/kadm"
 
 	"github.com/xmirror/xmirror/checkpoint"
 	"github.com/xmirror/xmirror/mirror"
@@ -103,3 +104,25 @@ func groupLag(p *mirror.PositionStatus, group string, res rueidis.RedisResult) e
 }
 
 func isNoSuchKey(err error) bool { return strings.Contains(err.Error(), "no such key") }
+
+// Lag is how far the mirror is behind in each of its streams, as status
+// tells it (see Inspect), on connections of its own, which Close closes.
+func (m *Mirror) Lag(ctx context.Context) ([]mirror.Lag, error) { return m.lagProbe().Lag(ctx) }
+
+// Close closes what Lag opened.
+func (m *Mirror) Close() { m.lagProbe().Close() }
+
+func (m *Mirror) lagProbe() *mirror.LagProbe {
+	m.probeOnce.Do(func() {
+		m.probe = &mirror.LagProbe{
+			ConnectRedis: func(ctx context.Context) (rueidis.Client, error) {
+				return m.cfg.Redis.Connect(ctx, mirror.ConnectTimeout)
+			},
+			Inspect: func(ctx context.Context, rc rueidis.Client, _ *kadm.Client, now time.Time) (mirror.Status, error) {
+				d := &checkpoint.Descriptor{Streams: m.cfg.Streams}
+				return Inspect(ctx, rc, checkpoint.Found{Kind: checkpoint.KindRedisToKafka, Name: m.cfg.Name, Descriptor: d}, now)
+			},
+		}
+	})
+	return m.probe
+}
