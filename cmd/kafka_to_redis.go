@@ -1,8 +1,11 @@
 package cmd
 
 import (
+	"context"
+
 	"github.com/spf13/cobra"
 
+	"github.com/xmirror/xmirror/mirror"
 	"github.com/xmirror/xmirror/mirror/k2r"
 	"github.com/xmirror/xmirror/mirror/mapping"
 	"github.com/xmirror/xmirror/mirror/setting"
@@ -157,13 +160,21 @@ func (o *kafkaToRedisOptions) build(a *app, c *cobra.Command) (runner, setting.N
 	if o.cfg.Redis, o.cfg.Kafka, err = o.conn.resolve(a, c, true, true); err != nil {
 		return nil, names, err
 	}
-	o.cfg.Logger = a.logger()
-	o.cfg.Observer = a.observer(&o.cfg.RunConfig)
-	m, err := k2r.New(c.Context(), o.cfg)
-	if problems := o.problems(c); err != nil || len(problems) > 0 {
-		return nil, names, commandError(err, names, problems)
+	problems := o.problems(c)
+	if len(problems) == 0 {
+		// The bars (made first) take stderr over from the logger.
+		var m *k2r.Mirror
+		progress := a.watchProgress(&o.run, func(ctx context.Context) ([]mirror.Lag, error) { return m.Lag(ctx) })
+		o.cfg.Observer = mirror.Observers(a.observer(&o.cfg.RunConfig), progress)
+		o.cfg.Logger = a.logger()
+		if m, err = k2r.New(c.Context(), o.cfg); err == nil {
+			return m, names, nil
+		}
+		o.run.display.close()
+	} else {
+		_, err = k2r.New(c.Context(), o.cfg)
 	}
-	return m, names, nil
+	return nil, names, commandError(err, names, problems)
 }
 
 func (o *kafkaToRedisOptions) runFlags() *runFlags { return &o.run }

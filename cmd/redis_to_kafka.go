@@ -1,8 +1,11 @@
 package cmd
 
 import (
+	"context"
+
 	"github.com/spf13/cobra"
 
+	"github.com/xmirror/xmirror/mirror"
 	"github.com/xmirror/xmirror/mirror/r2k"
 	"github.com/xmirror/xmirror/mirror/setting"
 )
@@ -148,13 +151,21 @@ func (o *redisToKafkaOptions) build(a *app, c *cobra.Command) (runner, setting.N
 	if o.cfg.Redis, o.cfg.Kafka, err = o.conn.resolve(a, c, true, true); err != nil {
 		return nil, names, err
 	}
-	o.cfg.Logger = a.logger()
-	o.cfg.Observer = a.observer(&o.cfg.RunConfig)
-	m, err := r2k.New(c.Context(), o.cfg)
-	if problems := o.problems(c); err != nil || len(problems) > 0 {
-		return nil, names, commandError(err, names, problems)
+	problems := o.problems(c)
+	if len(problems) == 0 {
+		// The bars (made first) take stderr over from the logger.
+		var m *r2k.Mirror
+		progress := a.watchProgress(&o.run, func(ctx context.Context) ([]mirror.Lag, error) { return m.Lag(ctx) })
+		o.cfg.Observer = mirror.Observers(a.observer(&o.cfg.RunConfig), progress)
+		o.cfg.Logger = a.logger()
+		if m, err = r2k.New(c.Context(), o.cfg); err == nil {
+			return m, names, nil
+		}
+		o.run.display.close()
+	} else {
+		_, err = r2k.New(c.Context(), o.cfg)
 	}
-	return m, names, nil
+	return nil, names, commandError(err, names, problems)
 }
 
 func (o *redisToKafkaOptions) runFlags() *runFlags { return &o.run }

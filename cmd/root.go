@@ -11,6 +11,7 @@ import (
 	"os"
 	"runtime/debug"
 	"strings"
+	"sync"
 
 	"github.com/spf13/cobra"
 )
@@ -176,14 +177,19 @@ Exit codes: 0 success, 1 runtime failure, 2 usage error,
 	// Bad flags are usage errors (exit 2), wherever cobra finds them.
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
 
+	// Logs and summaries go to stderr through errOut, which live progress
+	// bars take over while they are drawn, so a line written meanwhile
+	// lands above them.
+	errOut := &switchWriter{}
+	errOut.set(env.Stderr)
 	logger := func() *slog.Logger {
 		opts := &slog.HandlerOptions{Level: g.level, ReplaceAttr: renderErrors}
 		if g.logFormat == "json" {
-			return slog.New(slog.NewJSONHandler(env.Stderr, opts))
+			return slog.New(slog.NewJSONHandler(errOut, opts))
 		}
-		return slog.New(slog.NewTextHandler(env.Stderr, opts))
+		return slog.New(slog.NewTextHandler(errOut, opts))
 	}
-	app := &app{env: env, global: &g, logger: logger}
+	app := &app{env: env, global: &g, logger: logger, errOut: errOut}
 
 	root.AddCommand(
 		newVersionCmd(app),
@@ -207,6 +213,26 @@ type app struct {
 	env    Env
 	global *globalOptions
 	logger func() *slog.Logger
+	errOut *switchWriter // stderr, or the progress bars drawn on it
+}
+
+// switchWriter writes to the writer last set.
+type switchWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *switchWriter) set(w io.Writer) {
+	s.mu.Lock()
+	s.w = w
+	s.mu.Unlock()
+}
+
+func (s *switchWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	w := s.w
+	s.mu.Unlock()
+	return w.Write(p)
 }
 
 // wrapArgs turns cobra's argument errors into usage errors.

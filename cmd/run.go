@@ -21,8 +21,12 @@ import (
 // into the direction's mirror.RunConfig, and add what only the command
 // has (the summary's format).
 type runFlags struct {
-	cfg    *mirror.RunConfig
-	output string
+	cfg      *mirror.RunConfig
+	output   string
+	progress progressFlags
+	// display shows the run's progress: the command's own, or, for a
+	// mirror of a file, the run command's, shared by all its mirrors.
+	display *progressDisplay
 
 	changed func(flag string) bool // tells a flag given empty from one not given
 }
@@ -50,14 +54,26 @@ func (f *runFlags) bind(c *cobra.Command, cfg *mirror.RunConfig) {
 	fs.StringVarP(&f.output, "output", "o", "text", "summary format: text or json")
 	fs.BoolVar(&cfg.Standby, "standby", false, "when the mirror already runs elsewhere (its lease held), wait and take it over once that run stops or its lease expires, instead of exiting")
 	fs.DurationVar(&cfg.LeaseTTL, "lease-ttl", cfg.LeaseTTL, "how long a crashed mirror's lease keeps another process from starting under its name; a run on the same host takes a dead process's lease over at once")
+	f.progress.bind(c)
 }
 
 // validate reports the problems of the flags only the command has.
 func (f *runFlags) validate() []string {
+	problems := f.progress.validate()
 	if f.output != "text" && f.output != "json" {
-		return []string{fmt.Sprintf("--output must be text or json, got %q", f.output)}
+		problems = append(problems, fmt.Sprintf("--output must be text or json, got %q", f.output))
 	}
-	return nil
+	return problems
+}
+
+// watch is the observer of the run's progress, on the command's display
+// (made now, unless a file's run command gave one); lag tells a following
+// run's bar how far behind it is.
+func (a *app) watchProgress(f *runFlags, lag func(context.Context) ([]mirror.Lag, error)) *mirror.Observer {
+	if f.display == nil {
+		f.display = a.newProgress(&f.progress)
+	}
+	return f.display.watch(f.cfg.Name, f.cfg.Follow, lag)
 }
 
 // defaultName gives the mirror the name derived from its settings unless
@@ -192,6 +208,14 @@ func memoryLimitFollower(maxInFlight int) func(mirror.Stats) {
 	}
 }
 
+// closeRunner closes what a mirror opened beside its runs (the
+// connections its Lag uses).
+func closeRunner(m runner) {
+	if c, ok := m.(interface{ Close() }); ok {
+		c.Close()
+	}
+}
+
 // A runner is a mirror of either direction, built and ready to run.
 type runner interface {
 	Name() string
@@ -204,7 +228,10 @@ type runner interface {
 // start-up; a one-shot run stopped by one did not finish, which is exit
 // 130.
 func (a *app) runMirror(c *cobra.Command, f *runFlags, direction string, m runner, names setting.Names) error {
+	defer closeRunner(m)
 	stats, err := m.Run(c.Context())
+	f.display.finished(m.Name(), err == nil)
+	f.display.close()
 	s, err := a.summarize(c.Context(), f.cfg.Follow, direction, m.Name(), stats, err)
 	if s != nil {
 		a.printSummary(f, *s)

@@ -28,6 +28,8 @@ type runFileOptions struct {
 	failFast bool
 	check    bool
 	output   string
+	progress progressFlags
+	display  *progressDisplay // one for all the file's mirrors
 }
 
 // mirrorCommand is a mirror command's options, which a mirrors file sets
@@ -56,7 +58,9 @@ func newKafkaToRedisCommand(a *app) (*cobra.Command, mirrorCommand) { return new
 // run command's own output decides how summaries look, and name and
 // direction are each mirror's own keys.
 var fileKeysRefused = map[string]string{
-	"output": "summaries are the run command's: give it -o",
+	"output":            "summaries are the run command's: give it -o",
+	"progress":          "progress is the run command's: give it --progress",
+	"progress-interval": "progress is the run command's: give it --progress-interval",
 	"help":   "not a setting",
 }
 
@@ -98,6 +102,7 @@ settings, connecting to nothing, and exits 0 or 2.`,
 	fs.BoolVar(&o.failFast, "fail-fast", false, "stop every mirror at the first one that fails")
 	fs.BoolVar(&o.check, "check", false, "validate the file without connecting, exit 0 (valid) or 2")
 	fs.StringVarP(&o.output, "output", "o", "text", "summary format: text or json")
+	o.progress.bind(c)
 	return c
 }
 
@@ -115,6 +120,7 @@ func (o *runFileOptions) validate(c *cobra.Command) error {
 	if c.Flags().Changed("parallel") && !o.once {
 		problems = append(problems, "--parallel is for --once: following mirrors all run at once")
 	}
+	problems = append(problems, o.progress.validate()...)
 	if len(problems) > 0 {
 		return usageErrorf("%s", strings.Join(problems, "; "))
 	}
@@ -134,6 +140,13 @@ func (o *runFileOptions) run(a *app, c *cobra.Command) error {
 			fmt.Fprintf(a.env.Stdout, "%s: %s, valid\n", o.config, plural(len(mirrors), "mirror"))
 		}
 		return nil
+	}
+	// Built again with the display the run shows them on: --check and a
+	// refused file show none.
+	o.display = a.newProgress(&o.progress)
+	if mirrors, err = o.load(a, c.Context()); err != nil {
+		o.display.close()
+		return o.fileError(a, err)
 	}
 	s := &supervisor{a: a, opts: o, runs: map[string]*mirrorRun{}, ended: make(chan *mirrorRun)}
 	return s.run(c.Context(), mirrors)
@@ -269,6 +282,11 @@ func (o *runFileOptions) build(a *app, ctx context.Context, f *config.File, pars
 		if len(e.Problems) > before {
 			continue
 		}
+		if o.display != nil {
+			cmd.runFlags().display = o.display
+		} else {
+			cmd.runFlags().progress.mode = progressNone
+		}
 		r, names, err := cmd.build(a, c)
 		if err != nil {
 			e.Add(m.NamePos, "%s: %s", label, err)
@@ -394,6 +412,7 @@ func (s *supervisor) run(ctx context.Context, mirrors []fileMirror) error {
 			s.reload(ctx)
 		}
 	}
+	s.opts.display.close()
 	return s.report(ctx)
 }
 
@@ -422,6 +441,8 @@ func (s *supervisor) start(ctx context.Context, m fileMirror) {
 
 // finished reports the end of a mirror's run.
 func (s *supervisor) finished(r *mirrorRun) {
+	closeRunner(r.m.r)
+	s.opts.display.finished(r.m.name, r.err == nil)
 	sum, err := s.a.summarize(r.ctx, r.m.follow || r.stopping, r.m.direction, r.m.name, r.stats, r.err)
 	if r.stopping && err != nil && errors.Is(err, context.Canceled) {
 		err = nil
