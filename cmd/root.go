@@ -22,6 +22,7 @@ var Version = "dev"
 // Env holds what commands take from the process: the streams they write to
 // and the environment, so tests can run commands in-process.
 type Env struct {
+	Stdin  io.Reader // nil: no one to answer a question
 	Stdout io.Writer
 	Stderr io.Writer
 	Getenv func(string) string
@@ -198,6 +199,7 @@ Exit codes: 0 success, 1 runtime failure, 2 usage error,
 		newKafkaToRedisCmd(app),
 		newStatusCmd(app),
 		newRunCmd(app),
+		newCheckpointCmd(app),
 	)
 	for _, c := range root.Commands() {
 		if c.Args != nil {

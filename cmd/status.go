@@ -338,6 +338,7 @@ type statusReader struct {
 	rc    rueidis.Client
 	kafkc *kgo.Client
 	adm   *kadm.Client
+	found []checkpoint.Found // of the last read
 }
 
 func (s *statusReader) close() {
@@ -380,6 +381,7 @@ func (s *statusReader) read(ctx context.Context, names []string) ([]mirror.Statu
 		}
 		found = picked
 	}
+	s.found = found
 	now := time.Now()
 	sts := make([]mirror.Status, 0, len(found))
 	for _, f := range found {

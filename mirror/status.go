@@ -156,3 +156,13 @@ func (s *Status) ReadLease(ctx context.Context, rc rueidis.Client) error {
 	}
 	return nil
 }
+
+// A Moved position is one stream's or partition's before and after a
+// checkpoint reset: entry IDs for a stream, offsets for a partition.
+type Moved struct {
+	Stream    string `json:"stream,omitempty"`
+	Topic     string `json:"topic,omitempty"`
+	Partition int32  `json:"partition"`
+	Before    string `json:"before"`
+	After     string `json:"after"`
+}

@@ -41,5 +41,5 @@ func main() {
 		fmt.Fprintln(os.Stderr, "xmirror: second signal, exiting at once")
 		os.Exit(cmd.ExitInterrupted)
 	}()
-	os.Exit(cmd.Execute(ctx, cmd.Env{Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}, os.Args[1:]))
+	os.Exit(cmd.Execute(ctx, cmd.Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}, os.Args[1:]))
 }
