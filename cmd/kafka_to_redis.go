@@ -10,9 +10,10 @@ import (
 // kafkaToRedisOptions are the flags of kafka-to-redis, bound into the
 // mirror's Config.
 type kafkaToRedisOptions struct {
-	conn connFlags
-	run  runFlags
-	cfg  k2r.Config
+	conn    connFlags
+	run     runFlags
+	metrics metricsOptions
+	cfg     k2r.Config
 }
 
 // kafkaToRedisFlags names k2r.Config's fields as their flags, for the
@@ -105,6 +106,7 @@ dead-letter (copy it to --dead-letter-stream, at least once).`,
 	cfg := &o.cfg
 	o.conn.bind(c, true, true)
 	o.run.bind(c, &cfg.RunConfig)
+	o.metrics.bind(c)
 	fs := c.Flags()
 	fs.StringArrayVarP(&cfg.Topics, "topic", "t", nil, "topic to mirror (repeat for several); required")
 	fs.StringVarP(&cfg.Stream, "stream", "s", cfg.Stream, "destination stream; {topic} and {partition} are replaced, {{ }} are literal braces")
@@ -137,10 +139,17 @@ func (o *kafkaToRedisOptions) execute(a *app, c *cobra.Command) error {
 	}
 	o.cfg.Logger = a.logger()
 	o.cfg.Observer = a.observer(&o.cfg.RunConfig)
+	metricsProblems := o.metrics.resolve(a, c)
+	o.metrics.watch(&o.cfg.RunConfig, "kafka-to-redis", &o.cfg.Kafka)
 	m, err := k2r.New(c.Context(), o.cfg)
-	if problems := o.problems(c); err != nil || len(problems) > 0 {
+	if problems := append(o.problems(c), metricsProblems...); err != nil || len(problems) > 0 {
 		return commandError(err, names, problems)
 	}
+	stop, err := o.metrics.serve(a, c, m, o.cfg.Redis, o.cfg.Kafka)
+	if err != nil {
+		return err
+	}
+	defer stop()
 	return a.runMirror(c, &o.run, "kafka-to-redis", m, names)
 }
 

@@ -9,9 +9,10 @@ import (
 // redisToKafkaOptions are the flags of redis-to-kafka, bound into the
 // mirror's Config.
 type redisToKafkaOptions struct {
-	conn connFlags
-	run  runFlags
-	cfg  r2k.Config
+	conn    connFlags
+	run     runFlags
+	metrics metricsOptions
+	cfg     r2k.Config
 }
 
 // redisToKafkaFlags names r2k.Config's fields as their flags, for the
@@ -94,6 +95,7 @@ bodies were trimmed are handled the same way.`,
 	cfg := &o.cfg
 	o.conn.bind(c, true, true)
 	o.run.bind(c, &cfg.RunConfig)
+	o.metrics.bind(c)
 	fs := c.Flags()
 	fs.StringArrayVarP(&cfg.Streams, "stream", "s", nil, "stream to mirror (repeat for several); required")
 	fs.StringVarP(&cfg.Topic, "topic", "t", cfg.Topic, "destination topic; {stream} is replaced by the stream's name")
@@ -128,10 +130,17 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) error {
 	}
 	o.cfg.Logger = a.logger()
 	o.cfg.Observer = a.observer(&o.cfg.RunConfig)
+	metricsProblems := o.metrics.resolve(a, c)
+	o.metrics.watch(&o.cfg.RunConfig, "redis-to-kafka", &o.cfg.Kafka)
 	m, err := r2k.New(c.Context(), o.cfg)
-	if problems := o.problems(c); err != nil || len(problems) > 0 {
+	if problems := append(o.problems(c), metricsProblems...); err != nil || len(problems) > 0 {
 		return commandError(err, names, problems)
 	}
+	stop, err := o.metrics.serve(a, c, m, o.cfg.Redis, o.cfg.Kafka)
+	if err != nil {
+		return err
+	}
+	defer stop()
 	return a.runMirror(c, &o.run, "redis-to-kafka", m, names)
 }
 

@@ -148,10 +148,22 @@ func (r *Registry) Mirror(name, direction string) *Mirror {
 		now:           time.Now,
 		lagErrors:     r.lagErrors.With(l),
 	}
+	// Every series of a known step and kind from the start, at zero: a
+	// first retry then shows as an increase, not as a new series.
+	for _, step := range retrySteps {
+		for _, kind := range kinds {
+			r.retries.WithLabelValues(name, direction, step, kind)
+		}
+	}
 	r.reg.MustRegister(m)
 	prometheus.WrapRegistererWith(l, r.reg).MustRegister(m.kafka)
 	return m
 }
+
+// retrySteps are the steps a run retries (mirror.Retry.Step), as labels.
+var retrySteps = []string{"read", "write", "commit", "set_up_again"}
+
+var kinds = []string{KindTimeout, KindConnection, KindRedis, KindKafka, KindLease, KindOther}
 
 // Describe and Collect make m the collector of its gauges that are worked
 // out when scraped.
