@@ -14,9 +14,10 @@ import (
 // kafkaToRedisOptions are the flags of kafka-to-redis, bound into the
 // mirror's Config.
 type kafkaToRedisOptions struct {
-	conn connFlags
-	run  runFlags
-	cfg  k2r.Config
+	conn    connFlags
+	run     runFlags
+	metrics metricsOptions
+	cfg     k2r.Config
 }
 
 // kafkaToRedisFlags names k2r.Config's fields as their flags, for the
@@ -116,6 +117,7 @@ dead-letter (copy it to --dead-letter-stream, at least once).`,
 	cfg := &o.cfg
 	o.conn.bind(c, true, true)
 	o.run.bind(c, &cfg.RunConfig)
+	o.metrics.bind(c)
 	fs := c.Flags()
 	fs.StringArrayVarP(&cfg.Topics, "topic", "t", nil, "topic to mirror (repeat for several); required")
 	fs.StringVarP(&cfg.Stream, "stream", "s", cfg.Stream, "destination stream; {topic} and {partition} are replaced, {{ }} are literal braces")
@@ -147,6 +149,12 @@ func (o *kafkaToRedisOptions) execute(a *app, c *cobra.Command) error {
 	if err != nil {
 		return err
 	}
+	stop, err := o.metrics.serve(a, c, m, o.cfg.Redis, o.cfg.Kafka)
+	if err != nil {
+		o.run.display.close()
+		return err
+	}
+	defer stop()
 	return a.runMirror(c, &o.run, "kafka-to-redis", m, names)
 }
 
@@ -160,13 +168,14 @@ func (o *kafkaToRedisOptions) build(a *app, c *cobra.Command) (runner, setting.N
 	if o.cfg.Redis, o.cfg.Kafka, err = o.conn.resolve(a, c, true, true); err != nil {
 		return nil, names, err
 	}
-	problems := o.problems(c)
+	problems := append(o.problems(c), o.metrics.resolve(a, c)...)
 	if len(problems) == 0 {
 		// The bars (made first) take stderr over from the logger.
 		var m *k2r.Mirror
 		progress := a.watchProgress(&o.run, func(ctx context.Context) ([]mirror.Lag, error) { return m.Lag(ctx) })
 		o.cfg.Observer = mirror.Observers(a.observer(&o.cfg.RunConfig), progress)
 		o.cfg.Logger = a.logger()
+		o.metrics.watch(&o.cfg.RunConfig, "kafka-to-redis", &o.cfg.Kafka)
 		if m, err = k2r.New(c.Context(), o.cfg); err == nil {
 			return m, names, nil
 		}

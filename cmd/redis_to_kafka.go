@@ -13,9 +13,10 @@ import (
 // redisToKafkaOptions are the flags of redis-to-kafka, bound into the
 // mirror's Config.
 type redisToKafkaOptions struct {
-	conn connFlags
-	run  runFlags
-	cfg  r2k.Config
+	conn    connFlags
+	run     runFlags
+	metrics metricsOptions
+	cfg     r2k.Config
 }
 
 // redisToKafkaFlags names r2k.Config's fields as their flags, for the
@@ -105,6 +106,7 @@ bodies were trimmed are handled the same way.`,
 	cfg := &o.cfg
 	o.conn.bind(c, true, true)
 	o.run.bind(c, &cfg.RunConfig)
+	o.metrics.bind(c)
 	fs := c.Flags()
 	fs.StringArrayVarP(&cfg.Streams, "stream", "s", nil, "stream to mirror (repeat for several); required")
 	fs.StringVarP(&cfg.Topic, "topic", "t", cfg.Topic, "destination topic; {stream} is replaced by the stream's name")
@@ -138,6 +140,12 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) error {
 	if err != nil {
 		return err
 	}
+	stop, err := o.metrics.serve(a, c, m, o.cfg.Redis, o.cfg.Kafka)
+	if err != nil {
+		o.run.display.close()
+		return err
+	}
+	defer stop()
 	return a.runMirror(c, &o.run, "redis-to-kafka", m, names)
 }
 
@@ -151,13 +159,14 @@ func (o *redisToKafkaOptions) build(a *app, c *cobra.Command) (runner, setting.N
 	if o.cfg.Redis, o.cfg.Kafka, err = o.conn.resolve(a, c, true, true); err != nil {
 		return nil, names, err
 	}
-	problems := o.problems(c)
+	problems := append(o.problems(c), o.metrics.resolve(a, c)...)
 	if len(problems) == 0 {
 		// The bars (made first) take stderr over from the logger.
 		var m *r2k.Mirror
 		progress := a.watchProgress(&o.run, func(ctx context.Context) ([]mirror.Lag, error) { return m.Lag(ctx) })
 		o.cfg.Observer = mirror.Observers(a.observer(&o.cfg.RunConfig), progress)
 		o.cfg.Logger = a.logger()
+		o.metrics.watch(&o.cfg.RunConfig, "redis-to-kafka", &o.cfg.Kafka)
 		if m, err = r2k.New(c.Context(), o.cfg); err == nil {
 			return m, names, nil
 		}

@@ -135,6 +135,9 @@ Connections:
 Logging: --log-format text|json, --log-level debug|info|warn|error
 (env XMIRROR_LOG_FORMAT, XMIRROR_LOG_LEVEL); -v is debug, -q error.
 
+Metrics: --metrics-addr HOST:PORT (env XMIRROR_METRICS_ADDR) serves
+Prometheus /metrics, /healthz and /readyz while a mirror runs.
+
 Exit codes: 0 success, 1 runtime failure, 2 usage error,
 130 a one-shot run interrupted before it finished.`,
 		Example: `  xmirror check

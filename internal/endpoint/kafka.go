@@ -33,6 +33,10 @@ const defaultKafkaPort = "9092"
 // Kafka is a parsed broker list with its TLS and SASL settings.
 type Kafka struct {
 	Brokers []string
+	// NewHooks, when set, gives the hooks of each client built from
+	// ClientOpts: called once per client, since a hook may keep state of
+	// its one client (franz-go's kprom metrics do).
+	NewHooks func() []kgo.Hook
 
 	// tlsConfig is nil for plaintext.
 	tlsConfig *tls.Config
@@ -335,6 +339,11 @@ func (k Kafka) ClientOpts() []kgo.Opt {
 	}
 	if k.sasl != nil {
 		opts = append(opts, kgo.SASL(k.sasl))
+	}
+	if k.NewHooks != nil {
+		if hooks := k.NewHooks(); len(hooks) > 0 {
+			opts = append(opts, kgo.WithHooks(hooks...))
+		}
 	}
 	return opts
 }
