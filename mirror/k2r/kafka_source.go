@@ -408,7 +408,7 @@ func (s *KafkaSource) checkPartitions(ctx context.Context) error {
 	var err error
 	if patterns {
 		// Every topic, for those created since that match.
-		details, err = kadm.NewClient(s.admin).ListTopicsWithInternal(lookup)
+		details, err = allTopics(lookup, s.admin)
 	} else {
 		details, err = kadm.NewClient(s.admin).ListTopics(lookup, topics...)
 	}

@@ -9,7 +9,9 @@ import (
 	"strings"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/xmirror/xmirror/checkpoint"
 	"github.com/xmirror/xmirror/mirror"
@@ -54,15 +56,21 @@ func (p topicPatterns) any() bool { return len(p.exprs) > 0 }
 
 // match is the first expression that matches topic, and whether one does.
 func (p topicPatterns) match(topic string) (string, bool) {
-	for i, re := range p.res {
-		if strings.HasPrefix(topic, internalPrefix) && !strings.HasPrefix(re.String(), "^"+internalPrefix) {
-			continue
-		}
-		if re.MatchString(topic) {
+	for i := range p.res {
+		if p.matches(i, topic) {
 			return p.exprs[i], true
 		}
 	}
 	return "", false
+}
+
+// matches says whether expression i matches topic.
+func (p topicPatterns) matches(i int, topic string) bool {
+	re := p.res[i]
+	if strings.HasPrefix(topic, internalPrefix) && !strings.HasPrefix(re.String(), "^"+internalPrefix) {
+		return false
+	}
+	return re.MatchString(topic)
 }
 
 // topicMatches are what the TopicRegexes of a Run matched, kept across
@@ -95,22 +103,22 @@ type topicMatches struct {
 // nothing.
 func (tm *topicMatches) find(details kadm.TopicDetails, follow bool, log interface{ Info(string, ...any) }) []string {
 	var out []string
-	hit := map[string]bool{}
 	for t, d := range details {
-		expr, ok := tm.patterns.match(t)
-		if !ok {
-			continue
-		}
-		hit[expr] = true
-		if !tm.explicit[t] && d.Err == nil {
+		if _, ok := tm.patterns.match(t); ok && !tm.explicit[t] && d.Err == nil {
 			out = append(out, t)
 		}
 	}
 	slices.Sort(out)
 	if tm.atStart == nil {
-		for _, e := range tm.patterns.exprs {
+		for i, e := range tm.patterns.exprs {
+			hit := false
+			for t := range details {
+				if hit = tm.patterns.matches(i, t); hit {
+					break
+				}
+			}
 			switch {
-			case hit[e]:
+			case hit:
 			case follow:
 				log.Info("no topic matches the regex yet; mirroring those that appear", "topic_regex", e)
 			default:
@@ -232,4 +240,30 @@ func (s *KafkaSource) checkReadSize(ctx context.Context, topics []string) error 
 		}
 	}
 	return nil
+}
+
+// allTopics lists every topic of the cluster this user may describe,
+// asked of the brokers rather than of the client's metadata cache, which
+// keeps what it learnt for a few seconds: a topic created a moment ago is
+// listed.
+func allTopics(ctx context.Context, admin *kgo.Client) (kadm.TopicDetails, error) {
+	req := kmsg.NewPtrMetadataRequest() // no topics named: every topic
+	resp, err := req.RequestWith(ctx, admin)
+	if err != nil {
+		return nil, err
+	}
+	out := make(kadm.TopicDetails, len(resp.Topics))
+	for _, t := range resp.Topics {
+		if t.Topic == nil {
+			continue
+		}
+		d := kadm.TopicDetail{Topic: *t.Topic, ID: t.TopicID, IsInternal: t.IsInternal,
+			Partitions: make(kadm.PartitionDetails, len(t.Partitions)), Err: kerr.ErrorForCode(t.ErrorCode)}
+		for _, p := range t.Partitions {
+			d.Partitions[p.Partition] = kadm.PartitionDetail{Topic: d.Topic, Partition: p.Partition, Leader: p.Leader,
+				LeaderEpoch: p.LeaderEpoch, Replicas: p.Replicas, ISR: p.ISR, OfflineReplicas: p.OfflineReplicas, Err: kerr.ErrorForCode(p.ErrorCode)}
+		}
+		out[d.Topic] = d
+	}
+	return out, nil
 }

@@ -58,6 +58,8 @@ const (
 	// before it checks whether records are waiting (a broker it cannot
 	// reach) and warns, and then how often it warns again.
 	followStallWarn = 30 * time.Second
+	// defaultMetadataMinAge is franz-go's MetadataMinAge default.
+	defaultMetadataMinAge = 5 * time.Second
 )
 
 // setUp checks the topics, destination streams and checkpoints, decides
@@ -68,7 +70,13 @@ func setUp(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg setupC
 	log := cfg.Log()
 	adm := kadm.NewClient(admin)
 	listTopics := func(topics ...string) (kadm.TopicDetails, error) {
-		details, err := adm.ListTopicsWithInternal(ctx, topics...)
+		var details kadm.TopicDetails
+		var err error
+		if len(topics) > 0 {
+			details, err = adm.ListTopics(ctx, topics...)
+		} else {
+			details, err = allTopics(ctx, admin)
+		}
 		if err != nil && endpoint.IsDenied(err) {
 			return nil, fmt.Errorf("kafka %s: list topics: %w", cfg.kafkaName(), err)
 		}
@@ -207,6 +215,12 @@ func setUp(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg setupC
 		// Never skip silently past records deleted under us.
 		kgo.ConsumeResetOffset(kgo.NoResetOffset()),
 	)
+	if check < defaultMetadataMinAge {
+		// The partitions taken on during the run are fetched once the
+		// consumer's metadata has them, which it refreshes at most
+		// this often: a short check would otherwise wait for it.
+		opts = append(opts, kgo.MetadataMinAge(check))
+	}
 	if src.cl, err = kgo.NewClient(opts...); err != nil {
 		return nil, nil, fmt.Errorf("kafka %s: %w", cfg.kafkaName(), err)
 	}
