@@ -667,7 +667,18 @@ func (r *run) storeStarts(ctx context.Context) (pending int64, err error) {
 	if pending, err = r.src.Pending(ctx); err != nil {
 		return 0, err
 	}
-	initial, err := startingOffsets(ctx, r.adm, ends, r.ck, r.found, pending > 0)
+	// The topics of streams that appeared during this run, which the
+	// checkpoint has no partition count for, are new to the mirror:
+	// nothing of its own can be there, and a topic that already holds
+	// others' records is not read back from its start.
+	newTopics := map[string]bool{}
+	for s := range r.fromFirst {
+		t := r.plan.topicOf[s]
+		if _, ok := r.ck.PartitionCounts[t]; !ok {
+			newTopics[t] = true
+		}
+	}
+	initial, err := startingOffsets(ctx, r.adm, ends, r.ck, r.found, pending > 0, newTopics)
 	if err != nil {
 		return 0, r.cfg.Kafka.Explain(err)
 	}
@@ -782,15 +793,16 @@ func (m *Mirror) started(ctx context.Context, src *RedisSource, ck checkpoint.R2
 // whose checkpoint is gone but whose entries are pending (pending). Those
 // partitions start at their log start, so that a run stopped during its
 // read-back leaves the next one the whole partition to read back, not
-// its end.
-func startingOffsets(ctx context.Context, adm *kadm.Client, ends map[checkpoint.TopicPartition]int64, ck checkpoint.R2K, found, pending bool) (map[checkpoint.TopicPartition]int64, error) {
+// its end. newTopics are topics this mirror took on during the run, for
+// streams that appeared in it: they start at their end.
+func startingOffsets(ctx context.Context, adm *kadm.Client, ends map[checkpoint.TopicPartition]int64, ck checkpoint.R2K, found, pending bool, newTopics map[string]bool) (map[checkpoint.TopicPartition]int64, error) {
 	if !found && !pending {
 		return ends, nil
 	}
 	var old []string
 	seen := map[string]bool{}
 	for tp := range ends {
-		if _, ok := ck.PartitionCounts[tp.Topic]; (!found || !ok) && !seen[tp.Topic] {
+		if _, ok := ck.PartitionCounts[tp.Topic]; (!found || !ok) && !seen[tp.Topic] && !newTopics[tp.Topic] {
 			seen[tp.Topic] = true
 			old = append(old, tp.Topic)
 		}
