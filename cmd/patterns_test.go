@@ -384,3 +384,71 @@ mirrors:
 	}
 	streamsOnce(t, topic, want)
 }
+
+// TestStreamPatternOneShotRefusesAMatchItCannotMirror: a one-shot run
+// stops before mirroring anything when a matching stream's name makes no
+// valid topic, or its topic does not exist, naming the stream.
+func TestStreamPatternOneShotRefusesAMatchItCannotMirror(t *testing.T) {
+	rc := testenv.Redis(t)
+	kc := testenv.Kafka(t)
+	prefix := testenv.Name(t, "p")
+	good, colon := prefix+".a", prefix+":b"
+	testenv.NamedTopic(t, kc, good, 1)
+	name := testenv.Name(t, "m")
+	delKeys(t, rc, good, colon, checkpoint.R2KKey(name), checkpoint.DescriptorKey(checkpoint.KindRedisToKafka, name))
+	fields := func(i int) []string { return []string{"n", strconv.Itoa(i)} }
+	addEntries(t, rc, good, 0, 10, fields)
+	addEntries(t, rc, colon, 0, 10, fields)
+
+	r := xmirror(t, "r2k", "--stream-pattern", prefix+"*", "--name", name)
+	if r.code != 1 || !strings.Contains(r.stderr, fmt.Sprintf("stream %q (matching --stream-pattern %q) maps to an invalid topic", colon, prefix+"*")) {
+		t.Errorf("a match without a valid topic name: exit %d, stderr %q; want exit 1 naming the stream", r.code, r.stderr)
+	}
+	rc.Do(context.Background(), rc.B().Del().Key(colon).Build())
+	addEntries(t, rc, prefix+".c", 0, 10, fields)
+	delKeys(t, rc, prefix+".c")
+	r = xmirror(t, "r2k", "--stream-pattern", prefix+"*", "--name", name)
+	if r.code != 1 || !strings.Contains(r.stderr, fmt.Sprintf("topic %q does not exist; create it, or pass --create-topic", prefix+".c")) {
+		t.Errorf("a match whose topic is missing: exit %d, stderr %q; want exit 1 naming the topic", r.code, r.stderr)
+	}
+	if n := len(readTopic(t, good)); n != 0 {
+		t.Errorf("%d records mirrored by runs that stopped at their start, want none", n)
+	}
+}
+
+// TestPatternFollowRunsStartedBeforeAnyMatchWaitForOne: a follow run whose
+// pattern (regex) matches nothing yet waits, and mirrors the first
+// matching stream (topic) once it appears, from its first entry.
+func TestPatternFollowRunsStartedBeforeAnyMatchWaitForOne(t *testing.T) {
+	rc := testenv.Redis(t)
+	kc := testenv.Kafka(t)
+	prefix := testenv.Name(t, "p")
+	stream, topic := prefix+".s", prefix+".t"
+	r2kName, k2rName := testenv.Name(t, "m"), testenv.Name(t, "m")
+	delKeys(t, rc, stream, "c:"+topic, checkpoint.R2KKey(r2kName), checkpoint.DescriptorKey(checkpoint.KindRedisToKafka, r2kName),
+		checkpoint.K2RKey(k2rName, "c:"+topic), checkpoint.DescriptorKey(checkpoint.KindKafkaToRedis, k2rName))
+	out := testenv.Topic(t, kc, 1)
+
+	r2k := startXmirror(t, "r2k", "--follow", "--stream-pattern", prefix+".*", "--topic", out, "--start", "latest",
+		"--rescan", "1s", "--name", r2kName, "--lease-ttl", "5s")
+	k2r := startXmirror(t, "k2r", "--follow", "--topic-regex", "^"+regexp.QuoteMeta(prefix)+`\.`, "--stream", "c:{topic}",
+		"--start", "latest", "--rescan", "1s", "--name", k2rName, "--lease-ttl", "5s")
+	testenv.Wait(t, 30*time.Second, "both runs waiting", func() bool {
+		return strings.Contains(r2k.stderr.String(), "no stream matches the pattern yet") &&
+			strings.Contains(k2r.stderr.String(), "no topic matches the regex yet")
+	})
+	fields := func(i int) []string { return []string{"n", strconv.Itoa(i)} }
+	ids := addEntries(t, rc, stream, 0, 25, fields)
+	testenv.NamedTopic(t, kc, topic, 1)
+	produceN(t, kc, topic, 0, 25)
+	testenv.Wait(t, 30*time.Second, "the first matches mirrored", func() bool {
+		return endOffset(t, nil, out) == 25 && streamLen(rc, "c:"+topic)() == 25
+	})
+	for _, run := range []*started{r2k, k2r} {
+		if code, _ := run.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {
+			t.Fatalf("exit %d after SIGTERM\nstderr: %s", code, run.stderr.String())
+		}
+	}
+	exactlyOnce(t, out, ids)
+	exactlyNs(t, rc, "c:"+topic, 0, 25)
+}
