@@ -278,6 +278,7 @@ func New(_ context.Context, cfg Config) (*Mirror, error) {
 		return nil, err
 	}
 	cfg.Streams = slices.Clone(cfg.Streams)
+	cfg.StreamPatterns = slices.Clone(cfg.StreamPatterns)
 	return &Mirror{cfg: cfg, plan: p, log: cfg.Log()}, nil
 }
 
