@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -106,6 +107,11 @@ func (f *checkForFlags) resolve(c *cobra.Command, redisEP endpoint.Redis, kafkaE
 			cfg.Name = r2k.DefaultName(cfg)
 		}
 		invalid, names = cfg.Validate(), flagNames(redisToKafkaFlags)
+		if len(f.streams) == 0 {
+			// check names the streams themselves: it has no patterns.
+			invalid = withoutProblemsOf(invalid, "Streams")
+			problems = append(problems, "--stream is required (repeat it for several)")
+		}
 		cf = &checkFor{direction: f.direction, name: cfg.Name, redis: r2k.RedisPermissions(cfg), kafka: r2k.KafkaPermissions(cfg), leaseKind: checkpoint.KindRedisToKafka}
 	case forKafkaToRedis:
 		cfg := k2r.Defaults()
@@ -131,6 +137,10 @@ func (f *checkForFlags) resolve(c *cobra.Command, redisEP endpoint.Redis, kafkaE
 			cfg.Name = k2r.DefaultName(cfg)
 		}
 		invalid, names = cfg.Validate(), flagNames(kafkaToRedisFlags)
+		if len(f.topics) == 0 {
+			invalid = withoutProblemsOf(invalid, "Topics")
+			problems = append(problems, "--topic is required (repeat it for several)")
+		}
 		cf = &checkFor{direction: f.direction, name: cfg.Name, redis: k2r.RedisPermissions(cfg), kafka: k2r.KafkaPermissions(cfg), leaseKind: checkpoint.KindKafkaToRedis}
 	default:
 		return nil, usageErrorf("--for must be %s or %s, got %q", forRedisToKafka, forKafkaToRedis, f.direction)
@@ -139,6 +149,25 @@ func (f *checkForFlags) resolve(c *cobra.Command, redisEP endpoint.Redis, kafkaE
 		return nil, usageError(err)
 	}
 	return cf, nil
+}
+
+// withoutProblemsOf is a Config's error without the problems of field,
+// which the check reports as its own.
+func withoutProblemsOf(err error, field string) error {
+	var ce *setting.ConfigError
+	if !errors.As(err, &ce) {
+		return err
+	}
+	kept := &setting.ConfigError{}
+	for _, p := range ce.Problems {
+		if p.Field != field {
+			kept.Problems = append(kept.Problems, p)
+		}
+	}
+	if len(kept.Problems) == 0 {
+		return nil
+	}
+	return kept
 }
 
 // permissionReport is one permission of a check --for, for the report.

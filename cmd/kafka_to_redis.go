@@ -24,6 +24,8 @@ type kafkaToRedisOptions struct {
 // messages that name a setting.
 var kafkaToRedisFlags = map[string]string{
 	"Topics":           "--topic",
+	"TopicRegexes":     "--topic-regex",
+	"Rescan":           "--rescan",
 	"Stream":           "--stream",
 	"Format":           "--format",
 	"Headers":          "--headers",
@@ -50,7 +52,7 @@ func newKafkaToRedisCmd(a *app) *cobra.Command {
 func newKafkaToRedis(a *app) (*cobra.Command, *kafkaToRedisOptions) {
 	o := kafkaToRedisOptions{cfg: k2r.Defaults()}
 	c := &cobra.Command{
-		Use:     "kafka-to-redis --topic T [--topic T2 ...] [--stream S]",
+		Use:     "kafka-to-redis --topic T [--topic T2 ...] [--topic-regex RE ...] [--stream S]",
 		Aliases: []string{"k2r"},
 		Short:   "Mirror Kafka topics into Redis streams, exactly once",
 		Long: `Reads Kafka partitions directly (no consumer group) and appends their
@@ -74,6 +76,14 @@ was added since. If Kafka delivers nothing for --timeout, it exits 1 naming the
 partitions not done. --follow keeps mirroring until SIGINT/SIGTERM, takes on
 partitions added to the topics during the run (within 30s, from their first
 record) and warns while it makes no progress.
+
+--topic-regex mirrors every topic of the cluster a regular expression (Go's
+syntax, RE2) matches, anywhere in its name unless anchored: '^orders\.'.
+Topics starting with __ (Kafka's internal ones) are left out unless the
+expression starts with ^__. --follow looks again every --rescan (default
+30s) and mirrors a topic created during the run from its first record,
+whatever --start says. A topic both a --topic and a regex (or two) name is
+mirrored once; a regex that matches nothing is no error.
 
 --stream is a template: {topic} and {partition} are replaced ({{ and }} are
 literal braces); default {topic}. With {partition} each partition gets its own
@@ -119,7 +129,9 @@ dead-letter (copy it to --dead-letter-stream, at least once).`,
 	o.run.bind(c, &cfg.RunConfig)
 	o.metrics.bind(c)
 	fs := c.Flags()
-	fs.StringArrayVarP(&cfg.Topics, "topic", "t", nil, "topic to mirror (repeat for several); required")
+	fs.StringArrayVarP(&cfg.Topics, "topic", "t", nil, "topic to mirror (repeat for several); this or --topic-regex is required")
+	fs.StringArrayVar(&cfg.TopicRegexes, "topic-regex", nil, "mirror every topic this regular expression (Go's syntax) matches, internal __ topics only if it starts with ^__ (repeat for several); --follow also takes on topics created later")
+	fs.DurationVar(&cfg.Rescan, "rescan", cfg.Rescan, "follow: how often to look for new topics matching --topic-regex")
 	fs.StringVarP(&cfg.Stream, "stream", "s", cfg.Stream, "destination stream; {topic} and {partition} are replaced, {{ }} are literal braces")
 	fs.StringVar((*string)(&cfg.Format), "format", string(cfg.Format), "record value format: json or raw")
 	fs.BoolVar(&cfg.Headers, "headers", false, "json format: also copy record headers (other than xmirror's lineage) as fields, after the value's members, named as in the raw format")

@@ -23,6 +23,8 @@ type redisToKafkaOptions struct {
 // messages that name a setting.
 var redisToKafkaFlags = map[string]string{
 	"Streams":           "--stream",
+	"StreamPatterns":    "--stream-pattern",
+	"Rescan":            "--rescan",
 	"Topic":             "--topic",
 	"Group":             "--group",
 	"Start":             "--start",
@@ -54,7 +56,7 @@ func newRedisToKafkaCmd(a *app) *cobra.Command {
 func newRedisToKafka(a *app) (*cobra.Command, *redisToKafkaOptions) {
 	o := redisToKafkaOptions{cfg: r2k.Defaults()}
 	c := &cobra.Command{
-		Use:     "redis-to-kafka --stream S [--stream S2 ...] [--topic T]",
+		Use:     "redis-to-kafka --stream S [--stream S2 ...] [--stream-pattern P ...] [--topic T]",
 		Aliases: []string{"r2k"},
 		Short:   "Mirror Redis streams into Kafka topics",
 		Long: `Reads entries from Redis streams through a consumer group and produces them
@@ -82,6 +84,17 @@ Mapping:
 
 --topic is a template: {stream} is replaced by the stream's name.
 
+--stream-pattern mirrors every stream a Redis glob pattern matches (as SCAN
+MATCH takes it: * ? [abc] \x), found with SCAN ... TYPE stream at start;
+--follow looks again every --rescan (default 30s) and mirrors a stream that
+appeared from its first entry, whatever --start says. A stream both a
+--stream and a pattern (or two patterns) name is mirrored once. A pattern
+that matches nothing is no error: a one-shot run says so and mirrors the
+rest. A one-shot run refuses a matching stream whose topic is missing
+(without --create-topic) or not a valid topic name; --follow leaves such a
+stream out with a warning, mirrors the others and takes it on once its
+topic exists.
+
 An entry Kafka refuses, or would refuse (larger than the topic's
 max.message.bytes, a timestamp outside its message.timestamp.after.max.ms or
 before.max.ms, checked a minute early for clock differences), is handled by
@@ -100,7 +113,10 @@ bodies were trimmed are handled the same way.`,
 
   # several streams into one topic per stream, keyed by customer, continuously
   xmirror r2k --stream eu.orders --stream us.orders --topic 'mirror.{stream}' \
-      --key-field customer --follow`,
+      --key-field customer --follow
+
+  # every stream named orders.*, and those created later, one topic each
+  xmirror r2k --stream-pattern 'orders.*' --create-topic --follow`,
 		RunE: func(c *cobra.Command, _ []string) error { return o.execute(a, c) },
 	}
 	cfg := &o.cfg
@@ -108,7 +124,9 @@ bodies were trimmed are handled the same way.`,
 	o.run.bind(c, &cfg.RunConfig)
 	o.metrics.bind(c)
 	fs := c.Flags()
-	fs.StringArrayVarP(&cfg.Streams, "stream", "s", nil, "stream to mirror (repeat for several); required")
+	fs.StringArrayVarP(&cfg.Streams, "stream", "s", nil, "stream to mirror (repeat for several); this or --stream-pattern is required")
+	fs.StringArrayVar(&cfg.StreamPatterns, "stream-pattern", nil, "mirror every stream this Redis glob pattern matches, as SCAN MATCH takes it (repeat for several); --follow also takes on streams that appear later")
+	fs.DurationVar(&cfg.Rescan, "rescan", cfg.Rescan, "follow: how often to look for new streams matching --stream-pattern")
 	fs.StringVarP(&cfg.Topic, "topic", "t", cfg.Topic, "destination topic; {stream} is replaced by the stream's name")
 	fs.StringVarP(&cfg.Group, "group", "g", "", "consumer group that tracks what was read (default xmirror:<mirror name>); a mirror keeps the group its checkpoint records")
 	fs.StringVar(&cfg.Start, "start", cfg.Start, "where a new consumer group starts: earliest (whole history), latest (only new entries) or an entry ID")

@@ -275,7 +275,7 @@ func TestRedisToKafkaRefusesBadInput(t *testing.T) {
 		code int
 		want string
 	}{
-		{"no stream flag", []string{"r2k"}, 2, "--stream is required"},
+		{"no stream flag", []string{"r2k"}, 2, "--stream or --stream-pattern is required"},
 		{"bad format and batch size", []string{"r2k", "--stream", stream, "--format", "xml", "--batch-size", "0"}, 2, "--batch-size must be"},
 		{"unknown placeholder", []string{"r2k", "--stream", stream, "--topic", "{steam}"}, 2, "unknown placeholder {steam}"},
 		{"invalid topic name", []string{"r2k", "--stream", "a:b"}, 2, "invalid topic"},

@@ -220,7 +220,7 @@ func TestRunConfigTheREADMEExampleIsValid(t *testing.T) {
 	body = body[:strings.Index(body, "```")]
 	path := writeFile(t, t.TempDir(), "mirrors.yaml", body)
 	r := xmirror(t, "run", "--config", path, "--check")
-	if r.code != 0 || !strings.Contains(r.stdout, "4 mirrors, valid") {
-		t.Errorf("the README's mirrors file: exit %d, stdout %q, stderr %q; want 0, 4 mirrors", r.code, r.stdout, r.stderr)
+	if r.code != 0 || !strings.Contains(r.stdout, "5 mirrors, valid") {
+		t.Errorf("the README's mirrors file: exit %d, stdout %q, stderr %q; want 0, 5 mirrors", r.code, r.stdout, r.stderr)
 	}
 }

@@ -28,6 +28,11 @@ const (
 	MinLeaseTTL = time.Second
 	// ConnectTimeout bounds the first connection to each server.
 	ConnectTimeout = 10 * time.Second
+	// DefaultRescan is how often a follow run looks for new streams or
+	// topics matching its patterns: soon enough that a new one is
+	// mirrored within half a minute, rarely enough that the scans cost
+	// the servers nothing.
+	DefaultRescan = 30 * time.Second
 )
 
 // RunConfig is what shapes a mirror's run in either direction.

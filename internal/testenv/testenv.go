@@ -129,6 +129,14 @@ func Topic(tb testing.TB, cl *kgo.Client, partitions int32) string {
 	return createTopic(tb, cl, Name(tb, "t"), partitions)
 }
 
+// NamedTopic creates topic name (a Name of the test, or made of one) with
+// the given partitions, for a test that needs topics whose names share a
+// prefix; deleted when the test ends unless it failed.
+func NamedTopic(tb testing.TB, cl *kgo.Client, name string, partitions int32) string {
+	tb.Helper()
+	return createTopic(tb, cl, name, partitions)
+}
+
 // createTopic creates topic t through cl and waits until the metadata
 // lists it; deleted when the test ends unless it failed.
 func createTopic(tb testing.TB, cl *kgo.Client, t string, partitions int32) string {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -105,6 +106,9 @@ type KafkaSource struct {
 	// topicIDs are the IDs of the topics the positions are about (a topic
 	// missing: its broker has none).
 	topicIDs map[string]string
+	// readBytes is the largest response the consumer reads, fixed when
+	// it is made.
+	readBytes int32
 	// Timers (see the defaults); fields so tests can shorten them.
 	pollWait, probeAfter, probeWait, stallWarn, partitionCheck time.Duration
 	lastPartitionCheck, lastProbe, lastStallWarn               time.Time
@@ -382,19 +386,32 @@ func (s *KafkaSource) probe(ctx context.Context, st *partState, end int64) (int6
 }
 
 // checkPartitions, in follow mode, takes on the partitions added to the
-// topics since the run started: mirrored from their log start, their
-// position stored at once. A failure to look is retried at the next check;
-// a partition that cannot be mirrored as configured stops the run.
+// topics since the run started, and with TopicRegexes the topics created
+// since that match: mirrored from their log start, their position stored
+// at once. A failure to look is retried at the next check; a partition
+// added to a topic that cannot be mirrored as configured stops the run,
+// a new topic that cannot is left out with a warning (see addMatched).
 func (s *KafkaSource) checkPartitions(ctx context.Context) error {
 	s.lastPartitionCheck = time.Now()
-	lookup, cancel := context.WithTimeout(ctx, s.partitionCheck)
+	// Bounded by the check's own interval, and never shorter than a
+	// probe: a short Rescan must not starve the set-up of a new topic.
+	lookup, cancel := context.WithTimeout(ctx, max(s.partitionCheck, s.probeWait))
 	defer cancel()
 	var topics []string
 	for t := range s.parts {
 		topics = append(topics, t)
 	}
 	sort.Strings(topics)
-	details, err := kadm.NewClient(s.admin).ListTopics(lookup, topics...)
+	matches := s.setup.cfg.matches
+	patterns := matches != nil && matches.patterns.any()
+	var details kadm.TopicDetails
+	var err error
+	if patterns {
+		// Every topic, for those created since that match.
+		details, err = allTopics(lookup, s.admin)
+	} else {
+		details, err = kadm.NewClient(s.admin).ListTopics(lookup, topics...)
+	}
 	if err != nil {
 		s.log.Warn("cannot look for partitions added to the topics; trying again later", "kafka", s.kafkaName, "err", err)
 		return nil
@@ -418,18 +435,63 @@ func (s *KafkaSource) checkPartitions(ctx context.Context) error {
 			}
 		}
 	}
-	if len(added) == 0 {
+	if len(added) > 0 {
+		consume, err := s.setup.add(lookup, s, added, fromLogStart, ids)
+		if err != nil {
+			if mirror.IsTransient(err) || ctx.Err() != nil {
+				s.log.Warn("partitions were added to the topics but cannot be set up yet; trying again later", "partitions", len(added), "err", err)
+				return nil
+			}
+			return fmt.Errorf("partitions added to the topics during the run: %w", err)
+		}
+		s.log.Info("mirroring partitions added to the topics during the run", "partitions", fmt.Sprint(added))
+		s.cl.AddConsumePartitions(consume)
+	}
+	if patterns {
+		return s.takeOnNewTopics(lookup, details)
+	}
+	return nil
+}
+
+// takeOnNewTopics takes on the topics of details that the patterns match
+// and the source does not read yet: created during the run, or left out
+// before. Each is mirrored from its log start.
+func (s *KafkaSource) takeOnNewTopics(lookup context.Context, details kadm.TopicDetails) error {
+	fresh := map[string][]checkpoint.TopicPartition{}
+	ids := map[string]string{}
+	for _, t := range s.setup.cfg.matches.find(details, true, s.log) {
+		d := details[t]
+		if s.parts[t] != nil || len(d.Partitions) == 0 {
+			continue
+		}
+		for _, p := range d.Partitions.Numbers() {
+			fresh[t] = append(fresh[t], checkpoint.TopicPartition{Topic: t, Partition: p})
+		}
+		ids[t] = formatTopicID(d.ID)
+	}
+	if len(fresh) == 0 {
 		return nil
 	}
-	consume, err := s.setup.add(lookup, s, added, false, ids)
-	if err != nil {
-		if mirror.IsTransient(err) || ctx.Err() != nil {
-			s.log.Warn("partitions were added to the topics but cannot be set up yet; trying again later", "partitions", len(added), "err", err)
-			return nil
-		}
-		return fmt.Errorf("partitions added to the topics during the run: %w", err)
+	topics := slices.Sorted(maps.Keys(fresh))
+	// The consumer reads responses of the size the topics known at set-up
+	// need: a topic that accepts larger records needs a consumer of its
+	// own, which setting the mirror up again makes.
+	if err := s.checkReadSize(lookup, topics); err != nil {
+		return err
 	}
-	s.log.Info("mirroring partitions added to the topics during the run", "partitions", fmt.Sprint(added))
+	consume, err := s.setup.addMatched(lookup, s, fresh, fromLogStart, ids)
+	if err != nil {
+		s.log.Warn("new topics match the regexes but cannot be set up yet; trying again later", "topics", topics, "err", err)
+	}
+	if len(consume) == 0 {
+		return nil
+	}
+	var taken []string
+	for t := range consume {
+		taken = append(taken, t)
+	}
+	slices.Sort(taken)
+	s.log.Info("mirroring new topics matching the regexes from their first record", "topics", taken)
 	s.cl.AddConsumePartitions(consume)
 	return nil
 }
@@ -691,6 +753,11 @@ func (s *KafkaSource) moveFor(b *Batch, writes []*Write, st *partState) *Write {
 		s.touched = append(s.touched, st)
 	}
 	return w
+}
+
+// topics are the topics the source reads, sorted.
+func (s *KafkaSource) topics() []string {
+	return slices.Sorted(maps.Keys(s.parts))
 }
 
 // partitionStates are the partitions the source reads, in topic and

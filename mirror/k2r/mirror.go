@@ -4,8 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"slices"
-	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -29,8 +27,19 @@ type Config struct {
 	Redis endpoint.Redis
 	Kafka endpoint.Kafka
 
-	// Topics are the topics to mirror (at least one).
+	// Topics are the topics to mirror.
 	Topics []string
+	// TopicRegexes are regular expressions (Go's syntax), each matched
+	// anywhere in a topic's name unless anchored: every topic of the
+	// cluster one matches is mirrored too, found at start and, in follow
+	// mode, every Rescan. A topic whose name starts with "__" (Kafka's
+	// internal topics) is left out unless the expression starts with
+	// "^__". Topics or TopicRegexes is required; a topic both name is
+	// mirrored once.
+	TopicRegexes []string
+	// Rescan is how often a follow run looks for new topics matching
+	// TopicRegexes.
+	Rescan time.Duration
 	// Stream is the destination stream, a template in which {topic} and
 	// {partition} are replaced ({{ and }} are literal braces).
 	Stream string
@@ -84,26 +93,26 @@ func Defaults() Config {
 		OnGap:            mirror.OnGapFail,
 		OnTopicRecreated: OnTopicRecreatedFail,
 		PartitionCheck:   DefaultPartitionCheck,
+		Rescan:           mirror.DefaultRescan,
 	}
 }
 
 // DefaultName is the name of a mirror of cfg that has none given:
-// "<topic>[,<topic>...]><stream>" with the topics sorted, so that the same
-// settings always resume the same mirror.
+// "<topic>[,<topic>...]><stream>" with the topics sorted, then each topic
+// regex after a "~", sorted, so that the same settings always resume the
+// same mirror.
 func DefaultName(cfg Config) string {
-	topics := slices.Clone(cfg.Topics)
-	sort.Strings(topics)
-	return strings.Join(topics, ",") + ">" + cfg.Stream
+	return mapping.SourceText(cfg.Topics, cfg.TopicRegexes, true) + ">" + cfg.Stream
 }
 
 // Validate reports every problem of cfg, each naming its field, as a
 // *setting.ConfigError.
 func (cfg *Config) Validate() error {
-	_, err := cfg.validate()
+	_, _, err := cfg.validate()
 	return err
 }
 
-func (cfg *Config) validate() (StreamTemplate, error) {
+func (cfg *Config) validate() (StreamTemplate, topicPatterns, error) {
 	var ps setting.Problems
 	cfg.RunConfig.Validate(&ps)
 	if cfg.Redis.URL == "" {
@@ -112,8 +121,8 @@ func (cfg *Config) validate() (StreamTemplate, error) {
 	if len(cfg.Kafka.Brokers) == 0 {
 		ps.Addf("Kafka", "{Kafka} is required: at least one broker (endpoint.ParseBrokers)")
 	}
-	if len(cfg.Topics) == 0 {
-		ps.Addf("Topics", "{Topics} is required (repeat it for several topics)")
+	if len(cfg.Topics) == 0 && len(cfg.TopicRegexes) == 0 {
+		ps.Addf("Topics", "{Topics} or {TopicRegexes} is required (repeat either for several)")
 	}
 	for _, t := range cfg.Topics {
 		if err := mapping.ValidTopicName(t); err != nil {
@@ -121,11 +130,20 @@ func (cfg *Config) validate() (StreamTemplate, error) {
 		}
 	}
 	ps.Unique("Topics", "topic", cfg.Topics)
+	patterns := compileTopicPatterns(&ps, cfg.TopicRegexes)
+	if cfg.Rescan <= 0 {
+		ps.Addf("Rescan", "{Rescan} must be positive, got %s", cfg.Rescan)
+	}
 	tmpl, err := ParseStreamTemplate(cfg.Stream)
-	if err != nil {
+	switch {
+	case err != nil:
 		ps.Addf("Stream", "{Stream}: %s", err.Error())
-	} else if err := tmpl.CheckTopics(cfg.Topics); err != nil {
-		ps.Addf("Stream", "{Stream}: %s", err.Error())
+	case len(cfg.TopicRegexes) > 0 && tmpl.Uses("partition") && !tmpl.Uses("topic"):
+		ps.Addf("Stream", "{Stream}: stream template %q has {partition} but not {topic}, so the same partition number of the topics {TopicRegexes} matches would share a stream; add {topic}", tmpl.String())
+	default:
+		if err := tmpl.CheckTopics(cfg.Topics); err != nil {
+			ps.Addf("Stream", "{Stream}: %s", err.Error())
+		}
 	}
 	if _, err := mapping.ParseFormat(string(cfg.Format)); err != nil {
 		ps.Addf("Format", "{Format} %s", err.Error())
@@ -157,14 +175,15 @@ func (cfg *Config) validate() (StreamTemplate, error) {
 	if cfg.PartitionCheck <= 0 {
 		ps.Addf("PartitionCheck", "{PartitionCheck} must be positive, got %s", cfg.PartitionCheck)
 	}
-	return tmpl, ps.Err()
+	return tmpl, patterns, ps.Err()
 }
 
 // Mirror is a kafka-to-redis mirror, ready to run.
 type Mirror struct {
-	cfg    Config
-	stream StreamTemplate
-	log    *slog.Logger
+	cfg      Config
+	stream   StreamTemplate
+	patterns topicPatterns
+	log      *slog.Logger
 
 	probeOnce sync.Once
 	probe     *mirror.LagProbe // for Lag
@@ -173,12 +192,13 @@ type Mirror struct {
 // New validates cfg (a *setting.ConfigError lists every problem) and
 // returns the mirror it describes. It connects to nothing: Run does.
 func New(_ context.Context, cfg Config) (*Mirror, error) {
-	tmpl, err := cfg.validate()
+	tmpl, patterns, err := cfg.validate()
 	if err != nil {
 		return nil, err
 	}
 	cfg.Topics = slices.Clone(cfg.Topics)
-	return &Mirror{cfg: cfg, stream: tmpl, log: cfg.Log()}, nil
+	cfg.TopicRegexes = slices.Clone(cfg.TopicRegexes)
+	return &Mirror{cfg: cfg, stream: tmpl, patterns: patterns, log: cfg.Log()}, nil
 }
 
 // Name is the mirror's name.
@@ -192,13 +212,21 @@ func (m *Mirror) Name() string { return m.cfg.Name }
 // a run that stopped before it was set up is a *mirror.SetUpError: its
 // stats count nothing.
 func (m *Mirror) Run(ctx context.Context) (mirror.Stats, error) {
-	return lease.Run(ctx, &m.cfg.RunConfig, m.cfg.Redis, checkpoint.KindKafkaToRedis, nil, m.runOnce)
+	matches := &topicMatches{patterns: m.patterns, explicit: map[string]bool{}, leftOut: map[string]string{}}
+	for _, t := range m.cfg.Topics {
+		matches.explicit[t] = true
+	}
+	return lease.Run(ctx, &m.cfg.RunConfig, m.cfg.Redis, checkpoint.KindKafkaToRedis, nil,
+		func(ctx context.Context, rc rueidis.Client, cl *lease.Closers, before mirror.Stats) (mirror.Stats, bool, error) {
+			return m.runOnce(ctx, matches, rc, cl, before)
+		})
 }
 
 // runOnce sets the mirror up from its checkpoints, under its lease (ctx
 // ends when it is lost), and mirrors until the run ends. Every client it
-// opens is added to cl.
-func (m *Mirror) runOnce(ctx context.Context, rc rueidis.Client, cl *lease.Closers, before mirror.Stats) (mirror.Stats, bool, error) {
+// opens is added to cl. matches are the topics its patterns matched in
+// the set-ups of this Run before.
+func (m *Mirror) runOnce(ctx context.Context, matches *topicMatches, rc rueidis.Client, cl *lease.Closers, before mirror.Stats) (mirror.Stats, bool, error) {
 	cfg, log := &m.cfg, m.log
 	admin, err := cfg.Kafka.Connect(ctx, mirror.ConnectTimeout)
 	if err != nil {
@@ -207,12 +235,12 @@ func (m *Mirror) runOnce(ctx context.Context, rc rueidis.Client, cl *lease.Close
 	cl.Add("close the Kafka admin connection", admin.Close)
 	log.Debug("connected to kafka", "brokers", cfg.Kafka.String())
 	opt := cfg.EngineOptions(before)
-	k, err := openSession(ctx, rc, admin, setupConfig{Config: cfg, tmpl: m.stream, retryFor: opt.RetryFor})
+	k, err := openSession(ctx, rc, admin, setupConfig{Config: cfg, tmpl: m.stream, retryFor: opt.RetryFor, matches: matches})
 	if err != nil {
 		return mirror.Stats{}, false, err
 	}
 	cl.Add("close the Kafka consumer", k.CloseSource)
-	log.Debug("mirroring", "topics", cfg.Topics, "stream", cfg.Stream, "follow", cfg.Follow, "batch_size", cfg.BatchSize, "max_in_flight", cfg.MaxInFlight)
+	log.Debug("mirroring", "topics", k.src.topics(), "stream", cfg.Stream, "follow", cfg.Follow, "batch_size", cfg.BatchSize, "max_in_flight", cfg.MaxInFlight)
 	// The writes still in flight end before anything else is closed, or
 	// the lease released.
 	cl.AddStep("finish the writes to Redis", k.CloseSink)

@@ -9,7 +9,6 @@ import (
 	"maps"
 	"os"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -40,6 +39,8 @@ type setupConfig struct {
 	*Config
 	tmpl     StreamTemplate
 	retryFor time.Duration
+	// matches are what the TopicRegexes matched in the Run so far.
+	matches *topicMatches
 }
 
 func (c setupConfig) startLatest() bool { return c.Start == mapping.StartLatest }
@@ -57,6 +58,8 @@ const (
 	// before it checks whether records are waiting (a broker it cannot
 	// reach) and warns, and then how often it warns again.
 	followStallWarn = 30 * time.Second
+	// defaultMetadataMinAge is franz-go's MetadataMinAge default.
+	defaultMetadataMinAge = 5 * time.Second
 )
 
 // setUp checks the topics, destination streams and checkpoints, decides
@@ -66,12 +69,46 @@ const (
 func setUp(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg setupConfig) (*KafkaSource, *RedisSink, error) {
 	log := cfg.Log()
 	adm := kadm.NewClient(admin)
-	details, err := adm.ListTopics(ctx, cfg.Topics...)
-	if err != nil && endpoint.IsDenied(err) {
-		return nil, nil, fmt.Errorf("kafka %s: list topics: %w", cfg.kafkaName(), err)
+	listTopics := func(topics ...string) (kadm.TopicDetails, error) {
+		var details kadm.TopicDetails
+		var err error
+		if len(topics) > 0 {
+			details, err = adm.ListTopics(ctx, topics...)
+		} else {
+			details, err = allTopics(ctx, admin)
+		}
+		if err != nil && endpoint.IsDenied(err) {
+			return nil, fmt.Errorf("kafka %s: list topics: %w", cfg.kafkaName(), err)
+		}
+		if err != nil {
+			return nil, mirror.Transient(fmt.Errorf("kafka %s: list topics: %w", cfg.kafkaName(), err))
+		}
+		return details, nil
 	}
-	if err != nil {
-		return nil, nil, mirror.Transient(fmt.Errorf("kafka %s: list topics: %w", cfg.kafkaName(), err))
+	details := kadm.TopicDetails{}
+	if len(cfg.Topics) > 0 {
+		var err error
+		if details, err = listTopics(cfg.Topics...); err != nil {
+			return nil, nil, err
+		}
+	}
+	// The topics the patterns match: every topic of the cluster this
+	// user may describe is looked at.
+	topics := slices.Clone(cfg.Topics)
+	check := cfg.PartitionCheck
+	if cfg.matches != nil && cfg.matches.patterns.any() {
+		// New topics are looked for with the partitions added.
+		check = min(check, cfg.Rescan)
+		all, err := listTopics()
+		if err != nil {
+			return nil, nil, err
+		}
+		matched := cfg.matches.find(all, cfg.Follow, log)
+		for _, t := range matched {
+			details[t] = all[t]
+		}
+		topics = append(topics, matched...)
+		cfg.matches.record(topics)
 	}
 	src := &KafkaSource{
 		mapping: recordMapping{format: cfg.Format, headers: cfg.Headers, valueField: cfg.ValueField,
@@ -88,14 +125,14 @@ func setUp(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg setupC
 		probeAfter:     defaultProbeAfter,
 		probeWait:      defaultProbeWait,
 		stallWarn:      followStallWarn,
-		partitionCheck: cfg.PartitionCheck,
+		partitionCheck: check,
 		topicIDs:       map[string]string{},
 		setup: &partitionSetup{rc: rc, adm: adm, cfg: cfg, log: log,
 			streamIndex: map[string]int{}, feeds: map[string][]checkpoint.TopicPartition{}},
 	}
 	// The IDs are asked for apart, not from the cache ListTopics reads: a
 	// run set up again after its topic was recreated must see the new one.
-	ids, err := topicIDs(ctx, admin, cfg.Topics)
+	ids, err := topicIDs(ctx, admin, topics)
 	if err != nil && endpoint.IsDenied(err) {
 		return nil, nil, fmt.Errorf("kafka %s: topic IDs: %w", cfg.kafkaName(), err)
 	}
@@ -103,7 +140,8 @@ func setUp(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg setupC
 		return nil, nil, mirror.Transient(fmt.Errorf("kafka %s: topic IDs: %w", cfg.kafkaName(), err))
 	}
 	var tps []checkpoint.TopicPartition
-	for _, t := range cfg.Topics {
+	matchedTPs := map[string][]checkpoint.TopicPartition{}
+	for _, t := range topics {
 		d, ok := details[t]
 		if !ok || d.Err != nil {
 			why := "it does not exist"
@@ -114,7 +152,14 @@ func setUp(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg setupC
 		}
 		src.parts[t] = map[int32]*partState{}
 		for _, p := range d.Partitions.Numbers() {
-			tps = append(tps, checkpoint.TopicPartition{Topic: t, Partition: p})
+			tp := checkpoint.TopicPartition{Topic: t, Partition: p}
+			if cfg.Follow && !slices.Contains(cfg.Topics, t) {
+				// Taken on apart: a topic someone created must not
+				// stop the others (see addMatched).
+				matchedTPs[t] = append(matchedTPs[t], tp)
+			} else {
+				tps = append(tps, tp)
+			}
 		}
 	}
 	if cfg.OnError == mirror.OnErrorDeadLetter {
@@ -122,9 +167,24 @@ func setUp(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg setupC
 			return nil, nil, err
 		}
 	}
-	consume, err := src.setup.add(ctx, src, tps, cfg.startLatest(), ids)
-	if err != nil {
-		return nil, nil, err
+	latest := cfg.matches.startLatest(cfg)
+	consume := map[string]map[int32]kgo.Offset{}
+	if len(tps) > 0 {
+		if consume, err = src.setup.add(ctx, src, tps, latest, ids); err != nil {
+			return nil, nil, err
+		}
+	}
+	if len(matchedTPs) > 0 {
+		c, err := src.setup.addMatched(ctx, src, matchedTPs, latest, ids)
+		if err != nil {
+			return nil, nil, err
+		}
+		maps.Copy(consume, c)
+	}
+	for t := range matchedTPs {
+		if src.parts[t] != nil && len(src.parts[t]) == 0 {
+			delete(src.parts, t) // left out: looked at again later
+		}
 	}
 	src.lastPartitionCheck = time.Now()
 
@@ -134,11 +194,15 @@ func setUp(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg setupC
 	// the right to read the configs, the default fits records up to about
 	// 50 MiB.
 	readBytes := kafkatopic.ConsumerReadBytes(kafkatopic.DefaultMessageMaxBytes)
-	if limits, err := kafkatopic.ReadLimits(ctx, adm, cfg.Topics); err == nil {
+	if len(topics) == 0 {
+		// Nothing to read yet: a follow run whose patterns match no
+		// topic so far.
+	} else if limits, err := kafkatopic.ReadLimits(ctx, adm, topics); err == nil {
 		readBytes = kafkatopic.ConsumerReadBytes(limits.Largest())
 	} else {
 		log.Debug("cannot read the topics' record size limits; assuming Kafka's defaults", "err", err)
 	}
+	src.readBytes = readBytes
 	opts := append([]kgo.Opt{}, cfg.Kafka.ClientOpts()...)
 	opts = append(opts,
 		kgo.BrokerMaxReadBytes(readBytes),
@@ -151,6 +215,12 @@ func setUp(ctx context.Context, rc rueidis.Client, admin *kgo.Client, cfg setupC
 		// Never skip silently past records deleted under us.
 		kgo.ConsumeResetOffset(kgo.NoResetOffset()),
 	)
+	if check < defaultMetadataMinAge {
+		// The partitions taken on during the run are fetched once the
+		// consumer's metadata has them, which it refreshes at most
+		// this often: a short check would otherwise wait for it.
+		opts = append(opts, kgo.MetadataMinAge(check))
+	}
 	if src.cl, err = kgo.NewClient(opts...); err != nil {
 		return nil, nil, fmt.Errorf("kafka %s: %w", cfg.kafkaName(), err)
 	}
@@ -200,15 +270,16 @@ func (k *partitionSetup) checkStream(ctx context.Context, s string) error {
 }
 
 // add sets up partitions tps, new to src: their destination streams, where
-// each starts (its checkpoint, else its last stable offset when latest,
-// else its log start), with that start stored at once where no checkpoint
+// each starts (its checkpoint, else its last stable offset when latest
+// says so of its topic, else its log start), with that start stored at
+// once where no checkpoint
 // held one. ids are the topics' current IDs ("" unknown): a checkpoint
 // written for another ID is refused, or with OnTopicRecreatedRestart
 // its positions of that topic start over from the log start; a checkpoint
 // without one records it. It changes src only when it succeeds, and
 // returns the offsets to consume from. Failures worth retrying (I/O) are
 // marked Transient.
-func (k *partitionSetup) add(ctx context.Context, src *KafkaSource, tps []checkpoint.TopicPartition, latest bool, ids map[string]string) (map[string]map[int32]kgo.Offset, error) {
+func (k *partitionSetup) add(ctx context.Context, src *KafkaSource, tps []checkpoint.TopicPartition, latest func(topic string) bool, ids map[string]string) (map[string]map[int32]kgo.Offset, error) {
 	cfg := k.cfg
 	as := k.assign(src.streams, tps)
 	if cfg.PreserveIDs {
@@ -244,7 +315,7 @@ func (k *partitionSetup) add(ctx context.Context, src *KafkaSource, tps []checkp
 		s := as.streams[st.stream]
 		restarted := restart[s][st.tp.Topic] != ""
 		pos, ok := stored[st.tp]
-		start, err := startAt(st.tp, checkpoint.K2RKey(cfg.Name, s), pos, ok && !restarted, logs[st.tp], latest && !restarted, cfg.OnGap)
+		start, err := startAt(st.tp, checkpoint.K2RKey(cfg.Name, s), pos, ok && !restarted, logs[st.tp], latest(st.tp.Topic) && !restarted, cfg.OnGap)
 		if err != nil {
 			return nil, err
 		}
@@ -536,7 +607,7 @@ func (k *partitionSetup) recordDescriptor(ctx context.Context, positions map[str
 	cfg := k.cfg
 	host, _ := os.Hostname()
 	d := checkpoint.Descriptor{Kind: checkpoint.KindKafkaToRedis, Name: cfg.Name,
-		Source: strings.Join(cfg.Topics, ","), Destination: cfg.Stream, Format: string(cfg.Format),
+		Source: mapping.SourceText(cfg.Topics, cfg.TopicRegexes, false), Destination: cfg.Stream, Format: string(cfg.Format),
 		Redis: cfg.Redis.Redacted(), Brokers: cfg.Kafka.String(), Host: host, Recorded: time.Now()}
 	topics := map[string]bool{}
 	for s, starts := range positions {
@@ -562,8 +633,9 @@ func formatTopicID(id [16]byte) string {
 
 // session is a kafka-to-redis mirror's source and sink as setUp sets them up,
 // set up again from the checkpoints when a run must start over — Redis lost
-// writes (a *LostWritesError), or, with OnTopicRecreated
-// restart, a topic was deleted and created again during the run.
+// writes (a *LostWritesError), with OnTopicRecreated restart a topic was
+// deleted and created again during the run, or a new topic matching the
+// TopicRegexes needs a consumer that reads larger responses.
 type session struct {
 	rc    rueidis.Client
 	admin *kgo.Client
@@ -644,7 +716,11 @@ func (m *session) Run(ctx context.Context, opt mirror.Options) (mirror.Stats, er
 func (m *session) startOver(err error) bool {
 	var lost *LostWritesError
 	var recreated *checkpoint.TopicRecreatedError
+	var larger *largerRecordsError
 	switch {
+	case errors.As(err, &larger):
+		m.log.Info("a new topic matching the regexes accepts larger records than the consumer reads; setting the mirror up again", "topic", larger.topic, "max_message_bytes", larger.limit)
+		return true
 	case errors.As(err, &lost) && lost.To == checkpoint.NoPosition && m.cfg.startLatest():
 		// Set up again, the partition would start at its end and skip
 		// what Redis lost: stop, with the error saying where it was.

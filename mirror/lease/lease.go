@@ -125,6 +125,14 @@ type loop struct {
 	Fenced func(err error) bool
 }
 
+// ErrSetUpAgain, wrapped in the error of a RunFunc, asks for the mirror
+// to be set up again at once, under the lease it holds: a follow run that
+// found more to mirror than it was set up for (a new stream matching its
+// patterns) drains what is in flight and returns it, and its next set-up
+// takes the new stream on through every step a stream known at start
+// goes through. A one-shot run never returns it.
+var ErrSetUpAgain = errors.New("the mirror is to be set up again")
+
 // A RunFunc sets a mirror up and runs it, under its lease (ctx ends when
 // the lease is lost), with rc, the connection to the Redis that holds the
 // lease, adding every client it opens to cl. before is what the runs
@@ -179,7 +187,8 @@ func Run(ctx context.Context, c *mirror.RunConfig, redis endpoint.Redis, kind st
 // second run does if another process holds it), and run sets the mirror
 // up again, fencing whatever the earlier run left behind. A follow run
 // set up again retries a server that does not answer, as a follow run
-// does, until ctx ends.
+// does, until ctx ends. A follow run whose error wraps ErrSetUpAgain is
+// set up again at once under the lease it holds.
 func (l *loop) run(ctx context.Context, sd *Shutdown, run RunFunc) (total mirror.Stats, set bool, err error) {
 	log, follow := l.Logger, l.Follow
 	start := time.Now()
@@ -187,25 +196,28 @@ func (l *loop) run(ctx context.Context, sd *Shutdown, run RunFunc) (total mirror
 	var prev *checkpoint.Lease // the lease of the run before, once set up again
 	var fencedHolding time.Time
 	var standingBy time.Time
+	var held *heldLease // kept for a set-up asked for with ErrSetUpAgain
 	for {
-		held, err := l.holdLease(ctx, prev)
-		if err != nil {
-			// Held by another run, at the start or after a failover (this
-			// run stalled and the other took over): a standby waits.
-			// Anything else is handled as without it.
-			if l.Standby && ctx.Err() == nil && errors.Is(err, checkpoint.ErrLeaseHeld) {
-				if err = l.standBy(ctx, &standingBy, err); err == nil {
-					continue
+		if held == nil {
+			var err error
+			if held, err = l.holdLease(ctx, prev); err != nil {
+				// Held by another run, at the start or after a failover (this
+				// run stalled and the other took over): a standby waits.
+				// Anything else is handled as without it.
+				if l.Standby && ctx.Err() == nil && errors.Is(err, checkpoint.ErrLeaseHeld) {
+					if err = l.standBy(ctx, &standingBy, err); err == nil {
+						continue
+					}
 				}
-			}
-			standingBy = time.Time{}
-			if again && ctx.Err() == nil && mirror.IsTransient(err) {
-				if err = l.setUpBackoff(ctx, &backoff, err); err == nil {
-					continue
+				standingBy = time.Time{}
+				if again && ctx.Err() == nil && mirror.IsTransient(err) {
+					if err = l.setUpBackoff(ctx, &backoff, err); err == nil {
+						continue
+					}
 				}
+				total.Elapsed = time.Since(start)
+				return total, set, err
 			}
-			total.Elapsed = time.Since(start)
-			return total, set, err
 		}
 		var cl Closers
 		res, ran, err := run(held.ctx, l.Redis, &cl, total)
@@ -225,6 +237,15 @@ func (l *loop) run(ctx context.Context, sd *Shutdown, run RunFunc) (total mirror
 		}
 		lost := errors.Is(err, checkpoint.ErrLeaseLost) || fenced
 		retryable := again && mirror.IsTransient(err)
+		if errors.Is(err, ErrSetUpAgain) && follow && ctx.Err() == nil && held.ctx.Err() == nil {
+			// The run drained and stopped to be set up again, with
+			// the lease still held: keep it, so no other process
+			// (a standby) takes the mirror over in between.
+			log.Debug("setting the mirror up again", "reason", err)
+			cl.close(log)
+			again, backoff = true, minSetUpBackoff
+			continue
+		}
 		if !follow || ctx.Err() != nil || !(lost || retryable) {
 			cl.hand(sd)
 			held.release(sd, l.Observer)
@@ -238,7 +259,7 @@ func (l *loop) run(ctx context.Context, sd *Shutdown, run RunFunc) (total mirror
 		}
 		cl.close(log)
 		held.drop(l.Observer)
-		prev = held.lease
+		prev, held = held.lease, nil
 		if lost {
 			backoff = minSetUpBackoff
 		} else if err = l.setUpBackoff(ctx, &backoff, err); err != nil {

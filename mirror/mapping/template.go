@@ -2,6 +2,7 @@ package mapping
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -125,4 +126,21 @@ func ValidTopicName(name string) error {
 		i += size
 	}
 	return nil
+}
+
+// SourceText writes a mirror's sources as one text: the names given
+// (streams or topics), then each pattern after a "~", comma-separated;
+// sorted for a name derived from them (the same settings always give the
+// same name), or as given for a description.
+func SourceText(names, patterns []string, sorted bool) string {
+	parts := append([]string(nil), names...)
+	pats := append([]string(nil), patterns...)
+	if sorted {
+		slices.Sort(parts)
+		slices.Sort(pats)
+	}
+	for _, p := range pats {
+		parts = append(parts, "~"+p)
+	}
+	return strings.Join(parts, ",")
 }

@@ -62,8 +62,16 @@ type Config struct {
 	Redis endpoint.Redis
 	Kafka endpoint.Kafka
 
-	// Streams are the streams to mirror (at least one).
+	// Streams are the streams to mirror.
 	Streams []string
+	// StreamPatterns are Redis glob patterns, as SCAN MATCH takes them:
+	// every stream one matches is mirrored too, found at start and, in
+	// follow mode, every Rescan (see streamMatches). Streams or
+	// StreamPatterns is required; a stream both name is mirrored once.
+	StreamPatterns []string
+	// Rescan is how often a follow run looks for new streams matching
+	// StreamPatterns.
+	Rescan time.Duration
 	// Topic is the destination topic, a template in which {stream} is the
 	// stream's name.
 	Topic string
@@ -131,16 +139,15 @@ func Defaults() Config {
 		Timestamp:         TimestampID,
 		MaxFields:         mapping.DefaultMaxFields,
 		OnGap:             mirror.OnGapFail,
+		Rescan:            mirror.DefaultRescan,
 	}
 }
 
 // DefaultName is the name of a mirror of cfg that has none given: derived
-// from its streams, topic and group, so that the same settings always
-// resume the same mirror.
+// from its streams, stream patterns (each after a ~), topic and group, so
+// that the same settings always resume the same mirror.
 func DefaultName(cfg Config) string {
-	streams := slices.Clone(cfg.Streams)
-	sort.Strings(streams)
-	name := strings.Join(streams, ",") + ">" + cfg.Topic
+	name := mapping.SourceText(cfg.Streams, cfg.StreamPatterns, true) + ">" + cfg.Topic
 	if cfg.Group != "" && cfg.Group != checkpoint.LegacyGroup {
 		name += "@" + cfg.Group
 	}
@@ -156,6 +163,7 @@ func (cfg *Config) Validate() error {
 
 // plan is what validation derives from a Config.
 type plan struct {
+	tmpl    mapping.Template  // Topic, parsed
 	topicOf map[string]string // stream -> topic
 	topics  []string          // sorted, each once
 	start   mapping.Start
@@ -179,17 +187,25 @@ func (cfg *Config) validate() (plan, error) {
 	if len(cfg.Kafka.Brokers) == 0 {
 		ps.Addf("Kafka", "{Kafka} is required: at least one broker (endpoint.ParseBrokers)")
 	}
-	if len(cfg.Streams) == 0 {
-		ps.Addf("Streams", "{Streams} is required (repeat it for several streams)")
+	if len(cfg.Streams) == 0 && len(cfg.StreamPatterns) == 0 {
+		ps.Addf("Streams", "{Streams} or {StreamPatterns} is required (repeat either for several)")
 	}
 	if slices.Contains(cfg.Streams, "") {
 		ps.Addf("Streams", "{Streams} must not be empty")
 	}
 	seen := ps.Unique("Streams", "stream", cfg.Streams)
+	if slices.Contains(cfg.StreamPatterns, "") {
+		ps.Addf("StreamPatterns", "{StreamPatterns} must not be empty")
+	}
+	ps.Unique("StreamPatterns", "stream pattern", cfg.StreamPatterns)
+	if cfg.Rescan <= 0 {
+		ps.Addf("Rescan", "{Rescan} must be positive, got %s", cfg.Rescan)
+	}
 	tmpl, err := mapping.ParseTemplate(cfg.Topic, "stream")
 	if err != nil {
 		ps.Addf("Topic", "{Topic}: %s", err.Error())
 	} else {
+		p.tmpl = tmpl
 		p.topicOf = map[string]string{}
 		for _, s := range cfg.Streams {
 			t := tmpl.Expand(map[string]string{"stream": s})
@@ -262,6 +278,7 @@ func New(_ context.Context, cfg Config) (*Mirror, error) {
 		return nil, err
 	}
 	cfg.Streams = slices.Clone(cfg.Streams)
+	cfg.StreamPatterns = slices.Clone(cfg.StreamPatterns)
 	return &Mirror{cfg: cfg, plan: p, log: cfg.Log()}, nil
 }
 
@@ -272,17 +289,23 @@ func (m *Mirror) Name() string { return m.cfg.Name }
 // and mirrors until the snapshot taken at the start is mirrored (one-shot)
 // or ctx ends (follow; it then returns ctx's error after draining what was
 // in flight), then closes everything within a bounded time. A follow run
-// that lost its lease, or that Kafka fenced, sets itself up again. An
-// error of a run that stopped before it was set up is a
-// *mirror.SetUpError: its stats count nothing.
+// that lost its lease, or that Kafka fenced, sets itself up again; so
+// does one that finds new streams matching its StreamPatterns. An error
+// of a run that stopped before it was set up is a *mirror.SetUpError: its
+// stats count nothing.
 func (m *Mirror) Run(ctx context.Context) (mirror.Stats, error) {
-	return lease.Run(ctx, &m.cfg.RunConfig, m.cfg.Redis, checkpoint.KindRedisToKafka, func(err error) bool { return errors.As(err, new(*FencedError)) }, m.runOnce)
+	matches := newStreamMatches()
+	return lease.Run(ctx, &m.cfg.RunConfig, m.cfg.Redis, checkpoint.KindRedisToKafka, func(err error) bool { return errors.As(err, new(*FencedError)) },
+		func(ctx context.Context, rc rueidis.Client, cl *lease.Closers, before mirror.Stats) (mirror.Stats, bool, error) {
+			return m.runOnce(ctx, matches, rc, cl, before)
+		})
 }
 
 // runOnce sets the mirror up from its checkpoint, under its lease (ctx
 // ends when it is lost), and mirrors until the run ends. Every client it
-// opens is added to cl.
-func (m *Mirror) runOnce(ctx context.Context, rc rueidis.Client, cl *lease.Closers, before mirror.Stats) (mirror.Stats, bool, error) {
+// opens is added to cl. matches are the streams its patterns matched in
+// the set-ups of this Run before.
+func (m *Mirror) runOnce(ctx context.Context, matches *streamMatches, rc rueidis.Client, cl *lease.Closers, before mirror.Stats) (mirror.Stats, bool, error) {
 	cfg, log := &m.cfg, m.log
 	admCl, err := cfg.Kafka.Connect(ctx, mirror.ConnectTimeout)
 	if err != nil {
@@ -291,6 +314,20 @@ func (m *Mirror) runOnce(ctx context.Context, rc rueidis.Client, cl *lease.Close
 	cl.Add("close the Kafka admin connection", admCl.Close)
 	log.Debug("connected to kafka", "brokers", cfg.Kafka.String())
 	r := &run{Mirror: m, rc: rc, admCl: admCl, adm: kadm.NewClient(admCl), plan: m.plan, streams: cfg.Streams}
+	// The topics of the streams matched are added to the run's own map.
+	r.plan.topicOf = maps.Clone(m.plan.topicOf)
+	if len(cfg.StreamPatterns) > 0 {
+		if err := r.takeMatches(ctx, matches); err != nil {
+			return mirror.Stats{}, false, err
+		}
+		if cfg.Follow && len(r.streams) == 0 {
+			// Nothing to set up yet: the producer, the read-back and
+			// the source all need a stream.
+			if err := r.awaitMatches(ctx, matches); err != nil {
+				return mirror.Stats{}, true, err
+			}
+		}
+	}
 	if !cfg.Follow {
 		// The streams before the topics: a missing stream is named as
 		// such (or skipped), never its topic, and no topic is created
@@ -300,7 +337,7 @@ func (m *Mirror) runOnce(ctx context.Context, rc rueidis.Client, cl *lease.Close
 			return mirror.Stats{}, false, err
 		}
 		if len(topics) == 0 {
-			log.Info("no stream to mirror exists; nothing to do", "streams", cfg.Streams)
+			log.Info("no stream to mirror exists; nothing to do", "streams", cfg.Streams, "stream_patterns", cfg.StreamPatterns)
 			return mirror.Stats{}, true, nil
 		}
 		r.streams, r.plan.topics = streams, topics
@@ -313,8 +350,21 @@ func (m *Mirror) runOnce(ctx context.Context, rc rueidis.Client, cl *lease.Close
 	if obs := cfg.Observer; obs != nil && obs.Started != nil {
 		obs.Started(m.started(ctx, r.src, r.ck))
 	}
-	log.Debug("mirroring", "streams", cfg.Streams, "topics", r.plan.topics, "follow", cfg.Follow, "batch_size", cfg.BatchSize, "max_in_flight", cfg.MaxInFlight)
-	stats, runErr := mirror.Run(ctx, r.src, sink, cfg.EngineOptions(before))
+	log.Debug("mirroring", "streams", r.streams, "topics", r.plan.topics, "follow", cfg.Follow, "batch_size", cfg.BatchSize, "max_in_flight", cfg.MaxInFlight)
+	// A follow run with patterns looks for new matches while it mirrors;
+	// finding some, it stops the engine, which drains what is in flight,
+	// and asks to be set up again (see watchMatches).
+	engineCtx, stopEngine := context.WithCancelCause(ctx)
+	var watching sync.WaitGroup
+	if cfg.Follow && len(cfg.StreamPatterns) > 0 {
+		watching.Go(func() { r.watchMatches(engineCtx, matches, stopEngine) })
+	}
+	stats, runErr := mirror.Run(engineCtx, r.src, sink, cfg.EngineOptions(before))
+	stopEngine(nil)
+	watching.Wait()
+	if found := (*newMatchesError)(nil); errors.As(context.Cause(engineCtx), &found) && ctx.Err() == nil && (runErr == nil || errors.Is(runErr, context.Canceled)) {
+		runErr = found
+	}
 	// Entries a gap took that no committed batch carried to the stats:
 	// the run stopped before it read again, or before that batch's
 	// commit.
@@ -352,12 +402,17 @@ type run struct {
 	// plan is the mirror's, with only the topics of the streams a
 	// one-shot run found.
 	plan plan
-	// streams are those the source reads: a one-shot run's found, every
-	// stream of a follow run.
-	streams []string
-	rc      rueidis.Client
-	admCl   *kgo.Client
-	adm     *kadm.Client
+	// streams are those the source reads: the Streams and those the
+	// StreamPatterns matched (a one-shot run's found, every stream of a
+	// follow run). matched are those of the patterns (stream -> the
+	// pattern), fromFirst those a follow run found after its first
+	// set-up, mirrored from their first entry whatever Start says.
+	streams   []string
+	matched   map[string]string
+	fromFirst map[string]bool
+	rc        rueidis.Client
+	admCl     *kgo.Client
+	adm       *kadm.Client
 
 	ck     checkpoint.R2K
 	found  bool             // the checkpoint exists
@@ -371,17 +426,21 @@ type run struct {
 
 // presentStreams checks that the source streams exist, before any topic is
 // checked or created: a missing one is refused, or skipped with
-// AllowMissing. It returns the streams found and their topics, sorted,
+// AllowMissing (a stream a pattern matched and that is gone since is
+// skipped too). It returns the streams found and their topics, sorted,
 // each once; a stream created after this check is not read by this run.
 // Only for a one-shot run (a follow run waits for its streams).
 func (r *run) presentStreams(ctx context.Context) (streams, topics []string, err error) {
 	cfg := &r.cfg
-	cmds := make(rueidis.Commands, 0, len(cfg.Streams))
-	for _, s := range cfg.Streams {
+	if len(r.streams) == 0 {
+		return nil, nil, nil
+	}
+	cmds := make(rueidis.Commands, 0, len(r.streams))
+	for _, s := range r.streams {
 		cmds = append(cmds, r.rc.B().Exists().Key(s).Build())
 	}
 	for i, res := range r.rc.DoMulti(ctx, cmds...) {
-		s := cfg.Streams[i]
+		s := r.streams[i]
 		n, err := res.AsInt64()
 		if err != nil {
 			return nil, nil, mirror.ClassifyRedis(fmt.Errorf("check stream %q (EXISTS): %w", s, err))
@@ -389,6 +448,10 @@ func (r *run) presentStreams(ctx context.Context) (streams, topics []string, err
 		if n > 0 {
 			streams = append(streams, s)
 			topics = append(topics, r.plan.topicOf[s])
+			continue
+		}
+		if p, ok := r.matched[s]; ok {
+			r.log.Info("stream matched a pattern but is gone; skipping it", "stream", s, "stream_pattern", p)
 			continue
 		}
 		if !cfg.AllowMissing {
@@ -476,7 +539,7 @@ func (r *run) recordDescriptor(ctx context.Context) {
 	cfg := &r.cfg
 	host, _ := os.Hostname()
 	d := checkpoint.Descriptor{Kind: checkpoint.KindRedisToKafka, Name: cfg.Name,
-		Source: strings.Join(cfg.Streams, ","), Destination: cfg.Topic, Group: r.src.cfg.Group, Format: string(cfg.Format),
+		Source: mapping.SourceText(cfg.Streams, cfg.StreamPatterns, false), Destination: cfg.Topic, Group: r.src.cfg.Group, Format: string(cfg.Format),
 		Streams: r.streams, Topics: r.plan.topics,
 		Redis: cfg.Redis.Redacted(), Brokers: cfg.Kafka.String(), Host: host, Recorded: time.Now()}
 	if err := checkpoint.RecordDescriptor(ctx, r.rc, d); err != nil {
@@ -487,7 +550,7 @@ func (r *run) recordDescriptor(ctx context.Context) {
 // setUpSource chooses the consumer group and opens the source on it.
 func (r *run) setUpSource(ctx context.Context) error {
 	cfg, name := &r.cfg, r.cfg.Name
-	group, err := r.consumerGroup(ctx, r.rc, r.ck, r.found)
+	group, err := r.consumerGroup(ctx, r.rc, r.streams, r.ck, r.found)
 	if err != nil {
 		return err
 	}
@@ -495,6 +558,7 @@ func (r *run) setUpSource(ctx context.Context) error {
 	r.src, err = NewRedisSource(ctx, RedisSourceConfig{
 		Client:       r.rc,
 		Streams:      r.streams,
+		FromFirst:    r.fromFirst,
 		Group:        group,
 		Consumer:     name,
 		Start:        r.plan.start.StreamID(),
@@ -548,7 +612,7 @@ func (r *run) setUpProducer(ctx context.Context, cl *lease.Closers) error {
 		Compression: cfg.Compression,
 		// A batch holds up to BatchSize entries per stream; room for
 		// every batch in flight keeps Write from blocking on the buffer.
-		MaxBufferedRecords: cfg.BatchSize * len(cfg.Streams) * (cfg.MaxInFlight + 1),
+		MaxBufferedRecords: cfg.BatchSize * len(r.streams) * (cfg.MaxInFlight + 1),
 		Limits:             r.limits,
 
 		KeptPartitions:  r.kept,
@@ -604,7 +668,18 @@ func (r *run) storeStarts(ctx context.Context) (pending int64, err error) {
 	if pending, err = r.src.Pending(ctx); err != nil {
 		return 0, err
 	}
-	initial, err := startingOffsets(ctx, r.adm, ends, r.ck, r.found, pending > 0)
+	// The topics of streams that appeared during this run, which the
+	// checkpoint has no partition count for, are new to the mirror:
+	// nothing of its own can be there, and a topic that already holds
+	// others' records is not read back from its start.
+	newTopics := map[string]bool{}
+	for s := range r.fromFirst {
+		t := r.plan.topicOf[s]
+		if _, ok := r.ck.PartitionCounts[t]; !ok {
+			newTopics[t] = true
+		}
+	}
+	initial, err := startingOffsets(ctx, r.adm, ends, r.ck, r.found, pending > 0, newTopics)
 	if err != nil {
 		return 0, r.cfg.Kafka.Explain(err)
 	}
@@ -642,7 +717,7 @@ func (r *run) storeStarts(ctx context.Context) (pending int64, err error) {
 func (r *run) setUpReadBack(ctx context.Context, pending int64) error {
 	cfg, kafkaEP, topics := &r.cfg, r.cfg.Kafka, r.plan.topics
 	streamSet := map[string]bool{}
-	for _, s := range cfg.Streams {
+	for _, s := range r.streams {
 		streamSet[s] = true
 	}
 	scanOpts := append(kafkaEP.ClientOpts(), kgo.BrokerMaxReadBytes(kafkatopic.ConsumerReadBytes(r.limits.Largest())))
@@ -719,15 +794,16 @@ func (m *Mirror) started(ctx context.Context, src *RedisSource, ck checkpoint.R2
 // whose checkpoint is gone but whose entries are pending (pending). Those
 // partitions start at their log start, so that a run stopped during its
 // read-back leaves the next one the whole partition to read back, not
-// its end.
-func startingOffsets(ctx context.Context, adm *kadm.Client, ends map[checkpoint.TopicPartition]int64, ck checkpoint.R2K, found, pending bool) (map[checkpoint.TopicPartition]int64, error) {
+// its end. newTopics are topics this mirror took on during the run, for
+// streams that appeared in it: they start at their end.
+func startingOffsets(ctx context.Context, adm *kadm.Client, ends map[checkpoint.TopicPartition]int64, ck checkpoint.R2K, found, pending bool, newTopics map[string]bool) (map[checkpoint.TopicPartition]int64, error) {
 	if !found && !pending {
 		return ends, nil
 	}
 	var old []string
 	seen := map[string]bool{}
 	for tp := range ends {
-		if _, ok := ck.PartitionCounts[tp.Topic]; (!found || !ok) && !seen[tp.Topic] {
+		if _, ok := ck.PartitionCounts[tp.Topic]; (!found || !ok) && !seen[tp.Topic] && !newTopics[tp.Topic] {
 			seen[tp.Topic] = true
 			old = append(old, tp.Topic)
 		}
@@ -756,11 +832,11 @@ func startingOffsets(ctx context.Context, adm *kadm.Client, ends map[checkpoint.
 // consumerGroup finds the group the mirror reads through; a mirror whose
 // checkpoint is gone but whose consumer is in the old shared group (see
 // chooseGroup) keeps that group.
-func (m *Mirror) consumerGroup(ctx context.Context, rc rueidis.Client, ck checkpoint.R2K, found bool) (string, error) {
+func (m *Mirror) consumerGroup(ctx context.Context, rc rueidis.Client, streams []string, ck checkpoint.R2K, found bool) (string, error) {
 	legacy := false
 	if !found && m.cfg.Group == "" {
 		var err error
-		if legacy, err = ConsumerInGroup(ctx, rc, m.cfg.Streams, checkpoint.LegacyGroup, m.cfg.Name); err != nil {
+		if legacy, err = ConsumerInGroup(ctx, rc, streams, checkpoint.LegacyGroup, m.cfg.Name); err != nil {
 			return "", err
 		}
 	}

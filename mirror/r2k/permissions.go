@@ -13,7 +13,7 @@ import (
 // these. cfg needs its Name and Streams; a Group "" is the mirror's own
 // default group (which group it is matters to no ACL). XAUTOCLAIM and
 // XCLAIM are there with ClaimIdle, XADD on the dead-letter stream with
-// OnErrorDeadLetter.
+// OnErrorDeadLetter, SCAN with StreamPatterns.
 func RedisPermissions(cfg Config) []endpoint.RedisCommand {
 	group := cfg.Group
 	if group == "" {
@@ -53,6 +53,11 @@ func RedisPermissions(cfg Config) []endpoint.RedisCommand {
 			add("xautoclaim", "stream", s, "XAUTOCLAIM", s, group, consumer, "1000", "0-0", "COUNT", "1")
 			add("xclaim", "stream", s, "XCLAIM", s, group, consumer, "1000", "0-1")
 		}
+	}
+	// The streams StreamPatterns match are looked for with SCAN, which
+	// names no key (the streams found are the keys above, once known).
+	for _, p := range cfg.StreamPatterns {
+		add("scan", "", "", "SCAN", "0", "MATCH", p, "TYPE", "stream", "COUNT", "1000")
 	}
 	// The gap check's hold key, which exists only inside its script.
 	add("exists", "gap hold key", hold, "EXISTS", hold)

@@ -43,7 +43,11 @@ type RedisSourceConfig struct {
 	Consumer string
 	// Start is where a missing group starts: "0" (the whole history), "$"
 	// (only new entries) or an entry ID.
-	Start     string
+	Start string
+	// FromFirst are streams whose missing group starts at their first
+	// entry whatever Start says: streams that appeared during a follow
+	// run (matching its patterns), all of whose entries are new.
+	FromFirst map[string]bool
 	BatchSize int
 	// BatchBytes bounds the entry data (field names and values) one read
 	// takes from a stream, about: each read asks for as many entries as
@@ -246,8 +250,24 @@ func NewRedisSource(ctx context.Context, cfg RedisSourceConfig) (*RedisSource, e
 		s.streams = append(s.streams, st)
 		s.byName[name] = st
 	}
-	if err := s.prepare(ctx, s.streams, cfg.Start); err != nil {
-		return nil, err
+	var atStart, fromFirst []*streamState
+	for _, st := range s.streams {
+		if cfg.FromFirst[st.name] {
+			fromFirst = append(fromFirst, st)
+		} else {
+			atStart = append(atStart, st)
+		}
+	}
+	for _, group := range []struct {
+		streams []*streamState
+		start   string
+	}{{atStart, cfg.Start}, {fromFirst, "0"}} {
+		if len(group.streams) == 0 {
+			continue
+		}
+		if err := s.prepare(ctx, group.streams, group.start); err != nil {
+			return nil, err
+		}
 	}
 	for _, st := range s.streams {
 		if st.ready {
