@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -63,6 +65,7 @@ func (f *progressFlags) validate() []string {
 // each on a terminal, or log lines. Its observers only count (atomics);
 // the rendering is mpb's goroutine or the log ticker's.
 type progressDisplay struct {
+	verbose  bool // a bar per stream or partition too
 	mode     string
 	interval time.Duration
 	log      *slog.Logger
@@ -92,7 +95,7 @@ func (a *app) newProgress(f *progressFlags) *progressDisplay {
 	if mode == progressNone {
 		return nil
 	}
-	d := &progressDisplay{mode: mode, interval: f.interval, log: a.logger(), errOut: a.errOut, stderr: a.env.Stderr, stop: make(chan struct{}), done: make(chan struct{})}
+	d := &progressDisplay{verbose: a.global.verbose, mode: mode, interval: f.interval, log: a.logger(), errOut: a.errOut, stderr: a.env.Stderr, stop: make(chan struct{}), done: make(chan struct{})}
 	if mode == progressBar {
 		// On stderr: stdout carries -o json. The bars refresh as a
 		// terminal's, even through a writer that is not one (bar was
@@ -118,6 +121,16 @@ type mirrorProgress struct {
 	done    atomic.Int64 // entries gone through: written, skipped, present or lost
 	lagSeen atomic.Int64 // the last lag read, -1 before one
 	bar     *mpb.Bar
+	// parts are the bars of each stream or partition (-v), by key.
+	parts map[string]*mpb.Bar
+}
+
+// positionKey names a source position's bar.
+func positionKey(p mirror.Position) string {
+	if p.Stream != "" {
+		return "stream " + p.Stream
+	}
+	return fmt.Sprintf("%s/%d", p.Topic, p.Partition)
 }
 
 // watch is the observer of one mirror's run. lag, when not nil, tells a
@@ -140,6 +153,14 @@ func (d *progressDisplay) watch(name string, follow bool, lag func(context.Conte
 				d.all = append(d.all, p)
 				if d.bars != nil {
 					d.addBar(p)
+					if d.verbose {
+						p.parts = map[string]*mpb.Bar{}
+						for _, pos := range s.Positions {
+							if pos.Source {
+								d.addPartBar(p, pos)
+							}
+						}
+					}
 				}
 				d.mu.Unlock()
 			})
@@ -159,6 +180,22 @@ func (d *progressDisplay) watch(name string, follow bool, lag func(context.Conte
 			p.done.Store(n)
 			if p.bar != nil {
 				p.bar.SetCurrent(n)
+			}
+			if p.parts != nil {
+				// Counted per stream or partition only when shown.
+				d.mu.Lock()
+				for _, pos := range c.Positions() {
+					if !pos.Source {
+						continue
+					}
+					b := p.parts[positionKey(pos)]
+					if b == nil {
+						pos.Entries = -1
+						b = d.addPartBar(p, pos)
+					}
+					b.IncrInt64(pos.Entries)
+				}
+				d.mu.Unlock()
 			}
 		},
 	}
@@ -192,6 +229,24 @@ func (d *progressDisplay) addBar(p *mirrorProgress) {
 	p.bar = d.bars.New(0, mpb.BarStyle(), mpb.PrependDecorators(name, counts),
 		mpb.AppendDecorators(decor.Percentage(decor.WCSyncSpace), rate,
 			decor.Any(func(s decor.Statistics) string { return "ETA " + eta(s.Current, s.Total, p.rate()) }, decor.WCSyncSpace)))
+}
+
+// addPartBar adds the bar of one stream or partition of p, below p's:
+// its total the entries to mirror there, when the run could tell. The
+// caller holds d.mu.
+func (d *progressDisplay) addPartBar(p *mirrorProgress, pos mirror.Position) *mpb.Bar {
+	total := max(pos.Entries, 0)
+	b := d.bars.New(total, mpb.BarStyle(),
+		mpb.PrependDecorators(decor.Name("  "+positionKey(pos)+" ", decor.WCSyncSpaceR),
+			decor.Any(func(s decor.Statistics) string {
+				if s.Total <= 0 || pos.Entries < 0 {
+					return fmt.Sprintf("%d", s.Current)
+				}
+				return fmt.Sprintf("%d / %d", s.Current, s.Total)
+			}, decor.WCSyncSpace)),
+		mpb.AppendDecorators(decor.Percentage(decor.WCSyncSpace)))
+	p.parts[positionKey(pos)] = b
+	return b
 }
 
 // watchLag reads the mirror's lag every lagInterval until stop.
@@ -296,11 +351,20 @@ func (d *progressDisplay) finished(name string, completed bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, p := range d.all {
-		if p.name == name && p.bar != nil && !p.bar.Completed() {
-			if completed && !p.follow {
-				p.bar.SetTotal(-1, true) // to what it did: done
-			} else {
-				p.bar.Abort(false)
+		if p.name != name || p.bar == nil {
+			continue
+		}
+		bars := []*mpb.Bar{p.bar}
+		for _, b := range p.parts {
+			bars = append(bars, b)
+		}
+		for _, b := range bars {
+			switch {
+			case b.Completed() || b.Aborted():
+			case completed && !p.follow:
+				b.SetTotal(-1, true) // to what it did: done
+			default:
+				b.Abort(false)
 			}
 		}
 	}
@@ -322,8 +386,10 @@ func (d *progressDisplay) close() {
 	if d.bars != nil {
 		d.mu.Lock()
 		for _, p := range d.all {
-			if p.bar != nil && !p.bar.Completed() && !p.bar.Aborted() {
-				p.bar.Abort(false)
+			for _, b := range append([]*mpb.Bar{p.bar}, slices.Collect(maps.Values(p.parts))...) {
+				if b != nil && !b.Completed() && !b.Aborted() {
+					b.Abort(false)
+				}
 			}
 		}
 		d.mu.Unlock()

@@ -95,6 +95,59 @@ func TestProgressBarAdvancesOnATerminalAndNotElsewhere(t *testing.T) {
 	}
 }
 
+// ptyRun runs xmirror with stderr on a terminal and returns the screen.
+func ptyRun(t *testing.T, args ...string) string {
+	t.Helper()
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+	pty.Setsize(tty, &pty.Winsize{Rows: 24, Cols: 160})
+	cmd := xmirrorCmd(t, args...)
+	cmd.Stderr = tty
+	var screen syncBuffer
+	copied := make(chan struct{})
+	go func() { io.Copy(&screen, ptmx); close(copied) }()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	tty.Close()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run on a terminal: %v\n%s", err, screen.String())
+		}
+	case <-time.After(2 * time.Minute):
+		cmd.Process.Kill()
+		t.Fatalf("run on a terminal did not finish:\n%s", screen.String())
+	}
+	select {
+	case <-copied:
+	case <-time.After(5 * time.Second):
+	}
+	return screen.String()
+}
+
+// TestProgressVerboseShowsABarPerStream: with -v, a bar per stream below
+// the mirror's, each to its stream's own total.
+func TestProgressVerboseShowsABarPerStream(t *testing.T) {
+	rc := testenv.Redis(t)
+	kc := testenv.Kafka(t)
+	a, b := testenv.Stream(t, rc), testenv.Stream(t, rc)
+	addEntries(t, rc, a, 0, 3000, func(i int) []string { return []string{"n", strconv.Itoa(i)} })
+	addEntries(t, rc, b, 0, 2000, func(i int) []string { return []string{"n", strconv.Itoa(i)} })
+	topic := testenv.Topic(t, kc, 1)
+	out := ptyRun(t, "-v", "redis-to-kafka", "--stream", a, "--stream", b, "--topic", topic, "--name", testenv.Name(t, "m"), "--batch-size", "50", "--max-in-flight", "1")
+	for _, want := range []string{"stream " + a + " ", "3000 / 3000", "stream " + b + " ", "2000 / 2000", "5000 / 5000", "mirrored 5000 entries"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("-v on a terminal lacks %q:\n%q", want, lastBytes(out, 3000))
+		}
+	}
+}
+
 func lastBytes(s string, n int) string {
 	if len(s) > n {
 		return s[len(s)-n:]

@@ -577,6 +577,9 @@ func mergePositions(positions, next []Position) []Position {
 		for i := range positions {
 			q := &positions[i]
 			if q.Stream == p.Stream && q.Topic == p.Topic && q.Partition == p.Partition {
+				if p.Source && q.Source {
+					p.Entries += q.Entries // counted over the batches
+				}
 				*q, replaced = p, true
 				break
 			}

@@ -78,6 +78,15 @@ type Position struct {
 	Topic     string
 	Partition int32
 	Offset    int64
+
+	// Source marks a position in the mirror's source: a redis-to-kafka
+	// stream, a kafka-to-redis partition. Entries is then, in a Start,
+	// how many entries (offsets, for Kafka) there are to mirror there as
+	// of a one-shot run's start snapshot (-1 when it cannot tell, or
+	// following), and in a Commit, how many the committed batches carried
+	// there. Positions are counted only for an observer that asks.
+	Source  bool
+	Entries int64
 }
 
 // Retry is a transient failure about to be retried.

@@ -50,7 +50,11 @@ func (b *Batch) Positions() []mirror.Position {
 	var ps []mirror.Position
 	for i, w := range b.writes {
 		for _, m := range w.Moves {
-			ps = append(ps, mirror.Position{Topic: m.Partition.Topic, Partition: m.Partition.Partition, Offset: m.To})
+			p := mirror.Position{Topic: m.Partition.Topic, Partition: m.Partition.Partition, Offset: m.To, Source: true}
+			if m.From >= 0 {
+				p.Entries = m.To - m.From
+			}
+			ps = append(ps, p)
 		}
 		if i < len(b.lastIDs) && b.lastIDs[i] != "" {
 			ps = append(ps, mirror.Position{Stream: w.Stream, ID: b.lastIDs[i]})

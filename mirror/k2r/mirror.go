@@ -261,10 +261,17 @@ func (k *session) started() mirror.Start {
 	s := mirror.Start{Total: -1}
 	total := int64(0)
 	for _, st := range k.src.partitionStates() {
-		s.Positions = append(s.Positions, mirror.Position{Topic: st.tp.Topic, Partition: st.tp.Partition, Offset: st.next})
+		p := mirror.Position{Topic: st.tp.Topic, Partition: st.tp.Partition, Offset: st.next, Source: true, Entries: -1}
 		if !st.done {
 			total += max(st.target-st.next, 0)
 		}
+		if !k.cfg.Follow {
+			p.Entries = 0
+			if !st.done {
+				p.Entries = max(st.target-st.next, 0)
+			}
+		}
+		s.Positions = append(s.Positions, p)
 	}
 	if !k.cfg.Follow {
 		s.Total = total

@@ -123,7 +123,15 @@ func (b *EntryBatch) Unwritten() mirror.Unwritten {
 func (b *EntryBatch) Positions() []mirror.Position {
 	var ps []mirror.Position
 	for _, e := range b.lastOfEachStream() {
-		ps = append(ps, mirror.Position{Stream: e.Stream, ID: e.ID})
+		ps = append(ps, mirror.Position{Stream: e.Stream, ID: e.ID, Source: true})
+	}
+	for i := range b.Entries {
+		for j := range ps {
+			if ps[j].Stream == b.Entries[i].Stream {
+				ps[j].Entries++
+				break
+			}
+		}
 	}
 	for i := range b.Entries {
 		tp, offset, ok := b.landed(i)

@@ -764,8 +764,23 @@ func (r *run) setUpReadBack(ctx context.Context, pending int64) error {
 // holds.
 func (m *Mirror) started(ctx context.Context, src *RedisSource, ck checkpoint.R2K) mirror.Start {
 	s := mirror.Start{Total: -1}
-	for _, stream := range slices.Sorted(maps.Keys(ck.Streams)) {
-		s.Positions = append(s.Positions, mirror.Position{Stream: stream, ID: ck.Streams[stream]})
+	streams := slices.Clone(src.cfg.Streams)
+	for s := range ck.Streams {
+		if !slices.Contains(streams, s) {
+			streams = append(streams, s)
+		}
+	}
+	slices.Sort(streams)
+	var remaining map[string]int64 // per stream, one-shot
+	if !m.cfg.Follow {
+		remaining = src.remainingPerStream(ctx, streams)
+	}
+	for _, stream := range streams {
+		p := mirror.Position{Stream: stream, ID: ck.Streams[stream], Source: true, Entries: -1}
+		if n, ok := remaining[stream]; ok {
+			p.Entries = n
+		}
+		s.Positions = append(s.Positions, p)
 	}
 	for _, tp := range slices.SortedFunc(maps.Keys(ck.Partitions), func(a, b checkpoint.TopicPartition) int {
 		return strings.Compare(a.String(), b.String())

@@ -126,3 +126,22 @@ func (m *Mirror) lagProbe() *mirror.LagProbe {
 	})
 	return m.probe
 }
+
+// remainingPerStream is, per stream, what its group has to deliver plus
+// what it holds pending (as status counts a lag), for a one-shot run's
+// progress per stream; a stream it cannot tell is left out.
+func (s *RedisSource) remainingPerStream(ctx context.Context, streams []string) map[string]int64 {
+	c := s.cfg.Client
+	cmds := make(rueidis.Commands, 0, len(streams))
+	for _, st := range streams {
+		cmds = append(cmds, c.B().XinfoGroups().Key(st).Build())
+	}
+	out := map[string]int64{}
+	for i, res := range c.DoMulti(ctx, cmds...) {
+		var p mirror.PositionStatus
+		if groupLag(&p, s.cfg.Group, res) == nil && p.LagKnown {
+			out[streams[i]] = p.Lag
+		}
+	}
+	return out
+}
