@@ -62,7 +62,7 @@ var fileKeysRefused = map[string]string{
 	"progress":          "progress is the run command's: give it --progress",
 	"progress-interval": "progress is the run command's: give it --progress-interval",
 	"metrics-addr":      "a mirrors file's mirrors serve no metrics yet: run a mirror with its own command and --metrics-addr for them",
-	"help":   "not a setting",
+	"help":              "not a setting",
 }
 
 func newRunCmd(a *app) *cobra.Command {
