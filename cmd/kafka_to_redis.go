@@ -1,11 +1,8 @@
 package cmd
 
 import (
-	"context"
-
 	"github.com/spf13/cobra"
 
-	"github.com/xmirror/xmirror/mirror"
 	"github.com/xmirror/xmirror/mirror/k2r"
 	"github.com/xmirror/xmirror/mirror/mapping"
 	"github.com/xmirror/xmirror/mirror/setting"
@@ -161,41 +158,21 @@ func (o *kafkaToRedisOptions) execute(a *app, c *cobra.Command) error {
 	if err != nil {
 		return err
 	}
-	stop, err := o.metrics.serve(a, c, m, o.cfg.Redis, o.cfg.Kafka)
-	if err != nil {
-		o.run.display.close()
-		return err
-	}
-	defer stop()
-	return a.runMirror(c, &o.run, "kafka-to-redis", m, names)
+	return a.executeMirror(c, o.parts(), m, names)
+}
+
+func (o *kafkaToRedisOptions) parts() commandParts {
+	return commandParts{direction: "kafka-to-redis", conn: &o.conn, run: &o.run, metrics: &o.metrics, redis: &o.cfg.Redis, kafka: &o.cfg.Kafka}
 }
 
 // build resolves the flags into the mirror they describe, connecting to
 // nothing; its error is the command's.
 func (o *kafkaToRedisOptions) build(a *app, c *cobra.Command) (runner, setting.Names, error) {
 	names := flagNames(kafkaToRedisFlags)
-	var err error
 	o.run.defaultName(func() string { return k2r.DefaultName(o.cfg) })
-	o.conn.logAttrs = []any{"mirror", o.cfg.Name}
-	if o.cfg.Redis, o.cfg.Kafka, err = o.conn.resolve(a, c, true, true); err != nil {
-		return nil, names, err
-	}
-	problems := append(o.problems(c), o.metrics.resolve(a, c)...)
-	if len(problems) == 0 {
-		// The bars (made first) take stderr over from the logger.
-		var m *k2r.Mirror
-		progress := a.watchProgress(&o.run, func(ctx context.Context) ([]mirror.Lag, error) { return m.Lag(ctx) })
-		o.cfg.Observer = mirror.Observers(a.observer(&o.cfg.RunConfig), progress)
-		o.cfg.Logger = a.logger()
-		o.metrics.watch(&o.cfg.RunConfig, "kafka-to-redis", &o.cfg.Kafka)
-		if m, err = k2r.New(c.Context(), o.cfg); err == nil {
-			return m, names, nil
-		}
-		o.run.display.close()
-	} else {
-		_, err = k2r.New(c.Context(), o.cfg)
-	}
-	return nil, names, commandError(err, names, problems)
+	m, err := buildMirror(a, c, o.parts(), names, func() []string { return o.problems(c) },
+		func() (*k2r.Mirror, error) { return k2r.New(c.Context(), o.cfg) })
+	return m, names, err
 }
 
 func (o *kafkaToRedisOptions) runFlags() *runFlags { return &o.run }

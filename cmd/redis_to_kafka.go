@@ -1,11 +1,8 @@
 package cmd
 
 import (
-	"context"
-
 	"github.com/spf13/cobra"
 
-	"github.com/xmirror/xmirror/mirror"
 	"github.com/xmirror/xmirror/mirror/r2k"
 	"github.com/xmirror/xmirror/mirror/setting"
 )
@@ -158,41 +155,21 @@ func (o *redisToKafkaOptions) execute(a *app, c *cobra.Command) error {
 	if err != nil {
 		return err
 	}
-	stop, err := o.metrics.serve(a, c, m, o.cfg.Redis, o.cfg.Kafka)
-	if err != nil {
-		o.run.display.close()
-		return err
-	}
-	defer stop()
-	return a.runMirror(c, &o.run, "redis-to-kafka", m, names)
+	return a.executeMirror(c, o.parts(), m, names)
+}
+
+func (o *redisToKafkaOptions) parts() commandParts {
+	return commandParts{direction: "redis-to-kafka", conn: &o.conn, run: &o.run, metrics: &o.metrics, redis: &o.cfg.Redis, kafka: &o.cfg.Kafka}
 }
 
 // build resolves the flags into the mirror they describe, connecting to
 // nothing; its error is the command's.
 func (o *redisToKafkaOptions) build(a *app, c *cobra.Command) (runner, setting.Names, error) {
 	names := flagNames(redisToKafkaFlags)
-	var err error
 	o.run.defaultName(func() string { return r2k.DefaultName(o.cfg) })
-	o.conn.logAttrs = []any{"mirror", o.cfg.Name}
-	if o.cfg.Redis, o.cfg.Kafka, err = o.conn.resolve(a, c, true, true); err != nil {
-		return nil, names, err
-	}
-	problems := append(o.problems(c), o.metrics.resolve(a, c)...)
-	if len(problems) == 0 {
-		// The bars (made first) take stderr over from the logger.
-		var m *r2k.Mirror
-		progress := a.watchProgress(&o.run, func(ctx context.Context) ([]mirror.Lag, error) { return m.Lag(ctx) })
-		o.cfg.Observer = mirror.Observers(a.observer(&o.cfg.RunConfig), progress)
-		o.cfg.Logger = a.logger()
-		o.metrics.watch(&o.cfg.RunConfig, "redis-to-kafka", &o.cfg.Kafka)
-		if m, err = r2k.New(c.Context(), o.cfg); err == nil {
-			return m, names, nil
-		}
-		o.run.display.close()
-	} else {
-		_, err = r2k.New(c.Context(), o.cfg)
-	}
-	return nil, names, commandError(err, names, problems)
+	m, err := buildMirror(a, c, o.parts(), names, func() []string { return o.problems(c) },
+		func() (*r2k.Mirror, error) { return r2k.New(c.Context(), o.cfg) })
+	return m, names, err
 }
 
 func (o *redisToKafkaOptions) runFlags() *runFlags { return &o.run }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/xmirror/xmirror/internal/endpoint"
 	"github.com/xmirror/xmirror/mirror"
 	"github.com/xmirror/xmirror/mirror/setting"
 )
@@ -349,4 +350,62 @@ func humanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// commandParts are what the two mirror commands bind their flags into,
+// besides a direction's own Config.
+type commandParts struct {
+	direction string
+	conn      *connFlags
+	run       *runFlags
+	metrics   *metricsOptions
+	redis     *endpoint.Redis
+	kafka     *endpoint.Kafka
+}
+
+// lagRunner is a mirror that can tell its lag.
+type lagRunner interface {
+	runner
+	Lag(ctx context.Context) ([]mirror.Lag, error)
+}
+
+// buildMirror resolves a mirror command's flags and builds its mirror
+// with newMirror, connecting to nothing; problems are those of the flags
+// the mirror's Config cannot see. The progress display and the metrics
+// watch the mirror from its first step.
+func buildMirror[M lagRunner](a *app, c *cobra.Command, p commandParts, names setting.Names, problems func() []string, newMirror func() (M, error)) (runner, error) {
+	cfg := p.run.cfg
+	p.conn.logAttrs = []any{"mirror", cfg.Name}
+	var err error
+	if *p.redis, *p.kafka, err = p.conn.resolve(a, c, true, true); err != nil {
+		return nil, err
+	}
+	ps := append(problems(), p.metrics.resolve(a, c)...)
+	if len(ps) > 0 {
+		_, err = newMirror() // its problems too, in one message
+		return nil, commandError(err, names, ps)
+	}
+	// The bars (made first) take stderr over from the logger.
+	var m M
+	progress := a.watchProgress(p.run, func(ctx context.Context) ([]mirror.Lag, error) { return m.Lag(ctx) })
+	cfg.Observer = mirror.Observers(a.observer(cfg), progress)
+	cfg.Logger = a.logger()
+	p.metrics.watch(cfg, p.direction, p.kafka)
+	if m, err = newMirror(); err != nil {
+		p.run.display.close()
+		return nil, commandError(err, names, nil)
+	}
+	return m, nil
+}
+
+// executeMirror runs a built mirror with its metrics served, and reports
+// as a command does.
+func (a *app) executeMirror(c *cobra.Command, p commandParts, m runner, names setting.Names) error {
+	stop, err := p.metrics.serve(a, c, m, *p.redis, *p.kafka)
+	if err != nil {
+		p.run.display.close()
+		return err
+	}
+	defer stop()
+	return a.runMirror(c, p.run, p.direction, m, names)
 }
