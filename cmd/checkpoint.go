@@ -35,6 +35,8 @@ type checkpointOptions struct {
 	toTime    string
 	yes       bool
 	timeout   time.Duration
+	// validateTo checks --to against the mirror it names, before asking.
+	validateTo func(mirror.Status) error
 }
 
 func newCheckpointCmd(a *app) *cobra.Command {
@@ -197,6 +199,19 @@ func (o *checkpointOptions) reset(a *app, c *cobra.Command, args []string) error
 			return usageErrorf("--to-time %q: %v", o.toTime, err)
 		}
 	}
+	o.validateTo = func(st mirror.Status) error {
+		switch {
+		case o.to == "" || o.to == "earliest" || o.to == "latest":
+			return nil
+		case st.Kind == checkpoint.KindRedisToKafka && !mapping.ValidID(o.to):
+			return usageErrorf("--to %q: a redis-to-kafka mirror moves to earliest, latest or an entry ID (such as 1764675607000-0)", o.to)
+		case st.Kind == checkpoint.KindKafkaToRedis:
+			if _, err := parsePartitionOffsets(o.to, st); err != nil {
+				return usageErrorf("--to %q: %v", o.to, err)
+			}
+		}
+		return nil
+	}
 	return o.change(a, c, args[0], "reset", func(ctx context.Context, s *statusReader, st mirror.Status) (any, error) {
 		streams, keys := mirrorKeys(s, st)
 		if st.Kind == checkpoint.KindRedisToKafka {
@@ -278,6 +293,11 @@ func (o *checkpointOptions) change(a *app, c *cobra.Command, name, verb string, 
 	if err != nil {
 		return err
 	}
+	if o.validateTo != nil {
+		if err := o.validateTo(st); err != nil {
+			return err
+		}
+	}
 	if st.Running {
 		return fmt.Errorf("mirror %q (%s) is running (%s): stop it first; nothing was changed", st.Name, st.Kind, st.Holder)
 	}
@@ -303,6 +323,10 @@ func (o *checkpointOptions) change(a *app, c *cobra.Command, name, verb string, 
 	}
 	defer lease.Release(context.WithoutCancel(ctx))
 	result, err := do(lctx, s, st)
+	var oor *k2r.OffsetOutOfLogError
+	if errors.As(err, &oor) {
+		return usageError(err)
+	}
 	if err != nil {
 		return err
 	}

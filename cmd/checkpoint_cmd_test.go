@@ -73,6 +73,16 @@ func TestCheckpointResetAndDeleteARedisToKafkaMirror(t *testing.T) {
 		t.Errorf("the first record after the reset is entry %s, want %s (the one after the ID)", id, ids[40])
 	}
 
+	// A time past the last entry moves to the last entry, never past it:
+	// entries added later are mirrored.
+	mustMirror(t, "checkpoint", "reset", name, "--to-time", "2099-01-01T00:00:00Z", "--yes")
+	more := addEntries(t, rc, stream, 50, 3, func(i int) []string { return []string{"n", strconv.Itoa(i)} })
+	mustMirror(t, mirrorArgs...)
+	recs = readTopic(t, topic)
+	if id, _ := header(recs[len(recs)-1], "xmirror.id"); len(recs) != 113 || id != more[2] {
+		t.Errorf("after a reset to a time to come: %d records, last %s; want 113, the 3 entries added after it", len(recs), id)
+	}
+
 	r = mustMirror(t, "checkpoint", "delete", name, "--yes")
 	for _, want := range []string{"deleted consumer group", "deleted xmirror:r2k:" + name} {
 		if !strings.Contains(r.stdout, want) {
@@ -84,8 +94,8 @@ func TestCheckpointResetAndDeleteARedisToKafkaMirror(t *testing.T) {
 	}
 	// A new mirror of that name: a new group, from the start.
 	mustMirror(t, mirrorArgs...)
-	if n := len(readTopic(t, topic)); n != 160 {
-		t.Errorf("a run after delete: the topic holds %d records, want 160", n)
+	if n := len(readTopic(t, topic)); n != 166 {
+		t.Errorf("a run after delete: the topic holds %d records, want 113 + 53", n)
 	}
 }
 
@@ -131,6 +141,7 @@ func TestCheckpointResetAKafkaToRedisMirror(t *testing.T) {
 		{"checkpoint", "reset", name, "--to", "x=1", "--yes"},
 		{"checkpoint", "reset", name, "--yes"},
 		{"checkpoint", "reset", name, "--to-time", "yesterday", "--yes"},
+		{"checkpoint", "reset", name, "--to", "0=999", "--yes"}, // past the partition's end
 	} {
 		if r := xmirror(t, bad...); r.code != 2 {
 			t.Errorf("%v: exit %d, stderr %q; want 2", bad, r.code, r.stderr)

@@ -123,6 +123,21 @@ type mirrorProgress struct {
 	bar     *mpb.Bar
 	// parts are the bars of each stream or partition (-v), by key.
 	parts map[string]*mpb.Bar
+	// ended is closed when the mirror's run ended: its lag is no longer
+	// asked for.
+	ended   chan struct{}
+	endOnce sync.Once
+}
+
+func (p *mirrorProgress) end() { p.endOnce.Do(func() { close(p.ended) }) }
+
+func (p *mirrorProgress) hasEnded() bool {
+	select {
+	case <-p.ended:
+		return true
+	default:
+		return false
+	}
 }
 
 // positionKey names a source position's bar.
@@ -139,7 +154,7 @@ func (d *progressDisplay) watch(name string, follow bool, lag func(context.Conte
 	if d == nil {
 		return nil
 	}
-	p := &mirrorProgress{name: name, follow: follow, lag: lag}
+	p := &mirrorProgress{name: name, follow: follow, lag: lag, ended: make(chan struct{})}
 	p.total.Store(-1)
 	p.lagSeen.Store(-1)
 	var shown sync.Once
@@ -188,12 +203,13 @@ func (d *progressDisplay) watch(name string, follow bool, lag func(context.Conte
 					if !pos.Source {
 						continue
 					}
+					n := pos.Entries
 					b := p.parts[positionKey(pos)]
 					if b == nil {
-						pos.Entries = -1
+						pos.Entries = -1 // no total known
 						b = d.addPartBar(p, pos)
 					}
-					b.IncrInt64(pos.Entries)
+					b.IncrInt64(n)
 				}
 				d.mu.Unlock()
 			}
@@ -216,7 +232,7 @@ func (d *progressDisplay) addBar(p *mirrorProgress) {
 		})
 		p.bar = d.bars.New(0, mpb.NopStyle(), mpb.PrependDecorators(name, status), mpb.AppendDecorators(rate))
 		if p.lag != nil {
-			go p.watchLag(d.stop)
+			go p.watchLag(d.stop, p.ended)
 		}
 		return
 	}
@@ -250,7 +266,7 @@ func (d *progressDisplay) addPartBar(p *mirrorProgress, pos mirror.Position) *mp
 }
 
 // watchLag reads the mirror's lag every lagInterval until stop.
-func (p *mirrorProgress) watchLag(stop <-chan struct{}) {
+func (p *mirrorProgress) watchLag(stop, ended <-chan struct{}) {
 	t := time.NewTicker(lagInterval)
 	defer t.Stop()
 	for {
@@ -265,6 +281,8 @@ func (p *mirrorProgress) watchLag(stop <-chan struct{}) {
 		cancel()
 		select {
 		case <-stop:
+			return
+		case <-ended:
 			return
 		case <-t.C:
 		}
@@ -315,6 +333,9 @@ func (d *progressDisplay) logLoop() {
 		all := append([]*mirrorProgress(nil), d.all...)
 		d.mu.Unlock()
 		for _, p := range all {
+			if p.hasEnded() {
+				continue
+			}
 			attrs := []any{"mirror", p.name, "entries", p.done.Load(), "entries_per_second", humanRate(p.rate())}
 			if total := p.total.Load(); total >= 0 && !p.follow {
 				attrs = append(attrs, "total", total, "percent", percent(p.done.Load(), total), "eta", eta(p.done.Load(), total, p.rate()))
@@ -345,13 +366,17 @@ func percent(done, total int64) string {
 // finished ends the bar of mirror name: full when its run completed,
 // left as it stood otherwise.
 func (d *progressDisplay) finished(name string, completed bool) {
-	if d == nil || d.bars == nil {
+	if d == nil {
 		return
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, p := range d.all {
-		if p.name != name || p.bar == nil {
+		if p.name != name {
+			continue
+		}
+		p.end()
+		if p.bar == nil {
 			continue
 		}
 		bars := []*mpb.Bar{p.bar}

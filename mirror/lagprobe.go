@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -21,16 +22,20 @@ type LagProbe struct {
 	// Inspect is the mirror's status, from which the lag is read.
 	Inspect func(ctx context.Context, rc rueidis.Client, adm *kadm.Client, now time.Time) (Status, error)
 
-	mu  sync.Mutex
-	rc  rueidis.Client
-	kc  *kgo.Client
-	adm *kadm.Client
+	mu     sync.Mutex
+	closed bool
+	rc     rueidis.Client
+	kc     *kgo.Client
+	adm    *kadm.Client
 }
 
 // Lag is the mirror's lag in each stream or partition whose lag is known.
 func (p *LagProbe) Lag(ctx context.Context) ([]Lag, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.closed {
+		return nil, errors.New("the mirror's lag probe is closed")
+	}
 	if p.rc == nil {
 		rc, err := p.ConnectRedis(ctx)
 		if err != nil {
@@ -62,6 +67,7 @@ func (p *LagProbe) Lag(ctx context.Context) ([]Lag, error) {
 func (p *LagProbe) Close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.closed = true
 	if p.rc != nil {
 		p.rc.Close()
 		p.rc = nil

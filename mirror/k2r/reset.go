@@ -68,6 +68,26 @@ func Reset(ctx context.Context, rc rueidis.Client, adm *kadm.Client, name string
 	names := slices.Sorted(maps.Keys(topics))
 	var listed kadm.ListedOffsets
 	var err error
+	var starts, ends kadm.ListedOffsets
+	if target.Offsets != nil {
+		// An offset given must lie in the partition's log.
+		if starts, err = adm.ListStartOffsets(ctx, names...); err == nil {
+			ends, err = adm.ListEndOffsets(ctx, names...)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list the offsets of topics %v: %w", names, err)
+		}
+		for tp, off := range target.Offsets {
+			lo, ok1 := starts.Lookup(tp.Topic, tp.Partition)
+			hi, ok2 := ends.Lookup(tp.Topic, tp.Partition)
+			if !ok1 || !ok2 || lo.Err != nil || hi.Err != nil {
+				return nil, fmt.Errorf("topic %q partition %d: its offsets cannot be listed", tp.Topic, tp.Partition)
+			}
+			if off < lo.Offset || off > hi.Offset {
+				return nil, &OffsetOutOfLogError{TopicPartition: tp, Offset: off, Start: lo.Offset, End: hi.Offset}
+			}
+		}
+	}
 	switch {
 	case target.Earliest:
 		listed, err = adm.ListStartOffsets(ctx, names...)
@@ -125,4 +145,14 @@ func Delete(ctx context.Context, rc rueidis.Client, name string, keys []string) 
 		}
 	}
 	return deleted, nil
+}
+
+// OffsetOutOfLogError is a reset to an offset outside a partition's log.
+type OffsetOutOfLogError struct {
+	checkpoint.TopicPartition
+	Offset, Start, End int64
+}
+
+func (e *OffsetOutOfLogError) Error() string {
+	return fmt.Sprintf("topic %q partition %d holds offsets %d to %d, not %d; nothing was changed", e.Topic, e.Partition, e.Start, e.End, e.Offset)
 }

@@ -52,22 +52,42 @@ func Reset(ctx context.Context, rc rueidis.Client, name string, streams []string
 		}
 	}
 	slices.Sort(all)
-	var moved []mirror.Moved
-	for _, s := range all {
-		before, after, err := resetStream(ctx, rc, name, group, s, ck.Streams[s], target)
+	// Every stream's target first: a stream that cannot be moved stops
+	// the reset before anything was written.
+	plans := make([]streamReset, 0, len(all))
+	for _, st := range all {
+		p, err := planStream(ctx, rc, group, st, ck.Streams[st], target)
 		if err != nil {
-			return moved, fmt.Errorf("reset stream %q of mirror %q: %w", s, name, err)
+			return nil, fmt.Errorf("reset stream %q of mirror %q: %w; nothing was changed", st, name, err)
 		}
-		moved = append(moved, mirror.Moved{Stream: s, Before: before, After: after})
+		plans = append(plans, p)
+	}
+	var moved []mirror.Moved
+	for _, p := range plans {
+		if err := p.write(ctx, rc, name, group); err != nil {
+			return moved, fmt.Errorf("reset stream %q of mirror %q: %w", p.stream, name, err)
+		}
+		moved = append(moved, mirror.Moved{Stream: p.stream, Before: p.before, After: p.pos})
 	}
 	return moved, nil
 }
 
-// resetStream moves one stream's group and checkpoint field.
-func resetStream(ctx context.Context, rc rueidis.Client, name, group, stream, checkpointed string, target ResetTarget) (before, after string, err error) {
+// streamReset is where one stream's group and checkpoint field go.
+type streamReset struct {
+	stream, before, pos string
+	read                int64    // the group's entries-read at pos
+	pending             []string // entries the group holds pending, acknowledged with the move
+}
+
+// planStream works out where stream's group goes, reading only.
+func planStream(ctx context.Context, rc rueidis.Client, group, stream, checkpointed string, target ResetTarget) (streamReset, error) {
+	r := streamReset{stream: stream}
 	info, err := rc.Do(ctx, rc.B().XinfoStream().Key(stream).Build()).AsMap()
 	if err != nil {
-		return "", "", fmt.Errorf("XINFO STREAM: %w", err)
+		if strings.Contains(err.Error(), "no such key") {
+			return r, fmt.Errorf("the stream does not exist")
+		}
+		return r, fmt.Errorf("XINFO STREAM: %w", err)
 	}
 	str := func(k string) string { v := info[k]; s, _ := v.ToString(); return s }
 	num := func(k string) int64 { v := info[k]; n, _ := v.AsInt64(); return n }
@@ -78,86 +98,94 @@ func resetStream(ctx context.Context, rc rueidis.Client, name, group, stream, ch
 			first, _ = e[0].ToString()
 		}
 	}
-	before = checkpointed
+	r.before = checkpointed
 	if groups, err := rc.Do(ctx, rc.B().XinfoGroups().Key(stream).Build()).ToArray(); err == nil {
 		for _, g := range groups {
 			m, _ := g.AsStrMap()
 			if m["name"] == group {
-				before = m["last-delivered-id"]
+				r.before = m["last-delivered-id"]
 			}
 		}
 	}
-	if before == "" {
-		before = "(none)"
+	if r.before == "" {
+		r.before = "(none)"
 	}
 	// The position is the last entry mirrored: the next run mirrors the
-	// entries after it.
-	var pos string
+	// entries after it. Never past the stream's last entry: the group
+	// would pass over entries added later without a gap to see.
+	pos := target.ID
 	switch {
 	case target.Latest:
 		pos = last
 	case target.Earliest:
 		pos = ""
-	case target.ID != "":
-		pos = target.ID
-	default:
+	case target.ID == "":
 		pos = idBefore(target.Time.UnixMilli())
+	}
+	if pos != "" && last != "" && mapping.CompareIDs(pos, last) > 0 {
+		pos = last
 	}
 	// A position below the first entry is the start: just before it,
 	// counting every entry removed before it as read, so no gap is seen.
-	var read int64
 	if pos == "" || first == "" || mapping.CompareIDs(pos, first) < 0 {
-		if first != "" {
-			pos = idJustBefore(first)
-		} else if pos == "" {
-			pos = last
-		}
-		read = added - length
-		if first == "" {
-			read = added
+		switch {
+		case first != "":
+			pos, r.read = idJustBefore(first), added-length
+		default: // empty: everything ever added was removed
+			pos, r.read = last, added
 		}
 	} else {
-		n, err := countUpTo(ctx, rc, stream, pos)
+		after, err := countAfter(ctx, rc, stream, pos)
 		if err != nil {
-			return before, "", err
+			return r, err
 		}
-		read = added - length + n
+		r.read = added - after
 	}
 	if pos == "" {
 		pos = "0-0"
 	}
-	// Pending entries of an earlier run are acknowledged: the next run
-	// starts from pos and from nothing else.
-	if err := ackPending(ctx, rc, stream, group); err != nil {
-		return before, "", err
+	r.pos = pos
+	if r.pending, err = pendingIDs(ctx, rc, stream, group); err != nil {
+		return r, err
 	}
+	return r, nil
+}
+
+// write moves the group, acknowledges its pending entries and sets the
+// checkpoint's field, in one transaction: a failure leaves all as it
+// was.
+func (r streamReset) write(ctx context.Context, rc rueidis.Client, name, group string) error {
 	cmds := rueidis.Commands{
 		rc.B().Multi().Build(),
-		rc.B().XgroupCreate().Key(stream).Group(group).Id(pos).Mkstream().Entriesread(read).Build(),
-		rc.B().XgroupSetid().Key(stream).Group(group).Id(pos).Entriesread(read).Build(),
-		rc.B().Hset().Key(checkpoint.R2KKey(name)).FieldValue().FieldValue("stream:"+stream, pos).Build(),
-		rc.B().Exec().Build(),
+		rc.B().XgroupCreate().Key(r.stream).Group(group).Id(r.pos).Mkstream().Entriesread(r.read).Build(),
 	}
+	for i := 0; i < len(r.pending); i += 1000 {
+		cmds = append(cmds, rc.B().Xack().Key(r.stream).Group(group).Id(r.pending[i:min(i+1000, len(r.pending))]...).Build())
+	}
+	cmds = append(cmds,
+		rc.B().XgroupSetid().Key(r.stream).Group(group).Id(r.pos).Entriesread(r.read).Build(),
+		rc.B().Hset().Key(checkpoint.R2KKey(name)).FieldValue().FieldValue("stream:"+r.stream, r.pos).Build(),
+		rc.B().Exec().Build())
 	res := rc.DoMulti(ctx, cmds...)
 	exec, err := res[len(res)-1].ToArray()
 	if err != nil {
-		return before, "", fmt.Errorf("XGROUP SETID %s %s: %w", group, pos, err)
+		return fmt.Errorf("XGROUP SETID %s %s: %w", group, r.pos, err)
 	}
-	for i, r := range exec {
-		if err := r.Error(); err != nil && !(i == 0 && strings.Contains(err.Error(), "BUSYGROUP")) {
-			return before, "", fmt.Errorf("XGROUP SETID %s %s: %w", group, pos, err)
+	for i, e := range exec {
+		if err := e.Error(); err != nil && !(i == 0 && strings.Contains(err.Error(), "BUSYGROUP")) {
+			return fmt.Errorf("XGROUP SETID %s %s: %w", group, r.pos, err)
 		}
 	}
-	return before, pos, nil
+	return nil
 }
 
-// countUpTo counts the entries of stream at or before id, a page at a
+// countAfter counts the entries of stream after id, a page of IDs at a
 // time.
-func countUpTo(ctx context.Context, rc rueidis.Client, stream, id string) (int64, error) {
+func countAfter(ctx context.Context, rc rueidis.Client, stream, id string) (int64, error) {
 	var n int64
-	from := "-"
+	from := "(" + id
 	for {
-		page, err := rc.Do(ctx, rc.B().Xrange().Key(stream).Start(from).End(id).Count(10000).Build()).AsXRange()
+		page, err := rc.Do(ctx, rc.B().Xrange().Key(stream).Start(from).End("+").Count(10000).Build()).AsXRange()
 		if err != nil {
 			return 0, fmt.Errorf("XRANGE: %w", err)
 		}
@@ -169,20 +197,19 @@ func countUpTo(ctx context.Context, rc rueidis.Client, stream, id string) (int64
 	}
 }
 
-// ackPending acknowledges every entry pending in group.
-func ackPending(ctx context.Context, rc rueidis.Client, stream, group string) error {
+// pendingIDs are the entries group holds pending (the lease keeps them
+// as they are while a reset runs).
+func pendingIDs(ctx context.Context, rc rueidis.Client, stream, group string) ([]string, error) {
+	var ids []string
+	from := "-"
 	for {
-		pending, err := rc.Do(ctx, rc.B().Xpending().Key(stream).Group(group).Start("-").End("+").Count(10000).Build()).ToArray()
+		pending, err := rc.Do(ctx, rc.B().Xpending().Key(stream).Group(group).Start(from).End("+").Count(10000).Build()).ToArray()
 		if err != nil {
 			if strings.Contains(err.Error(), "NOGROUP") {
-				return nil
+				return nil, nil
 			}
-			return fmt.Errorf("XPENDING: %w", err)
+			return nil, fmt.Errorf("XPENDING: %w", err)
 		}
-		if len(pending) == 0 {
-			return nil
-		}
-		ids := make([]string, 0, len(pending))
 		for _, p := range pending {
 			e, _ := p.ToArray()
 			if len(e) > 0 {
@@ -190,9 +217,10 @@ func ackPending(ctx context.Context, rc rueidis.Client, stream, group string) er
 				ids = append(ids, id)
 			}
 		}
-		if err := rc.Do(ctx, rc.B().Xack().Key(stream).Group(group).Id(ids...).Build()).Error(); err != nil {
-			return fmt.Errorf("XACK: %w", err)
+		if len(pending) < 10000 {
+			return ids, nil
 		}
+		from = "(" + ids[len(ids)-1]
 	}
 }
 

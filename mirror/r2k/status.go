@@ -132,6 +132,8 @@ func (m *Mirror) lagProbe() *mirror.LagProbe {
 // progress per stream; a stream it cannot tell is left out.
 func (s *RedisSource) remainingPerStream(ctx context.Context, streams []string) map[string]int64 {
 	c := s.cfg.Client
+	ctx, cancel := context.WithTimeout(ctx, mirror.ConnectTimeout)
+	defer cancel()
 	cmds := make(rueidis.Commands, 0, len(streams))
 	for _, st := range streams {
 		cmds = append(cmds, c.B().XinfoGroups().Key(st).Build())
