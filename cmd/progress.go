@@ -313,7 +313,12 @@ func eta(done, total int64, rate float64) string {
 	case left < time.Minute:
 		return left.Round(time.Second).String()
 	case left < 100*time.Hour:
-		return strings.TrimSuffix(left.Round(time.Second).String(), "0s")
+		// "3m0s" reads "3m"; "3m10s" stays as it is.
+		s := left.Round(time.Second).String()
+		if strings.HasSuffix(s, "m0s") {
+			s = strings.TrimSuffix(s, "0s")
+		}
+		return s
 	}
 	return ">100h"
 }
