@@ -30,33 +30,10 @@ func TestProgressBarAdvancesOnATerminalAndNotElsewhere(t *testing.T) {
 	}
 
 	// On a terminal.
-	ptmx, tty, err := pty.Open()
-	if err != nil {
-		t.Fatal(err)
+	out := ptyRun(t, run(testenv.Name(t, "tty"))...)
+	if !strings.Contains(out, "mirrored 20000 entries") {
+		t.Fatalf("no summary on the terminal:\n%q", lastBytes(out, 2000))
 	}
-	defer ptmx.Close()
-	pty.Setsize(tty, &pty.Winsize{Rows: 24, Cols: 160})
-	cmd := xmirrorCmd(t, run(testenv.Name(t, "tty"))...)
-	cmd.Stderr = tty
-	var screen syncBuffer
-	go io.Copy(&screen, ptmx)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	tty.Close() // the child holds it
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run on a terminal: %v\n%s", err, screen.String())
-		}
-	case <-time.After(2 * time.Minute):
-		cmd.Process.Kill()
-		t.Fatalf("run on a terminal did not finish:\n%s", screen.String())
-	}
-	testenv.Wait(t, 5*time.Second, "the summary on the terminal", func() bool { return strings.Contains(screen.String(), "mirrored 20000 entries") })
-	out := screen.String()
 	counts := map[int]bool{}
 	for _, m := range regexp.MustCompile(`(\d+) / 20000`).FindAllStringSubmatch(out, -1) {
 		c, _ := strconv.Atoi(m[1])
