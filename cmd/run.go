@@ -24,6 +24,7 @@ import (
 type runFlags struct {
 	cfg      *mirror.RunConfig
 	output   string
+	dryRun   bool
 	progress progressFlags
 	// display shows the run's progress: the command's own, or, for a
 	// mirror of a file, the run command's, shared by all its mirrors.
@@ -55,6 +56,7 @@ func (f *runFlags) bind(c *cobra.Command, cfg *mirror.RunConfig) {
 	fs.StringVarP(&f.output, "output", "o", "text", "summary format: text or json")
 	fs.BoolVar(&cfg.Standby, "standby", false, "when the mirror already runs elsewhere (its lease held), wait and take it over once that run stops or its lease expires, instead of exiting")
 	fs.DurationVar(&cfg.LeaseTTL, "lease-ttl", cfg.LeaseTTL, "how long a crashed mirror's lease keeps another process from starting under its name; a run on the same host takes a dead process's lease over at once")
+	fs.BoolVar(&f.dryRun, "dry-run", false, "print, per stream or partition, where each goes and how many entries a run would mirror from where, then exit (1 if the run would fail), writing nothing")
 	f.progress.bind(c)
 }
 
@@ -385,6 +387,9 @@ func buildMirror[M lagRunner](a *app, c *cobra.Command, p commandParts, names se
 		_, err = newMirror() // its problems too, in one message
 		return nil, commandError(err, names, ps)
 	}
+	if p.run.dryRun {
+		p.run.progress.mode = progressNone // a dry run prints its plan, nothing else
+	}
 	// The bars (made first) take stderr over from the logger.
 	var m M
 	progress := a.watchProgress(p.run, func(ctx context.Context) ([]mirror.Lag, error) { return m.Lag(ctx) })
@@ -401,6 +406,10 @@ func buildMirror[M lagRunner](a *app, c *cobra.Command, p commandParts, names se
 // executeMirror runs a built mirror with its metrics served, and reports
 // as a command does.
 func (a *app) executeMirror(c *cobra.Command, p commandParts, m runner, names setting.Names) error {
+	if p.run.dryRun {
+		p.run.display.close()
+		return a.dryRun(c.Context(), p.run, m, names)
+	}
 	stop, err := p.metrics.serve(a, c, m, *p.redis, *p.kafka)
 	if err != nil {
 		p.run.display.close()

@@ -27,6 +27,7 @@ type runFileOptions struct {
 	parallel int
 	failFast bool
 	check    bool
+	dryRun   bool
 	output   string
 	progress progressFlags
 	display  *progressDisplay // one for all the file's mirrors
@@ -61,6 +62,7 @@ var fileKeysRefused = map[string]string{
 	"output":            "summaries are the run command's: give it -o",
 	"progress":          "progress is the run command's: give it --progress",
 	"progress-interval": "progress is the run command's: give it --progress-interval",
+	"dry-run":           "a dry run is the run command's: give it --dry-run",
 	"metrics-addr":      "a mirrors file's mirrors serve no metrics yet: run a mirror with its own command and --metrics-addr for them",
 	"help":              "not a setting",
 }
@@ -90,8 +92,11 @@ refused, with every problem logged, and the running mirrors go on.
 --once runs every mirror one-shot, --parallel at a time, then prints one
 summary row per mirror (-o json: an array) and exits 1 if any failed,
 naming each. --check reads and validates the file and every mirror's
-settings, connecting to nothing, and exits 0 or 2.`,
+settings, connecting to nothing, and exits 0 or 2. --dry-run prints what each
+mirror's run would mirror now, per stream or partition, writing nothing, and
+exits 1 if one would fail.`,
 		Example: `  xmirror run --config mirrors.yaml --check
+  xmirror run --config mirrors.yaml --dry-run
   xmirror run --config mirrors.yaml --once --parallel 4
   xmirror run --config mirrors.yaml            # follow; kill -HUP to reload`,
 		RunE: func(c *cobra.Command, _ []string) error { return o.run(a, c) },
@@ -102,6 +107,7 @@ settings, connecting to nothing, and exits 0 or 2.`,
 	fs.IntVar(&o.parallel, "parallel", 0, "with --once: how many mirrors run at a time (0: all)")
 	fs.BoolVar(&o.failFast, "fail-fast", false, "stop every mirror at the first one that fails")
 	fs.BoolVar(&o.check, "check", false, "validate the file without connecting, exit 0 (valid) or 2")
+	fs.BoolVar(&o.dryRun, "dry-run", false, "print what each mirror's run would mirror, per stream or partition, then exit (1 if one would fail), writing nothing")
 	fs.StringVarP(&o.output, "output", "o", "text", "summary format: text or json")
 	o.progress.bind(c)
 	return c
@@ -142,8 +148,11 @@ func (o *runFileOptions) run(a *app, c *cobra.Command) error {
 		}
 		return nil
 	}
-	// Built again with the display the run shows them on: --check and a
-	// refused file show none.
+	if o.dryRun {
+		return o.planAll(a, c.Context(), mirrors)
+	}
+	// Built again with the display the run shows them on: --check, a dry
+	// run and a refused file show none.
 	o.display = a.newProgress(&o.progress)
 	if mirrors, err = o.load(a, c.Context()); err != nil {
 		o.display.close()
@@ -151,6 +160,30 @@ func (o *runFileOptions) run(a *app, c *cobra.Command) error {
 	}
 	s := &supervisor{a: a, opts: o, runs: map[string]*mirrorRun{}, ended: make(chan *mirrorRun)}
 	return s.run(c.Context(), mirrors)
+}
+
+// planAll prints what a run of each mirror would do, in the file's order,
+// and fails (exit 1) naming each mirror whose run would.
+func (o *runFileOptions) planAll(a *app, ctx context.Context, mirrors []fileMirror) error {
+	plans := make([]shownPlan, 0, len(mirrors))
+	for i, m := range mirrors {
+		p, err := m.r.(planner).DryRun(ctx)
+		closeRunner(m.r)
+		if err != nil {
+			return commandError(fmt.Errorf("mirror %q: %w", m.name, err), m.names, nil)
+		}
+		plans = append(plans, showPlan(p, m.names))
+		if o.output == "text" {
+			if i > 0 {
+				fmt.Fprintln(a.env.Stdout)
+			}
+			writePlan(a.env.Stdout, plans[i])
+		}
+	}
+	if o.output == "json" {
+		writeJSON(a.env.Stdout, plans)
+	}
+	return planFailed(plans)
 }
 
 // fileError prints each problem of a file on its own line and returns the

@@ -58,7 +58,7 @@ func Inspect(ctx context.Context, rc rueidis.Client, f checkpoint.Found, now tim
 	}
 	for i, res := range rc.DoMulti(ctx, cmds...) {
 		p := mirror.PositionStatus{Stream: streams[i], ID: ck.Streams[streams[i]]}
-		if err := groupLag(&p, group, res); err != nil {
+		if _, err := groupLag(&p, group, res); err != nil {
 			return st, fmt.Errorf("read the consumer groups of stream %q (XINFO GROUPS): %w", streams[i], err)
 		}
 		st.Positions = append(st.Positions, p)
@@ -68,20 +68,21 @@ func Inspect(ctx context.Context, rc rueidis.Client, f checkpoint.Found, now tim
 }
 
 // groupLag fills in p's lag from an XINFO GROUPS reply: the group's lag
-// (entries not delivered yet) plus its pending entries.
-func groupLag(p *mirror.PositionStatus, group string, res rueidis.RedisResult) error {
+// (entries not delivered yet) plus its pending entries. found tells
+// whether the stream has the group.
+func groupLag(p *mirror.PositionStatus, group string, res rueidis.RedisResult) (found bool, err error) {
 	groups, err := res.ToArray()
 	if err != nil {
 		if isNoSuchKey(err) {
 			p.Note = "stream does not exist"
-			return nil
+			return false, nil
 		}
-		return err
+		return false, err
 	}
 	for _, g := range groups {
 		m, err := g.AsMap()
 		if err != nil {
-			return err
+			return false, err
 		}
 		name, lagMsg, pending := m["name"], m["lag"], m["pending"]
 		if n, _ := name.ToString(); n != group {
@@ -94,13 +95,13 @@ func groupLag(p *mirror.PositionStatus, group string, res rueidis.RedisResult) e
 			// deleted from the part of the stream the group has
 			// not read yet (XDEL), or its read counter is unknown.
 			p.Note = "Redis cannot tell the group's lag (entries deleted from the stream since the group last read)"
-			return nil
+			return true, nil
 		}
 		p.Lag, p.LagKnown = lag+p.Pending, true
-		return nil
+		return true, nil
 	}
 	p.Note = fmt.Sprintf("consumer group %q does not exist on the stream (the mirror has not read it yet, or the group was deleted)", group)
-	return nil
+	return false, nil
 }
 
 func isNoSuchKey(err error) bool { return strings.Contains(err.Error(), "no such key") }
@@ -141,7 +142,7 @@ func (s *RedisSource) remainingPerStream(ctx context.Context, streams []string) 
 	out := map[string]int64{}
 	for i, res := range c.DoMulti(ctx, cmds...) {
 		var p mirror.PositionStatus
-		if groupLag(&p, s.cfg.Group, res) == nil && p.LagKnown {
+		if _, err := groupLag(&p, s.cfg.Group, res); err == nil && p.LagKnown {
 			out[streams[i]] = p.Lag
 		}
 	}
