@@ -42,7 +42,7 @@ func produceN(t *testing.T, kc *kgo.Client, topic string, from, n int) {
 }
 
 // TestRunConfigMirrorsAFileOnceThenFollowsAndReloads: one file of four
-// mirrors, two in each direction, run --once and then following; SIGHUP
+// mirrors, two in each direction (one by a stream pattern), run --once and then following; SIGHUP
 // with a file that adds one mirror and removes another starts the one,
 // drains the other and leaves the two others running undisturbed; a file
 // with a problem is refused and the mirrors go on; SIGTERM drains all.
@@ -60,12 +60,16 @@ func TestRunConfigMirrorsAFileOnceThenFollowsAndReloads(t *testing.T) {
 	r2kMirror := func(name, stream, topic string) string {
 		return fmt.Sprintf("  - name: %s\n    direction: redis-to-kafka\n    stream: [%s]\n    topic: %s\n", name, stream, topic)
 	}
+	// A mirrors its stream by a pattern only that stream matches.
+	r2kPattern := func(name, stream, topic string) string {
+		return fmt.Sprintf("  - name: %s\n    direction: r2k\n    stream-pattern: [\"%s*\"]\n    topic: %s\n", name, stream, topic)
+	}
 	k2rMirror := func(name, topic, stream string) string {
 		return fmt.Sprintf("  - name: %s\n    direction: kafka-to-redis\n    topic: [%s]\n    stream: %s\n", name, topic, stream)
 	}
 	head := "redis: ${XMIRROR_REDIS}\nbrokers: ${XMIRROR_BROKERS:-127.0.0.1:9092}\ndefaults:\n  batch-size: 100\n  lease-ttl: 5s\nmirrors:\n"
-	first := writeFile(t, dir, "first.yaml", head+r2kMirror(mA, srcA, outA)+r2kMirror(mB, srcB, outB)+k2rMirror(mC, inC, dstC)+k2rMirror(mD, inD, dstD))
-	second := writeFile(t, dir, "second.yaml", head+r2kMirror(mA, srcA, outA)+k2rMirror(mC, inC, dstC)+k2rMirror(mD, inD, dstD)+k2rMirror(mE, inE, dstE))
+	first := writeFile(t, dir, "first.yaml", head+r2kPattern(mA, srcA, outA)+r2kMirror(mB, srcB, outB)+k2rMirror(mC, inC, dstC)+k2rMirror(mD, inD, dstD))
+	second := writeFile(t, dir, "second.yaml", head+r2kPattern(mA, srcA, outA)+k2rMirror(mC, inC, dstC)+k2rMirror(mD, inD, dstD)+k2rMirror(mE, inE, dstE))
 	fields := func(i int) []string { return []string{"n", strconv.Itoa(i)} }
 
 	addEntries(t, rc, srcA, 0, 300, fields)
