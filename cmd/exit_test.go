@@ -55,7 +55,7 @@ func TestAConfigProblemIsAUsageErrorOnlyBeforeTheMirrorRuns(t *testing.T) {
 
 func TestErrorsInLogsNameSettingsAsFlags(t *testing.T) {
 	var b bytes.Buffer
-	log := slog.New(slog.NewTextHandler(&b, &slog.HandlerOptions{ReplaceAttr: renderErrors}))
+	log := slog.New(slog.NewTextHandler(&b, &slog.HandlerOptions{ReplaceAttr: renderErrors(allFlagNames)}))
 	log.Warn("retrying", "err", setting.Errorf("pass {Timestamp} now, or {OnError} skip; check {Kafka}"), "stream", "{Name}")
 	for _, want := range []string{"pass --timestamp now, or --on-error skip; check --brokers", `stream={Name}`} {
 		if !strings.Contains(b.String(), want) {

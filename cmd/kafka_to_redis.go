@@ -168,7 +168,7 @@ func (o *kafkaToRedisOptions) parts() commandParts {
 // build resolves the flags into the mirror they describe, connecting to
 // nothing; its error is the command's.
 func (o *kafkaToRedisOptions) build(a *app, c *cobra.Command) (runner, setting.Names, error) {
-	names := flagNames(kafkaToRedisFlags)
+	names := o.run.settingNames(flagNames(kafkaToRedisFlags))
 	o.run.defaultName(func() string { return k2r.DefaultName(o.cfg) })
 	m, err := buildMirror(a, c, o.parts(), names, func() []string { return o.problems(c) },
 		func() (*k2r.Mirror, error) { return k2r.New(c.Context(), o.cfg) })

@@ -165,7 +165,7 @@ func (o *redisToKafkaOptions) parts() commandParts {
 // build resolves the flags into the mirror they describe, connecting to
 // nothing; its error is the command's.
 func (o *redisToKafkaOptions) build(a *app, c *cobra.Command) (runner, setting.Names, error) {
-	names := flagNames(redisToKafkaFlags)
+	names := o.run.settingNames(flagNames(redisToKafkaFlags))
 	o.run.defaultName(func() string { return r2k.DefaultName(o.cfg) })
 	m, err := buildMirror(a, c, o.parts(), names, func() []string { return o.problems(c) },
 		func() (*r2k.Mirror, error) { return r2k.New(c.Context(), o.cfg) })

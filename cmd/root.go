@@ -14,6 +14,8 @@ import (
 	"sync"
 
 	"github.com/spf13/cobra"
+
+	"github.com/xmirror/xmirror/mirror/setting"
 )
 
 // Version is set at build time with -ldflags "-X .../cmd.Version=...".
@@ -186,14 +188,15 @@ Exit codes: 0 success, 1 runtime failure, 2 usage error,
 	// lands above them.
 	errOut := &switchWriter{}
 	errOut.set(env.Stderr)
-	logger := func() *slog.Logger {
-		opts := &slog.HandlerOptions{Level: g.level, ReplaceAttr: renderErrors}
+	loggerNaming := func(names setting.Names) *slog.Logger {
+		opts := &slog.HandlerOptions{Level: g.level, ReplaceAttr: renderErrors(names)}
 		if g.logFormat == "json" {
 			return slog.New(slog.NewJSONHandler(errOut, opts))
 		}
 		return slog.New(slog.NewTextHandler(errOut, opts))
 	}
-	app := &app{env: env, global: &g, logger: logger, errOut: errOut}
+	logger := func() *slog.Logger { return loggerNaming(allFlagNames) }
+	app := &app{env: env, global: &g, logger: logger, loggerNaming: loggerNaming, errOut: errOut}
 
 	root.AddCommand(
 		newVersionCmd(app),
@@ -218,7 +221,9 @@ type app struct {
 	env    Env
 	global *globalOptions
 	logger func() *slog.Logger
-	errOut *switchWriter // stderr, or the progress bars drawn on it
+	// loggerNaming is a logger whose errors name settings by names.
+	loggerNaming func(names setting.Names) *slog.Logger
+	errOut       *switchWriter // stderr, or the progress bars drawn on it
 }
 
 // switchWriter writes to the writer last set.

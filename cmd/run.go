@@ -31,6 +31,22 @@ type runFlags struct {
 	display *progressDisplay
 
 	changed func(flag string) bool // tells a flag given empty from one not given
+	// fromFile is set for a mirror of a mirrors file: its messages name
+	// its settings as the file's keys, not as flags.
+	fromFile bool
+}
+
+// settingNames are flags, the names of a mirror's settings in its
+// messages, or, for a mirror of a file, the file's keys (--batch-size is
+// batch-size).
+func (f *runFlags) settingNames(flags setting.Names) setting.Names {
+	if !f.fromFile {
+		return flags
+	}
+	return func(field string) (string, bool) {
+		n, ok := flags(field)
+		return strings.TrimPrefix(n, "--"), ok
+	}
 }
 
 // runFlagNames names the fields of mirror.RunConfig as their flags.
@@ -114,13 +130,15 @@ var allFlagNames = func() setting.Names {
 }()
 
 // renderErrors writes an error logged by a mirror (a retry's cause, an
-// entry set aside) with its settings named as flags, as the command's own
-// messages do.
-func renderErrors(_ []string, a slog.Attr) slog.Attr {
-	if err, ok := a.Value.Any().(error); ok && a.Value.Kind() == slog.KindAny {
-		return slog.String(a.Key, setting.Render(err, allFlagNames))
+// entry set aside) with its settings named by names (flags, or a file's
+// keys), as the command's own messages do.
+func renderErrors(names setting.Names) func([]string, slog.Attr) slog.Attr {
+	return func(_ []string, a slog.Attr) slog.Attr {
+		if err, ok := a.Value.Any().(error); ok && a.Value.Kind() == slog.KindAny {
+			return slog.String(a.Key, setting.Render(err, names))
+		}
+		return a
 	}
-	return a
 }
 
 // flagError is a mirror's error as the command shows it: every setting it
@@ -394,7 +412,7 @@ func buildMirror[M lagRunner](a *app, c *cobra.Command, p commandParts, names se
 	var m M
 	progress := a.watchProgress(p.run, func(ctx context.Context) ([]mirror.Lag, error) { return m.Lag(ctx) })
 	cfg.Observer = mirror.Observers(a.observer(cfg), progress)
-	cfg.Logger = a.logger()
+	cfg.Logger = a.loggerNaming(p.run.settingNames(allFlagNames))
 	p.metrics.watch(cfg, p.direction, p.kafka)
 	if m, err = newMirror(); err != nil {
 		p.run.display.close()

@@ -316,6 +316,7 @@ func (o *runFileOptions) build(a *app, ctx context.Context, f *config.File, pars
 		if len(e.Problems) > before {
 			continue
 		}
+		cmd.runFlags().fromFile = true
 		if o.display != nil {
 			cmd.runFlags().display = o.display
 		} else {

@@ -195,7 +195,7 @@ mirrors:
 		`bad.yaml:10:11: mirror name "out" is used twice (first at line 5)`,
 		`bad.yaml:14:16: mirror "other": direction "sideways" is none of`,
 		`bad.yaml:15:5: a mirror needs a "name"`,
-		`bad.yaml:10:11: mirror "out": --batch-size must be from 1 to 100000, got 0`,
+		`bad.yaml:10:11: mirror "out": batch-size must be from 1 to 100000, got 0`,
 		`bad.yaml:16:5: the mirror at line 15: "topic" takes one value, not a list`,
 		`bad.yaml: 8 problems`,
 	} {
