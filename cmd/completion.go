@@ -26,13 +26,16 @@ var completionEnums = map[string][]string{
 	"compression":          {"none", "gzip", "snappy", "lz4", "zstd"},
 	"kafka-sasl-mechanism": {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"},
 	"output":               {"text", "json"},
+	"progress":             {progressAuto, progressBar, progressLog, progressNone},
+	"log-format":           {"text", "json"},
+	"log-level":            {"debug", "info", "warn", "error"},
 }
 
-// completeEnums registers the completions of c's enum flags; start's
-// values depend on the direction.
+// completeEnums registers the completions of c's enum flags (its own and
+// those it has from its parents); start's values depend on the direction.
 func completeEnums(c *cobra.Command, start ...string) {
 	for flag, values := range completionEnums {
-		if c.Flags().Lookup(flag) != nil {
+		if c.Flags().Lookup(flag) != nil || c.PersistentFlags().Lookup(flag) != nil {
 			c.RegisterFlagCompletionFunc(flag, cobra.FixedCompletions(values, cobra.ShellCompDirectiveNoFileComp))
 		}
 	}
@@ -79,15 +82,18 @@ func streamNames(ctx context.Context, ep endpoint.Redis, prefix string) []string
 	}
 	defer rc.Close()
 	var names []string
-	cursor := uint64(0)
-	for len(names) < 1000 {
-		e, err := rc.Do(ctx, rc.B().Scan().Cursor(cursor).Match(globEscape(prefix)+"*").Count(1000).Type("stream").Build()).AsScanEntry()
-		if err != nil {
-			break
-		}
-		names = append(names, e.Elements...)
-		if cursor = e.Cursor; cursor == 0 {
-			break
+	// Every node: a cluster's streams are spread over its masters.
+	for _, node := range rc.Nodes() {
+		cursor := uint64(0)
+		for len(names) < 1000 {
+			e, err := node.Do(ctx, node.B().Scan().Cursor(cursor).Match(globEscape(prefix)+"*").Count(1000).Type("stream").Build()).AsScanEntry()
+			if err != nil {
+				break
+			}
+			names = append(names, e.Elements...)
+			if cursor = e.Cursor; cursor == 0 {
+				break
+			}
 		}
 	}
 	slices.Sort(names)

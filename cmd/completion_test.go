@@ -48,6 +48,9 @@ func TestCompletionOffersLiveStreamsTopicsMirrorsAndEnums(t *testing.T) {
 		{[]string{"status", name[:len(name)-4]}, []string{name}},
 		{[]string{"kafka-to-redis", "--format", ""}, []string{"json", "raw"}},
 		{[]string{"redis-to-kafka", "--on-error", ""}, []string{"fail", "skip", "dead-letter"}},
+		{[]string{"run", "--config", "f.yaml", "--progress", ""}, []string{"auto", "bar", "log", "none"}},
+		{[]string{"status", "--log-level", ""}, []string{"debug", "info", "warn", "error"}},
+		{[]string{"run", "--config", ""}, []string{"yaml", "yml"}}, // files of these extensions
 	}
 	for _, tt := range tests {
 		got := completions(t, tt.args...)

@@ -207,6 +207,7 @@ Exit codes: 0 success, 1 runtime failure, 2 usage error,
 		newRunCmd(app),
 		newCheckpointCmd(app),
 	)
+	completeEnums(root) // --log-format, --log-level
 	for _, c := range root.Commands() {
 		if c.Args != nil {
 			continue

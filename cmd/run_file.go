@@ -110,6 +110,8 @@ exits 1 if one would fail.`,
 	fs.BoolVar(&o.dryRun, "dry-run", false, "print what each mirror's run would mirror, per stream or partition, then exit (1 if one would fail), writing nothing")
 	fs.StringVarP(&o.output, "output", "o", "text", "summary format: text or json")
 	o.progress.bind(c)
+	completeEnums(c)
+	c.MarkFlagFilename("config", "yaml", "yml")
 	return c
 }
 
