@@ -10,7 +10,7 @@ SERVICES := scripts/services.sh
 # Every recipe that needs the servers runs with their addresses exported.
 WITH_ENV := eval "$$($(SERVICES) env)" &&
 
-.PHONY: all build test unit fuzz-smoke fmt-check vet services-up services-up-secure services-down services-status demo bench bench-smoke test-faults clean
+.PHONY: all build test unit fuzz-smoke fmt-check vet services-up services-up-secure services-down services-status demo bench bench-venv bench-smoke test-faults clean
 
 all: build
 
@@ -64,12 +64,17 @@ demo: services-up build
 # 100 B, 200,000 of 1 KiB; median of 3 after a warm-up), follow-mode latency
 # and the cost of an idle run. Tables on stdout, JSON in
 # bench/results/latest.json. BENCH_BIG=1 adds the 5,000,000-entry peak-RSS
-# run; BENCH_ARGS passes flags (go run ./bench -h).
-bench: services-up build
+# run; BENCH_ARGS passes flags (go run ./bench -h). The hand-rolled Python
+# script it compares xmirror with runs in a virtualenv scripts/bench-venv.sh
+# makes.
+bench: services-up build bench-venv
 	$(WITH_ENV) $(GO) run ./bench -bin $(BIN) $(BENCH_ARGS)
 
 # bench-smoke: the same harness on 20,000 entries, once: checks that every
 # run mirrored exactly its backlog (not speed); part of `make test`.
+bench-venv:
+	scripts/bench-venv.sh
+
 bench-smoke: services-up build
 	$(WITH_ENV) $(GO) run ./bench -smoke -bin $(BIN) $(BENCH_ARGS)
 

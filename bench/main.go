@@ -68,10 +68,12 @@ type config struct {
 	profileDir   string
 	smoke        bool
 	k2rAvailable bool
+	python       string // the hand-rolled script's interpreter
+	script       string
 }
 
 // allCases are the names -cases accepts.
-var allCases = []string{"r2k", "k2r", "java", "latency", "idle", "create", "big"}
+var allCases = []string{"r2k", "k2r", "java", "script", "latency", "idle", "create", "big"}
 
 func main() {
 	cfg, err := parseFlags(os.Args[1:])
@@ -105,7 +107,9 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&cfg.backlogLarge, "backlog-1k", defaultBacklogLarge, "entries per run for sizes from 1024 up")
 	fs.IntVar(&cfg.runs, "runs", 3, "measured runs per figure (the median is reported)")
 	fs.BoolVar(&cfg.warmup, "warmup", true, "run each figure once, unreported, before the measured runs")
-	fs.StringVar(&cases, "cases", "r2k,k2r,java,latency,idle,create", "what to run: "+strings.Join(allCases, ","))
+	fs.StringVar(&cfg.python, "python", envOr("XMIRROR_BENCH_PYTHON", ".local/bench-venv/bin/python"), "the Python of the hand-rolled script, with redis-py and confluent-kafka (scripts/bench-venv.sh)")
+	fs.StringVar(&cfg.script, "script", "bench/handrolled.py", "the hand-rolled script the script case runs")
+	fs.StringVar(&cases, "cases", "r2k,k2r,java,script,latency,idle,create", "what to run: "+strings.Join(allCases, ","))
 	fs.IntVar(&cfg.batch, "batch-size", defaultBatch, "COUNT of the raw reads and XADDs per pipeline (xmirror's --batch-size default)")
 	fs.IntVar(&cfg.latRate, "latency-rate", defaultLatencyRate, "entries per second in the latency runs")
 	fs.DurationVar(&cfg.latDuration, "latency-duration", defaultLatencyDuration, "length of each latency run")
@@ -211,6 +215,11 @@ func run(ctx context.Context, cfg *config) error {
 		delete(cfg.cases, "java")
 	}
 
+	if cfg.cases["script"] && !scriptAvailable(cfg) {
+		res.Notes = append(res.Notes, "hand-rolled script: not available (no "+cfg.python+" with redis and confluent_kafka; run scripts/bench-venv.sh)")
+		delete(cfg.cases, "script")
+	}
+
 	runErr := runAll(ctx, cfg, env, res)
 	res.Finished = time.Now().UTC()
 
@@ -232,7 +241,7 @@ func run(ctx context.Context, cfg *config) error {
 }
 
 func runAll(ctx context.Context, cfg *config, env *env, res *results) error {
-	if cfg.cases["r2k"] || cfg.cases["k2r"] || cfg.cases["java"] || cfg.cases["idle"] || cfg.cases["create"] {
+	if cfg.cases["r2k"] || cfg.cases["k2r"] || cfg.cases["java"] || cfg.cases["script"] || cfg.cases["idle"] || cfg.cases["create"] {
 		for _, size := range cfg.sizes {
 			if err := throughput(ctx, cfg, env, res, size); err != nil {
 				return err
@@ -358,6 +367,25 @@ func throughputRun(ctx context.Context, cfg *config, env *env, res *results, siz
 		env.dropTopic(ctx, topic)
 		env.dropKeys(ctx, name)
 	}
+	if cfg.cases["script"] {
+		// Through a group of its own, the same backlog again.
+		st := env.newTopic("script")
+		if err := env.createTopic(ctx, st); err != nil {
+			return nil, err
+		}
+		m, err := scriptRun(ctx, cfg, env, "r2k", stream, st, size, n)
+		if err != nil {
+			return nil, err
+		}
+		end, err := env.topicRecords(ctx, st)
+		if err != nil {
+			return nil, err
+		}
+		check("script r2k", m.Records, int64(n))
+		check("script r2k topic "+st, end, int64(n))
+		add(m)
+		env.dropTopic(ctx, st)
+	}
 	env.dropStream(ctx, stream)
 
 	// Kafka -> Redis.
@@ -413,6 +441,21 @@ func throughputRun(ctx context.Context, cfg *config, env *env, res *results, siz
 		}
 		env.dropStream(ctx, dst)
 		env.dropKeys(ctx, name)
+	}
+	if cfg.cases["script"] {
+		dst := env.newStream("script")
+		m, err := scriptRun(ctx, cfg, env, "k2r", dst, topic, size, n)
+		if err != nil {
+			return nil, err
+		}
+		xlen, err := env.streamLen(ctx, dst)
+		if err != nil {
+			return nil, err
+		}
+		check("script k2r", m.Records, int64(n))
+		check("script k2r stream "+dst, xlen, int64(n))
+		add(m)
+		env.dropStream(ctx, dst)
 	}
 	env.dropTopic(ctx, topic)
 	return out, nil

@@ -47,6 +47,9 @@ type row struct {
 	Seconds    float64       `json:"median_seconds"`
 	Efficiency float64       `json:"efficiency,omitempty"`
 	LimitOf    string        `json:"efficiency_limit,omitempty"`
+	// VsScript is xmirror's rate over the hand-rolled script's on the
+	// same backlog (bench/handrolled.py).
+	VsScript float64 `json:"xmirror_over_script,omitempty"`
 	PeakRSSKiB int64         `json:"peak_rss_kib,omitempty"`
 	CPU        *cpuCores     `json:"cpu,omitempty"`
 	Runs       []measurement `json:"runs"`
@@ -174,6 +177,12 @@ func (r *results) finalize() {
 		}
 		rw.Efficiency = rw.RecPerSec / a
 	}
+	for i := range r.Throughput {
+		rw := &r.Throughput[i]
+		if sc, ok := median[rowKey{scriptOf[rw.Case], rw.Size}]; ok && sc > 0 {
+			rw.VsScript = rw.RecPerSec / sc
+		}
+	}
 }
 
 // medianBy is the run whose key is the median; of an even number of runs,
@@ -228,6 +237,21 @@ func (r *results) print(w io.Writer, cfg *config) {
 				rss = fmt.Sprintf("%.1f MiB", float64(rw.PeakRSSKiB)/1024)
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%.0f\t%.1f\t%.2f\t%s\t%s\t%s\t%s\t\n", size, n, leftPad(rw.Case), rw.RecPerSec, rw.MBPerSec, rw.Seconds, eff, rss, rw.CPU, rw.CPU.RedisSched())
+		}
+		tw.Flush()
+	}
+	var vs []row
+	for _, rw := range r.Throughput {
+		if rw.VsScript > 0 {
+			vs = append(vs, rw)
+		}
+	}
+	if len(vs) > 0 {
+		fmt.Fprintf(w, "\nxmirror against a hand-rolled script on the same backlog (bench/handrolled.py: redis-py and confluent-kafka, batches of 1000, at-least-once; %s)\n", runs)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "size\tcase\txmirror rec/s\tscript rec/s\txmirror / script\t")
+		for _, rw := range vs {
+			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%.2f\t\n", sizeLabel(rw.Size), leftPad(rw.Case), rw.RecPerSec, rw.RecPerSec/rw.VsScript, rw.VsScript)
 		}
 		tw.Flush()
 	}
