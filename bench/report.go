@@ -39,17 +39,17 @@ type rowKey struct {
 
 // row is one figure: the median of its runs.
 type row struct {
-	Case       string        `json:"case"`
-	Size       int           `json:"size"`
-	Records    int64         `json:"records"`
-	RecPerSec  float64       `json:"median_rec_per_s,omitempty"`
-	MBPerSec   float64       `json:"median_mb_per_s,omitempty"`
-	Seconds    float64       `json:"median_seconds"`
-	Efficiency float64       `json:"efficiency,omitempty"`
-	LimitOf    string        `json:"efficiency_limit,omitempty"`
+	Case       string  `json:"case"`
+	Size       int     `json:"size"`
+	Records    int64   `json:"records"`
+	RecPerSec  float64 `json:"median_rec_per_s,omitempty"`
+	MBPerSec   float64 `json:"median_mb_per_s,omitempty"`
+	Seconds    float64 `json:"median_seconds"`
+	Efficiency float64 `json:"efficiency,omitempty"`
+	LimitOf    string  `json:"efficiency_limit,omitempty"`
 	// VsScript is xmirror's rate over the hand-rolled script's on the
 	// same backlog (bench/handrolled.py).
-	VsScript float64 `json:"xmirror_over_script,omitempty"`
+	VsScript   float64       `json:"xmirror_over_script,omitempty"`
 	PeakRSSKiB int64         `json:"peak_rss_kib,omitempty"`
 	CPU        *cpuCores     `json:"cpu,omitempty"`
 	Runs       []measurement `json:"runs"`
