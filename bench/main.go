@@ -68,12 +68,13 @@ type config struct {
 	profileDir   string
 	smoke        bool
 	k2rAvailable bool
+	scaleTotal   int
 	python       string // the hand-rolled script's interpreter
 	script       string
 }
 
 // allCases are the names -cases accepts.
-var allCases = []string{"r2k", "k2r", "java", "script", "latency", "idle", "create", "big"}
+var allCases = []string{"r2k", "k2r", "java", "script", "scale", "latency", "idle", "create", "big"}
 
 func main() {
 	cfg, err := parseFlags(os.Args[1:])
@@ -107,9 +108,10 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&cfg.backlogLarge, "backlog-1k", defaultBacklogLarge, "entries per run for sizes from 1024 up")
 	fs.IntVar(&cfg.runs, "runs", 3, "measured runs per figure (the median is reported)")
 	fs.BoolVar(&cfg.warmup, "warmup", true, "run each figure once, unreported, before the measured runs")
+	fs.IntVar(&cfg.scaleTotal, "scale-total", defaultScaleTotal, "entries of each run of the scale case (1, 4 and 16 streams or partitions)")
 	fs.StringVar(&cfg.python, "python", envOr("XMIRROR_BENCH_PYTHON", ".local/bench-venv/bin/python"), "the Python of the hand-rolled script, with redis-py and confluent-kafka (scripts/bench-venv.sh)")
 	fs.StringVar(&cfg.script, "script", "bench/handrolled.py", "the hand-rolled script the script case runs")
-	fs.StringVar(&cases, "cases", "r2k,k2r,java,script,latency,idle,create", "what to run: "+strings.Join(allCases, ","))
+	fs.StringVar(&cases, "cases", "r2k,k2r,java,script,scale,latency,idle,create", "what to run: "+strings.Join(allCases, ","))
 	fs.IntVar(&cfg.batch, "batch-size", defaultBatch, "COUNT of the raw reads and XADDs per pipeline (xmirror's --batch-size default)")
 	fs.IntVar(&cfg.latRate, "latency-rate", defaultLatencyRate, "entries per second in the latency runs")
 	fs.DurationVar(&cfg.latDuration, "latency-duration", defaultLatencyDuration, "length of each latency run")
@@ -165,8 +167,8 @@ func parseFlags(args []string) (*config, error) {
 	if big {
 		cfg.cases["big"] = true
 	}
-	if cfg.backlog < 1 || cfg.backlogLarge < 1 || cfg.bigBacklog < 1 {
-		problems = append(problems, "-backlog, -backlog-1k and -big-backlog must be positive")
+	if cfg.backlog < 1 || cfg.backlogLarge < 1 || cfg.bigBacklog < 1 || cfg.scaleTotal < 16 {
+		problems = append(problems, "-backlog, -backlog-1k and -big-backlog must be positive, -scale-total at least 16")
 	}
 	if cfg.runs < 1 {
 		problems = append(problems, fmt.Sprintf("-runs must be at least 1, got %d", cfg.runs))
@@ -246,6 +248,11 @@ func runAll(ctx context.Context, cfg *config, env *env, res *results) error {
 			if err := throughput(ctx, cfg, env, res, size); err != nil {
 				return err
 			}
+		}
+	}
+	if cfg.cases["scale"] {
+		if err := scaleRounds(ctx, cfg, env, res); err != nil {
+			return err
 		}
 	}
 	if cfg.cases["latency"] {

@@ -240,6 +240,7 @@ func (r *results) print(w io.Writer, cfg *config) {
 		}
 		tw.Flush()
 	}
+	r.printScale(w, runs)
 	var vs []row
 	for _, rw := range r.Throughput {
 		if rw.VsScript > 0 {

@@ -118,7 +118,12 @@ func (e *env) newTopic(what string) string {
 // createTopic creates a one-partition topic (the broker refuses to create
 // topics on its own).
 func (e *env) createTopic(ctx context.Context, topic string) error {
-	resp, err := e.adm.CreateTopics(ctx, 1, 1, nil, topic)
+	return e.createTopicWith(ctx, topic, 1)
+}
+
+// createTopicWith creates a topic of partitions partitions.
+func (e *env) createTopicWith(ctx context.Context, topic string, partitions int32) error {
+	resp, err := e.adm.CreateTopics(ctx, partitions, 1, nil, topic)
 	if err == nil {
 		var r kadm.CreateTopicResponse
 		if r, err = resp.On(topic, nil); err == nil {
