@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -20,12 +21,14 @@ const latencySize = 100
 
 // latencyResult is one follow-mode latency run.
 type latencyResult struct {
-	Direction  string  `json:"direction"`
-	Rate       int     `json:"rate"`
-	Seconds    float64 `json:"seconds"`
-	Sent       int64   `json:"sent"`
-	Received   int64   `json:"received"`
-	Achieved   float64 `json:"achieved_rate"`
+	Direction string  `json:"direction"`
+	Rate      int     `json:"rate"`
+	Seconds   float64 `json:"seconds"`
+	Sent      int64   `json:"sent"`
+	Received  int64   `json:"received"`
+	Achieved  float64 `json:"achieved_rate"`
+	// Burst marks a run whose entries were all sent at once.
+	Burst      bool    `json:"burst,omitempty"`
 	P50ms      float64 `json:"p50_ms"`
 	P99ms      float64 `json:"p99_ms"`
 	P999ms     float64 `json:"p999_ms"`
@@ -77,6 +80,20 @@ func latencyRounds(ctx context.Context, cfg *config, e *env, res *results) error
 	if cfg.k2rAvailable && (cfg.cases["k2r"] || !cfg.cases["r2k"]) {
 		dirs = append(dirs, direction{"kafka-to-redis", latencyK2R})
 	}
+	// Each direction under a burst too: cfg.burst entries sent at once
+	// into the following mirror (the floor as well, for reference).
+	if cfg.burst > 0 {
+		for _, d := range slices.Clone(dirs) {
+			dirs = append(dirs, direction{burstName(d.name, cfg.burst), func(ctx context.Context, cfg *config, e *env) (latencyResult, error) {
+				c := *cfg
+				// All of it due in the first millisecond of pace.
+				c.latRate, c.latDuration = cfg.burst*1000, time.Millisecond
+				l, err := d.run(ctx, &c, e)
+				l.Direction, l.Rate, l.Burst = burstName(l.Direction, cfg.burst), 0, true
+				return l, err
+			}})
+		}
+	}
 	rounds := cfg.runs
 	if cfg.warmup {
 		rounds++
@@ -100,6 +117,10 @@ func latencyRounds(ctx context.Context, cfg *config, e *env, res *results) error
 		}
 	}
 	return nil
+}
+
+func burstName(direction string, n int) string {
+	return fmt.Sprintf("%s, burst of %d", direction, n)
 }
 
 // latencyR2K: XADD with the send time in a field, xmirror r2k --follow,

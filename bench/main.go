@@ -69,6 +69,7 @@ type config struct {
 	smoke        bool
 	k2rAvailable bool
 	scaleTotal   int
+	burst        int
 	python       string // the hand-rolled script's interpreter
 	script       string
 }
@@ -108,6 +109,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&cfg.backlogLarge, "backlog-1k", defaultBacklogLarge, "entries per run for sizes from 1024 up")
 	fs.IntVar(&cfg.runs, "runs", 3, "measured runs per figure (the median is reported)")
 	fs.BoolVar(&cfg.warmup, "warmup", true, "run each figure once, unreported, before the measured runs")
+	fs.IntVar(&cfg.burst, "burst", 100_000, "latency: entries sent at once into each following mirror, after the steady runs (0: none)")
 	fs.IntVar(&cfg.scaleTotal, "scale-total", defaultScaleTotal, "entries of each run of the scale case (1, 4 and 16 streams or partitions)")
 	fs.StringVar(&cfg.python, "python", envOr("XMIRROR_BENCH_PYTHON", ".local/bench-venv/bin/python"), "the Python of the hand-rolled script, with redis-py and confluent-kafka (scripts/bench-venv.sh)")
 	fs.StringVar(&cfg.script, "script", "bench/handrolled.py", "the hand-rolled script the script case runs")
@@ -141,6 +143,7 @@ func parseFlags(args []string) (*config, error) {
 		preset("cases", func() { cases = "r2k,k2r,latency,idle" })
 		preset("latency-rate", func() { cfg.latRate = 1000 })
 		preset("latency-duration", func() { cfg.latDuration = 3 * time.Second })
+		preset("burst", func() { cfg.burst = 10_000 })
 		preset("json", func() { cfg.jsonPath = "bench/results/smoke.json" })
 	}
 
@@ -175,6 +178,9 @@ func parseFlags(args []string) (*config, error) {
 	}
 	if cfg.batch < 1 || cfg.batch > 100000 {
 		problems = append(problems, fmt.Sprintf("-batch-size must be from 1 to 100000, got %d", cfg.batch))
+	}
+	if cfg.burst < 0 {
+		problems = append(problems, "-burst must not be negative")
 	}
 	if cfg.latRate < 1 || cfg.latDuration <= 0 {
 		problems = append(problems, "-latency-rate and -latency-duration must be positive")
