@@ -58,6 +58,9 @@ func encodeR2K(ck R2K) map[string]string {
 	if ck.Group != "" {
 		m[r2kFieldGroup] = ck.Group
 	}
+	for stream, n := range ck.Trimmed {
+		m[r2kTrimmedPrefix+stream] = strconv.FormatInt(n, 10)
+	}
 	return m
 }
 
@@ -72,6 +75,7 @@ func FuzzDecodeR2K(f *testing.F) {
 		head,
 		append(head, "stream:s", "5-1", "partition:orders:2", "7", "partition_count:orders", "3", "covered:orders", "3", "partition:orders:0", "0", "partition:orders:1", "4"),
 		append(head, "entries", "3", "bytes", "30", "updated_ms", "1700000000000", "group", "g"),
+		append(head, "stream:s", "5-1", "trimmed:s", "4", "trimmed:", "0", "trimmed:t", "-1", "trimmed:u", "x"),
 		append(head, "stream:", "0-0", "partition::0", "1", "partition:a:b:0", "1"),
 		append(head, "covered:t", "1000000000"),
 		append(head, "partition:t:-1", "0", "partition:t:0", "-5", "stream:s", "yesterday", "group", ""),
@@ -118,6 +122,11 @@ func FuzzDecodeR2K(f *testing.F) {
 		}
 		if ck.Entries < 0 || ck.Bytes < 0 {
 			t.Fatalf("hash %q: totals %d, %d", m, ck.Entries, ck.Bytes)
+		}
+		for stream, n := range ck.Trimmed {
+			if n < 0 {
+				t.Fatalf("hash %q: stream %q counts %d trimmed", m, stream, n)
+			}
 		}
 		again, err := decodeR2K(key, encodeR2K(ck))
 		if err != nil {

@@ -41,6 +41,9 @@ const (
 	// N-1. A partition below N without its field is damage: the read-back
 	// after a crash would not know where to start in it.
 	r2kCoveredPrefix = "covered:"
+	// trimmed:<stream> = entries TrimR2KStreams removed from the stream
+	// over every run, once mirrored.
+	r2kTrimmedPrefix = "trimmed:"
 )
 
 // r2kFieldGroup is the consumer group a redis-to-kafka mirror reads
@@ -94,6 +97,9 @@ type R2K struct {
 	// Group is the consumer group the mirror reads through; empty in a
 	// checkpoint written before groups were recorded (see LegacyGroup).
 	Group string
+	// Trimmed maps each stream to the entries the mirror removed from it
+	// once they were mirrored (see R2KTrimCommand), over every run.
+	Trimmed map[string]int64
 }
 
 // LoadR2K reads a redis-to-kafka checkpoint. A missing key is the zero R2K
@@ -116,6 +122,7 @@ func decodeR2K(key string, m map[string]string) (ck R2K, err error) {
 	ck.Streams = map[string]string{}
 	ck.Partitions = map[TopicPartition]int64{}
 	ck.PartitionCounts = map[string]int32{}
+	ck.Trimmed = map[string]int64{}
 	covered := map[string]int64{}
 	for f, v := range m {
 		switch {
@@ -131,6 +138,13 @@ func decodeR2K(key string, m map[string]string) (ck R2K, err error) {
 				return ck, fmt.Errorf("checkpoint %q field %q holds %q, not a partition count: %w", key, f, v, ErrCorrupt)
 			}
 			covered[strings.TrimPrefix(f, r2kCoveredPrefix)] = n
+		case strings.HasPrefix(f, r2kTrimmedPrefix):
+			// A count, or the trim's HINCRBY would fail.
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 {
+				return ck, fmt.Errorf("checkpoint %q field %q holds %q, not a count: %w", key, f, v, ErrCorrupt)
+			}
+			ck.Trimmed[strings.TrimPrefix(f, r2kTrimmedPrefix)] = n
 		case strings.HasPrefix(f, r2kStreamPrefix):
 			if !mapping.ValidID(v) {
 				return ck, fmt.Errorf("checkpoint %q field %q holds %q, not an entry ID: %w", key, f, v, ErrCorrupt)

@@ -30,6 +30,7 @@ func TestLoadR2KRefusesWhatXmirrorDidNotWrite(t *testing.T) {
 		{"covered partition missing", []string{"version", "1", "kind", KindRedisToKafka, "covered:t", "3", "partition:t:0", "4", "partition:t:2", "9"}, `partition 1 but its position (field "partition:t:1") is missing`},
 		{"covered partitions all missing", []string{"version", "1", "kind", KindRedisToKafka, "covered:t", "1000000000"}, `partition 0 but`},
 		{"empty group", []string{"version", "1", "kind", KindRedisToKafka, "group", ""}, "empty group field"},
+		{"bad trimmed count", []string{"version", "1", "kind", KindRedisToKafka, "trimmed:s", "-3"}, "not a count"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

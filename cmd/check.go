@@ -47,8 +47,8 @@ may do everything that mirror does, doing none of it. Name the mirror as
 its command does: --stream (redis-to-kafka: each source stream;
 kafka-to-redis: the destination template), --topic (redis-to-kafka: the
 template; kafka-to-redis: each topic), --name (default: derived as the
-command derives it), --group, --create-topic, --claim-idle and
---dead-letter-stream as the mirror takes them.
+command derives it), --group, --create-topic, --claim-idle, --trim-source
+and --dead-letter-stream as the mirror takes them.
 
   Redis: every command the mirror sends, on its real keys (streams,
          checkpoint, lease, gap hold, guard and order keys), asked with

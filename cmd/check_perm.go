@@ -33,6 +33,7 @@ type checkForFlags struct {
 	name, group      string
 	createTopic      bool
 	claimIdle        time.Duration
+	trimSource       bool
 	deadLetterStream string
 }
 
@@ -45,6 +46,7 @@ func (f *checkForFlags) bind(c *cobra.Command) {
 	fs.StringVar(&f.group, "group", "", "with --for redis-to-kafka: the consumer group (default xmirror:<name>)")
 	fs.BoolVar(&f.createTopic, "create-topic", false, "with --for redis-to-kafka: the mirror creates missing topics (needs Create on them)")
 	fs.DurationVar(&f.claimIdle, "claim-idle", 0, "with --for redis-to-kafka: the mirror takes over idle entries (needs XAUTOCLAIM and XCLAIM)")
+	fs.BoolVar(&f.trimSource, "trim-source", false, "with --for redis-to-kafka: the mirror trims its streams (needs XTRIM)")
 	fs.StringVar(&f.deadLetterStream, "dead-letter-stream", "", "with --for: the mirror runs with --on-error dead-letter into this stream (needs XADD on it)")
 }
 
@@ -67,7 +69,7 @@ func (f *checkForFlags) resolve(c *cobra.Command, redisEP endpoint.Redis, kafkaE
 	fs := c.Flags()
 	var problems []string
 	if f.direction == "" {
-		for _, n := range []string{"stream", "topic", "name", "group", "create-topic", "claim-idle", "dead-letter-stream"} {
+		for _, n := range []string{"stream", "topic", "name", "group", "create-topic", "claim-idle", "trim-source", "dead-letter-stream"} {
 			if fs.Changed(n) {
 				problems = append(problems, fmt.Sprintf("--%s needs --for redis-to-kafka or --for kafka-to-redis", n))
 			}
@@ -91,7 +93,7 @@ func (f *checkForFlags) resolve(c *cobra.Command, redisEP endpoint.Redis, kafkaE
 	case forRedisToKafka:
 		cfg := r2k.Defaults()
 		cfg.Redis, cfg.Kafka = redisEP, kafkaEP
-		cfg.Streams, cfg.Group, cfg.CreateTopic, cfg.ClaimIdle = f.streams, f.group, f.createTopic, f.claimIdle
+		cfg.Streams, cfg.Group, cfg.CreateTopic, cfg.ClaimIdle, cfg.TrimSource = f.streams, f.group, f.createTopic, f.claimIdle, f.trimSource
 		switch len(f.topics) {
 		case 0:
 		case 1:
@@ -124,7 +126,7 @@ func (f *checkForFlags) resolve(c *cobra.Command, redisEP endpoint.Redis, kafkaE
 		default:
 			problems = append(problems, "--for kafka-to-redis takes one --stream (a template in which {topic} and {partition} are replaced)")
 		}
-		for _, n := range []string{"group", "create-topic", "claim-idle"} {
+		for _, n := range []string{"group", "create-topic", "claim-idle", "trim-source"} {
 			if fs.Changed(n) {
 				problems = append(problems, fmt.Sprintf("--%s is for --for redis-to-kafka", n))
 			}

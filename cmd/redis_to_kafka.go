@@ -41,6 +41,7 @@ var redisToKafkaFlags = map[string]string{
 	"DeadLetterStream":  "--dead-letter-stream",
 	"Timestamp":         "--timestamp",
 	"OnGap":             "--on-gap",
+	"TrimSource":        "--trim-source",
 }
 
 func newRedisToKafkaCmd(a *app) *cobra.Command {
@@ -104,7 +105,14 @@ read them are a gap, found at start and before each read: --on-gap fail
 (default) stops naming the stream, the group's last delivered ID, the
 stream's first entry and how many were lost; skip logs them, counts them as
 lost in the summary and goes on. Pending entries of an interrupted run whose
-bodies were trimmed are handled the same way.`,
+bodies were trimmed are handled the same way.
+
+--trim-source makes Redis a bounded buffer in front of Kafka: at start and
+after each commit, each stream is trimmed (XTRIM MINID) up to the last entry
+Kafka confirmed and the commit checkpointed, never past an entry another
+consumer group of the stream has not yet delivered and acknowledged (read in
+the same atomic step); that last entry stays. The user needs XTRIM on the
+streams. The summary and xmirror status count what was trimmed.`,
 		Example: `  # copy the stream "orders" into the topic "orders", once
   xmirror redis-to-kafka --stream orders --create-topic
 
@@ -113,7 +121,10 @@ bodies were trimmed are handled the same way.`,
       --key-field customer --follow
 
   # every stream named orders.*, and those created later, one topic each
-  xmirror r2k --stream-pattern 'orders.*' --create-topic --follow`,
+  xmirror r2k --stream-pattern 'orders.*' --create-topic --follow
+
+  # Redis as a bounded buffer: what Kafka holds is trimmed from the stream
+  xmirror r2k --stream events --follow --trim-source`,
 		RunE: func(c *cobra.Command, _ []string) error { return o.execute(a, c) },
 	}
 	cfg := &o.cfg
@@ -143,6 +154,7 @@ bodies were trimmed are handled the same way.`,
 	fs.StringVar(&cfg.DeadLetterStream, "dead-letter-stream", "", "with --on-error dead-letter: the stream (in the source Redis) receiving refused entries")
 	fs.StringVar((*string)(&cfg.Timestamp), "timestamp", string(cfg.Timestamp), "record timestamp: id (the entry ID's milliseconds) or now (the time it is produced)")
 	fs.StringVar(&cfg.OnGap, "on-gap", cfg.OnGap, "entries trimmed from a stream before they were mirrored: fail (needs XGROUP SETID on the streams, checked at start), or skip to count them as lost and go on")
+	fs.BoolVar(&cfg.TrimSource, "trim-source", false, "trim each stream, at start and after each commit, up to what Kafka confirmed and was checkpointed, never past an entry another consumer group has not delivered and acknowledged (needs XTRIM)")
 	completeEnums(c, "earliest", "latest")
 	completeStreams(a, c, &o.conn, "stream")
 	completeStreams(a, c, &o.conn, "dead-letter-stream")

@@ -279,7 +279,7 @@ func (a *app) summarize(ctx context.Context, follow bool, direction, name string
 		// Entries acknowledged without being written: set aside, or
 		// already at the destination. Those lost are counted apart:
 		// the destination never had them.
-		Skipped: stats.Skipped + stats.DeadLettered + stats.Present, Lost: stats.Lost}
+		Skipped: stats.Skipped + stats.DeadLettered + stats.Present, Lost: stats.Lost, Trimmed: stats.Trimmed}
 	switch {
 	case err == nil:
 		s.Stopped = "done"
@@ -311,7 +311,10 @@ type summary struct {
 	Skipped   int64   `json:"skipped,omitempty"`
 	// Lost counts entries the source lost before they were mirrored and
 	// the run went past (redis-to-kafka --on-gap skip).
-	Lost    int64  `json:"lost,omitempty"`
+	Lost int64 `json:"lost,omitempty"`
+	// Trimmed counts entries the run removed from its source once they
+	// were mirrored (redis-to-kafka --trim-source).
+	Trimmed int64  `json:"trimmed,omitempty"`
 	Stopped string `json:"stopped"`
 }
 
@@ -331,6 +334,9 @@ func (a *app) printSummary(f *runFlags, s summary) {
 	}
 	if s.Lost > 0 {
 		line += fmt.Sprintf(", %d lost", s.Lost)
+	}
+	if s.Trimmed > 0 {
+		line += fmt.Sprintf(", %d trimmed from the source", s.Trimmed)
 	}
 	if s.Stopped != "done" {
 		line += "; stopped: " + s.Stopped

@@ -599,9 +599,9 @@ func (s *supervisor) printTable() {
 		return
 	}
 	tw := tabwriter.NewWriter(a.env.Stderr, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "MIRROR\tDIRECTION\tENTRIES\tBYTES\tSECONDS\tENTRIES/S\tSKIPPED\tLOST\tRESULT")
+	fmt.Fprintln(tw, "MIRROR\tDIRECTION\tENTRIES\tBYTES\tSECONDS\tENTRIES/S\tSKIPPED\tLOST\tTRIMMED\tRESULT")
 	for _, r := range s.results {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%.2f\t%s\t%d\t%d\t%s\n", r.Mirror, r.Direction, r.Entries, humanBytes(r.Bytes), r.Seconds, humanRate(r.Rate), r.Skipped, r.Lost, r.Stopped)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%.2f\t%s\t%d\t%d\t%d\t%s\n", r.Mirror, r.Direction, r.Entries, humanBytes(r.Bytes), r.Seconds, humanRate(r.Rate), r.Skipped, r.Lost, r.Trimmed, r.Stopped)
 	}
 	tw.Flush()
 }

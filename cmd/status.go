@@ -49,8 +49,10 @@ func newStatusCmd(a *app) *cobra.Command {
 		Long: `Shows the mirrors that have a checkpoint in this Redis (all of them, or
 those NAMEd): direction, source -> destination, where each stands per
 stream (redis-to-kafka) or partition (kafka-to-redis), how far behind
-it is, when its checkpoint last moved, what it mirrored in all, and
-whether a run holds its lease (which process, on which host).
+it is, when its checkpoint last moved, what it mirrored in all (and, for
+a redis-to-kafka mirror run with --trim-source, what it trimmed from its
+streams), and whether a run holds its lease (which process, on which
+host).
 
 Lag is what the source holds that the mirror has not mirrored yet:
   redis-to-kafka  per stream, the entries its consumer group has not
@@ -276,15 +278,27 @@ func printStatus(w io.Writer, st mirror.Status) {
 		fmt.Fprintln(w, "  checkpoint:  never moved")
 	}
 	fmt.Fprintf(w, "  mirrored:    %s (%s)\n", entryCount(st.Entries), humanBytes(st.Bytes))
+	if st.Trimmed > 0 {
+		fmt.Fprintf(w, "  trimmed:     %s from the source, once mirrored (--trim-source)\n", entryCount(st.Trimmed))
+	}
 	fmt.Fprintf(w, "  lag:         %s\n", lagText(st))
 	if len(st.Positions) == 0 {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	if st.Kind == checkpoint.KindRedisToKafka {
-		fmt.Fprintln(tw, "  STREAM\tPOSITION\tLAG\tPENDING\tNOTE")
+		// A TRIMMED column only for a mirror that trimmed its streams.
+		if st.Trimmed > 0 {
+			fmt.Fprintln(tw, "  STREAM\tPOSITION\tLAG\tPENDING\tTRIMMED\tNOTE")
+		} else {
+			fmt.Fprintln(tw, "  STREAM\tPOSITION\tLAG\tPENDING\tNOTE")
+		}
 		for _, p := range st.Positions {
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\n", p.Stream, orDash(p.ID), positionLag(p), p.Pending, p.Note)
+			trimmed := ""
+			if st.Trimmed > 0 {
+				trimmed = strconv.FormatInt(p.Trimmed, 10) + "\t"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s%s\n", p.Stream, orDash(p.ID), positionLag(p), p.Pending, trimmed, p.Note)
 		}
 	} else {
 		fmt.Fprintln(tw, "  TOPIC\tPARTITION\tOFFSET\tEND\tLAG\tSTREAM\tNOTE")

@@ -54,6 +54,10 @@ func TestSummaryLine(t *testing.T) {
 			"a>b: mirrored 1 entry (10 B) in 2.00s, 0.5 entries/s\n"},
 		{"entries", "text", summary{Mirror: "a>b", Entries: 7, Bytes: 10, Seconds: 1, Rate: 7, Stopped: "done"},
 			"a>b: mirrored 7 entries (10 B) in 1.00s, 7 entries/s\n"},
+		{"trimmed", "text", summary{Mirror: "a>b", Entries: 7, Bytes: 10, Seconds: 1, Rate: 7, Lost: 2, Trimmed: 5, Stopped: "done"},
+			"a>b: mirrored 7 entries (10 B) in 1.00s, 7 entries/s, 2 lost, 5 trimmed from the source\n"},
+		{"trimmed json", "json", summary{Mirror: "a>b", Direction: "redis-to-kafka", Entries: 7, Trimmed: 5, Stopped: "done"},
+			`{"mirror":"a>b","direction":"redis-to-kafka","entries":7,"bytes":0,"seconds":0,"entries_per_second":0,"trimmed":5,"stopped":"done"}` + "\n"},
 		{"json keeps '>'", "json", summary{Mirror: "orders>{stream}", Direction: "redis-to-kafka", Entries: 1, Rate: 0.5, Stopped: "done"},
 			`{"mirror":"orders>{stream}","direction":"redis-to-kafka","entries":1,"bytes":0,"seconds":0,"entries_per_second":0.5,"stopped":"done"}` + "\n"},
 	} {

@@ -131,6 +131,9 @@ type Stats struct {
 	Unwritten
 	Batches int64
 	Elapsed time.Duration
+	// Trimmed counts entries the run removed from its source once they
+	// were mirrored (redis-to-kafka's TrimSource).
+	Trimmed int64
 }
 
 // Add adds o's counts to s; the elapsed time is the longer of the two.
@@ -139,6 +142,7 @@ func (s *Stats) Add(o Stats) {
 	s.Bytes += o.Bytes
 	s.Unwritten.add(o.Unwritten)
 	s.Batches += o.Batches
+	s.Trimmed += o.Trimmed
 	s.Elapsed = max(s.Elapsed, o.Elapsed)
 }
 

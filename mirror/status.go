@@ -37,6 +37,10 @@ type Status struct {
 	// Entries and Bytes are what the mirror mirrored over all its runs.
 	Entries int64 `json:"entries"`
 	Bytes   int64 `json:"bytes"`
+	// Trimmed is what the mirror removed from its source streams once
+	// they were mirrored, over all its runs (redis-to-kafka
+	// --trim-source), the sum of its positions' Trimmed.
+	Trimmed int64 `json:"trimmed,omitempty"`
 	// Lag is the entries (records) of the source not yet mirrored, over
 	// every stream or partition whose lag is known; LagKnown is false when
 	// one's is not (see PositionStatus.Note).
@@ -71,6 +75,9 @@ type PositionStatus struct {
 	LagKnown bool
 	// Pending are entries read but not yet confirmed (redis-to-kafka).
 	Pending int64
+	// Trimmed are the entries the mirror removed from Stream once they
+	// were mirrored (redis-to-kafka --trim-source).
+	Trimmed int64
 	// Note says what is unusual: a stream or group missing, a lag Redis
 	// cannot tell.
 	Note string
@@ -87,13 +94,14 @@ type positionJSON struct {
 	End       *int64 `json:"end_offset,omitempty"`
 	Lag       *int64 `json:"lag"`
 	Pending   *int64 `json:"pending,omitempty"`
+	Trimmed   int64  `json:"trimmed,omitempty"`
 	Note      string `json:"note,omitempty"`
 }
 
 // MarshalJSON writes p with only the fields of its kind, and a lag that
 // is not known as null.
 func (p PositionStatus) MarshalJSON() ([]byte, error) {
-	j := positionJSON{Stream: p.Stream, ID: p.ID, Topic: p.Topic, Note: p.Note}
+	j := positionJSON{Stream: p.Stream, ID: p.ID, Topic: p.Topic, Note: p.Note, Trimmed: p.Trimmed}
 	if p.LagKnown {
 		j.Lag = &p.Lag
 	}
@@ -114,7 +122,7 @@ func (p *PositionStatus) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
-	*p = PositionStatus{Stream: j.Stream, ID: j.ID, Topic: j.Topic, Note: j.Note, Offset: -1}
+	*p = PositionStatus{Stream: j.Stream, ID: j.ID, Topic: j.Topic, Note: j.Note, Trimmed: j.Trimmed, Offset: -1}
 	for dst, src := range map[*int64]*int64{&p.Offset: j.Offset, &p.End: j.End, &p.Pending: j.Pending, &p.Lag: j.Lag} {
 		if src != nil {
 			*dst = *src

@@ -76,12 +76,21 @@ func isNoPerm(err error) bool {
 // was lost count twice). A refusal wraps checkpoint.ErrCommitRefused;
 // other errors wrap the server's reply or the connection's failure.
 func ackAndCheckpoint(ctx context.Context, c rueidis.Client, name, group string, acks []streamAck, u checkpoint.R2KUpdate, now time.Time) error {
+	_, err := ackAndCheckpointThen(ctx, c, name, group, acks, u, now)
+	return err
+}
+
+// ackAndCheckpointThen is ackAndCheckpoint with commands sent after the
+// transaction in the same round trip (so the server runs them once EXEC
+// ran, whatever it did); their replies are returned whatever the commit's
+// outcome (a round trip that failed fails them too).
+func ackAndCheckpointThen(ctx context.Context, c rueidis.Client, name, group string, acks []streamAck, u checkpoint.R2KUpdate, now time.Time, then ...rueidis.Completed) ([]rueidis.RedisResult, error) {
 	key := checkpoint.R2KKey(name)
 	streams := make([]string, len(acks))
 	for i, a := range acks {
 		streams[i] = a.Stream
 	}
-	cmds := make(rueidis.Commands, 0, len(acks)+3)
+	cmds := make(rueidis.Commands, 0, len(acks)+3+len(then))
 	cmds = append(cmds, c.B().Multi().Build())
 	for _, a := range acks {
 		cmds = append(cmds, c.B().Xack().Key(a.Stream).Group(group).Id(a.IDs...).Build())
@@ -89,7 +98,16 @@ func ackAndCheckpoint(ctx context.Context, c rueidis.Client, name, group string,
 	cmds = append(cmds,
 		checkpoint.R2KCommitCommand(c, name, group, streams, u, now),
 		c.B().Exec().Build())
-	replies := c.DoMulti(ctx, cmds...)
+	cmds = append(cmds, then...)
+	all := c.DoMulti(ctx, cmds...)
+	replies, after := all[:len(all)-len(then)], all[len(all)-len(then):]
+	err := commitReplies(replies, key, acks, name)
+	return after, err
+}
+
+// commitReplies is the outcome of ackAndCheckpoint's transaction, from its
+// replies (MULTI, the XACKs, the checkpoint's script, EXEC).
+func commitReplies(replies []rueidis.RedisResult, key string, acks []streamAck, name string) error {
 	// A connection that failed fails every reply, MULTI's too: the
 	// transaction then ran whole or not at all (see EXEC's reply below).
 	// Only the server's own refusal of MULTI left the commands after it

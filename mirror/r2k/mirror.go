@@ -119,6 +119,13 @@ type Config struct {
 	// OnGap is what entries trimmed before they were mirrored do:
 	// mirror.OnGapFail or OnGapSkip.
 	OnGap string
+	// TrimSource trims each stream, at start and after each commit, up
+	// to what Kafka confirmed and the commit checkpointed, never past an
+	// entry a consumer group of the stream has not yet delivered and
+	// acknowledged (see checkpoint.R2KTrimCommand): Redis as a bounded
+	// buffer in front of Kafka. Off by default: the streams are the
+	// application's.
+	TrimSource bool
 }
 
 // Defaults is a one-shot redis-to-kafka mirror with every default, to
@@ -228,6 +235,8 @@ func (cfg *Config) validate() (plan, error) {
 	}
 	if p.start, err = mapping.ParseStart(cfg.Start, true); err != nil {
 		ps.Addf("Start", "{Start} %s", err.Error())
+	} else if cfg.TrimSource && p.start != (mapping.Start{}) {
+		ps.Addf("TrimSource", "{TrimSource} with {Start} %s would trim the entries before the start, which are never mirrored; start at earliest (an existing consumer group keeps its position), or trim them yourself (XTRIM MINID)", cfg.Start)
 	}
 	if cfg.Partitions == 0 || cfg.Partitions < -1 {
 		ps.Addf("Partitions", "{Partitions} must be positive or -1, got %d", cfg.Partitions)
@@ -369,6 +378,7 @@ func (m *Mirror) runOnce(ctx context.Context, matches *streamMatches, rc rueidis
 	// the run stopped before it read again, or before that batch's
 	// commit.
 	stats.Lost += r.src.gapSkipped.Load() - r.src.gapCommitted.Load()
+	stats.Trimmed += r.src.trimmed.Load()
 	// Nothing more is produced or committed by this producer, whatever
 	// ended the run; a transaction still open is aborted.
 	sink.Stop(context.WithoutCancel(ctx))
@@ -570,6 +580,7 @@ func (r *run) setUpSource(ctx context.Context) error {
 		Mirror:       name,
 		OnGap:        cfg.OnGap,
 		Confirmed:    r.ck.Streams,
+		TrimSource:   cfg.TrimSource,
 		Logger:       r.log,
 
 		DeadLetterStream: cfg.DeadLetterStream,

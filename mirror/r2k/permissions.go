@@ -13,7 +13,8 @@ import (
 // these. cfg needs its Name and Streams; a Group "" is the mirror's own
 // default group (which group it is matters to no ACL). XAUTOCLAIM and
 // XCLAIM are there with ClaimIdle, XADD on the dead-letter stream with
-// OnErrorDeadLetter, SCAN with StreamPatterns.
+// OnErrorDeadLetter, SCAN with StreamPatterns, XTRIM (and TYPE, in the
+// trim's script) on the streams with TrimSource.
 func RedisPermissions(cfg Config) []endpoint.RedisCommand {
 	group := cfg.Group
 	if group == "" {
@@ -52,6 +53,10 @@ func RedisPermissions(cfg Config) []endpoint.RedisCommand {
 		if cfg.ClaimIdle > 0 {
 			add("xautoclaim", "stream", s, "XAUTOCLAIM", s, group, consumer, "1000", "0-0", "COUNT", "1")
 			add("xclaim", "stream", s, "XCLAIM", s, group, consumer, "1000", "0-1")
+		}
+		if cfg.TrimSource {
+			add("xtrim", "stream", s, "XTRIM", s, "MINID", "0-0")
+			add("type", "stream", s, "TYPE", s)
 		}
 	}
 	// The streams StreamPatterns match are looked for with SCAN, which

@@ -87,7 +87,11 @@ type RedisSourceConfig struct {
 	// it sees the group moved back or lost, or Redis restarted, before it
 	// goes on; what it returns joins what is skipped.
 	ReadBack func(ctx context.Context) (confirmed map[string]string, written map[string]struct{}, err error)
-	Logger   *slog.Logger
+	// TrimSource trims the streams up to the checkpoint, never past an
+	// entry a consumer group still needs (checkpoint.R2KTrimCommand): at
+	// start, and after each commit in the commit's round trip.
+	TrimSource bool
+	Logger     *slog.Logger
 }
 
 // DefaultBlock is short enough that a stopping follow run notices at once
@@ -127,6 +131,12 @@ type RedisSource struct {
 	// never committed (the run failed, or stopped first) is counted by
 	// the difference.
 	gapSkipped, gapCommitted atomic.Int64
+
+	// trimmed counts the entries TrimSource removed from the streams;
+	// trimFailure is the last trim failure warned of ("" once a trim
+	// works), so a failing trim is logged once, not at every commit.
+	trimmed     atomic.Int64
+	trimFailure string
 }
 
 type streamState struct {
@@ -295,6 +305,9 @@ func NewRedisSource(ctx context.Context, cfg RedisSourceConfig) (*RedisSource, e
 		return nil, err
 	}
 	if err := s.claim(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.trimAtStart(ctx); err != nil {
 		return nil, err
 	}
 	if cfg.Follow {
@@ -1513,7 +1526,18 @@ func (s *RedisSource) CommitMany(ctx context.Context, batches []*EntryBatch) (er
 	for i, stream := range order {
 		acks[i] = streamAck{Stream: stream, IDs: ids[stream]}
 	}
-	if err := ackAndCheckpoint(ctx, c, s.cfg.Mirror, s.cfg.Group, acks, u, time.Now()); err != nil {
+	// The trim goes in the same round trip, after EXEC: it runs once the
+	// commit is applied, and trims only up to what the checkpoint holds
+	// then (whatever became of the commit).
+	var trim []rueidis.Completed
+	if s.cfg.TrimSource {
+		trim = append(trim, checkpoint.R2KTrimCommand(c, s.cfg.Mirror, order))
+	}
+	after, err := ackAndCheckpointThen(ctx, c, s.cfg.Mirror, s.cfg.Group, acks, u, time.Now(), trim...)
+	if len(after) == 1 {
+		s.noteTrim(after[0], order)
+	}
+	if err != nil {
 		if errors.Is(err, checkpoint.ErrCommitRefused) {
 			return err
 		}
@@ -1526,6 +1550,74 @@ func (s *RedisSource) CommitMany(ctx context.Context, batches []*EntryBatch) (er
 		}
 	}
 	return nil
+}
+
+// trimAtStart trims the streams up to what earlier runs confirmed, before
+// anything is read (TrimSource): a one-shot run with nothing new to mirror
+// still trims what a consumer group has caught up with since. It is also
+// where an ACL that refuses the trim (XTRIM, or a command of its script)
+// stops the run, rather than at every commit.
+func (s *RedisSource) trimAtStart(ctx context.Context) error {
+	if !s.cfg.TrimSource {
+		return nil
+	}
+	var streams []string
+	for _, st := range s.streams {
+		if st.ready {
+			streams = append(streams, st.name)
+		}
+	}
+	if len(streams) == 0 {
+		return nil
+	}
+	c := s.cfg.Client
+	trims, err := checkpoint.R2KTrimReply(s.cfg.Mirror, streams, c.Do(ctx, checkpoint.R2KTrimCommand(c, s.cfg.Mirror, streams)))
+	if err != nil {
+		if refusedByACL(err) {
+			return setting.Errorf("%w: {TrimSource} needs XTRIM on the streams (and XINFO GROUPS, XPENDING, TYPE, HGET and HINCRBY, in a script: EVAL); grant it (ACL SETUSER <user> +xtrim, on the stream keys), or drop {TrimSource}", err)
+		}
+		return mirror.ClassifyRedis(err)
+	}
+	for _, t := range trims {
+		if t.Trimmed > 0 {
+			s.trimmed.Add(t.Trimmed)
+			s.log.Debug("trimmed the stream up to what is mirrored and every consumer group has read", "stream", t.Stream, "trimmed", t.Trimmed, "first_kept", t.MinID)
+		}
+	}
+	return nil
+}
+
+// refusedByACL says whether err wraps an ACL refusal: NOPERM, or, from a
+// command a script called, Redis 7.0's "The user executing the script
+// can't run this command or subcommand" (or "can't access" a key).
+func refusedByACL(err error) bool {
+	var re *rueidis.RedisError
+	return errors.As(err, &re) && (isNoPerm(re) || strings.Contains(re.Error(), "The user executing the script can't"))
+}
+
+// noteTrim reads the reply of a commit's trim of streams: it counts what
+// was trimmed, or warns, once until a trim works again, that the trim
+// failed. A failed trim leaves the mirror's guarantees alone (at worst
+// the streams grow), so the mirror goes on.
+func (s *RedisSource) noteTrim(r rueidis.RedisResult, streams []string) {
+	trims, err := checkpoint.R2KTrimReply(s.cfg.Mirror, streams, r)
+	if err != nil {
+		// A lost connection fails the commit too, which says so and is
+		// retried; the server's refusal is the trim's own.
+		if msg := err.Error(); msg != s.trimFailure && errors.As(err, new(*rueidis.RedisError)) {
+			s.trimFailure = msg
+			hint := "the streams are not trimmed until it works again"
+			if refusedByACL(err) {
+				hint += "; grant the user XTRIM on the streams (ACL SETUSER <user> +xtrim)"
+			}
+			s.log.Warn("cannot trim the source streams; mirroring goes on, "+hint, "streams", streams, "err", err)
+		}
+		return
+	}
+	s.trimFailure = ""
+	for _, t := range trims {
+		s.trimmed.Add(t.Trimmed)
+	}
 }
 
 // writeDeadLetters XADDs, in one pipeline, the entries of batches the sink

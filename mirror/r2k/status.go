@@ -57,11 +57,12 @@ func Inspect(ctx context.Context, rc rueidis.Client, f checkpoint.Found, now tim
 		cmds = append(cmds, rc.B().XinfoGroups().Key(s).Build())
 	}
 	for i, res := range rc.DoMulti(ctx, cmds...) {
-		p := mirror.PositionStatus{Stream: streams[i], ID: ck.Streams[streams[i]]}
+		p := mirror.PositionStatus{Stream: streams[i], ID: ck.Streams[streams[i]], Trimmed: ck.Trimmed[streams[i]]}
 		if _, err := groupLag(&p, group, res); err != nil {
 			return st, fmt.Errorf("read the consumer groups of stream %q (XINFO GROUPS): %w", streams[i], err)
 		}
 		st.Positions = append(st.Positions, p)
+		st.Trimmed += p.Trimmed
 	}
 	st.Total(now)
 	return st, nil
