@@ -22,8 +22,12 @@ const envMetricsAddr = "XMIRROR_METRICS_ADDR"
 type metricsOptions struct {
 	addr string
 
-	mirror *metrics.Mirror // nil without --metrics-addr
+	// ofFile marks a mirror of a mirrors file: the run command resolves
+	// the address and serves the metrics of all the file's mirrors, in
+	// its registry reg (nil: it serves none).
+	ofFile bool
 	reg    *metrics.Registry
+	mirror *metrics.Mirror // nil without metrics
 }
 
 func (o *metricsOptions) bind(c *cobra.Command) {
@@ -33,6 +37,9 @@ func (o *metricsOptions) bind(c *cobra.Command) {
 // resolve applies the environment to --metrics-addr and reports what is
 // wrong with it.
 func (o *metricsOptions) resolve(a *app, c *cobra.Command) []string {
+	if o.ofFile {
+		return nil
+	}
 	from := "--metrics-addr"
 	if !c.Flags().Changed("metrics-addr") {
 		from = envMetricsAddr
@@ -44,22 +51,36 @@ func (o *metricsOptions) resolve(a *app, c *cobra.Command) []string {
 		}
 		return nil
 	}
-	_, port, err := net.SplitHostPort(o.addr)
-	if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 {
-		return []string{fmt.Sprintf("%s %q must be HOST:PORT or :PORT, with a port from 0 to 65535", from, o.addr)}
+	if p := metricsAddrProblem(o.addr); p != "" {
+		return []string{from + " " + p}
 	}
 	return nil
 }
 
-// watch prepares the run's metrics, when --metrics-addr is given: their
-// observer joins cfg's, and every Kafka client of the run gets their
-// hooks.
-func (o *metricsOptions) watch(cfg *mirror.RunConfig, direction string, kafka *endpoint.Kafka) {
-	if o.addr == "" {
-		return
+// metricsAddrProblem says what is wrong with addr as a metrics address,
+// after the name of what gave it; "" when nothing is.
+func metricsAddrProblem(addr string) string {
+	_, port, err := net.SplitHostPort(addr)
+	if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 {
+		return fmt.Sprintf("%q must be HOST:PORT or :PORT, with a port from 0 to 65535", addr)
 	}
-	o.reg = metrics.NewRegistry()
-	o.mirror = o.reg.Mirror(cfg.Name, direction)
+	return ""
+}
+
+// watch prepares the run's metrics, when there are any: their observer
+// joins cfg's, and every Kafka client of the run gets their hooks. A
+// mirror command's own are registered at once; a file's mirror's are
+// registered when the run command starts it.
+func (o *metricsOptions) watch(cfg *mirror.RunConfig, direction string, kafka *endpoint.Kafka) {
+	switch {
+	case o.ofFile && o.reg == nil, !o.ofFile && o.addr == "":
+		return
+	case o.ofFile:
+		o.mirror = o.reg.NewMirror(cfg.Name, direction)
+	default:
+		o.reg = metrics.NewRegistry()
+		o.mirror = o.reg.Mirror(cfg.Name, direction)
+	}
 	cfg.Observer = mirror.Observers(cfg.Observer, o.mirror.Observer())
 	kafka.NewHooks = o.mirror.KafkaHooks
 }

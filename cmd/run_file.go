@@ -17,6 +17,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/xmirror/xmirror/internal/config"
+	"github.com/xmirror/xmirror/internal/endpoint"
+	"github.com/xmirror/xmirror/internal/metrics"
 	"github.com/xmirror/xmirror/mirror"
 	"github.com/xmirror/xmirror/mirror/setting"
 )
@@ -31,6 +33,10 @@ type runFileOptions struct {
 	output   string
 	progress progressFlags
 	display  *progressDisplay // one for all the file's mirrors
+	// metricsAddr is --metrics-addr; reg, the registry of the metrics
+	// the run serves, nil when it serves none.
+	metricsAddr string
+	reg         *metrics.Registry
 }
 
 // mirrorCommand is a mirror command's options, which a mirrors file sets
@@ -38,6 +44,7 @@ type runFileOptions struct {
 type mirrorCommand interface {
 	build(a *app, c *cobra.Command) (runner, setting.Names, error)
 	runFlags() *runFlags
+	parts() commandParts
 }
 
 // directions are the mirror commands a file's direction names, by name
@@ -63,9 +70,17 @@ var fileKeysRefused = map[string]string{
 	"progress":          "progress is the run command's: give it --progress",
 	"progress-interval": "progress is the run command's: give it --progress-interval",
 	"dry-run":           "a dry run is the run command's: give it --dry-run",
-	"metrics-addr":      "a mirrors file's mirrors serve no metrics yet: run a mirror with its own command and --metrics-addr for them",
 	"help":              "not a setting",
 }
+
+// fileKeysTopOnly are keys of the process, set at the top of a file only,
+// never under defaults or for one mirror.
+var fileKeysTopOnly = map[string]string{
+	keyMetricsAddr: "the process serves one metrics endpoint for all its mirrors: set it at the top of the file, or give run --metrics-addr",
+}
+
+// keyMetricsAddr is the file's key of the metrics address.
+const keyMetricsAddr = "metrics-addr"
 
 func newRunCmd(a *app) *cobra.Command {
 	var o runFileOptions
@@ -94,11 +109,19 @@ summary row per mirror (-o json: an array) and exits 1 if any failed,
 naming each. --check reads and validates the file and every mirror's
 settings, connecting to nothing, and exits 0 or 2. --dry-run prints what each
 mirror's run would mirror now, per stream or partition, writing nothing, and
-exits 1 if one would fail.`,
+exits 1 if one would fail.
+
+--metrics-addr HOST:PORT (or metrics-addr at the top of the file, or
+XMIRROR_METRICS_ADDR, in that order) serves Prometheus /metrics, /healthz
+and /readyz for every mirror of the file on one endpoint; each mirror's
+series carry its name in the label mirror, a mirror removed by a reload
+loses them, and /readyz is 200 when every running mirror holds its lease
+and reaches its servers, and none failed.`,
 		Example: `  xmirror run --config mirrors.yaml --check
   xmirror run --config mirrors.yaml --dry-run
   xmirror run --config mirrors.yaml --once --parallel 4
-  xmirror run --config mirrors.yaml            # follow; kill -HUP to reload`,
+  xmirror run --config mirrors.yaml            # follow; kill -HUP to reload
+  xmirror run --config mirrors.yaml --metrics-addr :9464`,
 		RunE: func(c *cobra.Command, _ []string) error { return o.run(a, c) },
 	}
 	fs := c.Flags()
@@ -109,6 +132,7 @@ exits 1 if one would fail.`,
 	fs.BoolVar(&o.check, "check", false, "validate the file without connecting, exit 0 (valid) or 2")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "print what each mirror's run would mirror, per stream or partition, then exit (1 if one would fail), writing nothing")
 	fs.StringVarP(&o.output, "output", "o", "text", "summary format: text or json")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus /metrics, /healthz and /readyz of every mirror of the file on HOST:PORT while the run lasts, e.g. :9464 (over the file's metrics-addr and env "+envMetricsAddr+"; default none)")
 	o.progress.bind(c)
 	completeEnums(c)
 	c.MarkFlagFilename("config", "yaml", "yml")
@@ -129,6 +153,13 @@ func (o *runFileOptions) validate(c *cobra.Command) error {
 	if c.Flags().Changed("parallel") && !o.once {
 		problems = append(problems, "--parallel is for --once: following mirrors all run at once")
 	}
+	if c.Flags().Changed("metrics-addr") {
+		if o.metricsAddr == "" {
+			problems = append(problems, "--metrics-addr must not be empty; leave it out to serve no metrics")
+		} else if p := metricsAddrProblem(o.metricsAddr); p != "" {
+			problems = append(problems, "--metrics-addr "+p)
+		}
+	}
 	problems = append(problems, o.progress.validate()...)
 	if len(problems) > 0 {
 		return usageErrorf("%s", strings.Join(problems, "; "))
@@ -140,28 +171,68 @@ func (o *runFileOptions) run(a *app, c *cobra.Command) error {
 	if err := o.validate(c); err != nil {
 		return err
 	}
-	mirrors, err := o.load(a, c.Context())
+	f, err := o.load(a, c.Context())
 	if err != nil {
 		return o.fileError(a, err)
 	}
+	addr, from, err := o.resolveMetricsAddr(a, c, f.metricsAddr)
+	if err != nil {
+		return err
+	}
 	if o.check {
 		if !a.global.quiet {
-			fmt.Fprintf(a.env.Stdout, "%s: %s, valid\n", o.config, plural(len(mirrors), "mirror"))
+			fmt.Fprintf(a.env.Stdout, "%s: %s, valid\n", o.config, plural(len(f.mirrors), "mirror"))
 		}
 		return nil
 	}
 	if o.dryRun {
-		return o.planAll(a, c.Context(), mirrors)
+		return o.planAll(a, c.Context(), f.mirrors)
 	}
-	// Built again with the display the run shows them on: --check, a dry
-	// run and a refused file show none.
+	// Built again with the display the run shows them on, and the
+	// registry of their metrics: --check, a dry run and a refused file
+	// have none.
+	var fm *fileMetrics
+	if addr != "" {
+		o.reg = metrics.NewRegistry()
+		fm = newFileMetrics(a, o.reg)
+	}
 	o.display = a.newProgress(&o.progress)
-	if mirrors, err = o.load(a, c.Context()); err != nil {
+	if f, err = o.load(a, c.Context()); err != nil {
 		o.display.close()
 		return o.fileError(a, err)
 	}
-	s := &supervisor{a: a, opts: o, runs: map[string]*mirrorRun{}, ended: make(chan *mirrorRun)}
-	return s.run(c.Context(), mirrors)
+	// Listening before any mirror starts, so the probes answer during
+	// their start-up and an address that cannot be served mirrors
+	// nothing.
+	if fm != nil {
+		if err := fm.listen(addr, from); err != nil {
+			o.display.close()
+			return err
+		}
+		defer fm.close()
+	}
+	s := &supervisor{a: a, opts: o, runs: map[string]*mirrorRun{}, ended: make(chan *mirrorRun), metrics: fm, fileMetricsAddr: f.metricsAddr}
+	return s.run(c.Context(), f.mirrors)
+}
+
+// resolveMetricsAddr is the address the run serves its metrics on, ""
+// for none, and what gave it: --metrics-addr, else the file's
+// metrics-addr (fromFile, checked with the file), else the environment.
+func (o *runFileOptions) resolveMetricsAddr(a *app, c *cobra.Command, fromFile string) (addr, from string, err error) {
+	switch {
+	case c.Flags().Changed("metrics-addr"):
+		return o.metricsAddr, "--metrics-addr", nil
+	case fromFile != "":
+		return fromFile, keyMetricsAddr + " of " + o.config, nil
+	}
+	addr = strings.TrimSpace(a.env.Getenv(envMetricsAddr))
+	if addr == "" {
+		return "", "", nil
+	}
+	if p := metricsAddrProblem(addr); p != "" {
+		return "", "", usageErrorf("%s %s", envMetricsAddr, p)
+	}
+	return addr, envMetricsAddr, nil
 }
 
 // planAll prints what a run of each mirror would do, in the file's order,
@@ -211,10 +282,22 @@ type fileMirror struct {
 	follow   bool
 	r        runner
 	names    setting.Names
+	// metrics are its metrics, nil when the run serves none; redis and
+	// kafka its servers, which the probes of its readiness ask.
+	metrics *metrics.Mirror
+	redis   endpoint.Redis
+	kafka   endpoint.Kafka
+}
+
+// A loadedFile is a mirrors file read and its mirrors built.
+type loadedFile struct {
+	mirrors []fileMirror
+	// metricsAddr is the file's metrics-addr, "" when it has none.
+	metricsAddr string
 }
 
 // load reads the file and builds every mirror it describes.
-func (o *runFileOptions) load(a *app, ctx context.Context) ([]fileMirror, error) {
+func (o *runFileOptions) load(a *app, ctx context.Context) (loadedFile, error) {
 	getenv := func(k string) (string, bool) {
 		v := a.env.Getenv(k)
 		_, set := os.LookupEnv(k)
@@ -222,7 +305,7 @@ func (o *runFileOptions) load(a *app, ctx context.Context) ([]fileMirror, error)
 	}
 	f, err := config.Load(o.config, getenv)
 	if f == nil {
-		return nil, err
+		return loadedFile{}, err
 	}
 	// The settings' problems too, all in one list.
 	parsed, _ := err.(*config.Error)
@@ -231,7 +314,7 @@ func (o *runFileOptions) load(a *app, ctx context.Context) ([]fileMirror, error)
 
 // build makes every mirror of f, listing every problem: a key no
 // direction has, a value its flag refuses, settings its mirror refuses.
-func (o *runFileOptions) build(a *app, ctx context.Context, f *config.File, parsed *config.Error) ([]fileMirror, error) {
+func (o *runFileOptions) build(a *app, ctx context.Context, f *config.File, parsed *config.Error) (loadedFile, error) {
 	e := &config.Error{Path: f.Path}
 	if parsed != nil {
 		e.Problems = append(e.Problems, parsed.Problems...)
@@ -239,16 +322,22 @@ func (o *runFileOptions) build(a *app, ctx context.Context, f *config.File, pars
 	r2kCmd, _ := directions["redis-to-kafka"].new(a)
 	k2rCmd, _ := directions["kafka-to-redis"].new(a)
 	known := func(key string) bool { return r2kCmd.Flags().Lookup(key) != nil || k2rCmd.Flags().Lookup(key) != nil }
-	for _, group := range [][]config.Setting{f.Settings, f.Defaults} {
+	var out loadedFile
+	for i, group := range [][]config.Setting{f.Settings, f.Defaults} {
 		for _, s := range group {
-			if why, refused := fileKeysRefused[s.Key]; refused {
+			if s.Key == keyMetricsAddr && i == 0 {
+				out.metricsAddr = metricsAddrSetting(e, s)
+				continue
+			}
+			if why, topOnly := fileKeysTopOnly[s.Key]; topOnly {
+				e.Add(s.Pos, "key %q cannot be set under %s: %s", s.Key, config.KeyDefaults, why)
+			} else if why, refused := fileKeysRefused[s.Key]; refused {
 				e.Add(s.Pos, "key %q cannot be set in a mirrors file: %s", s.Key, why)
 			} else if !known(s.Key) {
 				e.Add(s.Pos, "unknown key %q: the keys are the flags of xmirror redis-to-kafka and kafka-to-redis, without their dashes", s.Key)
 			}
 		}
 	}
-	var out []fileMirror
 	for _, m := range f.Mirrors {
 		d, ok := directions[m.Direction]
 		if !ok {
@@ -272,6 +361,11 @@ func (o *runFileOptions) build(a *app, ctx context.Context, f *config.File, pars
 		set := func(s config.Setting, strict bool) {
 			fl := fs.Lookup(s.Key)
 			switch {
+			case fileKeysTopOnly[s.Key] != "":
+				if strict {
+					e.Add(s.Pos, "%s: key %q cannot be set for one mirror: %s", label, s.Key, fileKeysTopOnly[s.Key])
+				}
+				return
 			case fileKeysRefused[s.Key] != "":
 				if strict {
 					e.Add(s.Pos, "%s: key %q cannot be set in a mirrors file: %s", label, s.Key, fileKeysRefused[s.Key])
@@ -324,12 +418,15 @@ func (o *runFileOptions) build(a *app, ctx context.Context, f *config.File, pars
 		} else {
 			cmd.runFlags().progress.mode = progressNone
 		}
+		p := cmd.parts()
+		p.metrics.ofFile, p.metrics.reg = true, o.reg
 		r, names, err := cmd.build(a, c)
 		if err != nil {
 			e.Add(m.NamePos, "%s: %s", label, err)
 			continue
 		}
-		out = append(out, fileMirror{name: m.Name, direction: d.name, settings: flagSettings(fs), follow: cmd.runFlags().cfg.Follow, r: r, names: names})
+		out.mirrors = append(out.mirrors, fileMirror{name: m.Name, direction: d.name, settings: flagSettings(fs), follow: cmd.runFlags().cfg.Follow, r: r, names: names,
+			metrics: p.metrics.mirror, redis: *p.redis, kafka: *p.kafka})
 	}
 	// In the file's order, as an editor shows them.
 	sort.SliceStable(e.Problems, func(i, j int) bool {
@@ -337,9 +434,25 @@ func (o *runFileOptions) build(a *app, ctx context.Context, f *config.File, pars
 		return pi.Line < pj.Line || pi.Line == pj.Line && pi.Col < pj.Col
 	})
 	if err := e.Err(); err != nil {
-		return nil, err
+		return loadedFile{}, err
 	}
 	return out, nil
+}
+
+// metricsAddrSetting is the file's metrics-addr s, its problems added to
+// e.
+func metricsAddrSetting(e *config.Error, s config.Setting) string {
+	switch {
+	case s.List:
+		e.Add(s.Pos, "%q takes one value, not a list", s.Key)
+	case s.Values[0] == "":
+		e.Add(s.ValuePos[0], "%s must not be empty; leave it out to serve no metrics", s.Key)
+	case metricsAddrProblem(s.Values[0]) != "":
+		e.Add(s.ValuePos[0], "%s %s", s.Key, metricsAddrProblem(s.Values[0]))
+	default:
+		return s.Values[0]
+	}
+	return ""
 }
 
 // repeatable tells whether a flag takes several values, each appended.
@@ -392,6 +505,11 @@ type supervisor struct {
 	sem     chan struct{} // --once --parallel
 	results []runResult
 	failed  bool
+
+	// metrics are the run's, nil when it serves none; fileMetricsAddr is
+	// the file's metrics-addr as the server was started.
+	metrics         *fileMetrics
+	fileMetricsAddr string
 }
 
 // A mirrorRun is one mirror running.
@@ -400,10 +518,11 @@ type mirrorRun struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	// stopping is set when the supervisor stopped it (removed, changed,
-	// --fail-fast): its end is no failure of its own.
-	stopping bool
-	stats    mirror.Stats
-	err      error
+	// --fail-fast): its end is no failure of its own; removed, when a
+	// reload took it out of the file.
+	stopping, removed bool
+	stats             mirror.Stats
+	err               error
 }
 
 // A runResult is how one mirror's run ended.
@@ -459,8 +578,14 @@ func (s *supervisor) start(ctx context.Context, m fileMirror) {
 	r := &mirrorRun{m: m, ctx: rctx, cancel: cancel}
 	s.runs[m.name] = r
 	s.a.logger().Info("starting mirror", "mirror", m.name, "direction", m.direction, "follow", m.follow)
+	measureErr := s.metrics.started(m)
 	go func() {
 		defer cancel()
+		if measureErr != nil {
+			r.err = mirror.NotSetUp(measureErr)
+			s.ended <- r
+			return
+		}
 		if s.sem != nil {
 			select {
 			case s.sem <- struct{}{}:
@@ -471,7 +596,9 @@ func (s *supervisor) start(ctx context.Context, m fileMirror) {
 				return
 			}
 		}
+		stopLag := s.metrics.pollLag(rctx, m)
 		r.stats, r.err = m.r.Run(rctx)
+		stopLag()
 		s.ended <- r
 	}()
 }
@@ -499,6 +626,11 @@ func (s *supervisor) finished(r *mirrorRun) {
 		res.Error = commandError(err, r.m.names, nil).Error()
 		s.a.logger().Error("mirror failed", "mirror", r.m.name, "err", res.Error)
 	}
+	if r.removed {
+		s.metrics.removed(r.m.name)
+	} else {
+		s.metrics.ended(r.m.name, res.Error)
+	}
 	s.results = append(s.results, res)
 	if s.opts.once {
 		return // one table at the end
@@ -510,7 +642,7 @@ func (s *supervisor) finished(r *mirrorRun) {
 // reload reads the file again and makes the running mirrors what it says.
 func (s *supervisor) reload(ctx context.Context) {
 	log := s.a.logger()
-	mirrors, err := s.opts.load(s.a, ctx)
+	f, err := s.opts.load(s.a, ctx)
 	if err != nil {
 		var fe *config.Error
 		if errors.As(err, &fe) {
@@ -522,8 +654,12 @@ func (s *supervisor) reload(ctx context.Context) {
 		}
 		return
 	}
+	if f.metricsAddr != s.fileMetricsAddr {
+		log.Warn("the file's metrics-addr changed: it takes effect when the process restarts; the metrics server does not move", "file", s.opts.config, "metrics-addr", f.metricsAddr)
+		s.fileMetricsAddr = f.metricsAddr
+	}
 	want := map[string]fileMirror{}
-	for _, m := range mirrors {
+	for _, m := range f.mirrors {
 		want[m.name] = m
 	}
 	var added, removed, changed, same []string
@@ -532,12 +668,14 @@ func (s *supervisor) reload(ctx context.Context) {
 		switch {
 		case !ok:
 			removed = append(removed, name)
-			r.stopping = true
+			r.stopping, r.removed = true, true
 			delete(s.pending, name)
 			r.cancel()
-		case m.settings != r.m.settings || m.direction != r.m.direction:
+		case m.settings != r.m.settings || m.direction != r.m.direction || r.removed:
+			// Changed, or removed by an earlier reload and back before
+			// its run ended: started again once it has.
 			changed = append(changed, name)
-			r.stopping = true
+			r.stopping, r.removed = true, false
 			if s.pending == nil {
 				s.pending = map[string]fileMirror{}
 			}
@@ -547,6 +685,12 @@ func (s *supervisor) reload(ctx context.Context) {
 			same = append(same, name)
 		}
 	}
+	// The series of mirrors that ended before the file lost them go now.
+	s.metrics.keepOnly(func(name string) bool {
+		_, wanted := want[name]
+		_, running := s.runs[name]
+		return wanted || running
+	})
 	for name, m := range want {
 		if _, running := s.runs[name]; !running {
 			added = append(added, name)

@@ -426,7 +426,7 @@ mirrors:
     trim-source: true
 `)
 	r := xmirror(t, "run", "--config", bad, "--check")
-	for _, want := range []string{`mirror "buffer": --trim-source with --start latest`, `unknown key "trim-source" for a kafka-to-redis mirror`} {
+	for _, want := range []string{`mirror "buffer": trim-source with start latest`, `unknown key "trim-source" for a kafka-to-redis mirror`} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("--check lacks %q:\n%s", want, r.stderr)
 		}

@@ -114,11 +114,46 @@ func add(sum map[string]*series, f *dto.MetricFamily, m *dto.Metric) {
 	sum[key] = &series{name: f.GetName(), help: f.GetHelp(), typ: typ, names: names, values: values, value: v}
 }
 
-// Describe sends nothing: the series depend on the clients and the
-// brokers, so k is an unchecked collector.
-func (k *kafkaClients) Describe(chan<- *prometheus.Desc) {}
+// mirrorsKafka is the collector of the Kafka clients' metrics of every
+// registered mirror, each series labelled with its mirror. One collector
+// for all, registered with the Registry: the series depend on the clients
+// and the brokers, so it is an unchecked collector, and a registry cannot
+// unregister one of those.
+type mirrorsKafka struct {
+	mu      sync.Mutex
+	mirrors map[*Mirror]struct{}
+}
 
-func (k *kafkaClients) Collect(ch chan<- prometheus.Metric) {
+func (k *mirrorsKafka) add(m *Mirror) {
+	k.mu.Lock()
+	k.mirrors[m] = struct{}{}
+	k.mu.Unlock()
+}
+
+func (k *mirrorsKafka) remove(m *Mirror) {
+	k.mu.Lock()
+	delete(k.mirrors, m)
+	k.mu.Unlock()
+}
+
+// Describe sends nothing: k is an unchecked collector.
+func (k *mirrorsKafka) Describe(chan<- *prometheus.Desc) {}
+
+func (k *mirrorsKafka) Collect(ch chan<- prometheus.Metric) {
+	k.mu.Lock()
+	ms := make([]*Mirror, 0, len(k.mirrors))
+	for m := range k.mirrors {
+		ms = append(ms, m)
+	}
+	k.mu.Unlock()
+	for _, m := range ms {
+		m.kafka.collect(ch, m.labels)
+	}
+}
+
+// collect sends the sum of k's clients' series, each with the labels of
+// its mirror.
+func (k *kafkaClients) collect(ch chan<- prometheus.Metric, mirrorLabels prometheus.Labels) {
 	k.mu.Lock()
 	sum := make(map[string]*series, len(k.retired))
 	for key, s := range k.retired {
@@ -145,7 +180,7 @@ func (k *kafkaClients) Collect(ch chan<- prometheus.Metric) {
 		dk := s.name + "\xff" + strings.Join(s.names, "\xff")
 		d, ok := descs[dk]
 		if !ok {
-			d = prometheus.NewDesc(s.name, s.help, s.names, nil)
+			d = prometheus.NewDesc(s.name, s.help, s.names, mirrorLabels)
 			descs[dk] = d
 		}
 		if m, err := prometheus.NewConstMetric(d, s.typ, s.value, s.values...); err == nil {

@@ -29,7 +29,7 @@ const (
 // ask bounded by timeout, and sets the xmirror_lag_entries series, until
 // ctx ends. A stream or partition the last answer left out loses its
 // series; a failed ask keeps the last figures and counts in
-// xmirror_lag_errors_total.
+// xmirror_lag_errors_total. It sets nothing while m is not registered.
 func (m *Mirror) PollLag(ctx context.Context, r LagReporter, every, timeout time.Duration) {
 	set := map[[3]string]bool{} // the label values of the series set last
 	tick := time.NewTicker(every)
@@ -38,11 +38,14 @@ func (m *Mirror) PollLag(ctx context.Context, r LagReporter, every, timeout time
 		askCtx, cancel := context.WithTimeout(ctx, timeout)
 		lags, err := r.Lag(askCtx)
 		cancel()
+		c := m.c.Load()
 		switch {
 		case ctx.Err() != nil:
 			return
+		case c == nil:
+			// Not registered (yet, or any more): nothing to set.
 		case err != nil:
-			m.lagErrors.Inc()
+			c.lagErrors.Inc()
 		default:
 			now := make(map[[3]string]bool, len(lags))
 			for _, l := range lags {

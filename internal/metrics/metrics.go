@@ -10,6 +10,7 @@ package metrics
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -61,7 +62,10 @@ const (
 )
 
 // A Registry holds the metrics of one process: its mirrors', their Kafka
-// clients', and the Go runtime's and the process's own.
+// clients', and the Go runtime's and the process's own. Mirrors join and
+// leave it while it serves (Mirror.Register, Mirror.Unregister): the
+// series of every kind are shared by all the mirrors, told apart by their
+// mirror and direction labels.
 type Registry struct {
 	reg *prometheus.Registry
 
@@ -73,6 +77,8 @@ type Registry struct {
 	lease     *prometheus.CounterVec
 	lag       *prometheus.GaugeVec
 	lagErrors *prometheus.CounterVec
+
+	kafka *mirrorsKafka
 }
 
 // NewRegistry is a Registry with no mirror yet.
@@ -93,8 +99,9 @@ func NewRegistry() *Registry {
 			Help: "Entries (records) of the source not yet mirrored, per stream (redis-to-kafka) or partition (kafka-to-redis), as last polled."},
 			append(mirrorLabels, "stream", "topic", "partition")),
 		lagErrors: counter("lag_errors_total", "Lag polls that failed; the lag series keep their last figures."),
+		kafka:     &mirrorsKafka{mirrors: map[*Mirror]struct{}{}},
 	}
-	r.reg.MustRegister(r.entries, r.bytes, r.batches, r.unwritten, r.retries, r.lease, r.lag, r.lagErrors,
+	r.reg.MustRegister(r.entries, r.bytes, r.batches, r.unwritten, r.retries, r.lease, r.lag, r.lagErrors, r.kafka,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return r
 }
@@ -102,16 +109,17 @@ func NewRegistry() *Registry {
 // Gatherer is what a scrape reads.
 func (r *Registry) Gatherer() prometheus.Gatherer { return r.reg }
 
-// A Mirror is the metrics of one mirror of the process.
+// A Mirror is the metrics of one mirror of the process. Its Observer and
+// KafkaHooks feed it from the start, but its series are served only
+// between Register and Unregister.
 type Mirror struct {
 	r      *Registry
 	labels prometheus.Labels
 	now    func() time.Time
 
-	entries, bytes, batches              prometheus.Counter
-	skipped, deadLettered, present, lost prometheus.Counter
-	leaseTaken, leaseLost, leaseReleased prometheus.Counter
-	lagErrors                            prometheus.Counter
+	// c are the mirror's series of the shared counters, nil while it is
+	// not registered: what it counts then is counted nowhere.
+	c atomic.Pointer[counters]
 
 	// The gauges worked out when scraped (see Collect).
 	inFlight   atomic.Int64
@@ -124,30 +132,62 @@ type Mirror struct {
 	kafka *kafkaClients
 }
 
-// Mirror adds the metrics of the mirror name, of direction
-// ("redis-to-kafka", "kafka-to-redis"), to r.
-func (r *Registry) Mirror(name, direction string) *Mirror {
+// counters are a registered mirror's series of the Registry's counters.
+type counters struct {
+	entries, bytes, batches              prometheus.Counter
+	skipped, deadLettered, present, lost prometheus.Counter
+	leaseTaken, leaseLost, leaseReleased prometheus.Counter
+	lagErrors                            prometheus.Counter
+}
+
+// NewMirror is the metrics of the mirror name, of direction
+// ("redis-to-kafka", "kafka-to-redis"), not yet served: Register serves
+// them.
+func (r *Registry) NewMirror(name, direction string) *Mirror {
 	l := prometheus.Labels{labelMirror: name, labelDirection: direction}
 	desc := func(n, help string) *prometheus.Desc {
 		return prometheus.NewDesc(prometheus.BuildFQName(Namespace, "", n), help, nil, l)
 	}
-	unwritten := func(reason string) prometheus.Counter {
-		return r.unwritten.WithLabelValues(name, direction, reason)
-	}
-	lease := func(event string) prometheus.Counter { return r.lease.WithLabelValues(name, direction, event) }
-	m := &Mirror{r: r, labels: l,
-		entries: r.entries.With(l), bytes: r.bytes.With(l), batches: r.batches.With(l),
-		skipped: unwritten(ReasonSkipped), deadLettered: unwritten(ReasonDeadLettered),
-		present: unwritten(ReasonPresent), lost: unwritten(ReasonLost),
-		leaseTaken: lease(mirror.LeaseTaken.String()), leaseLost: lease(mirror.LeaseLost.String()),
-		leaseReleased: lease(mirror.LeaseReleased.String()),
+	return &Mirror{r: r, labels: l,
 		descInFlight:  desc("batches_in_flight", "Batches read whose commit is still to come: being written, waiting for the destination's confirmation, or for the commit."),
 		descLeaseHeld: desc("lease_held", "1 while the run holds the mirror's lease, else 0 (starting, standing by, or set up again)."),
 		descCkpAge:    desc("checkpoint_age_seconds", "Seconds since the run's last commit, or since it started while it has committed nothing; grows while there is nothing to mirror."),
 		kafka:         newKafkaClients(),
 		now:           time.Now,
-		lagErrors:     r.lagErrors.With(l),
 	}
+}
+
+// Mirror is NewMirror registered at once, for a process of one mirror,
+// whose name no other mirror of r has.
+func (r *Registry) Mirror(name, direction string) *Mirror {
+	m := r.NewMirror(name, direction)
+	if err := m.Register(); err != nil {
+		panic(err)
+	}
+	return m
+}
+
+// Register serves m's series, every counter from zero. It fails when a
+// mirror of the same name and direction is registered: the one before
+// must be unregistered first (a mirror restarted with new settings).
+func (m *Mirror) Register() error {
+	r, l := m.r, m.labels
+	if err := r.reg.Register(m); err != nil {
+		return fmt.Errorf("metrics of mirror %q (%s): %w", l[labelMirror], l[labelDirection], err)
+	}
+	name, direction := l[labelMirror], l[labelDirection]
+	unwritten := func(reason string) prometheus.Counter {
+		return r.unwritten.WithLabelValues(name, direction, reason)
+	}
+	lease := func(event string) prometheus.Counter { return r.lease.WithLabelValues(name, direction, event) }
+	m.c.Store(&counters{
+		entries: r.entries.With(l), bytes: r.bytes.With(l), batches: r.batches.With(l),
+		skipped: unwritten(ReasonSkipped), deadLettered: unwritten(ReasonDeadLettered),
+		present: unwritten(ReasonPresent), lost: unwritten(ReasonLost),
+		leaseTaken: lease(mirror.LeaseTaken.String()), leaseLost: lease(mirror.LeaseLost.String()),
+		leaseReleased: lease(mirror.LeaseReleased.String()),
+		lagErrors:     r.lagErrors.With(l),
+	})
 	// Every series of a known step and kind from the start, at zero: a
 	// first retry then shows as an increase, not as a new series.
 	for _, step := range retrySteps {
@@ -155,10 +195,29 @@ func (r *Registry) Mirror(name, direction string) *Mirror {
 			r.retries.WithLabelValues(name, direction, step, kind)
 		}
 	}
-	r.reg.MustRegister(m)
-	prometheus.WrapRegistererWith(l, r.reg).MustRegister(m.kafka)
-	return m
+	r.kafka.add(m)
+	return nil
 }
+
+// Unregister deletes every series of m: a scrape no longer shows the
+// mirror. Whatever watched its run must have stopped (its run ended, its
+// lag no longer polled); a mirror of the same name can then be
+// registered again.
+func (m *Mirror) Unregister() {
+	if m.c.Swap(nil) == nil {
+		return
+	}
+	r := m.r
+	r.kafka.remove(m)
+	r.reg.Unregister(m)
+	for _, v := range []*prometheus.MetricVec{r.entries.MetricVec, r.bytes.MetricVec, r.batches.MetricVec,
+		r.unwritten.MetricVec, r.retries.MetricVec, r.lease.MetricVec, r.lag.MetricVec, r.lagErrors.MetricVec} {
+		v.DeletePartialMatch(m.labels)
+	}
+}
+
+// Name is the mirror's name, as its mirror label gives it.
+func (m *Mirror) Name() string { return m.labels[labelMirror] }
 
 // retrySteps are the steps a run retries (mirror.Retry.Step), as labels.
 var retrySteps = []string{"read", "write", "commit", "set_up_again"}
@@ -199,35 +258,44 @@ func (m *Mirror) Observer() *mirror.Observer {
 				m.started.Store(true)
 			}
 		},
-		Committed: func(c mirror.Commit) {
-			b := c.Batch
+		Committed: func(cm mirror.Commit) {
 			m.lastCommit.Store(m.now().UnixNano())
-			m.entries.Add(float64(b.Entries))
-			m.bytes.Add(float64(b.Bytes))
-			m.batches.Add(float64(b.Batches))
+			c := m.c.Load()
+			if c == nil {
+				return
+			}
+			b := cm.Batch
+			c.entries.Add(float64(b.Entries))
+			c.bytes.Add(float64(b.Bytes))
+			c.batches.Add(float64(b.Batches))
 			for _, u := range []struct {
 				c prometheus.Counter
 				n int64
-			}{{m.skipped, b.Skipped}, {m.deadLettered, b.DeadLettered}, {m.present, b.Present}, {m.lost, b.Lost}} {
+			}{{c.skipped, b.Skipped}, {c.deadLettered, b.DeadLettered}, {c.present, b.Present}, {c.lost, b.Lost}} {
 				if u.n > 0 {
 					u.c.Add(float64(u.n))
 				}
 			}
 		},
 		Retrying: func(r mirror.Retry) {
+			if m.c.Load() == nil {
+				return
+			}
 			m.r.retries.WithLabelValues(m.labels[labelMirror], m.labels[labelDirection], stepLabel(r.Step), Kind(r.Err)).Inc()
 		},
 		Lease: func(e mirror.LeaseEvent) {
+			m.leaseHeld.Store(e.Kind == mirror.LeaseTaken)
+			c := m.c.Load()
+			if c == nil {
+				return
+			}
 			switch e.Kind {
 			case mirror.LeaseTaken:
-				m.leaseHeld.Store(true)
-				m.leaseTaken.Inc()
+				c.leaseTaken.Inc()
 			case mirror.LeaseLost:
-				m.leaseHeld.Store(false)
-				m.leaseLost.Inc()
+				c.leaseLost.Inc()
 			case mirror.LeaseReleased:
-				m.leaseHeld.Store(false)
-				m.leaseReleased.Inc()
+				c.leaseReleased.Inc()
 			}
 		},
 		InFlight: func(delta int) { m.inFlight.Add(int64(delta)) },

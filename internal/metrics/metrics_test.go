@@ -404,3 +404,97 @@ func TestListenOnAnAddressInUseSaysSo(t *testing.T) {
 		t.Fatalf("err = %v, want the address named and in use", err)
 	}
 }
+
+// TestMirrorsJoinAndLeaveOneRegistry: mirrors of one process register
+// into one registry, each its own series; one unregistered leaves no
+// series behind (its counters, gauges, lag and Kafka clients'), the
+// others keep theirs, and a mirror of its name can register again,
+// counting from zero. Two at once of one name are refused, and a mirror
+// not registered counts nowhere.
+func TestMirrorsJoinAndLeaveOneRegistry(t *testing.T) {
+	r := NewRegistry()
+	g := r.Gatherer()
+	a, b := r.NewMirror("a", "redis-to-kafka"), r.NewMirror("b", "kafka-to-redis")
+	a.Observer().Committed(mirror.Commit{Batch: mirror.Stats{Entries: 100, Batches: 1}})
+	for _, m := range []*Mirror{a, b} {
+		if err := m.Register(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	meA, meB := map[string]string{"mirror": "a"}, map[string]string{"mirror": "b"}
+	if v := mustValue(t, g, "xmirror_entries_total", meA); v != 0 {
+		t.Fatalf("entries of a %v: a commit before the mirror registered was counted", v)
+	}
+	a.Observer().Committed(mirror.Commit{Batch: mirror.Stats{Entries: 3, Batches: 1, Unwritten: mirror.Unwritten{Skipped: 1}}})
+	a.Observer().Lease(mirror.LeaseEvent{Kind: mirror.LeaseTaken})
+	b.Observer().Committed(mirror.Commit{Batch: mirror.Stats{Entries: 5, Batches: 1}})
+	fake := &lagAnswers{gotCtx: make(chan time.Duration, 1), answers: []lagAnswer{{lags: []mirror.Lag{{Stream: "s", Entries: 2}}}}}
+	ctx, cancel := context.WithCancel(context.Background())
+	polled := make(chan struct{})
+	go func() { defer close(polled); a.PollLag(ctx, fake, time.Hour, time.Second) }()
+	wait(t, "a's lag", func() bool { _, ok := value(t, g, "xmirror_lag_entries", meA); return ok })
+	cancel()
+	<-polled
+	cl, km := newClient(t, a)
+	km.OnBrokerConnect(kgo.BrokerMetadata{NodeID: 1, Host: "127.0.0.1", Port: 1}, 0, nil, nil)
+	cl.Close()
+	bc, bkm := newClient(t, b)
+	defer bc.Close()
+	bkm.OnBrokerConnect(kgo.BrokerMetadata{NodeID: 1, Host: "127.0.0.1", Port: 1}, 0, nil, nil)
+	if v := mustValue(t, g, "xmirror_kafka_connects_total", meA); v != 1 {
+		t.Fatalf("a's Kafka connects %v, want 1", v)
+	}
+	if err := r.NewMirror("a", "redis-to-kafka").Register(); err == nil {
+		t.Fatal("a second mirror a registered beside the first")
+	}
+
+	a.Unregister()
+	fams, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "mirror" && l.GetValue() == "a" {
+					t.Errorf("%s keeps a series of the unregistered mirror a: %v", f.GetName(), m.GetLabel())
+				}
+			}
+		}
+	}
+	if v := mustValue(t, g, "xmirror_entries_total", meB); v != 5 {
+		t.Errorf("entries of b %v once a left, want 5", v)
+	}
+	if _, ok := value(t, g, "xmirror_kafka_connects_total", meB); !ok {
+		t.Error("b's Kafka series went with a's")
+	}
+	if _, ok := value(t, g, "xmirror_lease_held", meB); !ok {
+		t.Error("b's gauges went with a's")
+	}
+
+	again := r.NewMirror("a", "redis-to-kafka")
+	if err := again.Register(); err != nil {
+		t.Fatalf("mirror a registered again: %v", err)
+	}
+	again.Observer().Committed(mirror.Commit{Batch: mirror.Stats{Entries: 2, Batches: 1}})
+	if v := mustValue(t, g, "xmirror_entries_total", meA); v != 2 {
+		t.Errorf("entries of a registered again %v, want 2 (from zero)", v)
+	}
+	if v := mustValue(t, g, "xmirror_retries_total", meA); v != 0 {
+		t.Errorf("retries of a registered again %v, want its series at zero", v)
+	}
+}
+
+func TestAllJoinsTheReasonsOfTheProbesThatFail(t *testing.T) {
+	ok := func(context.Context) error { return nil }
+	fail := func(why string) Probe { return func(context.Context) error { return errors.New(why) } }
+	if err := All(ok, ok)(context.Background()); err != nil {
+		t.Fatalf("All of probes that hold: %v", err)
+	}
+	if err := All()(context.Background()); err != nil {
+		t.Fatalf("All of no probe: %v", err)
+	}
+	if err := All(fail("x down"), ok, fail("y down"))(context.Background()); err == nil || err.Error() != "x down; y down" {
+		t.Fatalf("All: %v, want both reasons in order", err)
+	}
+}

@@ -135,27 +135,35 @@ func listenError(addr string, err error) error {
 	return fmt.Errorf("cannot listen on %s: %w%s", addr, err, hint)
 }
 
-// ready checks every probe at once, within ReadyTimeout, and joins the
-// reasons of those that failed.
+// ready checks every probe at once, within ReadyTimeout.
 func ready(ctx context.Context, probes []Probe) error {
 	ctx, cancel := context.WithTimeout(ctx, ReadyTimeout)
 	defer cancel()
-	errs := make([]error, len(probes))
-	var wg sync.WaitGroup
-	for i, p := range probes {
-		wg.Go(func() { errs[i] = p(ctx) })
-	}
-	wg.Wait()
-	var why []string
-	for _, err := range errs {
-		if err != nil {
-			why = append(why, err.Error())
+	return All(probes...)(ctx)
+}
+
+// All is the probe that holds when every one of probes holds. It checks
+// them at once and joins the reasons of those that failed, in the order
+// of probes.
+func All(probes ...Probe) Probe {
+	return func(ctx context.Context) error {
+		errs := make([]error, len(probes))
+		var wg sync.WaitGroup
+		for i, p := range probes {
+			wg.Go(func() { errs[i] = p(ctx) })
 		}
+		wg.Wait()
+		var why []string
+		for _, err := range errs {
+			if err != nil {
+				why = append(why, err.Error())
+			}
+		}
+		if len(why) == 0 {
+			return nil
+		}
+		return errors.New(strings.Join(why, "; "))
 	}
-	if len(why) == 0 {
-		return nil
-	}
-	return errors.New(strings.Join(why, "; "))
 }
 
 func oneLine(s string) string { return strings.ReplaceAll(strings.TrimSpace(s), "\n", " ") }
