@@ -33,7 +33,10 @@ func newKafkaClients() *kafkaClients {
 func (k *kafkaClients) hooks() []kgo.Hook {
 	// Registry(nil): the metrics are made but registered nowhere; kprom
 	// sets them up in OnNewClient, which runs before tracker's.
-	km := kprom.NewMetrics(KafkaNamespace, kprom.Registry(nil))
+	km := kprom.NewMetrics(KafkaNamespace, kprom.Registry(nil),
+		// Records and batches too, not only bytes: what a mirror's
+		// operator counts.
+		kprom.FetchAndProduceDetail(kprom.ByNode, kprom.ByTopic, kprom.Batches, kprom.Records, kprom.CompressedBytes, kprom.UncompressedBytes))
 	return []kgo.Hook{km, &tracker{k: k, km: km}}
 }
 
