@@ -1110,6 +1110,65 @@ rcl_ready() {
   [[ $out != *role:slave* || $out == *master_link_status:up* ]]
 }
 
+# rcl_self_views: each node's own line of its CLUSTER NODES, "port id
+# flags master slots...": what it is itself, which no gossip delays.
+rcl_self_views() {
+  local port line id addr flags master rest
+  for port in "${RCL_PORTS[@]}"; do
+    line="$(rcli "$port" cluster nodes | grep ' myself,')" || continue
+    read -r id addr flags master _ _ _ _ rest <<<"${line//$'\r'/}"
+    echo "$port $id $flags $master $rest"
+  done
+}
+
+# rcl_shape: how many masters hold slots, how many of them a replica
+# follows, and how many nodes answer, each node taken at its own word.
+rcl_shape() {
+  local views port id flags master rest masters=0 covered=0 nodes=0
+  views="$(rcl_self_views)"
+  local -A followed=()
+  while read -r port id flags master rest; do
+    [[ -n $port ]] || continue
+    nodes=$((nodes + 1))
+    if [[ $flags == *slave* ]]; then followed[$master]=1; fi
+  done <<<"$views"
+  while read -r port id flags master rest; do
+    if [[ $flags == *master* && -n $rest ]]; then
+      masters=$((masters + 1))
+      if [[ -n ${followed[$id]:-} ]]; then covered=$((covered + 1)); fi
+    fi
+  done <<<"$views"
+  echo "$masters $covered $nodes"
+}
+
+# rcl_attach_replicas: each node that is a master without slots (a create
+# cut short before it made the replicas) becomes the replica of a master
+# that no replica follows, as redis-cli --cluster create would have made
+# it. Each node's own word counts, so a replica is never moved.
+rcl_attach_replicas() {
+  local views port id flags master rest empty=() lonely=()
+  views="$(rcl_self_views)"
+  local -A followed=()
+  while read -r port id flags master rest; do
+    if [[ $flags == *slave* ]]; then followed[$master]=1; fi
+  done <<<"$views"
+  while read -r port id flags master rest; do
+    [[ $flags == *master* ]] || continue
+    if [[ -z $rest ]]; then
+      empty+=("$port")
+    elif [[ -z ${followed[$id]:-} ]]; then
+      lonely+=("$id")
+    fi
+  done <<<"$views"
+  local i
+  for ((i = 0; i < ${#empty[@]} && i < ${#lonely[@]}; i++)); do
+    # Fails harmlessly while the node has not met that master yet.
+    if [[ "$(rcli "${empty[i]}" cluster replicate "${lonely[i]}")" == OK ]]; then
+      log "redis-cluster: $LOCAL_HOST:${empty[i]}, a master without slots, made the replica of ${lonely[i]}, which had none"
+    fi
+  done
+}
+
 # rcl_alive_or_fail PORT DEADLINE WHAT: dies, with the node's log, when it
 # has exited or the deadline has passed.
 rcl_alive_or_fail() {
@@ -1140,10 +1199,17 @@ wait_redis_cluster() {
     # Masters are the first three nodes given, each with one replica.
     if ! timeout "$left" redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes \
         >"$RCL_DIR/create.log" 2>&1 </dev/null; then
-      fail_with_logs "redis-cli --cluster create failed or outlasted the ${UP_TIMEOUT}s; see $RCL_DIR/create.log (a cluster in a state it cannot fix: $0 down --cluster, then up again)" \
+      fail_with_logs "redis-cli --cluster create failed or outlasted the ${UP_TIMEOUT}s; see $RCL_DIR/create.log (run up again, which finishes a create cut short; if it fails the same way, $0 down --cluster first)" \
         "$RCL_DIR/create.log" "$RCL_DIR/${RCL_PORTS[0]}/redis.log"
     fi
   fi
+  local shape
+  until shape="$(rcl_shape)" && [[ $shape == "3 3 $RCL_NODES" ]]; do
+    rcl_attach_replicas
+    rcl_alive_or_fail "${RCL_PORTS[0]}" "$deadline" \
+      "see 3 masters with a replica each (masters with slots, of them with a replica, nodes: ${shape:-none})"
+    sleep 0.2
+  done
   for port in "${RCL_PORTS[@]}"; do
     until rcl_ready "$port"; do
       rcl_alive_or_fail "$port" "$deadline" "reach cluster_state:ok (or, a replica, a link to its master)"
@@ -1239,13 +1305,23 @@ start_redis_sentinel() {
   done
 }
 
-# rsn_data_ready NAME: the primary or replica answers and, a replica, has
-# its link to its primary up.
-rsn_data_ready() {
-  local out
-  out="$(rcli "$(rsn_port "$1")" info replication)" || return 1
-  [[ $out == *role:* ]] || return 1
-  [[ $out != *role:slave* || $out == *master_link_status:up* ]]
+# rsn_pair_ready: of the primary and the replica, the one the sentinels
+# name master is one, and the other is its replica, in sync. (Whichever of
+# the two restarts after a failover comes back a master; the sentinels
+# turn it into the replica.)
+rsn_pair_ready() {
+  local master mport name port out
+  master="$(rsn_master_addr)" || return 1
+  mport=${master##*:}
+  for name in primary replica; do
+    port="$(rsn_port "$name")"
+    out="$(rcli "$port" info replication)" || return 1
+    if [[ $port == "$mport" ]]; then
+      [[ $out == *role:master* ]] || return 1
+    else
+      [[ $out == *role:slave* && $out == *master_port:$mport* && $out == *master_link_status:up* ]] || return 1
+    fi
+  done
 }
 
 # rsn_sentinel_ready NAME: the sentinel sees the primary up, a replica and
@@ -1295,9 +1371,9 @@ rsn_master_addr() {
 wait_redis_sentinel() {
   local deadline=$1 name
   for name in primary replica; do
-    until rsn_data_ready "$name"; do
-      rsn_alive_or_fail "$name" "$deadline" "answer (or, the replica, sync with the primary)"
-      sleep 0.2
+    until [[ "$(rcli "$(rsn_port "$name")" ping)" == PONG ]]; do
+      rsn_alive_or_fail "$name" "$deadline" "answer PING"
+      sleep 0.1
     done
   done
   for name in "${RSN_SENTINELS[@]}"; do
@@ -1306,6 +1382,13 @@ wait_redis_sentinel() {
       rsn_alive_or_fail "$name" "$deadline" "see master $RSN_MASTER up with a replica and 2 other sentinels"
       sleep 0.3
     done
+  done
+  until rsn_pair_ready; do
+    for name in primary replica; do
+      rsn_alive_or_fail "$name" "$deadline" \
+        "become, with the other, master $RSN_MASTER (as the sentinels name it) and its replica in sync"
+    done
+    sleep 0.3
   done
   echo "redis-sentinel: master $RSN_MASTER at $(rsn_master_addr), sentinels $(rsn_addrs) ($RSN_STATE)"
 }
@@ -1435,7 +1518,7 @@ wait_kafka_cluster() {
     d="$(kcl_dir "$id")"
     until kcl_answers "$id"; do
       kcl_pid "$id" >/dev/null ||
-        fail_with_logs "kafka-cluster node $id (java) exited during start-up; see $d/server.log" \
+        fail_with_logs "kafka-cluster node $id (java) exited during start-up; see $d/server.log and kafka.out" \
           "$d/server.log" "$d/kafka.out"
       (($(now) < deadline)) ||
         fail_with_logs "kafka-cluster node $id at $LOCAL_HOST:$(kcl_port "$id") did not list the ${#KCL_IDS[@]} brokers within ${UP_TIMEOUT}s; see $d/server.log" \
@@ -1509,7 +1592,13 @@ status_clusters() {
   if ((asked || n)); then
     ok=0
     for name in "${RSN_SENTINELS[@]}"; do if rsn_sentinel_ready "$name"; then ok=$((ok + 1)); fi; done
-    if ((ok == 3)); then ans="answers, master $RSN_MASTER at $(rsn_master_addr)"; else ans="$ok of 3 sentinels see master $RSN_MASTER ready"; fi
+    if ((ok == 3)) && rsn_pair_ready; then
+      ans="answers, master $RSN_MASTER at $(rsn_master_addr) with its replica in sync"
+    else
+      ans="$ok of 3 sentinels see master $RSN_MASTER ready"
+      if ((ok == 3)); then ans="3 sentinels see master $RSN_MASTER ready, but its replica is not in sync"; fi
+      ok=0
+    fi
     ((asked && ok < 3)) && rc=1
     echo "redis-sentinel: sentinels $(rsn_addrs) $ans; $(group_owner "$n" "${#RSN_NAMES[@]}" "$(pids_of rsn_pid "${RSN_NAMES[@]}")")"
   fi
