@@ -87,12 +87,15 @@
 # <state>/redis-sentinel/ and <state>/kafka-cluster/:
 #  - a Redis Cluster of 6 nodes (cluster-enabled, node timeout 5 s): 3
 #    masters, 7000-7002 when created, with one replica each, made with
-#    `redis-cli --cluster create --cluster-replicas 1`; up waits until every
-#    node says cluster_state:ok and every replica's link is up;
+#    `redis-cli --cluster create --cluster-replicas 1`; up waits until, by
+#    each node's own word, 3 masters hold the slots and each has a replica
+#    (finishing a create cut short), every node says cluster_state:ok and
+#    every replica's link is up;
 #  - a primary (6390) and its replica (6391) watched by 3 sentinels
 #    (26379-26381; quorum 2, down after 5 s) under the master name xmirror;
-#    up waits until each sentinel sees the primary, a replica and the two
-#    other sentinels;
+#    up waits until each sentinel sees the master, a replica and the two
+#    other sentinels, and the other server is the master's replica, in sync
+#    (after a failover the replica is the master);
 #  - 3 Kafka nodes, each a broker (9101-9103) and a KRaft controller
 #    (9111-9113) of a static quorum of three, 1 GiB heap each, with
 #    default.replication.factor=3, min.insync.replicas=2 and the offsets
