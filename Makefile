@@ -42,8 +42,11 @@ fmt-check:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null); \
 	if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted (run gofmt -w)"; exit 1; fi
 
+# vet: also the files of the build tag cluster, which `make test` does not
+# run, so that they keep compiling.
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags cluster ./...
 
 # test: every check, integration tests included, against the real servers.
 test: services-up-secure fmt-check vet build
