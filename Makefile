@@ -10,7 +10,7 @@ SERVICES := scripts/services.sh
 # Every recipe that needs the servers runs with their addresses exported.
 WITH_ENV := eval "$$($(SERVICES) env)" &&
 
-.PHONY: all build test unit fuzz-smoke fmt-check vet services-up services-up-secure services-down services-status demo bench bench-venv bench-smoke test-faults clean
+.PHONY: all build test test-cluster unit fuzz-smoke fmt-check vet services-up services-up-secure services-up-cluster services-down services-status demo bench bench-venv bench-smoke test-faults clean
 
 all: build
 
@@ -26,6 +26,12 @@ services-up:
 services-up-secure:
 	$(SERVICES) up --secure
 
+# services-up-cluster: also the clusters: a Redis Cluster (3 masters, a
+# replica each), a Sentinel set-up (master xmirror) and a 3-node Kafka
+# cluster (1 GiB heap each); about 15 s the first time.
+services-up-cluster:
+	$(SERVICES) up --cluster
+
 services-down:
 	$(SERVICES) down
 
@@ -36,8 +42,11 @@ fmt-check:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null); \
 	if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted (run gofmt -w)"; exit 1; fi
 
+# vet: also the files of the build tag cluster, which `make test` does not
+# run, so that they keep compiling.
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags cluster ./...
 
 # test: every check, integration tests included, against the real servers.
 test: services-up-secure fmt-check vet build
@@ -45,6 +54,15 @@ test: services-up-secure fmt-check vet build
 	$(MAKE) fuzz-smoke
 	$(MAKE) bench-smoke
 	$(MAKE) test-faults
+
+# test-cluster: the tests of the clusters, which `make test` does not run
+# (nor start the clusters for): files with the build tag `cluster`, tests
+# named TestCluster*. CLUSTER_UP=--cluster-only starts the clusters alone,
+# leaving the plain servers to another checkout.
+CLUSTER_UP ?= --cluster
+test-cluster:
+	$(SERVICES) up $(CLUSTER_UP)
+	$(WITH_ENV) $(GO) test -tags cluster -count=1 -timeout 10m -run '^TestCluster' ./...
 
 # unit: only the tests that need no server (fast feedback while editing).
 unit:

@@ -2,15 +2,22 @@
 # Installs and runs the real local servers that xmirror's tests, demo and
 # benchmarks talk to: one Redis and one single-node KRaft Kafka broker.
 #
-#   scripts/services.sh up [--secure]  install what is missing, start or reuse both, wait until they answer;
-#                                with --secure also the TLS Redis servers and the secured Kafka (below)
-#   scripts/services.sh down     stop only the servers `up` started (reused/external ones are left alone)
-#   scripts/services.sh status [--secure]  does each answer, and did we start it? exit 0 iff both
-#                                answer (with --secure: and the TLS Redis servers and the secured Kafka too)
+#   scripts/services.sh up [--secure] [--cluster]  install what is missing, start or reuse both, wait
+#                                until they answer; with --secure also the TLS Redis servers and the
+#                                secured Kafka, with --cluster also the clusters (both below)
+#   scripts/services.sh up --cluster-only  the clusters alone: the plain servers are neither started
+#                                nor looked at (for a checkout whose plain ports another one holds)
+#   scripts/services.sh down [--cluster]  stop only the servers `up` started (reused/external ones
+#                                are left alone); with --cluster only the clusters
+#   scripts/services.sh status [--secure] [--cluster]  does each answer, and did we start it? exit 0
+#                                iff both answer (with --secure: and the TLS Redis servers and the
+#                                secured Kafka too; with --cluster: and every cluster in full)
 #   scripts/services.sh env      print `export REDIS_URL=...` / `export KAFKA_BROKERS=...`
 #                                (and REDIS_TLS_URL, REDIS_MTLS_URL, REDIS_TLS_DIR while the TLS Redis runs;
 #                                KAFKA_SASL_BROKERS, KAFKA_MTLS_BROKERS, KAFKA_OAUTH_BROKERS,
-#                                KAFKA_SECURE_ADMIN_BROKERS, KAFKA_SECURE_DIR while the secured Kafka runs)
+#                                KAFKA_SECURE_ADMIN_BROKERS, KAFKA_SECURE_DIR while the secured Kafka runs;
+#                                REDIS_CLUSTER_URL, REDIS_CLUSTER_NODES, REDIS_SENTINEL_ADDRS,
+#                                REDIS_SENTINEL_MASTER, KAFKA_CLUSTER_BROKERS while the clusters run)
 #   scripts/services.sh pid redis|kafka              pid of a server we started (exit 1 if none)
 #   scripts/services.sh stop|start|restart redis|kafka   (also stop-redis, restart-kafka, ...)
 #                                only for servers we own; data is kept (see below)
@@ -29,9 +36,17 @@
 #   XMIRROR_KAFKA_SECURE_SASL_PORT, XMIRROR_KAFKA_SECURE_MTLS_PORT, XMIRROR_KAFKA_SECURE_OAUTH_PORT,
 #   XMIRROR_KAFKA_SECURE_ADMIN_PORT, XMIRROR_KAFKA_SECURE_CONTROLLER_PORT
 #                   the secured Kafka's listeners (9094, 9095, 9096, 9097, 9098)
-#   A port of a secured server that something not started from this
-#   checkout holds (another checkout's server) makes `up --secure` fail at
-#   once, naming the port and the variable that moves it.
+#   XMIRROR_REDIS_CLUSTER_PORT  the first of the Redis Cluster's 6 ports (7000: 7000-7005,
+#                   cluster buses 17000-17005)
+#   XMIRROR_REDIS_SENTINEL_PRIMARY_PORT, XMIRROR_REDIS_SENTINEL_REPLICA_PORT  (6390, 6391)
+#   XMIRROR_REDIS_SENTINEL_PORT  the first of the 3 sentinels' ports (26379: 26379-26381)
+#   XMIRROR_KAFKA_CLUSTER_PORT, XMIRROR_KAFKA_CLUSTER_CONTROLLER_PORT  the first of the Kafka
+#                   cluster's 3 broker and 3 controller ports (9101: 9101-9103, 9111: 9111-9113)
+#   XMIRROR_KAFKA_CLUSTER_JVM_OPTS  replaces the cluster nodes' default heap/GC/JIT flags
+#   A port of a secured or cluster server that something not started from
+#   this checkout holds (another checkout's server) makes `up --secure` or
+#   `up --cluster` fail at once, naming the port and the variable that
+#   moves it.
 #
 # Secured Redis (up --secure): two more redis-server processes, TLS only, on
 # 127.0.0.1: port 6380 verifies a client certificate when one is sent
@@ -68,6 +83,29 @@
 # client trusting only it meets an unknown authority) and untrusted.crt/.key
 # (CN=xmirror-r2k, signed by the other CA: the broker refuses it).
 #
+# Clusters (up --cluster), on 127.0.0.1, state in <state>/redis-cluster/,
+# <state>/redis-sentinel/ and <state>/kafka-cluster/:
+#  - a Redis Cluster of 6 nodes (cluster-enabled, node timeout 5 s): 3
+#    masters, 7000-7002 when created, with one replica each, made with
+#    `redis-cli --cluster create --cluster-replicas 1`; up waits until, by
+#    each node's own word, 3 masters hold the slots and each has a replica
+#    (finishing a create cut short), every node says cluster_state:ok and
+#    every replica's link is up;
+#  - a primary (6390) and its replica (6391) watched by 3 sentinels
+#    (26379-26381; quorum 2, down after 5 s) under the master name xmirror;
+#    up waits until each sentinel sees the master, a replica and the two
+#    other sentinels, and the other server is the master's replica, in sync
+#    (after a failover the replica is the master);
+#  - 3 Kafka nodes, each a broker (9101-9103) and a KRaft controller
+#    (9111-9113) of a static quorum of three, 1 GiB heap each, with
+#    default.replication.factor=3, min.insync.replicas=2 and the offsets
+#    and transaction state topics at 3 replicas, min ISR 2 (3 partitions
+#    each); up waits until each broker lists all three.
+# Like the plain Redis, the Redis Cluster and the Sentinel set-up keep no
+# data: an `up` that finds none of a set-up's processes running makes it
+# anew. An `up` that finds some running starts only the others, which
+# rejoin. The Kafka cluster keeps its log dirs, as the plain broker does.
+#
 # Data: Redis runs without persistence, so `down` + `up` gives an empty Redis.
 # `stop redis`/`restart redis` save a snapshot first (SHUTDOWN SAVE) so a fault
 # test can bounce Redis without losing its streams. Kafka keeps its log dirs in
@@ -75,7 +113,10 @@
 #
 # Logs: <state>/redis/redis.log, <state>/kafka/server.log (+ kafka.out for the
 # JVM's own stdout/stderr), <state>/redis-tls/redis-tls.log and redis-mtls.log,
-# <state>/kafka-secure/server.log (+ kafka.out, setup.log).
+# <state>/kafka-secure/server.log (+ kafka.out, setup.log),
+# <state>/redis-cluster/<port>/redis.log (+ <state>/redis-cluster/create.log),
+# <state>/redis-sentinel/<primary|replica|sentinel-N>/redis.log,
+# <state>/kafka-cluster/node-<N>/server.log (+ kafka.out).
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -197,6 +238,38 @@ KSEC_JVM_OPTS=(
 )
 # Short-lived CLI tools: start fast, stay small.
 TOOL_JVM_OPTS=(-Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true)
+
+# The clusters (up --cluster), each with its own ports and state:
+#  a Redis Cluster of RCL_NODES nodes on consecutive ports from RCL_PORT
+#  (3 masters with one replica each; each node's cluster bus listens on its
+#  port + 10000, Redis's default);
+#  a primary and a replica watched by three sentinels on consecutive ports
+#  from RSN_PORT, under the master name RSN_MASTER;
+#  three Kafka nodes, each broker and KRaft controller (a quorum of three),
+#  brokers on consecutive ports from KCL_PORT, controllers from
+#  KCL_CONTROLLER_PORT.
+RCL_PORT="${XMIRROR_REDIS_CLUSTER_PORT:-7000}"
+RCL_NODES=6
+RCL_DIR="$STATE_DIR/redis-cluster"
+RSN_PRIMARY_PORT="${XMIRROR_REDIS_SENTINEL_PRIMARY_PORT:-6390}"
+RSN_REPLICA_PORT="${XMIRROR_REDIS_SENTINEL_REPLICA_PORT:-6391}"
+RSN_PORT="${XMIRROR_REDIS_SENTINEL_PORT:-26379}"
+RSN_MASTER=xmirror
+RSN_DIR="$STATE_DIR/redis-sentinel"
+KCL_PORT="${XMIRROR_KAFKA_CLUSTER_PORT:-9101}"
+# The static voters of the quorum: change it only together with a fresh
+# <state>/kafka-cluster, like the plain broker's controller port.
+KCL_CONTROLLER_PORT="${XMIRROR_KAFKA_CLUSTER_CONTROLLER_PORT:-9111}"
+KCL_DIR="$STATE_DIR/kafka-cluster"
+# Each node the plain broker's 1 GiB heap, so a test sees the same broker;
+# but only the quick JIT compiler (C1), as the secured broker: three JVMs
+# starting at once on 2 shared cores would otherwise take most of a minute.
+KCL_JVM_OPTS_DEFAULT=(
+  -Xms1g -Xmx1g -XX:TieredStopAtLevel=1
+  -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35
+  -XX:+ExplicitGCInvokesConcurrent
+  -Djava.awt.headless=true
+)
 
 log() { echo "services.sh: $*" >&2; }
 die() { echo "services.sh: ERROR: $*" >&2; exit 1; }
@@ -929,6 +1002,631 @@ stop_kafka_secure() {
   echo "kafka-secure: stopped (pid $pid)"
 }
 
+# ------------------------------------------------------------- clusters
+
+# launch PIDFILE OUT SERVER...: start a server as described at
+# wait_pidfile, its stdout and stderr appended to OUT.
+launch() {
+  local pidfile=$1 out=$2
+  shift 2
+  rm -f "$pidfile"
+  # shellcheck disable=SC2016  # $$ and $@ are for the inner shell
+  setsid nohup bash -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" \
+    >>"$out" 2>&1 </dev/null 9>&- &
+  wait_pidfile "$pidfile"
+}
+
+# rcli PORT ARGS...: redis-cli against a local server, bounded.
+rcli() {
+  local port=$1
+  shift
+  timeout 5 redis-cli -h "$LOCAL_HOST" -p "$port" "$@" 2>/dev/null
+}
+
+# redis_port_pid PIDFILE PORT: the pid of our redis-server on PORT. Its
+# process title names the address it listens on, so a pidfile left from
+# another node cannot name this one.
+redis_port_pid() { owned_pid "$1" "redis-server $LOCAL_HOST:$2 "; }
+
+# count_running FN ARG...: how many of FN ARG run (FN is a *_pid function).
+count_running() {
+  local fn=$1 arg n=0
+  shift
+  for arg in "$@"; do
+    if "$fn" "$arg" >/dev/null; then n=$((n + 1)); fi
+  done
+  echo "$n"
+}
+
+# pids_of FN ARG...: the pids of those of FN ARG that run, comma-separated.
+pids_of() {
+  local fn=$1 arg pid out=()
+  shift
+  for arg in "$@"; do
+    if pid="$("$fn" "$arg")"; then out+=("$pid"); fi
+  done
+  local IFS=,
+  echo "${out[*]}"
+}
+
+# stop_group NAME SECONDS FN ARG...: SIGTERM to each of FN ARG that runs,
+# all at once, then wait for each; pidfiles are removed by the caller.
+stop_group() {
+  local name=$1 secs=$2 fn=$3 arg pid pids=()
+  shift 3
+  for arg in "$@"; do
+    if pid="$("$fn" "$arg")"; then
+      kill -TERM "$pid" 2>/dev/null || true
+      pids+=("$pid")
+    fi
+  done
+  ((${#pids[@]})) || return 1
+  for pid in "${pids[@]}"; do wait_exit "$pid" "$name" "$secs"; done
+  local IFS=,
+  echo "$name: stopped (pids ${pids[*]})"
+}
+
+# ----------------------------------------------- clusters: Redis Cluster
+
+RCL_PORTS=()
+for ((i = 0; i < RCL_NODES; i++)); do RCL_PORTS+=($((RCL_PORT + i))); done
+unset i
+RCL_PORT_VAR="XMIRROR_REDIS_CLUSTER_PORT (the first of $RCL_NODES ports in a row, each with its cluster bus at +10000)"
+
+rcl_pid() { redis_port_pid "$RCL_DIR/$1/redis.pid" "$1"; }
+rcl_nodes() { local p out=(); for p in "${RCL_PORTS[@]}"; do out+=("$LOCAL_HOST:$p"); done; local IFS=,; echo "${out[*]}"; }
+
+# start_redis_cluster: start the nodes that do not run (ours); RCL_STATE
+# says whether any was started. wait_redis_cluster creates the cluster.
+start_redis_cluster() {
+  local n port d
+  ensure_cmds redis-server:redis-server
+  n="$(count_running rcl_pid "${RCL_PORTS[@]}")"
+  if ((n == RCL_NODES)); then
+    RCL_STATE=reused
+    return 0
+  fi
+  RCL_STATE=started
+  # No node runs: a new cluster. The nodes keep no data (see Data), so the
+  # last cluster's nodes.conf files would bring back only its shape.
+  if ((n == 0)); then rm -rf "$RCL_DIR"; fi
+  for port in "${RCL_PORTS[@]}"; do
+    rcl_pid "$port" >/dev/null && continue
+    d="$RCL_DIR/$port"
+    mkdir -p "$d"
+    # A node timeout of 5 s (Redis's default is 15 s): a test that stops
+    # a master sees its replica take over within seconds.
+    launch "$d/redis.pid" "$d/redis.out" \
+      redis-server --bind "$LOCAL_HOST" --port "$port" --daemonize no \
+      --cluster-enabled yes --cluster-config-file "$d/nodes.conf" --cluster-node-timeout 5000 \
+      --logfile "$d/redis.log" --dir "$d" --save '' --appendonly no
+  done
+}
+
+# rcl_ready PORT: the node sees cluster_state:ok and, a replica, has its
+# link to its master up (so a test may read from replicas at once).
+rcl_ready() {
+  local out
+  out="$(printf 'CLUSTER INFO\nINFO replication\n' |
+    timeout 5 redis-cli -h "$LOCAL_HOST" -p "$1" 2>/dev/null)" || return 1
+  [[ $out == *cluster_state:ok* ]] || return 1
+  [[ $out != *role:slave* || $out == *master_link_status:up* ]]
+}
+
+# rcl_self_views: each node's own line of its CLUSTER NODES, "port id
+# flags master slots...": what it is itself, which no gossip delays.
+rcl_self_views() {
+  local port line id addr flags master rest
+  for port in "${RCL_PORTS[@]}"; do
+    line="$(rcli "$port" cluster nodes | grep ' myself,')" || continue
+    read -r id addr flags master _ _ _ _ rest <<<"${line//$'\r'/}"
+    echo "$port $id $flags $master $rest"
+  done
+}
+
+# rcl_shape: how many masters hold slots, how many of them a replica
+# follows, and how many nodes answer, each node taken at its own word.
+rcl_shape() {
+  local views port id flags master rest masters=0 covered=0 nodes=0
+  views="$(rcl_self_views)"
+  local -A followed=()
+  while read -r port id flags master rest; do
+    [[ -n $port ]] || continue
+    nodes=$((nodes + 1))
+    if [[ $flags == *slave* ]]; then followed[$master]=1; fi
+  done <<<"$views"
+  while read -r port id flags master rest; do
+    if [[ $flags == *master* && -n $rest ]]; then
+      masters=$((masters + 1))
+      if [[ -n ${followed[$id]:-} ]]; then covered=$((covered + 1)); fi
+    fi
+  done <<<"$views"
+  echo "$masters $covered $nodes"
+}
+
+# rcl_attach_replicas: each node that is a master without slots (a create
+# cut short before it made the replicas) becomes the replica of a master
+# that no replica follows, as redis-cli --cluster create would have made
+# it. Each node's own word counts, so a replica is never moved.
+rcl_attach_replicas() {
+  local views port id flags master rest empty=() lonely=()
+  views="$(rcl_self_views)"
+  local -A followed=()
+  while read -r port id flags master rest; do
+    if [[ $flags == *slave* ]]; then followed[$master]=1; fi
+  done <<<"$views"
+  while read -r port id flags master rest; do
+    [[ $flags == *master* ]] || continue
+    if [[ -z $rest ]]; then
+      empty+=("$port")
+    elif [[ -z ${followed[$id]:-} ]]; then
+      lonely+=("$id")
+    fi
+  done <<<"$views"
+  local i
+  for ((i = 0; i < ${#empty[@]} && i < ${#lonely[@]}; i++)); do
+    # Fails harmlessly while the node has not met that master yet.
+    if [[ "$(rcli "${empty[i]}" cluster replicate "${lonely[i]}")" == OK ]]; then
+      log "redis-cluster: $LOCAL_HOST:${empty[i]}, a master without slots, made the replica of ${lonely[i]}, which had none"
+    fi
+  done
+}
+
+# rcl_alive_or_fail PORT DEADLINE WHAT: dies, with the node's log, when it
+# has exited or the deadline has passed.
+rcl_alive_or_fail() {
+  local port=$1 deadline=$2 what=$3 d="$RCL_DIR/$1"
+  rcl_pid "$port" >/dev/null ||
+    fail_with_logs "redis-cluster node $LOCAL_HOST:$port (redis-server) exited during start-up; see $d/redis.log" \
+      "$d/redis.log" "$d/redis.out"
+  (($(now) < deadline)) ||
+    fail_with_logs "redis-cluster node $LOCAL_HOST:$port did not $what within ${UP_TIMEOUT}s; see $d/redis.log" \
+      "$d/redis.log"
+}
+
+# wait_redis_cluster DEADLINE: every node answers; a cluster is created
+# unless one already holds every slot; every node sees it ok.
+wait_redis_cluster() {
+  local deadline=$1 port addrs=() created=0 left
+  for port in "${RCL_PORTS[@]}"; do
+    until [[ "$(rcli "$port" ping)" == PONG ]]; do
+      rcl_alive_or_fail "$port" "$deadline" "answer PING"
+      sleep 0.1
+    done
+    addrs+=("$LOCAL_HOST:$port")
+    if [[ "$(rcli "$port" cluster info)" == *cluster_slots_assigned:16384* ]]; then created=1; fi
+  done
+  if ((!created)); then
+    left=$((deadline - $(now)))
+    ((left > 0)) || left=1
+    # Masters are the first three nodes given, each with one replica.
+    if ! timeout "$left" redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes \
+        >"$RCL_DIR/create.log" 2>&1 </dev/null; then
+      fail_with_logs "redis-cli --cluster create failed or outlasted the ${UP_TIMEOUT}s; see $RCL_DIR/create.log (run up again, which finishes a create cut short; if it fails the same way, $0 down --cluster first)" \
+        "$RCL_DIR/create.log" "$RCL_DIR/${RCL_PORTS[0]}/redis.log"
+    fi
+  fi
+  local shape
+  until shape="$(rcl_shape)" && [[ $shape == "3 3 $RCL_NODES" ]]; do
+    rcl_attach_replicas
+    rcl_alive_or_fail "${RCL_PORTS[0]}" "$deadline" \
+      "see 3 masters with a replica each (masters with slots, of them with a replica, nodes: ${shape:-none})"
+    sleep 0.2
+  done
+  for port in "${RCL_PORTS[@]}"; do
+    until rcl_ready "$port"; do
+      rcl_alive_or_fail "$port" "$deadline" "reach cluster_state:ok (or, a replica, a link to its master)"
+      sleep 0.2
+    done
+  done
+  echo "redis-cluster: $LOCAL_HOST:${RCL_PORTS[0]}-${RCL_PORTS[-1]}, 3 masters with a replica each ($RCL_STATE)"
+}
+
+stop_redis_cluster() {
+  stop_group redis-cluster 20 rcl_pid "${RCL_PORTS[@]}" || return 1
+  rm -f "$RCL_DIR"/*/redis.pid
+}
+
+# ---------------------------------------------------- clusters: Sentinel
+
+RSN_NAMES=(primary replica sentinel-1 sentinel-2 sentinel-3)
+RSN_SENTINELS=(sentinel-1 sentinel-2 sentinel-3)
+
+rsn_port() {
+  case "$1" in
+    primary) echo "$RSN_PRIMARY_PORT" ;;
+    replica) echo "$RSN_REPLICA_PORT" ;;
+    sentinel-*) echo $((RSN_PORT + ${1#sentinel-} - 1)) ;;
+  esac
+}
+
+rsn_port_var() {
+  case "$1" in
+    primary) echo XMIRROR_REDIS_SENTINEL_PRIMARY_PORT ;;
+    replica) echo XMIRROR_REDIS_SENTINEL_REPLICA_PORT ;;
+    *) echo "XMIRROR_REDIS_SENTINEL_PORT (the first of 3 ports in a row)" ;;
+  esac
+}
+
+rsn_pid() { redis_port_pid "$RSN_DIR/$1/redis.pid" "$(rsn_port "$1")"; }
+rsn_addrs() { local n out=(); for n in "${RSN_SENTINELS[@]}"; do out+=("$LOCAL_HOST:$(rsn_port "$n")"); done; local IFS=,; echo "${out[*]}"; }
+
+write_sentinel_conf() {
+  local d=$1 port=$2
+  # Quorum 2 of 3; a primary unreachable for 5 s is down (the default, 30 s,
+  # is longer than most tests).
+  cat >"$d/sentinel.conf" <<EOF
+# Written by scripts/services.sh when missing; the sentinel rewrites it.
+bind $LOCAL_HOST
+port $port
+daemonize no
+logfile $d/redis.log
+dir $d
+sentinel monitor $RSN_MASTER $LOCAL_HOST $RSN_PRIMARY_PORT 2
+sentinel down-after-milliseconds $RSN_MASTER 5000
+sentinel failover-timeout $RSN_MASTER 30000
+sentinel parallel-syncs $RSN_MASTER 1
+EOF
+}
+
+# start_redis_sentinel: start the primary, the replica and the sentinels
+# that do not run (ours); RSN_STATE says whether any was started.
+start_redis_sentinel() {
+  local n name d port
+  ensure_cmds redis-server:redis-server
+  n="$(count_running rsn_pid "${RSN_NAMES[@]}")"
+  if ((n == ${#RSN_NAMES[@]})); then
+    RSN_STATE=reused
+    return 0
+  fi
+  RSN_STATE=started
+  # None runs: a new set-up (the sentinels' files would bring back the
+  # last one's roles, and its data is gone).
+  if ((n == 0)); then rm -rf "$RSN_DIR"; fi
+  for name in "${RSN_NAMES[@]}"; do
+    rsn_pid "$name" >/dev/null && continue
+    d="$RSN_DIR/$name"
+    port="$(rsn_port "$name")"
+    mkdir -p "$d"
+    case "$name" in
+      primary | replica)
+        # The replica follows the primary it was started with; after a
+        # failover the sentinels repoint whichever of the two comes back.
+        local follow=()
+        if [[ $name == replica ]]; then follow=(--replicaof "$LOCAL_HOST" "$RSN_PRIMARY_PORT"); fi
+        launch "$d/redis.pid" "$d/redis.out" \
+          redis-server --bind "$LOCAL_HOST" --port "$port" --daemonize no \
+          --logfile "$d/redis.log" --dir "$d" --save '' --appendonly no "${follow[@]}"
+        ;;
+      *)
+        # A sentinel rewrites its file (the replicas and sentinels it
+        # found, the primary after a failover): written only when missing.
+        [[ -s $d/sentinel.conf ]] || write_sentinel_conf "$d" "$port"
+        launch "$d/redis.pid" "$d/redis.out" redis-server "$d/sentinel.conf" --sentinel
+        ;;
+    esac
+  done
+}
+
+# rsn_pair_ready: of the primary and the replica, the one the sentinels
+# name master is one, and the other is its replica, in sync. (Whichever of
+# the two restarts after a failover comes back a master; the sentinels
+# turn it into the replica.)
+rsn_pair_ready() {
+  local master mport name port out
+  master="$(rsn_master_addr)" || return 1
+  mport=${master##*:}
+  for name in primary replica; do
+    port="$(rsn_port "$name")"
+    out="$(rcli "$port" info replication)" || return 1
+    if [[ $port == "$mport" ]]; then
+      [[ $out == *role:master* ]] || return 1
+    else
+      [[ $out == *role:slave* && $out == *master_port:$mport* && $out == *master_link_status:up* ]] || return 1
+    fi
+  done
+}
+
+# rsn_sentinel_ready NAME: the sentinel sees the primary up, a replica and
+# the two other sentinels.
+rsn_sentinel_ready() {
+  local out kv k flags="" replicas=0 others=0
+  out="$(rcli "$(rsn_port "$1")" sentinel master "$RSN_MASTER")" || return 1
+  # One field or value a line, field first.
+  mapfile -t kv <<<"${out//$'\r'/}"
+  for ((k = 0; k + 1 < ${#kv[@]}; k += 2)); do
+    case "${kv[k]}" in
+      flags) flags=${kv[k + 1]} ;;
+      num-slaves) replicas=${kv[k + 1]} ;;
+      num-other-sentinels) others=${kv[k + 1]} ;;
+    esac
+  done
+  [[ $flags == master ]] && ((replicas >= 1 && others == 2))
+}
+
+# rsn_alive_or_fail NAME DEADLINE WHAT
+rsn_alive_or_fail() {
+  local name=$1 deadline=$2 what=$3 d="$RSN_DIR/$1" addr
+  addr="$LOCAL_HOST:$(rsn_port "$name")"
+  rsn_pid "$name" >/dev/null ||
+    fail_with_logs "redis-sentinel $name $addr (redis-server) exited during start-up; see $d/redis.log" \
+      "$d/redis.log" "$d/redis.out"
+  (($(now) < deadline)) ||
+    fail_with_logs "redis-sentinel $name $addr did not $what within ${UP_TIMEOUT}s; see $d/redis.log" \
+      "$d/redis.log"
+}
+
+# rsn_master_addr: host:port of the primary as the first sentinel that
+# answers names it.
+rsn_master_addr() {
+  local name out
+  for name in "${RSN_SENTINELS[@]}"; do
+    out="$(rcli "$(rsn_port "$name")" sentinel get-master-addr-by-name "$RSN_MASTER")" || continue
+    out="${out//$'\r'/}"
+    [[ $out == *$'\n'* ]] || continue
+    echo "${out%%$'\n'*}:${out#*$'\n'}"
+    return 0
+  done
+  return 1
+}
+
+# wait_redis_sentinel DEADLINE
+wait_redis_sentinel() {
+  local deadline=$1 name
+  for name in primary replica; do
+    until [[ "$(rcli "$(rsn_port "$name")" ping)" == PONG ]]; do
+      rsn_alive_or_fail "$name" "$deadline" "answer PING"
+      sleep 0.1
+    done
+  done
+  for name in "${RSN_SENTINELS[@]}"; do
+    # Sentinels find each other through the primary every 2 s.
+    until rsn_sentinel_ready "$name"; do
+      rsn_alive_or_fail "$name" "$deadline" "see master $RSN_MASTER up with a replica and 2 other sentinels"
+      sleep 0.3
+    done
+  done
+  until rsn_pair_ready; do
+    for name in primary replica; do
+      rsn_alive_or_fail "$name" "$deadline" \
+        "become, with the other, master $RSN_MASTER (as the sentinels name it) and its replica in sync"
+    done
+    sleep 0.3
+  done
+  echo "redis-sentinel: master $RSN_MASTER at $(rsn_master_addr), sentinels $(rsn_addrs) ($RSN_STATE)"
+}
+
+stop_redis_sentinel() {
+  stop_group redis-sentinel 20 rsn_pid "${RSN_NAMES[@]}" || return 1
+  rm -f "$RSN_DIR"/*/redis.pid
+}
+
+# ------------------------------------------------------ clusters: Kafka
+
+KCL_IDS=(1 2 3)
+
+kcl_dir() { echo "$KCL_DIR/node-$1"; }
+kcl_port() { echo $((KCL_PORT + $1 - 1)); }
+kcl_controller_port() { echo $((KCL_CONTROLLER_PORT + $1 - 1)); }
+kcl_pid() { owned_pid "$(kcl_dir "$1")/kafka.pid" "kafka.Kafka $(kcl_dir "$1")/server.properties"; }
+kcl_brokers() { local id out=(); for id in "${KCL_IDS[@]}"; do out+=("$LOCAL_HOST:$(kcl_port "$id")"); done; local IFS=,; echo "${out[*]}"; }
+
+write_kcl_props() {
+  local id=$1 d voters="" v
+  d="$(kcl_dir "$id")"
+  for v in "${KCL_IDS[@]}"; do voters+="${voters:+,}$v@$LOCAL_HOST:$(kcl_controller_port "$v")"; done
+  mkdir -p "$d/data"
+  cat >"$d/server.properties" <<EOF
+# Generated by scripts/services.sh on every start; edit the script, not this file.
+process.roles=broker,controller
+node.id=$id
+listeners=PLAINTEXT://$LOCAL_HOST:$(kcl_port "$id"),CONTROLLER://$LOCAL_HOST:$(kcl_controller_port "$id")
+advertised.listeners=PLAINTEXT://$LOCAL_HOST:$(kcl_port "$id")
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+# A static quorum of the three nodes' controllers.
+controller.quorum.voters=$voters
+log.dirs=$d/data
+
+# Three replicas of everything, two of them in sync for a write: one
+# broker can be lost without losing an acknowledged record or refusing
+# acks=all writes.
+default.replication.factor=3
+min.insync.replicas=2
+offsets.topic.replication.factor=3
+transaction.state.log.replication.factor=3
+transaction.state.log.min.isr=2
+share.coordinator.state.topic.replication.factor=3
+share.coordinator.state.topic.min.isr=2
+# Three partitions instead of 50: the group and transaction coordinators
+# spread over the brokers, and the first group or transactional producer
+# does not wait for 150 replicas to be created.
+offsets.topic.num.partitions=3
+transaction.state.log.num.partitions=3
+
+num.partitions=1
+group.initial.rebalance.delay.ms=0
+# xmirror must create its topics explicitly; a typo must not create one.
+auto.create.topics.enable=false
+# Three brokers on 2 cores.
+num.network.threads=1
+num.io.threads=2
+num.replica.fetchers=1
+EOF
+}
+
+# start_kafka_cluster: start the nodes that do not run (ours), formatting
+# the storage of any that never ran; KCL_STATE says whether any was started.
+start_kafka_cluster() {
+  local n id d opts=("${KCL_JVM_OPTS_DEFAULT[@]}") formats=()
+  n="$(count_running kcl_pid "${KCL_IDS[@]}")"
+  if ((n == ${#KCL_IDS[@]})); then
+    KCL_STATE=reused
+    return 0
+  fi
+  KCL_STATE=started
+  ensure_kafka_lib
+  ensure_cmds openssl:openssl
+  mkdir -p "$KCL_DIR"
+  if [[ ! -s $KCL_DIR/cluster-id ]]; then
+    # As for the secured broker: what `StorageTool random-uuid` prints.
+    local cid=-
+    while [[ $cid == -* ]]; do cid="$(openssl rand 16 | b64url)"; done
+    echo "$cid" >"$KCL_DIR/cluster-id"
+  fi
+  for id in "${KCL_IDS[@]}"; do
+    kcl_pid "$id" >/dev/null && continue
+    d="$(kcl_dir "$id")"
+    write_kcl_props "$id"
+    if [[ ! -f $d/data/meta.properties ]]; then
+      # The three at once: each is a JVM of its own.
+      kafka_tool kafka.tools.StorageTool format -t "$(<"$KCL_DIR/cluster-id")" -c "$d/server.properties" \
+        >"$d/format.log" 2>&1 9>&- &
+      formats+=("$id:$!")
+    fi
+  done
+  local f
+  for f in "${formats[@]}"; do
+    d="$(kcl_dir "${f%%:*}")"
+    wait "${f#*:}" ||
+      fail_with_logs "formatting the storage of kafka-cluster node ${f%%:*} failed; see $d/format.log" "$d/format.log"
+  done
+  if [[ -n ${XMIRROR_KAFKA_CLUSTER_JVM_OPTS:-} ]]; then
+    read -r -a opts <<<"$XMIRROR_KAFKA_CLUSTER_JVM_OPTS"
+  fi
+  for id in "${KCL_IDS[@]}"; do
+    kcl_pid "$id" >/dev/null && continue
+    d="$(kcl_dir "$id")"
+    echo "==== $(date -u +%FT%TZ) services.sh starting kafka.Kafka" >>"$d/kafka.out"
+    launch "$d/kafka.pid" "$d/kafka.out" \
+      java "${opts[@]}" -Dkafka.logs.dir="$d" -Dlog4j2.configurationFile="$KAFKA_LOG4J" \
+      -cp "$KAFKA_LIB/*" kafka.Kafka "$d/server.properties"
+  done
+}
+
+# kcl_answers ID: the node's broker lists all three brokers (each shows up
+# only once it has caught up with the metadata log and is unfenced).
+kcl_answers() {
+  local out
+  port_open "$LOCAL_HOST" "$(kcl_port "$1")" || return 1
+  out="$(timeout 7 kcat -L -b "$LOCAL_HOST:$(kcl_port "$1")" -m 2 2>/dev/null)" || return 1
+  (($(grep -cE '^ *broker [0-9]+ at ' <<<"$out") == ${#KCL_IDS[@]}))
+}
+
+# wait_kafka_cluster DEADLINE
+wait_kafka_cluster() {
+  local deadline=$1 id d
+  for id in "${KCL_IDS[@]}"; do
+    d="$(kcl_dir "$id")"
+    until kcl_answers "$id"; do
+      kcl_pid "$id" >/dev/null ||
+        fail_with_logs "kafka-cluster node $id (java) exited during start-up; see $d/server.log and kafka.out" \
+          "$d/server.log" "$d/kafka.out"
+      (($(now) < deadline)) ||
+        fail_with_logs "kafka-cluster node $id at $LOCAL_HOST:$(kcl_port "$id") did not list the ${#KCL_IDS[@]} brokers within ${UP_TIMEOUT}s; see $d/server.log" \
+          "$d/server.log" "$d/kafka.out"
+      sleep 0.5
+    done
+  done
+  echo "kafka-cluster: $(kcl_brokers), controllers $LOCAL_HOST:$(kcl_controller_port 1)-$(kcl_controller_port "${KCL_IDS[-1]}") ($KCL_STATE)"
+}
+
+stop_kafka_cluster() {
+  # All at once: stopped one by one, the last two would wait for a
+  # controller quorum that is gone.
+  stop_group kafka-cluster 60 kcl_pid "${KCL_IDS[@]}" || return 1
+  rm -f "$KCL_DIR"/node-*/kafka.pid
+}
+
+# check_cluster_ports: dies at once when a port of a cluster server that is
+# not ours is taken (another checkout's, say).
+check_cluster_ports() {
+  local port name id
+  for port in "${RCL_PORTS[@]}"; do
+    rcl_pid "$port" >/dev/null && continue
+    need_free_port "redis-cluster node" "$port" "$RCL_PORT_VAR"
+    need_free_port "redis-cluster bus" $((port + 10000)) "$RCL_PORT_VAR"
+  done
+  for name in "${RSN_NAMES[@]}"; do
+    rsn_pid "$name" >/dev/null || need_free_port "redis-sentinel $name" "$(rsn_port "$name")" "$(rsn_port_var "$name")"
+  done
+  for id in "${KCL_IDS[@]}"; do
+    kcl_pid "$id" >/dev/null && continue
+    need_free_port "kafka-cluster broker $id" "$(kcl_port "$id")" \
+      "XMIRROR_KAFKA_CLUSTER_PORT (the first of 3 ports in a row)"
+    need_free_port "kafka-cluster controller $id" "$(kcl_controller_port "$id")" \
+      "XMIRROR_KAFKA_CLUSTER_CONTROLLER_PORT (the first of 3 ports in a row)"
+  done
+}
+
+start_clusters() {
+  start_redis_cluster
+  start_redis_sentinel
+  start_kafka_cluster
+}
+
+# wait_clusters DEADLINE: the Redis ones first, while the brokers start.
+wait_clusters() {
+  wait_redis_cluster "$1"
+  wait_redis_sentinel "$1"
+  wait_kafka_cluster "$1"
+}
+
+stop_clusters() {
+  stop_redis_cluster || echo "redis-cluster: not running"
+  stop_redis_sentinel || echo "redis-sentinel: not running"
+  stop_kafka_cluster || echo "kafka-cluster: not running"
+}
+
+# status_clusters ASKED: a line for each group asked for or running; exit 1
+# if one asked for does not answer in full.
+status_clusters() {
+  local asked=$1 rc=0 n ans port name id ok
+  n="$(count_running rcl_pid "${RCL_PORTS[@]}")"
+  if ((asked || n)); then
+    ok=0
+    for port in "${RCL_PORTS[@]}"; do if rcl_ready "$port"; then ok=$((ok + 1)); fi; done
+    if ((ok == RCL_NODES)); then ans="answers, cluster_state:ok on every node"; else ans="$ok of $RCL_NODES nodes ready"; fi
+    ((asked && ok < RCL_NODES)) && rc=1
+    echo "redis-cluster: $(rcl_nodes) $ans; $(group_owner "$n" "$RCL_NODES" "$(pids_of rcl_pid "${RCL_PORTS[@]}")")"
+  fi
+  n="$(count_running rsn_pid "${RSN_NAMES[@]}")"
+  if ((asked || n)); then
+    ok=0
+    for name in "${RSN_SENTINELS[@]}"; do if rsn_sentinel_ready "$name"; then ok=$((ok + 1)); fi; done
+    if ((ok == 3)) && rsn_pair_ready; then
+      ans="answers, master $RSN_MASTER at $(rsn_master_addr) with its replica in sync"
+    else
+      ans="$ok of 3 sentinels see master $RSN_MASTER ready"
+      if ((ok == 3)); then ans="3 sentinels see master $RSN_MASTER ready, but its replica is not in sync"; fi
+      ok=0
+    fi
+    ((asked && ok < 3)) && rc=1
+    echo "redis-sentinel: sentinels $(rsn_addrs) $ans; $(group_owner "$n" "${#RSN_NAMES[@]}" "$(pids_of rsn_pid "${RSN_NAMES[@]}")")"
+  fi
+  n="$(count_running kcl_pid "${KCL_IDS[@]}")"
+  if ((asked || n)); then
+    ok=0
+    for id in "${KCL_IDS[@]}"; do if kcl_answers "$id"; then ok=$((ok + 1)); fi; done
+    if ((ok == ${#KCL_IDS[@]})); then ans="answers, 3 brokers"; else ans="$ok of 3 brokers list all 3"; fi
+    ((asked && ok < ${#KCL_IDS[@]})) && rc=1
+    echo "kafka-cluster: $(kcl_brokers) $ans; $(group_owner "$n" "${#KCL_IDS[@]}" "$(pids_of kcl_pid "${KCL_IDS[@]}")")"
+  fi
+  return "$rc"
+}
+
+# group_owner RUNNING TOTAL PIDS
+group_owner() {
+  if (($1 == 0)); then
+    echo "not running (start it with: $0 up --cluster)"
+  elif (($1 == $2)); then
+    echo "started by services.sh, pids $3"
+  else
+    echo "$1 of $2 processes started by services.sh run, pids $3"
+  fi
+}
+
 # ---------------------------------------------------------------- common
 
 # Servers are launched as
@@ -988,72 +1686,92 @@ take_lock() {
 # ---------------------------------------------------------------- commands
 
 cmd_up() {
-  local secure=0
-  case "${1:-}" in
-    --secure) secure=1 ;;
-    "") ;;
-    *) die "up takes only --secure, got '$1'" ;;
-  esac
+  local secure=0 cluster=0 plain=1 arg
+  for arg in "$@"; do
+    case "$arg" in
+      --secure) secure=1 ;;
+      --cluster) cluster=1 ;;
+      --cluster-only) cluster=1 plain=0 ;;
+      *) die "up takes only --secure, --cluster or --cluster-only, got '$arg'" ;;
+    esac
+  done
+  if ((secure && !plain)); then die "--cluster-only starts the clusters alone; use --secure --cluster for both"; fi
   take_lock
   ensure_client_tools
   local redis_state kafka_state deadline
+  # Before anything starts: a port taken by someone else fails at once.
   if ((secure)); then
-    # Before anything starts: a port taken by someone else fails at once.
     check_tls_redis_ports
     check_ksec_ports
   fi
+  if ((cluster)); then check_cluster_ports; fi
 
-  if ((REDIS_EXTERNAL)); then
-    redis_state=external
-  elif redis_answers; then
-    redis_state=reused
-  elif redis_pid >/dev/null; then
-    # Ours and alive but not answering yet (still loading a snapshot, or
-    # another caller is starting it): wait for it like for a fresh start.
-    redis_state=started
-    REDIS_STARTED=1
-  else
-    redis_state=started
-    start_redis
+  if ((plain)); then
+    if ((REDIS_EXTERNAL)); then
+      redis_state=external
+    elif redis_answers; then
+      redis_state=reused
+    elif redis_pid >/dev/null; then
+      # Ours and alive but not answering yet (still loading a snapshot, or
+      # another caller is starting it): wait for it like for a fresh start.
+      redis_state=started
+      REDIS_STARTED=1
+    else
+      redis_state=started
+      start_redis
+    fi
+
+    if ((KAFKA_EXTERNAL)); then
+      kafka_state=external
+    elif kafka_answers 5; then
+      kafka_state=reused
+    elif kafka_pid >/dev/null; then
+      # Ours and alive but not answering yet: another `up` or a restart is
+      # still starting it (or it hangs); wait for it like for a fresh start.
+      kafka_state=started
+      KAFKA_STARTED=1
+    else
+      kafka_state=started
+      start_kafka
+    fi
   fi
 
-  if ((KAFKA_EXTERNAL)); then
-    kafka_state=external
-  elif kafka_answers 5; then
-    kafka_state=reused
-  elif kafka_pid >/dev/null; then
-    # Ours and alive but not answering yet: another `up` or a restart is
-    # still starting it (or it hangs); wait for it like for a fresh start.
-    kafka_state=started
-    KAFKA_STARTED=1
-  else
-    kafka_state=started
-    start_kafka
-  fi
-
-  # The secured servers start while the plain ones do; all are waited
-  # for below.
+  # The secured servers and the clusters start while the plain ones do;
+  # all are waited for below.
   if ((secure)); then
     start_tls_redis_servers
     start_kafka_secure
   fi
+  if ((cluster)); then start_clusters; fi
 
   # The timeout counts from here: package installs and the first jar
   # download are not the servers' fault.
   deadline=$(($(now) + UP_TIMEOUT))
-  wait_redis "$deadline"
-  wait_kafka "$deadline"
-  forget_redis_snapshot
+  if ((plain)); then
+    wait_redis "$deadline"
+    wait_kafka "$deadline"
+    forget_redis_snapshot
 
-  echo "redis: $(redis_display "$REDIS_TARGET") ($redis_state)"
-  echo "kafka: $KAFKA_TARGET ($kafka_state)"
+    echo "redis: $(redis_display "$REDIS_TARGET") ($redis_state)"
+    echo "kafka: $KAFKA_TARGET ($kafka_state)"
+  fi
   if ((secure)); then
     wait_tls_redis "$deadline"
     wait_kafka_secure "$deadline"
   fi
+  if ((cluster)); then wait_clusters "$deadline"; fi
 }
 
 cmd_down() {
+  case "${1:-}" in
+    --cluster)
+      take_lock
+      stop_clusters
+      return 0
+      ;;
+    "") ;;
+    *) die "down takes only --cluster, got '$1'" ;;
+  esac
   take_lock
   local pid
   if pid="$(redis_pid)"; then
@@ -1078,15 +1796,20 @@ cmd_down() {
     fi
   done
   stop_kafka_secure || true
+  stop_redis_cluster || true
+  stop_redis_sentinel || true
+  stop_kafka_cluster || true
 }
 
 cmd_status() {
-  local secure=0
-  case "${1:-}" in
-    --secure) secure=1 ;;
-    "") ;;
-    *) die "status takes only --secure, got '$1'" ;;
-  esac
+  local secure=0 cluster=0 arg
+  for arg in "$@"; do
+    case "$arg" in
+      --secure) secure=1 ;;
+      --cluster) cluster=1 ;;
+      *) die "status takes only --secure or --cluster, got '$arg'" ;;
+    esac
+  done
   if ! command -v redis-cli >/dev/null || ! command -v kcat >/dev/null; then
     echo "redis-cli/kcat not installed (run: $0 up)"
     return 1
@@ -1138,6 +1861,7 @@ cmd_status() {
     else owner="not running (start it with: $0 up --secure)"; fi
     echo "kafka-secure: $KSEC_ADMIN (SASL_SSL $KSEC_SASL_PORT, SSL $KSEC_MTLS_PORT, OAUTHBEARER $KSEC_OAUTH_PORT) $ans; $owner"
   fi
+  status_clusters "$cluster" || rc=1
   return "$rc"
 }
 
@@ -1155,6 +1879,23 @@ cmd_env() {
     printf 'export KAFKA_OAUTH_BROKERS=%q\n' "$LOCAL_HOST:$KSEC_OAUTH_PORT"
     printf 'export KAFKA_SECURE_ADMIN_BROKERS=%q\n' "$KSEC_ADMIN"
     printf 'export KAFKA_SECURE_DIR=%q\n' "$KSEC_DIR"
+  fi
+  # The clusters: while any of their processes runs (ours); the URL names a
+  # node that runs.
+  local port
+  for port in "${RCL_PORTS[@]}"; do
+    if rcl_pid "$port" >/dev/null; then
+      printf 'export REDIS_CLUSTER_URL=%q\n' "redis://$LOCAL_HOST:$port"
+      printf 'export REDIS_CLUSTER_NODES=%q\n' "$(rcl_nodes)"
+      break
+    fi
+  done
+  if [[ "$(count_running rsn_pid "${RSN_NAMES[@]}")" != 0 ]]; then
+    printf 'export REDIS_SENTINEL_ADDRS=%q\n' "$(rsn_addrs)"
+    printf 'export REDIS_SENTINEL_MASTER=%q\n' "$RSN_MASTER"
+  fi
+  if [[ "$(count_running kcl_pid "${KCL_IDS[@]}")" != 0 ]]; then
+    printf 'export KAFKA_CLUSTER_BROKERS=%q\n' "$(kcl_brokers)"
   fi
 }
 
@@ -1240,7 +1981,7 @@ main() {
   shift || true
   case "$cmd" in
     up) cmd_up "$@" ;;
-    down) cmd_down ;;
+    down) cmd_down "$@" ;;
     status) cmd_status "$@" ;;
     env) cmd_env ;;
     pid) cmd_pid "$@" ;;

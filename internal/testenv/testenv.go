@@ -38,10 +38,16 @@ func Brokers() string {
 // missing skips the test, or fails it under CI=true.
 func missing(tb testing.TB, what string, err error) {
 	tb.Helper()
+	missingStarted(tb, what, "scripts/services.sh up", err)
+}
+
+// missingStarted is missing for a server that start starts.
+func missingStarted(tb testing.TB, what, start string, err error) {
+	tb.Helper()
 	if os.Getenv("CI") == "true" {
-		tb.Fatalf("%s is required under CI=true but unreachable: %v (start it with scripts/services.sh up)", what, err)
+		tb.Fatalf("%s is required under CI=true but unreachable: %v (start it with %s)", what, err, start)
 	}
-	tb.Skipf("%s unreachable (%v); start it with scripts/services.sh up", what, err)
+	tb.Skipf("%s unreachable (%v); start it with %s", what, err, start)
 }
 
 // Redis returns a plain client of the test Redis, independent of xmirror's
@@ -141,10 +147,17 @@ func NamedTopic(tb testing.TB, cl *kgo.Client, name string, partitions int32) st
 // lists it; deleted when the test ends unless it failed.
 func createTopic(tb testing.TB, cl *kgo.Client, t string, partitions int32) string {
 	tb.Helper()
+	return createTopicWith(tb, cl, t, partitions, 1, nil)
+}
+
+// createTopicWith is createTopic with replicas copies of each partition
+// and the topic configs.
+func createTopicWith(tb testing.TB, cl *kgo.Client, t string, partitions int32, replicas int16, configs map[string]*string) string {
+	tb.Helper()
 	adm := kadm.NewClient(cl)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	resp, err := adm.CreateTopic(ctx, partitions, 1, nil, t)
+	resp, err := adm.CreateTopic(ctx, partitions, replicas, configs, t)
 	if err == nil {
 		err = resp.Err
 	}
@@ -152,7 +165,8 @@ func createTopic(tb testing.TB, cl *kgo.Client, t string, partitions int32) stri
 		tb.Fatalf("create topic %s: %v", t, err)
 	}
 	// CreateTopics returns before the broker's metadata lists the topic:
-	// a mirror started at once could find it missing.
+	// a mirror started at once could find it missing. Each partition is
+	// waited for until it has a leader and every replica in sync.
 	Wait(tb, 30*time.Second, "topic "+t+" in the metadata", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -161,7 +175,15 @@ func createTopic(tb testing.TB, cl *kgo.Client, t string, partitions int32) stri
 			return false
 		}
 		d, ok := details[t]
-		return ok && d.Err == nil && len(d.Partitions) == int(partitions)
+		if !ok || d.Err != nil || len(d.Partitions) != int(partitions) {
+			return false
+		}
+		for _, p := range d.Partitions {
+			if p.Err != nil || p.Leader < 0 || len(p.ISR) != int(replicas) {
+				return false
+			}
+		}
+		return true
 	})
 	tb.Cleanup(func() {
 		if tb.Failed() {
