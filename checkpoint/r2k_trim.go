@@ -35,21 +35,7 @@ import (
 // KEYS: the checkpoint, then the streams. Reply: per stream {entries
 // trimmed, the MINID used (nil when nothing was to be trimmed: no
 // position, or not a stream)}.
-const r2kTrimScript = `local function parts(id)
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  if not ms then return id, '' end
-  return ms, seq
-end
-local function cmp(a, b)
-  local am, as = parts(a)
-  local bm, bs = parts(b)
-  if #am ~= #bm then return #am < #bm and -1 or 1 end
-  if am ~= bm then return am < bm and -1 or 1 end
-  if #as ~= #bs then return #as < #bs and -1 or 1 end
-  if as ~= bs then return as < bs and -1 or 1 end
-  return 0
-end
-local ck = KEYS[1]
+const r2kTrimScript = LuaCompareIDs + `local ck = KEYS[1]
 local out = {}
 for i = 2, #KEYS do
   local key = KEYS[i]
@@ -128,3 +114,23 @@ func R2KTrimReply(name string, streams []string, r rueidis.RedisResult) ([]R2KTr
 	}
 	return out, nil
 }
+
+// LuaCompareIDs defines, for the scripts that compare entry IDs inside
+// Redis, cmp(a, b): -1, 0 or 1 as ID a is below, at or above ID b,
+// compared part by part as decimal strings, exactly (Lua's numbers would
+// round IDs above 2^53).
+const LuaCompareIDs = `local function parts(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  if not ms then return id, '' end
+  return ms, seq
+end
+local function cmp(a, b)
+  local am, as = parts(a)
+  local bm, bs = parts(b)
+  if #am ~= #bm then return #am < #bm and -1 or 1 end
+  if am ~= bm then return am < bm and -1 or 1 end
+  if #as ~= #bs then return #as < #bs and -1 or 1 end
+  if as ~= bs then return as < bs and -1 or 1 end
+  return 0
+end
+`

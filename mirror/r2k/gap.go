@@ -207,21 +207,7 @@ func headGap(g groupPosition, h streamHead, handled string) (gap bool, lost int6
 // as the group's position for the IDs when it is above it (a group moved
 // back delivers again what was mirrored, and finds no gap there). IDs are compared part by part as decimal
 // strings, exactly; counters are exact below 2^53.
-const gapCheckScript = `local function parts(id)
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  if not ms then return id, '' end
-  return ms, seq
-end
-local function cmp(a, b)
-  local am, as = parts(a)
-  local bm, bs = parts(b)
-  if #am ~= #bm then return #am < #bm and -1 or 1 end
-  if am ~= bm then return am < bm and -1 or 1 end
-  if #as ~= #bs then return #as < #bs and -1 or 1 end
-  if as ~= bs then return as < bs and -1 or 1 end
-  return 0
-end
-local function hash(flat)
+const gapCheckScript = checkpoint.LuaCompareIDs + `local function hash(flat)
   local m = {}
   for i = 1, #flat, 2 do m[flat[i]] = flat[i + 1] end
   return m
